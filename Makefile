@@ -1,0 +1,27 @@
+# Two entry points for a fresh clone (see README): `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+.PHONY: demo test test-jitless bench
+demo: $(VENV)/.demo-installed
+	$(BIN)/flexsparse demo
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -m jitless -p no:cacheprovider tests
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/run_all.py

@@ -1,0 +1,66 @@
+"""flexsparse: fast sparse tensors for the CPUs and GPUs people own.
+
+* n-D sparse tensors (:class:`COO`, :class:`CSF`) with conversions and file formats;
+* a sparsity-aware :func:`einsum` (plus :func:`tensordot`, :func:`matmul`, :func:`einsum_path`)
+  on parallel numba engines, with optional bounded memory (``memory_limit=``);
+* structured sparsity (:class:`BlockSparse`, :class:`NM`, :class:`HSS`), :func:`prune`;
+* :mod:`flexsparse.model`, an analytical model of sparse accelerators;
+* :mod:`flexsparse.torch` (optional) and :mod:`flexsparse.gpu` (optional, Triton).
+
+Names are resolved lazily (PEP 562): ``import flexsparse`` compiles nothing and reads no file.
+
+>>> import numpy as np, flexsparse as fs
+>>> a = fs.COO.from_numpy(np.eye(3))
+>>> fs.einsum("ij,jk->ik", a, a, format="dense").trace()
+3.0
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # formats
+    "COO": "flexsparse.formats.coo",
+    "CSF": "flexsparse.formats.fiber",
+    "as_coo": "flexsparse.formats.convert",
+    "from_scipy": "flexsparse.formats.convert",
+    "to_scipy": "flexsparse.formats.convert",
+    "from_numpy": "flexsparse.formats.convert",
+    "random": "flexsparse.formats.random",
+    "load": "flexsparse.formats.io",
+    "save": "flexsparse.formats.io",
+    # einsum
+    "einsum": "flexsparse.einsum.execute",
+    "tensordot": "flexsparse.einsum.execute",
+    "matmul": "flexsparse.einsum.execute",
+    "einsum_path": "flexsparse.einsum.plan",
+    # structured sparsity
+    "BlockSparse": "flexsparse.formats.block",
+    "NM": "flexsparse.formats.nm",
+    "HSS": "flexsparse.formats.hss",
+    "HSSPattern": "flexsparse.formats.hss",
+    "prune": "flexsparse.prune",
+    "prune_mask": "flexsparse.prune",
+    # bounded memory
+    "MemoryLimitError": "flexsparse.tiling",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flexsparse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,137 @@
+"""Small shared helpers: dtype checks, index dtypes, byte-size parsing, atomic writes.
+
+Every module that validates input or writes files goes through these, so errors read
+the same everywhere and no file is ever half written under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "atomic_write",
+    "check_numeric_dtype",
+    "index_dtype_for",
+    "parse_bytes",
+    "result_dtype",
+]
+
+_NUMERIC_KINDS = "biufc"
+
+
+def check_numeric_dtype(dtype: np.dtype | type, what: str = "array") -> np.dtype:
+    """Return ``np.dtype(dtype)`` or raise ``TypeError`` if it is not numeric.
+
+    Booleans, integers, floats and complex numbers are numeric; strings, objects,
+    datetimes are not.
+
+    >>> check_numeric_dtype(np.float32)
+    dtype('float32')
+    >>> check_numeric_dtype(np.dtype("U3"), "operand 0")
+    Traceback (most recent call last):
+    ...
+    TypeError: operand 0 has non-numeric dtype <U3; expected bool, integer, float or complex
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{what} has non-numeric dtype {dt}; expected bool, integer, float or complex")
+    return dt
+
+
+def result_dtype(*dtypes: np.dtype) -> np.dtype:
+    """NumPy's promotion of the operands' dtypes (what ``np.einsum`` would return)."""
+    return np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+
+
+def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:
+    """Smallest of int32/int64 that holds every coordinate of ``shape``.
+
+    Coordinates are stored per mode, never as one linearised key, so only the largest
+    single extent matters (FROSTT Flickr's 28M-long mode still fits int32).
+
+    >>> index_dtype_for((320_000, 28_000_000, 1_600_000, 731))
+    dtype('int32')
+    >>> index_dtype_for((2**40,))
+    dtype('int64')
+    """
+    extents = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    largest = max((int(s) for s in extents), default=0)
+    return np.dtype(np.int32) if largest <= np.iinfo(np.int32).max else np.dtype(np.int64)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(size: int | str) -> int:
+    """Parse a byte count: an int, or a string such as ``"512MB"``, ``"2GiB"``, ``"100k"``.
+
+    >>> parse_bytes("512MB")
+    512000000
+    >>> parse_bytes("1.5GiB")
+    1610612736
+    >>> parse_bytes("lots")
+    Traceback (most recent call last):
+    ...
+    ValueError: malformed size 'lots': expected a number with an optional unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)
+    """
+    if isinstance(size, bool):
+        raise TypeError("size must be an int or a string such as '512MB', not bool")
+    if isinstance(size, (int, np.integer)):
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        return int(size)
+    if not isinstance(size, str):
+        raise TypeError(f"size must be an int or a string such as '512MB', not {type(size).__name__}")
+    m = _SIZE_RE.match(size)
+    if not m:
+        raise ValueError(
+            f"malformed size {size!r}: expected a number with an optional unit "
+            "(B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    unit = m.group(2).lower().rstrip("b")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {size!r}")
+    return value
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+
+    An exception (or a killed process) leaves ``path`` untouched: either the old file
+    or nothing, never a truncated one. The temporary name starts with ``.`` and ends
+    with ``.partial`` so it never looks like a finished file.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_write(os.path.join(d, "x.txt"), "w") as f:
+    ...     _ = f.write("hello")
+    >>> open(os.path.join(d, "x.txt")).read()
+    'hello'
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"cannot write {path}: directory {directory} is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,101 @@
+"""The ``flexsparse`` command line (typer): demo, einsum, info, model, tile-bench.
+
+Every command imports its machinery lazily, so ``flexsparse --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="flexsparse: fast sparse tensors, structured sparsity and a model of sparse accelerators.")
+
+
+@app.command()
+def demo(quick: bool = typer.Option(False, help="Smaller workloads (seconds, not minutes)."),
+         repeat: int = typer.Option(3, min=1, help="Timed repetitions per workload (median is shown)."),
+         ) -> None:
+    """Run real contractions on shipped/generated data and compare with every installed peer."""
+    from flexsparse.demo import run_demo
+
+    run_demo(quick=quick, repeat=repeat)
+
+
+@app.command("einsum")
+def einsum_cmd(
+    spec: str = typer.Argument(..., help="Einsum subscripts, e.g. 'ij,jk->ik'."),
+    inputs: list[Path] = typer.Argument(..., help="Operand files (.tns, .mtx, .npz), one per operand."),
+    output: Path = typer.Option(..., "-o", "--output", help="Result file (.tns, .mtx or .npz)."),
+    index_base: Optional[int] = typer.Option(None, help="Index base of .tns inputs (0 or 1)."),
+    header: Optional[bool] = typer.Option(None, help="Whether .tns inputs start with a shape line."),
+    memory_limit: Optional[str] = typer.Option(None, help="Bound the working set, e.g. '512MB'."),
+    tiling: str = typer.Option("overbook", help="Tiling strategy with --memory-limit."),
+    report: bool = typer.Option(False, help="Print the tiling report."),
+    threads: Optional[int] = typer.Option(None, help="Worker threads."),
+    show_path: bool = typer.Option(False, "--path", help="Print the contraction path and its estimates."),
+) -> None:
+    """Contract tensors stored in files and write the result (atomically)."""
+    import time
+
+    import flexsparse as fs
+
+    tensors = [fs.load(p, index_base=index_base, header=header) if p.suffix == ".tns" else fs.load(p)
+               for p in inputs]
+    if show_path:
+        typer.echo(fs.einsum_path(spec, *tensors)[1])
+    t0 = time.perf_counter()
+    kwargs = dict(format="coo", threads=threads)
+    if memory_limit is not None:
+        kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
+        result, reports = fs.einsum(spec, *tensors, **kwargs)
+    else:
+        result, reports = fs.einsum(spec, *tensors, **kwargs), []
+    dt = time.perf_counter() - t0
+    fs.save(output, result)
+    typer.echo(f"{spec}: {result!r} in {dt * 1e3:.1f} ms -> {output}")
+    if report:
+        for r in reports:
+            typer.echo(str(r))
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz)."),
+         index_base: Optional[int] = typer.Option(None, help="Index base of a .tns file."),
+         header: Optional[bool] = typer.Option(None, help="Whether a .tns file has a shape line.")) -> None:
+    """Show shape, nnz, density, bytes and per-mode statistics of a tensor file."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    import flexsparse as fs
+
+    t = fs.load(path, index_base=index_base, header=header) if path.suffix == ".tns" else fs.load(path)
+    console = Console()
+    console.print(f"[bold]{path}[/bold]: {t!r}")
+    console.print(f"nbytes={t.nbytes:,}  dtype={t.dtype}  canonical={t.canonical}")
+    table = Table("mode", "extent", "non-empty slices", "max slice nnz", "mean slice nnz")
+    for m, extent in enumerate(t.shape):
+        _, counts = np.unique(t.coords[m], return_counts=True) if t.nnz else (None, np.zeros(1))
+        table.add_row(str(m), f"{extent:,}", f"{len(counts) if t.nnz else 0:,}", f"{int(counts.max()):,}",
+                      f"{counts.mean():.1f}")
+    console.print(table)
+
+
+def _register_subapps() -> None:
+    """Attach the sub-apps of the model and tiling parts (their modules keep imports lazy)."""
+    from flexsparse.model.cli import app as model_app
+    from flexsparse.tiling.cli import tile_bench
+
+    app.add_typer(model_app, name="model", help="Analytical model of sparse accelerators.")
+    app.command("tile-bench")(tile_bench)
+
+
+_register_subapps()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

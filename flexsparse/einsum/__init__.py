@@ -1,0 +1,1 @@
+"""flexsparse.einsum"""

@@ -1,0 +1,136 @@
+"""Compact ids for multi-mode coordinate keys, without a linearised key that could overflow.
+
+The executor matricises every pairwise contraction: the coordinates of a group of modes
+(say A's free modes ``(i, j)``) become one row id. Three regimes, chosen per key:
+
+* ``direct``: the key's index space ``prod(sizes)`` is small (<= ``max(4 * n, 2**20)``): the
+  row-major linear index is itself the id (no sort; ids are in lexicographic key order);
+* ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
+  (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
+* ``lexsort``: ``prod(sizes) >= 2**62`` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
+  ``np.lexsort`` over the modes, never forming a linear key.
+
+In every regime ids increase with the lexicographic order of the key tuples, so sorted ids
+decode to canonically sorted coordinates. Cost: O(k * n) for ``direct``, O(k * n log n) else,
+for n coordinates of k modes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["KeySpace", "group_keys", "split_groups"]
+
+_LINEAR_MAX = 2**62
+
+
+@dataclass(frozen=True, eq=False)
+class KeySpace:
+    """Decoder from compact ids back to per-mode coordinates.
+
+    Attributes:
+        sizes: extent of each mode of the key.
+        n_ids: number of ids (the matricised dimension's size).
+        regime: ``"direct"``, ``"unique"`` or ``"lexsort"``.
+        table: for ``unique``/``lexsort``, ``[n_modes, n_ids]`` coordinates of every id;
+            ``None`` for ``direct``.
+    """
+
+    sizes: tuple[int, ...]
+    n_ids: int
+    regime: str
+    table: np.ndarray | None
+
+    def decode(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Per-mode coordinates (int64) of the keys with the given ids.
+
+        >>> ks, ids = group_keys([np.array([1, 0, 1]), np.array([2, 0, 2])], (2, 3))
+        >>> [c.tolist() for c in ks.decode(ids)]
+        [[1, 0, 1], [2, 0, 2]]
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.table is not None:
+            return [row[ids] for row in self.table]
+        out = []
+        rest = ids
+        for s in reversed(self.sizes):
+            rest, c = np.divmod(rest, s)
+            out.append(c)
+        return out[::-1]
+
+
+def _linear(cols: list[np.ndarray], sizes: tuple[int, ...], n: int) -> np.ndarray:
+    lin = np.zeros(n, dtype=np.int64)
+    for c, s in zip(cols, sizes):
+        lin *= s
+        lin += c
+    return lin
+
+
+def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = None
+               ) -> tuple[KeySpace, np.ndarray]:
+    """Assign each coordinate tuple ``(cols[0][t], cols[1][t], ...)`` a compact id.
+
+    Args:
+        cols: per-mode coordinate arrays of equal length n (possibly empty list: one key).
+        sizes: the modes' extents.
+        n: number of coordinates (needed only when ``cols`` is empty).
+
+    Returns:
+        ``(keyspace, ids)`` with ``ids: int64 [n]`` in ``[0, keyspace.n_ids)``.
+
+    >>> ks, ids = group_keys([np.array([5, 2, 5])], (10**19,))
+    >>> ks.regime, ids.tolist(), ks.n_ids
+    ('unique', [1, 0, 1], 2)
+    """
+    sizes = tuple(int(s) for s in sizes)
+    if not cols:
+        return KeySpace((), 1, "direct", None), np.zeros(n or 0, dtype=np.int64)
+    n = len(cols[0])
+    total = math.prod(sizes)
+    if total < _LINEAR_MAX and all(s < _LINEAR_MAX for s in sizes):
+        if len(cols) == 1:
+            lin = cols[0].astype(np.int64, copy=False)
+        else:
+            lin = _linear(cols, sizes, n)
+        if total <= max(4 * n, 2**20):
+            return KeySpace(sizes, total, "direct", None), lin
+        uniq, inv = np.unique(lin, return_inverse=True)
+        table = np.empty((len(sizes), len(uniq)), dtype=np.int64)
+        rest = uniq
+        for m in range(len(sizes) - 1, -1, -1):
+            rest, table[m] = np.divmod(rest, sizes[m])
+        return KeySpace(sizes, len(uniq), "unique", table), inv.astype(np.int64, copy=False).reshape(-1)
+    # Index space beyond int64: rank the tuples by a lexicographic sort over the modes.
+    order = np.lexsort(tuple(c for c in reversed(cols)))
+    if n == 0:
+        return KeySpace(sizes, 0, "lexsort", np.zeros((len(cols), 0), np.int64)), np.zeros(0, np.int64)
+    srt = [c[order] for c in cols]
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for c in srt:
+        new[1:] |= c[1:] != c[:-1]
+    rank_sorted = np.cumsum(new) - 1
+    ids = np.empty(n, dtype=np.int64)
+    ids[order] = rank_sorted
+    table = np.stack([c[new].astype(np.int64) for c in srt])
+    return KeySpace(sizes, int(rank_sorted[-1]) + 1, "lexsort", table), ids
+
+
+def split_groups(cols_a: list[np.ndarray], cols_b: list[np.ndarray], sizes: tuple[int, ...],
+                 na: int, nb: int) -> tuple[KeySpace, np.ndarray, np.ndarray]:
+    """Joint ids for the same key appearing in two operands (the contracted modes).
+
+    >>> ks, ia, ib = split_groups([np.array([7, 3])], [np.array([3, 9])], (10**19,), 2, 2)
+    >>> ia.tolist(), ib.tolist(), ks.n_ids
+    ([1, 0], [0, 2], 3)
+    """
+    if not cols_a:
+        return KeySpace((), 1, "direct", None), np.zeros(na, np.int64), np.zeros(nb, np.int64)
+    joint = [np.concatenate([a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)])
+             for a, b in zip(cols_a, cols_b)]
+    ks, ids = group_keys(joint, sizes)
+    return ks, ids[:na], ids[na:]

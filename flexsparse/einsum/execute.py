@@ -1,0 +1,530 @@
+"""einsum / tensordot / matmul over sparse and dense operands of any order.
+
+Algorithm:
+
+1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray``.
+2. Unary pass per operand: drop broadcast (size-1) modes, take diagonals of repeated
+   indices, sum away indices no other operand or the output needs.
+3. Plan (:mod:`.plan`): a pairwise order chosen with sparsity-aware cost estimates, and a
+   method per step: ``dense`` (BLAS through ``numpy.einsum``), ``gustavson`` (row-wise
+   SpGEMM, hash or dense accumulator per row block), ``dot`` (inner-product engine: the
+   output is small or dense), ``spmm`` (sparse x dense).
+4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
+   (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
+   linear key that could overflow). Putting the batch modes into both the row and the column
+   keys makes cross-batch products structurally zero, so batched contractions need no loop.
+5. The result is returned dense or sparse by the ``format`` rule (:func:`choose_format`).
+
+Cost: each sparse step is O(nnz(A) + nnz(B)) for key grouping (O(n log n) when keys must be
+ranked) plus the kernel's O(flops + nnz(C)); dense steps are BLAS.
+
+>>> import numpy as np, flexsparse as fs
+>>> a = fs.COO.from_numpy(np.array([[1.0, 0, 2], [0, 3, 0]]))
+>>> fs.einsum("ij,jk->ik", a, a.T, format="dense")
+array([[5., 0.],
+       [0., 9.]])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from flexsparse._util import check_numeric_dtype, result_dtype
+from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
+from flexsparse.formats.coo import COO
+
+__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_DENSITY",
+           "AUTO_DENSE_MAX_BYTES"]
+
+#: ``format="auto"`` returns a dense array when the result's density is at least this ...
+AUTO_DENSE_DENSITY = 0.25
+#: ... and the dense array would take at most this many bytes; otherwise a COO.
+AUTO_DENSE_MAX_BYTES = 2 * 2**30
+#: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
+#: evaluation when every operand densifies within this many bytes.
+_NONFINITE_DENSE_BYTES = 512 * 2**20
+_FORMATS = ("auto", "coo", "csf", "dense")
+
+
+def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
+    """The ``format="auto"`` rule: ``"dense"`` when density >= 25% and the dense result fits
+    in 2 GiB, else ``"coo"``. 0-d results are always dense (a NumPy scalar, as ``np.einsum``).
+
+    >>> choose_format(30, (10, 10), 8), choose_format(3, (10, 10), 8), choose_format(1, (), 8)
+    ('dense', 'coo', 'dense')
+    """
+    size = math.prod(shape)
+    if not shape:
+        return "dense"
+    if size and nnz / size >= AUTO_DENSE_DENSITY and size * itemsize <= AUTO_DENSE_MAX_BYTES:
+        return "dense"
+    return "coo"
+
+
+# ---------------------------------------------------------------------- operand handling
+def _as_operand(x: Any, k: int) -> COO | np.ndarray:
+    """COO for sparse inputs, a numeric ndarray for everything else."""
+    if isinstance(x, COO):
+        return x
+    if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
+        arr = np.asarray(x)
+        check_numeric_dtype(arr.dtype, f"operand {k}")
+        return arr
+    from flexsparse.formats.convert import as_coo
+
+    try:
+        return as_coo(x)
+    except TypeError:
+        arr = np.asarray(x)
+        check_numeric_dtype(arr.dtype, f"operand {k}")
+        return arr
+
+
+def _coo_drop_modes(t: COO, keep: list[int], shape: tuple[int, ...]) -> COO:
+    """Project onto ``keep`` modes, summing entries that collide."""
+    out = COO(t.coords[keep], t.data, shape, canonical=False)
+    return out.sum_duplicates()
+
+
+def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
+           ) -> tuple[COO | np.ndarray, str]:
+    """Broadcast-drop, diagonal and private sums of one operand; returns distinct indices."""
+    # 1. size-1 broadcast modes carry no information: drop them.
+    if bcast:
+        keep = [m for m, c in enumerate(idx) if c not in bcast]
+        if isinstance(op, np.ndarray):
+            op = op.reshape([op.shape[m] for m in keep])
+        else:
+            op = COO(op.coords[keep], op.data, tuple(op.shape[m] for m in keep), canonical=op.canonical)
+        idx = "".join(idx[m] for m in keep)
+    # 2. repeated index: the diagonal.
+    uniq = "".join(dict.fromkeys(idx))
+    if len(uniq) < len(idx):
+        if isinstance(op, np.ndarray):
+            op = np.einsum(f"{idx}->{uniq}", op)
+        else:
+            mask = np.ones(op.nnz, dtype=bool)
+            first = {c: idx.index(c) for c in uniq}
+            for m, c in enumerate(idx):
+                if m != first[c]:
+                    mask &= op.coords[m] == op.coords[first[c]]
+            keep = [first[c] for c in uniq]
+            op = COO(op.coords[keep][:, mask], op.data[mask], tuple(op.shape[m] for m in keep),
+                     canonical=False).sum_duplicates()
+        idx = uniq
+    # 3. indices nobody else needs: sum them away now (cheapest place).
+    private = [m for m, c in enumerate(idx) if c not in needed]
+    if private:
+        keep = [m for m, c in enumerate(idx) if c in needed]
+        if isinstance(op, np.ndarray):
+            op = op.sum(axis=tuple(private))
+        else:
+            op = _coo_drop_modes(op, keep, tuple(op.shape[m] for m in keep))
+        idx = "".join(idx[m] for m in keep)
+    return op, idx
+
+
+def _canonical(t: COO) -> COO:
+    return t if t.canonical else t.sum_duplicates()
+
+
+def _transpose_to(op: COO | np.ndarray, idx: str, target: str) -> COO | np.ndarray:
+    if idx == target:
+        return op
+    perm = [idx.index(c) for c in target]
+    if isinstance(op, np.ndarray):
+        return op.transpose(perm)
+    return op.transpose(perm)
+
+
+# ---------------------------------------------------------------------- matricisation
+def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tuple[int, int]):
+    """CSR from unique (row, col) pairs; skips the sort when they are already in order."""
+    from flexsparse.kernels.cpu.csr import CSR
+
+    n_rows, n_cols = shape
+    if n_rows * n_cols < 2**62:
+        key = row_ids * n_cols + col_ids
+        if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
+            order = np.argsort(key, kind="stable")
+            row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
+    else:
+        order = np.lexsort((col_ids, row_ids))
+        row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_ids, minlength=n_rows), out=indptr[1:])
+    idt = np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64
+    return CSR._trusted(indptr, col_ids.astype(idt, copy=False), vals, (n_rows, n_cols), True)
+
+
+def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
+    batch = "".join(c for c in ai if c in bi and c in out)
+    contr = "".join(c for c in ai if c in bi and c not in out)
+    free_a = "".join(c for c in ai if c not in bi)
+    free_b = "".join(c for c in bi if c not in ai)
+    return batch, contr, free_a, free_b
+
+
+def _rows_of(t: COO, idx: str, letters: str) -> list[np.ndarray]:
+    return [t.coords[idx.index(c)] for c in letters]
+
+
+def _assemble(row_ks: KeySpace, col_ks: KeySpace | None, rows: np.ndarray, cols: np.ndarray,
+              vals: np.ndarray, n_batch: int, col_modes: int, shape: tuple[int, ...]) -> COO:
+    """COO over (row key modes + column key modes without the batch) from compact ids."""
+    coords = row_ks.decode(rows)
+    if col_ks is not None:
+        coords += col_ks.decode(cols)[n_batch:]
+    else:
+        coords += []
+    if coords:
+        stacked = np.stack(coords)
+    else:
+        stacked = np.zeros((0, len(vals)), dtype=np.int64)
+    return COO(stacked, vals, shape, canonical=True) if _is_sorted(stacked) else \
+        COO(stacked, vals, shape, canonical=False)
+
+
+def _is_sorted(coords: np.ndarray) -> bool:
+    from flexsparse.formats._sort import is_lex_sorted
+
+    return bool(is_lex_sorted(coords, strict=True))
+
+
+def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
+                 threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
+    """Sparse x sparse contraction; returns (result, its index order)."""
+    batch, contr, free_a, free_b = _split(ai, bi, out)
+    a, b = _canonical(a), _canonical(b)
+    sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
+    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
+    k_ks, a_cols, b_rows = split_groups(_rows_of(a, ai, batch + contr), _rows_of(b, bi, batch + contr),
+                                        sz(batch + contr), a.nnz, b.nnz)
+    col_ks, b_cols = group_keys(_rows_of(b, bi, batch + free_b), sz(batch + free_b), b.nnz)
+    dtype = result_dtype(a.dtype, b.dtype)
+    A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
+    B = _csr(b_rows, b_cols, b.data.astype(dtype, copy=False), (k_ks.n_ids, col_ks.n_ids))
+    res_idx = batch + free_a + free_b
+    res_shape = sz(res_idx)
+    n_cells = row_ks.n_ids * col_ks.n_ids
+    if method == "dot" and n_cells <= 2**26 and (not batch):
+        from flexsparse.kernels.cpu.dot import dot_csr_csr
+
+        dense = dot_csr_csr(A, B.transpose())
+        r, c = np.nonzero(dense)
+        return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), 0, res_shape), res_idx
+    if tiling is not None and final is not None and tiling.out is not None:
+        # Final step with out=: tiles stream to disk; decode to COO only when loaded.
+        from flexsparse.einsum._bounded import LazyEinsumResult, tiled_product
+
+        lazy = tiled_product(A, B, tiling, out=tiling.out)
+
+        def decode(C):
+            rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
+            coo = _assemble(row_ks, col_ks, rows, np.asarray(C.indices, np.int64), C.data, len(batch), 0,
+                            res_shape)
+            return _canonical(_transpose_to(coo, res_idx, final))
+
+        return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
+    if tiling is not None:
+        from flexsparse.einsum._bounded import tiled_product
+
+        C = tiled_product(A, B, tiling)
+    else:
+        from flexsparse.kernels.cpu.spgemm import spgemm
+
+        C = spgemm(A, B, threads=threads)
+    rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
+    return _assemble(row_ks, col_ks, rows, C.indices.astype(np.int64), C.data, len(batch), 0,
+                     res_shape), res_idx
+
+
+def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
+                       threads: int | None, dense_out: bool) -> tuple[COO | np.ndarray, str]:
+    """Sparse x dense: A's (batch, contracted) keys index rows of the reshaped dense operand."""
+    from flexsparse.kernels.cpu import spmm as spk
+
+    batch, contr, free_a, free_d = _split(ai, di, out)
+    a = _canonical(a)
+    sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
+    dtype = result_dtype(a.dtype, d.dtype)
+    # d: [batch..., contr..., free_d...] -> [B*K, F]; contiguous rows for the SpMM inner loop
+    d2 = np.ascontiguousarray(_transpose_to(d, di, batch + contr + free_d), dtype=dtype)
+    bk, f = math.prod(sz(batch + contr)), math.prod(sz(free_d))
+    d2 = d2.reshape(bk, f)
+    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
+    lin = np.zeros(a.nnz, dtype=np.int64)
+    for c in batch + contr:
+        lin *= sizes[c]
+        lin += a.coords[ai.index(c)]
+    A = _csr(a_rows, lin, a.data.astype(dtype, copy=False), (row_ks.n_ids, bk))
+    C = spk.spmm_csr_dense(A, d2, threads=threads) if f else np.zeros((row_ks.n_ids, 0), dtype)
+    res_idx = batch + free_a + free_d
+    res_shape = sz(res_idx)
+    present = np.flatnonzero(np.diff(A.indptr))  # rows holding any entry
+    if dense_out:
+        full = np.zeros(res_shape, dtype=dtype)
+        keys = row_ks.decode(present)
+        full.reshape(sz(batch + free_a) + (f,))[tuple(keys)] = C[present]
+        return full, res_idx
+    sub = C[present]
+    r, c = np.nonzero(sub)
+    coords = row_ks.decode(present[r])
+    rest = c
+    tail = []
+    for s in reversed(sz(free_d)):
+        rest, x = np.divmod(rest, s)
+        tail.append(x)
+    coords += tail[::-1]
+    stacked = np.stack(coords) if coords else np.zeros((0, len(r)), np.int64)
+    return COO(stacked, sub[r, c], res_shape, canonical=False), res_idx
+
+
+def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
+                ) -> tuple[np.ndarray, str]:
+    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
+
+    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
+    away by the unary pass, so every index is batch, contracted or free.
+    """
+    batch, contr, free_x, free_y = _split(xi, yi, out)
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    dtype = result_dtype(x.dtype, y.dtype)
+    xm = _transpose_to(x, xi, batch + free_x + contr).astype(dtype, copy=False)
+    ym = _transpose_to(y, yi, batch + contr + free_y).astype(dtype, copy=False)
+    xm = xm.reshape(sz(batch), sz(free_x), sz(contr))
+    ym = ym.reshape(sz(batch), sz(contr), sz(free_y))
+    if dtype.kind in "fc":
+        res = np.matmul(xm, ym)
+    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
+        res = np.einsum("bik,bkj->bij", xm, ym)
+    idx = batch + free_x + free_y
+    return res.reshape(tuple(sizes[c] for c in idx)), idx
+
+
+def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
+          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None
+          ) -> tuple[Any, str]:
+    # Guard: an index neither the other side nor the result needs is summed away first.
+    x, xi = _unary(x, xi, frozenset(), set(yi) | set(out))
+    y, yi = _unary(y, yi, frozenset(), set(xi) | set(out))
+    xs, ys = isinstance(x, COO), isinstance(y, COO)
+    if method == "dense" and not (tiling is not None and xs and ys):
+        return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
+    if xs and ys:
+        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads, tiling, final)
+    if xs:
+        return _pair_sparse_dense(x, xi, y, yi, out, sizes, threads, dense_out)
+    if ys:
+        return _pair_sparse_dense(y, yi, x, xi, out, sizes, threads, dense_out)
+    return _pair_dense(x, xi, y, yi, out, sizes)
+
+
+def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
+    for op in ops:
+        vals = op.data if isinstance(op, COO) else op
+        if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
+            return True
+    return False
+
+
+def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
+    if isinstance(res, COO):
+        if res.dtype != dtype:
+            res = res.astype(dtype)
+        if fmt == "auto":
+            fmt = choose_format(res.nnz, res.shape, dtype.itemsize)
+        if fmt == "dense":
+            dense = res.todense()
+            return dense[()] if dense.ndim == 0 else dense
+        res = _canonical(res)
+        if fmt == "csf":
+            from flexsparse.formats.fiber import CSF
+
+            return CSF.from_coo(res)
+        return res
+    res = np.asarray(res, dtype=dtype)
+    if fmt == "auto":
+        fmt = choose_format(int(np.count_nonzero(res)), res.shape, dtype.itemsize)
+    if fmt == "dense":
+        return res[()] if res.ndim == 0 else res
+    coo = COO.from_numpy(res)
+    if fmt == "csf":
+        from flexsparse.formats.fiber import CSF
+
+        return CSF.from_coo(coo)
+    return coo
+
+
+def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any = "auto",
+           threads: int | None = None, memory_limit: int | str | None = None,
+           tiling: str = "overbook", overbook: float = 0.10, out: Any = None,
+           progress: bool = False, return_report: bool = False) -> Any:
+    """Evaluate an Einstein summation over sparse and dense operands, as ``numpy.einsum``.
+
+    Args:
+        subscripts: a spec such as ``"ij,jk->ik"`` (explicit or implicit output, ``...``,
+            repeated indices), or NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2])``.
+        *operands: NumPy arrays, scalars, :class:`~flexsparse.COO`/``CSF``, SciPy sparse,
+            pydata/sparse or torch sparse tensors, in any mix.
+        format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"`` or ``"dense"``.
+        optimize: path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"left"``)
+            or an explicit list of pairs, as ``numpy.einsum_path``.
+        threads: worker threads for the numba engines (default: all cores).
+        memory_limit: bound on the working set of every sparse x sparse step (bytes or a
+            string such as ``"512MB"``); the step then runs tile by tile (:mod:`flexsparse.tiling`).
+        tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
+        overbook: target fraction of overflowing tiles for ``tiling="overbook"``.
+        out: with ``memory_limit``, a ``.npz`` path or directory that receives the final
+            result tile by tile; a lazy handle is returned instead of the tensor.
+        progress: show a progress bar over tiles.
+        return_report: also return the tiling report(s) (``(result, reports)``).
+
+    Returns:
+        A NumPy array/scalar or a sparse tensor, as ``format`` decides.
+
+    Raises:
+        ValueError: invalid subscripts, size mismatches, unknown format/optimizer.
+        TypeError: non-numeric operands.
+
+    >>> import numpy as np
+    >>> x = np.arange(6.0).reshape(2, 3)
+    >>> float(einsum("ij,ij->", x, x))
+    55.0
+    """
+    from flexsparse.einsum.parser import parse_einsum, parse_interleaved
+
+    if format not in _FORMATS:
+        raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
+    if not isinstance(subscripts, str):
+        subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
+    if out is not None and memory_limit is None:
+        raise ValueError("out= streams tiles to disk and needs memory_limit=")
+    ops = [_as_operand(x, k) for k, x in enumerate(operands)]
+    spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    dtype = result_dtype(*[op.dtype for op in ops])
+    tiling_opts = None
+    if memory_limit is not None:
+        from flexsparse.einsum._bounded import make_tiling_options
+
+        tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+
+    if _nonfinite(ops) and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES
+                               for op in ops):
+        # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
+        dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
+        res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
+    else:
+        if _nonfinite(ops):
+            warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
+                          "propagate through stored entries only", RuntimeWarning, stacklevel=2)
+        res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
+    reports = tiling_opts.reports if tiling_opts is not None else []
+    if type(res).__name__ != "LazyEinsumResult":
+        res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
+        if out is not None:
+            from flexsparse.einsum._bounded import save_result
+
+            res = save_result(res, tiling_opts.out)
+    return (res, reports) if return_report else res
+
+
+def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
+              stream_final: bool) -> tuple[Any, str]:
+    """Unary pass, plan, pairwise steps; returns the last result and its index order."""
+    from flexsparse.einsum.parser import parse_einsum
+    from flexsparse.einsum.plan import plan_einsum
+    from flexsparse.einsum.stats import operand_stats
+
+    # Unary pass: after it, every operand has distinct indices that someone else needs.
+    work: list[tuple[Any, str]] = []
+    for k, (op, idx) in enumerate(zip(ops, spec.inputs)):
+        others = set(spec.output).union(*[set(s) for j, s in enumerate(spec.inputs) if j != k])
+        work.append(_unary(op, idx, spec.broadcast[k], others))
+    if len(work) == 1:
+        return work[0]
+    sizes = dict(spec.sizes)
+    reduced = ",".join(idx for _, idx in work) + "->" + spec.output
+    rspec = parse_einsum(reduced, [tuple(op.shape) for op, _ in work])
+    stats = [operand_stats(idx, op) for op, idx in work]
+    plan = plan_einsum(rspec, stats, optimize=optimize)
+    for n_step, step in enumerate(plan.steps):
+        i, j = step.lhs, step.rhs
+        (x, xi), (y, yi) = work[i], work[j]
+        for p in sorted((i, j), reverse=True):
+            work.pop(p)
+        final = spec.output if stream_final and n_step == len(plan.steps) - 1 else None
+        res, ri = _pair(x, xi, y, yi, step.out_indices, sizes, step.method, threads,
+                        step.out_format == "dense", tiling_opts, final)
+        work.append((res, ri))
+    (res, ri), = work
+    return res, ri
+
+
+# ---------------------------------------------------------------------- tensordot / matmul
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def tensordot(a: Any, b: Any, axes: int | Sequence = 2, *, format: str = "auto",
+              threads: int | None = None) -> Any:
+    """``numpy.tensordot`` for sparse/dense operands (contract ``axes`` of ``a`` with ``b``).
+
+    >>> import numpy as np
+    >>> x = np.arange(24.0).reshape(2, 3, 4)
+    >>> bool(np.allclose(tensordot(x, x, axes=([1, 2], [1, 2])), np.tensordot(x, x, ([1, 2], [1, 2]))))
+    True
+    """
+    na, nb = np.ndim(a) if not hasattr(a, "ndim") else a.ndim, b.ndim if hasattr(b, "ndim") else np.ndim(b)
+    if isinstance(axes, (int, np.integer)):
+        n = int(axes)
+        if n < 0 or n > min(na, nb):
+            raise ValueError(f"axes={n} is out of range for operands with {na} and {nb} dimensions")
+        ax_a, ax_b = list(range(na - n, na)), list(range(n))
+    else:
+        try:
+            ax_a, ax_b = axes
+        except (TypeError, ValueError):
+            raise ValueError("axes must be an int or a pair of sequences") from None
+        ax_a = [ax_a] if isinstance(ax_a, (int, np.integer)) else list(ax_a)
+        ax_b = [ax_b] if isinstance(ax_b, (int, np.integer)) else list(ax_b)
+        if len(ax_a) != len(ax_b):
+            raise ValueError(f"axes lengths differ: {len(ax_a)} for a and {len(ax_b)} for b")
+    if na + nb > len(_LETTERS):
+        raise ValueError(f"tensordot supports at most {len(_LETTERS)} dimensions in total")
+    ax_a = [x % na if na else x for x in ax_a]
+    ax_b = [x % nb if nb else x for x in ax_b]
+    la = list(_LETTERS[:na])
+    lb = list(_LETTERS[na:na + nb])
+    for x, y in zip(ax_a, ax_b):
+        lb[y] = la[x]
+    out = "".join(c for m, c in enumerate(la) if m not in ax_a) + \
+        "".join(c for m, c in enumerate(lb) if m not in ax_b)
+    return einsum(f"{''.join(la)},{''.join(lb)}->{out}", a, b, format=format, threads=threads)
+
+
+def matmul(a: Any, b: Any, *, format: str = "auto", threads: int | None = None) -> Any:
+    """``numpy.matmul`` semantics (1-D promotion, broadcast batch dims) for sparse/dense operands.
+
+    >>> import numpy as np
+    >>> x = np.arange(6.0).reshape(2, 3)
+    >>> matmul(x, np.ones(3)).tolist()
+    [3.0, 12.0]
+    """
+    na = a.ndim if hasattr(a, "ndim") else np.ndim(a)
+    nb = b.ndim if hasattr(b, "ndim") else np.ndim(b)
+    if na == 0 or nb == 0:
+        raise ValueError("matmul: input operand does not have enough dimensions (scalars are not allowed)")
+    if na == 1 and nb == 1:
+        spec = "i,i->"
+    elif na == 1:
+        spec = "j,...jk->...k"
+    elif nb == 1:
+        spec = "...ij,j->...i"
+    else:
+        spec = "...ij,...jk->...ik"
+    return einsum(spec, a, b, format=format, threads=threads)

@@ -1,0 +1,315 @@
+"""A tiny compressed-sparse-row container for the 2-D contraction engines.
+
+The einsum executor reduces every pairwise sparse contraction to 2-D matrices and hands
+the engines (:mod:`~flexsparse.kernels.cpu.spgemm`, :mod:`~flexsparse.kernels.cpu.dot`,
+:mod:`~flexsparse.kernels.cpu.spmm`) raw CSR buffers held by :class:`CSR`.
+
+Layout (``n_rows, n_cols = shape``, ``nnz = indptr[-1]``):
+
+* ``indptr: int64[n_rows + 1]`` -- row ``i`` owns positions ``indptr[i]:indptr[i+1]``;
+  ``indptr[0] == 0``, non-decreasing.
+* ``indices: int32 | int64 [nnz]`` -- column of each stored entry, ``0 <= j < n_cols``.
+  With ``sorted_indices=True`` (the default) they are strictly increasing within each
+  row (sorted, no duplicates), which the dot-product engine requires.
+* ``data: [nnz]`` -- any numeric dtype (bool, int, float, complex).
+
+Entries are *structural*: a stored zero is an entry like any other (the engines never
+skip a multiplication because of its value, so NaN/inf propagate as in NumPy).
+
+Costs: :meth:`CSR.validate` is O(nnz + n_rows) vectorised NumPy;
+:meth:`CSR.transpose` is a counting sort, O(nnz + n_rows + n_cols) time and
+O(n_cols) extra memory (a numba kernel); :meth:`CSR.from_coo_arrays` sorts, so
+O(nnz log nnz).
+
+>>> import numpy as np
+>>> m = CSR.from_coo_arrays(np.array([1, 0, 1]), np.array([2, 1, 2]), np.array([1.0, 2.0, 3.0]), (2, 3))
+>>> m.indptr.tolist(), m.indices.tolist(), m.data.tolist()
+([0, 1, 2], [1, 2], [2.0, 4.0])
+>>> m.transpose().to_scipy().toarray().tolist()
+[[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from flexsparse._util import check_numeric_dtype, index_dtype_for
+
+__all__ = ["CSR", "transpose_csr"]
+
+
+@njit(cache=True, nogil=True)
+def transpose_csr(indptr, indices, data, n_cols, out_indptr, out_indices, out_data):
+    """Counting-sort transpose kernel: fill the CSR of ``A.T`` (i.e. the CSC of ``A``).
+
+    Args:
+        indptr, indices, data: CSR buffers of ``A`` (``[n_rows+1]``, ``[nnz]``, ``[nnz]``).
+        n_cols: number of columns of ``A`` (rows of the result).
+        out_indptr: ``int64[n_cols + 1]``, overwritten.
+        out_indices: ``[nnz]`` integer buffer for the row ids of ``A``, overwritten.
+        out_data: ``[nnz]`` buffer, overwritten.
+
+    Rows of ``A`` are visited in order, so each output row lists its column ids
+    (rows of ``A``) in increasing order: the result is sorted whenever ``A`` has no
+    duplicate entries. O(nnz + n_rows + n_cols) time.
+    """
+    n_rows = indptr.shape[0] - 1
+    for k in range(n_cols + 1):
+        out_indptr[k] = 0
+    for p in range(indptr[n_rows]):
+        out_indptr[indices[p] + 1] += 1
+    for k in range(n_cols):
+        out_indptr[k + 1] += out_indptr[k]
+    # next free slot of every output row; reuses a scratch copy so out_indptr stays intact
+    fill = out_indptr[:n_cols].copy()
+    for i in range(n_rows):
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            q = fill[j]
+            out_indices[q] = i
+            out_data[q] = data[p]
+            fill[j] = q + 1
+
+
+def _as_index(arr: Any, what: str) -> np.ndarray:
+    """Coerce to a 1-D int32/int64 array (narrower ints widen, uint32/uint64 go to int64)."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"CSR {what} must be an integer array, got dtype {a.dtype}")
+    if a.dtype in (np.int32, np.int64):
+        return a
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"CSR {what} has values beyond int64")
+    small = a.dtype.itemsize < 4 or (a.dtype.kind == "i" and a.dtype.itemsize == 4)
+    return a.astype(np.int32 if small else np.int64)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CSR:
+    """A 2-D sparse matrix in compressed-sparse-row form (see the module docstring).
+
+    Attributes:
+        indptr: ``int64[n_rows + 1]`` row pointers.
+        indices: ``int32 | int64 [nnz]`` column ids.
+        data: ``[nnz]`` numeric values.
+        shape: ``(n_rows, n_cols)``.
+        sorted_indices: whether column ids are strictly increasing in every row;
+            checked by :meth:`validate` when ``True``.
+
+    The constructor normalises index dtypes (``indptr`` to int64, ``indices`` to
+    int32/int64) and runs :meth:`validate`.
+
+    >>> CSR(np.array([0, 2]), np.array([1, 0]), np.ones(2), (1, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: CSR indices of row 0 are not strictly increasing at position 1 (1 then 0); sort them or pass sorted_indices=False
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+    sorted_indices: bool = True
+
+    def __post_init__(self) -> None:
+        shape = self.shape
+        if not isinstance(shape, tuple) or len(shape) != 2:
+            try:
+                shape = tuple(int(s) for s in shape)
+            except TypeError:
+                raise TypeError(f"CSR shape must be a pair of ints, got {self.shape!r}") from None
+        object.__setattr__(self, "shape", tuple(int(s) for s in shape))
+        indptr = _as_index(self.indptr, "indptr")
+        object.__setattr__(self, "indptr", indptr.astype(np.int64, copy=False))
+        object.__setattr__(self, "indices", _as_index(self.indices, "indices"))
+        object.__setattr__(self, "data", np.asarray(self.data))
+        object.__setattr__(self, "sorted_indices", bool(self.sorted_indices))
+        self.validate()
+
+    @classmethod
+    def _trusted(cls, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                 shape: tuple[int, int], sorted_indices: bool) -> CSR:
+        """Build without validation: only for buffers a kernel just produced correctly."""
+        obj = object.__new__(cls)
+        for name, value in (("indptr", indptr), ("indices", indices), ("data", data),
+                            ("shape", (int(shape[0]), int(shape[1]))),
+                            ("sorted_indices", bool(sorted_indices))):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Check the layout; raise ``ValueError``/``TypeError`` naming the first problem."""
+        if len(self.shape) != 2 or any(s < 0 for s in self.shape):
+            raise ValueError(f"CSR shape must be two non-negative ints, got {self.shape}")
+        n_rows, n_cols = self.shape
+        ip, ix, d = self.indptr, self.indices, self.data
+        if ip.ndim != 1 or ip.dtype != np.int64:
+            raise TypeError(f"CSR indptr must be a 1-D int64 array, got {ip.ndim}-D {ip.dtype}")
+        if ix.ndim != 1 or ix.dtype not in (np.int32, np.int64):
+            raise TypeError(f"CSR indices must be a 1-D int32/int64 array, got {ix.ndim}-D {ix.dtype}")
+        if d.ndim != 1:
+            raise ValueError(f"CSR data must be 1-D, got shape {d.shape}")
+        check_numeric_dtype(d.dtype, "CSR data")
+        if ip.shape[0] != n_rows + 1:
+            raise ValueError(f"CSR indptr must have length n_rows + 1 = {n_rows + 1}, got {ip.shape[0]}")
+        if ip[0] != 0:
+            raise ValueError(f"CSR indptr[0] must be 0, got {ip[0]}")
+        steps = np.diff(ip)
+        if steps.size and steps.min() < 0:
+            row = int(np.argmax(steps < 0))
+            raise ValueError(f"CSR indptr decreases at row {row} ({ip[row]} then {ip[row + 1]})")
+        nnz = int(ip[-1])
+        if ix.shape[0] != nnz or d.shape[0] != nnz:
+            raise ValueError(f"CSR indptr[-1] = {nnz} but indices has {ix.shape[0]} and "
+                             f"data has {d.shape[0]} entries")
+        if nnz == 0:
+            return
+        lo, hi = int(ix.min()), int(ix.max())
+        if lo < 0 or hi >= n_cols:
+            bad = int(np.argmax((ix < 0) | (ix >= n_cols)))
+            raise ValueError(f"CSR column index {int(ix[bad])} at position {bad} is out of range "
+                             f"[0, {n_cols}) for shape {self.shape}")
+        if self.sorted_indices and nnz > 1:
+            # position p (p >= 1) must increase unless it starts a new row
+            ok = ix[1:] > ix[:-1]
+            starts = ip[1:-1]
+            starts = starts[(starts > 0) & (starts < nnz)]
+            ok[starts - 1] = True
+            if not ok.all():
+                p = int(np.argmax(~ok)) + 1
+                row = int(np.searchsorted(ip, p, side="right")) - 1
+                raise ValueError(
+                    f"CSR indices of row {row} are not strictly increasing at position "
+                    f"{p - int(ip[row])} ({int(ix[p - 1])} then {int(ix[p])}); sort them or "
+                    f"pass sorted_indices=False")
+
+    # ------------------------------------------------------------- properties
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_cols(self) -> int:
+        return self.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def row_lengths(self) -> np.ndarray:
+        """``int64[n_rows]`` number of stored entries per row."""
+        return np.diff(self.indptr)
+
+    def __repr__(self) -> str:
+        return (f"CSR(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
+                f"index_dtype={self.indices.dtype}, sorted_indices={self.sorted_indices})")
+
+    # ------------------------------------------------------------ conversions
+    @classmethod
+    def from_scipy(cls, m: Any) -> CSR:
+        """Convert any SciPy sparse matrix/array (sums duplicates, sorts indices).
+
+        >>> import scipy.sparse as sp
+        >>> CSR.from_scipy(sp.csr_array(np.eye(2)))
+        CSR(shape=(2, 2), nnz=2, dtype=float64, index_dtype=int32, sorted_indices=True)
+        """
+        import scipy.sparse as sp
+
+        if not sp.issparse(m):
+            raise TypeError(f"from_scipy expects a scipy.sparse matrix or array, got {type(m).__name__}")
+        if m.ndim != 2:
+            raise ValueError(f"from_scipy expects a 2-D sparse array, got {m.ndim}-D")
+        m = m.tocsr()
+        if not m.has_canonical_format:
+            m = m.copy()
+            m.sum_duplicates()
+        idx_dt = index_dtype_for(m.shape[1])
+        return cls(m.indptr.astype(np.int64), m.indices.astype(idx_dt, copy=False), m.data, m.shape, True)
+
+    def to_scipy(self) -> Any:
+        """Return a ``scipy.sparse.csr_array`` sharing (or copying) the buffers."""
+        import scipy.sparse as sp
+
+        out = sp.csr_array((self.data, self.indices, self.indptr), shape=self.shape)
+        out.has_sorted_indices = self.sorted_indices
+        return out
+
+    def toarray(self) -> np.ndarray:
+        """Dense ``[n_rows, n_cols]`` copy (duplicates are summed)."""
+        out = np.zeros(self.shape, dtype=self.dtype)
+        rows = np.repeat(np.arange(self.n_rows), self.row_lengths())
+        np.add.at(out, (rows, self.indices), self.data)
+        return out
+
+    @classmethod
+    def from_coo_arrays(cls, rows: Any, cols: Any, vals: Any, shape: tuple[int, int],
+                        sum_duplicates: bool = True) -> CSR:
+        """Build from coordinate triples (vectorised; any input order).
+
+        Args:
+            rows, cols: integer coordinates ``[nnz]``.
+            vals: values ``[nnz]``.
+            shape: ``(n_rows, n_cols)``.
+            sum_duplicates: add up repeated ``(row, col)`` pairs (result is sorted and
+                duplicate-free). With ``False`` duplicates are kept (in input order) and
+                ``sorted_indices`` is ``True`` only when none occur.
+
+        >>> CSR.from_coo_arrays([0, 0], [1, 1], [1, 2], (1, 2), sum_duplicates=False).sorted_indices
+        False
+        """
+        rows, cols, vals = np.asarray(rows), np.asarray(cols), np.asarray(vals)
+        shape = (int(shape[0]), int(shape[1]))
+        n_rows, n_cols = shape
+        if rows.ndim != 1 or cols.shape != rows.shape or vals.shape != rows.shape:
+            raise ValueError(f"rows, cols, vals must be 1-D of equal length, got shapes "
+                             f"{rows.shape}, {cols.shape}, {vals.shape}")
+        for name, a, extent in (("row", rows, n_rows), ("column", cols, n_cols)):
+            if a.size and a.dtype.kind not in "iu":
+                raise TypeError(f"{name} coordinates must be integers, got dtype {a.dtype}")
+            if a.size and (int(a.min()) < 0 or int(a.max()) >= extent):
+                bad = int(np.argmax((a < 0) | (a >= extent)))
+                raise ValueError(f"{name} coordinate {int(a[bad])} at position {bad} is out of "
+                                 f"range [0, {extent}) for shape {shape}")
+        check_numeric_dtype(vals.dtype, "vals")
+        rows = rows.astype(np.int64, copy=False)
+        cols = cols.astype(np.int64, copy=False)
+        if n_rows * n_cols < 2**62:
+            key = rows * n_cols + cols
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            dup = key[1:] == key[:-1]
+        else:  # the linear key would overflow int64: sort on the pair instead
+            order = np.lexsort((cols, rows))
+            dup = (rows[order][1:] == rows[order][:-1]) & (cols[order][1:] == cols[order][:-1])
+        r, c, v = rows[order], cols[order], vals[order]
+        has_dup = bool(dup.any())
+        if sum_duplicates and has_dup:
+            starts = np.flatnonzero(np.concatenate(([True], ~dup)))
+            v = np.add.reduceat(v, starts).astype(vals.dtype, copy=False)
+            r, c = r[starts], c[starts]
+            has_dup = False
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
+        return cls(indptr, c.astype(index_dtype_for(n_cols)), v, shape, not has_dup)
+
+    def transpose(self) -> CSR:
+        """CSR of the transpose (= CSC of ``self``) by a counting sort; see :func:`transpose_csr`."""
+        n_rows, n_cols = self.shape
+        out_indptr = np.empty(n_cols + 1, dtype=np.int64)
+        out_indices = np.empty(self.nnz, dtype=index_dtype_for(n_rows))
+        out_data = np.empty(self.nnz, dtype=self.dtype)
+        transpose_csr(self.indptr, self.indices, self.data, n_cols, out_indptr, out_indices, out_data)
+        return CSR._trusted(out_indptr, out_indices, out_data, (n_cols, n_rows), self.sorted_indices)
+
+    @property
+    def T(self) -> CSR:
+        return self.transpose()

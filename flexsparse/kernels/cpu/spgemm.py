@@ -1,0 +1,566 @@
+"""Row-wise (Gustavson) sparse x sparse matrix product ``C = A @ B`` on CSR buffers.
+
+Algorithm: output row ``i`` is ``sum_k A[i, k] * B[k, :]``; the partial products are
+merged by an *accumulator*. Two passes, as every sparse-output kernel here:
+
+1. :func:`spgemm_csr_csr_symbolic` counts the distinct columns of each output row;
+   a prefix sum gives ``C.indptr``;
+2. :func:`spgemm_csr_csr_numeric` fills the preallocated ``C.indices``/``C.data``
+   with strictly increasing column ids in every row.
+
+Accumulators (chosen per *part* -- a block of consecutive output rows -- by a rule
+registered in :data:`ACCUMULATORS`):
+
+* dense: a per-thread workspace of ``n_cols`` values plus an ``int32[n_cols]`` marker
+  holding the id of the last row that touched each column (no reset between rows).
+  Sorted output by scanning the marker over the touched column span when the row is
+  dense in that span, else by sorting the touched list.
+* hash: open addressing with linear probing, per row a table of the next power of two
+  ``>= 2 * min(flops_row, n_cols)`` slots (load <= 1/2), allocated once per thread at
+  the largest size its rows need; emitted entries are sorted by an in-place pair sort.
+
+Rule ``"auto"`` (Sparta/SMASH idea): a part uses the dense accumulator when
+``n_cols <= DENSE_SMALL_COLS`` (the workspace stays cache-resident) or when its average
+flops per row is at least ``n_cols / DENSE_FILL_RATIO`` (the row is expected to touch
+a sizeable fraction of the columns, so a hash table would be as large as the dense
+workspace and slower); hash otherwise. ``"dense"`` and ``"hash"`` force one.
+
+Work is split over threads by :func:`~flexsparse.kernels.cpu.partition.cost_partition`
+on the flops of every row (``sum_{k in A[i,:]} nnz(B[k,:])``), ``PARTS_PER_WORKER``
+parts per thread, so power-law rows do not leave a thread idle.
+
+Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge)
+when ``B`` has sorted indices.
+
+Formats: :class:`~flexsparse.kernels.cpu.csr.CSR` with any indices order (``B`` rows
+need not be sorted); values bool/int/float/complex, promoted like NumPy
+(``np.result_type``; bool x bool is computed in int64 and returned as bool, i.e. "any").
+Entries are structural: stored zeros and cancellations stay in ``C`` (unlike SciPy,
+which drops exact zeros), and NaN/inf propagate.
+
+Cost: O(nnz(A) + flops + sum_rows k log k) time (k = entries of an output row; the log
+factor only for rows sorted by comparison), O(threads * n_cols) dense workspace or
+O(threads * max table) hash workspace, plus the output.
+
+>>> import numpy as np, scipy.sparse as sp
+>>> a = CSR.from_scipy(sp.random_array((30, 20), density=0.2, rng=0, format="csr"))
+>>> b = CSR.from_scipy(sp.random_array((20, 40), density=0.2, rng=1, format="csr"))
+>>> c = spgemm(a, b)
+>>> bool(np.allclose(c.toarray(), a.toarray() @ b.toarray()))
+True
+>>> spgemm(a, a)
+Traceback (most recent call last):
+...
+ValueError: spgemm: inner dimensions differ: a has 20 columns (shape (30, 20)) but b has 30 rows (shape (30, 20))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit, prange
+from numba.core import types
+from numba.core.extending import intrinsic, overload
+
+from flexsparse._util import index_dtype_for, result_dtype
+from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.kernels.cpu.partition import cost_partition, thread_scope
+
+__all__ = [
+    "ACCUMULATORS",
+    "DENSE_FILL_RATIO",
+    "DENSE_SMALL_COLS",
+    "PARTS_PER_WORKER",
+    "get_accumulator",
+    "spgemm",
+    "spgemm_csr_csr_numeric",
+    "spgemm_csr_csr_symbolic",
+]
+
+#: ``"auto"`` always uses the dense accumulator up to this many output columns
+#: (int32 marker + float64 values = 768 KiB per thread at 2**16).
+DENSE_SMALL_COLS = 1 << 16
+#: ``"auto"`` uses the dense accumulator when flops per row >= n_cols / DENSE_FILL_RATIO.
+DENSE_FILL_RATIO = 16
+#: Parts per thread: the granularity at which the accumulator is chosen.
+PARTS_PER_WORKER = 8
+#: The dense accumulator emits a row in order by prefix popcounts of its bitmap when the
+#: touched span covers fewer than BITSCAN_RATIO * entries + 8 64-bit words, else by sorting.
+BITSCAN_RATIO = 4
+_ONE = np.uint64(1)
+_ZERO = np.uint64(0)
+# Fibonacci hashing multiplier (2**32 / golden ratio), odd so it permutes the table.
+_HASH_MUL = 2654435769
+_SMALL_SORT = 16
+
+
+# ------------------------------------------------------------------ accumulator rules
+def _rule_auto(part_flops: np.ndarray, part_rows: np.ndarray, n_cols: int) -> np.ndarray:
+    if n_cols <= DENSE_SMALL_COLS:
+        return np.ones(part_flops.shape, dtype=np.bool_)
+    return part_flops * DENSE_FILL_RATIO >= np.maximum(part_rows, 1) * float(n_cols)
+
+
+def _rule_dense(part_flops: np.ndarray, part_rows: np.ndarray, n_cols: int) -> np.ndarray:
+    return np.ones(part_flops.shape, dtype=np.bool_)
+
+
+def _rule_hash(part_flops: np.ndarray, part_rows: np.ndarray, n_cols: int) -> np.ndarray:
+    return np.zeros(part_flops.shape, dtype=np.bool_)
+
+
+#: Accumulator rules by name: ``(part_flops, part_rows, n_cols) -> bool[n_parts]``,
+#: ``True`` where a part uses the dense accumulator.
+ACCUMULATORS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "auto": _rule_auto,
+    "dense": _rule_dense,
+    "hash": _rule_hash,
+}
+
+
+def get_accumulator(name: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """Look up an accumulator rule by name.
+
+    >>> get_accumulator("spa")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown accumulator 'spa'; valid names: auto, dense, hash
+    """
+    try:
+        return ACCUMULATORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown accumulator {name!r}; valid names: {', '.join(ACCUMULATORS)}") from None
+
+
+# --------------------------------------------------------------------------- helpers
+def _popcount(word):
+    """Number of set bits of a 64-bit word (pure-Python path, used without JIT)."""
+    return int(word).bit_count()
+
+
+@intrinsic
+def _popcount_intrinsic(typingctx, word):
+    """LLVM ``ctpop`` (one POPCNT instruction on x86-64)."""
+    if not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return word(word), codegen
+
+
+@overload(_popcount, jit_options={"cache": True})
+def _popcount_jit(word):
+    def impl(word):
+        return np.int64(_popcount_intrinsic(word))
+    return impl
+
+
+@njit(cache=True, inline="always")
+def _table_size(flops, n_cols):
+    """Power of two >= 2 * min(flops, n_cols), at least 2 (hash load factor <= 1/2)."""
+    need = 2 * min(flops, n_cols)
+    size = 2
+    while size < need:
+        size *= 2
+    return size
+
+
+@njit(cache=True)
+def _sort_pairs(keys, vals, lo, hi, stack):
+    """Sort ``keys[lo:hi]`` ascending in place, permuting ``vals`` alongside.
+
+    Quicksort (median of three, smaller side first so the explicit ``stack`` of
+    ``int64[128]`` never overflows) with insertion sort below ``_SMALL_SORT``.
+    """
+    top = 0
+    stack[0] = lo
+    stack[1] = hi
+    top = 2
+    while top > 0:
+        top -= 2
+        l0 = stack[top]
+        h0 = stack[top + 1]
+        while h0 - l0 > _SMALL_SORT:
+            mid = (l0 + h0 - 1) >> 1
+            a, b, c = keys[l0], keys[mid], keys[h0 - 1]
+            if a < b:
+                pivot = b if b < c else (c if a < c else a)
+            else:
+                pivot = a if a < c else (c if b < c else b)
+            i = l0
+            j = h0 - 1
+            while i <= j:
+                while keys[i] < pivot:
+                    i += 1
+                while keys[j] > pivot:
+                    j -= 1
+                if i <= j:
+                    tk = keys[i]
+                    keys[i] = keys[j]
+                    keys[j] = tk
+                    tv = vals[i]
+                    vals[i] = vals[j]
+                    vals[j] = tv
+                    i += 1
+                    j -= 1
+            # [l0, j] <= pivot <= [i, h0): push the larger side, loop on the smaller
+            if j + 1 - l0 < h0 - i:
+                stack[top] = i
+                stack[top + 1] = h0
+                h0 = j + 1
+            else:
+                stack[top] = l0
+                stack[top + 1] = j + 1
+                l0 = i
+            top += 2
+        for i in range(l0 + 1, h0):
+            k = keys[i]
+            v = vals[i]
+            j = i - 1
+            while j >= l0 and keys[j] > k:
+                keys[j + 1] = keys[j]
+                vals[j + 1] = vals[j]
+                j -= 1
+            keys[j + 1] = k
+            vals[j + 1] = v
+
+
+@njit(cache=True, parallel=True)
+def _row_flops(a_indptr, a_indices, b_indptr, out_flops):
+    """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i)."""
+    for i in prange(a_indptr.shape[0] - 1):
+        s = 0
+        for p in range(a_indptr[i], a_indptr[i + 1]):
+            k = a_indices[p]
+            s += b_indptr[k + 1] - b_indptr[k]
+        out_flops[i] = s
+
+
+# ------------------------------------------------------------------ per-row routines
+@njit(cache=True, inline="always")
+def _dense_count_row(a0, a1, a_indices, b_indptr, b_indices, b_sorted, n_cols, bits):
+    """Distinct columns of one output row: set bits in ``bits: uint64[ceil(n_cols/64)]``,
+    then popcount (and clear) the words of the touched span. O(flops + span/64)."""
+    cmin = n_cols
+    cmax = -1
+    for p in range(a0, a1):
+        k = a_indices[p]
+        q0 = b_indptr[k]
+        q1 = b_indptr[k + 1]
+        if b_sorted and q1 > q0:  # a sorted row's span is its first and last entry
+            cmin = min(cmin, b_indices[q0])
+            cmax = max(cmax, b_indices[q1 - 1])
+        for q in range(q0, q1):
+            c = b_indices[q]
+            bits[c >> 6] |= _ONE << np.uint64(c & 63)
+            if not b_sorted:
+                cmin = min(cmin, c)
+                cmax = max(cmax, c)
+    cnt = 0
+    for wi in range(cmin >> 6, (cmax >> 6) + 1):
+        cnt += _popcount(bits[wi])
+        bits[wi] = _ZERO
+    return cnt
+
+
+@njit(cache=True, inline="always")
+def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, n_cols,
+                    acc, bits, rank, touched, c_indices, c_data, pos):
+    """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
+
+    Workspace (clean on entry and on exit): ``acc: [n_cols]`` zeros, ``bits:
+    uint64[ceil(n_cols/64)]`` zeros; scratch ``rank: int64[ceil(n_cols/64)]`` and
+    ``touched: int64[>= count + 1]``. The first-touch test is branchless (the
+    new-vs-seen branch is unpredictable): every column is written to ``touched`` and the
+    count advances only for new ones. The sorted position of column ``c`` is the number
+    of set bits before it (prefix popcount over words + popcount inside its word), so
+    emission is a branch-free scatter when the span is at most ``BITSCAN_RATIO`` words
+    per entry; wider rows sort ``touched`` instead.
+    """
+    cnt = 0
+    cmin = n_cols
+    cmax = -1
+    for p in range(a0, a1):
+        k = a_indices[p]
+        av = a_data[p]
+        q0 = b_indptr[k]
+        q1 = b_indptr[k + 1]
+        if b_sorted and q1 > q0:
+            cmin = min(cmin, b_indices[q0])
+            cmax = max(cmax, b_indices[q1 - 1])
+        for q in range(q0, q1):
+            c = b_indices[q]
+            acc[c] += av * b_data[q]
+            wi = c >> 6
+            bit = _ONE << np.uint64(c & 63)
+            word = bits[wi]
+            touched[cnt] = c
+            cnt += (word & bit) == _ZERO
+            bits[wi] = word | bit
+            if not b_sorted:
+                cmin = min(cmin, c)
+                cmax = max(cmax, c)
+    wlo = cmin >> 6
+    whi = cmax >> 6
+    if whi - wlo < BITSCAN_RATIO * cnt + 8:
+        run = 0
+        for wi in range(wlo, whi + 1):
+            rank[wi] = run
+            run += _popcount(bits[wi])
+        for s in range(cnt):
+            c = touched[s]
+            wi = c >> 6
+            below = bits[wi] & ((_ONE << np.uint64(c & 63)) - _ONE)
+            r = pos + rank[wi] + _popcount(below)
+            c_indices[r] = c
+            c_data[r] = acc[c]
+            acc[c] = 0
+        for wi in range(wlo, whi + 1):
+            bits[wi] = _ZERO
+    else:
+        touched[:cnt].sort()
+        for s in range(cnt):
+            c = touched[s]
+            c_indices[pos + s] = c
+            c_data[pos + s] = acc[c]
+            acc[c] = 0
+            bits[c >> 6] = _ZERO
+    return cnt
+
+
+@njit(cache=True, inline="always")
+def _hash_count_row(a0, a1, a_indices, b_indptr, b_indices, size, keys):
+    """Distinct columns of one output row with a linear-probing set ``keys[:size]``
+    (``size`` a power of two, all ``-1`` on entry and on exit)."""
+    mask = size - 1
+    cnt = 0
+    for p in range(a0, a1):
+        k = a_indices[p]
+        for q in range(b_indptr[k], b_indptr[k + 1]):
+            c = b_indices[q]
+            h = (c * _HASH_MUL) & mask
+            while True:
+                key = keys[h]
+                if key == c:
+                    break
+                if key == -1:
+                    keys[h] = c
+                    cnt += 1
+                    break
+                h = (h + 1) & mask
+    keys[:size] = -1
+    return cnt
+
+
+@njit(cache=True, inline="always")
+def _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, size, keys, vals,
+                   stack, c_indices, c_data, pos):
+    """Accumulate one output row in a linear-probing map ``keys/vals[:size]``, emit the
+    occupied slots at ``c_*[pos:]`` (clearing them) and sort them by column."""
+    mask = size - 1
+    for p in range(a0, a1):
+        k = a_indices[p]
+        av = a_data[p]
+        for q in range(b_indptr[k], b_indptr[k + 1]):
+            c = b_indices[q]
+            h = (c * _HASH_MUL) & mask
+            while True:
+                key = keys[h]
+                if key == c:
+                    vals[h] += av * b_data[q]
+                    break
+                if key == -1:
+                    keys[h] = c
+                    vals[h] = av * b_data[q]
+                    break
+                h = (h + 1) & mask
+    t = pos
+    for h in range(size):
+        if keys[h] != -1:
+            c_indices[t] = keys[h]
+            c_data[t] = vals[h]
+            keys[h] = -1
+            t += 1
+    if t - pos > 1:
+        _sort_pairs(c_indices, c_data, pos, t, stack)
+    return t - pos
+
+
+@njit(cache=True)
+def _worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols):
+    """Largest hash table among the rows of parts ``p0:p1`` that use the hash (0: none)."""
+    tsize = 0
+    for part in range(p0, p1):
+        if not use_dense[part]:
+            for i in range(bounds[part], bounds[part + 1]):
+                tsize = max(tsize, _table_size(row_flops[i], n_cols))
+    return tsize
+
+
+# --------------------------------------------------------------------------- kernels
+@njit(cache=True, parallel=True)
+def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_sorted,
+                            row_flops, bounds, worker_bounds, use_dense, out_counts):
+    """Count the distinct columns of every output row of ``A @ B``.
+
+    Args:
+        a_indptr, a_indices: CSR structure of ``A`` (``[n_rows+1]``, ``[nnz_a]``).
+        b_indptr, b_indices: CSR structure of ``B``.
+        n_cols: columns of ``B`` (and of ``C``).
+        b_sorted: ``B`` rows are strictly increasing (their first/last entries give the
+            touched span, and single-entry rows of ``A`` copy a row of ``B``).
+        row_flops: ``int64[n_rows]`` flops per output row (sizes the hash tables).
+        bounds: ``int64[n_parts+1]`` row ranges of the parts.
+        worker_bounds: ``int64[n_workers+1]`` part ranges of the workers (one ``prange``
+            iteration per worker, so each allocates its workspace once).
+        use_dense: ``bool[n_parts]`` accumulator of each part.
+        out_counts: ``int64[n_rows]``, filled with the output row lengths.
+    """
+    for w in prange(worker_bounds.shape[0] - 1):
+        p0 = worker_bounds[w]
+        p1 = worker_bounds[w + 1]
+        need_dense = False
+        for part in range(p0, p1):
+            need_dense |= use_dense[part]
+        bits = np.zeros(((n_cols + 63) >> 6) if need_dense else 0, dtype=np.uint64)
+        keys = np.full(_worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols), -1,
+                       dtype=np.int64)
+        for part in range(p0, p1):
+            dense = use_dense[part]
+            for i in range(bounds[part], bounds[part + 1]):
+                a0 = a_indptr[i]
+                a1 = a_indptr[i + 1]
+                if a1 - a0 == 1 and b_sorted:
+                    k = a_indices[a0]
+                    out_counts[i] = b_indptr[k + 1] - b_indptr[k]
+                elif row_flops[i] == 0:
+                    out_counts[i] = 0
+                elif dense:
+                    out_counts[i] = _dense_count_row(a0, a1, a_indices, b_indptr, b_indices,
+                                                     b_sorted, n_cols, bits)
+                else:
+                    out_counts[i] = _hash_count_row(a0, a1, a_indices, b_indptr, b_indices,
+                                                    _table_size(row_flops[i], n_cols), keys)
+
+
+@njit(cache=True, parallel=True)
+def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols,
+                           b_sorted, row_flops, bounds, worker_bounds, use_dense,
+                           c_indptr, c_indices, c_data):
+    """Fill ``C = A @ B`` into buffers preallocated from the symbolic pass.
+
+    Args are those of :func:`spgemm_csr_csr_symbolic` plus the values ``a_data``,
+    ``b_data`` (already of the output dtype) and the output ``c_indptr: int64[n_rows+1]``
+    (prefix sum of the counts), ``c_indices: [nnz_c]``, ``c_data: [nnz_c]``. Every output
+    row comes out with strictly increasing column ids.
+    """
+    for w in prange(worker_bounds.shape[0] - 1):
+        p0 = worker_bounds[w]
+        p1 = worker_bounds[w + 1]
+        need_dense = False
+        for part in range(p0, p1):
+            need_dense |= use_dense[part]
+        tsize = _worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols)
+        nd = n_cols if need_dense else 0
+        nw = (nd + 63) >> 6
+        acc = np.zeros(nd, dtype=c_data.dtype)
+        bits = np.zeros(nw, dtype=np.uint64)
+        rank = np.empty(nw, dtype=np.int64)
+        max_count = 0
+        if need_dense:
+            for i in range(bounds[p0], bounds[p1]):
+                max_count = max(max_count, c_indptr[i + 1] - c_indptr[i])
+        touched = np.empty(max_count + 1, dtype=np.int64)
+        keys = np.full(tsize, -1, dtype=np.int64)
+        vals = np.empty(tsize, dtype=c_data.dtype)
+        stack = np.empty(128, dtype=np.int64)
+        for part in range(p0, p1):
+            dense = use_dense[part]
+            for i in range(bounds[part], bounds[part + 1]):
+                a0 = a_indptr[i]
+                a1 = a_indptr[i + 1]
+                pos = c_indptr[i]
+                if a1 - a0 == 1 and b_sorted:
+                    # a scaled copy of one (sorted, duplicate-free) row of B
+                    k = a_indices[a0]
+                    av = a_data[a0]
+                    q0 = b_indptr[k]
+                    for q in range(q0, b_indptr[k + 1]):
+                        c_indices[pos + q - q0] = b_indices[q]
+                        c_data[pos + q - q0] = av * b_data[q]
+                elif row_flops[i] == 0:
+                    continue
+                elif dense:
+                    _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
+                                    b_sorted, n_cols, acc, bits, rank, touched, c_indices,
+                                    c_data, pos)
+                else:
+                    _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
+                                   _table_size(row_flops[i], n_cols), keys, vals, stack,
+                                   c_indices, c_data, pos)
+
+
+# --------------------------------------------------------------------------- wrapper
+def _check_csr(x: object, name: str) -> CSR:
+    if not isinstance(x, CSR):
+        raise TypeError(f"spgemm: {name} must be a flexsparse CSR, got {type(x).__name__}")
+    return x
+
+
+def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = None) -> CSR:
+    """Sparse x sparse product ``a @ b`` (Gustavson, see the module docstring).
+
+    Args:
+        a: ``[m, k]`` CSR.
+        b: ``[k, n]`` CSR (any row order).
+        accumulator: a name in :data:`ACCUMULATORS` (``"auto"``, ``"dense"``, ``"hash"``).
+        threads: numba threads for this call (``None``: numba's current setting).
+
+    Returns:
+        ``[m, n]`` CSR with sorted, duplicate-free indices (int32 when ``n < 2**31``) and
+        dtype ``np.result_type(a.dtype, b.dtype)``.
+
+    Raises:
+        TypeError: an operand is not a :class:`CSR`.
+        ValueError: inner dimensions differ, unknown accumulator or bad ``threads``.
+    """
+    _check_csr(a, "a")
+    _check_csr(b, "b")
+    if a.n_cols != b.n_rows:
+        raise ValueError(f"spgemm: inner dimensions differ: a has {a.n_cols} columns (shape {a.shape}) "
+                         f"but b has {b.n_rows} rows (shape {b.shape})")
+    rule = get_accumulator(accumulator)
+    out_dtype = result_dtype(a.dtype, b.dtype)
+    work_dtype = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
+    n_rows, n_cols = a.n_rows, b.n_cols
+    idx_dtype = index_dtype_for(n_cols)
+    with thread_scope(threads) as n_threads:
+        if n_rows == 0 or n_cols == 0 or a.nnz == 0 or b.nnz == 0:
+            return CSR._trusted(np.zeros(n_rows + 1, dtype=np.int64), np.empty(0, dtype=idx_dtype),
+                                np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
+        flops = np.empty(n_rows, dtype=np.int64)
+        _row_flops(a.indptr, a.indices, b.indptr, flops)
+        # +1 per row: the fixed per-row overhead, so flop-free rows are not free
+        part = cost_partition(flops + 1, n_threads, PARTS_PER_WORKER)
+        rows = np.diff(part.bounds)
+        use_dense = np.asarray(rule(part.part_costs - rows, rows, n_cols), dtype=np.bool_)
+        if n_rows >= 2**31 - 1:  # the dense marker stores row ids as int32
+            use_dense[:] = False
+        counts = np.empty(n_rows, dtype=np.int64)
+        spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, n_cols, b.sorted_indices,
+                                flops, part.bounds, part.worker_bounds, use_dense, counts)
+        c_indptr = np.empty(n_rows + 1, dtype=np.int64)
+        c_indptr[0] = 0
+        np.cumsum(counts, out=c_indptr[1:])
+        nnz = int(c_indptr[-1])
+        c_indices = np.empty(nnz, dtype=idx_dtype)
+        c_data = np.empty(nnz, dtype=work_dtype)
+        spgemm_csr_csr_numeric(a.indptr, a.indices, a.data.astype(work_dtype, copy=False),
+                               b.indptr, b.indices, b.data.astype(work_dtype, copy=False), n_cols,
+                               b.sorted_indices, flops, part.bounds, part.worker_bounds, use_dense,
+                               c_indptr, c_indices, c_data)
+    if work_dtype != out_dtype:
+        c_data = c_data.astype(out_dtype)
+    return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), True)

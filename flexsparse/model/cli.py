@@ -1,0 +1,155 @@
+"""``flexsparse model``: evaluate one design, compare designs, or run the fidelity checks.
+
+Usage (the lead mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
+
+    flexsparse model --design highlight --workload resnet50 [--weights 4:6->2:4] [--activations 0.5]
+    flexsparse model compare --designs dense,stc,dstc,highlight --workload resnet50 --out plots/
+    flexsparse model validate --out docs/model
+
+Tables are printed with rich; PNG plots and a JSON of the numbers are written atomically.
+Cost: that of the evaluated designs (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from flexsparse._util import atomic_write
+
+__all__ = ["app", "parse_operand"]
+
+app = typer.Typer(help="Analytical model of sparse accelerators (Sparseloop-style).", no_args_is_help=False,
+                  add_completion=False)
+
+
+def parse_operand(spec: str) -> Any:
+    """``"0.3"`` -> Uniform(0.3); ``"2:4"`` -> Structured(2, 4); ``"4:6->2:4"`` -> HSS (outer first).
+
+    >>> parse_operand("4:6->2:4")
+    HSS(levels=((4, 6), (2, 4)))
+    """
+    from flexsparse.model.workload import HSS, Structured, Uniform
+    s = spec.strip()
+    try:
+        if ":" not in s:
+            return Uniform(float(s))
+        levels = tuple(tuple(int(x) for x in part.split(":")) for part in s.split("->"))
+    except ValueError:
+        raise ValueError(f"bad operand spec {spec!r}: expected a density (0.3), G:H (2:4) or HSS (4:6->2:4)") from None
+    if any(len(p) != 2 for p in levels):
+        raise ValueError(f"bad operand spec {spec!r}: each level is G:H")
+    return Structured(*levels[0]) if len(levels) == 1 else HSS(levels)
+
+
+def _workload(name: str, weights: Optional[str], activations: Optional[str]) -> Any:
+    from flexsparse.model.workload import load_workload, with_operands
+    w = load_workload(name)
+    return with_operands(w, a=parse_operand(weights) if weights else None,
+                         b=parse_operand(activations) if activations else None)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+@app.callback(invoke_without_command=True)
+def model(ctx: typer.Context,
+          design: Optional[str] = typer.Option(None, "--design", "-d", help="design name (see --list)"),
+          workload: Optional[str] = typer.Option(None, "--workload", "-w", help="shipped workload or YAML file"),
+          arch: Optional[str] = typer.Option(None, "--arch", help="preset name or YAML file (default: design's)"),
+          weights: Optional[str] = typer.Option(None, help="weight operand: density, G:H or HSS 'G1:H1->G0:H0'"),
+          activations: Optional[str] = typer.Option(None, help="activation operand density"),
+          out: Optional[Path] = typer.Option(None, help="write the report as JSON into this directory"),
+          list_: bool = typer.Option(False, "--list", help="list designs, presets and workloads")) -> None:
+    """Evaluate one design on one workload and print its report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+
+    from flexsparse.model import list_designs, list_presets, list_workloads
+    from flexsparse.model.designs import evaluate
+    from flexsparse.model.report import print_table
+    console = Console()
+    if list_:
+        console.print(f"designs: {', '.join(list_designs())}\npresets: {', '.join(list_presets())}\n"
+                      f"workloads: {', '.join(list_workloads())}")
+        return
+    if design is None or workload is None:
+        raise typer.BadParameter("give --design and --workload (or a subcommand: compare, validate)")
+    try:
+        rep = evaluate(design, _workload(workload, weights, activations), arch)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    print_table([rep], title=f"{design} on {workload}", console=console)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / f"{design}-{rep.workload}.json", {**rep.as_row(), "energy_by_level": rep.energy_by_level,
+                                                            "compute_energy_pj": rep.compute_energy_pj})
+
+
+@app.command()
+def compare(designs: str = typer.Option("dense,stc,dstc,highlight", help="comma-separated design names"),
+            workload: str = typer.Option("resnet50", "--workload", "-w", help="workload name(s), comma-separated"),
+            weights: Optional[str] = typer.Option(None, help="weight operand: density, G:H or HSS"),
+            activations: Optional[str] = typer.Option(None, help="activation operand density"),
+            baseline: str = typer.Option("dense", help="design the speedups are relative to"),
+            out: Optional[Path] = typer.Option(None, help="directory for PNG plots and JSON")) -> None:
+    """Compare designs on workloads: a table per workload, a speedup plot and (GEMM designs) EDP vs sparsity."""
+    from rich.console import Console
+
+    from flexsparse.model.designs import compare as run_compare
+    from flexsparse.model.report import print_table
+    names = [d.strip() for d in designs.split(",") if d.strip()]
+    console = Console()
+    speed: dict[str, dict[str, float]] = {}
+    for wname in [w.strip() for w in workload.split(",") if w.strip()]:
+        try:
+            reps = run_compare(names, _workload(wname, weights, activations))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        print_table(reps, title=f"{wname}", baseline=baseline if baseline in names else None, console=console)
+        base = next((r for r in reps if r.design == baseline), reps[0])
+        speed[wname] = {r.design: base.cycles / r.cycles for r in reps}
+    if out is not None:
+        from flexsparse.model.plots import plot_edp_vs_sparsity, plot_speedup
+        out.mkdir(parents=True, exist_ok=True)
+        plot_speedup(speed, out / "speedup.png", title=f"speedup over {baseline}")
+        files = ["speedup.png"]
+        gemm = {"dense", "stc", "dstc", "highlight"}
+        if set(names) <= gemm and "highlight" in names and "dense" in names:
+            from flexsparse.model.validation import highlight_sweep
+            for wname in speed:
+                sweep = highlight_sweep(wname, designs=tuple(names))
+                plot_edp_vs_sparsity(sweep, out / f"edp_vs_sparsity_{wname}.png")
+                files.append(f"edp_vs_sparsity_{wname}.png")
+        _write_json(out / "compare.json", speed)
+        console.print(f"wrote {', '.join(files)} and compare.json to {out}")
+
+
+@app.command()
+def validate(out: Path = typer.Option(Path("docs/model"), help="directory for the PNG plots and numbers.json")) -> None:
+    """Run the five fidelity checks; print their numbers and write plots + numbers.json."""
+    from rich.console import Console
+
+    from flexsparse.model import validation as v
+    from flexsparse.model.plots import plot_edp_vs_sparsity, plot_flaash
+    console = Console()
+    out.mkdir(parents=True, exist_ok=True)
+    nums: dict[str, Any] = {"golden": v.sparseloop_golden(), "dstc": v.dstc_table()}
+    for wname in ("resnet50", "transformer"):
+        sweep = v.highlight_sweep(wname)
+        plot_edp_vs_sparsity(sweep, out / f"edp_vs_sparsity_{wname}.png")
+        nums[f"highlight_{wname}"] = sweep
+    fl = v.flaash_sweep()
+    plot_flaash(fl, out / "flaash.png")
+    nums["flaash"] = fl
+    nums["flaash_balance"] = v.flaash_balance()
+    _write_json(out / "numbers.json", nums)
+    console.print_json(json.dumps({"golden": nums["golden"], "dstc_max_abs_error": nums["dstc"]["max_abs_error"],
+                                   "highlight_resnet50_gain": nums["highlight_resnet50"]["geomean_edp_gain"],
+                                   "flaash_balance": nums["flaash_balance"]}, default=str))

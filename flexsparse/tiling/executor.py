@@ -1,0 +1,250 @@
+"""Bounded-memory ``C = A @ B``: plan tiles (a strategy), run them with Tailors overbooking.
+
+Algorithm. A strategy (:mod:`flexsparse.tiling.strategies`) picks a uniform grid of
+tiles (output rows x output columns x contracted ids). The executor runs the tiles in
+order with :func:`~flexsparse.tiling.kernels.spgemm_csr_csr_bounded`, a row-wise
+Gustavson kernel that reads the operands in place and writes into one preallocated output
+buffer, charging every row its working-set bytes (:mod:`flexsparse.tiling.workingset`).
+When a tile's working set would exceed the limit (an *overbooked* tile), the rows that fit
+are kept and the remaining ("bumped") rows are queued for an extra pass -- neither an
+error nor a re-plan (Tailors). A single row that alone does not fit is split into column
+halves, then into contracted-id halves (partial sums, added on assembly). The result is
+the unbounded product, entry for entry (structural nonzeros, sorted column indices).
+
+Memory: the kernel's workspace is the dense accumulator (one value + one int64 stamp per
+column of the widest panel), one int64 stamp per contracted id of the widest id window,
+and an output buffer of at most ``limit / e`` entries whose touched pages never exceed the
+largest executed tile's output; the operands are not copied. With ``out=`` each finished
+tile goes to disk (buffered up to ``limit / 16`` bytes), so the process stays within
+about ``1.07 x limit`` of working memory; without ``out=`` the assembled result is held in
+memory as well (O(nnz C), outside the limit).
+
+Cost: O(flops) for the products, plus what the strategy spends choosing the grid (reported
+as the sampling/counting cost), plus the work of bumped rows' first attempt.
+
+>>> import scipy.sparse as sp
+>>> a = sp.random(60, 50, density=0.1, format="csr", random_state=0)
+>>> b = sp.random(50, 40, density=0.1, format="csr", random_state=1)
+>>> c, report = tiled_spgemm(a, b, memory_limit="8KiB")
+>>> bool(abs(c - a @ b).max() < 1e-12), report.tiles >= 2, report.peak_ws_bytes <= 8192
+(True, True, True)
+>>> tiled_spgemm(a, b, memory_limit=50)
+Traceback (most recent call last):
+...
+flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum workable limit is 108 bytes
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import tracemalloc
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
+from flexsparse.tiling.engine import as_operand
+from flexsparse.tiling.kernels import spgemm_csr_csr_bounded
+from flexsparse.tiling.outfile import DiskSink, LazyResult, MemorySink, check_output_target
+from flexsparse.tiling.report import TilingReport
+from flexsparse.tiling.strategies import TileStatistics, get_strategy
+from flexsparse.tiling.workingset import ByteModel, fixed_bytes, minimum_limit
+
+__all__ = ["MemoryLimitError", "tiled_spgemm"]
+
+
+class MemoryLimitError(MemoryError):
+    """The memory limit cannot hold even one row of work; ``minimum`` is the smallest that can."""
+
+    def __init__(self, limit: int, minimum: int) -> None:
+        self.limit, self.minimum = limit, minimum
+        super().__init__(f"memory_limit={limit} bytes is too small for one row of work: "
+                         f"the minimum workable limit is {minimum} bytes")
+
+
+def _maxrss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r) if sys.platform == "darwin" else int(r) * 1024
+
+
+def _family(a_fam: str, b_fam: str) -> str:
+    if "flexsparse" in (a_fam, b_fam):
+        return "flexsparse"
+    return "scipy-array" if "scipy-array" in (a_fam, b_fam) else "scipy-matrix"
+
+
+def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "overbook",
+                 overbook: float = 0.10, out: str | os.PathLike | None = None, seed: int = 0,
+                 progress: bool = False, trace_memory: bool = False
+                 ) -> tuple[Any, TilingReport]:
+    """``a @ b`` computed tile by tile so that no tile's working set exceeds ``memory_limit``.
+
+    Args:
+        a: ``[m, k]`` flexsparse ``CSR`` or SciPy sparse matrix.
+        b: ``[k, n]`` flexsparse ``CSR`` or SciPy sparse matrix.
+        memory_limit: bytes (int) or a size string (``"64MiB"``).
+        tiling: strategy name: ``"overbook"`` (default), ``"conservative"``, ``"prescient"``.
+        overbook: target fraction of tiles that overflow (``overbook`` strategy), in [0, 1).
+        out: ``None`` (result in memory), a directory, or a ``.npz`` path: the product is
+            then written tile by tile and a :class:`LazyResult` is returned.
+        seed: seed of the sampling.
+        progress: show a ``rich`` progress bar over tiles.
+        trace_memory: also measure the ``tracemalloc`` peak (slower).
+
+    Returns:
+        ``(result, report)``: the product (flexsparse ``CSR`` if an operand was one, else
+        SciPy CSR; or a :class:`LazyResult` with ``out``) and a :class:`TilingReport`.
+
+    Raises:
+        ValueError: malformed ``memory_limit``, bad ``overbook``, unknown ``tiling``,
+            mismatched shapes, bad ``out``.
+        TypeError: operands of the wrong type or non-numeric dtype.
+        MemoryLimitError: ``memory_limit`` below the minimum workable limit (stated).
+        PermissionError / OSError: ``out`` not writable or too little free space (raised
+            before any work).
+    """
+    t_start = time.perf_counter()
+    rss0 = _maxrss_bytes()
+    limit = parse_bytes(memory_limit)
+    if not isinstance(tiling, str):
+        raise TypeError(f"tiling must be a strategy name (str), not {type(tiling).__name__}")
+    strategy = get_strategy(tiling)
+    if not isinstance(overbook, (int, float)) or isinstance(overbook, bool) or \
+            not 0.0 <= float(overbook) < 1.0:
+        raise ValueError(f"overbook must be a fraction in [0, 1), got {overbook!r}")
+    A, B = as_operand(a, "a"), as_operand(b, "b")
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"shapes do not match for a @ b: a is {A.shape[0]}x{A.shape[1]} "
+                         f"(k={A.shape[1]}) but b is {B.shape[0]}x{B.shape[1]} (k={B.shape[0]})")
+    m, k = A.shape
+    n = B.shape[1]
+    dtype = result_dtype(A.data.dtype, B.data.dtype)
+    idx_dtype = index_dtype_for((n,))
+    bm = ByteModel.for_output(dtype, idx_dtype)
+    minimum = minimum_limit(bm)
+    if limit < minimum:
+        raise MemoryLimitError(limit, minimum)
+    family = _family(A.family, B.family)
+    if out is not None:
+        # upper bound of the output size: every multiply a distinct entry (O(nnzA))
+        flops_total = int(np.bincount(A.indices, minlength=k)[:k] @ np.diff(B.indptr)) if k else 0
+        check_output_target(out, min(m * n, flops_total) * bm.elem + (m + 1) * bm.ptr_bytes)
+    started_tracing = trace_memory and not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start()
+    if trace_memory:
+        tracemalloc.reset_peak()
+    try:
+        stats = TileStatistics(A, B, bm)
+        plan = strategy(stats, limit, overbook=float(overbook), seed=seed)
+        if out is None:
+            sink = MemorySink()
+            figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, sink, progress)
+            result = sink.finish((m, n), dtype, idx_dtype, family)
+        else:
+            with DiskSink(out, flush_bytes=limit // 16) as dsink:
+                figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, dsink, progress)
+                result = dsink.commit((m, n), dtype, idx_dtype, family)
+        traced = tracemalloc.get_traced_memory()[1] if trace_memory else None
+    finally:
+        if started_tracing:
+            tracemalloc.stop()
+    total = time.perf_counter() - t_start
+    report = TilingReport(
+        strategy=plan.strategy, limit=limit, planned_tiles=plan.n_tiles, tiles=figures["tiles"],
+        row_size=plan.row_size, col_size=plan.col_size, k_size=plan.k_size,
+        sampling_seconds=plan.sampling_seconds, total_seconds=total,
+        overbooked_tiles=figures["overbooked"], bumped_bytes=figures["bumped"],
+        passes=figures["passes"], mean_utilisation=figures["util"],
+        peak_ws_bytes=figures["peak"], rss_growth_bytes=max(0, _maxrss_bytes() - rss0),
+        traced_peak_bytes=traced, sampled_rows=plan.sampled_rows)
+    return result, report
+
+
+def _execute(A, B, plan, bm: ByteModel, limit: int, dtype: np.dtype, idx_dtype: np.dtype,
+             sink: MemorySink | DiskSink, progress: bool) -> dict[str, Any]:
+    """Run the plan's tiles with Tailors overbooking; return the run's figures."""
+    m, k, n = plan.shape
+    e, p = bm.elem, bm.ptr_bytes
+    work_dtype = np.dtype(np.int64) if dtype == np.bool_ else dtype  # bool sums as counts
+    max_cw, max_kw = max(1, min(plan.col_size, n)), max(1, min(plan.k_size, k))
+    seen = np.zeros(max_kw, dtype=np.int64)       # stamps start at 1: 0 = never touched
+    mark = np.zeros(max_cw, dtype=np.int64)
+    spa = np.zeros(max_cw, dtype=work_dtype)
+    # output entries one tile can hold: the budget left after the smallest fixed part
+    cap = max(0, (limit - fixed_bytes(bm, 1, 1) - 2 * p) // e)
+    out_indices = np.empty(cap, dtype=idx_dtype)
+    out_data = np.empty(cap, dtype=work_dtype)
+    totals = np.zeros(6, dtype=np.int64)
+    stamp = 1
+    figs = {"tiles": 0, "overbooked": 0, "bumped": 0, "passes": 0, "util": 0.0, "peak": 0}
+    util_sum = 0.0
+
+    bar = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task_id = bar.add_task("tiles", total=plan.n_tiles)
+    queue: deque = deque((t.r0, t.r1, t.k0, t.k1, t.c0, t.c1, False) for t in plan.tiles())
+    try:
+        while queue:
+            figs["passes"] += 1
+            bumped: deque = deque()
+            while queue:
+                r0, r1, k0, k1, c0, c1, again = queue.popleft()
+                if r0 >= r1:
+                    continue
+                cw, kw = c1 - c0, k1 - k0
+                fixed = fixed_bytes(bm, cw, kw)
+                out_indptr = np.empty(r1 - r0 + 1, dtype=np.int64)
+                stamp = spgemm_csr_csr_bounded(
+                    A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
+                    r0, r1, k0, k1, c0, c1, limit, fixed, e, p, stamp,
+                    seen, mark, spa, out_indptr, out_indices, out_data, totals)
+                done, nnz, _, _, _, ws = (int(x) for x in totals)
+                if bar is not None:
+                    bar.advance(task_id)
+                if done == 0:
+                    # one row alone overflows: split its columns, then its ids (partial sums)
+                    figs["overbooked"] += 1
+                    if cw > 1:
+                        mid = c0 + cw // 2
+                        halves = [(r0, r0 + 1, k0, k1, c0, mid, True),
+                                  (r0, r0 + 1, k0, k1, mid, c1, True)]
+                    elif kw > 1:
+                        mid = k0 + kw // 2
+                        halves = [(r0, r0 + 1, k0, mid, c0, c1, True),
+                                  (r0, r0 + 1, mid, k1, c0, c1, True)]
+                    else:  # unreachable when limit >= minimum_limit: 1x1x1 always fits
+                        raise RuntimeError(f"row {r0} does not fit a 1x1x1 tile under {limit} bytes")
+                    queue.appendleft((r0 + 1, r1, k0, k1, c0, c1, again))
+                    queue.extendleft(reversed(halves))
+                    if bar is not None:
+                        bar.update(task_id, total=bar.tasks[0].total + 3)
+                    continue
+                figs["tiles"] += 1
+                util_sum += ws / limit
+                figs["peak"] = max(figs["peak"], ws)
+                if again:
+                    figs["bumped"] += ws - fixed
+                if nnz:
+                    data = out_data[:nnz]
+                    if data.dtype != dtype:
+                        data = data.astype(dtype)
+                    sink.add(r0, r0 + done, out_indptr[:done + 1], out_indices[:nnz], data)
+                if r0 + done < r1:
+                    figs["overbooked"] += 1
+                    bumped.append((r0 + done, r1, k0, k1, c0, c1, True))
+                    if bar is not None:
+                        bar.update(task_id, total=bar.tasks[0].total + 1)
+            queue = bumped
+    finally:
+        if bar is not None:
+            bar.stop()
+    figs["util"] = util_sum / figs["tiles"] if figs["tiles"] else 0.0
+    return figs

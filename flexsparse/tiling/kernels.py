@@ -1,0 +1,166 @@
+"""Windowed, capacity-bounded Gustavson SpGEMM kernels used by the tiled executor.
+
+One kernel family: row-wise (Gustavson) ``C = A @ B`` restricted to a *window*
+(a range of output rows ``[r0, r1)``, a range of contracted ids ``[k0, k1)`` and a
+range of output columns ``[c0, c1)``), reading the operands' raw CSR buffers in place
+(no operand copies).
+
+* :func:`spgemm_csr_csr_symbolic` counts, for a list of rows, the output nonzeros of
+  every row in each of ``n_panels`` equal-width column panels (the exact statistics
+  the ``prescient`` and ``overbook`` tilers ask for). O(flops of those rows) time,
+  O(n_cols) workspace (one int64 stamp per column).
+* :func:`spgemm_csr_csr_bounded` is the Tailors numeric kernel: it computes the rows
+  of one tile in order into a preallocated output buffer and *stops* at the first row
+  whose working set (see :mod:`flexsparse.tiling.workingset`) would exceed the byte
+  budget; the caller bumps the remaining rows into a later pass. O(flops + nnz log nnz
+  per row) time (each output row is sorted), O(column window + k window) workspace
+  (int64 stamps and the dense accumulator).
+
+Entries are structural (a product that sums to zero is kept as an explicit zero),
+matching the engine in :mod:`flexsparse.kernels.cpu.spgemm`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["spgemm_csr_csr_bounded", "spgemm_csr_csr_symbolic"]
+
+
+@njit(cache=True, nogil=True)
+def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, rows, n_cols, n_panels,
+                            k_width, mark, out_counts):
+    """Count output nonzeros per (listed row, contracted-id window, column panel).
+
+    Args:
+        a_indptr, a_indices: CSR of ``A`` (``[m+1]``, ``[nnzA]``).
+        b_indptr, b_indices: CSR of ``B`` (``[k+1]``, ``[nnzB]``).
+        rows: ``int64[r]`` row ids of ``A`` to count (any order, repeats allowed).
+        n_cols: columns of ``B``; panels have width ``ceil(n_cols / n_panels)``.
+        n_panels: number of column panels (>= 1).
+        k_width: width of the contracted-id windows (window of id ``k`` is ``k // k_width``).
+        mark: ``int64[n_cols]`` workspace, every entry ``< 0`` on entry (left dirty).
+        out_counts: ``int64[r, n_windows, n_panels]``, overwritten: the nonzeros of the
+            partial product of each row restricted to one id window and one column panel.
+    """
+    width = (n_cols + n_panels - 1) // n_panels if n_panels > 0 else 1
+    n_win = out_counts.shape[1]
+    for t in range(rows.shape[0]):
+        for w in range(n_win):
+            for q in range(n_panels):
+                out_counts[t, w, q] = 0
+        i = rows[t]
+        for p in range(a_indptr[i], a_indptr[i + 1]):
+            k = a_indices[p]
+            w = k // k_width
+            tag = t * n_win + w   # one stamp per (row, window): each window is its own product
+            for s in range(b_indptr[k], b_indptr[k + 1]):
+                j = b_indices[s]
+                if mark[j] != tag:
+                    mark[j] = tag
+                    out_counts[t, w, j // width] += 1
+
+
+@njit(cache=True, nogil=True)
+def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
+                           r0, r1, k0, k1, c0, c1, budget, fixed_bytes, elem_bytes, ptr_bytes,
+                           stamp0, seen, mark, spa, out_indptr, out_indices, out_data, totals):
+    """Compute rows ``[r0, r1)`` of ``A[:, k0:k1] @ B[k0:k1, c0:c1]`` until the budget is full.
+
+    Args:
+        a_*, b_*: CSR buffers of ``A`` and ``B`` (read only).
+        r0, r1, k0, k1, c0, c1: the tile's window.
+        budget: byte limit of the tile's working set.
+        fixed_bytes: the row-independent part of the working set (accumulator
+            workspace + the three leading row pointers), already charged.
+        elem_bytes: bytes of one stored entry (value + column index).
+        ptr_bytes: bytes of one row pointer.
+        stamp0: first stamp to use; stamps must exceed every value in ``seen``/``mark``.
+        seen: ``int64[k1-k0]`` first-touch stamps of B rows (values < stamp0 = unseen).
+        mark: ``int64[>= c1-c0]`` accumulator occupancy stamps (values < stamp0 = free).
+        spa: ``[>= c1-c0]`` dense accumulator (result dtype).
+        out_indptr: ``int64[r1-r0+1]``; ``out_indices``/``out_data``: output buffers,
+            capacity ``len(out_indices)`` entries.
+        totals: ``int64[6]`` overwritten with (rows done, nnz out, nnz of A read,
+            nnz of B rows touched, B rows touched, working-set bytes of the done part).
+
+    Returns:
+        The next unused stamp.
+    """
+    cap = out_indices.shape[0]
+    ws = fixed_bytes
+    pos = 0
+    a_nnz = 0
+    b_nnz = 0
+    b_rows = 0
+    out_indptr[0] = 0
+    done = 0
+    stamp = stamp0
+    tile_stamp = stamp0  # B rows first touched in this tile carry a stamp >= tile_stamp
+    for i in range(r0, r1):
+        stamp += 1
+        row_a = 0
+        new_b = 0
+        new_b_rows = 0
+        nnz_row = 0
+        overflow = False
+        for p in range(a_indptr[i], a_indptr[i + 1]):
+            k = a_indices[p]
+            if k < k0 or k >= k1:
+                continue
+            row_a += 1
+            kk = k - k0
+            first = seen[kk] < tile_stamp
+            if first:
+                seen[kk] = stamp
+                new_b_rows += 1
+            av = a_data[p]
+            for s in range(b_indptr[k], b_indptr[k + 1]):
+                j = b_indices[s]
+                if j < c0 or j >= c1:
+                    continue
+                if first:
+                    new_b += 1
+                jj = j - c0
+                if mark[jj] != stamp:
+                    if pos + nnz_row >= cap:
+                        overflow = True
+                        break
+                    mark[jj] = stamp
+                    spa[jj] = av * b_data[s]
+                    out_indices[pos + nnz_row] = jj
+                    nnz_row += 1
+                else:
+                    spa[jj] += av * b_data[s]
+            if overflow:
+                break
+        row_bytes = (2 * ptr_bytes + (row_a + new_b + nnz_row) * elem_bytes
+                     + new_b_rows * ptr_bytes)
+        if overflow or ws + row_bytes > budget:
+            # bump this row and the rest: forget the B rows it touched first
+            for p in range(a_indptr[i], a_indptr[i + 1]):
+                k = a_indices[p]
+                if k >= k0 and k < k1 and seen[k - k0] == stamp:
+                    seen[k - k0] = tile_stamp - 1
+            break
+        seg = out_indices[pos:pos + nnz_row]
+        seg.sort()
+        for t in range(nnz_row):
+            jj = out_indices[pos + t]
+            out_data[pos + t] = spa[jj]
+            out_indices[pos + t] = jj + c0
+        pos += nnz_row
+        ws += row_bytes
+        a_nnz += row_a
+        b_nnz += new_b
+        b_rows += new_b_rows
+        done += 1
+        out_indptr[done] = pos
+    totals[0] = done
+    totals[1] = pos
+    totals[2] = a_nnz
+    totals[3] = b_nnz
+    totals[4] = b_rows
+    totals[5] = ws
+    return stamp + 1

@@ -1,0 +1,392 @@
+"""Tiling strategies for bounded-memory ``C = A @ B``: conservative, prescient, overbook.
+
+Every strategy is registered by name and has the same signature::
+
+    plan(stats: TileStatistics, limit: int, *, overbook: float, seed: int) -> TilePlan
+
+It sees only sizes and *counts* (per-row nonzeros, per-row multiply counts, output counts
+of the rows it asks for) through :class:`TileStatistics`, never values or indices, and
+returns a frozen :class:`TilePlan`: a uniform grid of tiles of ``row_size`` output rows x
+``col_size`` output columns x ``k_size`` contracted ids, the working sets it predicted,
+and what choosing the grid cost. The working set of a tile is the formula of
+:mod:`flexsparse.tiling.workingset`.
+
+* ``conservative`` (ExTensor-N): sizes tiles as if both operands were dense; no counting,
+  every tile fits, buffers are mostly empty.
+* ``prescient`` (ExTensor-P): one full symbolic pass counts every row's output nonzeros
+  (O(flops) time -- charged as counting cost), then evaluates the exact working set of
+  every tile at candidate row sizes ``m, m/2, m/4, ...`` (plus a bisection between the
+  last fit and the first misfit) and keeps the largest size at which *all* tiles fit.
+* ``overbook`` (Swiftiles, default): one sampling pass. It estimates the output/multiply
+  ratio from a few random rows (symbolic counting only on those rows), starts from the
+  row size whose expected working set equals the limit, samples ``n`` random tiles of
+  that size, takes the ``(1 - overbook)`` quantile ``O`` of their working sets and scales
+  the row size by ``(limit - fixed) / (O - fixed)`` (``fixed`` is the row-independent
+  accumulator; occupancy is assumed linear in rows), so about ``overbook`` of the tiles
+  overflow. Overflow is absorbed at run time (Tailors, :mod:`flexsparse.tiling.executor`).
+
+``prescient`` and ``overbook`` split columns only to keep the dense accumulator under
+1/8 of the limit and contracted ids only to keep the first-touch stamps under 1/16
+(design choices of ours, documented in the plan's ``col_size``/``k_size``).
+
+>>> sorted(STRATEGIES)
+['conservative', 'overbook', 'prescient']
+>>> get_strategy("greedy")
+Traceback (most recent call last):
+...
+ValueError: unknown tiling strategy 'greedy'; valid names: conservative, overbook, prescient
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from flexsparse.tiling.engine import Operand
+from flexsparse.tiling.kernels import spgemm_csr_csr_symbolic
+from flexsparse.tiling.workingset import ByteModel, dense_tile_bytes, fixed_bytes, tile_bytes
+
+__all__ = ["STRATEGIES", "Tile", "TilePlan", "TileStatistics", "get_strategy",
+           "register_strategy"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One window of the product: output rows ``[r0, r1)``, ids ``[k0, k1)``, columns ``[c0, c1)``."""
+
+    r0: int
+    r1: int
+    k0: int
+    k1: int
+    c0: int
+    c1: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """A uniform tiling of ``C[m, n] = A[m, k] @ B[k, n]`` chosen by one strategy.
+
+    Attributes:
+        strategy: the strategy's registered name.
+        shape: ``(m, k, n)``.
+        limit: the byte limit the plan was made for.
+        row_size, col_size, k_size: tile extents (output rows, output columns, ids).
+        predicted_ws: predicted working sets (bytes) of the tiles the strategy evaluated.
+        predicted_all: whether ``predicted_ws`` covers every tile in :meth:`tiles` order
+            (``False`` for ``overbook``: only its sampled tiles, rescaled to ``row_size``).
+        sampling_seconds: time spent counting/sampling to choose the plan.
+        sampled_rows: rows whose output was counted symbolically.
+    """
+
+    strategy: str
+    shape: tuple[int, int, int]
+    limit: int
+    row_size: int
+    col_size: int
+    k_size: int
+    predicted_ws: tuple[int, ...] = ()
+    predicted_all: bool = False
+    sampling_seconds: float = 0.0
+    sampled_rows: int = 0
+
+    @staticmethod
+    def _bounds(extent: int, size: int) -> list[tuple[int, int]]:
+        return [(s, min(s + size, extent)) for s in range(0, extent, size)]
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles in the grid."""
+        m, k, n = self.shape
+        if m == 0 or n == 0:
+            return 0
+        return (-(-m // self.row_size)) * (-(-n // self.col_size)) * max(1, -(-k // self.k_size))
+
+    def tiles(self) -> Iterator[Tile]:
+        """Tiles in execution order: column panels outermost, then rows, then ids."""
+        m, k, n = self.shape
+        ks = self._bounds(k, self.k_size) or [(0, 0)]
+        for c0, c1 in self._bounds(n, self.col_size):
+            for r0, r1 in self._bounds(m, self.row_size):
+                for k0, k1 in ks:
+                    yield Tile(r0, r1, k0, k1, c0, c1)
+
+
+class TileStatistics:
+    """Count-only view of the operands offered to strategies (an oracle over A and B).
+
+    Free (O(m + k)): ``nnz_a_rows``, ``nnz_b_rows``. Vectorised O(nnzA * n_panels):
+    :meth:`flops`. Charged to :attr:`seconds`: :meth:`output_counts` (symbolic SpGEMM of
+    the listed rows), :meth:`touched` / :meth:`touched_tiles` (distinct B rows touched).
+    """
+
+    def __init__(self, a: Operand, b: Operand, bm: ByteModel) -> None:
+        self._a, self._b = a, b
+        self.byte_model = bm
+        self.shape = (a.shape[0], a.shape[1], b.shape[1])
+        self.nnz_a_rows = np.diff(a.indptr)
+        self.nnz_b_rows = np.diff(b.indptr)
+        self.seconds = 0.0
+        self.counted_rows = 0
+        self._panel_cache: dict[int, np.ndarray] = {}
+        self._flops_cache: dict[int, np.ndarray] = {}
+
+    def panel_width(self, n_panels: int) -> int:
+        return max(1, -(-self.shape[2] // max(1, n_panels)))
+
+    def nnz_b_panels(self, n_panels: int) -> np.ndarray:
+        """``int64[k, n_panels]``: entries of each B row inside each column panel."""
+        if n_panels not in self._panel_cache:
+            k = self.shape[1]
+            if n_panels == 1:
+                res = self.nnz_b_rows.astype(np.int64).reshape(k, 1)
+            else:
+                rows = np.repeat(np.arange(k, dtype=np.int64), self.nnz_b_rows)
+                key = rows * n_panels + self._b.indices // self.panel_width(n_panels)
+                res = np.bincount(key, minlength=k * n_panels).reshape(k, n_panels)
+            self._panel_cache[n_panels] = res
+        return self._panel_cache[n_panels]
+
+    def flops(self, n_panels: int) -> np.ndarray:
+        """``int64[m, n_panels]``: multiplies of each output row inside each column panel."""
+        if n_panels not in self._flops_cache:
+            t0 = time.perf_counter()
+            per_entry = self.nnz_b_panels(n_panels)[self._a.indices]     # [nnzA, n_panels]
+            cs = np.zeros((per_entry.shape[0] + 1, n_panels), dtype=np.int64)
+            np.cumsum(per_entry, axis=0, out=cs[1:])
+            ip = self._a.indptr
+            self._flops_cache[n_panels] = cs[ip[1:]] - cs[ip[:-1]]
+            self.seconds += time.perf_counter() - t0
+        return self._flops_cache[n_panels]
+
+    def n_windows(self, k_width: int) -> int:
+        return max(1, -(-self.shape[1] // max(1, k_width)))
+
+    def nnz_a_windows(self, k_width: int) -> np.ndarray:
+        """``int64[m, n_windows]``: entries of each A row inside each contracted-id window."""
+        m, k, _ = self.shape
+        n_w = self.n_windows(k_width)
+        if n_w == 1:
+            return self.nnz_a_rows.astype(np.int64).reshape(m, 1)
+        rows = np.repeat(np.arange(m, dtype=np.int64), self.nnz_a_rows)
+        key = rows * n_w + self._a.indices // k_width
+        return np.bincount(key, minlength=m * n_w).reshape(m, n_w)
+
+    def output_counts(self, rows: np.ndarray, n_panels: int,
+                      k_width: int | None = None) -> np.ndarray:
+        """``int64[len(rows), n_windows, n_panels]``: exact output nonzeros (symbolic SpGEMM).
+
+        With ``k_width`` the contracted ids are cut into windows of that width and each
+        window's partial product is counted on its own (one window by default).
+        """
+        t0 = time.perf_counter()
+        k_width = max(1, self.shape[1] if k_width is None else k_width)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.zeros((rows.size, self.n_windows(k_width), n_panels), dtype=np.int64)
+        if rows.size and self.shape[2]:
+            mark = np.full(self.shape[2], -1, dtype=np.int64)
+            spgemm_csr_csr_symbolic(self._a.indptr, self._a.indices, self._b.indptr,
+                                    self._b.indices, rows, self.shape[2], n_panels, k_width,
+                                    mark, out)
+        self.counted_rows += int(rows.size)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def touched(self, r0: int, r1: int, n_panels: int) -> tuple[int, np.ndarray]:
+        """Distinct B rows touched by A's rows ``[r0, r1)`` and their entries per panel."""
+        t0 = time.perf_counter()
+        ip = self._a.indptr
+        mark = np.zeros(self.shape[1], dtype=bool)
+        mark[self._a.indices[ip[r0]:ip[r1]]] = True
+        res = int(mark.sum()), self.nnz_b_panels(n_panels)[mark].sum(axis=0)
+        self.seconds += time.perf_counter() - t0
+        return res
+
+    def touched_tiles(self, row_size: int, n_panels: int,
+                      k_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every row tile of ``row_size`` rows: ``(u [T, n_w], nnzB [T, n_w, n_panels])``.
+
+        ``u`` counts the distinct B rows the tile touches in each id window, ``nnzB``
+        their entries in each column panel.
+        """
+        t0 = time.perf_counter()
+        m, k, _ = self.shape
+        k_width = max(1, k if k_width is None else k_width)
+        n_w = self.n_windows(k_width)
+        n_t = -(-m // row_size)
+        tile_of = np.repeat(np.arange(m, dtype=np.int64) // row_size, self.nnz_a_rows)
+        keys = np.unique(tile_of * k + self._a.indices)
+        t_id, kk = keys // max(k, 1), keys % max(k, 1)
+        slot = t_id * n_w + kk // k_width
+        u = np.bincount(slot, minlength=n_t * n_w).reshape(n_t, n_w)
+        per = self.nnz_b_panels(n_panels)[kk]
+        nb = np.stack([np.bincount(slot, weights=per[:, q], minlength=n_t * n_w)
+                       for q in range(n_panels)], axis=1).astype(np.int64)
+        self.seconds += time.perf_counter() - t0
+        return u, nb.reshape(n_t, n_w, n_panels)
+
+
+Strategy = Callable[..., TilePlan]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
+    """Decorator registering a strategy under ``name``."""
+    def deco(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+    return deco
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``; ``ValueError`` listing valid names otherwise."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown tiling strategy {name!r}; valid names: "
+                         f"{', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[name]
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """Largest ``x`` in ``[lo, hi]`` with ``ok(x)`` (``ok`` monotone, ``ok(lo)`` assumed)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@register_strategy("conservative")
+def conservative(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
+                 seed: int = 0) -> TilePlan:
+    """Largest near-cubic tile whose *dense* working set fits; no counting."""
+    bm = stats.byte_model
+    m, k, n = (max(1, d) for d in stats.shape)
+
+    def fits(r: int, c: int, kw: int) -> bool:
+        return dense_tile_bytes(bm, r, c, kw) <= limit
+
+    s = _largest(1, max(m, n, k), lambda s: fits(min(s, m), min(s, n), min(s, k)))
+    r, c, kw = min(s, m), min(s, n), min(s, k)
+    r = _largest(r, m, lambda x: fits(x, c, kw))
+    c = _largest(c, n, lambda x: fits(r, x, kw))
+    kw = _largest(kw, k, lambda x: fits(r, c, x))
+    plan = TilePlan("conservative", stats.shape, limit, r, c, kw)
+    pred = tuple(int(dense_tile_bytes(bm, t.r1 - t.r0, t.c1 - t.c0, max(1, t.k1 - t.k0)))
+                 for t in plan.tiles())
+    return TilePlan("conservative", stats.shape, limit, r, c, kw, pred, True)
+
+
+def _sparse_panels(stats: TileStatistics, limit: int) -> tuple[int, int, int, int]:
+    """``(n_col_panels, col_size, n_k_panels, k_size)`` keeping acc <= limit/8, stamps <= limit/16."""
+    bm = stats.byte_model
+    _, k, n = stats.shape
+    n_k = max(1, math.ceil(8 * k / max(1.0, limit / 16))) if k else 1
+    n_k = min(n_k, max(k, 1))
+    kw = max(1, -(-k // n_k))
+    n_c = max(1, math.ceil(n * (bm.value_bytes + 8) / max(1.0, limit / 8))) if n else 1
+    n_c = min(n_c, max(n, 1))
+    cw = stats.panel_width(n_c)
+    n_c = max(1, -(-n // cw))           # panels actually needed at that width
+    n_k = max(1, -(-k // kw))
+    return n_c, cw, n_k, kw
+
+
+@register_strategy("overbook")
+def overbook(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
+             seed: int = 0, n_tiles: int = 16) -> TilePlan:
+    """Swiftiles: one sampling pass, row size set so ~``overbook`` of the tiles overflow."""
+    t_start, c_start = stats.seconds, stats.counted_rows
+    t0 = time.perf_counter()
+    bm, e = stats.byte_model, stats.byte_model.elem
+    m, k, n = stats.shape
+    n_c, cw, n_k, kw = _sparse_panels(stats, limit)
+    if m == 0 or n == 0:
+        return TilePlan("overbook", stats.shape, limit, 1, cw, kw)
+    fixed = fixed_bytes(bm, cw, kw)
+    rng = np.random.default_rng(seed)
+    flops = stats.flops(n_c)                                    # [m, n_c]
+    # 1. output nonzeros per multiply, from a few random rows (ratio estimator)
+    n_rows = min(m, max(64, m // 200))
+    rows = np.sort(rng.choice(m, size=n_rows, replace=False))
+    counted = stats.output_counts(rows, n_c)[:, 0, :]
+    ratio = counted.sum() / max(1, int(flops[rows].sum()))
+    # 2. row size whose expected working set equals the limit
+    per_row = 2 * bm.ptr_bytes + (stats.nnz_a_rows.mean() + ratio * flops.mean()) / n_k * e
+    s0 = int(min(m, max(1, (limit - fixed) // max(per_row, 1e-9))))
+    # 3. working sets of random tiles of that size; quantile; linear rescale
+    ws = []
+    for _ in range(n_tiles):
+        r0 = int(rng.integers(0, m - s0 + 1))
+        q = int(rng.integers(0, n_c))
+        u, nb = stats.touched(r0, r0 + s0, n_c)
+        na = stats.nnz_a_rows[r0:r0 + s0].sum() / n_k
+        nc = ratio * flops[r0:r0 + s0, q].sum() / n_k
+        ws.append(float(tile_bytes(bm, s0, cw, kw, na, u / n_k, nb[q] / n_k, nc)))
+    occ = float(np.quantile(ws, 1.0 - overbook))
+    scale = (limit - fixed) / max(occ - fixed, 1e-9)
+    s1 = int(min(m, max(1, math.floor(s0 * scale))))
+    pred = tuple(int(fixed + (w - fixed) * s1 / s0) for w in ws)
+    stats.seconds = t_start + (time.perf_counter() - t0)
+    return TilePlan("overbook", stats.shape, limit, s1, cw, kw, pred, False,
+                    stats.seconds - t_start, stats.counted_rows - c_start)
+
+
+@register_strategy("prescient")
+def prescient(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
+              seed: int = 0) -> TilePlan:
+    """Exact counts of every row, then the largest row size at which every tile fits."""
+    t_start, c_start = stats.seconds, stats.counted_rows
+    t0 = time.perf_counter()
+    bm = stats.byte_model
+    m, k, n = stats.shape
+    n_c, cw, n_k, kw = _sparse_panels(stats, limit)
+    if m == 0 or n == 0:
+        return TilePlan("prescient", stats.shape, limit, 1, cw, kw)
+    n_w = stats.n_windows(kw)
+    counts = stats.output_counts(np.arange(m), n_c, kw)          # the full symbolic pass
+    cs_c = np.concatenate([np.zeros((1, n_w, n_c), np.int64), np.cumsum(counts, axis=0)])
+    nnz_a = stats.nnz_a_windows(kw)
+    cs_a = np.concatenate([np.zeros((1, n_w), np.int64), np.cumsum(nnz_a, axis=0)])
+    cws = np.minimum(cw, n - cw * np.arange(n_c))                 # [n_c] panel widths
+    kws = np.minimum(kw, max(k, 1) - kw * np.arange(n_w))         # [n_w] window widths
+    fixed = fixed_bytes(bm, cws[None, None, :], kws[None, :, None])
+    cache: dict[int, np.ndarray] = {}
+
+    def tile_ws(s: int) -> np.ndarray:                           # [T, n_w, n_c] exact bytes
+        if s not in cache:
+            starts = np.arange(0, m, s)
+            ends = np.minimum(starts + s, m)
+            u, nb = stats.touched_tiles(s, n_c, kw)
+            na = cs_a[ends] - cs_a[starts]
+            nc = cs_c[ends] - cs_c[starts]
+            rows = (ends - starts)[:, None, None]
+            cache[s] = (fixed + 2 * bm.ptr_bytes * rows + bm.ptr_bytes * u[:, :, None]
+                        + (na[:, :, None] + nb + nc) * bm.elem)
+        return cache[s]
+
+    def fits(s: int) -> bool:
+        return int(tile_ws(s).max()) <= limit
+
+    s = m
+    while s > 1 and not fits(s):
+        s = -(-s // 2)
+    if s < m and fits(s):                                        # refine (s, 2s) a little
+        hi = min(m, 2 * s) - 1
+        for _ in range(3):
+            if s >= hi:
+                break
+            mid = (s + hi + 1) // 2
+            if fits(mid):
+                s = mid
+            else:
+                hi = mid - 1
+    pred = tile_ws(s)                                            # [T, n_c] -> tiles() order
+    pred_t = tuple(int(x) for x in pred.transpose(2, 0, 1).ravel())  # tiles() order
+    stats.seconds = t_start + (time.perf_counter() - t0)
+    return TilePlan("prescient", stats.shape, limit, s, cw, kw, pred_t, True,
+                    stats.seconds - t_start, stats.counted_rows - c_start)

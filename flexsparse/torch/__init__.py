@@ -1,0 +1,19 @@
+"""PyTorch layers for flexsparse's structured formats (optional: ``pip install flexsparse[torch]``).
+
+- :class:`SparseLinear`: drop-in ``nn.Linear`` with a block / N:M / HSS weight whose kept
+  values are trainable and whose structure is fixed;
+- :func:`sparsify`: swap a model's ``nn.Linear`` layers in place, returning a summary;
+- :func:`sparse_linear` (in :mod:`flexsparse.torch.functional`): the autograd function.
+
+Importing this package imports ``torch`` (and raises ``ImportError`` naming the extra when it
+is missing); nothing is compiled at import.
+"""
+
+from __future__ import annotations
+
+from flexsparse.torch.functional import BACKENDS, sparse_linear
+from flexsparse.torch.linear import DISPATCHES, SparseLinear
+from flexsparse.torch.sparsify import LayerSummary, SparsifySummary, sparsify
+
+__all__ = ["BACKENDS", "DISPATCHES", "LayerSummary", "SparseLinear", "SparsifySummary",
+           "sparse_linear", "sparsify"]
