@@ -52,6 +52,12 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# ``einsum`` and ``prune`` are also the names of subpackages/modules: importing those later
+# would rebind the package attribute to the module, so the functions are bound eagerly here
+# (plain imports: nothing is compiled and no file is read).
+from flexsparse.einsum.execute import einsum  # noqa: E402
+from flexsparse.prune import prune  # noqa: E402
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

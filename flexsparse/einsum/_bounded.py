@@ -44,7 +44,7 @@ def make_tiling_options(memory_limit: int | str, tiling: str, overbook: float, p
     >>> make_tiling_options("1MB", "guess", 0.1, False)
     Traceback (most recent call last):
     ...
-    ValueError: unknown tiling strategy 'guess'; valid strategies: conservative, overbook, prescient
+    ValueError: unknown tiling strategy 'guess'; valid names: conservative, overbook, prescient
     """
     from flexsparse.tiling.strategies import get_strategy
 

@@ -54,6 +54,8 @@ class KeySpace:
         ids = np.asarray(ids, dtype=np.int64)
         if self.table is not None:
             return [row[ids] for row in self.table]
+        if len(self.sizes) == 1:  # a one-mode direct key is its own coordinate
+            return [ids]
         out = []
         rest = ids
         for s in reversed(self.sizes):
@@ -82,7 +84,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
     Returns:
         ``(keyspace, ids)`` with ``ids: int64 [n]`` in ``[0, keyspace.n_ids)``.
 
-    >>> ks, ids = group_keys([np.array([5, 2, 5])], (10**19,))
+    >>> ks, ids = group_keys([np.array([5, 2, 5])], (10**12,))
     >>> ks.regime, ids.tolist(), ks.n_ids
     ('unique', [1, 0, 1], 2)
     """

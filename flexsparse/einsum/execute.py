@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from flexsparse._util import check_numeric_dtype, result_dtype
+from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
 from flexsparse.formats.coo import COO
 
@@ -174,26 +174,26 @@ def _rows_of(t: COO, idx: str, letters: str) -> list[np.ndarray]:
     return [t.coords[idx.index(c)] for c in letters]
 
 
-def _assemble(row_ks: KeySpace, col_ks: KeySpace | None, rows: np.ndarray, cols: np.ndarray,
-              vals: np.ndarray, n_batch: int, col_modes: int, shape: tuple[int, ...]) -> COO:
-    """COO over (row key modes + column key modes without the batch) from compact ids."""
-    coords = row_ks.decode(rows)
-    if col_ks is not None:
-        coords += col_ks.decode(cols)[n_batch:]
-    else:
-        coords += []
-    if coords:
-        stacked = np.stack(coords)
-    else:
-        stacked = np.zeros((0, len(vals)), dtype=np.int64)
-    return COO(stacked, vals, shape, canonical=True) if _is_sorted(stacked) else \
-        COO(stacked, vals, shape, canonical=False)
+def _trusted_coo(coords: list[np.ndarray], vals: np.ndarray, shape: tuple[int, ...],
+                 canonical: bool) -> COO:
+    """COO from coordinates a kernel just produced in bounds (skips the bounds checks)."""
+    idt = index_dtype_for(shape)
+    stacked = np.empty((len(coords), len(vals)), dtype=idt)
+    for m, c in enumerate(coords):
+        stacked[m] = c
+    # COO._new only reads ``self`` when no shape is given: it is the internal trusted constructor.
+    return COO._new(None, stacked, vals, shape, canonical)
 
 
-def _is_sorted(coords: np.ndarray) -> bool:
-    from flexsparse.formats._sort import is_lex_sorted
+def _assemble(row_ks: KeySpace, col_ks: KeySpace, rows: np.ndarray, cols: np.ndarray,
+              vals: np.ndarray, n_batch: int, shape: tuple[int, ...], canonical: bool) -> COO:
+    """COO over (row key modes + column key modes minus the batch) from compact ids.
 
-    return bool(is_lex_sorted(coords, strict=True))
+    Ids grow with the lexicographic order of their keys and the batch modes of the column
+    key repeat the row's, so row-major (row id, col id) order is canonical coordinate order.
+    """
+    coords = row_ks.decode(rows) + col_ks.decode(cols)[n_batch:]
+    return _trusted_coo(coords, vals, shape, canonical)
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
@@ -212,12 +212,12 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    if method == "dot" and n_cells <= 2**26 and (not batch):
+    if method == "dot" and n_cells <= 2**26 and not batch and tiling is None:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
-        return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), 0, res_shape), res_idx
+        return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
     if tiling is not None and final is not None and tiling.out is not None:
         # Final step with out=: tiles stream to disk; decode to COO only when loaded.
         from flexsparse.einsum._bounded import LazyEinsumResult, tiled_product
@@ -226,8 +226,8 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
 
         def decode(C):
             rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
-            coo = _assemble(row_ks, col_ks, rows, np.asarray(C.indices, np.int64), C.data, len(batch), 0,
-                            res_shape)
+            coo = _assemble(row_ks, col_ks, rows, np.asarray(C.indices, np.int64), C.data, len(batch),
+                            res_shape, C.sorted_indices)
             return _canonical(_transpose_to(coo, res_idx, final))
 
         return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
@@ -240,8 +240,8 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
 
         C = spgemm(A, B, threads=threads)
     rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
-    return _assemble(row_ks, col_ks, rows, C.indices.astype(np.int64), C.data, len(batch), 0,
-                     res_shape), res_idx
+    return _assemble(row_ks, col_ks, rows, C.indices, C.data, len(batch), res_shape,
+                     C.sorted_indices), res_idx
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
@@ -281,8 +281,7 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
         rest, x = np.divmod(rest, s)
         tail.append(x)
     coords += tail[::-1]
-    stacked = np.stack(coords) if coords else np.zeros((0, len(r)), np.int64)
-    return COO(stacked, sub[r, c], res_shape, canonical=False), res_idx
+    return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
 def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]

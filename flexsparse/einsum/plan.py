@@ -526,14 +526,18 @@ def _check_stats(spec: EinsumSpec, stats: Sequence[OperandStats]) -> None:
 def _preprocess(spec: EinsumSpec, stats: Sequence[OperandStats]) -> tuple[list[OperandStats], list[UnaryStep]]:
     n = spec.n_operands
     ops, unary = [], []
+    squeezed_of = ["".join(i for i in s.indices if i in spec.broadcast[k]) for k, s in enumerate(stats)]
+    # After squeezing, an index may be left in one operand only: it is summed there.
+    present = [set(s.indices) - set(q) for s, q in zip(stats, squeezed_of)]
     for k, (s, term) in enumerate(zip(stats, spec.inputs)):
-        squeezed = "".join(i for i in s.indices if i in spec.broadcast[k])
-        summed = "".join(i for i in spec.private(k) if i not in squeezed)
+        squeezed = squeezed_of[k]
+        others = set(spec.output).union(*(p for j, p in enumerate(present) if j != k))
+        summed = "".join(i for i in s.indices if i in present[k] and i not in others)
         kept = "".join(i for i in s.indices if i not in squeezed and i not in summed)
         out = spec.output if n == 1 else kept
         t = squeeze_stats(s, squeezed) if squeezed else s
         t = _reorder(project_stats(t, kept), out)
-        diagonal = spec.repeated(k)
+        diagonal = "".join(i for i in spec.repeated(k) if i not in squeezed)
         if diagonal or squeezed or summed or out != term:
             unary.append(UnaryStep(k, term, out, diagonal, squeezed, summed, float(t.nnz)))
         ops.append(t)

@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,8 @@ class StructuredMatrix:
     """
 
     DENSE_CROSSOVER: float = 1.0
+    #: makes ``ndarray @ W`` defer to ``W.__rmatmul__`` instead of NumPy's matmul ufunc
+    __array_ufunc__ = None
     shape: tuple[int, int]
     values: np.ndarray
 
@@ -159,7 +162,8 @@ class StructuredMatrix:
         csr = self.to_scipy("csr")
         return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
                                        torch.from_numpy(csr.indices.astype(np.int64)),
-                                       torch.from_numpy(csr.data), size=self.shape)
+                                       torch.from_numpy(csr.data), size=self.shape,
+                                       check_invariants=True)
 
     # ------------------------------------------------------------- products
     def _check_rows(self, X: np.ndarray, want: int, axis: int, op: str, xname: str) -> None:
@@ -449,9 +453,12 @@ class BlockSparse(StructuredMatrix):
             import torch
         except ImportError as e:
             raise ImportError("to_torch needs PyTorch: pip install flexsparse[torch]") from e
-        return torch.sparse_bsr_tensor(torch.from_numpy(self.indptr),
-                                       torch.from_numpy(self.indices.astype(np.int64)),
-                                       torch.from_numpy(self.values), size=self.shape)
+        with warnings.catch_warnings():  # "BSR support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_bsr_tensor(torch.from_numpy(self.indptr),
+                                           torch.from_numpy(self.indices.astype(np.int64)),
+                                           torch.from_numpy(self.values), size=self.shape,
+                                           check_invariants=True)
 
     # -------------------------------------------------------------- kernels
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:

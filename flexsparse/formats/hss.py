@@ -275,7 +275,7 @@ class HSS(StructuredMatrix):
                 raise ValueError(f"positions[{i}] must be strictly increasing along the last axis")
         if self.values.size and n_top * p.span > K:
             outside = self.columns() >= K
-            if np.any(self.values.reshape(M, -1)[outside] != 0):
+            if np.any(self.values.reshape(M, self.n_top * self.pattern.kept)[outside] != 0):
                 raise ValueError("slots whose column lies in the padding (>= K) must hold 0")
 
     def columns(self) -> np.ndarray:
@@ -288,7 +288,7 @@ class HSS(StructuredMatrix):
             cols = (np.arange(self.n_top, dtype=np.int64) * p.span).reshape((1, -1) + (1,) * L)
             for i, (q, stride) in enumerate(zip(self._positions, p.strides)):
                 cols = cols + q.astype(np.int64).reshape(q.shape + (1,) * (L - 1 - i)) * stride
-            cols = np.ascontiguousarray(np.broadcast_to(cols, self.values.shape).reshape(M, -1))
+            cols = np.ascontiguousarray(np.broadcast_to(cols, self.values.shape).reshape(M, self.n_top * p.kept))
             self._cols = cols
         return cols
 
@@ -347,7 +347,7 @@ class HSS(StructuredMatrix):
         M, K = self.shape
         dense = np.zeros((M, self.n_top * self.pattern.span), dtype=self.dtype)
         if self.values.size:
-            dense[np.arange(M)[:, None], self.columns()] = self.values.reshape(M, -1)
+            dense[np.arange(M)[:, None], self.columns()] = self.values.reshape(M, self.n_top * self.pattern.kept)
         return dense[:, :K].copy()
 
     def _coo_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -355,7 +355,7 @@ class HSS(StructuredMatrix):
         cols = self.columns()
         rows = np.broadcast_to(np.arange(M, dtype=np.int64)[:, None], cols.shape)
         inside = cols < K
-        return rows[inside], cols[inside], self.values.reshape(M, -1)[inside]
+        return rows[inside], cols[inside], self.values.reshape(M, self.n_top * self.pattern.kept)[inside]
 
     # -------------------------------------------------------------- kernels
     def _kernel_args(self, dt: np.dtype):
@@ -368,9 +368,9 @@ class HSS(StructuredMatrix):
         cols = self.columns()
         if cols.size and cols.max() < 2**31 and cols.dtype != np.int32:
             cols = self._cols = cols.astype(np.int32)
-        vals = self._vals(dt).reshape(M, -1)
+        vals = self._vals(dt).reshape(M, self.n_top * self.pattern.kept)
         inner = self.pattern.kept // self.pattern.levels[0][0]
-        flags = (vals.reshape(M, -1, inner) != 0).any(axis=-1).view(np.uint8)
+        flags = (vals.reshape(M, vals.shape[1] // inner, inner) != 0).any(axis=-1).view(np.uint8)
         return cols, vals, np.ascontiguousarray(flags), inner
 
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ these small modules.
 >>> from flexsparse.model import evaluate, MatmulWorkload, Structured
 >>> r = evaluate("generic", MatmulWorkload("golden", 8, 8, 8, Structured(2, 8), Structured(4, 8)))
 >>> r.algorithmic_macs, r.effectual_macs, r.cycles
-(512, 64.0, 64.0)
+(512.0, 64.0, 64.0)
 """
 
 from flexsparse.model.arch import (Architecture, ComputeUnit, SparseFeature, StorageLevel, dump_architecture,

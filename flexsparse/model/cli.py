@@ -132,24 +132,48 @@ def compare(designs: str = typer.Option("dense,stc,dstc,highlight", help="comma-
 
 
 @app.command()
-def validate(out: Path = typer.Option(Path("docs/model"), help="directory for the PNG plots and numbers.json")) -> None:
+def validate(out: Path = typer.Option(Path("docs/model"), help="directory for the PNG plots and numbers.json"),
+             data: Optional[Path] = typer.Option(None, help="directory with SNAP ca-*.mat graphs (optional)")) -> None:
     """Run the five fidelity checks; print their numbers and write plots + numbers.json."""
     from rich.console import Console
 
     from flexsparse.model import validation as v
-    from flexsparse.model.plots import plot_edp_vs_sparsity, plot_flaash
+    from flexsparse.model.plots import plot_dstc, plot_edp_vs_sparsity, plot_flaash, plot_speedup
+    from flexsparse.model.workload import HSS
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
     nums: dict[str, Any] = {"golden": v.sparseloop_golden(), "dstc": v.dstc_table()}
+    plot_dstc(nums["dstc"], out / "dstc.png")
+    speed: dict[str, dict[str, float]] = {}
     for wname in ("resnet50", "transformer"):
         sweep = v.highlight_sweep(wname)
         plot_edp_vs_sparsity(sweep, out / f"edp_vs_sparsity_{wname}.png")
-        nums[f"highlight_{wname}"] = sweep
+        nums[f"highlight_{wname}"] = {k: val for k, val in sweep.items()}
+        row = next(r for r in sweep["rows"] if r["levels"] == HSS(((4, 6), (2, 4))).levels)
+        speed[f"{wname} 4:6->2:4"] = {d: row["cycles"]["dense"] / c for d, c in row["cycles"].items()}
     fl = v.flaash_sweep()
     plot_flaash(fl, out / "flaash.png")
     nums["flaash"] = fl
     nums["flaash_balance"] = v.flaash_balance()
+    mats: list[tuple[str, Any]] = [("powerlaw-20k", v.powerlaw_matrix(20000, 0.0005, 0.8, seed=0))]
+    if data is not None:
+        import scipy.io
+        for f in sorted(data.glob("ca-*.mat")):
+            mats.append((f.stem, scipy.io.loadmat(str(f))["Problem"][0, 0]["A"]))
+    tail = {}
+    for name, mat in mats:
+        t = v.tailors_compare(mat, name, v.extensor_arch(4096))
+        t.pop("reports")
+        tail[name] = t
+        speed[name] = {"extensor-n": 1.0 / t["speedup_vs_n"], "extensor-p": t["speedup_vs_p"] / t["speedup_vs_n"],
+                       "extensor-ob": 1.0}
+        speed[name] = {d: val * t["speedup_vs_n"] for d, val in speed[name].items()}  # relative to extensor-n
+    nums["tailors"] = tail
+    plot_speedup({k: val for k, val in speed.items() if "4:6" in k}, out / "speedup_dnn.png",
+                 title="speedup over dense, weights HSS 4:6->2:4")
+    plot_speedup({k: val for k, val in speed.items() if "4:6" not in k}, out / "speedup_extensor.png",
+                 title="SpMSpM A@A: speedup over ExTensor-N")
     _write_json(out / "numbers.json", nums)
     console.print_json(json.dumps({"golden": nums["golden"], "dstc_max_abs_error": nums["dstc"]["max_abs_error"],
                                    "highlight_resnet50_gain": nums["highlight_resnet50"]["geomean_edp_gain"],
-                                   "flaash_balance": nums["flaash_balance"]}, default=str))
+                                   "flaash_balance": nums["flaash_balance"], "tailors": tail}, default=str))

@@ -18,7 +18,7 @@ Everything is vectorised NumPy over the nonzeros (no Python loop per nonzero):
 >>> import numpy as np
 >>> rows, cols = np.array([0, 0, 1, 5]), np.array([0, 3, 1, 5])
 >>> tile_occupancy(rows, cols, (6, 6), 2, 2)[2].tolist()
-[3, 1]
+[2, 1, 1]
 """
 
 from __future__ import annotations

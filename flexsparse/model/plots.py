@@ -15,7 +15,7 @@ from typing import Any
 
 from flexsparse._util import atomic_write
 
-__all__ = ["plot_edp_vs_sparsity", "plot_speedup", "plot_flaash"]
+__all__ = ["plot_edp_vs_sparsity", "plot_speedup", "plot_flaash", "plot_dstc"]
 
 
 def _plt() -> Any:
@@ -95,6 +95,25 @@ def plot_flaash(sweep: dict[str, Any], path: str | Path) -> Path:
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
         a.legend(fontsize=8)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_dstc(table: dict[str, Any], path: str | Path) -> Path:
+    """``table`` from :func:`flexsparse.model.validation.dstc_table`: model vs published cycles."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for b, marker in ((1.0, "o"), (0.4, "s")):
+        rows = sorted((r for r in table["rows"] if r["b"] == b), key=lambda r: r["a"])
+        ax.plot([r["a"] for r in rows], [r["published"] for r in rows], marker + "-", label=f"published, B={b}")
+        ax.plot([r["a"] for r in rows], [r["model"] for r in rows], marker + "--", label=f"model, B={b}")
+    ax.set_xlabel("A density")
+    ax.set_ylabel("cycles (dense corner calibrated to 4600)")
+    ax.set_title(f"DSTC 4096^3: max |error| {table['max_abs_error']:.1%}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     out = _save(fig, path)
     plt.close(fig)
     return out

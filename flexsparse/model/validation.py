@@ -28,7 +28,7 @@ from flexsparse.model.workload import (HSS, Actual, ContractionWorkload, MatmulW
                                        Uniform, load_workload, with_operands)
 
 __all__ = ["DSTC_TABLE", "HSS_DEGREES", "sparseloop_golden", "dstc_table", "highlight_sweep", "tailors_compare",
-           "flaash_sweep", "flaash_balance", "geomean", "powerlaw_matrix"]
+           "flaash_sweep", "flaash_balance", "geomean", "powerlaw_matrix", "extensor_arch"]
 
 #: Sparseloop artifact's digitised DSTC cycles for 4096^3: A density -> (B = 1.0, B = 0.4).
 DSTC_TABLE = {1.0: (4600, 2500), 0.9: (4160, 2300), 0.7: (3300, 1820), 0.5: (2690, 1480), 0.3: (1930, 1100)}
@@ -95,6 +95,13 @@ def powerlaw_matrix(n: int, density: float, alpha: float = 0.8, seed: int = 0) -
     """A generated power-law n x n matrix (the tests' stand-in for SNAP graphs)."""
     r, c = PowerLaw(density, alpha).sample((n, n), np.random.default_rng(seed))
     return Actual(np.stack([r, c]).astype(np.int64), (n, n))
+
+
+def extensor_arch(glb_bytes: int = 4096) -> Architecture:
+    """The ``extensor`` preset with a ``glb_bytes`` tile buffer (small matrices need a small buffer
+    to have more than a handful of tiles)."""
+    arch = load_architecture("extensor")
+    return arch.replace(levels=(arch.levels[0], replace(arch.levels[1], capacity=glb_bytes)) + arch.levels[2:])
 
 
 def tailors_compare(matrix: Any, name: str = "matrix", arch: Architecture | None = None) -> dict[str, Any]:

@@ -87,8 +87,11 @@ def make_result(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     return out
 
 
-def reference_spgemm(a: Any, b: Any) -> Any:
-    """Untiled ``a @ b`` with the flexsparse engine when available, else SciPy."""
+def reference_spgemm(a: Any, b: Any, threads: int | None = None) -> Any:
+    """Untiled ``a @ b`` with the flexsparse engine when available, else SciPy.
+
+    ``threads`` is passed to the engine (SciPy is single-threaded anyway).
+    """
     try:
         from flexsparse.kernels.cpu.csr import CSR
         from flexsparse.kernels.cpu.spgemm import spgemm
@@ -97,7 +100,7 @@ def reference_spgemm(a: Any, b: Any) -> Any:
     if spgemm is not None:
         ca = a if isinstance(a, CSR) else CSR.from_scipy(a)
         cb = b if isinstance(b, CSR) else CSR.from_scipy(b)
-        return spgemm(ca, cb)
+        return spgemm(ca, cb, threads=threads)
     sa = a if _is_scipy(a) else a.to_scipy()
     sb = b if _is_scipy(b) else b.to_scipy()
     return sa.tocsr() @ sb.tocsr()

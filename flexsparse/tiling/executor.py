@@ -190,13 +190,28 @@ def _execute(A, B, plan, bm: ByteModel, limit: int, dtype: np.dtype, idx_dtype: 
         bar = Progress(transient=True)
         bar.start()
         task_id = bar.add_task("tiles", total=plan.n_tiles)
-    queue: deque = deque((t.r0, t.r1, t.k0, t.k1, t.c0, t.c1, False) for t in plan.tiles())
+    # pass 1 streams the plan's tiles (never materialised: conservative plans have many);
+    # runtime splits go to the front of ``queue``, bumped remainders to the next pass
+    planned = ((t.r0, t.r1, t.k0, t.k1, t.c0, t.c1, False) for t in plan.tiles())
+    queue: deque = deque()
+    full_k = (0, k)
     try:
-        while queue:
+        while True:
+            if not queue and planned is None:
+                break
             figs["passes"] += 1
             bumped: deque = deque()
-            while queue:
-                r0, r1, k0, k1, c0, c1, again = queue.popleft()
+            while True:
+                if queue:
+                    r0, r1, k0, k1, c0, c1, again = queue.popleft()
+                elif planned is not None:
+                    nxt = next(planned, None)
+                    if nxt is None:
+                        planned = None
+                        break
+                    r0, r1, k0, k1, c0, c1, again = nxt
+                else:
+                    break
                 if r0 >= r1:
                     continue
                 cw, kw = c1 - c0, k1 - k0
@@ -236,13 +251,16 @@ def _execute(A, B, plan, bm: ByteModel, limit: int, dtype: np.dtype, idx_dtype: 
                     data = out_data[:nnz]
                     if data.dtype != dtype:
                         data = data.astype(dtype)
-                    sink.add(r0, r0 + done, out_indptr[:done + 1], out_indices[:nnz], data)
+                    sink.add((r0, r0 + done, c0, c1, int((k0, k1) != full_k)),
+                             out_indptr[:done + 1], out_indices[:nnz], data)
                 if r0 + done < r1:
                     figs["overbooked"] += 1
                     bumped.append((r0 + done, r1, k0, k1, c0, c1, True))
                     if bar is not None:
                         bar.update(task_id, total=bar.tasks[0].total + 1)
             queue = bumped
+            if not queue:
+                break
     finally:
         if bar is not None:
             bar.stop()

@@ -16,6 +16,10 @@ range of output columns ``[c0, c1)``), reading the operands' raw CSR buffers in 
   per row) time (each output row is sorted), O(column window + k window) workspace
   (int64 stamps and the dense accumulator).
 
+* :func:`spgemm_csr_csr_flops` / :func:`spgemm_csr_csr_touched`: the cheap per-row and
+  per-tile statistics (multiplies per row and panel; distinct B rows a row tile touches),
+  O(nnzA) time without O(nnzA) temporaries.
+
 Entries are structural (a product that sums to zero is kept as an explicit zero),
 matching the engine in :mod:`flexsparse.kernels.cpu.spgemm`.
 """
@@ -25,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["spgemm_csr_csr_bounded", "spgemm_csr_csr_symbolic"]
+__all__ = ["spgemm_csr_csr_bounded", "spgemm_csr_csr_flops", "spgemm_csr_csr_symbolic",
+           "spgemm_csr_csr_touched"]
 
 
 @njit(cache=True, nogil=True)
@@ -164,3 +169,52 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     totals[4] = b_rows
     totals[5] = ws
     return stamp + 1
+
+
+@njit(cache=True, nogil=True)
+def spgemm_csr_csr_flops(a_indptr, a_indices, nnz_b_panels, out):
+    """Multiplies of every row of ``A @ B`` per column panel: ``out[i, q] = sum_k nnzB[k, q]``.
+
+    Args:
+        a_indptr, a_indices: CSR of ``A``.
+        nnz_b_panels: ``int64[k, n_panels]`` entries of each B row in each panel.
+        out: ``int64[m, n_panels]``, overwritten. O(nnzA * n_panels) time, no workspace.
+    """
+    n_p = out.shape[1]
+    for i in range(a_indptr.shape[0] - 1):
+        for q in range(n_p):
+            out[i, q] = 0
+        for p in range(a_indptr[i], a_indptr[i + 1]):
+            k = a_indices[p]
+            for q in range(n_p):
+                out[i, q] += nnz_b_panels[k, q]
+
+
+@njit(cache=True, nogil=True)
+def spgemm_csr_csr_touched(a_indptr, a_indices, row_size, k_width, nnz_b_panels, stamp,
+                           out_u, out_nb):
+    """Distinct B rows touched by every row tile of ``A``, per id window and column panel.
+
+    Args:
+        a_indptr, a_indices: CSR of ``A``.
+        row_size: rows per tile (tile ``t`` = rows ``[t*row_size, (t+1)*row_size)``).
+        k_width: id window width (window of ``k`` is ``k // k_width``).
+        nnz_b_panels: ``int64[k, n_panels]``.
+        stamp: ``int64[k]`` workspace, all ``< 0`` on entry.
+        out_u: ``int64[T, n_windows]`` (zeroed by the caller): distinct touched B rows.
+        out_nb: ``int64[T, n_windows, n_panels]`` (zeroed): their entries per panel.
+
+    O(nnzA + distinct touches * n_panels) time, O(k) workspace.
+    """
+    m = a_indptr.shape[0] - 1
+    n_p = out_nb.shape[2]
+    for i in range(m):
+        t = i // row_size
+        for p in range(a_indptr[i], a_indptr[i + 1]):
+            k = a_indices[p]
+            if stamp[k] != t:
+                stamp[k] = t
+                w = k // k_width
+                out_u[t, w] += 1
+                for q in range(n_p):
+                    out_nb[t, w, q] += nnz_b_panels[k, q]

@@ -3,8 +3,9 @@
 Layouts (``m x n`` output, tiles are CSR *pieces* covering rows ``[r0, r1)``, any
 column window; pieces may repeat rows, repeated coordinates are summed on load):
 
-* directory ``out/``: ``part-NNNNN.npz`` files, each holding ``meta: int64[n_pieces, 2]``
-  (``r0, r1`` per piece) and ``indptr_j: int64[r1-r0+1]``, ``indices_j: [nnz_j]``,
+* directory ``out/``: ``part-NNNNN.npz`` files, each holding ``meta: int64[n_pieces, 5]``
+  (``r0, r1, c0, c1, partial`` per piece; ``partial`` = 1 for a partial sum over a window
+  of the contracted ids) and ``indptr_j: int64[r1-r0+1]``, ``indices_j: [nnz_j]``,
   ``data_j: [nnz_j]``; then ``manifest.json``. Parts are written as
   ``part-NNNNN.npz.partial`` (each atomically), renamed when the run succeeds, and the
   manifest is written *last* (atomic rename). A directory without a manifest is an
@@ -15,8 +16,8 @@ column window; pieces may repeat rows, repeated coordinates are summed on load):
 
 A disk sink buffers finished pieces up to ``flush_bytes`` (the executor passes 1/16 of
 the memory limit) and writes larger pieces straight from the kernel's buffers, so the
-output never accumulates in memory. Loading assembles the CSR: O(nnz) when pieces
-never share a row, else one COO-to-CSR conversion (O(nnz log nnz)).
+output never accumulates in memory. Loading assembles the CSR (:func:`assemble`): O(nnz)
+unless some pieces are partial sums (then O(nnz log nnz)).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ __all__ = ["DiskSink", "IncompleteResultError", "LazyResult", "MemorySink", "ass
 MANIFEST = "manifest.json"
 FORMAT = "flexsparse-tiled-csr"
 
-Piece = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]  # r0, r1, indptr, indices, data
+# ((r0, r1, c0, c1, partial), indptr [r1-r0+1], indices [nnz], data [nnz]); partial = 1
+# when the piece is a partial sum over a window of the contracted ids
+Piece = tuple[tuple[int, int, int, int, int], np.ndarray, np.ndarray, np.ndarray]
 
 
 class IncompleteResultError(ValueError):
@@ -50,31 +53,40 @@ class IncompleteResultError(ValueError):
 
 def assemble(pieces: list[Piece], shape: tuple[int, int], dtype: np.dtype,
              index_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR buffers ``(indptr, indices, data)`` of the sum of ``pieces`` (sorted indices)."""
+    """CSR buffers ``(indptr, indices, data)`` of the sum of ``pieces`` (sorted indices).
+
+    Pieces with disjoint (rows x column window) blocks are merged in O(nnz): rows are
+    laid out by counting, and each piece's row segments are copied in increasing column
+    window order (so every row stays sorted). Partial sums over id windows overlap and go
+    through one COO-to-CSR conversion that adds duplicates (O(nnz log nnz)).
+    """
     m, n = shape
-    order = sorted(range(len(pieces)), key=lambda j: pieces[j][0])
-    spans = [(pieces[j][0], pieces[j][1]) for j in order]
-    # pieces that never share a row (gaps are empty rows) concatenate without sorting
-    clean = all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
-    if clean:
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        for j in order:
-            r0, r1, ip, _, _ = pieces[j]
-            indptr[r0 + 1:r1 + 1] = np.diff(ip)
-        np.cumsum(indptr, out=indptr)
-        indices = np.concatenate([pieces[j][3] for j in order] or [np.zeros(0, index_dtype)])
-        data = np.concatenate([pieces[j][4] for j in order] or [np.zeros(0, dtype)])
-        return indptr, indices.astype(index_dtype, copy=False), data.astype(dtype, copy=False)
-    import scipy.sparse as sp
-    rows = np.concatenate([np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(ip))
-                           for r0, r1, ip, _, _ in pieces])
-    cols = np.concatenate([p[3] for p in pieces])
-    vals = np.concatenate([p[4] for p in pieces]).astype(dtype, copy=False)
-    c = sp.coo_array((vals, (rows, cols)), shape=(m, n)).tocsr()
-    c.sum_duplicates()
-    c.sort_indices()
-    return (c.indptr.astype(np.int64), c.indices.astype(index_dtype, copy=False),
-            c.data.astype(dtype, copy=False))
+    if any(p[0][4] for p in pieces):
+        import scipy.sparse as sp
+        rows = np.concatenate([np.repeat(np.arange(p[0][0], p[0][1], dtype=np.int64),
+                                         np.diff(p[1])) for p in pieces] or [np.zeros(0, np.int64)])
+        cols = np.concatenate([p[2] for p in pieces])
+        vals = np.concatenate([p[3] for p in pieces]).astype(dtype, copy=False)
+        c = sp.coo_array((vals, (rows, cols)), shape=(m, n)).tocsr()
+        c.sum_duplicates()
+        c.sort_indices()
+        return (c.indptr.astype(np.int64), c.indices.astype(index_dtype, copy=False),
+                c.data.astype(dtype, copy=False))
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    for (r0, r1, _, _, _), ip, _, _ in pieces:
+        indptr[r0 + 1:r1 + 1] += np.diff(ip)
+    np.cumsum(indptr, out=indptr)
+    nnz = int(indptr[-1])
+    indices = np.empty(nnz, dtype=index_dtype)
+    data = np.empty(nnz, dtype=dtype)
+    cursor = indptr[:-1].copy()
+    for (r0, r1, _, _, _), ip, ix, d in sorted(pieces, key=lambda p: (p[0][2], p[0][0])):
+        lens = np.diff(ip)
+        dest = np.repeat(cursor[r0:r1] - ip[:-1], lens) + np.arange(ip[0], ip[-1])
+        indices[dest] = ix
+        data[dest] = d
+        cursor[r0:r1] += lens
+    return indptr, indices, data
 
 
 class MemorySink:
@@ -83,9 +95,9 @@ class MemorySink:
     def __init__(self) -> None:
         self.pieces: list[Piece] = []
 
-    def add(self, r0: int, r1: int, indptr: np.ndarray, indices: np.ndarray,
-            data: np.ndarray) -> None:
-        self.pieces.append((r0, r1, indptr.copy(), indices.copy(), data.copy()))
+    def add(self, meta: tuple[int, int, int, int, int], indptr: np.ndarray,
+            indices: np.ndarray, data: np.ndarray) -> None:
+        self.pieces.append((meta, indptr.copy(), indices.copy(), data.copy()))
 
     def finish(self, shape: tuple[int, int], dtype: np.dtype, index_dtype: np.dtype,
                family: str) -> Any:
@@ -174,16 +186,16 @@ class DiskSink:
         return False
 
     # -- writing ---------------------------------------------------------------
-    def add(self, r0: int, r1: int, indptr: np.ndarray, indices: np.ndarray,
-            data: np.ndarray) -> None:
+    def add(self, meta: tuple[int, int, int, int, int], indptr: np.ndarray,
+            indices: np.ndarray, data: np.ndarray) -> None:
         nbytes = indptr.nbytes + indices.nbytes + data.nbytes
         if nbytes > self.flush_bytes:
             self._flush()
-            self._write_part([(r0, r1, indptr, indices, data)])
+            self._write_part([(meta, indptr, indices, data)])
             return
         if self._buf_bytes + nbytes > self.flush_bytes:
             self._flush()
-        self._buf.append((r0, r1, indptr.copy(), indices.copy(), data.copy()))
+        self._buf.append((meta, indptr.copy(), indices.copy(), data.copy()))
         self._buf_bytes += nbytes
 
     def _flush(self) -> None:
@@ -194,10 +206,10 @@ class DiskSink:
     def _write_part(self, pieces: list[Piece]) -> None:
         j = len(self._parts)
         arrays: dict[str, np.ndarray] = {
-            "meta": np.array([[p[0], p[1]] for p in pieces], dtype=np.int64).reshape(-1, 2)}
-        for i, (_, _, ip, ix, d) in enumerate(pieces):
+            "meta": np.array([p[0] for p in pieces], dtype=np.int64).reshape(-1, 5)}
+        for i, (_, ip, ix, d) in enumerate(pieces):
             arrays[f"indptr_{i}"], arrays[f"indices_{i}"], arrays[f"data_{i}"] = ip, ix, d
-        nnz = int(sum(p[3].size for p in pieces))
+        nnz = int(sum(p[2].size for p in pieces))
         self._nnz += nnz
         if self._zip is not None:
             for key, arr in arrays.items():
@@ -272,8 +284,8 @@ class LazyResult:
                 for part in self.manifest["parts"]:
                     pre = part["prefix"]
                     meta = get(f"{pre}_meta")
-                    for i, (r0, r1) in enumerate(meta):
-                        pieces.append((int(r0), int(r1), get(f"{pre}_indptr_{i}"),
+                    for i, row in enumerate(meta):
+                        pieces.append((tuple(int(x) for x in row), get(f"{pre}_indptr_{i}"),
                                        get(f"{pre}_indices_{i}"), get(f"{pre}_data_{i}")))
         else:
             for part in self.manifest["parts"]:
@@ -281,9 +293,9 @@ class LazyResult:
                 if not f.exists():
                     raise IncompleteResultError(f"{self.path}: part {part['file']} is missing")
                 with np.load(f, allow_pickle=False) as z:
-                    for i, (r0, r1) in enumerate(z["meta"]):
-                        pieces.append((int(r0), int(r1), z[f"indptr_{i}"], z[f"indices_{i}"],
-                                       z[f"data_{i}"]))
+                    for i, row in enumerate(z["meta"]):
+                        pieces.append((tuple(int(x) for x in row), z[f"indptr_{i}"],
+                                       z[f"indices_{i}"], z[f"data_{i}"]))
         return pieces
 
     def load(self) -> Any:

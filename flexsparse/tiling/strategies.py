@@ -23,7 +23,10 @@ and what choosing the grid cost. The working set of a tile is the formula of
   that size, takes the ``(1 - overbook)`` quantile ``O`` of their working sets and scales
   the row size by ``(limit - fixed) / (O - fixed)`` (``fixed`` is the row-independent
   accumulator; occupancy is assumed linear in rows), so about ``overbook`` of the tiles
-  overflow. Overflow is absorbed at run time (Tailors, :mod:`flexsparse.tiling.executor`).
+  overflow. Design choices of ours: a sampled tile's output term is the sampled ratio
+  times its exact multiply count; its A and B terms are exact counts, re-evaluated at the
+  rescaled size for up to 4 fixed-point steps (B rows touched grow sub-linearly); the
+  symbolic counting stays one pass over ``max(64, m/200)`` rows. Overflow is absorbed at run time (Tailors, :mod:`flexsparse.tiling.executor`).
 
 ``prescient`` and ``overbook`` split columns only to keep the dense accumulator under
 1/8 of the limit and contracted ids only to keep the first-touch stamps under 1/16
@@ -47,7 +50,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from flexsparse.tiling.engine import Operand
-from flexsparse.tiling.kernels import spgemm_csr_csr_symbolic
+from flexsparse.tiling.kernels import (
+    spgemm_csr_csr_flops,
+    spgemm_csr_csr_symbolic,
+    spgemm_csr_csr_touched,
+)
 from flexsparse.tiling.workingset import ByteModel, dense_tile_bytes, fixed_bytes, tile_bytes
 
 __all__ = ["STRATEGIES", "Tile", "TilePlan", "TileStatistics", "get_strategy",
@@ -77,7 +84,8 @@ class TilePlan:
         row_size, col_size, k_size: tile extents (output rows, output columns, ids).
         predicted_ws: predicted working sets (bytes) of the tiles the strategy evaluated.
         predicted_all: whether ``predicted_ws`` covers every tile in :meth:`tiles` order
-            (``False`` for ``overbook``: only its sampled tiles, rescaled to ``row_size``).
+            (``prescient``); ``overbook`` keeps its sampled tiles rescaled to ``row_size``,
+            ``conservative`` the one dense bound of a full tile.
         sampling_seconds: time spent counting/sampling to choose the plan.
         sampled_rows: rows whose output was counted symbolically.
     """
@@ -154,11 +162,9 @@ class TileStatistics:
         """``int64[m, n_panels]``: multiplies of each output row inside each column panel."""
         if n_panels not in self._flops_cache:
             t0 = time.perf_counter()
-            per_entry = self.nnz_b_panels(n_panels)[self._a.indices]     # [nnzA, n_panels]
-            cs = np.zeros((per_entry.shape[0] + 1, n_panels), dtype=np.int64)
-            np.cumsum(per_entry, axis=0, out=cs[1:])
-            ip = self._a.indptr
-            self._flops_cache[n_panels] = cs[ip[1:]] - cs[ip[:-1]]
+            out = np.empty((self.shape[0], n_panels), dtype=np.int64)
+            spgemm_csr_csr_flops(self._a.indptr, self._a.indices, self.nnz_b_panels(n_panels), out)
+            self._flops_cache[n_panels] = out
             self.seconds += time.perf_counter() - t0
         return self._flops_cache[n_panels]
 
@@ -217,16 +223,14 @@ class TileStatistics:
         k_width = max(1, k if k_width is None else k_width)
         n_w = self.n_windows(k_width)
         n_t = -(-m // row_size)
-        tile_of = np.repeat(np.arange(m, dtype=np.int64) // row_size, self.nnz_a_rows)
-        keys = np.unique(tile_of * k + self._a.indices)
-        t_id, kk = keys // max(k, 1), keys % max(k, 1)
-        slot = t_id * n_w + kk // k_width
-        u = np.bincount(slot, minlength=n_t * n_w).reshape(n_t, n_w)
-        per = self.nnz_b_panels(n_panels)[kk]
-        nb = np.stack([np.bincount(slot, weights=per[:, q], minlength=n_t * n_w)
-                       for q in range(n_panels)], axis=1).astype(np.int64)
+        u = np.zeros((n_t, n_w), dtype=np.int64)
+        nb = np.zeros((n_t, n_w, n_panels), dtype=np.int64)
+        if k:
+            stamp = np.full(k, -1, dtype=np.int64)
+            spgemm_csr_csr_touched(self._a.indptr, self._a.indices, row_size, k_width,
+                                   self.nnz_b_panels(n_panels), stamp, u, nb)
         self.seconds += time.perf_counter() - t0
-        return u, nb.reshape(n_t, n_w, n_panels)
+        return u, nb
 
 
 Strategy = Callable[..., TilePlan]
@@ -275,10 +279,9 @@ def conservative(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
     r = _largest(r, m, lambda x: fits(x, c, kw))
     c = _largest(c, n, lambda x: fits(r, x, kw))
     kw = _largest(kw, k, lambda x: fits(r, c, x))
-    plan = TilePlan("conservative", stats.shape, limit, r, c, kw)
-    pred = tuple(int(dense_tile_bytes(bm, t.r1 - t.r0, t.c1 - t.c0, max(1, t.k1 - t.k0)))
-                 for t in plan.tiles())
-    return TilePlan("conservative", stats.shape, limit, r, c, kw, pred, True)
+    # every full tile has the same dense bound (edge tiles less): one value, not one per tile
+    return TilePlan("conservative", stats.shape, limit, r, c, kw,
+                    (int(dense_tile_bytes(bm, r, c, kw)),), False)
 
 
 def _sparse_panels(stats: TileStatistics, limit: int) -> tuple[int, int, int, int]:
@@ -318,19 +321,35 @@ def overbook(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
     # 2. row size whose expected working set equals the limit
     per_row = 2 * bm.ptr_bytes + (stats.nnz_a_rows.mean() + ratio * flops.mean()) / n_k * e
     s0 = int(min(m, max(1, (limit - fixed) // max(per_row, 1e-9))))
-    # 3. working sets of random tiles of that size; quantile; linear rescale
-    ws = []
-    for _ in range(n_tiles):
-        r0 = int(rng.integers(0, m - s0 + 1))
-        q = int(rng.integers(0, n_c))
-        u, nb = stats.touched(r0, r0 + s0, n_c)
-        na = stats.nnz_a_rows[r0:r0 + s0].sum() / n_k
-        nc = ratio * flops[r0:r0 + s0, q].sum() / n_k
-        ws.append(float(tile_bytes(bm, s0, cw, kw, na, u / n_k, nb[q] / n_k, nc)))
-    occ = float(np.quantile(ws, 1.0 - overbook))
-    scale = (limit - fixed) / max(occ - fixed, 1e-9)
-    s1 = int(min(m, max(1, math.floor(s0 * scale))))
-    pred = tuple(int(fixed + (w - fixed) * s1 / s0) for w in ws)
+    # 3. working sets of random tiles of that size; quantile; linear rescale. The output
+    # term comes from the one sampling pass above (ratio * exact multiplies); the cheap
+    # exact A and B terms are re-evaluated at the rescaled size (a few fixed-point steps,
+    # because B rows touched grow sub-linearly with the tile).
+    where = rng.random(n_tiles)
+    panel = rng.integers(0, n_c, size=n_tiles)
+
+    def sampled_ws(s: int) -> list[float]:
+        out = []
+        for w, q in zip(where, panel):
+            r0 = int(w * (m - s + 1))
+            u, nb = stats.touched(r0, r0 + s, n_c)
+            na = stats.nnz_a_rows[r0:r0 + s].sum() / n_k
+            nc = ratio * flops[r0:r0 + s, q].sum() / n_k
+            out.append(float(tile_bytes(bm, s, cw, kw, na, u / n_k, nb[q] / n_k, nc)))
+        return out
+
+    s1, seen_sizes = s0, set()
+    for _ in range(4):
+        ws = sampled_ws(s1)
+        occ = float(np.quantile(ws, 1.0 - overbook))
+        seen_sizes.add(s1)
+        nxt = int(min(m, max(1, math.floor(s1 * (limit - fixed) / max(occ - fixed, 1e-9)))))
+        if nxt in seen_sizes:
+            break
+        s1 = nxt
+    if s1 not in seen_sizes:
+        ws = sampled_ws(s1)
+    pred = tuple(int(w) for w in ws)
     stats.seconds = t_start + (time.perf_counter() - t0)
     return TilePlan("overbook", stats.shape, limit, s1, cw, kw, pred, False,
                     stats.seconds - t_start, stats.counted_rows - c_start)

@@ -275,3 +275,35 @@ def test_actual_dense_identity_counts():
     w = MatmulWorkload.from_data(a, a)
     assert isinstance(w.a, Actual) and w.effectual_macs() == 512
     assert evaluate("generic", w, "sparseloop-golden").cycles == 512
+
+
+@pytest.mark.parametrize("I, J, k", [(7, 5, 4), (13, 128, 128), (50, 37, 16), (3, 300, 128), (1, 1, 8)])
+def test_round_robin_closed_form_matches_brute_force(I, J, k):
+    from flexsparse.model.designs.flaash import engine_loads
+    rng = np.random.default_rng(I * J)
+    la, lb = rng.integers(0, 20, I).astype(float), rng.integers(0, 30, J).astype(float)
+    loads, makespan = engine_loads(la, lb, k, "round-robin", 1.5, 2.0)
+    cost = 1.5 + (la[:, None] + lb[None, :]) / 2.0
+    q = (np.arange(I)[:, None] * J + np.arange(J)[None, :]) % k
+    ref = np.bincount(q.ravel(), weights=cost.ravel(), minlength=k)
+    assert np.allclose(loads, ref) and makespan == pytest.approx(ref.max())
+    cb_loads, cb_span = engine_loads(la, lb, k, "cost-balanced", 1.5, 2.0)
+    assert cb_loads.sum() == pytest.approx(ref.sum()) and cb_span <= makespan + 1e-9
+    with pytest.raises(ValueError, match="unknown job distribution 'random'; valid: round-robin, cost-balanced"):
+        engine_loads(la, lb, k, "random", 1.0, 1.0)
+
+
+def test_cli_bare_needs_design_and_validate_writes_plots(tmp_path):
+    from typer.testing import CliRunner
+    runner = CliRunner()
+    res = runner.invoke(_main(), ["model", "--workload", "resnet50"])
+    assert res.exit_code != 0 and "give --design and --workload" in res.output
+    res = runner.invoke(_main(), ["model", "--design", "highlight", "--workload", "resnet50", "--weights", "2:8"])
+    assert res.exit_code != 0 and "highlight supports HSS" in res.output
+    res = runner.invoke(_main(), ["model", "validate", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("dstc.png", "edp_vs_sparsity_resnet50.png", "flaash.png", "speedup_dnn.png", "speedup_extensor.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    import json
+    nums = json.loads((tmp_path / "numbers.json").read_text())
+    assert nums["golden"]["cycles"] == 64.0 and nums["dstc"]["max_abs_error"] <= 0.10

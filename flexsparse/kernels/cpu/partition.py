@@ -63,6 +63,16 @@ class Partition:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def _trusted(cls, order: np.ndarray, bounds: np.ndarray, worker_bounds: np.ndarray,
+                 part_costs: np.ndarray, contiguous: bool) -> Partition:
+        """Build without validation (O(n) checks) for partitions correct by construction."""
+        obj = object.__new__(cls)
+        for name, value in (("order", order), ("bounds", bounds), ("worker_bounds", worker_bounds),
+                            ("part_costs", part_costs), ("contiguous", contiguous)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     def validate(self) -> None:
         """Check the layout; raise ``ValueError`` naming the first problem."""
         b, wb, order = self.bounds, self.worker_bounds, self.order
@@ -127,7 +137,8 @@ def cost_partition(costs: np.ndarray, n_workers: int, parts_per_worker: int = 1)
         parts_per_worker: parts per worker (finer granularity for per-part decisions).
 
     Returns:
-        A contiguous :class:`Partition` with ``min(n_items, n_workers * parts_per_worker)``
+        A contiguous :class:`Partition` (built without re-validation; call
+        :meth:`Partition.validate` to check it) with ``min(n_items, n_workers * parts_per_worker)``
         parts (at least one). Each part costs at most ``total / n_parts + max(costs)``.
     """
     costs = _check_costs(costs, n_workers, parts_per_worker)
@@ -146,7 +157,7 @@ def cost_partition(costs: np.ndarray, n_workers: int, parts_per_worker: int = 1)
     part_costs = ends[bounds[1:]] - ends[bounds[:-1]]
     # worker w takes the parts whose start falls in its cost slice [w, w+1) * total / n_workers
     worker_bounds = (np.arange(n_workers + 1, dtype=np.int64) * n_parts) // n_workers
-    return Partition(np.arange(n, dtype=np.int64), bounds, worker_bounds, part_costs, True)
+    return Partition._trusted(np.arange(n, dtype=np.int64), bounds, worker_bounds, part_costs, True)
 
 
 def round_robin_partition(costs: np.ndarray, n_workers: int, parts_per_worker: int = 1) -> Partition:
@@ -162,7 +173,8 @@ def round_robin_partition(costs: np.ndarray, n_workers: int, parts_per_worker: i
     bounds = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
     c = np.concatenate(([0.0], np.cumsum(costs[order], dtype=np.float64)))
     part_costs = c[bounds[1:]] - c[bounds[:-1]]
-    return Partition(order, bounds, np.arange(n_workers + 1, dtype=np.int64), part_costs, n_workers == 1)
+    return Partition._trusted(order, bounds, np.arange(n_workers + 1, dtype=np.int64), part_costs,
+                              n_workers == 1)
 
 
 SCHEDULES: dict[str, Callable[..., Partition]] = {

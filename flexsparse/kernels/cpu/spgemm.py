@@ -85,11 +85,13 @@ DENSE_SMALL_COLS = 1 << 16
 DENSE_FILL_RATIO = 16
 #: Parts per thread: the granularity at which the accumulator is chosen.
 PARTS_PER_WORKER = 8
-#: The dense accumulator emits a row in order by prefix popcounts of its bitmap when the
-#: touched span covers fewer than BITSCAN_RATIO * entries + 8 64-bit words, else by sorting.
-BITSCAN_RATIO = 4
+#: With ``threads=None``, products with fewer stored entries (nnz(A) + nnz(B) + rows)
+#: run on one thread: waking a thread team costs more than it saves there.
+SMALL_WORK = 8_192
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
+_SIX = np.uint64(6)
+_LOW6 = np.uint64(63)
 # Fibonacci hashing multiplier (2**32 / golden ratio), odd so it permutes the table.
 _HASH_MUL = 2654435769
 _SMALL_SORT = 16
@@ -240,94 +242,63 @@ def _row_flops(a_indptr, a_indices, b_indptr, out_flops):
 
 # ------------------------------------------------------------------ per-row routines
 @njit(cache=True, inline="always")
-def _dense_count_row(a0, a1, a_indices, b_indptr, b_indices, b_sorted, n_cols, bits):
-    """Distinct columns of one output row: set bits in ``bits: uint64[ceil(n_cols/64)]``,
-    then popcount (and clear) the words of the touched span. O(flops + span/64)."""
+def _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices, marker):
+    """Distinct columns of output row ``i``: ``marker: int32[n_cols]`` holds the last row
+    that touched each column, so it never needs a reset. Branchless (the new-vs-seen
+    branch is unpredictable); unsigned indices skip NumPy's negative-index wraparound."""
+    cnt = 0
+    for p in range(a0, a1):
+        k = np.uint64(a_indices[p])
+        for q in range(b_indptr[k], b_indptr[k + 1]):
+            c = np.uint64(b_indices[q])
+            cnt += marker[c] != i
+            marker[c] = i
+    return cnt
+
+
+@njit(cache=True, inline="always")
+def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, n_cols,
+                    acc, bits, c_indices, c_data, pos):
+    """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
+
+    Workspace, clean on entry and on exit: ``acc: [n_cols]`` zeros and ``bits:
+    uint64[ceil(n_cols/64)]`` zeros. Every product is added to ``acc`` and its column's
+    bit set (no first-touch test at all); the row is then emitted in column order by
+    walking the bitmap words of the touched span and their set bits (lowest first),
+    gathering and re-zeroing ``acc``. O(flops + span/64 + entries).
+    """
     cmin = n_cols
     cmax = -1
     for p in range(a0, a1):
-        k = a_indices[p]
+        k = np.uint64(a_indices[p])
+        av = a_data[p]
         q0 = b_indptr[k]
         q1 = b_indptr[k + 1]
         if b_sorted and q1 > q0:  # a sorted row's span is its first and last entry
             cmin = min(cmin, b_indices[q0])
             cmax = max(cmax, b_indices[q1 - 1])
         for q in range(q0, q1):
-            c = b_indices[q]
-            bits[c >> 6] |= _ONE << np.uint64(c & 63)
-            if not b_sorted:
-                cmin = min(cmin, c)
-                cmax = max(cmax, c)
-    cnt = 0
-    for wi in range(cmin >> 6, (cmax >> 6) + 1):
-        cnt += _popcount(bits[wi])
-        bits[wi] = _ZERO
-    return cnt
-
-
-@njit(cache=True, inline="always")
-def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, n_cols,
-                    acc, bits, rank, touched, c_indices, c_data, pos):
-    """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
-
-    Workspace (clean on entry and on exit): ``acc: [n_cols]`` zeros, ``bits:
-    uint64[ceil(n_cols/64)]`` zeros; scratch ``rank: int64[ceil(n_cols/64)]`` and
-    ``touched: int64[>= count + 1]``. The first-touch test is branchless (the
-    new-vs-seen branch is unpredictable): every column is written to ``touched`` and the
-    count advances only for new ones. The sorted position of column ``c`` is the number
-    of set bits before it (prefix popcount over words + popcount inside its word), so
-    emission is a branch-free scatter when the span is at most ``BITSCAN_RATIO`` words
-    per entry; wider rows sort ``touched`` instead.
-    """
-    cnt = 0
-    cmin = n_cols
-    cmax = -1
-    for p in range(a0, a1):
-        k = a_indices[p]
-        av = a_data[p]
-        q0 = b_indptr[k]
-        q1 = b_indptr[k + 1]
-        if b_sorted and q1 > q0:
-            cmin = min(cmin, b_indices[q0])
-            cmax = max(cmax, b_indices[q1 - 1])
-        for q in range(q0, q1):
-            c = b_indices[q]
+            c = np.uint64(b_indices[q])
             acc[c] += av * b_data[q]
-            wi = c >> 6
-            bit = _ONE << np.uint64(c & 63)
-            word = bits[wi]
-            touched[cnt] = c
-            cnt += (word & bit) == _ZERO
-            bits[wi] = word | bit
+            bits[c >> _SIX] |= _ONE << (c & _LOW6)
             if not b_sorted:
-                cmin = min(cmin, c)
-                cmax = max(cmax, c)
-    wlo = cmin >> 6
-    whi = cmax >> 6
-    if whi - wlo < BITSCAN_RATIO * cnt + 8:
-        run = 0
-        for wi in range(wlo, whi + 1):
-            rank[wi] = run
-            run += _popcount(bits[wi])
-        for s in range(cnt):
-            c = touched[s]
-            wi = c >> 6
-            below = bits[wi] & ((_ONE << np.uint64(c & 63)) - _ONE)
-            r = pos + rank[wi] + _popcount(below)
-            c_indices[r] = c
-            c_data[r] = acc[c]
-            acc[c] = 0
-        for wi in range(wlo, whi + 1):
+                cmin = min(cmin, b_indices[q])
+                cmax = max(cmax, b_indices[q])
+    t = pos
+    for wi in range(cmin >> 6, (cmax >> 6) + 1):
+        word = bits[wi]
+        if word != _ZERO:
             bits[wi] = _ZERO
-    else:
-        touched[:cnt].sort()
-        for s in range(cnt):
-            c = touched[s]
-            c_indices[pos + s] = c
-            c_data[pos + s] = acc[c]
-            acc[c] = 0
-            bits[c >> 6] = _ZERO
-    return cnt
+            base = wi << 6
+            for _ in range(_popcount(word)):
+                # trailing zeros of word = popcount of the ones below its lowest set bit
+                c = base + _popcount((word & (_ZERO - word)) - _ONE)
+                c_indices[t] = c
+                c_data[t] = acc[c]
+                acc[c] = 0
+                t += 1
+                word &= word - _ONE
+    return t - pos
 
 
 @njit(cache=True, inline="always")
@@ -424,7 +395,7 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_
         need_dense = False
         for part in range(p0, p1):
             need_dense |= use_dense[part]
-        bits = np.zeros(((n_cols + 63) >> 6) if need_dense else 0, dtype=np.uint64)
+        marker = np.full(n_cols if need_dense else 0, -1, dtype=np.int32)
         keys = np.full(_worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols), -1,
                        dtype=np.int64)
         for part in range(p0, p1):
@@ -438,8 +409,8 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_
                 elif row_flops[i] == 0:
                     out_counts[i] = 0
                 elif dense:
-                    out_counts[i] = _dense_count_row(a0, a1, a_indices, b_indptr, b_indices,
-                                                     b_sorted, n_cols, bits)
+                    out_counts[i] = _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices,
+                                                     marker)
                 else:
                     out_counts[i] = _hash_count_row(a0, a1, a_indices, b_indptr, b_indices,
                                                     _table_size(row_flops[i], n_cols), keys)
@@ -467,12 +438,6 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
         nw = (nd + 63) >> 6
         acc = np.zeros(nd, dtype=c_data.dtype)
         bits = np.zeros(nw, dtype=np.uint64)
-        rank = np.empty(nw, dtype=np.int64)
-        max_count = 0
-        if need_dense:
-            for i in range(bounds[p0], bounds[p1]):
-                max_count = max(max_count, c_indptr[i + 1] - c_indptr[i])
-        touched = np.empty(max_count + 1, dtype=np.int64)
         keys = np.full(tsize, -1, dtype=np.int64)
         vals = np.empty(tsize, dtype=c_data.dtype)
         stack = np.empty(128, dtype=np.int64)
@@ -494,8 +459,7 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
                     continue
                 elif dense:
                     _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
-                                    b_sorted, n_cols, acc, bits, rank, touched, c_indices,
-                                    c_data, pos)
+                                    b_sorted, n_cols, acc, bits, c_indices, c_data, pos)
                 else:
                     _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
                                    _table_size(row_flops[i], n_cols), keys, vals, stack,
@@ -536,6 +500,8 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
     work_dtype = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.n_rows, b.n_cols
     idx_dtype = index_dtype_for(n_cols)
+    if threads is None and a.nnz + b.nnz + n_rows < SMALL_WORK:
+        threads = 1
     with thread_scope(threads) as n_threads:
         if n_rows == 0 or n_cols == 0 or a.nnz == 0 or b.nnz == 0:
             return CSR._trusted(np.zeros(n_rows + 1, dtype=np.int64), np.empty(0, dtype=idx_dtype),
@@ -543,7 +509,7 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
         flops = np.empty(n_rows, dtype=np.int64)
         _row_flops(a.indptr, a.indices, b.indptr, flops)
         # +1 per row: the fixed per-row overhead, so flop-free rows are not free
-        part = cost_partition(flops + 1, n_threads, PARTS_PER_WORKER)
+        part = cost_partition(flops + 1, n_threads, 1 if n_threads == 1 else PARTS_PER_WORKER)
         rows = np.diff(part.bounds)
         use_dense = np.asarray(rule(part.part_costs - rows, rows, n_cols), dtype=np.bool_)
         if n_rows >= 2**31 - 1:  # the dense marker stores row ids as int32

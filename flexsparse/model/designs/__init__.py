@@ -7,7 +7,7 @@ valid ones. Cost: that of the design (O(1) statistical, O(nnz log nnz) on actual
 
 >>> from flexsparse.model.workload import MatmulWorkload
 >>> evaluate("dense", MatmulWorkload("g", 64, 64, 64)).algorithmic_macs
-262144
+262144.0
 >>> evaluate("tpu", MatmulWorkload("g", 8, 8, 8))
 Traceback (most recent call last):
 ...
@@ -22,7 +22,7 @@ from typing import Any
 
 from flexsparse.model.arch import Architecture, load_architecture
 from flexsparse.model.report import Report, combine
-from flexsparse.model.workload import ContractionWorkload, MatmulWorkload, Workload, load_workload
+from flexsparse.model.workload import ContractionWorkload, Workload, load_workload
 
 __all__ = ["Design", "DESIGNS", "get_design", "list_designs", "register_design", "evaluate", "compare"]
 
@@ -132,4 +132,3 @@ def compare(designs: Sequence[str], workload: Workload | str, archs: dict[str, A
     return [evaluate(name, workload, (archs or {}).get(name), **options) for name in designs]
 
 
-_ = MatmulWorkload

@@ -31,7 +31,7 @@ from flexsparse.model.arch import Architecture, SparseFeature
 from flexsparse.model.dataflow import (binom_ceil_mean, fragment_ceil_sums, gemm_traffic, hss_levels,
                                        is_gh_compatible, level_cycles, level_energy, storage_bits)
 from flexsparse.model.report import Report
-from flexsparse.model.workload import Actual, MatmulWorkload, Uniform
+from flexsparse.model.workload import Actual, MatmulWorkload
 
 __all__ = ["evaluate_gemm"]
 
@@ -190,4 +190,3 @@ def evaluate_gemm(design: str, arch: Architecture, w: MatmulWorkload) -> Report:
     return GEMM_DESIGNS[design](arch, w)
 
 
-_ = Uniform  # re-exported type used in docs

@@ -12,7 +12,8 @@ merge's worst case; one MAC per match runs in the same pipeline). Distribution:
 
 Time = the most loaded engine (makespan) or the transfer time, whichever is larger. Traffic:
 both tensors read once from DRAM, every fiber re-read from the GLB once per job, outputs
-written once (I x J values). Cost: O(I * J) vectorised, processed in chunks of rows.
+written once (I x J values). Cost: O(I + J + k^2) for round-robin (closed form), O(I J log(I J))
+for cost-balanced up to 4M jobs, O(I + J) above.
 """
 
 from __future__ import annotations
@@ -54,12 +55,19 @@ def engine_loads(la: np.ndarray, lb: np.ndarray, engines: int, distribution: str
     if I * J == 0:
         return loads, 0.0
     if distribution == "round-robin":
-        rows = max(1, _CHUNK // J)
-        for i0 in range(0, I, rows):  # a loop over row chunks, never over nonzeros
-            i1 = min(I, i0 + rows)
-            cost = overhead + (la[i0:i1, None] + lb[None, :]) / rate
-            q = (np.arange(i0, i1)[:, None] * J + np.arange(J)[None, :]) % engines
-            loads += np.bincount(q.ravel(), weights=cost.ravel(), minlength=engines)
+        # Job (i, j) runs on engine (i*J + j) mod k. Row i starts at residue s_i = i*J mod k, so the
+        # loads are a circular convolution (length k) of per-residue row sums with per-residue
+        # column sums: exact, O(I + J + k^2), no loop over jobs.
+        k = engines
+        s_i = (np.arange(I, dtype=np.int64) * (J % k)) % k
+        n_s = np.bincount(s_i, minlength=k).astype(np.float64)
+        a_s = np.bincount(s_i, weights=la, minlength=k)
+        r_j = np.arange(J, dtype=np.int64) % k
+        cb = np.bincount(r_j, minlength=k).astype(np.float64)
+        lbs = np.bincount(r_j, weights=lb, minlength=k)
+        e = np.arange(k)
+        idx = (e[:, None] - np.arange(k)[None, :]) % k  # [engine e, residue s] -> column residue e - s
+        loads = (cb[idx] * (n_s * overhead + a_s / rate)[None, :] + lbs[idx] * (n_s / rate)[None, :]).sum(axis=1)
         return loads, float(loads.max())
     if I * J <= _CHUNK:
         cost = np.sort((overhead + (la[:, None] + lb[None, :]) / rate).ravel())[::-1]

@@ -1,0 +1,193 @@
+"""Structured kernels against the dense NumPy product (every op, ragged shapes, both dtypes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexsparse.formats.block import BlockSparse
+from flexsparse.formats.hss import HSS
+from flexsparse.formats.nm import NM
+from flexsparse.kernels.cpu import nm as nm_kernels
+from flexsparse.prune import prune
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def _rand(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _make(kind, M, K, dtype, seed, density):
+    """A structured matrix of ``kind`` and its dense oracle; density in {0, small, 1}."""
+    W = _rand((M, K), dtype, seed)
+    if kind.startswith("block"):
+        block = tuple(int(b) for b in kind.split(":")[1].split("x"))
+        S = prune(W, f"block:{block[0]}x{block[1]}", density=density)
+    else:
+        S = prune(W, kind)
+        if density == 0.0:  # kept slots that hold zeros everywhere
+            S = S.with_values(np.zeros_like(S.values))
+        elif density < 1.0:  # empty some whole top-level groups (exercises group skipping)
+            v = S.values.copy()
+            v[:, ::2] = 0
+            S = S.with_values(v)
+    return S, S.todense()
+
+
+def _check_all_ops(S, D, dtype, N, seed):
+    M, K = D.shape
+    tol = TOL[dtype]
+    X = _rand((K, N), dtype, seed + 1)
+    Y = _rand((M, N), dtype, seed + 2)
+    Xb = _rand((N, K), dtype, seed + 3)
+    dY = _rand((N, M), dtype, seed + 4)
+    out = S.matmul(X)
+    assert out.shape == (M, N) and out.dtype == dtype
+    np.testing.assert_allclose(out, D @ X, **tol)
+    np.testing.assert_allclose(S.tmatmul(Y), D.T @ Y, **tol)
+    np.testing.assert_allclose(S.linear(Xb), Xb @ D.T, **tol)
+    np.testing.assert_allclose(S.linear_grad_input(dY), dY @ D, **tol)
+    g = S.sampled_grad(dY, Xb)
+    assert g.shape == S.values.shape and g.dtype == S.values.dtype
+    rows, cols, _ = S.with_values(g)._coo_parts()
+    full = dY.T @ Xb
+    np.testing.assert_allclose(S.with_values(g).todense()[rows, cols], full[rows, cols], **tol)
+    # padding / unstored slots get nothing
+    G = S.with_values(g).todense()
+    unstored = np.ones(D.shape, bool)
+    unstored[rows, cols] = False
+    assert not np.any(G[unstored])
+
+
+KINDS = ["block:8x8", "block:3x5", "block:16x4", "block:1x1", "2:4", "1:4", "3:8", "3:4->2:4",
+         "4:6->1:4", "2:3->1:2->1:2"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("density", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("backend", ["sparse", "auto", "dense"])
+def test_ops_match_dense(dtype, kind, density, backend):
+    S, D = _make(kind, 37, 53, dtype, seed=len(kind), density=density)
+    S.backend = backend
+    _check_all_ops(S, D, dtype, N=11, seed=3)
+
+
+@given(M=st.integers(1, 40), K=st.integers(1, 70), N=st.integers(1, 20),
+       kind=st.sampled_from(KINDS), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 1000))
+@settings(max_examples=40, deadline=None)
+def test_ops_random_shapes(M, K, N, kind, dtype, seed):
+    S, D = _make(kind, M, K, dtype, seed, density=0.1)
+    S.backend = "sparse"
+    _check_all_ops(S, D, dtype, N, seed)
+
+
+@pytest.mark.parametrize("kind", ["block:4x4", "2:4", "3:4->2:4"])
+def test_empty_operands(kind):
+    S, D = _make(kind, 6, 10, np.float64, 0, 0.1)
+    S.backend = "sparse"
+    assert S.matmul(np.zeros((10, 0))).shape == (6, 0)
+    assert S.linear(np.zeros((0, 10))).shape == (0, 6)
+    assert S.linear_grad_input(np.zeros((0, 6))).shape == (0, 10)
+    g = S.sampled_grad(np.zeros((0, 6)), np.zeros((0, 10)))
+    assert g.shape == S.values.shape and not g.any()
+
+
+def test_zero_size_matrices():
+    for S in (BlockSparse.from_dense(np.zeros((0, 5)), 2), HSS.from_dense(np.zeros((3, 0)), "2:4")):
+        S.backend = "sparse"
+        M, K = S.shape
+        np.testing.assert_array_equal(S.matmul(np.ones((K, 4))), np.zeros((M, 4)))
+        np.testing.assert_array_equal(S.linear_grad_input(np.ones((2, M))), np.zeros((2, K)))
+
+
+@pytest.mark.parametrize("kind", ["block:4x4", "2:4", "3:4->2:4"])
+def test_operators_and_mixed_dtypes(kind):
+    S, D = _make(kind, 9, 12, np.float32, 1, 1.0)
+    X = _rand((12, 3), np.float64, 2)
+    out = S @ X  # float32 weight x float64 activations -> float64
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, D.astype(np.float64) @ X, rtol=1e-6, atol=1e-6)
+    v = np.arange(12)  # integer vector: promoted (NumPy rules) to a float dtype
+    np.testing.assert_allclose(S @ v, D @ v, rtol=1e-5, atol=1e-4)
+    u = np.arange(9.0, dtype=np.float32)
+    np.testing.assert_allclose(u @ S, u @ D, rtol=1e-5, atol=1e-4)
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(X.astype(np.float32))
+    res = S @ t
+    assert isinstance(res, torch.Tensor) and res.shape == (9, 3)
+    np.testing.assert_allclose(res.numpy(), D @ X.astype(np.float32), rtol=1e-4, atol=1e-4)
+    left = torch.ones(2, 9) @ S  # __rmatmul__ with a torch tensor
+    np.testing.assert_allclose(left.numpy(), np.ones((2, 9), np.float32) @ D, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["block:4x4", "2:4", "3:4->2:4"])
+def test_shape_and_dtype_errors(kind):
+    S, _ = _make(kind, 6, 8, np.float64, 0, 1.0)
+    with pytest.raises(ValueError, match=r"matmul: shape mismatch between W \(6, 8\) and X \(7, 2\)"):
+        S.matmul(np.zeros((7, 2)))
+    with pytest.raises(ValueError, match=r"linear: shape mismatch between W \(6, 8\) and X \(3, 6\)"):
+        S.linear(np.zeros((3, 6)))
+    with pytest.raises(ValueError, match=r"linear_grad_input: .* dY \(3, 8\)"):
+        S.linear_grad_input(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match=r"sampled_grad: batch sizes differ"):
+        S.sampled_grad(np.zeros((3, 6)), np.zeros((4, 8)))
+    with pytest.raises(ValueError, match=r"tmatmul: .* Y \(5, 1\)"):
+        S.tmatmul(np.zeros((5, 1)))
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        S.matmul(np.zeros((8, 2, 2)))
+    with pytest.raises(TypeError, match="complex128"):
+        S.matmul(np.zeros((8, 2), np.complex128))
+    with pytest.raises(TypeError, match="values has dtype float16"):
+        S.with_values(S.values.astype(np.float16))
+
+
+def test_dense_cache_and_invalidate():
+    S, D = _make("block:4x4", 8, 8, np.float64, 0, 1.0)
+    S.backend = "dense"
+    X = np.eye(8)
+    np.testing.assert_allclose(S @ X, D)
+    S.values[...] *= 2  # in-place write: the cache is stale until invalidated
+    S.invalidate_cache()
+    np.testing.assert_allclose(S @ X, 2 * D)
+
+
+def test_nm_kernel_wrappers():
+    A = prune(_rand((7, 22), np.float64, 4), "3:8")
+    D = A.todense()
+    X = _rand((22, 5), np.float64, 5)
+    Y = _rand((7, 5), np.float64, 6)
+    np.testing.assert_allclose(nm_kernels.matmul_nm_dense(A.values, A.positions, 8, 22, X), D @ X)
+    np.testing.assert_allclose(nm_kernels.tmatmul_nm_dense(A.values, A.positions, 8, 22, Y), D.T @ Y)
+    g = nm_kernels.sddmm_nm_dense(A.positions, 8, 22, Y, X)  # dYT [M, B], XT [K, B]
+    np.testing.assert_allclose(g, A.sampled_grad(Y.T, X.T))
+    with pytest.raises(ValueError, match=r"X must have shape \(22, N\), got \(21, 5\)"):
+        nm_kernels.matmul_nm_dense(A.values, A.positions, 8, 22, X[:21])
+    with pytest.raises(ValueError, match=r"Y must have shape \(7, N\)"):
+        nm_kernels.tmatmul_nm_dense(A.values, A.positions, 8, 22, X)
+    with pytest.raises(ValueError, match="do not match W"):
+        nm_kernels.sddmm_nm_dense(A.positions, 8, 22, Y, X.T)
+
+
+# Tiny inputs that go through every numba kernel; CI re-runs them with NUMBA_DISABLE_JIT=1.
+@pytest.mark.jitless
+@pytest.mark.parametrize("kind", ["block:2x3", "block:4x4", "2:4", "3:4->2:4"])
+def test_jitless_kernels(kind):
+    S, D = _make(kind, 6, 9, np.float64, 7, 0.5)
+    S.backend = "sparse"
+    _check_all_ops(S, D, np.float64, N=3, seed=1)
+
+
+@pytest.mark.jitless
+def test_jitless_nm_group_skipping():
+    W = np.zeros((2, 8))
+    W[0, 1], W[1, 6] = 1.0, 2.0
+    A = NM.from_dense(W, 2, 4)
+    A.backend = "sparse"
+    X = np.arange(16.0).reshape(8, 2)
+    np.testing.assert_array_equal(A @ X, W @ X)
+    np.testing.assert_array_equal(A.linear_grad_input(np.ones((1, 2))), np.ones((1, 2)) @ W)
