@@ -84,6 +84,19 @@ def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz)
     console.print(table)
 
 
+@app.command()
+def convert(src: Path = typer.Argument(..., help="Input tensor file (.tns, .mtx, .npz)."),
+            dst: Path = typer.Argument(..., help="Output file; its extension picks the format."),
+            index_base: Optional[int] = typer.Option(None, help="Index base of a .tns input (0 or 1)."),
+            header: Optional[bool] = typer.Option(None, help="Whether a .tns input has a shape line.")) -> None:
+    """Convert a tensor file to another format (written atomically)."""
+    import flexsparse as fs
+
+    t = fs.load(src, index_base=index_base, header=header) if src.suffix == ".tns" else fs.load(src)
+    fs.save(dst, t)
+    typer.echo(f"{src} -> {dst}: {t!r}")
+
+
 def _register_subapps() -> None:
     """Attach the sub-apps of the model and tiling parts (their modules keep imports lazy)."""
     from flexsparse.model.cli import app as model_app
@@ -97,5 +110,9 @@ _register_subapps()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: user errors print one line and exit with status 2."""
+    try:
+        app()
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -52,6 +52,8 @@ _BLOCK_RE = re.compile(r"^\s*block\s*:\s*(\d+)\s*(?:x\s*(\d+))?\s*$", re.IGNOREC
 
 
 def _weight(weight: Any, axis: int) -> np.ndarray:
+    if hasattr(weight, "detach") and hasattr(weight, "cpu"):  # a torch tensor (maybe with grad)
+        weight = weight.detach().cpu().numpy()
     W = np.asarray(weight)
     if W.ndim != 2:
         raise ValueError(f"weight must be 2-D, got shape {W.shape}")
@@ -116,8 +118,9 @@ def prune_mask(weight: Any, pattern: str, density: float | None = None, axis: in
     Multiply a weight by it in a training loop to keep the pattern. Kept slots are the
     pattern's structural positions (a kept slot can hold a zero weight).
     """
-    S = prune(weight, pattern, density=density, axis=axis)
+    W = _weight(weight, -1)  # NumPy view of the weight (torch tensors detached), as given
+    S = prune(W, pattern, density=density, axis=axis)
     rows, cols, _ = S._coo_parts()
-    mask = np.zeros(S.shape, dtype=np.asarray(weight).dtype)
+    mask = np.zeros(S.shape, dtype=W.dtype)
     mask[rows, cols] = 1
     return np.ascontiguousarray(mask.T) if axis in (0, -2) else mask

@@ -240,13 +240,13 @@ class EinsumPlan:
     def report(self) -> str:
         """Human-readable summary in the spirit of ``numpy.einsum_path``'s."""
         largest = max((s.est_nnz for s in self.steps[:-1]), default=0.0)
-        speedup = self.naive_flops / self.est_cost if self.est_cost else float("inf")
+        speedup = f"{self.naive_flops / self.est_cost:.3e}" if self.est_cost else "n/a"
         lines = [
             f"  Complete contraction:  {self.spec.subscripts}",
             f"             Optimizer:  {self.optimizer}",
             f"     Naive dense FLOPs:  {self.naive_flops:.3e}",
             f" Est. sparse FLOPs/work: {self.est_flops:.3e} / {self.est_cost:.3e}",
-            f"   Theoretical speedup:  {speedup:.3e}",
+            f"   Theoretical speedup:  {speedup}",
             f"  Largest intermediate:  {largest:.3e} nnz (est)",
             f"                Result:  {self.est_nnz:.3e} nnz (est), density {self.est_density:.3e}, "
             f"format {self.out_format}",

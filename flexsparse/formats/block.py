@@ -205,7 +205,9 @@ class StructuredMatrix:
         X = self._operand(X, "X")
         self._check_rows(X, self.shape[1], 1, "linear", "X")
         if self._use_dense():
-            return X @ self._dense().astype(X.dtype, copy=False).T
+            # (W @ X.T).T: OpenBLAS ran X @ W.T 1.35x slower than W @ X for X [256, 4096],
+            # W [4096, 4096] (bench machine); this orientation matches W @ X.
+            return np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
         return np.ascontiguousarray(self._sparse_matmul(np.ascontiguousarray(X.T)).T)
 
     def linear_grad_input(self, dY: Any) -> np.ndarray:
@@ -274,11 +276,13 @@ class BlockSparse(StructuredMatrix):
         block: ``(r, c)`` with ``1 <= r, c <= 128``.
     """
 
-    #: Density (fraction of stored blocks) at which dense BLAS becomes faster than the
-    #: block kernel. Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256,
-    #: fp32, 2 cores, 32x32 blocks): the block kernel matches cached-dense BLAS between
-    #: 50% and 70% block density; 0.6 keeps both sides within the 1.1x budget.
-    DENSE_CROSSOVER = 0.6
+    #: Density (stored slots / M*K) at which dense BLAS becomes faster than the block kernel.
+    #: Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily
+    #: shared cores, so noisy): speedup over dense at 30% / 50% / 70% density was
+    #: 1.39-1.68x / 0.80-1.13x / 1.12x for 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for
+    #: 8x8, 1.51x / 1.03x / 0.91x for 16x16; the crossover lies between 0.4 and 0.5, and
+    #: 0.4 keeps every layout within the 1.1x-of-dense budget.
+    DENSE_CROSSOVER = 0.4
 
     def __init__(self, indptr: Any, indices: Any, values: Any, shape: tuple[int, int],
                  block: tuple[int, int]):

@@ -333,8 +333,8 @@ class COO:
     def transpose(self, axes: Sequence[int] | None = None) -> COO:
         """Permute modes (``axes`` as in ``np.transpose``; default reverses them)."""
         axes = tuple(range(self.ndim))[::-1] if axes is None else tuple(int(a) for a in axes)
-        if sorted(a % self.ndim if self.ndim else a for a in axes) != list(range(self.ndim)) \
-                or any(not -self.ndim <= a < self.ndim for a in axes):
+        nd = self.ndim
+        if len(axes) != nd or any(not -nd <= a < nd for a in axes) or len({a % nd for a in axes}) != nd:
             raise ValueError(f"axes {axes} is not a permutation of the {self.ndim} modes of shape {self.shape}")
         axes = tuple(a % self.ndim for a in axes)
         identity = axes == tuple(range(self.ndim))

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for
-from flexsparse.formats import _sort
 from flexsparse.formats.coo import COO, normalize_shape
 
 __all__ = ["CSF", "LastModeFibers"]

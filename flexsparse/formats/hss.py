@@ -40,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -222,11 +223,12 @@ class HSS(StructuredMatrix):
         pattern: an :class:`HSSPattern` or its string form (``"3:4->2:4"``).
     """
 
-    #: Density at which dense BLAS beats the HSS kernel. Measured by
-    #: ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 cores): the gather
-    #: kernel runs at roughly a quarter to a third of BLAS throughput, so it stops winning
-    #: near 1/3 density; patterns at >= 0.5 density (2:4, 3:4->2:4...) go to BLAS.
-    DENSE_CROSSOVER = 0.3
+    #: Density at which dense BLAS beats the HSS/N:M kernel. Measured by
+    #: ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily shared
+    #: cores, so noisy): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4
+    #: (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4
+    #: (0.25), <= 0.6x from 1/3 up. Patterns from 1:4 (0.25) up go to BLAS under "auto".
+    DENSE_CROSSOVER = 0.22
 
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], pattern: Any):
         self.pattern = HSSPattern.parse(pattern)
@@ -295,9 +297,11 @@ class HSS(StructuredMatrix):
     @property
     def nnz(self) -> int:
         """Stored slots inside the logical shape (``M * n_top * prod(G)`` minus padding slots)."""
-        if not self.values.size:
-            return 0
-        return int(np.count_nonzero(self.columns() < self.shape[1]))
+        nnz = getattr(self, "_nnz", None)
+        if nnz is None:  # structure is immutable: count once (O(M * S)), reuse per product
+            nnz = int(np.count_nonzero(self.columns() < self.shape[1])) if self.values.size else 0
+            self._nnz = nnz
+        return nnz
 
     @property
     def nbytes(self) -> int:
@@ -332,9 +336,13 @@ class HSS(StructuredMatrix):
         return cls(values, positions, shape, pattern)
 
     def with_values(self, values: Any) -> HSS:
-        """Same structure, new ``values`` (same shape as ``self.values``)."""
-        out = self._build(values, self._positions, self.shape, self.pattern)
-        out._cols = getattr(self, "_cols", None)
+        """Same structure (and cached columns), new ``values`` (same shape as ``self.values``)."""
+        values = np.asarray(values)
+        check_float_dtype(values.dtype, "values")
+        out = copy.copy(self)  # shares positions and the structure caches (_cols, _nnz)
+        out.values = np.ascontiguousarray(values)
+        out._dense_cache = None
+        out.validate()
         return out
 
     def __repr__(self) -> str:
@@ -376,7 +384,7 @@ class HSS(StructuredMatrix):
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.hss import run_matmul
 
-        return run_matmul(*self._kernel_args(X.dtype), X)
+        return run_matmul(*self._kernel_args(X.dtype), X, self.pattern.span, self.pattern.kept)
 
     def _sparse_tmatmul(self, Y: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.hss import run_tmatmul

@@ -13,9 +13,9 @@ Algorithms (registered by name in :data:`DISTRIBUTIONS`):
   independently, deduplicate with a lexicographic sort (no linear key), top up with
   more samples until ``nnz`` distinct coordinates exist, then keep a random subset of
   exactly ``nnz``: O(rounds * nnz log nnz) time, O(nnz) memory. When the skew makes
-  distinct coordinates too rare (a tiny, heavily-skewed space asked to be dense), the
-  top-up gives up after ``_MAX_ROUNDS`` rounds and returns fewer entries with a
-  RuntimeWarning saying how many.
+  distinct coordinates too rare (a heavily-skewed space asked to be dense), the top-up
+  gives up (after ``_MAX_ROUNDS`` rounds, or 3 rounds where < 0.1% of draws were new) and
+  returns fewer entries with a RuntimeWarning saying how many.
 
 Distributions: ``"uniform"`` (every coordinate equally likely) and ``"powerlaw"``
 (each mode independently: the coordinate of popularity rank ``r`` is drawn with
@@ -157,13 +157,21 @@ def _exact_small(rng, shape, nnz, dist: Distribution, params) -> np.ndarray:
 
 
 def _sample_large(rng, shape, nnz, dist: Distribution, params) -> np.ndarray:
-    """Per-mode sampling with dedupe and top-up; returns ``[ndim, <= nnz]`` sorted coords."""
+    """Per-mode sampling with dedupe and top-up; returns ``[ndim, <= nnz]`` sorted coords.
+
+    Each round draws ``need * factor`` candidates (``factor`` doubles after a round with
+    many duplicates, capped at ``4 * nnz`` candidates so memory stays O(nnz)); the loop
+    stops after ``_MAX_ROUNDS`` rounds or 3 rounds in which < 0.1% of the draws were new.
+    """
     coords = np.zeros((len(shape), 0), dtype=np.int64)
     factor = 1.05
+    cap = max(4 * nnz, 1024)
+    stalled = 0
     for _ in range(_MAX_ROUNDS):
         need = nnz - coords.shape[1]
-        batch = max(int(need * factor) + 16, 16)
+        batch = min(max(int(need * factor) + 16, 16), cap)
         fresh = np.vstack([dist.sample(rng, extent, batch, **params) for extent in shape])
+        before = coords.shape[1]
         coords = np.concatenate([coords, fresh], axis=1)
         order = _sort.lex_order(coords, shape)
         coords = coords[:, order]
@@ -171,9 +179,14 @@ def _sample_large(rng, shape, nnz, dist: Distribution, params) -> np.ndarray:
         if coords.shape[1] >= nnz:
             keep = np.sort(rng.choice(coords.shape[1], size=nnz, replace=False))
             return coords[:, keep]
-        factor *= 2.0  # duplicates were frequent: ask for more next round
+        gained = coords.shape[1] - before
+        stalled = stalled + 1 if gained * 1000 < batch else 0  # < 0.1% of draws were new
+        if stalled >= 3:
+            break
+        if gained < 0.5 * batch:
+            factor *= 2.0  # duplicates were frequent: ask for more next round
     warnings.warn(f"random: only {coords.shape[1]} distinct coordinates of the requested {nnz} were "
-                  f"found after {_MAX_ROUNDS} rounds (the distribution is too concentrated)",
+                  f"found (the distribution is too concentrated to find more by sampling)",
                   RuntimeWarning, stacklevel=3)
     return coords
 

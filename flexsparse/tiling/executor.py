@@ -49,7 +49,7 @@ import numpy as np
 from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
 from flexsparse.tiling.engine import as_operand
 from flexsparse.tiling.kernels import spgemm_csr_csr_bounded
-from flexsparse.tiling.outfile import DiskSink, LazyResult, MemorySink, check_output_target
+from flexsparse.tiling.outfile import DiskSink, MemorySink, check_output_target
 from flexsparse.tiling.report import TilingReport
 from flexsparse.tiling.strategies import TileStatistics, get_strategy
 from flexsparse.tiling.workingset import ByteModel, fixed_bytes, minimum_limit

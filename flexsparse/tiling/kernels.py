@@ -12,9 +12,10 @@ range of output columns ``[c0, c1)``), reading the operands' raw CSR buffers in 
 * :func:`spgemm_csr_csr_bounded` is the Tailors numeric kernel: it computes the rows
   of one tile in order into a preallocated output buffer and *stops* at the first row
   whose working set (see :mod:`flexsparse.tiling.workingset`) would exceed the byte
-  budget; the caller bumps the remaining rows into a later pass. O(flops + nnz log nnz
-  per row) time (each output row is sorted), O(column window + k window) workspace
-  (int64 stamps and the dense accumulator).
+  budget; the caller bumps the remaining rows into a later pass. O(flops) time plus, per
+  output row, a walk of its touched column span when the row fills 1/16 of it, else a
+  sort of its columns; O(column window + k window) workspace (int64 stamps and the
+  dense accumulator).
 
 * :func:`spgemm_csr_csr_flops` / :func:`spgemm_csr_csr_touched`: the cheap per-row and
   per-tile statistics (multiplies per row and panel; distinct B rows a row tile touches),
@@ -26,7 +27,6 @@ matching the engine in :mod:`flexsparse.kernels.cpu.spgemm`.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 __all__ = ["spgemm_csr_csr_bounded", "spgemm_csr_csr_flops", "spgemm_csr_csr_symbolic",
@@ -109,6 +109,8 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
         new_b = 0
         new_b_rows = 0
         nnz_row = 0
+        lo = c1 - c0
+        hi = -1
         overflow = False
         for p in range(a_indptr[i], a_indptr[i + 1]):
             k = a_indices[p]
@@ -133,6 +135,8 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
                         overflow = True
                         break
                     mark[jj] = stamp
+                    lo = min(lo, jj)
+                    hi = max(hi, jj)
                     spa[jj] = av * b_data[s]
                     out_indices[pos + nnz_row] = jj
                     nnz_row += 1
@@ -149,12 +153,21 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
                 if k >= k0 and k < k1 and seen[k - k0] == stamp:
                     seen[k - k0] = tile_stamp - 1
             break
-        seg = out_indices[pos:pos + nnz_row]
-        seg.sort()
-        for t in range(nnz_row):
-            jj = out_indices[pos + t]
-            out_data[pos + t] = spa[jj]
-            out_indices[pos + t] = jj + c0
+        if nnz_row > 0 and hi - lo < 16 * nnz_row:
+            # dense enough: walk the touched span of the accumulator in column order
+            t = pos
+            for jj in range(lo, hi + 1):
+                if mark[jj] == stamp:
+                    out_indices[t] = jj + c0
+                    out_data[t] = spa[jj]
+                    t += 1
+        else:
+            seg = out_indices[pos:pos + nnz_row]
+            seg.sort()
+            for t in range(nnz_row):
+                jj = out_indices[pos + t]
+                out_data[pos + t] = spa[jj]
+                out_indices[pos + t] = jj + c0
         pos += nnz_row
         ws += row_bytes
         a_nnz += row_a

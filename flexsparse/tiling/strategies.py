@@ -25,11 +25,11 @@ and what choosing the grid cost. The working set of a tile is the formula of
   accumulator; occupancy is assumed linear in rows), so about ``overbook`` of the tiles
   overflow. Design choices of ours: a sampled tile's output term is the sampled ratio
   times its exact multiply count; its A and B terms are exact counts, re-evaluated at the
-  rescaled size for up to 4 fixed-point steps (B rows touched grow sub-linearly); the
+  rescaled size for up to 3 fixed-point steps (B rows touched grow sub-linearly); the
   symbolic counting stays one pass over ``max(64, m/200)`` rows. Overflow is absorbed at run time (Tailors, :mod:`flexsparse.tiling.executor`).
 
 ``prescient`` and ``overbook`` split columns only to keep the dense accumulator under
-1/8 of the limit and contracted ids only to keep the first-touch stamps under 1/16
+1/4 of the limit and contracted ids only to keep the first-touch stamps under 1/8
 (design choices of ours, documented in the plan's ``col_size``/``k_size``).
 
 >>> sorted(STRATEGIES)
@@ -204,12 +204,15 @@ class TileStatistics:
     def touched(self, r0: int, r1: int, n_panels: int) -> tuple[int, np.ndarray]:
         """Distinct B rows touched by A's rows ``[r0, r1)`` and their entries per panel."""
         t0 = time.perf_counter()
-        ip = self._a.indptr
-        mark = np.zeros(self.shape[1], dtype=bool)
-        mark[self._a.indices[ip[r0]:ip[r1]]] = True
-        res = int(mark.sum()), self.nnz_b_panels(n_panels)[mark].sum(axis=0)
+        k = self.shape[1]
+        u = np.zeros((1, 1), dtype=np.int64)
+        nb = np.zeros((1, 1, n_panels), dtype=np.int64)
+        if k and r1 > r0:
+            stamp = np.full(k, -1, dtype=np.int64)
+            spgemm_csr_csr_touched(self._a.indptr[r0:r1 + 1], self._a.indices, r1 - r0, k,
+                                   self.nnz_b_panels(n_panels), stamp, u, nb)
         self.seconds += time.perf_counter() - t0
-        return res
+        return int(u[0, 0]), nb[0, 0]
 
     def touched_tiles(self, row_size: int, n_panels: int,
                       k_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -285,13 +288,13 @@ def conservative(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
 
 
 def _sparse_panels(stats: TileStatistics, limit: int) -> tuple[int, int, int, int]:
-    """``(n_col_panels, col_size, n_k_panels, k_size)`` keeping acc <= limit/8, stamps <= limit/16."""
+    """``(n_col_panels, col_size, n_k_panels, k_size)`` keeping acc <= limit/4, stamps <= limit/8."""
     bm = stats.byte_model
     _, k, n = stats.shape
-    n_k = max(1, math.ceil(8 * k / max(1.0, limit / 16))) if k else 1
+    n_k = max(1, math.ceil(8 * k / max(1.0, limit / 8))) if k else 1
     n_k = min(n_k, max(k, 1))
     kw = max(1, -(-k // n_k))
-    n_c = max(1, math.ceil(n * (bm.value_bytes + 8) / max(1.0, limit / 8))) if n else 1
+    n_c = max(1, math.ceil(n * (bm.value_bytes + 8) / max(1.0, limit / 4))) if n else 1
     n_c = min(n_c, max(n, 1))
     cw = stats.panel_width(n_c)
     n_c = max(1, -(-n // cw))           # panels actually needed at that width
@@ -339,7 +342,7 @@ def overbook(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
         return out
 
     s1, seen_sizes = s0, set()
-    for _ in range(4):
+    for _ in range(3):
         ws = sampled_ws(s1)
         occ = float(np.quantile(ws, 1.0 - overbook))
         seen_sizes.add(s1)

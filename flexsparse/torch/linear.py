@@ -261,6 +261,15 @@ class SparseLinear(nn.Module):
                                  structure=self._device_structure(input.device))
         if self.values.dtype in (torch.float32, torch.float64) and self.values.device.type == "cpu":
             W = self._cpu_weight()
+            if W._use_dense() and not (torch.is_grad_enabled() and self.values.requires_grad):
+                # above the format's crossover density with no values gradient wanted: torch's
+                # own GEMM on the format's cached dense copy (shares memory, built once per
+                # values version) beats a NumPy round trip; input gradients still flow
+                dense = torch.from_numpy(W._dense())
+                if input.dtype != dense.dtype:
+                    raise TypeError(f"input dtype {input.dtype} does not match the weight values "
+                                    f"dtype {dense.dtype}")
+                return torch.nn.functional.linear(input, dense, self.bias)
         else:
             W = self._skeleton()
         return sparse_linear(input, W, self.values, self.bias, backend="numba")

@@ -44,7 +44,7 @@ def test_einsum_cli_bad_file(tmp_path):
     res = runner.invoke(app, ["einsum", "ij,jk->ik", str(bad), str(bad), "--index-base", "1",
                               "-o", str(tmp_path / "o.npz")])
     assert res.exit_code != 0
-    assert "line 2" in str(res.exception) or "line 2" in res.output
+    assert "bad.tns:2" in str(res.exception)
     assert not (tmp_path / "o.npz").exists()
 
 
@@ -55,3 +55,18 @@ def test_demo_quick_runs_and_checks():
     assert len(rows) >= 4
     assert all(r.get("correct", True) for r in rows)
     assert all(r["flexsparse_s"] > 0 for r in rows)
+
+
+def test_main_reports_user_errors_without_traceback(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from flexsparse.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["flexsparse", "info", str(tmp_path / "missing.npz")])
+    try:
+        main()
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("main() should exit with status 2 on a missing file")
+    assert "error:" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def random_stats(draw, n):
         if draw(st.booleans()):
             stats.append(dense_stats(t, shape))
         else:
-            nnz = int(np.prod(shape) * draw(st.sampled_from([0.001, 0.01, 0.1])))
+            nnz = min(3000, int(np.prod(shape) * draw(st.sampled_from([0.001, 0.01, 0.1]))))
             coords = np.array([rng.integers(0, s, nnz) for s in shape]).reshape(len(shape), nnz)
             stats.append(operand_stats(t, COO(coords, np.ones(nnz), shape)))
     return spec, stats
@@ -177,11 +177,11 @@ def test_subset_dp_for_many_operands_beats_left():
     assert opt.est_cost <= make_plan(sub, ops, "left").est_cost
     assert opt.est_cost <= make_plan(sub, ops, "greedy").est_cost
     dense = [o.todense() if isinstance(o, COO) else o for o in ops]
-    np.testing.assert_allclose(run_plan(opt, dense), np.einsum(sub, *dense))
+    np.testing.assert_allclose(run_plan(opt, dense), np.einsum(sub, *dense, optimize=True))
     # disconnected operands: components joined by outer products
     d = make_plan("ab,bc,de,ef,gh,hi,j", [np.ones((3, 3))] * 6 + [np.ones(2)], "optimal")
     x = [np.arange(9.0).reshape(3, 3) + k for k in range(6)] + [np.ones(2)]
-    np.testing.assert_allclose(run_plan(d, x), np.einsum("ab,bc,de,ef,gh,hi,j", *x))
+    np.testing.assert_allclose(run_plan(d, x), np.einsum("ab,bc,de,ef,gh,hi,j", *x, optimize=True))
     big = parse_einsum(",".join("a" * 1 for _ in range(11)), [(2,)] * 11)
     with pytest.raises(ValueError, match="at most 10 operands, got 11; use 'greedy'"):
         plan_einsum(big, [dense_stats("a", (2,))] * 11, "optimal")
@@ -190,16 +190,18 @@ def test_subset_dp_for_many_operands_beats_left():
 
 # ------------------------------------------------------------------------- sparsity awareness
 def pattern_flops(path, mats):
-    """Exact multiply-adds of nonzero pairs along a chain path, with SciPy on patterns."""
-    cur = [(sp.csr_matrix((m != 0).astype(np.float64)) if not sp.issparse(m) else
-            sp.csr_matrix((m != 0).astype(np.float64))) for m in mats]
+    """Exact multiply-adds of nonzero pairs along a matrix-chain path (SciPy on patterns)."""
+    cur = [(sp.csr_matrix((sp.csr_matrix(m) != 0).astype(np.float64)), (k, k + 1)) for k, m in enumerate(mats)]
     total = 0.0
     for i, j in path:
-        a, b = cur[i], cur[j]
-        total += float(np.dot(np.asarray(a.getnnz(axis=0)).ravel(), np.asarray(b.getnnz(axis=1)).ravel()))
-        c = a @ b
-        c.data[:] = 1.0
-        cur = [m for k, m in enumerate(cur) if k not in (i, j)] + [c]
+        (x, (xl, xr)), (y, (yl, yr)) = cur[i], cur[j]
+        if xr != yl:                      # orient the pair as left @ right
+            (x, (xl, xr)), (y, (yl, yr)) = (y, (yl, yr)), (x, (xl, xr))
+        assert xr == yl
+        total += float(np.dot(np.asarray(x.getnnz(axis=0)).ravel(), np.asarray(y.getnnz(axis=1)).ravel()))
+        z = x @ y
+        z.data[:] = 1.0
+        cur = [m for k, m in enumerate(cur) if k not in (i, j)] + [(z, (xl, yr))]
     return total
 
 
@@ -238,7 +240,12 @@ def test_engine_rule():
     thick2 = operand_stats("jk", sp.random(120, 90, 0.5, random_state=5))
     e = estimate_pair(thick, thick2, "ik")
     assert choose_method(thick, thick2, e, DEFAULT_MEMORY_LIMIT) == "dense"
-    assert choose_method(thick, thick2, e, 1000) == "gustavson"       # memory guard
+    assert choose_method(thick, thick2, e, 1000) == "dot"          # memory guard; output small
+    tall = operand_stats("ij", sp.random(300, 4, 0.5, random_state=6))
+    wide = operand_stats("jk", sp.random(4, 300, 0.5, random_state=7))
+    e = estimate_pair(tall, wide, "ik")
+    assert choose_method(tall, wide, e, DEFAULT_MEMORY_LIMIT) == "dense"
+    assert choose_method(tall, wide, e, 1000) == "gustavson"     # memory guard; output large
 
 
 def test_output_format_rule():
@@ -365,3 +372,18 @@ def test_einsum_path_mimics_numpy():
         einsum_path()
     with pytest.raises(ValueError, match="index 'j' has size 4 in operand 0 but size 5"):
         einsum_path("ij,jk", np.ones((3, 4)), np.ones((5, 6)))
+
+
+@pytest.mark.parametrize("subscripts, shapes", [
+    ("ij,jk->ik", [(0, 3), (3, 4)]),
+    ("ij,jk->ik", [(2, 0), (0, 4)]),
+    (",ij->ij", [(), (3, 3)]),
+    ("i,i,i,i,i,i,i->", [(5,)] * 7),
+])
+def test_empty_extents_scalars_and_many_operands(subscripts, shapes):
+    rng = np.random.default_rng(0)
+    arrays = [np.where(rng.random(s) < 0.5, 1.0, 0.0) for s in shapes]
+    plan = make_plan(subscripts, [COO.from_numpy(a) for a in arrays])
+    np.testing.assert_allclose(run_plan(plan, arrays), np.einsum(subscripts, *arrays))
+    if 0 in [n for s in shapes for n in s]:
+        assert plan.est_nnz == 0 and plan.est_flops == 0

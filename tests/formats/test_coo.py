@@ -237,6 +237,21 @@ def test_flickr_index_space():
     assert (t * t).nnz == 5000 and (t + t).sum() == 20000.0
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([1, 3, 731, 2**31 - 1, 2**40, 2**62, 2**63 - 1]), min_size=1, max_size=5),
+       st.integers(0, 40), st.integers(0, 2**32 - 1))
+def test_lex_order_matches_lexsort_for_any_extents(shape, nnz, seed):
+    """Packed/ranked keys never overflow and order exactly like np.lexsort over the modes."""
+    from flexsparse.formats import _sort
+
+    rng = np.random.default_rng(seed)
+    co = np.vstack([rng.integers(0, s, nnz) for s in shape]) if nnz else np.zeros((len(shape), 0), np.int64)
+    co = np.hstack([co, co[:, : nnz // 3]])  # duplicates, so stability matters
+    np.testing.assert_array_equal(_sort.lex_order(co, tuple(shape)), np.lexsort(co[::-1]))
+    t = COO(co, np.ones(co.shape[1]), tuple(shape)).sum_duplicates()
+    assert _sort.is_lex_sorted(t.coords) and t.data.sum() == co.shape[1]
+
+
 # ---------------------------------------------------------------------- reductions, dtype
 @settings(max_examples=50, deadline=None)
 @given(dense_arrays(), st.data())

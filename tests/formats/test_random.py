@@ -56,10 +56,14 @@ def test_flickr_sized_index_space(dist):
     assert t.density == 20_000 / math.prod(FLICKR)
 
 
-def test_large_space_top_up_path_is_exact():
-    # 4M+ cells: the per-mode sampler with dedupe/top-up, dense enough to collide often
-    t = random((2100, 2100), 0.4, seed=3)
-    assert t.nnz == round(0.4 * 2100 * 2100)
+@pytest.mark.parametrize("dist", ["uniform", "powerlaw"])
+def test_large_space_top_up_path_is_exact(monkeypatch, dist):
+    import flexsparse.formats.random as frandom
+
+    # the per-mode sampler with dedupe/top-up, dense enough to collide often
+    monkeypatch.setattr(frandom, "_SMALL_SPACE", 0)
+    t = random((300, 200), 0.4, seed=3, distribution=dist, alpha=0.5)
+    assert t.nnz == round(0.4 * 300 * 200)
     check_distinct_canonical(t)
 
 
@@ -89,10 +93,13 @@ def test_powerlaw_small_space_weights_follow_alpha():
     assert conc[0] < conc[1] < conc[2]
 
 
-def test_too_concentrated_warns_with_count():
-    with pytest.warns(RuntimeWarning, match=r"only \d+ distinct coordinates of the requested 4000000"):
-        t = random((2100, 2100), nnz=4_000_000, seed=0, distribution="powerlaw", alpha=3.0)
-    assert 0 < t.nnz < 4_000_000
+def test_too_concentrated_warns_with_count(monkeypatch):
+    import flexsparse.formats.random as frandom
+
+    monkeypatch.setattr(frandom, "_SMALL_SPACE", 0)  # force the sampling path on a small space
+    with pytest.warns(RuntimeWarning, match=r"only \d+ distinct coordinates of the requested 9000"):
+        t = random((100, 100), nnz=9000, seed=0, distribution="powerlaw", alpha=3.0)
+    assert 0 < t.nnz < 9000
     check_distinct_canonical(t)
 
 

@@ -191,3 +191,17 @@ def test_jitless_nm_group_skipping():
     X = np.arange(16.0).reshape(8, 2)
     np.testing.assert_array_equal(A @ X, W @ X)
     np.testing.assert_array_equal(A.linear_grad_input(np.ones((1, 2))), np.ones((1, 2)) @ W)
+
+
+@pytest.mark.jitless
+@pytest.mark.parametrize("kind", ["1:4", "3:4->2:4", "2:3->1:2->1:2"])
+def test_hss_matmul_many_k_blocks(monkeypatch, kind):
+    """Tiny K-blocks and row tasks: every (row block, K-block) boundary is crossed."""
+    from flexsparse.kernels.cpu import hss as hss_kernels
+
+    monkeypatch.setattr(hss_kernels, "X_BLOCK_BYTES", 1)  # one top-level group per K-block
+    monkeypatch.setattr(hss_kernels, "ROWS_PER_TASK", 3)
+    S, D = _make(kind, 10, 45, np.float64, 3, 0.5)
+    S.backend = "sparse"
+    X = _rand((45, 5), np.float64, 9)
+    np.testing.assert_allclose(S.matmul(X), D @ X, rtol=1e-12, atol=1e-12)

@@ -156,3 +156,11 @@ def test_prune_empty_and_zero_weights():
         assert S.shape == (0, 8) and S.todense().shape == (0, 8)
         Z = prune(np.zeros((3, 8)), spec, **kw)
         np.testing.assert_array_equal(Z.todense(), np.zeros((3, 8)))
+
+
+def test_prune_accepts_torch_tensor_with_grad():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(4, 8, requires_grad=True)
+    S = prune(t, "2:4")
+    np.testing.assert_array_equal(S.todense(), prune(t.detach().numpy(), "2:4").todense())
+    assert prune_mask(t, "2:4").shape == (4, 8)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
 
 def make_weight(kind: str, shape: tuple[int, int], *, dtype=np.float64, seed: int = 0,
                 block=(4, 4), density: float = 0.5, pattern: str = "2:4"):

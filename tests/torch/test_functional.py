@@ -150,3 +150,25 @@ def test_jitless_tiny_forward_backward(weight_factory):
         torch.testing.assert_close(y, F.linear(x, _dense(W, torch.float64)))
         y.sum().backward()
         torch.testing.assert_close(x.grad, torch.ones(2, 3, dtype=torch.float64) @ _dense(W, torch.float64))
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # the fixture is a pure builder
+@given(M=st.integers(1, 9), K=st.integers(1, 23), B=st.integers(0, 4),
+       pattern=st.sampled_from(["1:2", "2:4", "3:4->2:4", "2:3->1:2"]), seed=st.integers(0, 2**16))
+def test_hypothesis_forward_and_input_grad_match_dense(weight_factory, M, K, B, pattern, seed):
+    """Invariant: for any shape (ragged K included), forward = F.linear on todense() and the
+    input gradient = dY @ W_dense."""
+    kind = "hss" if "->" in pattern else "nm"
+    W = weight_factory(kind, (M, K), seed=seed, pattern=pattern)
+    x = torch.randn(B, K, dtype=torch.float64, requires_grad=True)
+    y = sparse_linear(x, W)
+    Wd = _dense(W, torch.float64)
+    torch.testing.assert_close(y, F.linear(x.detach(), Wd))
+    g = torch.randn(B, M, dtype=torch.float64)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, g @ Wd)

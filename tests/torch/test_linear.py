@@ -167,3 +167,21 @@ def test_sparse_nbytes_counts_values_and_metadata():
     blk = SparseLinear.from_linear(_linear(64, 32), "block:16x16", density=0.5)
     nb = blk.values.shape[0]
     assert blk.sparse_nbytes == nb * 256 * 4 + (32 // 16 + 1) * 8 + nb * 4
+
+
+@pytest.mark.parametrize("pattern,density", [("2:4", None), ("block:8x8", 0.9)])
+def test_inference_dense_fallback_matches_and_keeps_input_grad(pattern, density):
+    """Above the crossover density, inference uses torch GEMM on the cached dense copy."""
+    lin = _linear(32, 16)
+    layer = SparseLinear.from_linear(lin, pattern, density, dispatch="dense")
+    x = torch.randn(4, 32)
+    ref = F.linear(x, layer.to_dense_linear().weight, lin.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref)
+    layer.values.requires_grad_(False)
+    xg = x.clone().requires_grad_()
+    layer(xg).sum().backward()
+    torch.testing.assert_close(xg.grad, torch.ones(4, 16) @ layer.to_dense_linear().weight.detach())
+    with torch.no_grad():                      # in-place update of the values is seen
+        layer.values.mul_(2)
+        torch.testing.assert_close(layer(x), 2 * (ref - lin.bias) + lin.bias)

@@ -5,20 +5,26 @@ The wrapper flattens an HSS matrix to fixed-width rows: ``cols: int32[M, S]`` an
 hierarchy makes exactly regular), plus ``flags: uint8[M, S // inner]`` telling whether
 each kept level-0 group (``inner = prod(G_i, i >= 1)`` slots) holds a nonzero.
 
-* ``matmul_hss_dense``: ``out[M, N] = W @ X`` with ``X: [K, N]``. Rows in parallel. Per row
-  the slots of non-empty level-0 groups that hold a nonzero are first compacted into a
-  list (upper-level skipping), then consumed 8 at a time: one pass over the output row
-  adds ``sum_q v_q * X[c_q, :]`` for 8 gathered rows of ``X`` (8 loads of ``X`` per load
-  and store of ``out``; the ``N`` loop is contiguous and vectorises). ``O(nnz * N)``.
+* ``matmul_hss_dense``: ``out[M, N] = W @ X`` with ``X: [K, N]``. Parallel over blocks of
+  ``ROWS_PER_TASK`` output rows; inside a task the row's slots are walked in K-blocks (the
+  top-level groups whose rows of ``X`` fill ~``X_BLOCK_BYTES``, kept in L2 while the task's
+  rows stream through it: without this every output row re-reads ``density * K`` rows of
+  ``X`` from L3). Per (row, K-block) the slots of non-empty level-0 groups that hold a
+  nonzero are compacted into a list (upper-level skipping), then consumed 8 at a time: one
+  pass over the output row adds ``sum_q v_q * X[c_q, :]`` for 8 gathered rows of ``X``
+  (8 loads of ``X`` per load and store of ``out``; the ``N`` loop is contiguous and
+  vectorises). ``O(nnz * N)`` flops.
 * ``tmatmul_hss_dense``: ``out[K, N] = W.T @ Y`` with ``Y: [M, N]`` (scatter-add into rows
   of ``out``); parallel over column tiles of ``N`` so no two threads write one element.
 * ``sddmm_hss_dense``: ``out[m, s] = dot(dYT[m], XT[cols[m, s]])`` (sampled dense-dense
   product: the weight gradient on kept slots only; slots in the padding get 0).
   ``O(M * S * B)``.
 
-Measured (benchmarks/bench_structured.py, 4096x4096 @ 4096x256 fp32, one core of an AMD
-EPYC): the 8-way gather-axpy runs at ~27 GFLOP/s against ~100 GFLOP/s for BLAS sgemm, i.e.
-the kernel is bound by gathering rows of ``X``; tiling ``N`` to keep ``X`` in L2 did not help.
+Measured (benchmarks/bench_structured.py, 4096x4096 @ 4096x256 fp32, 2 heavily shared
+cores): the gather-axpy runs at roughly a quarter of BLAS sgemm throughput per kept value
+(time / ideal 3.4-5.3), so N:M 1:8 and HSS 4:7->1:4 beat dense by 1.2-1.5x while 1:4 only
+breaks even; each kept value costs one load of ``X`` per FMA, where sgemm reuses a loaded
+value from registers many times.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ __all__ = ["matmul_hss_dense", "run_matmul", "run_sampled", "run_tmatmul",
 
 
 @njit(cache=True, fastmath=True)
-def _active_slots(cols, vals, flags, inner, m, K, buf):
-    """Write the slots of row ``m`` worth computing into ``buf``; return how many."""
+def _active_slots(cols, vals, flags, inner, m, s0, s1, K, buf):
+    """Write the slots in ``[s0, s1)`` of row ``m`` worth computing into ``buf``; return how many.
+
+    ``s0`` and ``s1`` are multiples of ``inner`` (whole level-0 groups).
+    """
     n = 0
-    for g in range(flags.shape[1]):
+    for g in range(s0 // inner, s1 // inner):
         if flags[m, g] == 0:  # whole kept level-0 group is empty: skip it
             continue
         for s in range(g * inner, (g + 1) * inner):
@@ -44,33 +53,47 @@ def _active_slots(cols, vals, flags, inner, m, K, buf):
     return n
 
 
+@njit(cache=True, fastmath=True)
+def _gather_axpy(o, X, cols, vals, m, buf, n):
+    """``o += sum_q vals[m, buf[q]] * X[cols[m, buf[q]]]``, 8 gathered rows per pass over ``o``."""
+    N = o.shape[0]
+    q = 0
+    while q + 8 <= n:
+        s0, s1, s2, s3 = buf[q], buf[q + 1], buf[q + 2], buf[q + 3]
+        s4, s5, s6, s7 = buf[q + 4], buf[q + 5], buf[q + 6], buf[q + 7]
+        v0, v1, v2, v3 = vals[m, s0], vals[m, s1], vals[m, s2], vals[m, s3]
+        v4, v5, v6, v7 = vals[m, s4], vals[m, s5], vals[m, s6], vals[m, s7]
+        x0, x1, x2, x3 = X[cols[m, s0]], X[cols[m, s1]], X[cols[m, s2]], X[cols[m, s3]]
+        x4, x5, x6, x7 = X[cols[m, s4]], X[cols[m, s5]], X[cols[m, s6]], X[cols[m, s7]]
+        for j in range(N):
+            o[j] += (v0 * x0[j] + v1 * x1[j] + v2 * x2[j] + v3 * x3[j]
+                     + v4 * x4[j] + v5 * x5[j] + v6 * x6[j] + v7 * x7[j])
+        q += 8
+    while q < n:
+        s = buf[q]
+        v = vals[m, s]
+        x = X[cols[m, s]]
+        for j in range(N):
+            o[j] += v * x[j]
+        q += 1
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def matmul_hss_dense(cols, vals, flags, inner, X, out):
+def matmul_hss_dense(cols, vals, flags, inner, k_slots, m_rows, X, out):
     M, S = vals.shape
     K, N = X.shape
-    for m in prange(M):
-        buf = np.empty(S, dtype=np.int64)
-        n = _active_slots(cols, vals, flags, inner, m, K, buf)
-        o = out[m]
-        q = 0
-        while q + 8 <= n:  # 8 gathered rows of X per pass over the output row
-            s0, s1, s2, s3 = buf[q], buf[q + 1], buf[q + 2], buf[q + 3]
-            s4, s5, s6, s7 = buf[q + 4], buf[q + 5], buf[q + 6], buf[q + 7]
-            v0, v1, v2, v3 = vals[m, s0], vals[m, s1], vals[m, s2], vals[m, s3]
-            v4, v5, v6, v7 = vals[m, s4], vals[m, s5], vals[m, s6], vals[m, s7]
-            x0, x1, x2, x3 = X[cols[m, s0]], X[cols[m, s1]], X[cols[m, s2]], X[cols[m, s3]]
-            x4, x5, x6, x7 = X[cols[m, s4]], X[cols[m, s5]], X[cols[m, s6]], X[cols[m, s7]]
-            for j in range(N):
-                o[j] += (v0 * x0[j] + v1 * x1[j] + v2 * x2[j] + v3 * x3[j]
-                         + v4 * x4[j] + v5 * x5[j] + v6 * x6[j] + v7 * x7[j])
-            q += 8
-        while q < n:
-            s = buf[q]
-            v = vals[m, s]
-            x = X[cols[m, s]]
-            for j in range(N):
-                o[j] += v * x[j]
-            q += 1
+    n_row_blocks = (M + m_rows - 1) // m_rows
+    for rb in prange(n_row_blocks):
+        buf = np.empty(k_slots, dtype=np.int64)
+        m0 = rb * m_rows
+        m1 = min(M, m0 + m_rows)
+        # K-blocks outer, rows inner: the rows of X one K-block touches (~256 KiB) stay in
+        # L2 while the block's m_rows output rows stream through it.
+        for s0 in range(0, S, k_slots):
+            s1 = min(S, s0 + k_slots)
+            for m in range(m0, m1):
+                n = _active_slots(cols, vals, flags, inner, m, s0, s1, K, buf)
+                _gather_axpy(out[m], X, cols, vals, m, buf, n)
     return out
 
 
@@ -84,7 +107,7 @@ def tmatmul_hss_dense(cols, vals, flags, inner, Y, out, n_tile):
         j1 = min(N, j0 + n_tile)
         buf = np.empty(S, dtype=np.int64)
         for m in range(M):
-            n = _active_slots(cols, vals, flags, inner, m, K, buf)
+            n = _active_slots(cols, vals, flags, inner, m, 0, S, K, buf)
             y = Y[m, j0:j1]
             for q in range(n):
                 s = buf[q]
@@ -113,11 +136,30 @@ def sddmm_hss_dense(cols, dYT, XT, out):
     return out
 
 
-def run_matmul(cols, vals, flags, inner, X):
-    """Allocate ``[M, N]`` and run :func:`matmul_hss_dense` (``X`` C-contiguous ``[K, N]``)."""
-    out = np.zeros((vals.shape[0], X.shape[1]), dtype=X.dtype)
+#: Bytes of ``X`` rows one K-block may touch (kept in L2 while row blocks stream through).
+X_BLOCK_BYTES = 256 * 1024
+#: Output rows per parallel task (their ``out`` rows stay in L2 across the K-blocks).
+ROWS_PER_TASK = 256
+
+
+def run_matmul(cols, vals, flags, inner, X, span=None, kept=None):
+    """Allocate ``[M, N]`` and run :func:`matmul_hss_dense` (``X`` C-contiguous ``[K, N]``).
+
+    ``span``/``kept`` (columns and slots per top-level group) size the K-blocks; without
+    them one K-block covers the whole row.
+    """
+    M, S = vals.shape
+    out = np.zeros((M, X.shape[1]), dtype=X.dtype)
     if out.size and vals.size:
-        matmul_hss_dense(cols, vals, flags, inner, X, out)
+        if span and kept:
+            row_bytes = max(1, X.shape[1] * X.itemsize)
+            groups = max(1, X_BLOCK_BYTES // (span * row_bytes))
+            k_slots = min(S, groups * kept)
+        else:
+            k_slots = S
+        k_slots = max(inner, k_slots // inner * inner)
+        rows = max(1, min(ROWS_PER_TASK, -(-M // 8)))  # >= 8 tasks for balance on small M
+        matmul_hss_dense(cols, vals, flags, inner, k_slots, rows, X, out)
     return out
 
 

@@ -18,9 +18,10 @@ slice of equal estimated cost.
 
 Registered schedules (:data:`SCHEDULES`):
 
-* ``"cost"`` -- prefix sums of the costs, cut at multiples of ``total / n_parts``
-  (``searchsorted``). Every part costs at most ``total / n_parts + max(cost)`` and every
-  worker at most ``total / n_workers + max(cost)``. O(n_items) time.
+* ``"cost"`` -- prefix sums of the costs, cut at the job boundaries nearest to
+  multiples of ``total / n_workers`` (``searchsorted``), each worker's range cut again
+  into parts. Every worker costs at most ``total / n_workers + max(cost)``.
+  O(n_items) time.
 * ``"round-robin"`` -- job ``i`` goes to worker ``i % n_workers`` regardless of cost,
   as in FLAASH's job dispatcher; kept as a baseline for benchmarks.
 
@@ -43,6 +44,7 @@ import numpy as np
 __all__ = [
     "SCHEDULES",
     "Partition",
+    "check_threads",
     "cost_partition",
     "get_schedule",
     "round_robin_partition",
@@ -128,35 +130,47 @@ def _check_costs(costs: np.ndarray, n_workers: int, parts_per_worker: int) -> np
     return costs
 
 
+def _nearest_cuts(ends: np.ndarray, targets: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Index ``i`` in ``[lo, hi]`` whose prefix cost ``ends[i]`` is nearest to each target."""
+    j = np.clip(np.searchsorted(ends, targets, side="left"), 1, ends.size - 1)
+    below = targets - ends[j - 1] <= ends[j] - targets
+    return np.clip(np.where(below, j - 1, j), lo, hi)
+
+
 def cost_partition(costs: np.ndarray, n_workers: int, parts_per_worker: int = 1) -> Partition:
-    """Contiguous equal-cost split: prefix sums cut at multiples of ``total / n_parts``.
+    """Contiguous equal-cost split: prefix sums cut at the boundaries nearest to equal shares.
+
+    Worker ``w`` gets the jobs between the prefix-sum boundaries nearest to
+    ``w * total / n_workers`` and ``(w + 1) * total / n_workers``; its range is cut the
+    same way into ``parts_per_worker`` parts (some may be empty when jobs are few).
 
     Args:
-        costs: ``[n_items]`` non-negative cost estimate of each job.
+        costs: ``[n_items]`` non-negative cost estimate of each job (all zero: equal counts).
         n_workers: threads that will run the parts.
         parts_per_worker: parts per worker (finer granularity for per-part decisions).
 
     Returns:
         A contiguous :class:`Partition` (built without re-validation; call
-        :meth:`Partition.validate` to check it) with ``min(n_items, n_workers * parts_per_worker)``
-        parts (at least one). Each part costs at most ``total / n_parts + max(costs)``.
+        :meth:`Partition.validate` to check it) with ``n_workers * parts_per_worker``
+        parts. Every worker costs at most ``total / n_workers + max(costs)`` and every
+        part at most ``worker cost / parts_per_worker + max(costs)``.
     """
     costs = _check_costs(costs, n_workers, parts_per_worker)
     n = costs.size
-    n_parts = max(1, min(n, n_workers * parts_per_worker))
-    cum = np.cumsum(costs, dtype=np.float64)
-    total = float(cum[-1]) if n else 0.0
-    bounds = np.empty(n_parts + 1, dtype=np.int64)
-    bounds[0], bounds[-1] = 0, n
-    if total > 0:
-        targets = total * np.arange(1, n_parts, dtype=np.float64) / n_parts
-        bounds[1:-1] = np.searchsorted(cum, targets, side="right")
-    else:  # nothing to balance: equal item counts
-        bounds[1:-1] = (n * np.arange(1, n_parts, dtype=np.int64)) // n_parts
-    ends = np.concatenate(([0.0], cum))
+    ends = np.zeros(n + 1, dtype=np.float64)
+    np.cumsum(costs, dtype=np.float64, out=ends[1:])
+    weights = ends if ends[-1] > 0 else np.arange(n + 1, dtype=np.float64)  # all-zero: by count
+    total = weights[-1]
+    wb_items = _nearest_cuts(weights, total * np.arange(n_workers + 1) / n_workers, 0, n)
+    wb_items[0], wb_items[-1] = 0, n
+    lo, hi = wb_items[:-1], wb_items[1:]
+    frac = np.arange(parts_per_worker + 1) / parts_per_worker
+    targets = weights[lo][:, None] + (weights[hi] - weights[lo])[:, None] * frac[None, :]
+    cuts = _nearest_cuts(weights, targets, lo[:, None], hi[:, None])  # [n_workers, ppw + 1]
+    cuts[:, 0], cuts[:, -1] = lo, hi
+    bounds = np.concatenate((cuts[:, :-1].ravel(), [n])).astype(np.int64)
     part_costs = ends[bounds[1:]] - ends[bounds[:-1]]
-    # worker w takes the parts whose start falls in its cost slice [w, w+1) * total / n_workers
-    worker_bounds = (np.arange(n_workers + 1, dtype=np.int64) * n_parts) // n_workers
+    worker_bounds = np.arange(n_workers + 1, dtype=np.int64) * parts_per_worker
     return Partition._trusted(np.arange(n, dtype=np.int64), bounds, worker_bounds, part_costs, True)
 
 
@@ -197,6 +211,15 @@ def get_schedule(name: str) -> Callable[..., Partition]:
         raise ValueError(f"unknown schedule {name!r}; valid names: {', '.join(SCHEDULES)}") from None
 
 
+def check_threads(threads: int | None) -> None:
+    """Raise ``ValueError`` unless ``threads`` is None or an int in [1, NUMBA_NUM_THREADS]."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not 1 <= threads <= limit:
+        raise ValueError(f"threads must be None or an int in [1, {limit}], got {threads!r}")
+
+
 @contextlib.contextmanager
 def thread_scope(threads: int | None) -> Iterator[int]:
     """Run a block with ``threads`` numba threads (``None``: numba's current setting).
@@ -212,12 +235,10 @@ def thread_scope(threads: int | None) -> Iterator[int]:
     ...
     ValueError: threads must be None or an int in [1, ...], got 0
     """
-    limit = numba.config.NUMBA_NUM_THREADS
+    check_threads(threads)
     if threads is None:
         yield numba.get_num_threads()
         return
-    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not 1 <= threads <= limit:
-        raise ValueError(f"threads must be None or an int in [1, {limit}], got {threads!r}")
     previous = numba.get_num_threads()
     numba.set_num_threads(int(threads))
     try:

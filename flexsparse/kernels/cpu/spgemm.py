@@ -11,10 +11,12 @@ merged by an *accumulator*. Two passes, as every sparse-output kernel here:
 Accumulators (chosen per *part* -- a block of consecutive output rows -- by a rule
 registered in :data:`ACCUMULATORS`):
 
-* dense: a per-thread workspace of ``n_cols`` values plus an ``int32[n_cols]`` marker
-  holding the id of the last row that touched each column (no reset between rows).
-  Sorted output by scanning the marker over the touched column span when the row is
-  dense in that span, else by sorting the touched list.
+* dense: per thread, ``n_cols`` zeroed values plus a bitmap of ``ceil(n_cols/64)``
+  words. Every product is added in place and its column bit set (no branch on first
+  touch); the row is emitted in column order by walking the set bits of the touched
+  span's words, re-zeroing as it goes -- sorted output without a sort. The symbolic pass
+  counts with an ``int32[n_cols]`` marker holding the last row that touched each column
+  (no reset between rows).
 * hash: open addressing with linear probing, per row a table of the next power of two
   ``>= 2 * min(flops_row, n_cols)`` slots (load <= 1/2), allocated once per thread at
   the largest size its rows need; emitted entries are sorted by an in-place pair sort.
@@ -38,9 +40,10 @@ need not be sorted); values bool/int/float/complex, promoted like NumPy
 Entries are structural: stored zeros and cancellations stay in ``C`` (unlike SciPy,
 which drops exact zeros), and NaN/inf propagate.
 
-Cost: O(nnz(A) + flops + sum_rows k log k) time (k = entries of an output row; the log
-factor only for rows sorted by comparison), O(threads * n_cols) dense workspace or
-O(threads * max table) hash workspace, plus the output.
+Cost: O(nnz(A) + flops) time plus, per output row of k entries, O(span / 64 + k)
+for the dense accumulator (span = last - first touched column) or O(k log k) for the
+hash one; O(threads * n_cols) dense workspace or O(threads * max table) hash
+workspace, plus the output.
 
 >>> import numpy as np, scipy.sparse as sp
 >>> a = CSR.from_scipy(sp.random_array((30, 20), density=0.2, rng=0, format="csr"))
@@ -65,7 +68,7 @@ from numba.core.extending import intrinsic, overload
 
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.kernels.cpu.csr import CSR
-from flexsparse.kernels.cpu.partition import cost_partition, thread_scope
+from flexsparse.kernels.cpu.partition import check_threads, cost_partition, thread_scope
 
 __all__ = [
     "ACCUMULATORS",
@@ -79,14 +82,17 @@ __all__ = [
 ]
 
 #: ``"auto"`` always uses the dense accumulator up to this many output columns
-#: (int32 marker + float64 values = 768 KiB per thread at 2**16).
-DENSE_SMALL_COLS = 1 << 16
-#: ``"auto"`` uses the dense accumulator when flops per row >= n_cols / DENSE_FILL_RATIO.
-DENSE_FILL_RATIO = 16
+#: (bitmap of 4096 words = 32 KiB, values 2 MiB at float64 per thread). Measured on a
+#: Chung-Lu power-law graph with 200k columns, one thread: dense 1.6 s, hash 5.1 s.
+DENSE_SMALL_COLS = 1 << 18
+#: Beyond that, ``"auto"`` uses the dense accumulator when flops per row >=
+#: n_cols / DENSE_FILL_RATIO (the bitmap walk, n_cols / 64 words, then costs at most
+#: 4 word reads per product).
+DENSE_FILL_RATIO = 256
 #: Parts per thread: the granularity at which the accumulator is chosen.
 PARTS_PER_WORKER = 8
-#: With ``threads=None``, products with fewer stored entries (nnz(A) + nnz(B) + rows)
-#: run on one thread: waking a thread team costs more than it saves there.
+#: Products with fewer stored entries (nnz(A) + nnz(B) + rows) than this run on one
+#: thread whatever ``threads`` says: waking a thread team costs more than it saves.
 SMALL_WORK = 8_192
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
@@ -257,33 +263,28 @@ def _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices, marker):
 
 
 @njit(cache=True, inline="always")
-def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, n_cols,
+def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_min, b_max, n_cols,
                     acc, bits, c_indices, c_data, pos):
     """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
 
     Workspace, clean on entry and on exit: ``acc: [n_cols]`` zeros and ``bits:
     uint64[ceil(n_cols/64)]`` zeros. Every product is added to ``acc`` and its column's
     bit set (no first-touch test at all); the row is then emitted in column order by
-    walking the bitmap words of the touched span and their set bits (lowest first),
-    gathering and re-zeroing ``acc``. O(flops + span/64 + entries).
+    walking the bitmap words of the touched span (from the per-row column ranges
+    ``b_min``/``b_max`` of ``B``) and their set bits (lowest first), gathering and
+    re-zeroing ``acc``. O(flops + span/64 + entries).
     """
     cmin = n_cols
     cmax = -1
     for p in range(a0, a1):
         k = np.uint64(a_indices[p])
         av = a_data[p]
-        q0 = b_indptr[k]
-        q1 = b_indptr[k + 1]
-        if b_sorted and q1 > q0:  # a sorted row's span is its first and last entry
-            cmin = min(cmin, b_indices[q0])
-            cmax = max(cmax, b_indices[q1 - 1])
-        for q in range(q0, q1):
+        cmin = min(cmin, b_min[k])
+        cmax = max(cmax, b_max[k])
+        for q in range(b_indptr[k], b_indptr[k + 1]):
             c = np.uint64(b_indices[q])
             acc[c] += av * b_data[q]
             bits[c >> _SIX] |= _ONE << (c & _LOW6)
-            if not b_sorted:
-                cmin = min(cmin, b_indices[q])
-                cmax = max(cmax, b_indices[q])
     t = pos
     for wi in range(cmin >> 6, (cmax >> 6) + 1):
         word = bits[wi]
@@ -292,7 +293,7 @@ def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_so
             base = wi << 6
             for _ in range(_popcount(word)):
                 # trailing zeros of word = popcount of the ones below its lowest set bit
-                c = base + _popcount((word & (_ZERO - word)) - _ONE)
+                c = base + _popcount((word & (~word + _ONE)) - _ONE)
                 c_indices[t] = c
                 c_data[t] = acc[c]
                 acc[c] = 0
@@ -311,7 +312,7 @@ def _hash_count_row(a0, a1, a_indices, b_indptr, b_indices, size, keys):
         k = a_indices[p]
         for q in range(b_indptr[k], b_indptr[k + 1]):
             c = b_indices[q]
-            h = (c * _HASH_MUL) & mask
+            h = (np.int64(c) * _HASH_MUL) & mask
             while True:
                 key = keys[h]
                 if key == c:
@@ -336,7 +337,7 @@ def _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, size,
         av = a_data[p]
         for q in range(b_indptr[k], b_indptr[k + 1]):
             c = b_indices[q]
-            h = (c * _HASH_MUL) & mask
+            h = (np.int64(c) * _HASH_MUL) & mask
             while True:
                 key = keys[h]
                 if key == c:
@@ -368,6 +369,19 @@ def _worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols):
             for i in range(bounds[part], bounds[part + 1]):
                 tsize = max(tsize, _table_size(row_flops[i], n_cols))
     return tsize
+
+
+@njit(cache=True, parallel=True)
+def _row_span(indptr, indices, n_cols, out_min, out_max):
+    """Smallest and largest column of every row (``n_cols`` / ``-1`` for empty rows)."""
+    for i in prange(indptr.shape[0] - 1):
+        lo = n_cols
+        hi = -1
+        for p in range(indptr[i], indptr[i + 1]):
+            lo = min(lo, indices[p])
+            hi = max(hi, indices[p])
+        out_min[i] = lo
+        out_max[i] = hi
 
 
 # --------------------------------------------------------------------------- kernels
@@ -418,12 +432,13 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_
 
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols,
-                           b_sorted, row_flops, bounds, worker_bounds, use_dense,
+                           b_sorted, b_min, b_max, row_flops, bounds, worker_bounds, use_dense,
                            c_indptr, c_indices, c_data):
     """Fill ``C = A @ B`` into buffers preallocated from the symbolic pass.
 
     Args are those of :func:`spgemm_csr_csr_symbolic` plus the values ``a_data``,
-    ``b_data`` (already of the output dtype) and the output ``c_indptr: int64[n_rows+1]``
+    ``b_data`` (already of the output dtype), the column range of every row of ``B``
+    (``b_min, b_max: int64[k]``, from :func:`_row_span`) and the output ``c_indptr: int64[n_rows+1]``
     (prefix sum of the counts), ``c_indices: [nnz_c]``, ``c_data: [nnz_c]``. Every output
     row comes out with strictly increasing column ids.
     """
@@ -459,7 +474,7 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
                     continue
                 elif dense:
                     _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
-                                    b_sorted, n_cols, acc, bits, c_indices, c_data, pos)
+                                    b_min, b_max, n_cols, acc, bits, c_indices, c_data, pos)
                 else:
                     _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
                                    _table_size(row_flops[i], n_cols), keys, vals, stack,
@@ -480,7 +495,8 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
         a: ``[m, k]`` CSR.
         b: ``[k, n]`` CSR (any row order).
         accumulator: a name in :data:`ACCUMULATORS` (``"auto"``, ``"dense"``, ``"hash"``).
-        threads: numba threads for this call (``None``: numba's current setting).
+        threads: numba threads for this call (``None``: numba's current setting); an upper
+            bound, products below ``SMALL_WORK`` entries run on one thread.
 
     Returns:
         ``[m, n]`` CSR with sorted, duplicate-free indices (int32 when ``n < 2**31``) and
@@ -500,7 +516,8 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
     work_dtype = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.n_rows, b.n_cols
     idx_dtype = index_dtype_for(n_cols)
-    if threads is None and a.nnz + b.nnz + n_rows < SMALL_WORK:
+    check_threads(threads)
+    if a.nnz + b.nnz + n_rows < SMALL_WORK:
         threads = 1
     with thread_scope(threads) as n_threads:
         if n_rows == 0 or n_cols == 0 or a.nnz == 0 or b.nnz == 0:
@@ -508,24 +525,33 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
                                 np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
         flops = np.empty(n_rows, dtype=np.int64)
         _row_flops(a.indptr, a.indices, b.indptr, flops)
-        # +1 per row: the fixed per-row overhead, so flop-free rows are not free
-        part = cost_partition(flops + 1, n_threads, 1 if n_threads == 1 else PARTS_PER_WORKER)
-        rows = np.diff(part.bounds)
-        use_dense = np.asarray(rule(part.part_costs - rows, rows, n_cols), dtype=np.bool_)
+        if n_threads == 1:  # one part: skip the partition's NumPy calls (tiny products)
+            bounds = np.array([0, n_rows], dtype=np.int64)
+            worker_bounds = np.array([0, 1], dtype=np.int64)
+            part_flops = np.array([flops.sum()], dtype=np.float64)
+        else:
+            # +1 per row: the fixed per-row overhead, so flop-free rows are not free
+            part = cost_partition(flops + 1, n_threads, PARTS_PER_WORKER)
+            bounds, worker_bounds = part.bounds, part.worker_bounds
+            part_flops = part.part_costs - np.diff(bounds)
+        use_dense = np.asarray(rule(part_flops, np.diff(bounds), n_cols), dtype=np.bool_)
         if n_rows >= 2**31 - 1:  # the dense marker stores row ids as int32
             use_dense[:] = False
         counts = np.empty(n_rows, dtype=np.int64)
         spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, n_cols, b.sorted_indices,
-                                flops, part.bounds, part.worker_bounds, use_dense, counts)
+                                flops, bounds, worker_bounds, use_dense, counts)
         c_indptr = np.empty(n_rows + 1, dtype=np.int64)
         c_indptr[0] = 0
         np.cumsum(counts, out=c_indptr[1:])
         nnz = int(c_indptr[-1])
+        b_min = np.empty(b.n_rows, dtype=np.int64)
+        b_max = np.empty(b.n_rows, dtype=np.int64)
+        _row_span(b.indptr, b.indices, n_cols, b_min, b_max)
         c_indices = np.empty(nnz, dtype=idx_dtype)
         c_data = np.empty(nnz, dtype=work_dtype)
         spgemm_csr_csr_numeric(a.indptr, a.indices, a.data.astype(work_dtype, copy=False),
                                b.indptr, b.indices, b.data.astype(work_dtype, copy=False), n_cols,
-                               b.sorted_indices, flops, part.bounds, part.worker_bounds, use_dense,
+                               b.sorted_indices, b_min, b_max, flops, bounds, worker_bounds, use_dense,
                                c_indptr, c_indices, c_data)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)

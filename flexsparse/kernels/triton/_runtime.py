@@ -13,7 +13,6 @@ Kernel bodies are kept as undecorated functions and wrapped by ``kernel_for`` on
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Any, Callable
 

@@ -1,0 +1,100 @@
+"""Cost-balanced partitions: cover every job once, balance within the stated bound."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexsparse.kernels.cpu.partition import (
+    SCHEDULES,
+    Partition,
+    cost_partition,
+    get_schedule,
+    round_robin_partition,
+    thread_scope,
+)
+
+
+def jobs_of(p: Partition) -> list[np.ndarray]:
+    return [p.order[p.bounds[i]:p.bounds[i + 1]] for i in range(p.n_parts)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(costs=st.lists(st.integers(0, 10_000), max_size=200), workers=st.integers(1, 9),
+       ppw=st.integers(1, 8), name=st.sampled_from(sorted(SCHEDULES)))
+def test_partition_covers_every_job_exactly_once(costs, workers, ppw, name):
+    costs = np.array(costs, dtype=np.int64)
+    p = get_schedule(name)(costs, workers, ppw)
+    p.validate()
+    assert p.n_workers == workers
+    seen = np.concatenate(jobs_of(p)) if p.n_parts else np.zeros(0, dtype=np.int64)
+    np.testing.assert_array_equal(np.sort(seen), np.arange(costs.size))
+    np.testing.assert_allclose(p.part_costs, [costs[j].sum() for j in jobs_of(p)])
+    np.testing.assert_allclose(p.worker_costs().sum(), costs.sum())
+
+
+@settings(max_examples=60, deadline=None)
+@given(costs=st.lists(st.integers(0, 10_000), min_size=1, max_size=300), workers=st.integers(1, 9),
+       ppw=st.integers(1, 8))
+def test_cost_partition_balance_bound(costs, workers, ppw):
+    costs = np.array(costs, dtype=np.int64)
+    p = cost_partition(costs, workers, ppw)
+    assert p.contiguous
+    total, biggest = costs.sum(), costs.max()
+    assert p.n_parts == workers * ppw
+    wc = p.worker_costs()
+    assert wc.max() <= total / workers + biggest + 1e-9
+    per_part_bound = np.repeat(wc / ppw, ppw) + biggest + 1e-9
+    assert (p.part_costs <= per_part_bound).all()
+
+
+def test_power_law_rows_balance_better_than_round_robin():
+    rng = np.random.default_rng(0)
+    costs = np.sort((rng.pareto(1.1, 20_000) * 10).astype(np.int64))[::-1]  # heavy rows first
+    cost = cost_partition(costs, 2, 4)
+    rr = round_robin_partition(costs, 2)
+    assert cost.imbalance() <= 1 + costs.max() / (costs.sum() / 2)
+    assert cost.imbalance() <= rr.imbalance()
+
+
+def test_round_robin_deals_jobs_modulo_workers():
+    p = round_robin_partition(np.arange(7), 3)
+    assert [j.tolist() for j in jobs_of(p)] == [[0, 3, 6], [1, 4], [2, 5]]
+    np.testing.assert_allclose(p.part_costs, [9, 5, 7])
+
+
+def test_empty_and_zero_costs():
+    p = cost_partition(np.zeros(0, dtype=np.int64), 4, 2)
+    p.validate()
+    assert p.n_items == 0 and p.n_parts == 8
+    z = cost_partition(np.zeros(10, dtype=np.int64), 2, 1)
+    assert np.diff(z.bounds).tolist() == [5, 5]
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown schedule 'lifo'; valid names: cost, round-robin"):
+        get_schedule("lifo")
+    with pytest.raises(ValueError, match="costs must be finite and non-negative"):
+        cost_partition(np.array([1, -1]), 2)
+    with pytest.raises(ValueError, match="n_workers must be a positive int, got 0"):
+        cost_partition(np.array([1, 1]), 0)
+    with pytest.raises(ValueError, match="costs must be a 1-D integer or float array"):
+        cost_partition(np.ones((2, 2)), 2)
+    bad = cost_partition(np.ones(4), 2)
+    with pytest.raises(ValueError, match="bounds must rise from 0"):
+        Partition(bad.order, bad.bounds[::-1].copy(), bad.worker_bounds, bad.part_costs, True)
+    with pytest.raises(ValueError, match="order is not a permutation"):
+        Partition(np.array([0, 0, 1, 2]), bad.bounds, bad.worker_bounds, bad.part_costs, False)
+
+
+def test_thread_scope_restores():
+    before = numba.get_num_threads()
+    with thread_scope(1) as t:
+        assert t == 1 and numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be None or an int"):
+        with thread_scope(numba.config.NUMBA_NUM_THREADS + 1):
+            pass

@@ -1,0 +1,229 @@
+"""SpGEMM (Gustavson, dense and hash accumulators) and the CSR container vs SciPy/NumPy."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_SMALL_COLS, get_accumulator, spgemm
+
+DTYPES = [np.float32, np.float64, np.int64, np.complex128]
+
+
+def rand_values(rng, n, dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return np.ones(n, dtype=bool)
+    if dtype.kind in "iu":
+        return (rng.integers(1, 5, n) * rng.choice([-1, 1], n)).astype(dtype)
+    v = rng.standard_normal(n)
+    if dtype.kind == "c":
+        v = v + 1j * rng.standard_normal(n)
+    return v.astype(dtype)
+
+
+def rand_csr(rng, shape, density, dtype=np.float64, powerlaw=False):
+    """Random CSR; ``powerlaw`` draws row lengths from a Pareto law (a few huge rows)."""
+    m, n = shape
+    if powerlaw and m and n:
+        lengths = np.minimum(n, (rng.pareto(1.2, m) * max(1.0, density * n)).astype(np.int64))
+        rows = np.repeat(np.arange(m), lengths)
+        cols = np.concatenate([rng.choice(n, k, replace=False) for k in lengths]) if lengths.sum() else \
+            np.zeros(0, dtype=np.int64)
+    else:
+        total = int(round(density * m * n))
+        flat = rng.choice(m * n, total, replace=False) if total else np.zeros(0, dtype=np.int64)
+        rows, cols = flat // max(n, 1), flat % max(n, 1)
+    return CSR.from_coo_arrays(rows, cols, rand_values(rng, len(rows), dtype), shape)
+
+
+def pattern(x: CSR):
+    """Structural pattern (ones at every stored entry) as a SciPy float matrix."""
+    return sp.csr_array((np.ones(x.nnz), x.indices, x.indptr), shape=x.shape)
+
+
+def check_product(c: CSR, a: CSR, b: CSR, rtol=1e-10):
+    """Exact structure vs the structural product, values vs dense NumPy."""
+    c.validate()
+    assert c.sorted_indices
+    ref = pattern(a) @ pattern(b)
+    ref.sort_indices()
+    np.testing.assert_array_equal(c.indptr, ref.indptr)
+    np.testing.assert_array_equal(c.indices, ref.indices)
+    dense = a.toarray() @ b.toarray()
+    assert c.dtype == dense.dtype
+    np.testing.assert_allclose(c.toarray(), dense, rtol=rtol, atol=rtol * 10)
+
+
+# ---------------------------------------------------------------------------- CSR
+@pytest.mark.jitless
+def test_csr_transpose_and_roundtrip_tiny():
+    rng = np.random.default_rng(0)
+    a = rand_csr(rng, (3, 4), 0.5)
+    t = a.transpose()
+    t.validate()
+    np.testing.assert_array_equal(t.toarray(), a.toarray().T)
+    np.testing.assert_array_equal(CSR.from_scipy(a.to_scipy()).toarray(), a.toarray())
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (1, 1), (7, 30), (30, 7)])
+def test_csr_from_coo_sums_duplicates(shape):
+    rng = np.random.default_rng(1)
+    m, n = shape
+    k = 40 if m and n else 0
+    rows, cols = rng.integers(0, max(m, 1), k), rng.integers(0, max(n, 1), k)
+    vals = rng.standard_normal(k)
+    c = CSR.from_coo_arrays(rows, cols, vals, shape)
+    ref = sp.coo_array((vals, (rows, cols)), shape=shape).tocsr()
+    ref.sum_duplicates()
+    np.testing.assert_array_equal(c.indptr, ref.indptr)
+    np.testing.assert_array_equal(c.indices, ref.indices)
+    np.testing.assert_allclose(c.data, ref.data)
+    np.testing.assert_allclose(c.transpose().toarray(), ref.toarray().T)
+
+
+def test_csr_validate_errors():
+    with pytest.raises(ValueError, match="indptr must have length n_rows \\+ 1 = 3"):
+        CSR(np.array([0, 1]), np.array([0]), np.ones(1), (2, 2))
+    with pytest.raises(ValueError, match="column index 5 at position 0 is out of range"):
+        CSR(np.array([0, 1]), np.array([5]), np.ones(1), (1, 2))
+    with pytest.raises(ValueError, match="row 1 are not strictly increasing"):
+        CSR(np.array([0, 1, 3]), np.array([0, 1, 1]), np.ones(3), (2, 2))
+    with pytest.raises(ValueError, match="indptr decreases at row 1 \\(2 then 1\\)"):
+        CSR(np.array([0, 2, 1]), np.array([0, 1]), np.ones(2), (2, 2))
+    with pytest.raises(TypeError, match="indices must be an integer array"):
+        CSR(np.array([0, 1]), np.array([0.5]), np.ones(1), (1, 2))
+    with pytest.raises(TypeError, match="non-numeric dtype"):
+        CSR(np.array([0, 1]), np.array([0]), np.array(["x"]), (1, 2))
+    with pytest.raises(ValueError, match="row coordinate 3 at position 1 is out of range"):
+        CSR.from_coo_arrays([0, 3], [0, 0], [1.0, 1.0], (2, 2))
+    # unsorted is fine when declared
+    u = CSR(np.array([0, 2]), np.array([1, 0]), np.array([1.0, 2.0]), (1, 2), sorted_indices=False)
+    np.testing.assert_array_equal(u.toarray(), [[2.0, 1.0]])
+
+
+# ---------------------------------------------------------------------------- spgemm
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("accumulator", ["dense", "hash", "auto"])
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.3, 1.0])
+def test_spgemm_matches_scipy(dtype, accumulator, density):
+    rng = np.random.default_rng(2)
+    a = rand_csr(rng, (40, 25), density, dtype)
+    b = rand_csr(rng, (25, 33), density, dtype)
+    c = spgemm(a, b, accumulator=accumulator)
+    check_product(c, a, b, rtol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("accumulator", ["dense", "hash"])
+@pytest.mark.parametrize("shape_a,shape_b", [((0, 5), (5, 4)), ((4, 0), (0, 6)), ((4, 5), (5, 0)),
+                                             ((1, 1), (1, 1)), ((200, 3), (3, 150)), ((3, 200), (200, 2))])
+def test_spgemm_ragged_and_empty_shapes(accumulator, shape_a, shape_b):
+    rng = np.random.default_rng(3)
+    a = rand_csr(rng, shape_a, 0.5)
+    b = rand_csr(rng, shape_b, 0.5)
+    check_product(spgemm(a, b, accumulator=accumulator), a, b)
+
+
+@pytest.mark.parametrize("accumulator", ["dense", "hash", "auto"])
+def test_spgemm_powerlaw_threads_agree(accumulator):
+    rng = np.random.default_rng(4)
+    a = rand_csr(rng, (600, 500), 0.01, powerlaw=True)
+    b = rand_csr(rng, (500, 700), 0.01, powerlaw=True)
+    c1 = spgemm(a, b, accumulator=accumulator, threads=1)
+    c = spgemm(a, b, accumulator=accumulator)
+    check_product(c, a, b)
+    np.testing.assert_array_equal(c.indptr, c1.indptr)
+    np.testing.assert_array_equal(c.indices, c1.indices)
+    np.testing.assert_allclose(c.data, c1.data, rtol=1e-12)
+
+
+def test_spgemm_wide_output_uses_both_accumulators():
+    """A wide output (> DENSE_SMALL_COLS columns): rows of A that hit the two dense rows
+    of B use the dense accumulator under 'auto', the others the hash; all match."""
+    rng = np.random.default_rng(5)
+    n = DENSE_SMALL_COLS + 40_000
+    flags = get_accumulator("auto")(np.array([1e6, 10.0]), np.array([10, 10]), n)
+    assert flags.tolist() == [True, False]
+    a = CSR.from_coo_arrays([0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 0, 1, 10, 20, 30, 40],
+                            rng.standard_normal(8), (8, 50))
+    dense_rows = rand_csr(rng, (2, n), 0.05)
+    sparse_rows = rand_csr(rng, (48, n), 0.0002)
+    b = CSR.from_scipy(sp.vstack([dense_rows.to_scipy(), sparse_rows.to_scipy()]).tocsr())
+    for acc in ("auto", "hash", "dense"):
+        check_product(spgemm(a, b, accumulator=acc, threads=min(2, numba.config.NUMBA_NUM_THREADS)), a, b)
+
+
+def test_spgemm_unsorted_b_and_int64_indices():
+    rng = np.random.default_rng(6)
+    a = rand_csr(rng, (30, 20), 0.2)
+    b = rand_csr(rng, (20, 25), 0.3)
+    perm = np.concatenate([rng.permutation(np.arange(b.indptr[i], b.indptr[i + 1]))
+                           for i in range(b.n_rows)]).astype(np.int64)
+    bu = CSR(b.indptr, b.indices[perm].astype(np.int64), b.data[perm], b.shape, sorted_indices=False)
+    assert bu.indices.dtype == np.int64
+    for acc in ("dense", "hash"):
+        check_product(spgemm(a, bu, accumulator=acc), a, b)
+
+
+def test_spgemm_nan_inf_and_explicit_zeros_propagate():
+    a = CSR(np.array([0, 2, 3]), np.array([0, 1, 1]), np.array([0.0, 1.0, np.inf]), (2, 2))
+    b = CSR(np.array([0, 1, 2]), np.array([0, 0]), np.array([np.nan, 0.0]), (2, 1))
+    for acc in ("dense", "hash"):
+        c = spgemm(a, b, accumulator=acc)
+        np.testing.assert_array_equal(c.indices, [0, 0])  # structural: both rows stored
+        assert np.isnan(c.data).all()  # 0*nan + 1*0 = nan ; inf*0 = nan
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_array_equal(c.toarray(), a.toarray() @ b.toarray())
+
+
+def test_spgemm_dtype_promotion_and_bool():
+    rng = np.random.default_rng(7)
+    a = rand_csr(rng, (10, 8), 0.4, np.float32)
+    b = rand_csr(rng, (8, 9), 0.4, np.int64)
+    c = spgemm(a, b)
+    assert c.dtype == np.result_type(np.float32, np.int64)
+    check_product(c, a, b, rtol=1e-6)
+    ab = rand_csr(rng, (10, 8), 0.4, np.bool_)
+    bb = rand_csr(rng, (8, 9), 0.4, np.bool_)
+    cb = spgemm(ab, bb)
+    assert cb.dtype == np.bool_
+    np.testing.assert_array_equal(cb.toarray(), ab.toarray() @ bb.toarray())
+
+
+@pytest.mark.jitless
+def test_spgemm_tiny_both_accumulators():
+    rng = np.random.default_rng(8)
+    a = rand_csr(rng, (4, 3), 0.6)
+    b = rand_csr(rng, (3, 5), 0.6)
+    for acc in ("dense", "hash"):
+        check_product(spgemm(a, b, accumulator=acc, threads=1), a, b)
+
+
+def test_spgemm_errors():
+    rng = np.random.default_rng(9)
+    a = rand_csr(rng, (4, 3), 0.5)
+    with pytest.raises(ValueError, match="a has 3 columns .* but b has 4 rows"):
+        spgemm(a, a)
+    with pytest.raises(ValueError, match="unknown accumulator 'spa'; valid names: auto, dense, hash"):
+        spgemm(a, a.transpose(), accumulator="spa")
+    with pytest.raises(TypeError, match="b must be a flexsparse CSR"):
+        spgemm(a, np.ones((3, 3)))
+    with pytest.raises(ValueError, match="threads must be None or an int"):
+        spgemm(a, a.transpose(), threads=0)
+    assert set(ACCUMULATORS) == {"auto", "dense", "hash"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(0, 12), k=st.integers(0, 12), n=st.integers(0, 12),
+       da=st.floats(0, 1), db=st.floats(0, 1), seed=st.integers(0, 2**16),
+       acc=st.sampled_from(["dense", "hash"]))
+def test_spgemm_property(m, k, n, da, db, seed, acc):
+    rng = np.random.default_rng(seed)
+    a = rand_csr(rng, (m, k), da)
+    b = rand_csr(rng, (k, n), db)
+    check_product(spgemm(a, b, accumulator=acc), a, b)
