@@ -11,7 +11,7 @@ Names are resolved lazily (PEP 562): ``import flexsparse`` compiles nothing and 
 
 >>> import numpy as np, flexsparse as fs
 >>> a = fs.COO.from_numpy(np.eye(3))
->>> fs.einsum("ij,jk->ik", a, a, format="dense").trace()
+>>> float(fs.einsum("ij,jk->ik", a, a, format="dense").trace())
 3.0
 """
 
@@ -52,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     "HSSPattern": "flexsparse.formats.hss",
     "prune": "flexsparse.prune",
     "prune_mask": "flexsparse.prune",
+    "make_layout": "flexsparse.formats.layouts",
+    "LAYOUTS": "flexsparse.formats.layouts",
+    "register_layout": "flexsparse.formats.layouts",
     # bounded memory
     "MemoryLimitError": "flexsparse.tiling",
 }

@@ -394,8 +394,8 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_
         a_indptr, a_indices: CSR structure of ``A`` (``[n_rows+1]``, ``[nnz_a]``).
         b_indptr, b_indices: CSR structure of ``B``.
         n_cols: columns of ``B`` (and of ``C``).
-        b_sorted: ``B`` rows are strictly increasing (their first/last entries give the
-            touched span, and single-entry rows of ``A`` copy a row of ``B``).
+        b_sorted: ``B`` rows are strictly increasing (single-entry rows of ``A`` then copy
+            a row of ``B`` without merging).
         row_flops: ``int64[n_rows]`` flops per output row (sizes the hash tables).
         bounds: ``int64[n_parts+1]`` row ranges of the parts.
         worker_bounds: ``int64[n_workers+1]`` part ranges of the workers (one ``prange``
