@@ -3,7 +3,7 @@
 The executor matricises every pairwise contraction: the coordinates of a group of modes
 (say A's free modes ``(i, j)``) become one row id. Three regimes, chosen per key:
 
-* ``direct``: the key's index space ``prod(sizes)`` is small (<= ``max(4 * n, 2**20)``): the
+* ``direct``: the key's index space ``prod(sizes)`` is small (<= ``max(8 * n, 2**21)``): the
   row-major linear index is itself the id (no sort; ids are in lexicographic key order);
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
   (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -56,6 +57,19 @@ class KeySpace:
             return [row[ids] for row in self.table]
         if len(self.sizes) == 1:  # a one-mode direct key is its own coordinate
             return [ids]
+        if self.n_ids <= 4 * ids.size:  # a gather from a decoded table beats a divmod per id
+            return [row[ids] for row in self._direct_table]
+        return self._divmod(ids)
+
+    @cached_property
+    def _direct_table(self) -> list[np.ndarray]:
+        """Every id's coordinates ``[n_modes][n_ids]`` in the smallest index dtype (direct regime)."""
+        from flexsparse._util import index_dtype_for
+
+        idt = index_dtype_for(self.sizes)
+        return [c.astype(idt) for c in self._divmod(np.arange(self.n_ids, dtype=np.int64))]
+
+    def _divmod(self, ids: np.ndarray) -> list[np.ndarray]:
         out = []
         rest = ids
         for s in reversed(self.sizes):
@@ -98,7 +112,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
             lin = cols[0].astype(np.int64, copy=False)
         else:
             lin = _linear(cols, sizes, n)
-        if total <= max(4 * n, 2**20):
+        if total <= max(8 * n, 2**21):
             return KeySpace(sizes, total, "direct", None), lin
         uniq, inv = np.unique(lin, return_inverse=True)
         table = np.empty((len(sizes), len(uniq)), dtype=np.int64)

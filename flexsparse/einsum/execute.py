@@ -36,6 +36,7 @@ import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
+from flexsparse.einsum.plan import DENSE_THRESHOLD
 from flexsparse.formats.coo import COO
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_DENSITY",
@@ -122,7 +123,7 @@ def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[st
     if private:
         keep = [m for m, c in enumerate(idx) if c in needed]
         if isinstance(op, np.ndarray):
-            op = op.sum(axis=tuple(private))
+            op = np.asarray(op.sum(axis=tuple(private)))
         else:
             op = _coo_drop_modes(op, keep, tuple(op.shape[m] for m in keep))
         idx = "".join(idx[m] for m in keep)
@@ -196,6 +197,16 @@ def _assemble(row_ks: KeySpace, col_ks: KeySpace, rows: np.ndarray, cols: np.nda
     return _trusted_coo(coords, vals, shape, canonical)
 
 
+def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
+                  shape: tuple[int, ...]) -> COO:
+    """:func:`_assemble` for a CSR product: each non-empty row's key is decoded once, then repeated."""
+    counts = np.diff(C.indptr)
+    nonempty = np.flatnonzero(counts)
+    rows = [np.repeat(c, counts[nonempty]) for c in row_ks.decode(nonempty)]
+    coords = rows + col_ks.decode(C.indices)[n_batch:]
+    return _trusted_coo(coords, C.data, shape, C.sorted_indices)
+
+
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
                  threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
@@ -225,9 +236,7 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         lazy = tiled_product(A, B, tiling, out=tiling.out)
 
         def decode(C):
-            rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
-            coo = _assemble(row_ks, col_ks, rows, np.asarray(C.indices, np.int64), C.data, len(batch),
-                            res_shape, C.sorted_indices)
+            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
             return _canonical(_transpose_to(coo, res_idx, final))
 
         return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
@@ -239,9 +248,7 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         from flexsparse.kernels.cpu.spgemm import spgemm
 
         C = spgemm(A, B, threads=threads)
-    rows = np.repeat(np.arange(C.shape[0], dtype=np.int64), np.diff(C.indptr))
-    return _assemble(row_ks, col_ks, rows, C.indices, C.data, len(batch), res_shape,
-                     C.sorted_indices), res_idx
+    return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape), res_idx
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
@@ -269,6 +276,8 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     present = np.flatnonzero(np.diff(A.indptr))  # rows holding any entry
     if dense_out:
         full = np.zeros(res_shape, dtype=dtype)
+        if present.size == 0:  # no stored entry: the result is all zeros
+            return full, res_idx
         keys = row_ks.decode(present)
         full.reshape(sz(batch + free_a) + (f,))[tuple(keys)] = C[present]
         return full, res_idx
@@ -322,6 +331,17 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     if ys:
         return _pair_sparse_dense(y, yi, x, xi, out, sizes, threads, dense_out)
     return _pair_dense(x, xi, y, yi, out, sizes)
+
+
+#: A COO at least as dense as the planner's BLAS threshold, and small enough, is contracted dense.
+_DENSE_ENOUGH_BYTES = 256 * 2**20
+
+
+def _dense_enough(op: COO | np.ndarray) -> bool:
+    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check)."""
+    if not isinstance(op, COO):
+        return True
+    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _DENSE_ENOUGH_BYTES
 
 
 def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
@@ -448,6 +468,26 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
     if len(work) == 1:
         return work[0]
     sizes = dict(spec.sizes)
+    if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
+        # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
+        dense = [(op.todense() if isinstance(op, COO) else op, idx) for op, idx in work]
+        if len(dense) == 2:
+            (x, xi), (y, yi) = dense
+            return _pair_dense(x, xi, y, yi, spec.output, sizes)
+        subs = ",".join(idx for _, idx in dense) + "->" + spec.output
+        return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
+    if len(work) == 2:
+        # One possible path: skip the path search, keep the sparsity-aware engine choice.
+        from flexsparse.einsum.cost import estimate_pair
+        from flexsparse.einsum.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
+
+        (x, xi), (y, yi) = work
+        sx, sy = operand_stats(xi, x), operand_stats(yi, y)
+        est = estimate_pair(sx, sy, spec.output)
+        method = choose_method(sx, sy, est, DEFAULT_MEMORY_LIMIT)
+        dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
+        return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
+                     spec.output if stream_final else None)
     reduced = ",".join(idx for _, idx in work) + "->" + spec.output
     rspec = parse_einsum(reduced, [tuple(op.shape) for op, _ in work])
     stats = [operand_stats(idx, op) for op, idx in work]

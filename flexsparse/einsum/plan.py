@@ -129,7 +129,10 @@ def choose_method(a: OperandStats, b: OperandStats, est: PairEstimate, memory_li
         return "dense"
     if a.is_dense or b.is_dense:
         return "spmm"
-    if est.cells <= DOT_FACTOR * (a.nnz + b.nnz):
+    # Inner products only pay when the result is small AND the fibre merges are cheaper than
+    # Gustavson's flops (self-contractions over many modes merge long fibres for few products).
+    if est.cells <= DOT_FACTOR * (a.nnz + b.nnz) and \
+            method_cost("dot", est, a, b) < method_cost("gustavson", est, a, b):
         return "dot"
     return "gustavson"
 

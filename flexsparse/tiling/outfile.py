@@ -40,6 +40,7 @@ __all__ = ["DiskSink", "IncompleteResultError", "LazyResult", "MemorySink", "ass
            "check_output_target"]
 
 MANIFEST = "manifest.json"
+_PIECE_OVERHEAD = 512   # bytes of Python objects around one buffered piece (tuple, 3 arrays)
 FORMAT = "flexsparse-tiled-csr"
 
 # ((r0, r1, c0, c1, partial), indptr [r1-r0+1], indices [nnz], data [nnz]); partial = 1
@@ -199,7 +200,9 @@ class DiskSink:
     # -- writing ---------------------------------------------------------------
     def add(self, meta: tuple[int, int, int, int, int], indptr: np.ndarray,
             indices: np.ndarray, data: np.ndarray) -> None:
-        nbytes = indptr.nbytes + indices.nbytes + data.nbytes
+        # charge each buffered piece its Python object overhead too: tiny tiles (the
+        # conservative strategy makes ~10-entry pieces) are mostly overhead
+        nbytes = indptr.nbytes + indices.nbytes + data.nbytes + _PIECE_OVERHEAD
         if nbytes > self.flush_bytes:
             self._flush()
             self._write_part([(meta, indptr, indices, data)])

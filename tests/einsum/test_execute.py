@@ -129,6 +129,17 @@ def test_empty_and_zero_size():
                                   np.zeros((0, 2)))
 
 
+@pytest.mark.parametrize("spec,shapes", [("i,ij->j", [(4,), (4, 3)]), ("ij,ij->", [(3, 4), (3, 4)]),
+                                         ("i,i->", [(5,), (5,)])])
+def test_empty_sparse_times_dense(spec, shapes):
+    """Regression: an all-zero sparse operand against a dense one, every output format."""
+    sparse_zero = np.zeros(shapes[0])
+    dense = np.arange(np.prod(shapes[1]), dtype=float).reshape(shapes[1]) + 1
+    for fmt in ("dense", "coo", "auto"):
+        got = fs.einsum(spec, COO.from_numpy(sparse_zero), dense, format=fmt)
+        np.testing.assert_array_equal(_dense(got), np.einsum(spec, sparse_zero, dense))
+
+
 def test_nan_inf_propagate_like_numpy():
     a = np.array([[np.inf, 0.0], [0.0, 1.0]])
     b = np.array([[0.0, 2.0], [np.nan, 0.0]])

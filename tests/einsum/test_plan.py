@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexsparse.einsum.cost import estimate_pair
+from flexsparse.einsum.cost import estimate_pair, method_cost
 from flexsparse.einsum.parser import parse_einsum
 from flexsparse.einsum.plan import (
     DEFAULT_MEMORY_LIMIT,
@@ -235,12 +235,17 @@ def test_engine_rule():
     assert choose_method(s, t, estimate_pair(s, t, "ik"), DEFAULT_MEMORY_LIMIT) == "gustavson"
     u = operand_stats("ij", sp.random(500, 600, 0.001, random_state=3))
     assert choose_method(s, u, estimate_pair(s, u, ""), DEFAULT_MEMORY_LIMIT) == "dot"
-    assert choose_method(s, u, estimate_pair(s, u, "i"), DEFAULT_MEMORY_LIMIT) == "dot"
+    # small result: "dot" exactly when its fibre merges cost less than Gustavson's work
+    e = estimate_pair(s, u, "i")
+    cheaper = "dot" if method_cost("dot", e, s, u) < method_cost("gustavson", e, s, u) else "gustavson"
+    assert choose_method(s, u, e, DEFAULT_MEMORY_LIMIT) == cheaper
     thick = operand_stats("ij", sp.random(100, 120, 0.5, random_state=4))
     thick2 = operand_stats("jk", sp.random(120, 90, 0.5, random_state=5))
     e = estimate_pair(thick, thick2, "ik")
     assert choose_method(thick, thick2, e, DEFAULT_MEMORY_LIMIT) == "dense"
-    assert choose_method(thick, thick2, e, 1000) == "dot"          # memory guard; output small
+    cheaper = "dot" if method_cost("dot", e, thick, thick2) < method_cost("gustavson", e, thick, thick2) \
+        else "gustavson"
+    assert choose_method(thick, thick2, e, 1000) == cheaper       # memory guard; output small
     tall = operand_stats("ij", sp.random(300, 4, 0.5, random_state=6))
     wide = operand_stats("jk", sp.random(4, 300, 0.5, random_state=7))
     e = estimate_pair(tall, wide, "ik")
@@ -387,3 +392,15 @@ def test_empty_extents_scalars_and_many_operands(subscripts, shapes):
     np.testing.assert_allclose(run_plan(plan, arrays), np.einsum(subscripts, *arrays))
     if 0 in [n for s in shapes for n in s]:
         assert plan.est_nnz == 0 and plan.est_flops == 0
+
+
+def test_self_contraction_with_small_output_prefers_gustavson():
+    """X x X over 3 modes: few products but long fibres; inner products would merge them all."""
+    import flexsparse as fs
+
+    x = fs.random((300, 200, 150, 60), 1e-4, seed=0, distribution="powerlaw")
+    a, b = operand_stats("ijkl", x), operand_stats("mjkl", x)
+    e = estimate_pair(a, b, "im")
+    assert e.cells <= 4 * (a.nnz + b.nnz)  # small enough that the old count-only rule said "dot"
+    assert method_cost("gustavson", e, a, b) < method_cost("dot", e, a, b)
+    assert choose_method(a, b, e, DEFAULT_MEMORY_LIMIT) == "gustavson"

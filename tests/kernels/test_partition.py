@@ -98,3 +98,45 @@ def test_thread_scope_restores():
     with pytest.raises(ValueError, match="threads must be None or an int"):
         with thread_scope(numba.config.NUMBA_NUM_THREADS + 1):
             pass
+
+
+def _nearest_cuts_reference(ends, targets, lo, hi):
+    """NumPy oracle: prefix index in [lo, hi] nearest to each target (ties to the lower)."""
+    j = np.clip(np.searchsorted(ends, targets, side="left"), 1, ends.size - 1)
+    below = targets - ends[j - 1] <= ends[j] - targets
+    return np.clip(np.where(below, j - 1, j), lo, hi)
+
+
+@settings(max_examples=60, deadline=None)
+@given(costs=st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=120),
+       workers=st.integers(1, 6), ppw=st.integers(1, 8))
+def test_cost_partition_kernel_matches_numpy_nearest_cuts(costs, workers, ppw):
+    """The compiled kernel cuts exactly where a vectorised nearest-prefix search does."""
+    costs = np.array(costs)
+    n = costs.size
+    ends = np.concatenate(([0.0], np.cumsum(costs)))
+    weights = ends if ends[-1] > 0 else np.arange(n + 1, dtype=np.float64)
+    total = weights[-1]
+    wb = _nearest_cuts_reference(weights, total * np.arange(workers + 1) / workers, 0, n)
+    wb[0], wb[-1] = 0, n
+    lo, hi = wb[:-1], wb[1:]
+    frac = np.arange(ppw + 1) / ppw
+    targets = weights[lo][:, None] + (weights[hi] - weights[lo])[:, None] * frac[None, :]
+    cuts = _nearest_cuts_reference(weights, targets, lo[:, None], hi[:, None])
+    cuts[:, 0], cuts[:, -1] = lo, hi
+    expected = np.concatenate((cuts[:, :-1].ravel(), [n]))
+    p = cost_partition(costs, workers, ppw)
+    p.validate()
+    np.testing.assert_array_equal(p.bounds, expected)
+    np.testing.assert_allclose(p.part_costs, ends[expected[1:]] - ends[expected[:-1]])
+
+
+@pytest.mark.jitless
+def test_cost_partition_tiny_jitless():
+    # worker shares 5 | 5; worker 0's half-way target 2.5 ties between prefix 0 and 5 and
+    # goes to the lower cut, leaving its first part empty
+    p = cost_partition(np.array([5, 1, 1, 1, 1, 1]), 2, 2)
+    p.validate()
+    assert p.bounds.tolist() == [0, 0, 1, 3, 6]
+    np.testing.assert_allclose(p.part_costs, [0.0, 5.0, 2.0, 3.0])
+    np.testing.assert_allclose(p.worker_costs(), [5.0, 5.0])

@@ -227,3 +227,46 @@ def test_spgemm_property(m, k, n, da, db, seed, acc):
     a = rand_csr(rng, (m, k), da)
     b = rand_csr(rng, (k, n), db)
     check_product(spgemm(a, b, accumulator=acc), a, b)
+
+
+@pytest.mark.parametrize("accumulator", ["dense", "hash", "auto"])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.bool_])
+def test_spgemm_parallel_kernels_match_serial(monkeypatch, accumulator, dtype):
+    """Force the parallel symbolic/numeric kernels (SMALL_FLOPS = 0) on 2 threads and
+    compare with the fused one-thread kernel and the oracle."""
+    import flexsparse.kernels.cpu.spgemm as mod
+
+    rng = np.random.default_rng(10)
+    a = rand_csr(rng, (300, 250), 0.02, dtype, powerlaw=True)
+    b = rand_csr(rng, (250, 9000), 0.003, dtype, powerlaw=True)
+    c1 = spgemm(a, b, accumulator=accumulator, threads=1)
+    monkeypatch.setattr(mod, "SMALL_FLOPS", 0)
+    c2 = spgemm(a, b, accumulator=accumulator, threads=min(2, numba.config.NUMBA_NUM_THREADS))
+    for c in (c1, c2):
+        if dtype == np.bool_:
+            assert c.dtype == np.bool_
+            np.testing.assert_array_equal(c.toarray(), a.toarray() @ b.toarray())
+            ref = pattern(a) @ pattern(b)
+            ref.sort_indices()
+            np.testing.assert_array_equal(c.indices, ref.indices)
+        else:
+            check_product(c, a, b)
+    np.testing.assert_array_equal(c1.indptr, c2.indptr)
+    np.testing.assert_array_equal(c1.indices, c2.indices)
+
+
+@pytest.mark.parametrize("n_cols", [70, 5000, 20000])
+@pytest.mark.parametrize("row_len", [1, 3, 40])
+def test_spgemm_dense_emission_modes(n_cols, row_len):
+    """Sparse rows over a wide span take the two-level (summary bitmap) emission, dense
+    rows walk the span word by word; both give the exact sorted structure, including
+    columns in several 4096-column summary words and the last, partial bitmap word."""
+    rng = np.random.default_rng(11)
+    k = 60
+    lengths = np.full(k, row_len)
+    rows = np.repeat(np.arange(k), lengths)
+    cols = np.concatenate([rng.choice(n_cols, row_len, replace=False) for _ in range(k)])
+    cols[-1] = n_cols - 1  # touch the last column
+    b = CSR.from_coo_arrays(rows, cols, rng.standard_normal(rows.size), (k, n_cols))
+    a = rand_csr(rng, (50, k), 0.3)
+    check_product(spgemm(a, b, accumulator="dense", threads=1), a, b)
