@@ -124,6 +124,7 @@ def bench_high_order(quick, repeat, einsum_timeout):
         fs.einsum(spec, X, X, format="coo")
         first = time.perf_counter() - t0
         t_fs, res = timeit(lambda: fs.einsum(spec, X, X, format="coo"), repeat)
+        sparse.tensordot(S, S, axes=axes, return_type=sparse.COO)  # warm pydata's own numba JIT
         t_td, ref = timeit(lambda: sparse.tensordot(S, S, axes=axes, return_type=sparse.COO), max(1, repeat // 2))
         # pydata's tensordot output order is (free lhs, free rhs) = our spec's output order here
         ok = np.allclose(res.todense(), ref.todense()) if math.prod(res.shape) < 5e7 else \
@@ -138,6 +139,8 @@ def bench_high_order(quick, repeat, einsum_timeout):
             import time, sparse, flexsparse as fs
             X = fs.random({shape!r}, {density!r}, seed=1, distribution="powerlaw")
             S = sparse.COO(X.coords, X.data, shape=X.shape)
+            w = sparse.random((4, 4, 4), density=0.5, random_state=0)
+            sparse.einsum("ijk,ljk->il", w, w)  # warm pydata's JIT on a tiny case first
             t0 = time.perf_counter(); sparse.einsum({spec!r}, S, S); print(time.perf_counter() - t0)
         """)
         try:

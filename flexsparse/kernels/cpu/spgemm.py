@@ -101,12 +101,12 @@ DENSE_SMALL_COLS = 1 << 18
 DENSE_FILL_RATIO = 256
 #: Parts per thread: the granularity at which the accumulator is chosen.
 PARTS_PER_WORKER = 8
-#: Products with fewer multiply-adds than this (about 1 ms of one thread) run on one
-#: thread (the fused serial kernel) whatever ``threads`` says. A parallel launch costs
-#: ~2 us while the team still spins, but after ~1 ms of serial work the OpenMP threads
-#: sleep and waking one took 3-11 ms (median 5 ms) on the shared 2-core test VM, where
-#: the other core is usually busy with another process.
-SMALL_FLOPS = 1 << 18
+#: Products with fewer multiply-adds than this run on one thread (the fused serial
+#: kernel) whatever ``threads`` says. On the idle 2-core test VM two threads paid off
+#: from ~20k multiply-adds (pygsp Logo, 37k: 0.17 ms vs 0.23 ms; pyamg airfoil, 11k:
+#: 0.071 vs 0.067 ms). When the other core is busy, waking a sleeping OpenMP thread took
+#: 3-11 ms there, so the cut-off errs on the high side.
+SMALL_FLOPS = 1 << 15
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _SIX = np.uint64(6)
