@@ -54,7 +54,8 @@ _FORMATS = ("auto", "coo", "csf", "dense")
 
 def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
     """The ``format="auto"`` rule: ``"dense"`` when density >= 25% and the dense result fits
-    in 2 GiB, else ``"coo"``. 0-d results are always dense (a NumPy scalar, as ``np.einsum``).
+    in 2 GiB, else ``"coo"``. 0-d results are always dense (a NumPy scalar, as ``np.einsum``),
+    and so are results whose operands were all dense NumPy arrays (checked by :func:`einsum`).
 
     >>> choose_format(30, (10, 10), 8), choose_format(3, (10, 10), 8), choose_format(1, (), 8)
     ('dense', 'coo', 'dense')
@@ -293,22 +294,38 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
+def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
+                dtype: np.dtype) -> np.ndarray:
+    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
+
+    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
+    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
+    """
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    op = op.astype(dtype, copy=False)
+    direct = _transpose_to(op, idx, batch + rows + cols)
+    if direct.flags.c_contiguous:
+        return direct.reshape(sz(batch), sz(rows), sz(cols))
+    swapped = _transpose_to(op, idx, batch + cols + rows)
+    if swapped.flags.c_contiguous:
+        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
+    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
+
+
 def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
                 ) -> tuple[np.ndarray, str]:
     """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
 
     Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
-    away by the unary pass, so every index is batch, contracted or free.
+    away by the unary pass, so every index is batch, contracted or free. Operands are passed
+    as (possibly transposed) views, so BLAS reads them in place.
     """
     batch, contr, free_x, free_y = _split(xi, yi, out)
-    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
     dtype = result_dtype(x.dtype, y.dtype)
-    xm = _transpose_to(x, xi, batch + free_x + contr).astype(dtype, copy=False)
-    ym = _transpose_to(y, yi, batch + contr + free_y).astype(dtype, copy=False)
-    xm = xm.reshape(sz(batch), sz(free_x), sz(contr))
-    ym = ym.reshape(sz(batch), sz(contr), sz(free_y))
+    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
+    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
     if dtype.kind in "fc":
-        res = np.matmul(xm, ym)
+        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
     else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
         res = np.einsum("bik,bkj->bij", xm, ym)
     idx = batch + free_x + free_y
@@ -433,13 +450,16 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
 
-    if _nonfinite(ops) and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES
-                               for op in ops):
+    all_dense = all(_dense_enough(op) for op in ops)
+    if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
+        format = "dense"  # dense in, dense out, as numpy.einsum
+    if not all_dense and _nonfinite(ops) and \
+            all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
         # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
         dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
         res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
     else:
-        if _nonfinite(ops):
+        if not all_dense and _nonfinite(ops):
             warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
                           "propagate through stored entries only", RuntimeWarning, stacklevel=2)
         res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)

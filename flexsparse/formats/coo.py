@@ -320,6 +320,11 @@ class COO:
                 out[()] = self.data.sum(dtype=self.dtype)
             elif self.canonical:
                 out[tuple(self.coords)] = self.data  # unique coordinates: plain scatter
+            elif self.dtype.kind == "f":
+                # duplicates must accumulate: bincount over linear indices is ~10x faster than
+                # np.add.at (the dense array exists, so its linear index fits int64)
+                lin = np.ravel_multi_index(tuple(self.coords), self.shape)
+                out.reshape(-1)[:] = np.bincount(lin, weights=self.data, minlength=out.size)
             else:
                 np.add.at(out, tuple(self.coords), self.data)  # duplicates must accumulate
         return out
