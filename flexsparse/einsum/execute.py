@@ -36,7 +36,7 @@ import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
-from flexsparse.einsum.plan import DENSE_THRESHOLD
+from flexsparse.einsum.plan import DENSE_THRESHOLD, DOT_FACTOR
 from flexsparse.formats.coo import COO
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_DENSITY",
@@ -502,6 +502,12 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         from flexsparse.einsum.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
 
         (x, xi), (y, yi) = work
+        cells = math.prod(sizes[c] for c in spec.output)
+        if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
+            # Too many output cells for inner products: Gustavson is the only candidate, and
+            # the output format is decided from the real nnz afterwards; no statistics needed.
+            return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
+                         spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
         est = estimate_pair(sx, sy, spec.output)
         method = choose_method(sx, sy, est, DEFAULT_MEMORY_LIMIT)
