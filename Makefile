@@ -24,4 +24,9 @@ test: $(VENV)/.test-installed
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -m jitless -p no:cacheprovider tests
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_einsum.py
+	$(BIN)/python benchmarks/bench_spgemm.py
+	$(BIN)/python benchmarks/bench_structured.py
+	$(BIN)/python benchmarks/bench_tiling.py
+	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_gpu.py
