@@ -162,7 +162,7 @@ def run_demo(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
 
     import flexsparse as fs
 
-    console = Console(width=max(Console().width, 132))
+    console = Console(width=max(Console().width, 160))
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     wls = workloads(quick=quick)

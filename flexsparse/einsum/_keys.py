@@ -3,7 +3,7 @@
 The executor matricises every pairwise contraction: the coordinates of a group of modes
 (say A's free modes ``(i, j)``) become one row id. Three regimes, chosen per key:
 
-* ``direct``: the key's index space ``prod(sizes)`` is small (<= ``max(8 * n, 2**21)``): the
+* ``direct``: the key's index space ``prod(sizes)`` is small (<= ``max(4 * n, 2**20)``): the
   row-major linear index is itself the id (no sort; ids are in lexicographic key order);
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
   (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
@@ -112,7 +112,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
             lin = cols[0].astype(np.int64, copy=False)
         else:
             lin = _linear(cols, sizes, n)
-        if total <= max(8 * n, 2**21):
+        if total <= max(4 * n, 2**20):
             return KeySpace(sizes, total, "direct", None), lin
         uniq, inv = np.unique(lin, return_inverse=True)
         table = np.empty((len(sizes), len(uniq)), dtype=np.int64)
