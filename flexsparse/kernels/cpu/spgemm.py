@@ -280,6 +280,21 @@ def _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices, marker):
 
 
 @njit(cache=True, inline="always")
+def _emit_word(word, base, acc, c_indices, c_data, t):
+    """Emit the columns of one 64-bit bitmap word in increasing order (sorted output) and
+    clear their accumulator slots; returns the next output position."""
+    while word != _ZERO:
+        # trailing zeros = popcount of the ones below the lowest set bit
+        c = base + _popcount((word & (~word + _ONE)) - _ONE)
+        c_indices[t] = c
+        c_data[t] = acc[c]
+        acc[c] = 0
+        t += 1
+        word &= word - _ONE
+    return t
+
+
+@njit(cache=True, inline="always")
 def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_min, b_max,
                     n_cols, acc, bits, summary, c_indices, c_data, pos):
     """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
@@ -322,14 +337,7 @@ def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_mi
             sword &= sword - _ONE
             word = bits[wi]
             bits[wi] = _ZERO
-            base = wi << 6
-            while word != _ZERO:
-                c = base + _popcount((word & (~word + _ONE)) - _ONE)
-                c_indices[t] = c
-                c_data[t] = acc[c]
-                acc[c] = 0
-                t += 1
-                word &= word - _ONE
+            t = _emit_word(word, wi << 6, acc, c_indices, c_data, t)
     return t - pos
 
 
@@ -354,15 +362,7 @@ def _dense_walk_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_mi
         word = bits[wi]
         if word != _ZERO:
             bits[wi] = _ZERO
-            base = wi << 6
-            while word != _ZERO:
-                # trailing zeros = popcount of the ones below the lowest set bit
-                c = base + _popcount((word & (~word + _ONE)) - _ONE)
-                c_indices[t] = c
-                c_data[t] = acc[c]
-                acc[c] = 0
-                t += 1
-                word &= word - _ONE
+            t = _emit_word(word, wi << 6, acc, c_indices, c_data, t)
     return t - pos
 
 
