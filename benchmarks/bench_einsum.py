@@ -211,7 +211,7 @@ def main(argv=None):
     first = first_call()
     for title, rows in sections.items():
         print(f"\n## {title}")
-        print(f"| workload | flexsparse ms | peer | peer ms | flexsparse/peer | first call s | correct |")
+        print("| workload | flexsparse ms | peer | peer ms | flexsparse/peer | first call s | correct |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['workload']} | {r['flexsparse'] * 1e3:.2f} | {r['peer']} | {r['peer_t'] * 1e3:.2f} | "

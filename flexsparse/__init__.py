@@ -64,8 +64,8 @@ __all__ = ["__version__", *_EXPORTS]
 # ``einsum`` and ``prune`` are also the names of subpackages/modules: importing those later
 # would rebind the package attribute to the module, so the functions are bound eagerly here
 # (plain imports: nothing is compiled and no file is read).
-from flexsparse.einsum.execute import einsum  # noqa: E402
-from flexsparse.prune import prune  # noqa: E402
+from flexsparse.einsum.execute import einsum  # noqa: E402,F401
+from flexsparse.prune import prune  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="flexsparse: fast sparse tensors, structured sparsity and a model of sparse accelerators.")
 
 
+def _load(path: Path, index_base: Optional[int], header: Optional[bool]):
+    """``flexsparse.load`` with the ``.tns`` options passed only to ``.tns`` files."""
+    import flexsparse as fs
+
+    if path.suffix == ".tns":
+        return fs.load(path, index_base=index_base, header=header)
+    return fs.load(path)
+
+
 @app.command()
 def demo(quick: bool = typer.Option(False, help="Smaller workloads (seconds, not minutes)."),
          repeat: int = typer.Option(3, min=1, help="Timed repetitions per workload (median is shown)."),
@@ -42,8 +51,7 @@ def einsum_cmd(
 
     import flexsparse as fs
 
-    tensors = [fs.load(p, index_base=index_base, header=header) if p.suffix == ".tns" else fs.load(p)
-               for p in inputs]
+    tensors = [_load(p, index_base, header) for p in inputs]
     if show_path:
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
@@ -70,9 +78,7 @@ def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz)
     from rich.console import Console
     from rich.table import Table
 
-    import flexsparse as fs
-
-    t = fs.load(path, index_base=index_base, header=header) if path.suffix == ".tns" else fs.load(path)
+    t = _load(path, index_base, header)
     console = Console()
     console.print(f"[bold]{path}[/bold]: {t!r}")
     console.print(f"nbytes={t.nbytes:,}  dtype={t.dtype}  canonical={t.canonical}")
@@ -92,7 +98,7 @@ def convert(src: Path = typer.Argument(..., help="Input tensor file (.tns, .mtx,
     """Convert a tensor file to another format (written atomically)."""
     import flexsparse as fs
 
-    t = fs.load(src, index_base=index_base, header=header) if src.suffix == ".tns" else fs.load(src)
+    t = _load(src, index_base, header)
     fs.save(dst, t)
     typer.echo(f"{src} -> {dst}: {t!r}")
 

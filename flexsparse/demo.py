@@ -202,7 +202,7 @@ def run_demo(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
         cells.append({True: "yes", False: "NO", None: "-"}[r.get("correct")])
         table.add_row(*cells)
     console.print(table)
-    console.print(f"first calls (JIT compile or cache load included): "
+    console.print("first calls (JIT compile or cache load included): "
                   + ", ".join(f"{r['first_call_s']:.2f}s" for r in rows)
                   + f"; total {time.perf_counter() - t0:.1f}s")
     if any(r.get("correct") is False for r in rows):

@@ -36,15 +36,13 @@ import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
-from flexsparse.einsum.plan import DENSE_THRESHOLD, DOT_FACTOR
+from flexsparse.einsum._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.einsum.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
 from flexsparse.formats.coo import COO
 
-__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_DENSITY",
-           "AUTO_DENSE_MAX_BYTES"]
+__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYTES"]
 
-#: ``format="auto"`` returns a dense array when the result's density is at least this ...
-AUTO_DENSE_DENSITY = 0.25
-#: ... and the dense array would take at most this many bytes; otherwise a COO.
+#: ``format="auto"`` returns a dense result only when it takes at most this many bytes.
 AUTO_DENSE_MAX_BYTES = 2 * 2**30
 #: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
 #: evaluation when every operand densifies within this many bytes.
@@ -53,19 +51,19 @@ _FORMATS = ("auto", "coo", "csf", "dense")
 
 
 def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
-    """The ``format="auto"`` rule: ``"dense"`` when density >= 25% and the dense result fits
-    in 2 GiB, else ``"coo"``. 0-d results are always dense (a NumPy scalar, as ``np.einsum``),
-    and so are results whose operands were all dense NumPy arrays (checked by :func:`einsum`).
+    """The ``format="auto"`` rule: the planner's :func:`~flexsparse.einsum.plan.choose_output_format`
+    (dense above 25% density) with a 2 GiB cap on the dense result, applied to the real nnz.
+    0-d results are always dense (a NumPy scalar, as ``np.einsum``), and so are results whose
+    operands were all dense NumPy arrays (checked by :func:`einsum`).
 
     >>> choose_format(30, (10, 10), 8), choose_format(3, (10, 10), 8), choose_format(1, (), 8)
     ('dense', 'coo', 'dense')
     """
-    size = math.prod(shape)
     if not shape:
         return "dense"
-    if size and nnz / size >= AUTO_DENSE_DENSITY and size * itemsize <= AUTO_DENSE_MAX_BYTES:
-        return "dense"
-    return "coo"
+    size = math.prod(shape)
+    density = nnz / size if size else 0.0
+    return choose_output_format(density, size * itemsize, AUTO_DENSE_MAX_BYTES)
 
 
 # ---------------------------------------------------------------------- operand handling
@@ -85,12 +83,6 @@ def _as_operand(x: Any, k: int) -> COO | np.ndarray:
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
         return arr
-
-
-def _coo_drop_modes(t: COO, keep: list[int], shape: tuple[int, ...]) -> COO:
-    """Project onto ``keep`` modes, summing entries that collide."""
-    out = COO(t.coords[keep], t.data, shape, canonical=False)
-    return out.sum_duplicates()
 
 
 def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
@@ -122,12 +114,10 @@ def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[st
     # 3. indices nobody else needs: sum them away now (cheapest place).
     private = [m for m, c in enumerate(idx) if c not in needed]
     if private:
-        keep = [m for m, c in enumerate(idx) if c in needed]
-        if isinstance(op, np.ndarray):
-            op = np.asarray(op.sum(axis=tuple(private)))
-        else:
-            op = _coo_drop_modes(op, keep, tuple(op.shape[m] for m in keep))
-        idx = "".join(idx[m] for m in keep)
+        op = op.sum(axis=tuple(private))  # ndarray or COO; both keep the other modes in order
+        if isinstance(op, np.generic):
+            op = np.asarray(op)
+        idx = "".join(c for c in idx if c in needed)
     return op, idx
 
 
@@ -138,10 +128,7 @@ def _canonical(t: COO) -> COO:
 def _transpose_to(op: COO | np.ndarray, idx: str, target: str) -> COO | np.ndarray:
     if idx == target:
         return op
-    perm = [idx.index(c) for c in target]
-    if isinstance(op, np.ndarray):
-        return op.transpose(perm)
-    return op.transpose(perm)
+    return op.transpose([idx.index(c) for c in target])
 
 
 # ---------------------------------------------------------------------- matricisation
@@ -232,8 +219,6 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
     if tiling is not None and final is not None and tiling.out is not None:
         # Final step with out=: tiles stream to disk; decode to COO only when loaded.
-        from flexsparse.einsum._bounded import LazyEinsumResult, tiled_product
-
         lazy = tiled_product(A, B, tiling, out=tiling.out)
 
         def decode(C):
@@ -242,8 +227,6 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
 
         return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
     if tiling is not None:
-        from flexsparse.einsum._bounded import tiled_product
-
         C = tiled_product(A, B, tiling)
     else:
         from flexsparse.kernels.cpu.spgemm import spgemm
@@ -370,26 +353,19 @@ def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
-    if isinstance(res, COO):
-        if res.dtype != dtype:
-            res = res.astype(dtype)
-        if fmt == "auto":
-            fmt = choose_format(res.nnz, res.shape, dtype.itemsize)
-        if fmt == "dense":
-            dense = res.todense()
-            return dense[()] if dense.ndim == 0 else dense
-        res = _canonical(res)
-        if fmt == "csf":
-            from flexsparse.formats.fiber import CSF
-
-            return CSF.from_coo(res)
-        return res
-    res = np.asarray(res, dtype=dtype)
+    """Cast to the einsum result dtype and store the result as ``fmt`` decides."""
+    sparse = isinstance(res, COO)
+    if sparse:
+        res = res if res.dtype == dtype else res.astype(dtype)
+    else:
+        res = np.asarray(res, dtype=dtype)
     if fmt == "auto":
-        fmt = choose_format(int(np.count_nonzero(res)), res.shape, dtype.itemsize)
+        nnz = res.nnz if sparse else int(np.count_nonzero(res))
+        fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
-        return res[()] if res.ndim == 0 else res
-    coo = COO.from_numpy(res)
+        dense = res.todense() if sparse else res
+        return dense[()] if dense.ndim == 0 else dense
+    coo = _canonical(res) if sparse else COO.from_numpy(res)
     if fmt == "csf":
         from flexsparse.formats.fiber import CSF
 
@@ -446,29 +422,25 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     dtype = result_dtype(*[op.dtype for op in ops])
     tiling_opts = None
     if memory_limit is not None:
-        from flexsparse.einsum._bounded import make_tiling_options
-
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
 
-    all_dense = all(_dense_enough(op) for op in ops)
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    if not all_dense and _nonfinite(ops) and \
-            all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
+    # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
+    nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
+    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
         # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
         dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
         res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
     else:
-        if not all_dense and _nonfinite(ops):
+        if nonfinite:
             warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
                           "propagate through stored entries only", RuntimeWarning, stacklevel=2)
         res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
-    if type(res).__name__ != "LazyEinsumResult":
+    if not isinstance(res, LazyEinsumResult):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
         if out is not None:
-            from flexsparse.einsum._bounded import save_result
-
             res = save_result(res, tiling_opts.out)
     return (res, reports) if return_report else res
 

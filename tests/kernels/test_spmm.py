@@ -8,6 +8,8 @@ import pytest
 from flexsparse.kernels.cpu.csr import CSR
 from flexsparse.kernels.cpu.spmm import dense_dense, spmm_csr_dense, spmm_dense_csr
 
+from .test_spgemm import rand_csr
+
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
 
 
@@ -19,21 +21,6 @@ def rand_dense(rng, shape, dtype):
     if dtype.kind == "c":
         v = v + 1j * rng.standard_normal(shape)
     return v.astype(dtype)
-
-
-def rand_csr(rng, shape, density, dtype=np.float64, powerlaw=False):
-    m, n = shape
-    if powerlaw and m and n:
-        lengths = np.minimum(n, (rng.pareto(1.2, m) * max(1.0, density * n)).astype(np.int64))
-        rows = np.repeat(np.arange(m), lengths)
-        cols = np.concatenate([rng.choice(n, k, replace=False) for k in lengths])
-    else:
-        total = int(round(density * m * n))
-        flat = rng.choice(m * n, total, replace=False) if total else np.zeros(0, dtype=np.int64)
-        rows, cols = flat // max(n, 1), flat % max(n, 1)
-    vals = rand_dense(rng, len(rows), dtype)
-    vals[vals == 0] = 1
-    return CSR.from_coo_arrays(rows, cols, vals, shape)
 
 
 def tol(dtype):

@@ -191,7 +191,7 @@ def sampled_dense_dense_block(block_rows, indices, d, x, block, shape, *, block_
         ``[n_blocks, r, c]`` with zeros where a block pads past ``M`` or ``K``.
     """
     import torch
-    triton = require_triton()
+    require_triton()
     r, c = (int(v) for v in block)
     M, K = (int(s) for s in shape)
     if d.dim() != 2 or x.dim() != 2 or d.shape[0] != x.shape[0] or d.shape[1] != M or x.shape[1] != K:

@@ -60,7 +60,6 @@ class TilingChoice:
 
 def choose_tile(strategy: str, arch: Architecture, A: Actual, B: Actual, cap: int, seed: int = 0) -> TilingChoice:
     """Tile edge for ``strategy`` in {"n", "p", "ob"} given per-operand capacity ``cap`` (nonzeros)."""
-    entry = arch.word_bytes + ENTRY_BYTES_EXTRA
     t_dense = max(1, math.isqrt(cap))
     limit = max(max(A.shape), max(B.shape))
     if strategy == "n":
