@@ -33,7 +33,7 @@ import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.dot import dot_csr_csr
 from flexsparse.kernels.cpu.spgemm import spgemm
 

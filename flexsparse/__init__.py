@@ -41,10 +41,10 @@ _EXPORTS: dict[str, str] = {
     "load": "flexsparse.formats.io",
     "save": "flexsparse.formats.io",
     # einsum
-    "einsum": "flexsparse.einsum.execute",
-    "tensordot": "flexsparse.einsum.execute",
-    "matmul": "flexsparse.einsum.execute",
-    "einsum_path": "flexsparse.einsum.plan",
+    "einsum": "flexsparse.contract.execute",
+    "tensordot": "flexsparse.contract.execute",
+    "matmul": "flexsparse.contract.execute",
+    "einsum_path": "flexsparse.contract.plan",
     # structured sparsity
     "BlockSparse": "flexsparse.formats.block",
     "NM": "flexsparse.formats.nm",
@@ -61,10 +61,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-# ``einsum`` and ``prune`` are also the names of subpackages/modules: importing those later
-# would rebind the package attribute to the module, so the functions are bound eagerly here
+# ``prune`` is also the name of a module: importing it later would rebind the package
+# attribute to the module, so the function is bound eagerly here, and ``einsum`` with it
 # (plain imports: nothing is compiled and no file is read).
-from flexsparse.einsum.execute import einsum  # noqa: E402,F401
+from flexsparse.contract.execute import einsum  # noqa: E402,F401
 from flexsparse.prune import prune  # noqa: E402,F401
 
 

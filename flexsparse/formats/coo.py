@@ -460,11 +460,11 @@ class COO:
                         f"(dividing by {type(other).__name__} would fill the zeros with nan/inf)")
 
     def __matmul__(self, other):
-        from flexsparse.einsum.execute import matmul
+        from flexsparse.contract.execute import matmul
 
         return matmul(self, other)
 
     def __rmatmul__(self, other):
-        from flexsparse.einsum.execute import matmul
+        from flexsparse.contract.execute import matmul
 
         return matmul(other, self)

@@ -1,6 +1,6 @@
 """The one adapter between the tiler and the rest of flexsparse (operands, results, reference).
 
-* :func:`as_operand` accepts a :class:`flexsparse.kernels.cpu.csr.CSR` or any SciPy
+* :func:`as_operand` accepts a :class:`flexsparse.formats.csr.CSR` or any SciPy
   sparse matrix/array (converted to CSR, O(nnz)) and exposes its raw buffers.
 * :func:`make_result` builds the output in the caller's family: a flexsparse ``CSR``
   when an operand was one, else a SciPy ``csr_array``/``csr_matrix``.
@@ -78,7 +78,7 @@ def make_result(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
                 shape: tuple[int, int], family: str) -> Any:
     """The product in the caller's family; ``indices`` must be sorted within rows."""
     if family == "flexsparse":
-        from flexsparse.kernels.cpu.csr import CSR
+        from flexsparse.formats.csr import CSR
         return CSR(indptr, indices, data, shape)
     import scipy.sparse as sp
     cls = sp.csr_array if family == "scipy-array" else sp.csr_matrix
@@ -93,7 +93,7 @@ def reference_spgemm(a: Any, b: Any, threads: int | None = None) -> Any:
     ``threads`` is passed to the engine (SciPy is single-threaded anyway).
     """
     try:
-        from flexsparse.kernels.cpu.csr import CSR
+        from flexsparse.formats.csr import CSR
         from flexsparse.kernels.cpu.spgemm import spgemm
     except ImportError:
         spgemm = None

@@ -342,7 +342,7 @@ def test_arithmetic_errors():
 
 
 def test_matmul_delegates_to_engine():
-    pytest.importorskip("flexsparse.einsum.execute")
+    pytest.importorskip("flexsparse.contract.execute")
     a = np.arange(6.0).reshape(2, 3)
     b = np.arange(12.0).reshape(3, 4)
     got = COO.from_numpy(a) @ COO.from_numpy(b)

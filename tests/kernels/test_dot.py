@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.dot import GALLOP_RATIO, dot_csr_csr
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]

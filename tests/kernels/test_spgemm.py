@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_SMALL_COLS, get_accumulator, spgemm
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]

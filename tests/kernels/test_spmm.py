@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.spmm import dense_dense, spmm_csr_dense, spmm_dense_csr
 
 from .test_spgemm import rand_csr

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.tiling import STRATEGIES, tiled_spgemm
 from flexsparse.tiling.workingset import ByteModel, minimum_limit
 

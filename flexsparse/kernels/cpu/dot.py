@@ -22,7 +22,7 @@ Rows of jobs are split over threads by a registered schedule
 (:data:`~flexsparse.kernels.cpu.partition.SCHEDULES`): ``"cost"`` balances the summed
 fiber lengths, ``"round-robin"`` deals rows out ``i % threads`` as FLAASH's dispatcher.
 
-Formats: :class:`~flexsparse.kernels.cpu.csr.CSR` with ``sorted_indices=True`` for ``a``
+Formats: :class:`~flexsparse.formats.csr.CSR` with ``sorted_indices=True`` for ``a``
 and ``bt`` (required by the merge; otherwise ``ValueError``); values of any numeric dtype,
 promoted like NumPy (bool x bool computed in int64, returned as bool). Stored zeros and
 NaN/inf are multiplied like any value.
@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse._util import result_dtype
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.partition import get_schedule, thread_scope
 
 __all__ = [

@@ -41,7 +41,7 @@ single compiled call (no thread-team launch, no Python glue between the passes).
 Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge)
 when ``B`` has sorted indices.
 
-Formats: :class:`~flexsparse.kernels.cpu.csr.CSR` with any indices order (``B`` rows
+Formats: :class:`~flexsparse.formats.csr.CSR` with any indices order (``B`` rows
 need not be sorted); values bool/int/float/complex, promoted like NumPy
 (``np.result_type``; bool x bool is computed in int64 and returned as bool, i.e. "any").
 Entries are structural: stored zeros and cancellations stay in ``C`` (unlike SciPy,
@@ -75,7 +75,7 @@ from numba.core import types
 from numba.core.extending import intrinsic, overload
 
 from flexsparse._util import index_dtype_for, result_dtype
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 
 __all__ = [

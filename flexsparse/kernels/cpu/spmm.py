@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse._util import check_numeric_dtype, result_dtype
-from flexsparse.kernels.cpu.csr import CSR
+from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.partition import cost_partition, thread_scope
 
 __all__ = ["dense_dense", "spmm_csr_dense", "spmm_csr_dense_numeric", "spmm_dense_csr"]

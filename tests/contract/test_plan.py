@@ -11,9 +11,9 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexsparse.einsum.cost import estimate_pair, method_cost
-from flexsparse.einsum.parser import parse_einsum
-from flexsparse.einsum.plan import (
+from flexsparse.contract.cost import estimate_pair, method_cost
+from flexsparse.contract.parser import parse_einsum
+from flexsparse.contract.plan import (
     DEFAULT_MEMORY_LIMIT,
     OPTIMIZERS,
     EinsumPlan,
@@ -24,7 +24,7 @@ from flexsparse.einsum.plan import (
     plan_einsum,
     register_optimizer,
 )
-from flexsparse.einsum.stats import OperandStats, dense_stats, operand_stats
+from flexsparse.contract.stats import OperandStats, dense_stats, operand_stats
 from flexsparse.formats.coo import COO
 
 

@@ -12,7 +12,7 @@ Pipeline (no arrays are read here except by :func:`einsum_path`, through ``stats
    A step keeps the indices needed by the output or by a remaining operand (the last step keeps
    the output, in output order) and sums the other shared ones.
 3. Each step gets an engine (:func:`choose_method`) and a storage format
-   (:func:`choose_output_format`); its cost is :func:`flexsparse.einsum.cost.method_cost`.
+   (:func:`choose_output_format`); its cost is :func:`flexsparse.contract.cost.method_cost`.
 
 Optimizers (registered by name in :data:`OPTIMIZERS`, see :func:`register_optimizer`):
 
@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexsparse._util import parse_bytes
-from flexsparse.einsum.cost import (
+from flexsparse.contract.cost import (
     PairEstimate,
     estimate_pair,
     method_cost,
@@ -67,8 +67,8 @@ from flexsparse.einsum.cost import (
     result_stats,
     squeeze_stats,
 )
-from flexsparse.einsum.parser import EinsumSpec, parse_einsum, parse_interleaved
-from flexsparse.einsum.stats import OperandStats, dense_stats
+from flexsparse.contract.parser import EinsumSpec, parse_einsum, parse_interleaved
+from flexsparse.contract.stats import OperandStats, dense_stats
 
 __all__ = [
     "AUTO_OPTIMAL_MAX",
@@ -117,7 +117,7 @@ def choose_output_format(est_density: float, dense_bytes: int, memory_limit: int
 def choose_method(a: OperandStats, b: OperandStats, est: PairEstimate, memory_limit: int) -> str:
     """Engine for one pairwise step (rule in the module docstring).
 
-    >>> from flexsparse.einsum.stats import dense_stats
+    >>> from flexsparse.contract.stats import dense_stats
     >>> a, b = dense_stats("ij", (4, 5)), dense_stats("jk", (5, 6))
     >>> choose_method(a, b, estimate_pair(a, b, "ik"), DEFAULT_MEMORY_LIMIT)
     'dense'
@@ -587,7 +587,7 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
     """Plan ``spec`` from per-operand statistics.
 
     Args:
-        spec: from :func:`flexsparse.einsum.parser.parse_einsum`.
+        spec: from :func:`flexsparse.contract.parser.parse_einsum`.
         stats: one :class:`OperandStats` per operand (``stats.operand_stats(spec.inputs[k], op)``).
         optimize: an optimizer name (:data:`OPTIMIZERS`), ``True``/``False``, or an explicit path.
         memory_limit: bytes (or ``"512MB"``) a dense step or dense result may use; default 1 GiB.
@@ -600,7 +600,7 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
             that do not match the spec.
 
     Example:
-        >>> from flexsparse.einsum.stats import dense_stats
+        >>> from flexsparse.contract.stats import dense_stats
         >>> spec = parse_einsum("ij,jk->ik", [(2, 3), (3, 4)])
         >>> plan = plan_einsum(spec, [dense_stats("ij", (2, 3)), dense_stats("jk", (3, 4))])
         >>> plan.path, plan.steps[0].method, plan.steps[0].est_flops, plan.out_format
@@ -676,7 +676,7 @@ def einsum_path(*operands: Any, optimize: Any = "auto",
         >>> einsum_path("ij->ji", np.ones((2, 3)))[0]
         ['einsum_path', (0,)]
     """
-    from flexsparse.einsum.stats import operand_stats
+    from flexsparse.contract.stats import operand_stats
 
     if not operands:
         raise ValueError("einsum_path needs subscripts and at least one operand")

@@ -44,7 +44,7 @@ All estimation is O(sum of sketch widths) per call.
 
 Example:
     >>> import numpy as np
-    >>> from flexsparse.einsum.stats import dense_stats
+    >>> from flexsparse.contract.stats import dense_stats
     >>> a, b = dense_stats("ij", (20, 30)), dense_stats("jk", (30, 40))
     >>> e = estimate_pair(a, b, "ik")
     >>> e.flops, e.nnz, e.density, e.contracted, e.batch
@@ -59,8 +59,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from flexsparse._util import index_dtype_for
-from flexsparse.einsum.parser import FrozenSizes
-from flexsparse.einsum.stats import SKETCH_WIDTH, OperandStats, dense_stats, rows_per_bucket
+from flexsparse.contract.parser import FrozenSizes
+from flexsparse.contract.stats import SKETCH_WIDTH, OperandStats, dense_stats, rows_per_bucket
 
 __all__ = [
     "METHODS",
@@ -172,7 +172,7 @@ def estimate_pair(a: OperandStats, b: OperandStats, out_indices: str) -> PairEst
             or the two operands disagree on a shared index's size.
 
     Example:
-        >>> from flexsparse.einsum.stats import dense_stats
+        >>> from flexsparse.contract.stats import dense_stats
         >>> estimate_pair(dense_stats("i", (5,)), dense_stats("i", (5,)), "").flops
         5.0
     """

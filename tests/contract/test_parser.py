@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexsparse.einsum.parser import EinsumSpec, FrozenSizes, parse_einsum, parse_interleaved
+from flexsparse.contract.parser import EinsumSpec, FrozenSizes, parse_einsum, parse_interleaved
 
 
 def np_shape(subscripts, shapes):

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
-from flexsparse.einsum._keys import KeySpace, group_keys, split_groups
-from flexsparse.einsum._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
-from flexsparse.einsum.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
+from flexsparse.contract._keys import KeySpace, group_keys, split_groups
+from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
 from flexsparse.formats.coo import COO
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYTES"]
@@ -51,7 +51,7 @@ _FORMATS = ("auto", "coo", "csf", "dense")
 
 
 def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
-    """The ``format="auto"`` rule: the planner's :func:`~flexsparse.einsum.plan.choose_output_format`
+    """The ``format="auto"`` rule: the planner's :func:`~flexsparse.contract.plan.choose_output_format`
     (dense above 25% density) with a 2 GiB cap on the dense result, applied to the real nnz.
     0-d results are always dense (a NumPy scalar, as ``np.einsum``), and so are results whose
     operands were all dense NumPy arrays (checked by :func:`einsum`).
@@ -134,7 +134,7 @@ def _transpose_to(op: COO | np.ndarray, idx: str, target: str) -> COO | np.ndarr
 # ---------------------------------------------------------------------- matricisation
 def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tuple[int, int]):
     """CSR from unique (row, col) pairs; skips the sort when they are already in order."""
-    from flexsparse.kernels.cpu.csr import CSR
+    from flexsparse.formats.csr import CSR
 
     n_rows, n_cols = shape
     if n_rows * n_cols < 2**62:
@@ -409,7 +409,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("ij,ij->", x, x))
     55.0
     """
-    from flexsparse.einsum.parser import parse_einsum, parse_interleaved
+    from flexsparse.contract.parser import parse_einsum, parse_interleaved
 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
@@ -448,9 +448,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps; returns the last result and its index order."""
-    from flexsparse.einsum.parser import parse_einsum
-    from flexsparse.einsum.plan import plan_einsum
-    from flexsparse.einsum.stats import operand_stats
+    from flexsparse.contract.parser import parse_einsum
+    from flexsparse.contract.plan import plan_einsum
+    from flexsparse.contract.stats import operand_stats
 
     # Unary pass: after it, every operand has distinct indices that someone else needs.
     work: list[tuple[Any, str]] = []
@@ -470,8 +470,8 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
-        from flexsparse.einsum.cost import estimate_pair
-        from flexsparse.einsum.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
+        from flexsparse.contract.cost import estimate_pair
+        from flexsparse.contract.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
 
         (x, xi), (y, yi) = work
         cells = math.prod(sizes[c] for c in spec.output)

@@ -11,7 +11,7 @@ scalar) to an :class:`OperandStats`: its nnz and, per index, the number of non-e
 When ``size(idx) <= SKETCH_WIDTH`` (the usual case: FROSTT modes of 6186, 14036 or 17 entries)
 the sketch is the exact per-coordinate slice-nnz vector, so the flop count of contracting ``idx``
 between A and B, ``sum_c nnzA(c) * nnzB(c)``, is exact; larger modes fold ``w`` coordinates per
-bucket (``rows_per_bucket``) and :mod:`flexsparse.einsum.cost` assumes uniformity inside a bucket.
+bucket (``rows_per_bucket``) and :mod:`flexsparse.contract.cost` assumes uniformity inside a bucket.
 The sketch is what lets the cost model see power-law skew (hub rows/columns) that a uniform
 density model misses by orders of magnitude.
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from flexsparse.einsum.parser import FrozenSizes
+from flexsparse.contract.parser import FrozenSizes
 
 __all__ = ["SKETCH_WIDTH", "OperandStats", "dense_stats", "operand_stats", "rows_per_bucket"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from flexsparse.einsum.cost import (
+from flexsparse.contract.cost import (
     METHODS,
     coo_bytes,
     estimate_pair,
@@ -17,8 +17,8 @@ from flexsparse.einsum.cost import (
     result_stats,
     squeeze_stats,
 )
-from flexsparse.einsum.parser import FrozenSizes
-from flexsparse.einsum.stats import SKETCH_WIDTH, OperandStats, dense_stats, operand_stats, rows_per_bucket
+from flexsparse.contract.parser import FrozenSizes
+from flexsparse.contract.stats import SKETCH_WIDTH, OperandStats, dense_stats, operand_stats, rows_per_bucket
 from flexsparse.formats.coo import COO
 
 

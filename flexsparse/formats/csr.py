@@ -1,4 +1,4 @@
-"""A tiny compressed-sparse-row container for the 2-D contraction engines.
+"""CSR: the 2-D compressed-sparse-row matrix that the contraction engines take and produce.
 
 The einsum executor reduces every pairwise sparse contraction to 2-D matrices and hands
 the engines (:mod:`~flexsparse.kernels.cpu.spgemm`, :mod:`~flexsparse.kernels.cpu.dot`,
@@ -18,7 +18,8 @@ skip a multiplication because of its value, so NaN/inf propagate as in NumPy).
 
 Costs: :meth:`CSR.validate` is O(nnz + n_rows) vectorised NumPy;
 :meth:`CSR.transpose` is a counting sort, O(nnz + n_rows + n_cols) time and
-O(n_cols) extra memory (a numba kernel); :meth:`CSR.from_coo_arrays` sorts, so
+O(n_cols) extra memory (the numba kernel
+:func:`flexsparse.kernels.cpu.transpose.transpose_csr`); :meth:`CSR.from_coo_arrays` sorts, so
 O(nnz log nnz).
 
 >>> import numpy as np
@@ -35,44 +36,9 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from numba import njit
-
 from flexsparse._util import check_numeric_dtype, index_dtype_for
 
-__all__ = ["CSR", "transpose_csr"]
-
-
-@njit(cache=True, nogil=True)
-def transpose_csr(indptr, indices, data, n_cols, out_indptr, out_indices, out_data):
-    """Counting-sort transpose kernel: fill the CSR of ``A.T`` (i.e. the CSC of ``A``).
-
-    Args:
-        indptr, indices, data: CSR buffers of ``A`` (``[n_rows+1]``, ``[nnz]``, ``[nnz]``).
-        n_cols: number of columns of ``A`` (rows of the result).
-        out_indptr: ``int64[n_cols + 1]``, overwritten.
-        out_indices: ``[nnz]`` integer buffer for the row ids of ``A``, overwritten.
-        out_data: ``[nnz]`` buffer, overwritten.
-
-    Rows of ``A`` are visited in order, so each output row lists its column ids
-    (rows of ``A``) in increasing order: the result is sorted whenever ``A`` has no
-    duplicate entries. O(nnz + n_rows + n_cols) time.
-    """
-    n_rows = indptr.shape[0] - 1
-    for k in range(n_cols + 1):
-        out_indptr[k] = 0
-    for p in range(indptr[n_rows]):
-        out_indptr[indices[p] + 1] += 1
-    for k in range(n_cols):
-        out_indptr[k + 1] += out_indptr[k]
-    # next free slot of every output row; reuses a scratch copy so out_indptr stays intact
-    fill = out_indptr[:n_cols].copy()
-    for i in range(n_rows):
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            q = fill[j]
-            out_indices[q] = i
-            out_data[q] = data[p]
-            fill[j] = q + 1
+__all__ = ["CSR"]
 
 
 def _as_index(arr: Any, what: str) -> np.ndarray:
@@ -307,6 +273,8 @@ class CSR:
         out_indptr = np.empty(n_cols + 1, dtype=np.int64)
         out_indices = np.empty(self.nnz, dtype=index_dtype_for(n_rows))
         out_data = np.empty(self.nnz, dtype=self.dtype)
+        from flexsparse.kernels.cpu.transpose import transpose_csr
+
         transpose_csr(self.indptr, self.indices, self.data, n_cols, out_indptr, out_indices, out_data)
         return CSR._trusted(out_indptr, out_indices, out_data, (n_cols, n_rows), self.sorted_indices)
 

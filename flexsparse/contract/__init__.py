@@ -1,0 +1,1 @@
+"""flexsparse.contract: einsum parser -> sparsity-aware cost -> planner -> executor."""

@@ -1,1 +1,0 @@
-"""flexsparse.einsum"""
