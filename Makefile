@@ -15,6 +15,10 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	touch $@
+
 .PHONY: demo test test-jitless bench
 demo: $(VENV)/.demo-installed
 	$(BIN)/flexsparse demo
@@ -23,7 +27,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -m jitless -p no:cacheprovider tests
 
-bench: $(VENV)/.test-installed
+bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_spgemm.py
 	$(BIN)/python benchmarks/bench_structured.py

@@ -27,6 +27,7 @@ array([[5., 0.],
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -47,7 +48,7 @@ AUTO_DENSE_MAX_BYTES = 2 * 2**30
 #: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
 #: evaluation when every operand densifies within this many bytes.
 _NONFINITE_DENSE_BYTES = 512 * 2**20
-_FORMATS = ("auto", "coo", "csf", "dense")
+_FORMATS = ("auto", "coo", "csf", "csr", "dense")
 
 
 def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
@@ -71,6 +72,10 @@ def _as_operand(x: Any, k: int) -> COO | np.ndarray:
     """COO for sparse inputs, a numeric ndarray for everything else."""
     if isinstance(x, COO):
         return x
+    from flexsparse.formats.csr import CSR
+
+    if isinstance(x, CSR):
+        return COO.from_csr(x)
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
@@ -347,8 +352,12 @@ def _dense_enough(op: COO | np.ndarray) -> bool:
 def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
     for op in ops:
         vals = op.data if isinstance(op, COO) else op
-        if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
-            return True
+        if vals.dtype.kind in "fc" and vals.size:
+            with np.errstate(all="ignore"):
+                if np.isfinite(vals.sum()):  # any nan/inf makes the sum non-finite: no scan
+                    continue
+            if not bool(np.isfinite(vals).all()):
+                return True
     return False
 
 
@@ -365,6 +374,10 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     if fmt == "dense":
         dense = res.todense() if sparse else res
         return dense[()] if dense.ndim == 0 else dense
+    if fmt == "csr":
+        if res.ndim != 2:
+            raise ValueError(f"format='csr' needs a 2-D result, got shape {res.shape}")
+        return (res if sparse else COO.from_numpy(res)).to_csr()
     coo = _canonical(res) if sparse else COO.from_numpy(res)
     if fmt == "csf":
         from flexsparse.formats.fiber import CSF
@@ -384,7 +397,8 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
             repeated indices), or NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2])``.
         *operands: NumPy arrays, scalars, :class:`~flexsparse.COO`/``CSF``, SciPy sparse,
             pydata/sparse or torch sparse tensors, in any mix.
-        format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"`` or ``"dense"``.
+        format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"``, ``"csr"`` (2-D
+            results: the :class:`~flexsparse.formats.csr.CSR` itself) or ``"dense"``.
         optimize: path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"left"``)
             or an explicit list of pairs, as ``numpy.einsum_path``.
         threads: worker threads for the numba engines (default: all cores).
@@ -398,7 +412,11 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         return_report: also return the tiling report(s) (``(result, reports)``).
 
     Returns:
-        A NumPy array/scalar or a sparse tensor, as ``format`` decides.
+        A NumPy array/scalar or a sparse tensor, as ``format`` decides. A product of two
+        sparse matrices keeps the compressed rows the kernel produced: its COO is backed by
+        that CSR (coordinates built when first read) and its rows are in any column order
+        (``canonical=False``; :meth:`~flexsparse.formats.coo.COO.sum_duplicates` sorts them
+        per row).
 
     Raises:
         ValueError: invalid subscripts, size mismatches, unknown format/optimizer.
@@ -409,7 +427,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("ij,ij->", x, x))
     55.0
     """
-    from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.contract.parser import parse_interleaved
 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
@@ -418,7 +436,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if out is not None and memory_limit is None:
         raise ValueError("out= streams tiles to disk and needs memory_limit=")
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
-    spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    spec = _parse_cached(subscripts, tuple(tuple(op.shape) for op in ops))
     dtype = result_dtype(*[op.dtype for op in ops])
     tiling_opts = None
     if memory_limit is not None:
@@ -427,7 +445,14 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
     # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
-    nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
+    all_dense = all(_dense_enough(op) for op in ops)
+    nonfinite = not all_dense and _nonfinite(ops)
+    if len(ops) == 2 and tiling_opts is None and not nonfinite and not all_dense:
+        from flexsparse.contract._matmul2d import matmul_2d
+
+        res = matmul_2d(spec, ops[0], ops[1], format, dtype, threads)
+        if res is not None:
+            return (res, []) if return_report else res
     if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
         # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
         dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
@@ -443,6 +468,14 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         if out is not None:
             res = save_result(res, tiling_opts.out)
     return (res, reports) if return_report else res
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    """:func:`~flexsparse.contract.parser.parse_einsum`, memoised (the spec is frozen)."""
+    from flexsparse.contract.parser import parse_einsum
+
+    return parse_einsum(subscripts, shapes)
 
 
 def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,

@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 
+from flexsparse._util import check_numeric_dtype
 from flexsparse.formats.coo import COO
 from flexsparse.formats.fiber import CSF
 
@@ -62,8 +63,35 @@ def to_numpy(x, max_bytes: int | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- SciPy
+def _scipy_csr(m):
+    """The project CSR sharing a SciPy CSR's ``indices``/``data`` (``indptr`` widened to int64).
+
+    O(n_rows) plus an O(nnz) bounds check of the indices (SciPy does not check them, and
+    the kernels index workspaces with them). ``sorted_indices`` is SciPy's canonical flag.
+    """
+    from flexsparse.formats.csr import CSR
+
+    indptr = np.asarray(m.indptr).astype(np.int64, copy=False)
+    indices, data = np.asarray(m.indices), np.asarray(m.data)
+    n_rows, n_cols = (int(s) for s in m.shape)
+    nnz = int(indptr[-1]) if indptr.size else 0
+    if (indptr.shape != (n_rows + 1,) or indptr[0] != 0 or indices.shape[0] < nnz or data.shape[0] < nnz
+            or (n_rows and int(np.diff(indptr).min()) < 0)):
+        raise ValueError(f"malformed SciPy CSR matrix of shape {m.shape}: inconsistent indptr")
+    indices, data = indices[:nnz], data[:nnz]
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_cols):
+        raise ValueError(f"SciPy CSR matrix of shape {m.shape} has column indices out of range")
+    check_numeric_dtype(data.dtype, "SciPy matrix")
+    return CSR._trusted(indptr, indices, data, (n_rows, n_cols), bool(m.has_canonical_format))
+
+
 def from_scipy(m) -> COO:
     """COO of any SciPy sparse matrix or array (duplicates and explicit zeros kept).
+
+    A CSR (or CSC, converted by SciPy) gives a COO backed by the CSR buffers, without
+    coordinates until they are read (see :meth:`COO.from_csr`).
 
     >>> import scipy.sparse as sp
     >>> from_scipy(sp.dia_matrix(np.eye(3))).coords.tolist()
@@ -73,6 +101,8 @@ def from_scipy(m) -> COO:
 
     if not sp.issparse(m):
         raise TypeError(f"from_scipy expects a scipy.sparse matrix or array, got {type(m).__name__}")
+    if m.ndim == 2 and m.format in ("csr", "csc"):
+        return COO.from_csr(_scipy_csr(m if m.format == "csr" else m.tocsr()))
     coo = m.tocoo()
     coords = np.vstack(coo.coords) if len(coo.coords) else np.zeros((0, coo.nnz), dtype=np.int64)
     return COO(coords, coo.data, tuple(int(s) for s in m.shape))
@@ -93,6 +123,9 @@ def to_scipy(t, format: str = "csr", *, matrix: bool = False):
     fmt = str(format).lower()
     if fmt not in SCIPY_FORMATS:
         raise ValueError(f"unknown scipy format {format!r}; valid formats: {', '.join(SCIPY_FORMATS)}")
+    if t._csr is not None and t._coords is None and t._csr.data is t.data and fmt == "csr":
+        csr = t._csr.to_scipy()  # the backing CSR's buffers, no coordinates
+        return sp.csr_matrix(csr) if matrix else csr
     if t.ndim != 2 and (fmt != "coo" or matrix):
         raise ValueError(f"scipy format {fmt!r}{' matrix' if matrix else ''} needs a 2-D tensor, got shape "
                          f"{t.shape}; use format='coo' (N-D coo_array) or reshape")
@@ -192,6 +225,10 @@ def as_coo(x) -> COO:
         return x
     if isinstance(x, CSF):
         return x.to_coo()
+    from flexsparse.formats.csr import CSR
+
+    if isinstance(x, CSR):
+        return COO.from_csr(x)
     if isinstance(x, (np.ndarray, np.generic)) or (isinstance(x, numbers.Number) and not isinstance(x, bool)):
         return COO.from_numpy(np.asarray(x))
     root = _module_root(x)

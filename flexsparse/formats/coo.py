@@ -12,6 +12,13 @@ A tensor is *canonical* when its columns are strictly increasing lexicographical
 (mode 0 slowest, i.e. row-major order) -- sorted with no duplicate coordinates. Explicit
 zeros are allowed in canonical form (as in SciPy); :meth:`COO.eliminate_zeros` drops them.
 
+A 2-D COO may be *backed by a CSR* (:meth:`COO.from_csr`, what a 2-D einsum product or a
+SciPy CSR input gives): it keeps the CSR buffers (``data`` is the CSR's) and builds
+``coords`` only when first read (O(nnz) then, never before). Such a COO is canonical when the
+CSR rows are sorted; rows of a jumbled product are duplicate-free but unordered
+(``canonical=False``), and :meth:`sum_duplicates` then sorts each row (O(nnz) radix passes,
+parallel) instead of sorting all coordinates.
+
 Cost: construction validates in O(ndim * nnz) vectorised NumPy; :meth:`sum_duplicates`
 sorts in O(ndim * nnz log nnz) (a linear-key argsort when ``prod(shape) < 2**63``, else
 ``np.lexsort``) and sums runs with ``np.add.reduceat``. Element-wise ``+``/``-`` are a
@@ -118,6 +125,77 @@ class COO:
 
     __array_priority__ = 20.0
     format = "coo"
+    #: The CSR this 2-D COO was built from (:meth:`from_csr`), or None.
+    _csr = None
+    _coords = None
+
+    @property
+    def coords(self) -> np.ndarray:
+        """``[ndim, nnz]`` coordinates (built from the backing CSR on first use, if any)."""
+        coords = self._coords
+        if coords is None:
+            csr = self._csr
+            coords = np.empty((2, csr.nnz), dtype=index_dtype_for(self.shape))
+            coords[0] = np.repeat(np.arange(csr.n_rows, dtype=coords.dtype), np.diff(csr.indptr))
+            coords[1] = csr.indices
+            self._coords = coords
+        return coords
+
+    @coords.setter
+    def coords(self, value: np.ndarray) -> None:
+        self._coords = value
+
+    @classmethod
+    def from_csr(cls, csr) -> COO:
+        """A 2-D COO sharing the buffers of a :class:`~flexsparse.formats.csr.CSR` (O(1)).
+
+        Coordinates are built when first read; canonical when the CSR has sorted indices.
+
+        >>> from flexsparse.formats.csr import CSR
+        >>> t = COO.from_csr(CSR(np.array([0, 2, 3]), np.array([2, 0, 1]), np.ones(3), (2, 3),
+        ...                      sorted_indices=False))
+        >>> t.canonical, t.coords.tolist()
+        (False, [[0, 0, 1], [2, 0, 1]])
+        >>> t.sum_duplicates().coords.tolist()
+        [[0, 0, 1], [0, 2, 1]]
+        """
+        out = object.__new__(cls)
+        out.shape = (int(csr.shape[0]), int(csr.shape[1]))
+        out.data = csr.data
+        out._csr = csr
+        out.canonical = bool(csr.sorted_indices)
+        return out
+
+    def to_csr(self, sort: bool = True):
+        """This 2-D COO as a :class:`~flexsparse.formats.csr.CSR` with duplicates summed.
+
+        Zero-copy for a CSR-backed COO whose order is acceptable (``sort=False`` accepts
+        jumbled rows); O(nnz) for a canonical COO (``indptr`` by a row count, indices and
+        values shared); a sort for other COOs, or with ``sort=False`` an O(nnz) counting
+        sort by row that keeps duplicates and leaves the columns of a row unordered.
+        """
+        from flexsparse.formats.csr import CSR
+
+        if self.ndim != 2:
+            raise ValueError(f"to_csr needs a 2-D COO, got shape {self.shape}")
+        csr = self._csr
+        if csr is not None and (csr.sorted_indices or not sort) and csr.data is self.data:
+            return csr
+        if not sort and not self.canonical:
+            from flexsparse.kernels.cpu.rowsort import bucket_rows_kernel
+
+            idt = index_dtype_for(self.shape[1])
+            indptr = np.empty(self.shape[0] + 1, dtype=np.int64)
+            indices, data = np.empty(self.nnz, dtype=idt), np.empty(self.nnz, dtype=self.dtype)
+            bucket_rows_kernel(self.coords[0], self.coords[1], self.data, self.shape[0], indptr, indices, data)
+            return CSR._trusted(indptr, indices, data, self.shape, False)
+        t = self.sum_duplicates()
+        if t._csr is not None and t._csr.data is t.data:
+            return t._csr
+        indptr = np.zeros(t.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(t.coords[0], minlength=t.shape[0]), out=indptr[1:])
+        return CSR._trusted(indptr, t.coords[1].astype(index_dtype_for(t.shape[1]), copy=False), t.data,
+                            t.shape, True)
 
     def __init__(self, coords, data, shape=None, *, canonical: bool | None = None, copy: bool = False):
         coords = np.array(coords, copy=copy) if copy else np.asarray(coords)
@@ -288,6 +366,9 @@ class COO:
         """
         if self.canonical:
             return self
+        csr = self._csr
+        if csr is not None and self._coords is None and csr.data is self.data:
+            return COO.from_csr(csr.sorted())
         order = _sort.lex_order(self.coords, self.shape)
         coords = self.coords[:, order]
         data = self.data[order]
@@ -314,6 +395,9 @@ class COO:
                 ``max_bytes`` (default :data:`DENSE_LIMIT_BYTES` = 4 GiB).
         """
         _dense_bytes_check(self.shape, self.dtype, max_bytes)
+        csr = self._csr
+        if csr is not None and self._coords is None and csr.data is self.data:
+            return csr.toarray()
         out = np.zeros(self.shape, dtype=self.dtype)
         if self.nnz:
             if self.ndim == 0:
@@ -378,6 +462,10 @@ class COO:
         dtype = check_numeric_dtype(dtype, "astype target")
         if dtype == self.dtype and not copy:
             return self
+        csr = self._csr
+        if csr is not None and self._coords is None and csr.data is self.data:
+            return COO.from_csr(type(csr)._trusted(csr.indptr, csr.indices, self.data.astype(dtype),
+                                                   csr.shape, csr.sorted_indices))
         return self._new(self.coords, self.data.astype(dtype), canonical=self.canonical)
 
     def conj(self) -> COO:

@@ -213,8 +213,44 @@ class CSR:
         """Dense ``[n_rows, n_cols]`` copy (duplicates are summed)."""
         out = np.zeros(self.shape, dtype=self.dtype)
         rows = np.repeat(np.arange(self.n_rows), self.row_lengths())
-        np.add.at(out, (rows, self.indices), self.data)
+        if self.sorted_indices:
+            out[rows, self.indices] = self.data  # duplicate-free: a plain scatter
+        elif self.dtype.kind == "f" and out.size:
+            # duplicates must accumulate: bincount over linear indices is ~10x faster than np.add.at
+            lin = rows * self.n_cols + self.indices
+            out.reshape(-1)[:] = np.bincount(lin, weights=self.data, minlength=out.size)
+        else:
+            np.add.at(out, (rows, self.indices), self.data)
         return out
+
+    def sorted(self, threads: int | None = None) -> CSR:
+        """A copy with strictly increasing columns in every row (``self`` when already so).
+
+        Rows are sorted independently (:func:`flexsparse.kernels.cpu.rowsort.sort_csr_rows`,
+        O(nnz) radix passes, parallel), then any duplicate columns are summed (O(nnz)).
+
+        >>> CSR(np.array([0, 3]), np.array([2, 0, 2]), np.array([1.0, 2.0, 3.0]), (1, 3),
+        ...     sorted_indices=False).sorted().data.tolist()
+        [2.0, 4.0]
+        """
+        if self.sorted_indices:
+            return self
+        from flexsparse.kernels.cpu.rowsort import sort_csr_rows
+
+        indices, data = self.indices.copy(), self.data.copy()
+        sort_csr_rows(self.indptr, indices, data, threads)
+        dup = indices[1:] == indices[:-1]
+        if dup.size:
+            starts = self.indptr[1:-1]
+            dup[starts[(starts > 0) & (starts < self.nnz)] - 1] = False  # a new row is never a duplicate
+        if not dup.any():
+            return CSR._trusted(self.indptr, indices, data, self.shape, True)
+        first = np.flatnonzero(np.concatenate(([True], ~dup)))
+        rows = np.repeat(np.arange(self.n_rows), self.row_lengths())[first]
+        indptr = np.zeros(self.n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.n_rows), out=indptr[1:])
+        summed = np.add.reduceat(data, first) if data.dtype != np.bool_ else np.logical_or.reduceat(data, first)
+        return CSR._trusted(indptr, indices[first], summed.astype(data.dtype, copy=False), self.shape, True)
 
     @classmethod
     def from_coo_arrays(cls, rows: Any, cols: Any, vals: Any, shape: tuple[int, int],

@@ -204,6 +204,32 @@ class CSF:
             prev_starts = starts
         return cls(fptr, fids, vals, coo.shape, order)
 
+    @classmethod
+    def from_csr(cls, csr) -> CSF:
+        """The 2-D CSF (mode order ``(0, 1)``) of a :class:`~flexsparse.formats.csr.CSR`:
+        the non-empty rows are level 0, the CSR's own column ids and values level 1 (rows
+        are sorted first when they are not). O(n_rows) plus the row sort.
+
+        >>> from flexsparse.formats.csr import CSR
+        >>> c = CSF.from_csr(CSR(np.array([0, 2, 2, 3]), np.array([1, 0, 2]), np.ones(3), (3, 3),
+        ...                      sorted_indices=False))
+        >>> [p.tolist() for p in c.fptr], [f.tolist() for f in c.fids]
+        ([[0, 2], [0, 2, 3]], [[0, 2], [0, 1, 2]])
+        """
+        csr = csr.sorted()
+        idt = index_dtype_for(csr.shape)
+        rows = np.flatnonzero(np.diff(csr.indptr)).astype(idt)
+        ptr1 = np.empty(rows.shape[0] + 1, dtype=np.int64)
+        ptr1[:-1] = csr.indptr[rows]
+        ptr1[-1] = csr.nnz
+        out = object.__new__(cls)  # correct by construction: skip the O(nnz) validation
+        out.shape = (int(csr.shape[0]), int(csr.shape[1]))
+        out.mode_order = (0, 1)
+        out.fptr = [np.array([0, rows.shape[0]], dtype=np.int64), ptr1]
+        out.fids = [rows, csr.indices.astype(idt, copy=False)]
+        out.values = csr.data
+        return out
+
     def _leaf_coords(self) -> np.ndarray:
         """Coordinates ``[d, nnz]`` of every leaf, in LEVEL order."""
         d, nnz = self.ndim, self.nnz

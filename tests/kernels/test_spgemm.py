@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_SMALL_COLS, get_accumulator, spgemm
+from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_MAX_COLS, get_accumulator, spgemm
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
 
@@ -143,10 +143,10 @@ def test_spgemm_powerlaw_threads_agree(accumulator):
 
 
 def test_spgemm_wide_output_uses_both_accumulators():
-    """A wide output (> DENSE_SMALL_COLS columns): rows of A that hit the two dense rows
+    """A wide output (> DENSE_MAX_COLS columns): rows of A that hit the two dense rows
     of B use the dense accumulator under 'auto', the others the hash; all match."""
     rng = np.random.default_rng(5)
-    n = DENSE_SMALL_COLS + 40_000
+    n = DENSE_MAX_COLS + 40_000
     flags = get_accumulator("auto")(np.array([1e6, 10.0]), np.array([10, 10]), n)
     assert flags.tolist() == [True, False]
     a = CSR.from_coo_arrays([0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 0, 1, 10, 20, 30, 40],

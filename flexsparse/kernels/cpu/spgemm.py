@@ -1,63 +1,65 @@
 """Row-wise (Gustavson) sparse x sparse matrix product ``C = A @ B`` on CSR buffers.
 
 Algorithm: output row ``i`` is ``sum_k A[i, k] * B[k, :]``; the partial products are
-merged by an *accumulator*. Two passes, as every sparse-output kernel here:
+merged by an *accumulator* (:mod:`._spgemm_rows`). Two passes, as every sparse-output
+kernel here:
 
-1. :func:`spgemm_csr_csr_symbolic` counts the distinct columns of each output row;
-   a prefix sum gives ``C.indptr``;
-2. :func:`spgemm_csr_csr_numeric` fills the preallocated ``C.indices``/``C.data``
-   with strictly increasing column ids in every row.
+1. :func:`spgemm_csr_csr_symbolic` counts the distinct columns of every output row; a
+   prefix sum gives ``C.indptr`` (exact allocation: no upper bound, no compaction);
+2. :func:`spgemm_csr_csr_numeric` fills the preallocated ``C.indices``/``C.data``.
 
-Accumulators (chosen per *part* -- a block of consecutive output rows -- by a rule
-registered in :data:`ACCUMULATORS`):
+Rows come out *jumbled* (columns in first-touch order, no duplicates) unless ``sort=True``
+asks for strictly increasing columns; sorted rows are sorted right after they are
+computed, while they are in cache (:func:`~flexsparse.kernels.cpu.rowsort.sort_row_pairs`),
+and a jumbled result can be sorted later with :func:`~flexsparse.kernels.cpu.rowsort.sort_csr_rows`.
 
-* dense: per thread, ``n_cols`` zeroed values plus a bitmap of ``ceil(n_cols/64)``
-  words and a summary bitmap of ``ceil(n_cols/4096)`` words (one bit per bitmap word).
-  Every product is added in place and its column bit set (no branch on first touch);
-  the row is emitted in column order from the set bits, re-zeroing as it goes -- sorted
-  output without a sort. Rows with at least 8 products per word of the whole bitmap
-  walk every word of their touched span; sparser rows also set the summary bit and visit only non-zero
-  words (a mostly-empty span otherwise costs a mispredicted branch per word). The
-  symbolic pass counts with an ``int32[n_cols]`` marker holding the last row that
-  touched each column (no reset between rows).
-* hash: open addressing with linear probing, per row a table of the next power of two
-  ``>= 2 * min(flops_row, n_cols)`` slots (load <= 1/2), allocated once per thread at
-  the largest size its rows need; emitted entries are sorted by an in-place pair sort.
+Accumulators (a rule in :data:`ACCUMULATORS` picks one per *part*, a block of
+consecutive output rows):
 
-Rule ``"auto"`` (Sparta/SMASH idea): a part uses the dense accumulator when
-``n_cols <= DENSE_SMALL_COLS`` (the workspace stays cache-resident) or when its average
-flops per row is at least ``n_cols / DENSE_FILL_RATIO`` (the row is expected to touch
-a sizeable fraction of the columns, so a hash table would be as large as the dense
-workspace and slower); hash otherwise. ``"dense"`` and ``"hash"`` force one.
+* ``dense``: per-thread workspaces of ``n_cols`` slots carrying a row stamp, so they are
+  never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
+  anything. The numeric pass has two dense variants, a position map and a branch-free
+  value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
+  both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
+  cycle counter) and keeps the faster for its other rows -- the position map wins on
+  meshes and stencils (predictable branches), the value accumulator on graphs.
+* ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
 
-Work is split over threads by :func:`~flexsparse.kernels.cpu.partition.cost_partition`
-on the flops of every row (``sum_{k in A[i,:]} nnz(B[k,:])``), ``PARTS_PER_WORKER``
-parts per thread, so power-law rows do not leave a thread idle.
+Rule ``"auto"``: dense when ``n_cols <= DENSE_MAX_COLS`` (measured on this project's VM:
+a dense workspace beat the hash table for every column count up to 2^22, one thread --
+symbolic 1.1-2.6 vs 5.7 ns, numeric 2.4-7 vs 7 ns per multiply-add on uniformly random
+columns), else when a part's flops per row reach ``n_cols / DENSE_FILL_RATIO``; hash
+otherwise.
 
-Products with fewer than ``SMALL_FLOPS`` multiply-adds, or run on one thread, go
-through :func:`spgemm_csr_csr_serial`: the same symbolic and numeric worker bodies in a
-single compiled call (no thread-team launch, no Python glue between the passes).
+Work is split over threads by :func:`~flexsparse.kernels.cpu.partition.cost_partition`:
+the symbolic pass on the flops of every row (``sum_{k in A[i,:]} nnz(B[k,:])``), the
+numeric pass on flops plus the now known output length of every row. A worker's cost is
+at most ``total / threads + max(row cost)``: hub rows are not split (an R-MAT scale-18
+hub row holds well under 1 % of the flops). Products under :data:`SMALL_FLOPS`
+multiply-adds, or run on one thread, go through :func:`spgemm_csr_csr_serial`: the same
+worker bodies in one compiled call (no thread-team launch, no Python glue between passes).
 
-Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge)
-when ``B`` has sorted indices.
+Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge) when
+``B`` has sorted, duplicate-free rows.
 
-Formats: :class:`~flexsparse.formats.csr.CSR` with any indices order (``B`` rows
-need not be sorted); values bool/int/float/complex, promoted like NumPy
-(``np.result_type``; bool x bool is computed in int64 and returned as bool, i.e. "any").
-Entries are structural: stored zeros and cancellations stay in ``C`` (unlike SciPy,
-which drops exact zeros), and NaN/inf propagate.
+Formats: :class:`~flexsparse.formats.csr.CSR` inputs with any indices order and
+duplicates allowed (they are summed); int32 or int64 indices; values bool/int/float/complex,
+promoted like NumPy (``np.result_type``; bool x bool is computed in int64 and returned as
+bool, i.e. "any"). Entries are structural: stored zeros and cancellations stay in ``C``
+(unlike SciPy, which drops exact zeros), and NaN/inf propagate.
 
-Cost: O(nnz(A) + nnz(B) + flops) time plus, per output row of k entries,
-O(min(span / 64, flops) + k) for the dense accumulator (span = last - first touched
-column) or O(k log k) for the hash one; O(threads * n_cols) dense workspace or
-O(threads * max table) hash workspace, plus the output.
+Cost: O(nnz(A) + nnz(B) + flops) time, plus O(k log k) per sorted output row of k
+entries when ``sort=True``; O(threads * n_cols) dense workspace (touched pages only) or
+O(threads * largest table) hash workspace, plus the output.
 
 >>> import numpy as np, scipy.sparse as sp
 >>> a = CSR.from_scipy(sp.random_array((30, 20), density=0.2, rng=0, format="csr"))
 >>> b = CSR.from_scipy(sp.random_array((20, 40), density=0.2, rng=1, format="csr"))
 >>> c = spgemm(a, b)
->>> bool(np.allclose(c.toarray(), a.toarray() @ b.toarray()))
-True
+>>> c.sorted_indices, bool(np.allclose(c.toarray(), a.toarray() @ b.toarray()))
+(True, True)
+>>> spgemm(a, b, sort=False).sorted_indices
+False
 >>> spgemm(a, a)
 Traceback (most recent call last):
 ...
@@ -71,19 +73,29 @@ from collections.abc import Callable
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
-from numba.core.extending import intrinsic, overload
 
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_rows import (
+    count_row_dense,
+    count_row_hash,
+    cycles,
+    fill_row_acc,
+    fill_row_hash,
+    fill_row_tag,
+    hash_table_size,
+)
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
+from flexsparse.kernels.cpu.rowsort import sort_row_pairs
 
 __all__ = [
     "ACCUMULATORS",
+    "ADAPT_CHUNK",
     "DENSE_FILL_RATIO",
-    "DENSE_SMALL_COLS",
+    "DENSE_MAX_COLS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
+    "VARIANTS",
     "get_accumulator",
     "spgemm",
     "spgemm_csr_csr_numeric",
@@ -91,13 +103,11 @@ __all__ = [
     "spgemm_csr_csr_symbolic",
 ]
 
-#: ``"auto"`` always uses the dense accumulator up to this many output columns
-#: (bitmap of 4096 words = 32 KiB, values 2 MiB at float64 per thread). Measured on a
-#: Chung-Lu power-law graph with 200k columns, one thread: dense 1.6 s, hash 5.1 s.
-DENSE_SMALL_COLS = 1 << 18
-#: Beyond that, ``"auto"`` uses the dense accumulator when flops per row >=
-#: n_cols / DENSE_FILL_RATIO (the bitmap walk, n_cols / 64 words, then costs at most
-#: 4 word reads per product).
+#: ``"auto"`` uses the dense accumulator up to this many output columns (see the module
+#: docstring for the measurement).
+DENSE_MAX_COLS = 1 << 22
+#: Beyond that, ``"auto"`` uses the dense accumulator for parts with flops per row >=
+#: n_cols / DENSE_FILL_RATIO (the row touches a sizeable share of the workspace anyway).
 DENSE_FILL_RATIO = 256
 #: Parts per thread: the granularity at which the accumulator is chosen.
 PARTS_PER_WORKER = 8
@@ -107,18 +117,20 @@ PARTS_PER_WORKER = 8
 #: 0.071 vs 0.067 ms). When the other core is busy, waking a sleeping OpenMP thread took
 #: 3-11 ms there, so the cut-off errs on the high side.
 SMALL_FLOPS = 1 << 15
-_ONE = np.uint64(1)
-_ZERO = np.uint64(0)
-_SIX = np.uint64(6)
-_LOW6 = np.uint64(63)
-# Fibonacci hashing multiplier (2**32 / golden ratio), odd so it permutes the table.
-_HASH_MUL = 2654435769
-_SMALL_SORT = 16
+#: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
+#: each variant, then the faster one for the rest of the thread's rows. Threads with
+#: fewer than ``4 * ADAPT_CHUNK`` dense multiply-adds use the position map.
+ADAPT_CHUNK = 1 << 15
+#: Numeric dense variants by name (the code the workers take).
+VARIANTS = {"auto": 0, "position": 1, "value": 2}
+_TRIALS = 4
+#: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
+LAST_TRACE = np.empty((0, 3))
 
 
 # ------------------------------------------------------------------ accumulator rules
 def _rule_auto(part_flops: np.ndarray, part_rows: np.ndarray, n_cols: int) -> np.ndarray:
-    if n_cols <= DENSE_SMALL_COLS:
+    if n_cols <= DENSE_MAX_COLS:
         return np.ones(part_flops.shape, dtype=np.bool_)
     return part_flops * DENSE_FILL_RATIO >= np.maximum(part_rows, 1) * float(n_cols)
 
@@ -155,355 +167,118 @@ def get_accumulator(name: str) -> Callable[[np.ndarray, np.ndarray, int], np.nda
 
 
 # --------------------------------------------------------------------------- helpers
-def _popcount(word):
-    """Number of set bits of a 64-bit word (pure-Python path, used without JIT)."""
-    return int(word).bit_count()
-
-
-@intrinsic
-def _popcount_intrinsic(typingctx, word):
-    """LLVM ``ctpop`` (one POPCNT instruction on x86-64)."""
-    if not isinstance(word, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-    return word(word), codegen
-
-
-@overload(_popcount, jit_options={"cache": True})
-def _popcount_jit(word):
-    def impl(word):
-        return np.int64(_popcount_intrinsic(word))
-    return impl
-
-
-@njit(cache=True, inline="always")
-def _table_size(flops, n_cols):
-    """Power of two >= 2 * min(flops, n_cols), at least 2 (hash load factor <= 1/2)."""
-    need = 2 * min(flops, n_cols)
-    size = 2
-    while size < need:
-        size *= 2
-    return size
-
-
-@njit(cache=True)
-def _sort_pairs(keys, vals, lo, hi, stack):
-    """Sort ``keys[lo:hi]`` ascending in place, permuting ``vals`` alongside.
-
-    Quicksort (median of three, smaller side first so the explicit ``stack`` of
-    ``int64[128]`` never overflows) with insertion sort below ``_SMALL_SORT``.
-    """
-    top = 0
-    stack[0] = lo
-    stack[1] = hi
-    top = 2
-    while top > 0:
-        top -= 2
-        l0 = stack[top]
-        h0 = stack[top + 1]
-        while h0 - l0 > _SMALL_SORT:
-            mid = (l0 + h0 - 1) >> 1
-            a, b, c = keys[l0], keys[mid], keys[h0 - 1]
-            if a < b:
-                pivot = b if b < c else (c if a < c else a)
-            else:
-                pivot = a if a < c else (c if b < c else b)
-            i = l0
-            j = h0 - 1
-            while i <= j:
-                while keys[i] < pivot:
-                    i += 1
-                while keys[j] > pivot:
-                    j -= 1
-                if i <= j:
-                    tk = keys[i]
-                    keys[i] = keys[j]
-                    keys[j] = tk
-                    tv = vals[i]
-                    vals[i] = vals[j]
-                    vals[j] = tv
-                    i += 1
-                    j -= 1
-            # [l0, j] <= pivot <= [i, h0): push the larger side, loop on the smaller
-            if j + 1 - l0 < h0 - i:
-                stack[top] = i
-                stack[top + 1] = h0
-                h0 = j + 1
-            else:
-                stack[top] = l0
-                stack[top + 1] = j + 1
-                l0 = i
-            top += 2
-        for i in range(l0 + 1, h0):
-            k = keys[i]
-            v = vals[i]
-            j = i - 1
-            while j >= l0 and keys[j] > k:
-                keys[j + 1] = keys[j]
-                vals[j + 1] = vals[j]
-                j -= 1
-            keys[j + 1] = k
-            vals[j + 1] = v
-
-
 @njit(cache=True)
 def _row_flops(a_indptr, a_indices, b_indptr, out_flops):
     """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i);
-    returns their sum. Serial: O(nnz(A)) and a parallel launch costs more than it saves."""
+    returns their sum. Serial: O(nnz(A)), memory-bound."""
     total = 0
+    one = np.uint64(1)
     for i in range(a_indptr.shape[0] - 1):
         s = 0
-        for p in range(a_indptr[i], a_indptr[i + 1]):
-            k = a_indices[p]
-            s += b_indptr[k + 1] - b_indptr[k]
+        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
+            k = np.uint64(a_indices[p])
+            s += b_indptr[k + one] - b_indptr[k]
         out_flops[i] = s
         total += s
     return total
 
 
-# ------------------------------------------------------------------ per-row routines
-@njit(cache=True, inline="always")
-def _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices, marker):
-    """Distinct columns of output row ``i``: ``marker: int32[n_cols]`` holds the last row
-    that touched each column, so it never needs a reset. Branchless (the new-vs-seen
-    branch is unpredictable); unsigned indices skip NumPy's negative-index wraparound."""
-    cnt = 0
-    for p in range(a0, a1):
-        k = np.uint64(a_indices[p])
-        for q in range(b_indptr[k], b_indptr[k + 1]):
-            c = np.uint64(b_indices[q])
-            cnt += marker[c] != i
-            marker[c] = i
-    return cnt
-
-
-@njit(cache=True, inline="always")
-def _emit_word(word, base, acc, c_indices, c_data, t):
-    """Emit the columns of one 64-bit bitmap word in increasing order (sorted output) and
-    clear their accumulator slots; returns the next output position."""
-    while word != _ZERO:
-        # trailing zeros = popcount of the ones below the lowest set bit
-        c = base + _popcount((word & (~word + _ONE)) - _ONE)
-        c_indices[t] = c
-        c_data[t] = acc[c]
-        acc[c] = 0
-        t += 1
-        word &= word - _ONE
-    return t
-
-
-@njit(cache=True, inline="always")
-def _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_min, b_max,
-                    n_cols, acc, bits, summary, c_indices, c_data, pos):
-    """Accumulate one output row densely and write it sorted at ``c_*[pos:]``.
-
-    Workspace, clean on entry and on exit: ``acc: [n_cols]`` zeros, ``bits:
-    uint64[ceil(n_cols/64)]`` and ``summary: uint64[ceil(n_cols/4096)]`` zeros. Every
-    product is added to ``acc`` and its column's bit set (no first-touch test at all); the
-    row is then emitted in column order from the bitmap (lowest set bit first), gathering
-    and re-zeroing ``acc``. The touched span comes from the per-row column ranges
-    ``b_min``/``b_max`` of ``B``. Two emission modes, chosen per row:
-
-    * rows with at least 8 products (``flops``) per word of the whole bitmap walk every
-      word of the touched span (they are mostly non-zero);
-    * sparser rows (wide, scattered columns) also set a bit per *word* in ``summary`` and
-      visit only the non-zero words: scanning a mostly-empty span costs a mispredicted
-      branch per word (measured 2.4 -> 1.9 ms on ca-GrQc, 6.4 -> 3.9 ms on ca-HepTh,
-      one thread), while on dense FEM rows the extra store per product costs ~25 %.
-
-    O(flops + min(span/64, flops) + entries).
-    """
-    cmin = n_cols
-    cmax = -1
-    t = pos
-    for p in range(a0, a1):
-        k = np.uint64(a_indices[p])
-        av = a_data[p]
-        cmin = min(cmin, b_min[k])
-        cmax = max(cmax, b_max[k])
-        for q in range(b_indptr[k], b_indptr[k + 1]):
-            c = np.uint64(b_indices[q])
-            acc[c] += av * b_data[q]
-            w = c >> _SIX
-            bits[w] |= _ONE << (c & _LOW6)
-            summary[w >> _SIX] |= _ONE << (w & _LOW6)
-    for si in range(cmin >> 12, (cmax >> 12) + 1):
-        sword = summary[si]
-        summary[si] = _ZERO
-        while sword != _ZERO:
-            wi = (si << 6) + _popcount((sword & (~sword + _ONE)) - _ONE)
-            sword &= sword - _ONE
-            word = bits[wi]
-            bits[wi] = _ZERO
-            t = _emit_word(word, wi << 6, acc, c_indices, c_data, t)
-    return t - pos
-
-
-@njit(cache=True, inline="always")
-def _dense_walk_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, b_min, b_max,
-                    n_cols, acc, bits, c_indices, c_data, pos):
-    """:func:`_dense_fill_row` for rows with many products per bitmap word: no summary
-    bitmap, every word of the touched span is read."""
-    cmin = n_cols
-    cmax = -1
-    t = pos
-    for p in range(a0, a1):
-        k = np.uint64(a_indices[p])
-        av = a_data[p]
-        cmin = min(cmin, b_min[k])
-        cmax = max(cmax, b_max[k])
-        for q in range(b_indptr[k], b_indptr[k + 1]):
-            c = np.uint64(b_indices[q])
-            acc[c] += av * b_data[q]
-            bits[c >> _SIX] |= _ONE << (c & _LOW6)
-    for wi in range(cmin >> 6, (cmax >> 6) + 1):
-        word = bits[wi]
-        if word != _ZERO:
-            bits[wi] = _ZERO
-            t = _emit_word(word, wi << 6, acc, c_indices, c_data, t)
-    return t - pos
-
-
-@njit(cache=True, inline="always")
-def _hash_count_row(a0, a1, a_indices, b_indptr, b_indices, size, keys):
-    """Distinct columns of one output row with a linear-probing set ``keys[:size]``
-    (``size`` a power of two, all ``-1`` on entry and on exit)."""
-    mask = size - 1
-    cnt = 0
-    for p in range(a0, a1):
-        k = a_indices[p]
-        for q in range(b_indptr[k], b_indptr[k + 1]):
-            c = b_indices[q]
-            h = (np.int64(c) * _HASH_MUL) & mask
-            while True:
-                key = keys[h]
-                if key == c:
-                    break
-                if key == -1:
-                    keys[h] = c
-                    cnt += 1
-                    break
-                h = (h + 1) & mask
-    keys[:size] = -1
-    return cnt
-
-
 @njit(cache=True)
-def _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, size, keys, vals,
-                   stack, c_indices, c_data, pos):
-    """Accumulate one output row in a linear-probing map ``keys/vals[:size]``, emit the
-    occupied slots at ``c_*[pos:]`` (clearing them) and sort them by column."""
-    mask = size - 1
-    for p in range(a0, a1):
-        k = a_indices[p]
-        av = a_data[p]
-        for q in range(b_indptr[k], b_indptr[k + 1]):
-            c = b_indices[q]
-            h = (np.int64(c) * _HASH_MUL) & mask
-            while True:
-                key = keys[h]
-                if key == c:
-                    vals[h] += av * b_data[q]
-                    break
-                if key == -1:
-                    keys[h] = c
-                    vals[h] = av * b_data[q]
-                    break
-                h = (h + 1) & mask
-    t = pos
-    for h in range(size):
-        if keys[h] != -1:
-            c_indices[t] = keys[h]
-            c_data[t] = vals[h]
-            keys[h] = -1
-            t += 1
-    if t - pos > 1:
-        _sort_pairs(c_indices, c_data, pos, t, stack)
-    return t - pos
-
-
-@njit(cache=True)
-def _worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols):
-    """Largest hash table among the rows of parts ``p0:p1`` that use the hash (0: none)."""
+def _worker_table(bounds, p0, p1, use_dense, row_flops):
+    """Largest hash table among the hash rows of parts ``p0:p1`` (0: none)."""
     tsize = 0
     for part in range(p0, p1):
         if not use_dense[part]:
             for i in range(bounds[part], bounds[part + 1]):
-                tsize = max(tsize, _table_size(row_flops[i], n_cols))
+                if row_flops[i] > 0:
+                    tsize = max(tsize, hash_table_size(row_flops[i])[0])
     return tsize
 
 
 @njit(cache=True)
-def _row_span(indptr, indices, n_cols, out_min, out_max):
-    """Smallest and largest column of every row (``n_cols`` / ``-1`` for empty rows)."""
-    for i in range(indptr.shape[0] - 1):
-        lo = n_cols
-        hi = -1
-        for p in range(indptr[i], indptr[i + 1]):
-            lo = min(lo, indices[p])
-            hi = max(hi, indices[p])
-        out_min[i] = lo
-        out_max[i] = hi
+def _worker_longest(bounds, p0, p1, c_indptr):
+    """Longest output row among the rows of parts ``p0:p1``."""
+    longest = 0
+    for i in range(bounds[p0], bounds[p1]):
+        longest = max(longest, c_indptr[i + 1] - c_indptr[i])
+    return longest
 
 
 # ------------------------------------------------------------------ per-worker bodies
 @njit(cache=True)
-def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, n_cols, b_sorted, row_flops,
-                     bounds, worker_bounds, use_dense, out_counts):
-    """Rows of the parts of worker ``w``; its workspace is allocated once here."""
+def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
+                     worker_bounds, use_dense, marker, out_counts):
+    """Count the rows of the parts of worker ``w`` (``marker``: its ``uint32[n_cols]``
+    stamps, zero on the first call; its hash table is allocated here)."""
     p0 = worker_bounds[w]
     p1 = worker_bounds[w + 1]
-    need_dense = False
-    for part in range(p0, p1):
-        need_dense |= use_dense[part]
-    marker = np.full(n_cols if need_dense else 0, -1, dtype=np.int32)
-    keys = np.full(_worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols), -1,
-                   dtype=np.int64)
+    a_end = np.uint64(a_indptr[bounds[p1]])
+    keys = np.zeros(_worker_table(bounds, p0, p1, use_dense, row_flops), dtype=np.uint64)
     for part in range(p0, p1):
         dense = use_dense[part]
         for i in range(bounds[part], bounds[part + 1]):
             a0 = a_indptr[i]
             a1 = a_indptr[i + 1]
-            if a1 - a0 == 1 and b_sorted:
-                k = a_indices[a0]
-                out_counts[i] = b_indptr[k + 1] - b_indptr[k]
-            elif row_flops[i] == 0:
+            f = row_flops[i]
+            if f == 0:
                 out_counts[i] = 0
+            elif a1 - a0 == 1 and b_sorted:
+                out_counts[i] = f
             elif dense:
-                out_counts[i] = _dense_count_row(i, a0, a1, a_indices, b_indptr, b_indices, marker)
+                out_counts[i] = count_row_dense(np.uint32(i + 1), a0, a1, a_end, a_indices, b_indptr,
+                                                b_indices, marker)
             else:
-                out_counts[i] = _hash_count_row(a0, a1, a_indices, b_indptr, b_indices,
-                                                _table_size(row_flops[i], n_cols), keys)
+                out_counts[i] = count_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices,
+                                               b_indptr, b_indices, keys)
 
 
 @njit(cache=True)
-def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
-                    b_min, b_max, row_flops, bounds, worker_bounds, use_dense, c_indptr, c_indices,
-                    c_data):
-    """Rows of the parts of worker ``w``; its workspace is allocated once here."""
+def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
+                    marker, acc, trace):
+    """Fill the rows of the parts of worker ``w``.
+
+    ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
+    and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
+    column scratch list are allocated here. ``variant``: 0 times both dense variants on the
+    first rows and keeps the faster, 1 the position map, 2 the value accumulator.
+    ``trace: float64[3]`` receives the variant used last and the best measured ticks per
+    unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed).
+    """
     p0 = worker_bounds[w]
     p1 = worker_bounds[w + 1]
-    need_dense = False
+    r_lo = bounds[p0]
+    r_hi = bounds[p1]
+    a_end = np.uint64(a_indptr[r_hi])
+    tsize = _worker_table(bounds, p0, p1, use_dense, row_flops)
+    keys = np.zeros(tsize, dtype=np.uint64)
+    slots = np.empty(tsize, dtype=np.uint32)
+    longest = _worker_longest(bounds, p0, p1, c_indptr) if variant != 1 or sort else 0
+    scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
+    skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
+    svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
+    counts = np.empty(257, dtype=np.int64)
+    # adaptive choice of the dense variant: alternate timed trials, then keep the faster
+    dense_flops = 0
     for part in range(p0, p1):
-        need_dense |= use_dense[part]
-    tsize = _worker_table_size(bounds, p0, p1, use_dense, row_flops, n_cols)
-    nd = n_cols if need_dense else 0
-    nw = (nd + 63) >> 6
-    acc = np.zeros(nd, dtype=c_data.dtype)
-    bits = np.zeros(nw, dtype=np.uint64)
-    summary = np.zeros((nw + 63) >> 6, dtype=np.uint64)
-    walk_flops = 8 * nw  # rows with >= 8 products per bitmap word: walk the span
-    keys = np.full(tsize, -1, dtype=np.int64)
-    vals = np.empty(tsize, dtype=c_data.dtype)
-    stack = np.empty(128, dtype=np.int64)
+        if use_dense[part]:
+            for i in range(bounds[part], bounds[part + 1]):
+                dense_flops += row_flops[i]
+    current = 1 if variant != 2 else 2
+    decided = variant != 0 or dense_flops < _TRIALS * ADAPT_CHUNK
+    trial = 0
+    best = np.full(3, np.inf)
+    work_since = 0
+    mark = cycles()
     for part in range(p0, p1):
         dense = use_dense[part]
         for i in range(bounds[part], bounds[part + 1]):
             a0 = a_indptr[i]
             a1 = a_indptr[i + 1]
             pos = c_indptr[i]
+            f = row_flops[i]
+            if f == 0:
+                continue
             if a1 - a0 == 1 and b_sorted:
                 # a scaled copy of one (sorted, duplicate-free) row of B
                 k = a_indices[a0]
@@ -512,30 +287,45 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                 for q in range(q0, b_indptr[k + 1]):
                     c_indices[pos + q - q0] = b_indices[q]
                     c_data[pos + q - q0] = av * b_data[q]
-            elif row_flops[i] == 0:
                 continue
-            elif dense and row_flops[i] >= walk_flops:
-                _dense_walk_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
-                                b_min, b_max, n_cols, acc, bits, c_indices, c_data, pos)
-            elif dense:
-                _dense_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
-                                b_min, b_max, n_cols, acc, bits, summary, c_indices, c_data, pos)
+            if not dense:
+                n = fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                  b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos)
             else:
-                _hash_fill_row(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data,
-                               _table_size(row_flops[i], n_cols), keys, vals, stack,
-                               c_indices, c_data, pos)
+                if not decided and work_since >= ADAPT_CHUNK:
+                    now = cycles()
+                    best[current] = min(best[current], (now - mark) / work_since)
+                    trial += 1
+                    if trial == _TRIALS:
+                        decided = True
+                        current = 1 if best[1] <= best[2] else 2
+                    else:
+                        current = 1 + trial % 2
+                    work_since = 0
+                    mark = cycles()
+                if current == 1:
+                    n = fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
+                                     b_indptr, b_indices, b_data, tag, c_indices, c_data, pos)
+                else:
+                    n = fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
+                                     b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos)
+                work_since += f + (c_indptr[i + 1] - pos)
+            if sort and n > 1:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+    trace[0] = current
+    trace[1] = best[1]
+    trace[2] = best[2]
 
 
 # --------------------------------------------------------------------------- kernels
 @njit(cache=True, parallel=True)
-def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_sorted,
-                            row_flops, bounds, worker_bounds, use_dense, out_counts):
+def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
+                            worker_bounds, use_dense, marker, out_counts):
     """Count the distinct columns of every output row of ``A @ B``.
 
     Args:
-        a_indptr, a_indices: CSR structure of ``A`` (``[n_rows+1]``, ``[nnz_a]``).
+        a_indptr, a_indices: CSR structure of ``A`` (``int64[n_rows+1]``, ``[nnz_a]``).
         b_indptr, b_indices: CSR structure of ``B``.
-        n_cols: columns of ``B`` (and of ``C``).
         b_sorted: ``B`` rows are strictly increasing (single-entry rows of ``A`` then copy
             a row of ``B`` without merging).
         row_flops: ``int64[n_rows]`` flops per output row (sizes the hash tables).
@@ -543,34 +333,39 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, b_
         worker_bounds: ``int64[n_workers+1]`` part ranges of the workers (one ``prange``
             iteration per worker, so each allocates its workspace once).
         use_dense: ``bool[n_parts]`` accumulator of each part.
+        marker: ``uint32[n_workers, n_cols]`` zeros (one dense workspace per worker; may
+            have 0 columns when no part is dense).
         out_counts: ``int64[n_rows]``, filled with the output row lengths.
     """
     for w in prange(worker_bounds.shape[0] - 1):
-        _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, n_cols, b_sorted, row_flops,
-                         bounds, worker_bounds, use_dense, out_counts)
+        _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
+                         worker_bounds, use_dense, marker[w], out_counts)
 
 
 @njit(cache=True, parallel=True)
-def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols,
-                           b_sorted, b_min, b_max, row_flops, bounds, worker_bounds, use_dense,
-                           c_indptr, c_indices, c_data):
+def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
+                           row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
+                           c_indices, c_data, tag, marker, acc, trace):
     """Fill ``C = A @ B`` into buffers preallocated from the symbolic pass.
 
     Args are those of :func:`spgemm_csr_csr_symbolic` plus the values ``a_data``,
-    ``b_data`` (already of the output dtype), the column range of every row of ``B``
-    (``b_min, b_max: int64[k]``, from :func:`_row_span`) and the output ``c_indptr: int64[n_rows+1]``
-    (prefix sum of the counts), ``c_indices: [nnz_c]``, ``c_data: [nnz_c]``. Every output
-    row comes out with strictly increasing column ids.
+    ``b_data`` (already of the output dtype), ``variant`` (:data:`VARIANTS`), ``sort``
+    (order each row by column), the output ``c_indptr: int64[n_rows+1]`` (prefix sum of
+    the counts), ``c_indices: [nnz_c]``, ``c_data: [nnz_c]``, and zeroed per-worker dense
+    workspaces ``tag: uint64[n_workers, n_cols]``, ``marker: uint32[n_workers, n_cols]``
+    and ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0
+    columns for ``variant=1``), and ``trace: float64[n_workers, 3]`` (see
+    :func:`_numeric_worker`).
     """
     for w in prange(worker_bounds.shape[0] - 1):
-        _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols,
-                        b_sorted, b_min, b_max, row_flops, bounds, worker_bounds, use_dense,
-                        c_indptr, c_indices, c_data)
+        _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
+                        row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
+                        c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
 
 
 @njit(cache=True)
-def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols,
-                          b_sorted, row_flops, bounds, use_dense, index_like):
+def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
+                          row_flops, bounds, use_dense, variant, sort, index_like):
     """One-thread ``C = A @ B`` in a single compiled call: the same symbolic then numeric
     worker bodies as the parallel kernels over all parts (``bounds``, ``use_dense`` as in
     :func:`spgemm_csr_csr_symbolic`), without the thread-team launches or the Python glue
@@ -586,23 +381,25 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     dense = False
     for part in range(bounds.shape[0] - 1):
         dense |= use_dense[part]
+    nd = n_cols if dense else 0
+    marker = np.zeros(nd, dtype=np.uint32)
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
     c_indptr[0] = 0
-    _symbolic_worker(0, a_indptr, a_indices, b_indptr, b_indices, n_cols, b_sorted, row_flops,
-                     bounds, worker_bounds, use_dense, c_indptr[1:])
+    _symbolic_worker(0, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
+                     worker_bounds, use_dense, marker, c_indptr[1:])
     for i in range(n_rows):
         c_indptr[i + 1] += c_indptr[i]
     nnz = c_indptr[n_rows]
-    n_b = b_indptr.shape[0] - 1 if dense else 0
-    b_min = np.empty(n_b, dtype=np.int64)
-    b_max = np.empty(n_b, dtype=np.int64)
-    if dense:
-        _row_span(b_indptr, b_indices, n_cols, b_min, b_max)
     c_indices = np.empty(nnz, dtype=index_like.dtype)
     c_data = np.empty(nnz, dtype=a_data.dtype)
-    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
-                    b_min, b_max, row_flops, bounds, worker_bounds, use_dense, c_indptr, c_indices,
-                    c_data)
+    tag = np.zeros(nd, dtype=np.uint64)
+    nv = nd if variant != 1 else 0
+    if nv:
+        marker[:] = 0
+    acc = np.zeros(nv, dtype=a_data.dtype)
+    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
+                    marker[:nv], acc, np.empty(3))
     return c_indptr, c_indices, c_data
 
 
@@ -613,23 +410,36 @@ def _check_csr(x: object, name: str) -> CSR:
     return x
 
 
-def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = None) -> CSR:
+def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_cols: int,
+                 n_rows: int) -> np.ndarray:
+    part_rows = np.diff(bounds)
+    use_dense = np.asarray(rule(part_costs, part_rows, n_cols), dtype=np.bool_)
+    if n_rows >= 2**32 - 1:  # dense stamps are uint32 row numbers
+        use_dense[:] = False
+    return use_dense
+
+
+def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, variant: str = "auto",
+           threads: int | None = None) -> CSR:
     """Sparse x sparse product ``a @ b`` (Gustavson, see the module docstring).
 
     Args:
         a: ``[m, k]`` CSR.
-        b: ``[k, n]`` CSR (any row order).
+        b: ``[k, n]`` CSR (any row order, duplicates summed).
         accumulator: a name in :data:`ACCUMULATORS` (``"auto"``, ``"dense"``, ``"hash"``).
+        sort: return rows with strictly increasing columns; ``False`` leaves them in
+            first-touch order (no duplicates either way), which is cheaper.
+        variant: dense numeric variant, a name in :data:`VARIANTS` (``"auto"`` times both).
         threads: numba threads for this call (``None``: numba's current setting); an upper
             bound, products below ``SMALL_FLOPS`` multiply-adds run on one thread.
 
     Returns:
-        ``[m, n]`` CSR with sorted, duplicate-free indices (int32 when ``n < 2**31``) and
-        dtype ``np.result_type(a.dtype, b.dtype)``.
+        ``[m, n]`` CSR with duplicate-free rows, indices int32 when ``n < 2**31``, dtype
+        ``np.result_type(a.dtype, b.dtype)``, ``sorted_indices == sort``.
 
     Raises:
         TypeError: an operand is not a :class:`CSR`.
-        ValueError: inner dimensions differ, unknown accumulator or bad ``threads``.
+        ValueError: inner dimensions differ, unknown accumulator/variant or bad ``threads``.
     """
     _check_csr(a, "a")
     _check_csr(b, "b")
@@ -637,7 +447,10 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
         raise ValueError(f"spgemm: inner dimensions differ: a has {a.n_cols} columns (shape {a.shape}) "
                          f"but b has {b.n_rows} rows (shape {b.shape})")
     rule = get_accumulator(accumulator)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid names: {', '.join(VARIANTS)}")
     check_threads(threads)
+    sort = bool(sort)
     out_dtype = result_dtype(a.dtype, b.dtype)
     work_dtype = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.n_rows, b.n_cols
@@ -647,46 +460,65 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", threads: int | None = N
                             np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
     a_data = a.data.astype(work_dtype, copy=False)
     b_data = b.data.astype(work_dtype, copy=False)
+    code = VARIANTS[variant]
     flops = np.empty(n_rows, dtype=np.int64)
     total = _row_flops(a.indptr, a.indices, b.indptr, flops)
     n_threads = numba.get_num_threads() if threads is None else int(threads)
-    if n_threads == 1 or total < SMALL_FLOPS:
-        if n_cols <= DENSE_SMALL_COLS:  # one part (the registered rules decide per part)
+    if total < SMALL_FLOPS:
+        # small: one compiled call (its allocations are small, so numba's allocator is fine)
+        if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
             part_flops = np.array([float(total)])
         else:
             part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
             part_flops = part.part_costs - np.diff(bounds)
-        use_dense = np.asarray(rule(part_flops, np.diff(bounds), n_cols), dtype=np.bool_)
-        if n_rows >= 2**31 - 1:  # the dense marker stores row ids as int32
-            use_dense[:] = False
+        use_dense = _dense_flags(rule, bounds, part_flops, n_cols, n_rows)
         c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
             a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
-            bounds, use_dense, np.empty(0, dtype=idx_dtype))
+            bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
     else:
+        # NumPy allocates the output and the workspaces: large blocks get transparent huge
+        # pages (numba's allocator does not), which made first-touch page faults ~4x cheaper
+        # (5.2M-entry output: 22 ms -> 6 ms)
         with thread_scope(threads):
-            # +1 per row: the fixed per-row overhead, so flop-free rows are not free
-            part = _cost_partition_trusted(flops + 1, n_threads, PARTS_PER_WORKER)
-            bounds, worker_bounds = part.bounds, part.worker_bounds
-            part_rows = np.diff(bounds)
-            use_dense = np.asarray(rule(part.part_costs - part_rows, part_rows, n_cols), dtype=np.bool_)
-            if n_rows >= 2**31 - 1:  # the dense marker stores row ids as int32
-                use_dense[:] = False
-            c_indptr = np.empty(n_rows + 1, dtype=np.int64)
-            c_indptr[0] = 0
-            spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, n_cols, b.sorted_indices,
-                                    flops, bounds, worker_bounds, use_dense, c_indptr[1:])
-            np.cumsum(c_indptr[1:], out=c_indptr[1:])
-            nnz = int(c_indptr[-1])
-            b_min = np.empty(b.n_rows, dtype=np.int64)
-            b_max = np.empty(b.n_rows, dtype=np.int64)
-            _row_span(b.indptr, b.indices, n_cols, b_min, b_max)
-            c_indices = np.empty(nnz, dtype=idx_dtype)
-            c_data = np.empty(nnz, dtype=work_dtype)
-            spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols,
-                                   b.sorted_indices, b_min, b_max, flops, bounds, worker_bounds,
-                                   use_dense, c_indptr, c_indices, c_data)
+            c_indptr, c_indices, c_data = _parallel(a, b, a_data, b_data, flops, rule, code, sort,
+                                                    n_threads, idx_dtype, work_dtype)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
-    return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), True)
+    return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort)
+
+
+def _parallel(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, rule: Callable,
+              code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two parallel passes, each over its own cost-balanced partition."""
+    n_rows, n_cols = a.n_rows, b.n_cols
+    # +1 per row: the fixed per-row overhead, so flop-free rows are not free
+    part = _cost_partition_trusted(flops + 1, n_threads, PARTS_PER_WORKER)
+    use_dense = _dense_flags(rule, part.bounds, part.part_costs - np.diff(part.bounds), n_cols, n_rows)
+    marker = np.zeros((n_threads, n_cols if use_dense.any() else 0), dtype=np.uint32)
+    c_indptr = np.empty(n_rows + 1, dtype=np.int64)
+    c_indptr[0] = 0
+    spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,
+                            part.bounds, part.worker_bounds, use_dense, marker, c_indptr[1:])
+    counts = c_indptr[1:].copy()
+    np.cumsum(c_indptr[1:], out=c_indptr[1:])
+    nnz = int(c_indptr[-1])
+    c_indices = np.empty(nnz, dtype=idx_dtype)
+    c_data = np.empty(nnz, dtype=work_dtype)
+    # numeric work per row: its multiply-adds plus its output entries
+    part = _cost_partition_trusted(flops + counts + 1, n_threads, PARTS_PER_WORKER)
+    use_dense = _dense_flags(rule, part.bounds, part.part_costs - np.diff(part.bounds), n_cols, n_rows)
+    nd = n_cols if use_dense.any() else 0
+    nv = nd if code != 1 else 0
+    tag = np.zeros((n_threads, nd), dtype=np.uint64)
+    marker = np.zeros((n_threads, nv), dtype=np.uint32)
+    acc = np.zeros((n_threads, nv), dtype=work_dtype)
+    trace = np.full((n_threads, 3), np.nan)
+    spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
+                           flops, part.bounds, part.worker_bounds, use_dense, code, sort, c_indptr,
+                           c_indices, c_data, tag, marker, acc, trace)
+    global LAST_TRACE
+    LAST_TRACE = trace
+    return c_indptr, c_indices, c_data

@@ -1,0 +1,112 @@
+"""einsum's path for the product of two sparse matrices (``ij,jk->ik`` and its transposes).
+
+A contraction of two 2-D sparse operands over one shared index, with the two other
+indices in the output, is one SpGEMM (:func:`flexsparse.kernels.cpu.spgemm.spgemm`). This
+path reaches the kernel without coordinates or key grouping:
+
+* each operand's CSR in the orientation the product reads (rows = its free index): the
+  backing CSR of a COO built from a CSR or by an earlier product, and a SciPy CSR's own
+  buffers, are used as they are (zero-copy); a canonical COO costs one row count
+  (O(nnz + n_rows)); any other COO a counting sort by row (O(nnz + n_rows), duplicates
+  kept -- the kernel sums them); an operand indexed the other way round (``ji``) one
+  counting-sort transpose;
+* ``ik`` out is ``A @ B``; ``ki`` out is computed as ``B^T @ A^T`` (transposing the inputs,
+  which the kernel reads, rather than the output);
+* the product keeps the compressed layout it was computed in: rows stay jumbled unless
+  sorted output is needed (``format="csf"``), and the result is a COO backed by the
+  product's CSR (``format="auto"``/``"coo"``, coordinates built only when read), that
+  CSR (``format="csr"``), a 2-D CSF, or a dense array (``format="dense"``, or ``"auto"``
+  above the dense-output density).
+
+Cost: O(1) Python work on top of the kernel's O(nnz(A) + nnz(B) + flops), plus
+O(nnz + n) per operand that needs a row count, bucketing or transpose.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from flexsparse.formats.coo import COO
+
+__all__ = ["matmul_2d", "product_plan"]
+
+
+def product_plan(spec: Any) -> tuple[bool, bool, bool] | None:
+    """``(swap, a_transposed, b_transposed)`` when ``spec`` is a plain matrix product of two
+    2-D operands, else ``None``.
+
+    ``swap``: the output lists B's free index first (computed as ``B^T @ A^T``);
+    ``a_transposed``: A is stored contracted index first (``ji``); ``b_transposed``: B is
+    stored free index first (``kj``).
+
+    >>> from flexsparse.contract.parser import parse_einsum
+    >>> product_plan(parse_einsum("ij,jk->ik", [(2, 3), (3, 4)]))
+    (False, False, False)
+    >>> product_plan(parse_einsum("ji,kj->ki", [(3, 2), (4, 3)]))
+    (True, True, True)
+    >>> product_plan(parse_einsum("ij,jk->ijk", [(2, 3), (3, 4)])) is None
+    True
+    """
+    if len(spec.inputs) != 2 or any(spec.broadcast):
+        return None
+    ai, bi = spec.inputs
+    out = spec.output
+    if len(ai) != 2 or len(bi) != 2 or len(out) != 2 or ai[0] == ai[1] or bi[0] == bi[1]:
+        return None
+    shared = set(ai) & set(bi)
+    if len(shared) != 1:
+        return None
+    (c,) = shared
+    fa = ai[1 - ai.index(c)]
+    fb = bi[1 - bi.index(c)]
+    if c in out or fa == fb or set(out) != {fa, fb}:
+        return None
+    return out[0] == fb, ai[0] == c, bi[1] == c
+
+
+def _csr_of(t: COO, transposed: bool):
+    """CSR of ``t`` (``transposed``: of ``t.T``) with rows in any column order."""
+    csr = t.to_csr(sort=False)
+    return csr.transpose() if transposed else csr
+
+
+def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int | None) -> Any:
+    """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
+    spec is not a plain product of two 2-D sparse operands, or when its output has so few
+    cells that the planner should weigh the dot-product and dense engines (the general
+    path then runs)."""
+    if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
+        return None
+    plan = product_plan(spec)
+    if plan is None:
+        return None
+    from flexsparse.contract.plan import DOT_FACTOR
+
+    if math.prod(spec.output_shape) <= DOT_FACTOR * (a.nnz + b.nnz):
+        return None  # a small or dense output: the planner weighs the dot and dense engines
+    from flexsparse.kernels.cpu.spgemm import spgemm
+
+    swap, a_t, b_t = plan
+    if swap:  # C^T = B^T @ A^T: B as [free_b, c] times A as [c, free_a]
+        left, right = _csr_of(b, not b_t), _csr_of(a, not a_t)
+    else:  # A as [free_a, c] times B as [c, free_b]
+        left, right = _csr_of(a, a_t), _csr_of(b, b_t)
+    c = spgemm(left, right, sort=fmt == "csf", threads=threads)
+    if c.dtype != dtype:
+        c = type(c)._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
+    if fmt == "auto":
+        from flexsparse.contract.execute import choose_format
+
+        fmt = "dense" if choose_format(c.nnz, c.shape, dtype.itemsize) == "dense" else "coo"
+    if fmt == "dense":
+        return c.toarray()
+    if fmt == "csr":
+        return c
+    if fmt == "csf":
+        from flexsparse.formats.fiber import CSF
+
+        return CSF.from_csr(c)
+    return COO.from_csr(c)
