@@ -24,6 +24,7 @@ O(nnz + n) per operand that needs a row count, bucketing or transpose.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -34,6 +35,7 @@ from flexsparse.formats.coo import COO
 __all__ = ["matmul_2d", "product_plan"]
 
 
+@functools.lru_cache(maxsize=1024)
 def product_plan(spec: Any) -> tuple[bool, bool, bool] | None:
     """``(swap, a_transposed, b_transposed)`` when ``spec`` is a plain matrix product of two
     2-D operands, else ``None``.
@@ -87,14 +89,14 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int
 
     if math.prod(spec.output_shape) <= DOT_FACTOR * (a.nnz + b.nnz):
         return None  # a small or dense output: the planner weighs the dot and dense engines
-    from flexsparse.kernels.cpu.spgemm import spgemm
+    from flexsparse.kernels.cpu.spgemm import spgemm_trusted
 
     swap, a_t, b_t = plan
     if swap:  # C^T = B^T @ A^T: B as [free_b, c] times A as [c, free_a]
         left, right = _csr_of(b, not b_t), _csr_of(a, not a_t)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t), _csr_of(b, b_t)
-    c = spgemm(left, right, sort=fmt == "csf", threads=threads)
+    c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
     if c.dtype != dtype:
         c = type(c)._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

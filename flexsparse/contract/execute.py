@@ -350,14 +350,18 @@ def _dense_enough(op: COO | np.ndarray) -> bool:
 
 
 def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
+    seen = set()
     for op in ops:
         vals = op.data if isinstance(op, COO) else op
-        if vals.dtype.kind in "fc" and vals.size:
+        if vals.dtype.kind not in "fc" or not vals.size or id(vals) in seen:
+            continue
+        seen.add(id(vals))
+        if vals.size > 4096:
             with np.errstate(all="ignore"):
                 if np.isfinite(vals.sum()):  # any nan/inf makes the sum non-finite: no scan
                     continue
-            if not bool(np.isfinite(vals).all()):
-                return True
+        if not bool(np.isfinite(vals).all()):
+            return True
     return False
 
 

@@ -74,7 +74,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_rows import (
     count_row_dense,
@@ -96,11 +95,14 @@ __all__ = [
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
     "VARIANTS",
+    "ONE_PASS_MAX_BYTES",
     "get_accumulator",
     "spgemm",
     "spgemm_csr_csr_numeric",
+    "spgemm_csr_csr_onepass",
     "spgemm_csr_csr_serial",
     "spgemm_csr_csr_symbolic",
+    "spgemm_trusted",
 ]
 
 #: ``"auto"`` uses the dense accumulator up to this many output columns (see the module
@@ -124,6 +126,15 @@ ADAPT_CHUNK = 1 << 15
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
 _TRIALS = 4
+#: One-thread products write their rows back to back into buffers of flops capacity (no
+#: symbolic pass: measured 20-35 % of the two-pass time) when that capacity takes at most
+#: this many bytes of address space; only the written slots are ever touched.
+ONE_PASS_MAX_BYTES = 8 * 2**30
+_INT32 = np.dtype(np.int32)
+_INT64 = np.dtype(np.int64)
+_INT32_MAX = 2**31 - 1
+_ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
+_ONE_DENSE_PART.flags.writeable = False
 #: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
 LAST_TRACE = np.empty((0, 3))
 
@@ -234,14 +245,20 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
 
 @njit(cache=True)
 def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
-                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
-                    marker, acc, trace):
+                    bounds, worker_bounds, use_dense, variant, sort, compact, c_indptr, c_indices, c_data,
+                    tag, marker, acc, trace):
     """Fill the rows of the parts of worker ``w``.
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
     column scratch list are allocated here. ``variant``: 0 times both dense variants on the
     first rows and keeps the faster, 1 the position map, 2 the value accumulator.
+
+    ``compact``: no symbolic pass ran; row ``i`` is written where row ``i - 1`` ended
+    (``c_indptr[r_lo]`` set by the caller) and ``c_indptr[i + 1]`` is set here, so the
+    output buffers need the worker's flops as capacity but only its entries are touched.
+    Otherwise ``c_indptr`` is the prefix sum of the symbolic counts.
+
     ``trace: float64[3]`` receives the variant used last and the best measured ticks per
     unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed).
     """
@@ -253,7 +270,10 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     tsize = _worker_table(bounds, p0, p1, use_dense, row_flops)
     keys = np.zeros(tsize, dtype=np.uint64)
     slots = np.empty(tsize, dtype=np.uint32)
-    longest = _worker_longest(bounds, p0, p1, c_indptr) if variant != 1 or sort else 0
+    longest = 0
+    if variant != 1 or sort:
+        for i in range(r_lo, r_hi):  # the longest row, bounded by its flops without counts
+            longest = max(longest, row_flops[i] if compact else c_indptr[i + 1] - c_indptr[i])
     scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
@@ -278,17 +298,17 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
             pos = c_indptr[i]
             f = row_flops[i]
             if f == 0:
-                continue
-            if a1 - a0 == 1 and b_sorted:
+                n = 0
+            elif a1 - a0 == 1 and b_sorted:
                 # a scaled copy of one (sorted, duplicate-free) row of B
                 k = a_indices[a0]
                 av = a_data[a0]
                 q0 = b_indptr[k]
-                for q in range(q0, b_indptr[k + 1]):
-                    c_indices[pos + q - q0] = b_indices[q]
-                    c_data[pos + q - q0] = av * b_data[q]
-                continue
-            if not dense:
+                n = b_indptr[k + 1] - q0
+                for q in range(n):
+                    c_indices[pos + q] = b_indices[q0 + q]
+                    c_data[pos + q] = av * b_data[q0 + q]
+            elif not dense:
                 n = fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
                                   b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos)
             else:
@@ -309,9 +329,11 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                 else:
                     n = fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
                                      b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos)
-                work_since += f + (c_indptr[i + 1] - pos)
+                work_since += f + n
             if sort and n > 1:
                 sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+            if compact:
+                c_indptr[i + 1] = pos + n
     trace[0] = current
     trace[1] = best[1]
     trace[2] = best[2]
@@ -359,48 +381,49 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     """
     for w in prange(worker_bounds.shape[0] - 1):
         _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
-                        row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
+                        row_flops, bounds, worker_bounds, use_dense, variant, sort, False, c_indptr,
                         c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
 
 
 @njit(cache=True)
-def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
-                          row_flops, bounds, use_dense, variant, sort, index_like):
-    """One-thread ``C = A @ B`` in a single compiled call: the same symbolic then numeric
-    worker bodies as the parallel kernels over all parts (``bounds``, ``use_dense`` as in
-    :func:`spgemm_csr_csr_symbolic`), without the thread-team launches or the Python glue
-    between the passes.
-
-    ``index_like`` is an empty array of the output index dtype. Returns
-    ``(c_indptr int64[n_rows+1], c_indices, c_data)``.
+def spgemm_csr_csr_onepass(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                           bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag, marker, acc,
+                           trace):
+    """One-thread ``C = A @ B`` in a single pass, no symbolic count: rows are written one
+    after the other, so ``c_indices``/``c_data`` need the total flops as capacity but only
+    the first ``nnz(C)`` slots are touched. Fills ``c_indptr: int64[n_rows + 1]`` and
+    returns ``nnz(C)``. Other arguments as :func:`spgemm_csr_csr_numeric` with one worker
+    (``tag``, ``marker``, ``acc`` and ``trace`` 1-D).
     """
-    n_rows = a_indptr.shape[0] - 1
     worker_bounds = np.empty(2, dtype=np.int64)
     worker_bounds[0] = 0
     worker_bounds[1] = bounds.shape[0] - 1
+    c_indptr[0] = 0
+    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, True, c_indptr, c_indices, c_data,
+                    tag, marker, acc, trace)
+    return c_indptr[c_indptr.shape[0] - 1]
+
+
+@njit(cache=True)
+def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
+                          row_flops, total, bounds, use_dense, variant, sort, index_like):
+    """:func:`spgemm_csr_csr_onepass` with its buffers allocated here (for small products:
+    ``total`` flops of output capacity). Returns ``(c_indptr, c_indices, c_data)``, the
+    last two views of the first ``nnz(C)`` slots."""
     dense = False
     for part in range(bounds.shape[0] - 1):
         dense |= use_dense[part]
     nd = n_cols if dense else 0
-    marker = np.zeros(nd, dtype=np.uint32)
-    c_indptr = np.empty(n_rows + 1, dtype=np.int64)
-    c_indptr[0] = 0
-    _symbolic_worker(0, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
-                     worker_bounds, use_dense, marker, c_indptr[1:])
-    for i in range(n_rows):
-        c_indptr[i + 1] += c_indptr[i]
-    nnz = c_indptr[n_rows]
-    c_indices = np.empty(nnz, dtype=index_like.dtype)
-    c_data = np.empty(nnz, dtype=a_data.dtype)
-    tag = np.zeros(nd, dtype=np.uint64)
     nv = nd if variant != 1 else 0
-    if nv:
-        marker[:] = 0
-    acc = np.zeros(nv, dtype=a_data.dtype)
-    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
-                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
-                    marker[:nv], acc, np.empty(3))
-    return c_indptr, c_indices, c_data
+    c_indptr = np.empty(a_indptr.shape[0], dtype=np.int64)
+    c_indices = np.empty(total, dtype=index_like.dtype)
+    c_data = np.empty(total, dtype=a_data.dtype)
+    nnz = spgemm_csr_csr_onepass(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
+                                 row_flops, bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
+                                 np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
+                                 np.zeros(nv, dtype=a_data.dtype), np.empty(3))
+    return c_indptr, c_indices[:nnz], c_data[:nnz]
 
 
 # --------------------------------------------------------------------------- wrapper
@@ -450,43 +473,86 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid names: {', '.join(VARIANTS)}")
     check_threads(threads)
-    sort = bool(sort)
-    out_dtype = result_dtype(a.dtype, b.dtype)
-    work_dtype = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
-    n_rows, n_cols = a.n_rows, b.n_cols
-    idx_dtype = index_dtype_for(n_cols)
-    if n_rows == 0 or n_cols == 0 or a.nnz == 0 or b.nnz == 0:
+    return spgemm_trusted(a, b, rule, VARIANTS[variant], bool(sort), threads)
+
+
+def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, sort: bool = False,
+                   threads: int | None = None) -> CSR:
+    """:func:`spgemm` without the argument checks, for callers that established them (the
+    einsum path): CSR operands of matching inner size, a rule, a variant code, valid
+    ``threads``."""
+    out_dtype = np.result_type(a.data.dtype, b.data.dtype)
+    work_dtype = _INT64 if out_dtype == np.bool_ else out_dtype
+    n_rows, n_cols = a.shape[0], b.shape[1]
+    idx_dtype = _INT32 if n_cols <= _INT32_MAX else _INT64
+    a_nnz, b_nnz = a.indptr[-1], b.indptr[-1]
+    if n_rows == 0 or n_cols == 0 or a_nnz == 0 or b_nnz == 0:
         return CSR._trusted(np.zeros(n_rows + 1, dtype=np.int64), np.empty(0, dtype=idx_dtype),
                             np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
     a_data = a.data.astype(work_dtype, copy=False)
     b_data = b.data.astype(work_dtype, copy=False)
-    code = VARIANTS[variant]
     flops = np.empty(n_rows, dtype=np.int64)
     total = _row_flops(a.indptr, a.indices, b.indptr, flops)
-    n_threads = numba.get_num_threads() if threads is None else int(threads)
-    if total < SMALL_FLOPS:
-        # small: one compiled call (its allocations are small, so numba's allocator is fine)
+    n_threads = 1 if total < SMALL_FLOPS else (numba.get_num_threads() if threads is None else threads)
+    cap_bytes = total * (idx_dtype.itemsize + work_dtype.itemsize)
+    if n_threads == 1 and cap_bytes <= ONE_PASS_MAX_BYTES:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
-            part_flops = np.array([float(total)])
+            use_dense = _ONE_DENSE_PART if rule is _rule_auto and n_rows < 2**32 - 1 else \
+                _dense_flags(rule, bounds, np.array([float(total)]), n_cols, n_rows)
         else:
             part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
-            part_flops = part.part_costs - np.diff(bounds)
-        use_dense = _dense_flags(rule, bounds, part_flops, n_cols, n_rows)
-        c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
-            a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
-            bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
+            use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols, n_rows)
+        if total < SMALL_FLOPS:  # one compiled call; its small allocations stay in numba
+            c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
+                a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
+                total, bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
+        else:
+            c_indptr, c_indices, c_data = _one_pass(a, b, a_data, b_data, flops, total, bounds, use_dense,
+                                                    code, sort, idx_dtype, work_dtype)
     else:
-        # NumPy allocates the output and the workspaces: large blocks get transparent huge
-        # pages (numba's allocator does not), which made first-touch page faults ~4x cheaper
-        # (5.2M-entry output: 22 ms -> 6 ms)
-        with thread_scope(threads):
+        with thread_scope(threads if n_threads != 1 else 1):
             c_indptr, c_indices, c_data = _parallel(a, b, a_data, b_data, flops, rule, code, sort,
                                                     n_threads, idx_dtype, work_dtype)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
     return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort)
+
+
+def _trim(arr: np.ndarray, n: int) -> np.ndarray:
+    """``arr[:n]``, giving the unused tail back to the allocator when ``arr`` owns its buffer."""
+    if arr.shape[0] == n:
+        return arr
+    try:
+        arr.resize(n, refcheck=False)  # realloc: shrinks in place (mremap for large blocks)
+        return arr
+    except ValueError:
+        return arr[:n]
+
+
+def _one_pass(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int,
+              bounds: np.ndarray, use_dense: np.ndarray, code: int, sort: bool, idx_dtype: np.dtype,
+              work_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One thread, no symbolic pass: rows written back to back into buffers of ``total``
+    (flops) capacity, of which only the ``nnz(C)`` written slots are ever touched (the
+    untouched tail costs address space, not memory), then trimmed.
+
+    NumPy allocates the output and the workspaces: large blocks get transparent huge pages
+    (numba's allocator does not), which made first-touch page faults ~4x cheaper (5.2M
+    entries: 22 ms -> 6 ms).
+    """
+    n_rows, n_cols = a.n_rows, b.n_cols
+    nd = n_cols if use_dense.any() else 0
+    nv = nd if code != 1 else 0
+    c_indptr = np.empty(n_rows + 1, dtype=np.int64)
+    c_indices = np.empty(total, dtype=idx_dtype)
+    c_data = np.empty(total, dtype=work_dtype)
+    nnz = spgemm_csr_csr_onepass(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
+                                 flops, bounds, use_dense, code, sort, c_indptr, c_indices, c_data,
+                                 np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
+                                 np.zeros(nv, dtype=work_dtype), np.empty(3))
+    return c_indptr, _trim(c_indices, int(nnz)), _trim(c_data, int(nnz))
 
 
 def _parallel(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, rule: Callable,
