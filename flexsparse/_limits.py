@@ -63,21 +63,21 @@ def fits_int64(*extents: int) -> bool:
 
 # ---------------------------------------------------------------------- einsum engine choice
 #: Both operands of a pairwise step at least this dense (and the step within
-#: :data:`DENSE_STEP_MAX_BYTES`): densify and use BLAS. Measured with
-#: ``NUMBA_NUM_THREADS=1 python benchmarks/bench_limits.py`` (two 600x600 float64 COO,
-#: ``ij,jk->ik``, min of 5): dense/gustavson time 0.40 at density 0.05, 0.12 at 0.1,
-#: 0.05 at 0.3 -- BLAS already wins from a few percent for a square product, but sparse
-#: operands of unequal shape, batch modes and COO conversion overheads move the crossover up;
-#: 0.3 keeps the sparse engines for everything sparse enough that its nnz-proportional memory
-#: matters (COO of a 30%-dense float64 tensor is 2x-2.7x smaller than dense only below ~0.3).
+#: :data:`DENSE_STEP_MAX_BYTES`): densify and use BLAS. Measured 2026-11-23 with
+#: ``python benchmarks/bench_limits.py --repeat 7`` (two 600x600 float64 COO, ``ij,jk->ik``,
+#: numba and OpenBLAS on 1 thread, load average ~5): dense/gustavson time 4.3 at density 0.05,
+#: 1.7 at 0.1, 0.43 at 0.2, 0.18 at 0.3 -- the crossover of a square product lies between 0.1
+#: and 0.2. The value stays at 0.3 because the rule also guards memory (a densified operand
+#: costs 1/density times its COO values) and non-square, batched steps cross later; at 0.3
+#: BLAS is already 5x faster on the square case, so nothing above it stays sparse.
 BLAS_MIN_DENSITY = 0.3
-#: A result estimated denser than this is produced and stored dense (``format="auto"``).
-#: COO costs ``itemsize + ndim * 4`` bytes per entry (16 B for a 2-D float64) against 8 B per
-#: dense cell, and accumulating into a dense array avoids the sparse assembly;
-#: ``benchmarks/bench_limits.py`` (2000x2000 result of density d, min of 5): dense/COO
-#: time 0.63 at d = 0.15, 0.46 at 0.25, 0.39 at 0.4 -- dense is faster throughout, and at
-#: 0.25 a 2-D float64 COO is already 2x the dense size's half; 0.25 keeps results up to a
-#: quarter full compact.
+#: A result estimated denser than this is assembled and stored dense (``format="auto"`` and
+#: the ``dense_out`` of ``spmm`` steps). Measured with the same command (``spmm`` of a
+#: 4000x4000 sparse A with a dense 4000x256, result density d): dense assembly takes 0.9x the
+#: COO time at d = 0.05, 0.2-0.45x from 0.2 up; the COO result takes 16 B per entry against
+#: 8 B per dense cell, i.e. 0.5x the dense bytes at d = 0.25 and 0.8x at 0.4. Dense is faster
+#: at every density, so the threshold is a memory choice: up to a quarter full, a result
+#: keeps at most half the dense footprint.
 DENSE_OUTPUT_MIN_DENSITY = 0.25
 #: Inner products (the ``dot`` engine) are considered only when the result has at most this
 #: many cells per stored operand entry; above it Gustavson is the only candidate and no
