@@ -5,7 +5,11 @@ Timers (all return seconds, warm: callers run the function once before timing):
 * :func:`median_time` -- median of ``repeat`` runs (the tables of BENCHMARKS.md);
 * :func:`min_time` -- minimum of ``repeat`` runs (least disturbed by other load);
 * :func:`timed` -- ``(median seconds, last result)``;
-* :func:`best_pair` -- minimum of two functions run interleaved (ratios under shared load).
+* :func:`best_pair` -- minimum of two functions run interleaved (ratios under shared load);
+* :func:`interleaved_min` -- minimum of each of several functions run in interleaved rounds.
+
+Memory: :func:`peak_rss_growth` -- how far a call raises the process's peak resident set
+above what was resident before it (Linux ``/proc``; ``None`` elsewhere).
 
 Loaders (each skips, with a printed message, what is not available, so every script runs on
 a fresh clone): :func:`snap_matrices` (``../shared/data/*.mat``, the SuiteSparse copies of
@@ -25,8 +29,17 @@ from typing import Any
 
 import numpy as np
 
+def _find_data() -> Path:
+    """``../shared/data`` beside the repository, also from a worktree one folder deeper."""
+    root = Path(__file__).resolve().parents[1]
+    for base in (root.parent, root.parent.parent):
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    return root.parent / "shared" / "data"
+
+
 #: ``../shared/data`` next to the repository (absent on a fresh clone).
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = _find_data()
 
 
 # ---------------------------------------------------------------------- timers
@@ -64,6 +77,47 @@ def best_pair(fn: Callable[[], Any], other: Callable[[], Any], repeat: int) -> t
         tf = min(tf, min_time(fn, 1))
         to = min(to, min_time(other, 1))
     return tf, to
+
+
+def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Minimum wall time of each function over ``repeat`` rounds; every round runs each
+    function once, in order, so slow phases of a shared machine hit all of them alike."""
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(max(1, int(repeat))):
+        for name, fn in fns.items():
+            best[name] = min(best[name], min_time(fn, 1))
+    return best
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, int | None]:
+    """``(fn(), bytes)``: the peak resident set size during ``fn`` minus the resident set
+    size before it. Resets the kernel's high-water mark first (``/proc/self/clear_refs``,
+    Linux >= 4.0); ``None`` where that is not available."""
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return fn(), None
+    before = _status_kib("VmRSS")
+    out = fn()
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return out, None
+    return out, (peak - before) * 1024
 
 
 def geomean(xs: Iterable[float]) -> float:

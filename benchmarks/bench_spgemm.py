@@ -1,183 +1,391 @@
-"""SpGEMM benchmark: flexsparse ``spgemm(A, A)`` vs SciPy ``A @ A`` on real sparse matrices.
+"""SpGEMM ``C = A @ B`` side by side: flexsparse (einsum and ``@``), SciPy, GraphBLAS and MKL.
 
-Matrices: the SNAP graphs in ``../shared/data`` (skipped with a message when absent),
-every example matrix pyamg ships, the pygsp graphs that load offline, and a generated
-power-law (Chung-Lu) graph. For each: warm median wall time of both (same process,
-interleaved), the ratio flexsparse / SciPy, the flexsparse time on one thread, and a
-structural check against the pattern product. Then the geometric mean of the ratios,
-the JIT compile (or cache load) time of the first calls, and a comparison of the
-dot-product engine's ``"cost"`` and ``"round-robin"`` schedules on a masked product.
+Every product is timed in one process, the libraries interleaved round by round, and the
+minimum of ``--repeats`` warm runs is kept. flexsparse runs with its default settings:
+``fs.einsum("ij,jk->ik", A, B)`` and ``A @ B`` on COO operands built once from the SciPy
+matrices (``fs.as_coo``: backed by the same CSR buffers, no copy), numba's default thread
+count. Peers: SciPy ``A @ B`` (one thread, it has no other), python-graphblas
+``A.mxm(B).new()`` (SuiteSparse:GraphBLAS, ``gb.ss.config["nthreads"]``) and sparse_dot_mkl
+``dot_product_mkl(A, B)`` (MKL, ``mkl_set_num_threads``), both on ``--threads`` threads
+(default 2), each in its own native output form (jumbled rows allowed, as flexsparse's).
+``MKL_RT`` is pointed at the ``libmkl_rt.so.*`` of the ``mkl`` wheel inside this script only.
 
-Target: geometric-mean ratio <= 0.5 on 2 cores. Timings on a shared, busy machine are
-noisy; the 1-thread column is the least sensitive to other load.
+Columns: flops (multiply-adds), nnz(C), the longest row of A and of C, the times, the
+ratio of each flexsparse entry point to the best peer, the one-thread flexsparse time over
+SciPy's, the speed-up of ``--threads`` threads over one (products above 10M multiply-adds),
+and the peak RSS growth of the flexsparse product over its input plus output bytes (in a
+child process per matrix, ``--rss``; the JIT is warmed on a tiny product first).
+
+Matrix suite (all generators seeded):
+
+* every example matrix pyamg ships, the graphs pygsp ships (Minnesota, Bunny, Airfoil,
+  Logo, DavidSensorNet 64 and 500, TwoMoons), the SNAP graphs of ``../shared/data``
+  (skipped with a message when absent);
+* R-MAT / Graph500 (a = 0.57, b = c = 0.19; directed edge lists, not symmetrised, repeated
+  edges kept once, vertex labels permuted) at scale 16, 18 and 20 with edge factor 8 and
+  16. ``A @ A`` of these outgrows this machine (scale 16/ef 16: 163M entries in C; scale
+  18/ef 8: 496M, 6 GB), so each is multiplied on the left by every k-th row of itself,
+  ``A[::k] @ A``, with the smallest power of two k that keeps the product under
+  ``--flop-cap`` multiply-adds: the same hub structure in B, a uniform sample of the rows
+  of A (labels are permuted) -- the name shows ``rows/k``;
+* the 3-D Poisson matrix ``pyamg.gallery.poisson((60, 60, 60))``;
+* ``uniform``: 2^18 x 2^18, 8 uniformly random columns in every row;
+* ``arrow``: 2^19 x 2^19 diagonal with 8 dense rows (first rows) and 8 dense columns
+  (last columns): dense rows of C, hub columns in B.
+
+Targets (2 threads): <= 1.0x the best peer on >= 80 % of the suite and geomean <= 0.8x;
+one thread never slower than SciPy; RSS growth <= 1.5x (inputs + output); >= 1.8x from 1 to
+2 threads above 10M multiply-adds. A ready-to-paste markdown table is printed at the end.
 
 Usage::
 
-    python benchmarks/bench_spgemm.py            # full run
-    python benchmarks/bench_spgemm.py --quick    # fewer repeats, smaller generated graph
-    python benchmarks/bench_spgemm.py --threads 2 --repeats 21
+    python benchmarks/bench_spgemm.py                 # full suite
+    python benchmarks/bench_spgemm.py --quick         # small matrices and scale-16 R-MAT only
+    python benchmarks/bench_spgemm.py --only rmat16-ef8,poisson3d-60 --repeats 7 --rss
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import json
 import math
 import os
-import statistics
+import platform
+import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import scipy.sparse as sp
 
-from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.dot import dot_csr_csr
-from flexsparse.kernels.cpu.spgemm import spgemm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import geomean, interleaved_min, peak_rss_growth, pyamg_matrices, snap_matrices  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCALING_MIN_FLOPS = 10_000_000
+_PYGSP = ("Minnesota", "Bunny", "Airfoil", "Logo", "DavidSensorNet:64", "DavidSensorNet:500", "TwoMoons")
 
 
-def load_matrices(quick: bool, seed: int) -> dict[str, sp.csr_array]:
-    mats: dict[str, sp.csr_array] = {}
-    for name in ("ca-GrQc", "ca-HepTh"):
-        path = DATA / f"{name}.mat"
-        if path.exists():
-            mats[name] = sp.csr_array(scipy.io.loadmat(path)["Problem"][0, 0]["A"])
-        else:
-            print(f"[skip] {name}: {path} not found")
-    try:
-        import pyamg.gallery as gallery
+@dataclasses.dataclass
+class Case:
+    name: str
+    a: sp.csr_array
+    b: sp.csr_array
 
-        folder = Path(gallery.__file__).parent / "example_data"
-        for path in sorted(folder.glob("*.mat")):
-            try:
-                mats[f"pyamg:{path.stem}"] = sp.csr_array(gallery.load_example(path.stem)["A"])
-            except Exception as exc:  # noqa: BLE001 - report and go on with the others
-                print(f"[skip] pyamg {path.stem}: {exc}")
-    except ImportError:
-        print("[skip] pyamg not installed (pip install flexsparse[peers])")
+
+# ---------------------------------------------------------------------- matrices
+def _csr(m) -> sp.csr_array:
+    m = sp.csr_array(m)
+    if m.dtype.kind not in "fc":
+        m = m.astype(np.float64)
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def pygsp_graphs() -> dict[str, sp.csr_array]:
     try:
         import logging
 
-        logging.getLogger("pygsp").setLevel(logging.WARNING)
+        logging.getLogger("pygsp").setLevel(logging.ERROR)
         from pygsp import graphs
-
-        for name in ("Minnesota", "Bunny", "Airfoil", "Logo"):
-            try:
-                mats[f"pygsp:{name}"] = sp.csr_array(getattr(graphs, name)().W)
-            except Exception as exc:  # noqa: BLE001
-                print(f"[skip] pygsp {name}: {exc}")
     except ImportError:
         print("[skip] pygsp not installed (pip install flexsparse[peers])")
-    mats["powerlaw"] = power_law_graph(5_000 if quick else 20_000, 8, seed)
-    return mats
+        return {}
+    out = {}
+    for spec in _PYGSP:
+        name, _, size = spec.partition(":")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = getattr(graphs, name)(N=int(size)) if size else getattr(graphs, name)()
+            out[f"pygsp:{name}{size}"] = g.W
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"[skip] pygsp {spec}: {exc}")
+    return out
 
 
-def power_law_graph(n: int, avg_degree: int, seed: int) -> sp.csr_array:
-    """Symmetric Chung-Lu graph: endpoint probabilities ~ Pareto(1.5) weights, capped."""
+def rmat_case(scale: int, ef: int, flop_cap: float, seed: int) -> Case:
+    import flexsparse as fs
+
+    a = fs.to_scipy(fs.rmat(scale, ef, seed=seed))
+    a = _csr(a)
+    deg = np.diff(a.indptr)
+    row_flops = np.add.reduceat(deg[a.indices], a.indptr[:-1]) * (deg > 0)
+    k = 1
+    while row_flops[::k].sum() > flop_cap and k < a.shape[0]:
+        k *= 2
+    name = f"rmat{scale}-ef{ef}" + (f" rows/{k}" if k > 1 else "")
+    return Case(name, _csr(a[::k]) if k > 1 else a, a)
+
+
+def uniform_case(seed: int, n: int = 1 << 18, per_row: int = 8) -> Case:
     rng = np.random.default_rng(seed)
-    w = np.minimum(rng.pareto(1.5, n) + 1.0, n / 50)
-    p = w / w.sum()
-    m = n * avg_degree // 2
-    rows, cols = rng.choice(n, m, p=p), rng.choice(n, m, p=p)
-    a = sp.coo_array((np.ones(m), (rows, cols)), shape=(n, n)).tocsr()
-    a = a + a.T
-    a.sum_duplicates()
-    a.data[:] = rng.random(a.nnz)
-    return sp.csr_array(a)
+    cols = rng.integers(0, n, n * per_row)
+    a = _csr(sp.csr_array((rng.random(n * per_row), cols, np.arange(n + 1) * per_row), shape=(n, n)))
+    return Case(f"uniform-2^{n.bit_length() - 1}x{per_row}", a, a)
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def arrow_case(seed: int, n: int = 1 << 19, k: int = 8) -> Case:
+    rng = np.random.default_rng(seed)
+    diag = np.arange(n)
+    dense_rows = np.repeat(np.arange(k), n), np.tile(np.arange(n), k)
+    dense_cols = np.tile(np.arange(n), k), np.repeat(np.arange(n - k, n), n)
+    rows = np.concatenate([diag, dense_rows[0], dense_cols[0]])
+    cols = np.concatenate([diag, dense_rows[1], dense_cols[1]])
+    a = _csr(sp.coo_array((rng.random(rows.size), (rows, cols)), shape=(n, n)))
+    return Case(f"arrow-2^{n.bit_length() - 1}-k{k}", a, a)
+
+
+def poisson_case() -> Case | None:
+    try:
+        import pyamg
+    except ImportError:
+        print("[skip] poisson3d: pyamg not installed")
+        return None
+    a = _csr(pyamg.gallery.poisson((60, 60, 60)))
+    return Case("poisson3d-60", a, a)
+
+
+def build_suite(quick: bool, flop_cap: float, seed: int) -> list[Callable[[], Case | None]]:
+    """Deferred constructors (a case is built when it is run, so memory holds one at a time)."""
+    makers: list[Callable[[], Case | None]] = []
+    small = {**pyamg_matrices(), **pygsp_graphs(), **snap_matrices()}
+    for name, m in small.items():
+        makers.append(lambda name=name, m=m: Case(name, _csr(m), _csr(m)))
+    scales = (16,) if quick else (16, 18, 20)
+    for scale in scales:
+        for ef in (8, 16):
+            makers.append(lambda s=scale, e=ef: rmat_case(s, e, flop_cap, seed))
+    makers.append(poisson_case)
+    if not quick:
+        makers.append(lambda: uniform_case(seed))
+        makers.append(lambda: arrow_case(seed))
+    return makers
+
+
+# ---------------------------------------------------------------------- peers
+def setup_peers(threads: int) -> dict[str, str]:
+    """Import GraphBLAS and MKL with ``threads`` threads; returns {peer: status}."""
+    status = {}
+    libs = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    if libs and "MKL_RT" not in os.environ:
+        os.environ["MKL_RT"] = libs[0]
+    try:
+        import sparse_dot_mkl
+
+        sparse_dot_mkl.mkl_set_num_threads(threads)
+        status["mkl"] = f"sparse_dot_mkl {sparse_dot_mkl.__version__}, {sparse_dot_mkl.mkl_get_max_threads()} threads"
+    except Exception as exc:  # noqa: BLE001 - a missing peer is reported, not fatal
+        status["mkl"] = f"unavailable ({exc})"
+    try:
+        import graphblas as gb
+
+        gb.ss.config["nthreads"] = threads
+        status["graphblas"] = f"python-graphblas {gb.__version__}, {gb.ss.config['nthreads']} threads"
+    except Exception as exc:  # noqa: BLE001
+        status["graphblas"] = f"unavailable ({exc})"
+    return status
+
+
+def peer_functions(case: Case, status: dict[str, str]) -> dict[str, Callable[[], object]]:
+    a, b = case.a, case.b
+    fns: dict[str, Callable[[], object]] = {"scipy": lambda: a @ b}
+    if not status["graphblas"].startswith("unavailable"):
+        import graphblas as gb
+
+        ga = gb.io.from_scipy_sparse(a)
+        gbb = ga if b is a else gb.io.from_scipy_sparse(b)
+        fns["graphblas"] = lambda: ga.mxm(gbb).new()
+    if not status["mkl"].startswith("unavailable"):
+        from sparse_dot_mkl import dot_product_mkl
+
+        fns["mkl"] = lambda: dot_product_mkl(a, b)
+    return fns
+
+
+# ---------------------------------------------------------------------- measuring
+def product_stats(case: Case) -> dict[str, int]:
+    a, b = case.a, case.b
+    bdeg = np.diff(b.indptr)
+    return {"n_rows": a.shape[0], "nnz_a": a.nnz, "flops": int(bdeg[a.indices].sum()),
+            "max_row_a": int(np.diff(a.indptr).max(initial=0))}
+
+
+def check_result(res, case: Case, ref) -> bool:
+    """Row lengths of the structural product (flexsparse keeps cancelled entries, SciPy drops
+    them) and row sums of SciPy's product ``ref``."""
+    import flexsparse as fs
+
+    c = fs.to_scipy(res)
+    pattern = [sp.csr_array((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape) for m in (case.a, case.b)]
+    if not np.array_equal(np.diff(c.indptr), np.diff((pattern[0] @ pattern[1]).indptr)):
+        return False
+    scale = abs(c).sum(axis=1) + 1e-300
+    return bool(np.all(np.abs(c.sum(axis=1) - sp.csr_array(ref).sum(axis=1)) <= 1e-9 * scale))
+
+
+def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> dict:
+    import flexsparse as fs
+
+    A = fs.as_coo(case.a)
+    B = A if case.b is case.a else fs.as_coo(case.b)
+    fns: dict[str, Callable[[], object]] = {
+        "fs_einsum": lambda: fs.einsum("ij,jk->ik", A, B),
+        "fs_matmul": lambda: A @ B,
+        "fs_1t": lambda: fs.einsum("ij,jk->ik", A, B, threads=1),
+        **peer_functions(case, status),
+    }
+    if threads != 2:
+        fns["fs_einsum"] = lambda: fs.einsum("ij,jk->ik", A, B, threads=threads)
+    ref = fns["scipy"]()
+    res = fns["fs_einsum"]()
+    ok = check_result(res, case, ref) and check_result(fns["fs_1t"](), case, ref)
+    out = product_stats(case)
+    c = fs.to_scipy(res)
+    out.update(nnz_c=int(c.nnz), max_row_c=int(np.diff(c.indptr).max(initial=0)), ok=ok)
+    del res, ref, c
+    for fn in fns.values():  # warm every path once more (caches, thread teams)
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    out["times"] = interleaved_min(fns, repeats)
+    return out
 
 
-def structure_ok(c: CSR, a: CSR) -> bool:
-    pat = sp.csr_array((np.ones(a.nnz), a.indices, a.indptr), shape=a.shape)
-    ref = pat @ pat
-    ref.sort_indices()
-    return np.array_equal(c.indptr, ref.indptr) and np.array_equal(c.indices, ref.indices)
+def rss_child(name: str, args: argparse.Namespace) -> None:
+    """Print the product's peak RSS growth and its input/output bytes as JSON (run in a
+    fresh process so that no earlier product's memory is reused)."""
+    import flexsparse as fs
+
+    case = next(c for c in (m() for m in build_suite(args.quick, args.flop_cap, args.seed))
+                if c is not None and c.name == name)
+    tiny = sp.csr_array(np.eye(4))
+    fs.einsum("ij,jk->ik", fs.as_coo(tiny), fs.as_coo(tiny))  # JIT load outside the measurement
+    A = fs.as_coo(case.a)
+    B = A if case.b is case.a else fs.as_coo(case.b)
+    res, growth = peak_rss_growth(lambda: fs.einsum("ij,jk->ik", A, B))
+    csr = res.to_csr(sort=False)
+
+    def nbytes(m) -> int:
+        return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+
+    inputs = nbytes(case.a) + (0 if case.b is case.a else nbytes(case.b))
+    print(json.dumps({"growth": growth, "inputs": inputs, "output": nbytes(csr)}))
+
+
+def rss_of(name: str, args: argparse.Namespace) -> float | None:
+    cmd = [sys.executable, __file__, "--rss-child", name, "--flop-cap", str(args.flop_cap),
+           "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"[rss] {name}: {exc}")
+        return None
+    return None if r["growth"] is None else r["growth"] / (r["inputs"] + r["output"])
+
+
+# ---------------------------------------------------------------------- report
+def _ms(t: float | None) -> str:
+    return "-" if t is None else f"{t * 1e3:.3f}" if t < 0.01 else f"{t * 1e3:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller generated graph")
-    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: numba's)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per matrix (median)")
+    ap.add_argument("--quick", action="store_true", help="pyamg, pygsp, SNAP, scale-16 R-MAT, Poisson")
+    ap.add_argument("--threads", type=int, default=2, help="threads of GraphBLAS, MKL and flexsparse")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (minimum kept)")
+    ap.add_argument("--flop-cap", type=float, default=64e6, help="R-MAT products: row-sample above this")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="", help="comma-separated case names (prefix match)")
+    ap.add_argument("--rss", action="store_true", help="measure peak RSS growth in a child per matrix")
+    ap.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 15)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.rss_child:
+        rss_child(args.rss_child, args)
+        return 0
 
     import numba
 
-    threads = args.threads  # None: numba's default (all cores)
-    n_thr = threads or numba.get_num_threads()
-    print(f"flexsparse spgemm vs scipy A @ A | threads={n_thr} | cpus={os.cpu_count()} | "
-          f"repeats={repeats} (median) | numba {numba.__version__} layer={numba.config.THREADING_LAYER}")
+    import flexsparse as fs
 
-    # JIT compile or on-disk cache load: the first call of each dtype signature
-    jit = {}
-    for dt in (np.float64, np.complex128, np.bool_):
-        tiny = CSR.from_coo_arrays([0, 1, 1], [1, 0, 1], np.ones(3, dtype=dt), (2, 2))
-        t = time.perf_counter()
-        spgemm(tiny, tiny, threads=threads)
-        spgemm(tiny, tiny, threads=1)
-        jit[np.dtype(dt).name] = time.perf_counter() - t
-
-    mats = load_matrices(args.quick, args.seed)
-    header = (f"{'matrix':38s} {'shape':>13s} {'nnz':>8s} {'nnz(C)':>9s} {'dtype':>10s} "
-              f"{'scipy ms':>9s} {'flex ms':>9s} {'ratio':>6s} {'flex 1t':>9s} {'ratio1t':>7s} ok")
-    print(header)
-    print("-" * len(header))
-    ratios, ratios1 = [], []
-    for name, m in mats.items():
-        m = sp.csr_array(m)
-        m.sum_duplicates()
-        m.sort_indices()
-        a = CSR.from_scipy(m)
-        spgemm(a, a, threads=threads)  # warm (first call of a new signature compiles)
-        _ = m @ m
-        c = spgemm(a, a, threads=threads)
-        t_scipy = median_time(lambda: m @ m, repeats)
-        t_flex = median_time(lambda: spgemm(a, a, threads=threads), repeats)
-        t_flex1 = median_time(lambda: spgemm(a, a, threads=1), repeats)
-        t_scipy = min(t_scipy, median_time(lambda: m @ m, repeats))  # interleave: fairer under load
-        ok = structure_ok(c, a)
-        ratios.append(t_flex / t_scipy)
-        ratios1.append(t_flex1 / t_scipy)
-        print(f"{name:38s} {str(m.shape):>13s} {m.nnz:8d} {c.nnz:9d} {str(m.dtype):>10s} "
-              f"{t_scipy * 1e3:9.3f} {t_flex * 1e3:9.3f} {ratios[-1]:6.2f} {t_flex1 * 1e3:9.3f} "
-              f"{ratios1[-1]:7.2f} {'yes' if ok else 'NO'}")
-    geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
-    geo1 = math.exp(statistics.fmean(math.log(r) for r in ratios1))
-    print("-" * len(header))
-    print(f"geometric mean ratio flexsparse/scipy: {geo:.3f} ({n_thr} threads), {geo1:.3f} (1 thread); "
-          f"target <= 0.5 on 2 cores -> {'MET' if geo <= 0.5 else 'NOT MET'}")
-    print("first-call time (JIT compile, or numba cache load when warm): "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in jit.items()))
-
-    # dot-product engine: masked (sampled) product, cost-balanced vs round-robin rows
-    g = power_law_graph(3_000 if args.quick else 10_000, 8, args.seed + 1)
-    rows_sorted = np.argsort(-np.diff(g.indptr), kind="stable")  # rows by degree, heaviest first
-    g = sp.csr_array(g[rows_sorted][:, rows_sorted])
-    g.sort_indices()
-    a = CSR.from_scipy(g)
-    mask = a  # sample A @ A on A's own pattern (triangle-counting style)
-    at = a.transpose()
-    print(f"\ndot engine, masked A @ A on a power-law graph {g.shape}, nnz {g.nnz}, rows by degree:")
-    for schedule in ("cost", "round-robin"):
-        dot_csr_csr(a, at, mask=mask, schedule=schedule, threads=threads)
-        t = median_time(lambda s=schedule: dot_csr_csr(a, at, mask=mask, schedule=s, threads=threads), repeats)
-        print(f"  schedule={schedule:12s} {t * 1e3:9.3f} ms")
+    numba.set_num_threads(args.threads)
+    status = setup_peers(args.threads)
+    load = os.getloadavg()
+    print(f"# SpGEMM C = A @ B | {time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} "
+          f"{os.cpu_count()} cpus | load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"# flexsparse {fs.__version__}: numba {numba.__version__} {numba.get_num_threads()} threads "
+          f"(layer {numba.threading_layer() if hasattr(numba, 'threading_layer') else '?'}), "
+          f"scipy 1 thread, " + ", ".join(f"{k}: {v}" for k, v in status.items()))
+    print(f"# min of {args.repeats} interleaved warm runs; ratios vs the best peer")
+    only = [s for s in args.only.split(",") if s]
+    rows = []
+    head = (f"{'matrix':30s} {'flops':>9s} {'nnz(C)':>9s} {'maxA':>6s} {'maxC':>7s} {'einsum':>8s} {'@':>8s} "
+            f"{'scipy':>8s} {'GrB':>8s} {'MKL':>8s} {'e/best':>6s} {'@/best':>6s} {'1t/sp':>6s} "
+            f"{'2t/1t':>5s} {'rss':>5s} ok")
+    print(head)
+    for make in build_suite(args.quick, args.flop_cap, args.seed):
+        case = make()
+        if case is None or (only and not any(case.name.startswith(o) for o in only)):
+            continue
+        r = measure(case, status, args.threads, args.repeats)
+        t = r["times"]
+        peers = {k: t[k] for k in ("scipy", "graphblas", "mkl") if k in t}
+        best = min(peers.values())
+        r.update(name=case.name, best=best, best_peer=min(peers, key=peers.get),
+                 ratio=t["fs_einsum"] / best, ratio_mm=t["fs_matmul"] / best,
+                 ratio_1t=t["fs_1t"] / t["scipy"],
+                 speedup=t["fs_1t"] / t["fs_einsum"] if r["flops"] > SCALING_MIN_FLOPS else None,
+                 rss=rss_of(case.name, args) if args.rss else None)
+        rows.append(r)
+        speedup = "" if r["speedup"] is None else f"{r['speedup']:.2f}"
+        rss = "" if r["rss"] is None else f"{r['rss']:.2f}"
+        print(f"{case.name:30s} {r['flops']:9.3g} {r['nnz_c']:9d} {r['max_row_a']:6d} {r['max_row_c']:7d} "
+              f"{_ms(t['fs_einsum']):>8s} {_ms(t['fs_matmul']):>8s} {_ms(t.get('scipy')):>8s} "
+              f"{_ms(t.get('graphblas')):>8s} {_ms(t.get('mkl')):>8s} {r['ratio']:6.2f} {r['ratio_mm']:6.2f} "
+              f"{r['ratio_1t']:6.2f} {speedup:>5s} {rss:>5s} {'yes' if r['ok'] else 'NO'}", flush=True)
+        del case
+    summarize(rows, args)
     return 0
+
+
+def summarize(rows: list[dict], args: argparse.Namespace) -> None:
+    if not rows:
+        print("no case ran")
+        return
+    ratios = [r["ratio"] for r in rows]
+    within = sum(x <= 1.0 for x in ratios)
+    ones = [r["ratio_1t"] for r in rows]
+    scal = [r["speedup"] for r in rows if r["speedup"] is not None]
+    rss = [r["rss"] for r in rows if r["rss"] is not None]
+    print()
+    print(f"einsum vs best peer: geomean {geomean(ratios):.3f}x, <= 1.0x on {within}/{len(rows)} "
+          f"({100 * within / len(rows):.0f} %)  [targets: geomean <= 0.8, >= 80 %]")
+    print(f"A @ B vs best peer: geomean {geomean([r['ratio_mm'] for r in rows]):.3f}x")
+    print(f"one thread vs SciPy: geomean {geomean(ones):.3f}x, worst {max(ones):.2f}x "
+          f"({rows[int(np.argmax(ones))]['name']})  [target: every matrix <= 1.0]")
+    if scal:
+        print(f"{args.threads} threads over 1 (> {SCALING_MIN_FLOPS / 1e6:.0f}M multiply-adds): "
+              f"min {min(scal):.2f}x, geomean {geomean(scal):.2f}x  [target >= 1.8]")
+    if rss:
+        print(f"peak RSS growth / (inputs + output): max {max(rss):.2f}  [target <= 1.5]")
+    print("\n| matrix | flops | nnz(C) | max row A / C | flexsparse einsum ms | flexsparse `@` ms | SciPy ms | "
+          "GraphBLAS ms | MKL ms | einsum / best | 1 thread / SciPy | 2t / 1t | RSS growth |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["times"]
+        sp_ = "" if r["speedup"] is None else f"{r['speedup']:.2f}"
+        rs = "" if r["rss"] is None else f"{r['rss']:.2f}"
+        print(f"| {r['name']} | {r['flops']:.3g} | {r['nnz_c']:,} | {r['max_row_a']:,} / {r['max_row_c']:,} | "
+              f"{_ms(t['fs_einsum'])} | {_ms(t['fs_matmul'])} | {_ms(t.get('scipy'))} | "
+              f"{_ms(t.get('graphblas'))} | {_ms(t.get('mkl'))} | **{r['ratio']:.2f}** | {r['ratio_1t']:.2f} | "
+              f"{sp_} | {rs} |")
+    print(f"| geomean | | | | | | | | | **{geomean(ratios):.2f}** | {geomean(ones):.2f} | "
+          f"{geomean(scal) if scal else float('nan'):.2f} | |")
 
 
 if __name__ == "__main__":

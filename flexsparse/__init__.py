@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "to_torch": "flexsparse.formats.convert",
     "DenseTooLargeError": "flexsparse.formats.coo",
     "random": "flexsparse.formats.random",
+    "rmat": "flexsparse.formats.random",
     "load": "flexsparse.formats.io",
     "save": "flexsparse.formats.io",
     # einsum

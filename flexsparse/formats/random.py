@@ -17,6 +17,8 @@ Algorithms (registered by name in :data:`DISTRIBUTIONS`):
   gives up (after ``_MAX_ROUNDS`` rounds, or 3 rounds where < 0.1% of draws were new) and
   returns fewer entries with a RuntimeWarning saying how many.
 
+:func:`rmat` draws R-MAT / Graph500 power-law graphs (hub rows and columns).
+
 Distributions: ``"uniform"`` (every coordinate equally likely) and ``"powerlaw"``
 (each mode independently: the coordinate of popularity rank ``r`` is drawn with
 probability proportional to ``(r + 1) ** -alpha``; ranks are mapped to coordinates by a
@@ -48,7 +50,7 @@ from flexsparse._util import check_numeric_dtype, index_dtype_for
 from flexsparse.formats import _sort
 from flexsparse.formats.coo import COO, normalize_shape
 
-__all__ = ["random", "register_distribution", "DISTRIBUTIONS", "Distribution"]
+__all__ = ["random", "rmat", "register_distribution", "DISTRIBUTIONS", "Distribution"]
 
 _SMALL_SPACE = 2**22
 _MAX_ROUNDS = 60
@@ -233,3 +235,53 @@ def random(shape, density: float | None = None, seed=None, distribution: str = "
         coords = _sample_large(rng, shape, nnz, dist, params)
     coords = coords.astype(index_dtype_for(shape), copy=False)
     return COO(coords, _values(rng, coords.shape[1], dtype), shape, canonical=True)
+
+
+def rmat(scale: int, edge_factor: int = 16, a: float = 0.57, b: float = 0.19, c: float = 0.19,
+         seed=None, symmetric: bool = False, dtype=np.float64) -> COO:
+    """R-MAT / Graph500 Kronecker graph: a ``2**scale`` square adjacency matrix.
+
+    ``edge_factor * 2**scale`` edges are drawn; each picks, for each of the ``scale`` bits of
+    its (row, column), one quadrant with probabilities ``a, b, c, d = 1 - a - b - c`` (top-left,
+    top-right, bottom-left, bottom-right). The Graph500 parameters (the defaults) give a
+    power-law graph with hub rows and columns. Vertex labels are then permuted at random (as
+    Graph500 does, so hubs are scattered), ``symmetric`` adds every edge's reverse, and
+    repeated edges are kept once. Values as :func:`random`. Returns a canonical COO backed by
+    its CSR (:meth:`COO.from_csr`). O(scale * edges) time, O(edges) memory.
+
+    >>> g = rmat(10, 4, seed=0)
+    >>> g.shape, g.nnz <= 4 * 2**10, g.canonical
+    ((1024, 1024), True, True)
+    >>> rmat(4, a=0.9)
+    Traceback (most recent call last):
+    ...
+    ValueError: rmat probabilities must be non-negative with a + b + c <= 1, got a=0.9, b=0.19, c=0.19
+    """
+    from flexsparse.formats.csr import CSR
+
+    if isinstance(scale, bool) or not isinstance(scale, (numbers.Integral, np.integer)) or not 0 <= scale <= 40:
+        raise ValueError(f"rmat scale must be an int in [0, 40], got {scale!r}")
+    if isinstance(edge_factor, bool) or not isinstance(edge_factor, (numbers.Integral, np.integer)) \
+            or edge_factor < 0:
+        raise ValueError(f"rmat edge_factor must be a non-negative int, got {edge_factor!r}")
+    if min(a, b, c) < 0 or a + b + c > 1:
+        raise ValueError(f"rmat probabilities must be non-negative with a + b + c <= 1, got a={a}, b={b}, c={c}")
+    dtype = check_numeric_dtype(dtype, "dtype")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    n = 1 << int(scale)
+    m = int(edge_factor) * n
+    rows = np.zeros(m, dtype=np.int64)
+    cols = np.zeros(m, dtype=np.int64)
+    for bit in range(int(scale)):
+        u = rng.random(m)
+        down = u >= a + b  # quadrants c, d: the row bit is set
+        right = ((u >= a) & (u < a + b)) | (u >= a + b + c)  # quadrants b, d: the column bit is set
+        rows |= down.astype(np.int64) << bit
+        cols |= right.astype(np.int64) << bit
+    perm = rng.permutation(n)
+    rows, cols = perm[rows], perm[cols]
+    if symmetric:
+        rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
+    g = CSR.from_coo_arrays(rows, cols, np.ones(rows.size, dtype=np.int8), (n, n))
+    g = CSR._trusted(g.indptr, g.indices, _values(rng, g.nnz, dtype), g.shape, True)
+    return COO.from_csr(g)

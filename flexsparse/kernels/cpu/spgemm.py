@@ -99,7 +99,6 @@ __all__ = [
     "get_accumulator",
     "spgemm",
     "spgemm_csr_csr_numeric",
-    "spgemm_csr_csr_onepass",
     "spgemm_csr_csr_serial",
     "spgemm_csr_csr_symbolic",
     "spgemm_trusted",
@@ -133,10 +132,12 @@ ONE_PASS_MAX_BYTES = 8 * 2**30
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
+#: Products whose A has at least this many entries count their flops on all threads.
+_PARALLEL_FLOPS_NNZ = 1 << 18
 _ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
 _ONE_DENSE_PART.flags.writeable = False
 #: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
-LAST_TRACE = np.empty((0, 3))
+LAST_TRACE = np.empty((0, 4))
 
 
 # ------------------------------------------------------------------ accumulator rules
@@ -179,12 +180,12 @@ def get_accumulator(name: str) -> Callable[[np.ndarray, np.ndarray, int], np.nda
 
 # --------------------------------------------------------------------------- helpers
 @njit(cache=True)
-def _row_flops(a_indptr, a_indices, b_indptr, out_flops):
-    """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i);
-    returns their sum. Serial: O(nnz(A)), memory-bound."""
+def _row_flops(a_indptr, a_indices, b_indptr, out_flops, r0, r1):
+    """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i) for
+    rows ``r0:r1``; returns their sum. O(nnz(A[r0:r1])), memory-bound."""
     total = 0
     one = np.uint64(1)
-    for i in range(a_indptr.shape[0] - 1):
+    for i in range(r0, r1):
         s = 0
         for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
             k = np.uint64(a_indices[p])
@@ -192,6 +193,16 @@ def _row_flops(a_indptr, a_indices, b_indptr, out_flops):
         out_flops[i] = s
         total += s
     return total
+
+
+@njit(cache=True, parallel=True)
+def _row_flops_parallel(a_indptr, a_indices, b_indptr, out_flops, bounds):
+    """:func:`_row_flops` with thread ``w`` on rows ``bounds[w]:bounds[w+1]``; returns the sum."""
+    n = bounds.shape[0] - 1
+    totals = np.zeros(n, dtype=np.int64)
+    for w in prange(n):
+        totals[w] = _row_flops(a_indptr, a_indices, b_indptr, out_flops, bounds[w], bounds[w + 1])
+    return totals.sum()
 
 
 @njit(cache=True)
@@ -204,15 +215,6 @@ def _worker_table(bounds, p0, p1, use_dense, row_flops):
                 if row_flops[i] > 0:
                     tsize = max(tsize, hash_table_size(row_flops[i])[0])
     return tsize
-
-
-@njit(cache=True)
-def _worker_longest(bounds, p0, p1, c_indptr):
-    """Longest output row among the rows of parts ``p0:p1``."""
-    longest = 0
-    for i in range(bounds[p0], bounds[p1]):
-        longest = max(longest, c_indptr[i + 1] - c_indptr[i])
-    return longest
 
 
 # ------------------------------------------------------------------ per-worker bodies
@@ -245,22 +247,19 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
 
 @njit(cache=True)
 def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
-                    bounds, worker_bounds, use_dense, variant, sort, compact, c_indptr, c_indices, c_data,
-                    tag, marker, acc, trace):
-    """Fill the rows of the parts of worker ``w``.
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
+                    marker, acc, trace):
+    """Compute the rows of the parts of worker ``w``, back to back from ``c_indptr[r_lo]``
+    (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
+    but the last; the end of its last row goes to ``trace[3]``. The buffers need the
+    worker's flops as capacity past that offset, but only its entries are touched.
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
     column scratch list are allocated here. ``variant``: 0 times both dense variants on the
     first rows and keeps the faster, 1 the position map, 2 the value accumulator.
-
-    ``compact``: no symbolic pass ran; row ``i`` is written where row ``i - 1`` ended
-    (``c_indptr[r_lo]`` set by the caller) and ``c_indptr[i + 1]`` is set here, so the
-    output buffers need the worker's flops as capacity but only its entries are touched.
-    Otherwise ``c_indptr`` is the prefix sum of the symbolic counts.
-
-    ``trace: float64[3]`` receives the variant used last and the best measured ticks per
-    unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed).
+    ``trace: float64[4]`` also receives the variant used last and the best measured ticks
+    per unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed).
     """
     p0 = worker_bounds[w]
     p1 = worker_bounds[w + 1]
@@ -272,8 +271,8 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     slots = np.empty(tsize, dtype=np.uint32)
     longest = 0
     if variant != 1 or sort:
-        for i in range(r_lo, r_hi):  # the longest row, bounded by its flops without counts
-            longest = max(longest, row_flops[i] if compact else c_indptr[i + 1] - c_indptr[i])
+        for i in range(r_lo, r_hi):  # rows are no longer than their flops
+            longest = max(longest, row_flops[i])
     scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
@@ -290,15 +289,15 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     best = np.full(3, np.inf)
     work_since = 0
     mark = cycles()
+    pos = c_indptr[r_lo]
     for part in range(p0, p1):
         dense = use_dense[part]
         for i in range(bounds[part], bounds[part + 1]):
             a0 = a_indptr[i]
             a1 = a_indptr[i + 1]
-            pos = c_indptr[i]
             f = row_flops[i]
             if f == 0:
-                n = 0
+                n = np.int64(0)
             elif a1 - a0 == 1 and b_sorted:
                 # a scaled copy of one (sorted, duplicate-free) row of B
                 k = a_indices[a0]
@@ -309,8 +308,8 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                     c_indices[pos + q] = b_indices[q0 + q]
                     c_data[pos + q] = av * b_data[q0 + q]
             elif not dense:
-                n = fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
-                                  b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos)
+                n = np.int64(fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                           b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
             else:
                 if not decided and work_since >= ADAPT_CHUNK:
                     now = cycles()
@@ -324,26 +323,28 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                     work_since = 0
                     mark = cycles()
                 if current == 1:
-                    n = fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
-                                     b_indptr, b_indices, b_data, tag, c_indices, c_data, pos)
+                    n = np.int64(fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices,
+                                              a_data, b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
                 else:
-                    n = fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
-                                     b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos)
+                    n = np.int64(fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
+                                              b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos))
                 work_since += f + n
             if sort and n > 1:
                 sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-            if compact:
-                c_indptr[i + 1] = pos + n
+            pos += n
+            if i + 1 < r_hi:
+                c_indptr[i + 1] = pos
     trace[0] = current
     trace[1] = best[1]
     trace[2] = best[2]
+    trace[3] = pos
 
 
 # --------------------------------------------------------------------------- kernels
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
                             worker_bounds, use_dense, marker, out_counts):
-    """Count the distinct columns of every output row of ``A @ B``.
+    """Count the distinct columns of the output rows ``bounds[0]:bounds[-1]`` of ``A @ B``.
 
     Args:
         a_indptr, a_indices: CSR structure of ``A`` (``int64[n_rows+1]``, ``[nnz_a]``).
@@ -368,61 +369,51 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, 
 def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                            row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
                            c_indices, c_data, tag, marker, acc, trace):
-    """Fill ``C = A @ B`` into buffers preallocated from the symbolic pass.
+    """Compute ``C = A @ B``, each worker's rows back to back from its first row's offset.
 
     Args are those of :func:`spgemm_csr_csr_symbolic` plus the values ``a_data``,
     ``b_data`` (already of the output dtype), ``variant`` (:data:`VARIANTS`), ``sort``
-    (order each row by column), the output ``c_indptr: int64[n_rows+1]`` (prefix sum of
-    the counts), ``c_indices: [nnz_c]``, ``c_data: [nnz_c]``, and zeroed per-worker dense
-    workspaces ``tag: uint64[n_workers, n_cols]``, ``marker: uint32[n_workers, n_cols]``
-    and ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0
-    columns for ``variant=1``), and ``trace: float64[n_workers, 3]`` (see
-    :func:`_numeric_worker`).
+    (order each row by column), the output ``c_indptr: int64[n_rows+1]`` holding the
+    offset of every worker's first row (the rest is filled here, but ``c_indptr[-1]``:
+    the end of the last worker, ``trace[-1, 3]``), ``c_indices``/``c_data`` with room
+    for every worker's flops past its offset, zeroed per-worker dense workspaces
+    ``tag: uint64[n_workers, n_cols]``, ``marker: uint32[n_workers, n_cols]`` and
+    ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
+    ``variant=1``), and ``trace: float64[n_workers, 4]`` (see :func:`_numeric_worker`).
     """
     for w in prange(worker_bounds.shape[0] - 1):
         _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
-                        row_flops, bounds, worker_bounds, use_dense, variant, sort, False, c_indptr,
+                        row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
                         c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
-
-
-@njit(cache=True)
-def spgemm_csr_csr_onepass(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
-                           bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag, marker, acc,
-                           trace):
-    """One-thread ``C = A @ B`` in a single pass, no symbolic count: rows are written one
-    after the other, so ``c_indices``/``c_data`` need the total flops as capacity but only
-    the first ``nnz(C)`` slots are touched. Fills ``c_indptr: int64[n_rows + 1]`` and
-    returns ``nnz(C)``. Other arguments as :func:`spgemm_csr_csr_numeric` with one worker
-    (``tag``, ``marker``, ``acc`` and ``trace`` 1-D).
-    """
-    worker_bounds = np.empty(2, dtype=np.int64)
-    worker_bounds[0] = 0
-    worker_bounds[1] = bounds.shape[0] - 1
-    c_indptr[0] = 0
-    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
-                    bounds, worker_bounds, use_dense, variant, sort, True, c_indptr, c_indices, c_data,
-                    tag, marker, acc, trace)
-    return c_indptr[c_indptr.shape[0] - 1]
 
 
 @njit(cache=True)
 def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, b_sorted,
                           row_flops, total, bounds, use_dense, variant, sort, index_like):
-    """:func:`spgemm_csr_csr_onepass` with its buffers allocated here (for small products:
-    ``total`` flops of output capacity). Returns ``(c_indptr, c_indices, c_data)``, the
-    last two views of the first ``nnz(C)`` slots."""
+    """One-thread ``C = A @ B`` in a single compiled call and a single pass (no symbolic
+    count): rows are written back to back into buffers of ``total`` (flops) capacity.
+    For small products (the allocations are numba's). Returns ``(c_indptr, c_indices,
+    c_data)``, the last two views of the first ``nnz(C)`` slots."""
     dense = False
     for part in range(bounds.shape[0] - 1):
         dense |= use_dense[part]
     nd = n_cols if dense else 0
     nv = nd if variant != 1 else 0
-    c_indptr = np.empty(a_indptr.shape[0], dtype=np.int64)
+    worker_bounds = np.empty(2, dtype=np.int64)
+    worker_bounds[0] = 0
+    worker_bounds[1] = bounds.shape[0] - 1
+    n_rows = a_indptr.shape[0] - 1
+    c_indptr = np.empty(n_rows + 1, dtype=np.int64)
+    c_indptr[0] = 0
     c_indices = np.empty(total, dtype=index_like.dtype)
     c_data = np.empty(total, dtype=a_data.dtype)
-    nnz = spgemm_csr_csr_onepass(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
-                                 row_flops, bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
-                                 np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
-                                 np.zeros(nv, dtype=a_data.dtype), np.empty(3))
+    trace = np.empty(4)
+    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
+                    np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
+                    np.zeros(nv, dtype=a_data.dtype), trace)
+    nnz = np.int64(trace[3])
+    c_indptr[n_rows] = nnz
     return c_indptr, c_indices[:nnz], c_data[:nnz]
 
 
@@ -485,17 +476,20 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
     work_dtype = _INT64 if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.shape[0], b.shape[1]
     idx_dtype = _INT32 if n_cols <= _INT32_MAX else _INT64
-    a_nnz, b_nnz = a.indptr[-1], b.indptr[-1]
-    if n_rows == 0 or n_cols == 0 or a_nnz == 0 or b_nnz == 0:
+    if n_rows == 0 or n_cols == 0 or a.indptr[-1] == 0 or b.indptr[-1] == 0:
         return CSR._trusted(np.zeros(n_rows + 1, dtype=np.int64), np.empty(0, dtype=idx_dtype),
                             np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
     a_data = a.data.astype(work_dtype, copy=False)
     b_data = b.data.astype(work_dtype, copy=False)
     flops = np.empty(n_rows, dtype=np.int64)
-    total = _row_flops(a.indptr, a.indices, b.indptr, flops)
-    n_threads = 1 if total < SMALL_FLOPS else (numba.get_num_threads() if threads is None else threads)
-    cap_bytes = total * (idx_dtype.itemsize + work_dtype.itemsize)
-    if n_threads == 1 and cap_bytes <= ONE_PASS_MAX_BYTES:
+    if a.indptr[-1] < _PARALLEL_FLOPS_NNZ:
+        total = _row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows)
+    else:
+        n_threads = numba.get_num_threads() if threads is None else threads
+        with thread_scope(threads):
+            bounds = _cost_partition_trusted(np.diff(a.indptr), n_threads, 1).bounds
+            total = _row_flops_parallel(a.indptr, a.indices, b.indptr, flops, bounds)
+    if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
             use_dense = _ONE_DENSE_PART if rule is _rule_auto and n_rows < 2**32 - 1 else \
@@ -504,17 +498,15 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
             part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
             use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols, n_rows)
-        if total < SMALL_FLOPS:  # one compiled call; its small allocations stay in numba
-            c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
-                a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
-                total, bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
-        else:
-            c_indptr, c_indices, c_data = _one_pass(a, b, a_data, b_data, flops, total, bounds, use_dense,
-                                                    code, sort, idx_dtype, work_dtype)
+        # one compiled call; its small allocations stay in numba
+        c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
+            a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
+            total, bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
     else:
-        with thread_scope(threads if n_threads != 1 else 1):
-            c_indptr, c_indices, c_data = _parallel(a, b, a_data, b_data, flops, rule, code, sort,
-                                                    n_threads, idx_dtype, work_dtype)
+        n_threads = numba.get_num_threads() if threads is None else threads
+        with thread_scope(threads):
+            c_indptr, c_indices, c_data = _run(a, b, a_data, b_data, flops, int(total), rule, code, sort,
+                                               n_threads, idx_dtype, work_dtype)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
     return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort)
@@ -531,60 +523,53 @@ def _trim(arr: np.ndarray, n: int) -> np.ndarray:
         return arr[:n]
 
 
-def _one_pass(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int,
-              bounds: np.ndarray, use_dense: np.ndarray, code: int, sort: bool, idx_dtype: np.dtype,
-              work_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One thread, no symbolic pass: rows written back to back into buffers of ``total``
-    (flops) capacity, of which only the ``nnz(C)`` written slots are ever touched (the
-    untouched tail costs address space, not memory), then trimmed.
+def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int, rule: Callable,
+         code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Products of at least ``SMALL_FLOPS`` multiply-adds on ``n_threads`` threads.
+
+    Every worker writes its contiguous block of rows back to back from the block's output
+    offset, so only the rows before the last worker's block need counting first (phase 1,
+    the symbolic kernel on all threads), and one thread needs no counting at all. The last
+    block is written into room for its flops, of which only the entries are touched (the
+    rest costs address space, not memory); blocks whose flops would need more than
+    ``ONE_PASS_MAX_BYTES`` of room are counted too. Then the buffers are trimmed.
 
     NumPy allocates the output and the workspaces: large blocks get transparent huge pages
     (numba's allocator does not), which made first-touch page faults ~4x cheaper (5.2M
     entries: 22 ms -> 6 ms).
     """
     n_rows, n_cols = a.n_rows, b.n_cols
-    nd = n_cols if use_dense.any() else 0
-    nv = nd if code != 1 else 0
-    c_indptr = np.empty(n_rows + 1, dtype=np.int64)
-    c_indices = np.empty(total, dtype=idx_dtype)
-    c_data = np.empty(total, dtype=work_dtype)
-    nnz = spgemm_csr_csr_onepass(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
-                                 flops, bounds, use_dense, code, sort, c_indptr, c_indices, c_data,
-                                 np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
-                                 np.zeros(nv, dtype=work_dtype), np.empty(3))
-    return c_indptr, _trim(c_indices, int(nnz)), _trim(c_data, int(nnz))
-
-
-def _parallel(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, rule: Callable,
-              code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two parallel passes, each over its own cost-balanced partition."""
-    n_rows, n_cols = a.n_rows, b.n_cols
     # +1 per row: the fixed per-row overhead, so flop-free rows are not free
     part = _cost_partition_trusted(flops + 1, n_threads, PARTS_PER_WORKER)
-    use_dense = _dense_flags(rule, part.bounds, part.part_costs - np.diff(part.bounds), n_cols, n_rows)
-    marker = np.zeros((n_threads, n_cols if use_dense.any() else 0), dtype=np.uint32)
+    bounds, worker_bounds = part.bounds, part.worker_bounds
+    use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols, n_rows)
+    entry_bytes = idx_dtype.itemsize + work_dtype.itemsize
+    last = int(bounds[worker_bounds[-2]])  # first row of the last worker
+    counted = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
     c_indptr[0] = 0
-    spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,
-                            part.bounds, part.worker_bounds, use_dense, marker, c_indptr[1:])
-    counts = c_indptr[1:].copy()
-    np.cumsum(c_indptr[1:], out=c_indptr[1:])
-    nnz = int(c_indptr[-1])
-    c_indices = np.empty(nnz, dtype=idx_dtype)
-    c_data = np.empty(nnz, dtype=work_dtype)
-    # numeric work per row: its multiply-adds plus its output entries
-    part = _cost_partition_trusted(flops + counts + 1, n_threads, PARTS_PER_WORKER)
-    use_dense = _dense_flags(rule, part.bounds, part.part_costs - np.diff(part.bounds), n_cols, n_rows)
+    if counted:
+        cpart = _cost_partition_trusted(flops[:counted] + 1, n_threads, PARTS_PER_WORKER)
+        cdense = _dense_flags(rule, cpart.bounds, cpart.part_costs - np.diff(cpart.bounds), n_cols, n_rows)
+        marker = np.zeros((n_threads, n_cols if cdense.any() else 0), dtype=np.uint32)
+        spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,
+                                cpart.bounds, cpart.worker_bounds, cdense, marker, c_indptr[1:])
+        np.cumsum(c_indptr[1:counted + 1], out=c_indptr[1:counted + 1])
+    capacity = int(c_indptr[counted]) + (int(flops[counted:].sum()) if counted < n_rows else 0)
+    c_indices = np.empty(capacity, dtype=idx_dtype)
+    c_data = np.empty(capacity, dtype=work_dtype)
     nd = n_cols if use_dense.any() else 0
     nv = nd if code != 1 else 0
     tag = np.zeros((n_threads, nd), dtype=np.uint64)
     marker = np.zeros((n_threads, nv), dtype=np.uint32)
     acc = np.zeros((n_threads, nv), dtype=work_dtype)
-    trace = np.full((n_threads, 3), np.nan)
+    trace = np.full((n_threads, 4), np.nan)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
-                           flops, part.bounds, part.worker_bounds, use_dense, code, sort, c_indptr,
-                           c_indices, c_data, tag, marker, acc, trace)
+                           flops, bounds, worker_bounds, use_dense, code, sort, c_indptr, c_indices, c_data,
+                           tag, marker, acc, trace)
+    nnz = int(trace[-1, 3])
+    c_indptr[n_rows] = nnz
     global LAST_TRACE
     LAST_TRACE = trace
-    return c_indptr, c_indices, c_data
+    return c_indptr, _trim(c_indices, nnz), _trim(c_data, nnz)
