@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_MAX_COLS, get_accumulator, spgemm
+import flexsparse.kernels.cpu.spgemm as spgemm_mod
+from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, ADAPT_CHUNK, DENSE_MAX_COLS, VARIANTS, get_accumulator, spgemm
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
 
@@ -47,14 +48,20 @@ def pattern(x: CSR):
     return sp.csr_array((np.ones(x.nnz), x.indices, x.indptr), shape=x.shape)
 
 
-def check_product(c: CSR, a: CSR, b: CSR, rtol=1e-10):
-    """Exact structure vs the structural product, values vs dense NumPy."""
+def check_product(c: CSR, a: CSR, b: CSR, rtol=1e-10, sort=True):
+    """Exact structure vs the structural product (rows sorted, or the same column sets when
+    ``sort=False``, never a duplicate), values vs dense NumPy."""
     c.validate()
-    assert c.sorted_indices
+    assert c.sorted_indices == sort
     ref = pattern(a) @ pattern(b)
     ref.sort_indices()
     np.testing.assert_array_equal(c.indptr, ref.indptr)
-    np.testing.assert_array_equal(c.indices, ref.indices)
+    if sort:
+        np.testing.assert_array_equal(c.indices, ref.indices)
+    else:
+        s = c.sorted()
+        assert s.nnz == c.nnz  # sorting found no duplicate to merge
+        np.testing.assert_array_equal(s.indices, ref.indices)
     dense = a.toarray() @ b.toarray()
     assert c.dtype == dense.dtype
     np.testing.assert_allclose(c.toarray(), dense, rtol=rtol, atol=rtol * 10)
@@ -215,6 +222,8 @@ def test_spgemm_errors():
         spgemm(a, np.ones((3, 3)))
     with pytest.raises(ValueError, match="threads must be None or an int"):
         spgemm(a, a.transpose(), threads=0)
+    with pytest.raises(ValueError, match="unknown variant 'fast'; valid names: auto, position, value"):
+        spgemm(a, a.transpose(), variant="fast")
     assert set(ACCUMULATORS) == {"auto", "dense", "hash"}
 
 
@@ -270,3 +279,144 @@ def test_spgemm_dense_emission_modes(n_cols, row_len):
     b = CSR.from_coo_arrays(rows, cols, rng.standard_normal(rows.size), (k, n_cols))
     a = rand_csr(rng, (50, k), 0.3)
     check_product(spgemm(a, b, accumulator="dense", threads=1), a, b)
+
+
+# ------------------------------------------------------------------ paths of the engine
+THREADS = min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+def _paths(monkeypatch, path):
+    """Force one of the engine's paths: the fused small kernel, the one-thread one-pass
+    path, the parallel path (last block written without counting) or the parallel path
+    with every row counted first (no room for an uncounted block)."""
+    if path != "small":
+        monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
+    if path == "counted":
+        monkeypatch.setattr(spgemm_mod, "ONE_PASS_MAX_BYTES", 0)
+    return 1 if path in ("small", "one-pass") else THREADS
+
+
+@pytest.mark.parametrize("path", ["small", "one-pass", "parallel", "counted"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("accumulator", ["dense", "hash"])
+@pytest.mark.parametrize("sort", [True, False])
+def test_spgemm_every_path_variant_and_order(monkeypatch, path, variant, accumulator, sort):
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(20)
+    a = rand_csr(rng, (120, 90), 0.05, powerlaw=True)
+    b = rand_csr(rng, (90, 300), 0.04, powerlaw=True)
+    c = spgemm(a, b, accumulator=accumulator, variant=variant, sort=sort, threads=threads)
+    check_product(c, a, b, sort=sort)
+
+
+@pytest.mark.parametrize("path", ["one-pass", "parallel", "counted"])
+def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path):
+    """A product with enough dense work per thread for the timed trials of both dense
+    variants (4 * ADAPT_CHUNK multiply-adds): the result is the same whichever wins."""
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(21)
+    n = 1500
+    a = rand_csr(rng, (n, n), 0.02)
+    assert (pattern(a) @ pattern(a)).sum() > 2 * threads * 4 * ADAPT_CHUNK
+    c = spgemm(a, a, sort=False, threads=threads)
+    check_product(c, a, a, sort=False)
+    if threads > 1:
+        trace = spgemm_mod.LAST_TRACE
+        assert trace.shape == (threads, 4)
+        assert set(trace[:, 0]) <= {1.0, 2.0}
+        assert np.isfinite(trace[:, 1:3]).all()  # both variants were timed on every thread
+        assert trace[-1, 3] == c.nnz
+
+
+@pytest.mark.parametrize("path", ["small", "one-pass", "parallel", "counted"])
+@pytest.mark.parametrize("dtype", [np.bool_, np.int32, np.int64, np.float32, np.complex64, np.complex128])
+def test_spgemm_dtypes_on_every_path(monkeypatch, path, dtype):
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(22)
+    a = rand_csr(rng, (70, 60), 0.1, dtype)
+    b = rand_csr(rng, (60, 80), 0.1, dtype)
+    c = spgemm(a, b, sort=False, threads=threads)
+    assert c.dtype == np.result_type(dtype, dtype)
+    if dtype == np.bool_:
+        np.testing.assert_array_equal(c.toarray(), a.toarray() @ b.toarray())
+    else:
+        check_product(c, a, b, rtol=1e-5 if np.dtype(dtype).itemsize <= 8 and np.dtype(dtype).kind != "i"
+                      else 1e-10, sort=False)
+
+
+@pytest.mark.parametrize("path", ["small", "parallel"])
+def test_spgemm_duplicates_and_unsorted_inputs_are_summed(monkeypatch, path):
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(23)
+    rows, cols = rng.integers(0, 40, 600), rng.integers(0, 30, 600)
+    a = CSR.from_coo_arrays(rows, cols, rng.standard_normal(600), (40, 30), sum_duplicates=False)
+    assert not a.sorted_indices  # holds duplicates
+    b = rand_csr(rng, (30, 50), 0.2)
+    bu = CSR.from_coo_arrays(np.repeat(np.arange(30), np.diff(b.indptr))[::-1].copy(), b.indices[::-1].copy(),
+                             b.data[::-1].copy(), b.shape, sum_duplicates=False)
+    c = spgemm(a, bu, sort=True, threads=threads)
+    c.validate()
+    np.testing.assert_allclose(c.toarray(), a.toarray() @ b.toarray(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["small", "one-pass", "parallel"])
+def test_spgemm_empty_rows_columns_and_int64_indices(monkeypatch, path):
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(24)
+    a = rand_csr(rng, (50, 40), 0.15)
+    keep = np.ones(50, bool)
+    keep[::3] = False  # empty rows in A
+    da = a.toarray() * keep[:, None]
+    da[:, 5:9] = 0  # empty columns of A meet rows of B
+    a = CSR.from_scipy(sp.csr_array(da))
+    b = rand_csr(rng, (40, 45), 0.2)
+    db = b.toarray()
+    db[:, ::4] = 0  # empty columns of C
+    b64 = CSR.from_scipy(sp.csr_array(db))
+    b64 = CSR(b64.indptr, b64.indices.astype(np.int64), b64.data, b64.shape)
+    for sort in (True, False):
+        c = spgemm(a, b64, sort=sort, threads=threads)
+        check_product(c, a, b64, sort=sort)
+
+
+def test_spgemm_hub_rows_split_over_threads(monkeypatch):
+    """Rows of very different cost (a few hub rows of A hitting long rows of B) on the
+    parallel path: every worker's block starts where the previous one ended."""
+    threads = _paths(monkeypatch, "parallel")
+    rng = np.random.default_rng(25)
+    n = 400
+    rows = np.concatenate([np.zeros(n, np.int64), np.full(n, 7), rng.integers(0, n, 3 * n)])
+    cols = np.concatenate([np.arange(n), np.arange(n), rng.integers(0, n, 3 * n)])
+    a = CSR.from_coo_arrays(rows, cols, rng.standard_normal(rows.size), (n, n))
+    for variant in VARIANTS:
+        check_product(spgemm(a, a, variant=variant, sort=False, threads=threads), a, a, sort=False)
+
+
+@pytest.mark.jitless
+def test_spgemm_tiny_every_variant_jitless():
+    rng = np.random.default_rng(26)
+    a = rand_csr(rng, (5, 4), 0.6)
+    b = rand_csr(rng, (4, 6), 0.6)
+    for variant in VARIANTS:
+        for acc in ("dense", "hash"):
+            check_product(spgemm(a, b, accumulator=acc, variant=variant, sort=False, threads=1), a, b,
+                          sort=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(0, 14), k=st.integers(0, 14), n=st.integers(0, 14),
+       da=st.floats(0, 1), db=st.floats(0, 1), seed=st.integers(0, 2**16),
+       acc=st.sampled_from(["dense", "hash", "auto"]), variant=st.sampled_from(list(VARIANTS)),
+       sort=st.booleans(), parallel=st.booleans())
+def test_spgemm_property_all_options(m, k, n, da, db, seed, acc, variant, sort, parallel):
+    rng = np.random.default_rng(seed)
+    a = rand_csr(rng, (m, k), da)
+    b = rand_csr(rng, (k, n), db)
+    old = spgemm_mod.SMALL_FLOPS
+    spgemm_mod.SMALL_FLOPS = 0 if parallel else old
+    try:
+        c = spgemm(a, b, accumulator=acc, variant=variant, sort=sort, threads=THREADS if parallel else 1)
+    finally:
+        spgemm_mod.SMALL_FLOPS = old
+    if c.nnz or m * n:
+        check_product(c, a, b, sort=sort or c.nnz == 0)
