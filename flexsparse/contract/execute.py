@@ -509,7 +509,11 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     gpu_res = _einsum_on_device(subscripts, operands, format, out)
     if gpu_res is not None:
         return (gpu_res, []) if return_report else gpu_res
-    ops = [_as_operand(x, k) for k, x in enumerate(operands)]
+    ops, seen = [], {}
+    for k, x in enumerate(operands):  # an operand passed twice (A @ A) is converted once
+        if id(x) not in seen:
+            seen[id(x)] = _as_operand(x, k)
+        ops.append(seen[id(x)])
     spec = _parse_cached(subscripts, tuple(tuple(op.shape) for op in ops))
     dtype = result_dtype(*[op.dtype for op in ops])
     tiling_opts = None
