@@ -235,18 +235,14 @@ class CSR(SparseArray):
         return out if format == "csr" else super().to_scipy(format)
 
     def todense(self, max_bytes: int | None = None) -> np.ndarray:
-        """Dense ``[n_rows, n_cols]`` copy (duplicates are summed; size-guarded)."""
+        """Dense ``[n_rows, n_cols]`` copy (duplicates are summed; size-guarded). One pass
+        over the entries into lazily zeroed memory (:func:`~flexsparse.kernels.cpu.densify.csr_to_dense`)."""
+        from flexsparse.kernels.cpu.densify import csr_to_dense
+
         dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
-        rows = np.repeat(np.arange(self.n_rows), self.row_lengths())
-        if self.sorted_indices:
-            out[rows, self.indices] = self.data  # duplicate-free: a plain scatter
-        elif self.dtype.kind == "f" and out.size:
-            # duplicates must accumulate: bincount over linear indices is ~10x faster than np.add.at
-            lin = rows * self.n_cols + self.indices
-            out.reshape(-1)[:] = np.bincount(lin, weights=self.data, minlength=out.size)
-        else:
-            np.add.at(out, (rows, self.indices), self.data)
+        if self.nnz:
+            csr_to_dense(self.indptr, self.indices, self.data, out)
         return out
 
     def sorted(self, threads: int | None = None) -> CSR:

@@ -122,6 +122,10 @@ SMALL_FLOPS = 1 << 15
 #: each variant, then the faster one for the rest of the thread's rows. Threads with
 #: fewer than ``4 * ADAPT_CHUNK`` dense multiply-adds use the position map.
 ADAPT_CHUNK = 1 << 15
+#: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
+#: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
+#: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: X -> Y us).
+PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
 _TRIALS = 4
@@ -225,7 +229,7 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
     stamps, zero on the first call; its hash table is allocated here)."""
     p0 = worker_bounds[w]
     p1 = worker_bounds[w + 1]
-    a_end = np.uint64(a_indptr[bounds[p1]])
+    a_end = np.uint64(a_indptr[bounds[p1]]) if b_indices.shape[0] >= PREFETCH_MIN_NNZ else np.uint64(0)
     keys = np.zeros(_worker_table(bounds, p0, p1, use_dense, row_flops), dtype=np.uint64)
     for part in range(p0, p1):
         dense = use_dense[part]
@@ -245,6 +249,98 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
                                                b_indptr, b_indices, keys)
 
 
+# Rows ``r0:r1`` back to back from ``pos``, setting ``c_indptr[i + 1]`` below ``r_hi``; each
+# returns the end of its last row. One function per accumulator: with two accumulators
+# inlined into one loop, LLVM compiled the position-map loop ~1.8x slower (Minnesota), and
+# so did an inlined helper for the single-entry copy -- hence the repeated row skeleton.
+@njit(cache=True)
+def _rows_position(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                   b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
+    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
+                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
+        if sort and n > 1:
+            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_hi:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def _rows_value(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
+                counts):
+    """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
+                                      b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos))
+        if sort and n > 1:
+            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_hi:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def _rows_hash(r0, r1, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
+               row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
+    """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
+        if sort and n > 1:
+            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_hi:
+            c_indptr[i + 1] = pos
+    return pos
+
+
 @njit(cache=True)
 def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
@@ -256,8 +352,9 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
-    column scratch list are allocated here. ``variant``: 0 times both dense variants on the
-    first rows and keeps the faster, 1 the position map, 2 the value accumulator.
+    column scratch list are allocated here. ``variant``: 0 times both dense variants on
+    stretches of :data:`ADAPT_CHUNK` multiply-adds (two each, alternating) and keeps the
+    faster for the other rows, 1 the position map, 2 the value accumulator.
     ``trace: float64[4]`` also receives the variant used last and the best measured ticks
     per unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed).
     """
@@ -265,7 +362,8 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     p1 = worker_bounds[w + 1]
     r_lo = bounds[p0]
     r_hi = bounds[p1]
-    a_end = np.uint64(a_indptr[r_hi])
+    # B rows are prefetched only when B outgrows the caches (a_end = 0 turns it off)
+    a_end = np.uint64(a_indptr[r_hi]) if b_indices.shape[0] >= PREFETCH_MIN_NNZ else np.uint64(0)
     tsize = _worker_table(bounds, p0, p1, use_dense, row_flops)
     keys = np.zeros(tsize, dtype=np.uint64)
     slots = np.empty(tsize, dtype=np.uint32)
@@ -277,63 +375,45 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
     counts = np.empty(257, dtype=np.int64)
-    # adaptive choice of the dense variant: alternate timed trials, then keep the faster
     dense_flops = 0
     for part in range(p0, p1):
         if use_dense[part]:
             for i in range(bounds[part], bounds[part + 1]):
                 dense_flops += row_flops[i]
     current = 1 if variant != 2 else 2
-    decided = variant != 0 or dense_flops < _TRIALS * ADAPT_CHUNK
-    trial = 0
+    trial = _TRIALS if variant != 0 or dense_flops < _TRIALS * ADAPT_CHUNK else 0
     best = np.full(3, np.inf)
-    work_since = 0
-    mark = cycles()
     pos = c_indptr[r_lo]
     for part in range(p0, p1):
-        dense = use_dense[part]
-        for i in range(bounds[part], bounds[part + 1]):
-            a0 = a_indptr[i]
-            a1 = a_indptr[i + 1]
-            f = row_flops[i]
-            if f == 0:
-                n = np.int64(0)
-            elif a1 - a0 == 1 and b_sorted:
-                # a scaled copy of one (sorted, duplicate-free) row of B
-                k = a_indices[a0]
-                av = a_data[a0]
-                q0 = b_indptr[k]
-                n = b_indptr[k + 1] - q0
-                for q in range(n):
-                    c_indices[pos + q] = b_indices[q0 + q]
-                    c_data[pos + q] = av * b_data[q0 + q]
-            elif not dense:
-                n = np.int64(fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
-                                           b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
+        r = bounds[part]
+        end = bounds[part + 1]
+        if not use_dense[part]:
+            r, pos = end, _rows_hash(r, end, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                                     b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots,
+                                     skeys, svals, counts)
+        while r < end:
+            stop = end
+            if trial < _TRIALS:  # a timed stretch of about ADAPT_CHUNK multiply-adds
+                work = 0
+                stop = r
+                while stop < end and work < ADAPT_CHUNK:
+                    work += row_flops[stop]
+                    stop += 1
+                mark = cycles()
+            start = pos
+            if current == 1:
+                pos = _rows_position(r, stop, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                                     b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag,
+                                     skeys, svals, counts)
             else:
-                if not decided and work_since >= ADAPT_CHUNK:
-                    now = cycles()
-                    best[current] = min(best[current], (now - mark) / work_since)
-                    trial += 1
-                    if trial == _TRIALS:
-                        decided = True
-                        current = 1 if best[1] <= best[2] else 2
-                    else:
-                        current = 1 + trial % 2
-                    work_since = 0
-                    mark = cycles()
-                if current == 1:
-                    n = np.int64(fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices,
-                                              a_data, b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
-                else:
-                    n = np.int64(fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
-                                              b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos))
-                work_since += f + n
-            if sort and n > 1:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-            pos += n
-            if i + 1 < r_hi:
-                c_indptr[i + 1] = pos
+                pos = _rows_value(r, stop, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                                  b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker,
+                                  acc, scratch, skeys, svals, counts)
+            if trial < _TRIALS:
+                best[current] = min(best[current], (cycles() - mark) / max(work + pos - start, 1))
+                trial += 1
+                current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
+            r = stop
     trace[0] = current
     trace[1] = best[1]
     trace[2] = best[2]
