@@ -25,12 +25,15 @@ O(nnz + n) per operand that needs a row count, bucketing or transpose.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
 
+from flexsparse.contract.execute import choose_format
+from flexsparse.contract.plan import DOT_FACTOR
 from flexsparse.formats.coo import COO
+from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu.spgemm import spgemm_trusted
 
 __all__ = ["matmul_2d", "product_plan"]
 
@@ -85,24 +88,18 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int
     plan = product_plan(spec)
     if plan is None:
         return None
-    from flexsparse.contract.plan import DOT_FACTOR
-
-    if math.prod(spec.output_shape) <= DOT_FACTOR * (a.nnz + b.nnz):
-        return None  # a small or dense output: the planner weighs the dot and dense engines
-    from flexsparse.kernels.cpu.spgemm import spgemm_trusted
-
     swap, a_t, b_t = plan
+    if a.shape[a_t] * b.shape[1 - b_t] <= DOT_FACTOR * (a.data.shape[0] + b.data.shape[0]):
+        return None  # a small or dense output: the planner weighs the dot and dense engines
     if swap:  # C^T = B^T @ A^T: B as [free_b, c] times A as [c, free_a]
         left, right = _csr_of(b, not b_t), _csr_of(a, not a_t)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t), _csr_of(b, b_t)
     c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
-    if c.dtype != dtype:
-        c = type(c)._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
+    if c.data.dtype != dtype:
+        c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":
-        from flexsparse.contract.execute import choose_format
-
-        fmt = "dense" if choose_format(c.nnz, c.shape, dtype.itemsize) == "dense" else "coo"
+        fmt = "dense" if choose_format(c.data.shape[0], c.shape, dtype.itemsize) == "dense" else "coo"
     if fmt == "dense":
         return c.toarray()
     if fmt == "csr":

@@ -526,9 +526,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     all_dense = all(_dense_enough(op) for op in ops)
     nonfinite = not all_dense and _nonfinite(ops)
     if len(ops) == 2 and tiling_opts is None and not nonfinite and not all_dense:
-        from flexsparse.contract._matmul2d import matmul_2d
+        from flexsparse.contract import _matmul2d
 
-        res = matmul_2d(spec, ops[0], ops[1], format, dtype, threads)
+        res = _matmul2d.matmul_2d(spec, ops[0], ops[1], format, dtype, threads)
         if res is not None:
             return (res, []) if return_report else res
     if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _limits.NONFINITE_DENSE_MAX_BYTES
