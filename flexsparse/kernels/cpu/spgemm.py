@@ -68,6 +68,7 @@ ValueError: spgemm: inner dimensions differ: a has 20 columns (shape (30, 20)) b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numba
@@ -92,6 +93,8 @@ __all__ = [
     "ADAPT_CHUNK",
     "DENSE_FILL_RATIO",
     "DENSE_MAX_COLS",
+    "CONTENDED_FLOPS",
+    "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
     "VARIANTS",
@@ -118,6 +121,16 @@ PARTS_PER_WORKER = 8
 #: 0.071 vs 0.067 ms). When the other core is busy, waking a sleeping OpenMP thread took
 #: 3-11 ms there, so the cut-off errs on the high side.
 SMALL_FLOPS = 1 << 15
+#: Products below this many multiply-adds run on one thread (the one-pass path) whatever
+#: ``threads`` says: at most ~1 ms of work, where a second thread saves little and waking
+#: it can cost a scheduler time slice when the other core is busy (measured 10-60 ms per
+#: call for 37k-650k multiply-adds at load 9-11 on the 2-core VM, for every library that
+#: used two threads).
+PARALLEL_MIN_FLOPS = 1 << 18
+#: Below this many multiply-adds a product also runs on one thread while the machine is
+#: oversubscribed (1-minute load average above the CPU count plus one): then a parallel
+#: region waits for a time slice, while one thread finishes such a product in < 60 ms.
+CONTENDED_FLOPS = 1 << 24
 #: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
 #: each variant, then the faster one for the rest of the thread's rows. Threads with
 #: fewer than ``4 * ADAPT_CHUNK`` dense multiply-adds use the position map.
@@ -525,7 +538,8 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
             first-touch order (no duplicates either way), which is cheaper.
         variant: dense numeric variant, a name in :data:`VARIANTS` (``"auto"`` times both).
         threads: numba threads for this call (``None``: numba's current setting); an upper
-            bound, products below ``SMALL_FLOPS`` multiply-adds run on one thread.
+            bound: products below ``PARALLEL_MIN_FLOPS`` multiply-adds (below
+            ``CONTENDED_FLOPS`` on an oversubscribed machine) run on one thread.
 
     Returns:
         ``[m, n]`` CSR with duplicate-free rows, indices int32 when ``n < 2**31``, dtype
@@ -583,13 +597,27 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
             a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
             total, bounds, use_dense, code, sort, np.empty(0, dtype=idx_dtype))
     else:
-        n_threads = numba.get_num_threads() if threads is None else threads
-        with thread_scope(threads):
+        n_threads = _threads_for(int(total), numba.get_num_threads() if threads is None else threads)
+        with thread_scope(n_threads if n_threads == 1 else threads):
             c_indptr, c_indices, c_data = _run(a, b, a_data, b_data, flops, int(total), rule, code, sort,
                                                n_threads, idx_dtype, work_dtype)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
     return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort)
+
+
+def _threads_for(total: int, n_threads: int) -> int:
+    """Threads for a product of ``total`` multiply-adds (see :data:`PARALLEL_MIN_FLOPS` and
+    :data:`CONTENDED_FLOPS`)."""
+    if n_threads == 1 or total < PARALLEL_MIN_FLOPS:
+        return 1
+    if total < CONTENDED_FLOPS:
+        try:
+            if os.getloadavg()[0] > (os.cpu_count() or 1) + 1:
+                return 1
+        except OSError:  # no load average on this platform
+            pass
+    return n_threads
 
 
 def _trim(arr: np.ndarray, n: int) -> np.ndarray:
