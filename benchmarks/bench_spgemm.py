@@ -115,7 +115,8 @@ def rmat_case(scale: int, ef: int, flop_cap: float, seed: int) -> Case:
     a = fs.to_scipy(fs.rmat(scale, ef, seed=seed))
     a = _csr(a)
     deg = np.diff(a.indptr)
-    row_flops = np.add.reduceat(deg[a.indices], a.indptr[:-1]) * (deg > 0)
+    cum = np.concatenate(([0], np.cumsum(deg[a.indices])))
+    row_flops = cum[a.indptr[1:]] - cum[a.indptr[:-1]]
     k = 1
     while row_flops[::k].sum() > flop_cap and k < a.shape[0]:
         k *= 2

@@ -580,8 +580,9 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         total = _row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows)
     else:
         n_threads = numba.get_num_threads() if threads is None else threads
-        with thread_scope(threads):
-            bounds = _cost_partition_trusted(np.diff(a.indptr), n_threads, 1).bounds
+        with thread_scope(threads):  # equal shares of A's entries
+            bounds = np.searchsorted(a.indptr, np.linspace(0, a.indptr[-1], n_threads + 1)).astype(np.int64)
+            bounds[0], bounds[-1] = 0, n_rows
             total = _row_flops_parallel(a.indptr, a.indices, b.indptr, flops, bounds)
     if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
