@@ -8,7 +8,9 @@ count. Peers: SciPy ``A @ B`` (one thread, it has no other), python-graphblas
 ``A.mxm(B).new()`` (SuiteSparse:GraphBLAS, ``gb.ss.config["nthreads"]``) and sparse_dot_mkl
 ``dot_product_mkl(A, B)`` (MKL, ``mkl_set_num_threads``), both on ``--threads`` threads
 (default 2), each in its own native output form (jumbled rows allowed, as flexsparse's).
-``MKL_RT`` is pointed at the ``libmkl_rt.so.*`` of the ``mkl`` wheel inside this script only.
+``MKL_RT`` is pointed at the ``libmkl_rt.so.*`` of the ``mkl`` wheel inside this script only,
+and ``OMP_WAIT_POLICY`` is ``PASSIVE`` for every library (``--wait-policy``): idle OpenMP
+threads that spin would otherwise steal the cores from the next library in the rounds.
 
 Columns: flops (multiply-adds), nnz(C), the longest row of A and of C, the times, the
 ratio of each flexsparse entry point to the best peer, the one-thread flexsparse time over
@@ -315,8 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated case names (prefix match)")
     ap.add_argument("--rss", action="store_true", help="measure peak RSS growth in a child per matrix")
+    ap.add_argument("--wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE", "default"),
+                    help="OMP_WAIT_POLICY of every OpenMP runtime (GNU for numba and GraphBLAS, Intel "
+                         "for MKL); set before any is loaded")
     ap.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.wait_policy != "default":
+        # Spinning idle threads of one library steal the cores from the next one in the
+        # interleaved rounds (MKL's Intel OpenMP spins 200 ms after each call by default),
+        # and on a shared machine they make every parallel region wait for a time slice.
+        os.environ["OMP_WAIT_POLICY"] = args.wait_policy
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.rss_child:
         rss_child(args.rss_child, args)
@@ -334,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# flexsparse {fs.__version__}: numba {numba.__version__} {numba.get_num_threads()} threads "
           f"(layer {numba.threading_layer() if hasattr(numba, 'threading_layer') else '?'}), "
           f"scipy 1 thread, " + ", ".join(f"{k}: {v}" for k, v in status.items()))
-    print(f"# min of {args.repeats} interleaved warm runs; ratios vs the best peer")
+    print(f"# min of {args.repeats} interleaved warm runs; ratios vs the best peer; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
     only = [s for s in args.only.split(",") if s]
     rows = []
     head = (f"{'matrix':30s} {'flops':>9s} {'nnz(C)':>9s} {'maxA':>6s} {'maxC':>7s} {'einsum':>8s} {'@':>8s} "
