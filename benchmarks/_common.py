@@ -81,11 +81,13 @@ def best_pair(fn: Callable[[], Any], other: Callable[[], Any], repeat: int) -> t
 
 def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
     """Minimum wall time of each function over ``repeat`` rounds; every round runs each
-    function once, in order, so slow phases of a shared machine hit all of them alike."""
+    function once, so slow phases of a shared machine hit all of them alike, and the order
+    rotates from round to round, so no function always runs right after the same one."""
     best = dict.fromkeys(fns, math.inf)
-    for _ in range(max(1, int(repeat))):
-        for name, fn in fns.items():
-            best[name] = min(best[name], min_time(fn, 1))
+    names = list(fns)
+    for r in range(max(1, int(repeat))):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            best[name] = min(best[name], min_time(fns[name], 1))
     return best
 
 

@@ -89,6 +89,8 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int
     if plan is None:
         return None
     swap, a_t, b_t = plan
+    if max(a.shape[a_t], b.shape[1 - b_t]) >= 2**32 - 1:
+        return None  # beyond the SpGEMM engine's 32-bit row stamps: the general path
     if a.shape[a_t] * b.shape[1 - b_t] <= DOT_FACTOR * (a.data.shape[0] + b.data.shape[0]):
         return None  # a small or dense output: the planner weighs the dot and dense engines
     if swap:  # C^T = B^T @ A^T: B as [free_b, c] times A as [c, free_a]

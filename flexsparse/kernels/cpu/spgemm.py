@@ -1,12 +1,23 @@
 """Row-wise (Gustavson) sparse x sparse matrix product ``C = A @ B`` on CSR buffers.
 
 Algorithm: output row ``i`` is ``sum_k A[i, k] * B[k, :]``; the partial products are
-merged by an *accumulator* (:mod:`._spgemm_rows`). Two passes, as every sparse-output
-kernel here:
+merged by an *accumulator* (:mod:`._spgemm_rows`). Every thread owns one contiguous block
+of output rows (split by :func:`~flexsparse.kernels.cpu.partition.cost_partition` on the
+flops of each row, ``sum_{k in A[i,:]} nnz(B[k,:])``) and writes its rows back to back
+from the block's output offset, so
 
-1. :func:`spgemm_csr_csr_symbolic` counts the distinct columns of every output row; a
-   prefix sum gives ``C.indptr`` (exact allocation: no upper bound, no compaction);
-2. :func:`spgemm_csr_csr_numeric` fills the preallocated ``C.indices``/``C.data``.
+* one thread needs no symbolic pass at all: its rows go into buffers with room for the
+  product's flops, of which only the ``nnz(C)`` written slots are ever touched (the rest
+  costs address space, not memory), then the buffers are trimmed
+  (:func:`spgemm_csr_csr_serial`, and :func:`_run` on one thread);
+* ``t`` threads count (:func:`spgemm_csr_csr_symbolic`, all threads) only the rows before
+  the last thread's block -- the offsets the other blocks need -- then compute every block
+  in one pass (:func:`spgemm_csr_csr_numeric`). On two threads that is a quarter of a
+  symbolic pass instead of a whole one. Blocks that would need more than
+  :data:`ONE_PASS_MAX_BYTES` of room are counted too (a classic symbolic + numeric pair).
+
+The symbolic pass costs 20-50 % of the numeric one (measured: 3-D Poisson 11 vs 23 ms,
+R-MAT scale 14 12 vs 50 ms, one thread), which is what these one-pass blocks save.
 
 Rows come out *jumbled* (columns in first-touch order, no duplicates) unless ``sort=True``
 asks for strictly increasing columns; sorted rows are sorted right after they are
@@ -14,7 +25,7 @@ computed, while they are in cache (:func:`~flexsparse.kernels.cpu.rowsort.sort_r
 and a jumbled result can be sorted later with :func:`~flexsparse.kernels.cpu.rowsort.sort_csr_rows`.
 
 Accumulators (a rule in :data:`ACCUMULATORS` picks one per *part*, a block of
-consecutive output rows):
+consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
 
 * ``dense``: per-thread workspaces of ``n_cols`` slots carrying a row stamp, so they are
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
@@ -22,22 +33,22 @@ consecutive output rows):
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
   both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
   cycle counter) and keeps the faster for its other rows -- the position map wins on
-  meshes and stencils (predictable branches), the value accumulator on graphs.
+  meshes and stencils (predictable branches), the value accumulator on graphs (3-D
+  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread).
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
 
 Rule ``"auto"``: dense when ``n_cols <= DENSE_MAX_COLS`` (measured on this project's VM:
 a dense workspace beat the hash table for every column count up to 2^22, one thread --
 symbolic 1.1-2.6 vs 5.7 ns, numeric 2.4-7 vs 7 ns per multiply-add on uniformly random
-columns), else when a part's flops per row reach ``n_cols / DENSE_FILL_RATIO``; hash
-otherwise.
+columns; R-MAT scale 20 rows/128 with 2^20 columns: position map 469 ms, hash 748 ms),
+else when a part's flops per row reach ``n_cols / DENSE_FILL_RATIO``; hash otherwise.
+The sort-merge of tiny rows that the accumulators could fall back to did not pay: the
+stamped dense workspace needs no reset, so a tiny row costs its flops and nothing more.
 
-Work is split over threads by :func:`~flexsparse.kernels.cpu.partition.cost_partition`:
-the symbolic pass on the flops of every row (``sum_{k in A[i,:]} nnz(B[k,:])``), the
-numeric pass on flops plus the now known output length of every row. A worker's cost is
-at most ``total / threads + max(row cost)``: hub rows are not split (an R-MAT scale-18
-hub row holds well under 1 % of the flops). Products under :data:`SMALL_FLOPS`
-multiply-adds, or run on one thread, go through :func:`spgemm_csr_csr_serial`: the same
-worker bodies in one compiled call (no thread-team launch, no Python glue between passes).
+Threads: a block's cost is at most ``total / threads + max(row cost)``; hub rows are not
+split (an R-MAT scale-18 hub row holds well under 1 % of the flops). Products below
+:data:`PARALLEL_MIN_FLOPS` multiply-adds, and below :data:`CONTENDED_FLOPS` while the
+machine is oversubscribed, run on one thread.
 
 Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge) when
 ``B`` has sorted, duplicate-free rows.
@@ -48,9 +59,10 @@ promoted like NumPy (``np.result_type``; bool x bool is computed in int64 and re
 bool, i.e. "any"). Entries are structural: stored zeros and cancellations stay in ``C``
 (unlike SciPy, which drops exact zeros), and NaN/inf propagate.
 
-Cost: O(nnz(A) + nnz(B) + flops) time, plus O(k log k) per sorted output row of k
+Cost: O(nnz(A) + nnz(B) + flops) time, plus O(k * passes) per sorted output row of k
 entries when ``sort=True``; O(threads * n_cols) dense workspace (touched pages only) or
-O(threads * largest table) hash workspace, plus the output.
+O(threads * largest table) hash workspace, plus the output (and untouched address space
+for the flops of the one-pass block).
 
 >>> import numpy as np, scipy.sparse as sp
 >>> a = CSR.from_scipy(sp.random_array((30, 20), density=0.2, rng=0, format="csr"))
@@ -115,11 +127,8 @@ DENSE_MAX_COLS = 1 << 22
 DENSE_FILL_RATIO = 256
 #: Parts per thread: the granularity at which the accumulator is chosen.
 PARTS_PER_WORKER = 8
-#: Products with fewer multiply-adds than this run on one thread (the fused serial
-#: kernel) whatever ``threads`` says. On the idle 2-core test VM two threads paid off
-#: from ~20k multiply-adds (pygsp Logo, 37k: 0.17 ms vs 0.23 ms; pyamg airfoil, 11k:
-#: 0.071 vs 0.067 ms). When the other core is busy, waking a sleeping OpenMP thread took
-#: 3-11 ms there, so the cut-off errs on the high side.
+#: Products with fewer multiply-adds than this run as one compiled call
+#: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
 #: Products below this many multiply-adds run on one thread (the one-pass path) whatever
 #: ``threads`` says: at most ~1 ms of work, where a second thread saves little and waking
@@ -137,7 +146,8 @@ CONTENDED_FLOPS = 1 << 24
 ADAPT_CHUNK = 1 << 15
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
-#: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: X -> Y us).
+#: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: 89.7 ->
+#: 84.4 us without it).
 PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
@@ -151,6 +161,8 @@ _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
+#: Row stamps are ``i + 1`` in 32 bits.
+_MAX_ROWS = 2**32 - 1
 _ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
 _ONE_DENSE_PART.flags.writeable = False
 #: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
@@ -517,13 +529,9 @@ def _check_csr(x: object, name: str) -> CSR:
     return x
 
 
-def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_cols: int,
-                 n_rows: int) -> np.ndarray:
+def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_cols: int) -> np.ndarray:
     part_rows = np.diff(bounds)
-    use_dense = np.asarray(rule(part_costs, part_rows, n_cols), dtype=np.bool_)
-    if n_rows >= 2**32 - 1:  # dense stamps are uint32 row numbers
-        use_dense[:] = False
-    return use_dense
+    return np.asarray(rule(part_costs, part_rows, n_cols), dtype=np.bool_)
 
 
 def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, variant: str = "auto",
@@ -554,6 +562,9 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
     if a.n_cols != b.n_rows:
         raise ValueError(f"spgemm: inner dimensions differ: a has {a.n_cols} columns (shape {a.shape}) "
                          f"but b has {b.n_rows} rows (shape {b.shape})")
+    if a.n_rows >= _MAX_ROWS:
+        raise ValueError(f"spgemm: a has {a.n_rows} rows; the accumulators stamp rows in 32 bits, "
+                         f"so at most {_MAX_ROWS - 1} are supported")
     rule = get_accumulator(accumulator)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid names: {', '.join(VARIANTS)}")
@@ -587,12 +598,12 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
     if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
-            use_dense = _ONE_DENSE_PART if rule is _rule_auto and n_rows < 2**32 - 1 else \
+            use_dense = _ONE_DENSE_PART if rule is _rule_auto else \
                 _dense_flags(rule, bounds, np.array([float(total)]), n_cols, n_rows)
         else:
             part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
-            use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols, n_rows)
+            use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
         # one compiled call; its small allocations stay in numba
         c_indptr, c_indices, c_data = spgemm_csr_csr_serial(
             a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, n_cols, b.sorted_indices, flops,
@@ -652,7 +663,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     # +1 per row: the fixed per-row overhead, so flop-free rows are not free
     part = _cost_partition_trusted(flops + 1, n_threads, PARTS_PER_WORKER)
     bounds, worker_bounds = part.bounds, part.worker_bounds
-    use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols, n_rows)
+    use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
     entry_bytes = idx_dtype.itemsize + work_dtype.itemsize
     last = int(bounds[worker_bounds[-2]])  # first row of the last worker
     counted = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
@@ -660,7 +671,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     c_indptr[0] = 0
     if counted:
         cpart = _cost_partition_trusted(flops[:counted] + 1, n_threads, PARTS_PER_WORKER)
-        cdense = _dense_flags(rule, cpart.bounds, cpart.part_costs - np.diff(cpart.bounds), n_cols, n_rows)
+        cdense = _dense_flags(rule, cpart.bounds, cpart.part_costs - np.diff(cpart.bounds), n_cols)
         marker = np.zeros((n_threads, n_cols if cdense.any() else 0), dtype=np.uint32)
         spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,
                                 cpart.bounds, cpart.worker_bounds, cdense, marker, c_indptr[1:])
