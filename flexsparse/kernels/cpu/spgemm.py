@@ -599,7 +599,7 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
             use_dense = _ONE_DENSE_PART if rule is _rule_auto else \
-                _dense_flags(rule, bounds, np.array([float(total)]), n_cols, n_rows)
+                _dense_flags(rule, bounds, np.array([float(total)]), n_cols)
         else:
             part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
