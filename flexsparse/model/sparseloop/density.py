@@ -1,0 +1,243 @@
+"""Density models of a tensor: how many nonzeros a tile of a given shape holds.
+
+Three models, as in Sparseloop:
+
+* ``fixed-structured`` (also a bare number): every tile of ``n`` elements holds ``n * d``
+  nonzeros, split between ``floor`` and ``ceil`` with the fractional part as probability.
+* ``hypergeometric``: ``r = ceil(d * N)`` nonzeros placed uniformly at random among the
+  tensor's ``N`` elements; a tile of ``n`` elements holds ``k`` with probability
+  ``C(r, k) C(N - r, n - k) / C(N, n)``.
+* ``actual-data`` (``real-data``): a 0/1 mask of the tensor read from a file; the occupancy
+  distribution of a tile shape is the histogram over all aligned tiles of that shape, so tile
+  shape (not only size) matters, and tails of sparse power-law data are kept.
+
+A tile is described by its shape (elements) and, optionally, its box (extent per rank of the
+tensor, innermost rank last) and a *constraint*: the (shape, occupancy) of an enclosing tile
+it is drawn from, which turns the hypergeometric draw into one from the enclosing tile and the
+fixed density into ``occupancy / shape``. Cost: ``O(n)`` per distribution query, memoised; an
+actual-data query costs one reshape-and-sum of the mask per distinct box.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["ActualData", "Density", "FixedStructured", "Hypergeometric", "make_density"]
+
+Constraint = Optional[tuple[int, int]]  # (enclosing tile shape, its occupancy)
+
+
+class Density:
+    """Interface shared by the density models."""
+
+    kind = "?"
+    density = 1.0
+    tensor_size = 1
+
+    def bind(self, tensor_size: int, rank_extents: tuple[int, ...]) -> "Density":
+        """Fix the whole tensor's size and box (known once the problem is parsed)."""
+        self.tensor_size = int(tensor_size)
+        self.rank_extents = tuple(int(e) for e in rank_extents)
+        return self
+
+    def distribution(self, shape: int, box: tuple[int, ...] | None = None,
+                     constraint: Constraint = None) -> tuple[np.ndarray, np.ndarray]:
+        """(occupancies, probabilities) with nonzero probability for a tile of ``shape`` elements."""
+        raise NotImplementedError
+
+    def prob(self, shape: int, occ: int, box: tuple[int, ...] | None = None, constraint: Constraint = None) -> float:
+        """Probability that a tile of ``shape`` elements holds exactly ``occ`` nonzeros."""
+        k, p = self.distribution(shape, box, constraint)
+        hit = np.nonzero(k == occ)[0]
+        return float(p[hit[0]]) if hit.size else 0.0
+
+    def prob_empty(self, shape: int, box: tuple[int, ...] | None = None, constraint: Constraint = None) -> float:
+        """Probability that a tile holds no nonzero (0 for an empty shape)."""
+        if shape <= 0:
+            return 0.0
+        return self.prob(shape, 0, box, constraint)
+
+    def expected_occupancy(self, shape: int, box: tuple[int, ...] | None = None, constraint: Constraint = None) -> float:
+        """Mean nonzeros of a tile."""
+        k, p = self.distribution(shape, box, constraint)
+        return float(np.dot(k, p))
+
+    def max_occupancy(self, shape: int, box: tuple[int, ...] | None = None) -> int:
+        """Largest occupancy a tile can reach (confidence 1)."""
+        k, _ = self.distribution(shape, box)
+        return int(k.max()) if k.size else 0
+
+    def min_occupancy(self, shape: int, box: tuple[int, ...] | None = None) -> int:
+        """Smallest occupancy a tile can reach."""
+        k, _ = self.distribution(shape, box)
+        return int(k.min()) if k.size else 0
+
+    def describe(self) -> str:
+        """Name shown in stats (``Tile density distribution``)."""
+        return self.kind
+
+
+class FixedStructured(Density):
+    """Every tile holds ``shape * density`` nonzeros (floor/ceil by the fractional part)."""
+
+    kind = "fixed-structured"
+
+    def __init__(self, density: float) -> None:
+        self.density = float(density)
+
+    def distribution(self, shape, box=None, constraint=None):
+        d = self.density if constraint is None else (constraint[1] / constraint[0] if constraint[0] else 0.0)
+        exact = shape * d
+        lo = math.floor(exact)
+        frac = exact - lo
+        if frac == 0:
+            return np.array([lo]), np.array([1.0])
+        return np.array([lo, lo + 1]), np.array([1.0 - frac, frac])
+
+    def expected_occupancy(self, shape, box=None, constraint=None):
+        d = self.density if constraint is None else (constraint[1] / constraint[0] if constraint[0] else 0.0)
+        return shape * d
+
+
+class Hypergeometric(Density):
+    """``ceil(d * N)`` nonzeros uniformly at random among the tensor's ``N`` elements."""
+
+    kind = "hypergeometric"
+
+    def __init__(self, density: float) -> None:
+        self.density = float(density)
+
+    @property
+    def nnz(self) -> int:
+        """Nonzeros of the whole tensor."""
+        return int(math.ceil(self.density * self.tensor_size - 1e-9))
+
+    def distribution(self, shape, box=None, constraint=None):
+        total, r = (self.tensor_size, self.nnz) if constraint is None else constraint
+        return _hypergeom(int(total), int(r), int(shape))
+
+    def expected_occupancy(self, shape, box=None, constraint=None):
+        total, r = (self.tensor_size, self.nnz) if constraint is None else constraint
+        return shape * r / total if total else 0.0
+
+    def min_occupancy(self, shape, box=None):
+        return max(0, int(shape) + self.nnz - self.tensor_size)
+
+
+@lru_cache(maxsize=4096)
+def _hypergeom(total: int, r: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    n = min(n, total)
+    lo, hi = max(0, n + r - total), min(n, r)
+    k = np.arange(lo, hi + 1)
+    p = stats.hypergeom.pmf(k, total, r, n)
+    keep = p > 0
+    return k[keep], p[keep]
+
+
+class ActualData(Density):
+    """A 0/1 mask of the tensor; tiles are aligned boxes, occupancies their exact histogram.
+
+    The mask file holds one character per element ('0'/'1', whitespace ignored), in row-major
+    order over the data-space's ranks as the problem lists them (first rank outermost).
+    """
+
+    kind = "actual-data"
+
+    def __init__(self, path: str | Path, mask: np.ndarray | None = None) -> None:
+        self.path = str(path)
+        self._mask = mask
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def bind(self, tensor_size, rank_extents):
+        super().bind(tensor_size, rank_extents)
+        if self._mask is None:
+            p = Path(self.path)
+            if not p.is_file():
+                raise ValueError(f"actual-data mask file {self.path!r} does not exist")
+            text = "".join(p.read_text().split())
+            if set(text) - {"0", "1"}:
+                raise ValueError(f"actual-data mask {self.path!r}: expected only '0' and '1' characters")
+            self._mask = np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")
+        if self._mask.size != self.tensor_size:
+            raise ValueError(f"actual-data mask {self.path!r} has {self._mask.size} elements, "
+                             f"the tensor {self.tensor_size} ({' x '.join(map(str, self.rank_extents))})")
+        self._tensor = self._mask.reshape(self.rank_extents).astype(np.int64)
+        self.density = float(self._mask.mean()) if self._mask.size else 0.0
+        return self
+
+    def _tile_counts(self, box: tuple[int, ...]) -> np.ndarray:
+        t = self._tensor
+        box = tuple(min(int(b), e) for b, e in zip(box, t.shape))
+        pad = [(0, (-e) % b) for b, e in zip(box, t.shape)]
+        if any(p[1] for p in pad):
+            t = np.pad(t, pad)
+        shp = []
+        for e, b in zip(t.shape, box):
+            shp += [e // b, b]
+        return t.reshape(shp).sum(axis=tuple(range(1, 2 * len(box), 2))).ravel()
+
+    def distribution(self, shape, box=None, constraint=None):
+        if box is None or len(box) != len(self.rank_extents) or math.prod(box) != shape:
+            box = _box_for(shape, self.rank_extents)
+        key = (tuple(box), constraint)
+        if key not in self._cache:
+            counts = self._tile_counts(tuple(box))
+            if constraint is not None and constraint[0] > 0:
+                # Tiles drawn from an enclosing tile of known occupancy: scale the histogram's mean.
+                counts = counts * 0 + int(round(shape * constraint[1] / constraint[0]))
+            k, c = np.unique(counts, return_counts=True)
+            self._cache[key] = (k, c / c.sum())
+        return self._cache[key]
+
+
+def _box_for(shape: int, extents: tuple[int, ...]) -> tuple[int, ...]:
+    """A box of ``shape`` elements filled innermost rank first (used when only a size is known)."""
+    box, left = [1] * len(extents), int(shape)
+    for i in range(len(extents) - 1, -1, -1):
+        take = math.gcd(left, extents[i]) if left % extents[i] else extents[i]
+        take = min(take, left)
+        box[i], left = take, left // take
+    return tuple(box)
+
+
+def make_density(spec, where: str, base_dir: Path | None = None) -> Density:
+    """A density model from a problem's ``densities`` entry (number or mapping)."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return _checked(FixedStructured(float(spec)), where)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a density is a number or a mapping with 'distribution'")
+    allowed = {"distribution", "density", "data_file_path", "workload_tensor_size", "!"}
+    for k in spec:
+        if k not in allowed:
+            raise ValueError(f"{where}: unknown key {k!r} in a density; valid keys: "
+                             f"{', '.join(sorted(allowed - {'!'}))}")
+    dist = str(spec.get("distribution", "fixed-structured"))
+    if dist in ("fixed", "fixed-structured"):
+        return _checked(FixedStructured(float(spec.get("density", 1.0))), where)
+    if dist == "hypergeometric":
+        return _checked(Hypergeometric(float(spec["density"])) if "density" in spec else _missing(where), where)
+    if dist in ("real-data", "actual-data", "actual_data"):
+        if "data_file_path" not in spec:
+            raise ValueError(f"{where}: a {dist} density needs 'data_file_path'")
+        path = Path(str(spec["data_file_path"]))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return ActualData(path)
+    raise ValueError(f"{where}: unsupported density distribution {dist!r}; "
+                     "valid: fixed-structured, hypergeometric, actual-data")
+
+
+def _missing(where: str):
+    raise ValueError(f"{where}: a hypergeometric density needs 'density'")
+
+
+def _checked(d: Density, where: str) -> Density:
+    if not 0.0 <= d.density <= 1.0:
+        raise ValueError(f"{where}: density must be in [0, 1], got {d.density}")
+    return d
