@@ -152,7 +152,7 @@ def _storage_stats(spec: Spec, st: SparseState | None, dense: NestResult, lv: in
             ratio = _vector_ratio(problem.densities[pv], shape, info.expected_density, level.block_size, t.box)
         vec = {}
         for op, val in acts.items():
-            if "count" not in op and val and shape:
+            if "count" not in op and val and (shape or t.passthrough):
                 vec[op] = math.ceil(val / level.block_size - 1e-9) * ratio
             else:
                 vec[op] = val

@@ -48,6 +48,7 @@ class Mapping:
     temporal: list[list[Loop]]
     spatial: list[list[Loop]]
     keep: list[list[bool]]          # [level][data-space]
+    stream: list[list[bool]] = field(default_factory=list)   # bypassed data passing through the level
     nest: list[Loop] = field(default_factory=list)        # analysed nest, innermost first
     boundary: list[int] = field(default_factory=list)     # index in nest of each level's outermost loop
 
@@ -128,6 +129,7 @@ def parse_mapping(node: Any, arch: Arch, problem: Problem) -> Mapping:
     temporal: dict[int, tuple[dict, list]] = {}
     spatial: dict[int, tuple[dict, list, int]] = {}
     keep = [[True] * nds for _ in range(nlv)]
+    stream = [[False] * nds for _ in range(nlv)]
     for d in directives:
         check_keys(d, _DIRECTIVE_KEYS, "a mapping directive", required=("target", "type"))
         loc = where(d, "target")
@@ -150,6 +152,8 @@ def parse_mapping(node: Any, arch: Arch, problem: Problem) -> Mapping:
             for key, val in (("keep", True), ("bypass", False)):
                 for name in d.get(key) or []:
                     keep[lv][problem.ds_index(str(name), where(d, key))] = val
+            for name in d.get("stream") or []:
+                stream[lv][problem.ds_index(str(name), where(d, "stream"))] = True
         elif kind == "skew":
             raise SpecError(f"{loc}: skew directives are not supported")
         else:
@@ -157,7 +161,7 @@ def parse_mapping(node: Any, arch: Arch, problem: Problem) -> Mapping:
                             "valid: temporal, spatial, bypass, datatype")
     for ds in range(nds):
         keep[nlv - 1][ds] = True
-    m = Mapping([[] for _ in range(nlv)], [[] for _ in range(nlv)], keep)
+    m = Mapping([[] for _ in range(nlv)], [[] for _ in range(nlv)], keep, stream)
     for lv in range(nlv):
         facs, perm = temporal.get(lv, ({}, list(range(ndim))))
         m.temporal[lv] = [Loop(d, facs.get(d, 1), TIME, lv) for d in perm]
@@ -172,7 +176,8 @@ def mapping_from_factors(arch: Arch, problem: Problem, temporal: list[dict[int, 
                          spatial: list[tuple[dict[int, int], dict[int, int]]], keep: list[list[bool]]) -> Mapping:
     """A mapping built from per-level factor tables (used by the mapper)."""
     nlv, ndim = len(arch.storage), len(problem.dims)
-    m = Mapping([[] for _ in range(nlv)], [[] for _ in range(nlv)], [list(k) for k in keep])
+    m = Mapping([[] for _ in range(nlv)], [[] for _ in range(nlv)], [list(k) for k in keep],
+                [[False] * len(problem.dataspaces) for _ in range(nlv)])
     for lv in range(nlv):
         m.temporal[lv] = [Loop(d, temporal[lv].get(d, 1), TIME, lv) for d in perms[lv]]
         sx, sy = spatial[lv]

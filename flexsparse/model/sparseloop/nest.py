@@ -61,6 +61,7 @@ class DenseTile:
     max_x: float = 0.0            # utilized X / Y expansion after spatial skipping
     max_y: float = 0.0
     avg_replication: float = 0.0  # average utilized instances after sparse effects
+    passthrough: float = 0.0      # accesses of a bypassed but streamed data-space
 
     @property
     def weighted(self) -> float:
@@ -211,7 +212,8 @@ def analyze(problem: Problem, arch: Arch, mapping: Mapping) -> NestResult:
                 t.stats = {1: per_child}
             row.append(t)
         tiles.append(row)
-        _collapse(row, ds.read_write, mapping, nest, bnd, op_ext, ds)
+        _collapse(row, ds.read_write, mapping, nest, bnd, op_ext, ds, [mapping.stream[lv][pv] if mapping.stream
+                                                                         else False for lv in range(nlv)])
     return NestResult(tiles, float(temporal_total), comp_repl, comp_x, comp_y, op_ext)
 
 
@@ -221,7 +223,7 @@ def _shift(dim: int, amount: int, ndim: int) -> list[int]:
     return v
 
 
-def _collapse(row: list[DenseTile], rw: bool, mapping: Mapping, nest, bnd, op_ext, ds) -> None:
+def _collapse(row: list[DenseTile], rw: bool, mapping: Mapping, nest, bnd, op_ext, ds, stream) -> None:
     """Partition sizes, parent shares, bypass, and reads/fills/updates (Timeloop's tiling step)."""
     nlv = len(row)
     for t in row:
@@ -252,6 +254,8 @@ def _collapse(row: list[DenseTile], rw: bool, mapping: Mapping, nest, bnd, op_ex
         if outer is None:
             _zero(t)
             break
+        if stream[lv]:
+            t.passthrough = t.content_accesses
         o = row[outer]
         w = o.weighted
         if w > 0:
@@ -268,6 +272,11 @@ def _collapse(row: list[DenseTile], rw: bool, mapping: Mapping, nest, bnd, op_ex
     for t in row:
         if t.size == 0:
             t.reads = t.updates = t.fills = t.temporal_reductions = 0.0
+            if t.passthrough:
+                # Streamed through: every element is written on its way in and read on its way out.
+                t.reads = t.fills = round(t.passthrough)
+                if rw:
+                    t.updates = t.temporal_reductions = t.reads
             continue
         if rw:
             t.reads = round(t.content_accesses - t.partition_size)
