@@ -44,6 +44,9 @@ __all__ = ["ActionOpt", "RankFormat", "RepInfo", "SparseOpts", "define_formats",
 
 _FORMATS = {"UOP": False, "UB": False, "CP": True, "B": True, "RLE": True}
 _RANK_KEYS = {"format", "metadata-word-bits", "payload-word-bits", "flattened-rankIDs", "flattened_rankIDs"}
+# Timeloop reads only "flattened-rankIDs"; the underscore spelling found in some published inputs is
+# accepted for compatibility and ignored, exactly as Timeloop ignores it (a warning says so).
+IGNORED_RANK_KEYS = ("flattened_rankIDs",)
 _ACTION_TYPES = {"gating": "gate", "skipping": "skip", "skipping-spatial": "spatial_skip",
                  "position-skipping": "position_skip"}
 
@@ -111,6 +114,7 @@ class SparseOpts:
     """Everything under ``sparse_optimizations``."""
 
     formats: dict[tuple[int, int], DSFormat] = field(default_factory=dict)     # (level, ds)
+    warnings: list[str] = field(default_factory=list)
     actions: dict[int, list[list[ActionOpt]]] = field(default_factory=dict)   # level -> groups
     compute: set[str] = field(default_factory=set)
 
@@ -178,7 +182,13 @@ def parse_sparse(node: Any, arch: Arch, problem: Problem) -> SparseOpts:
                                         f"{', '.join(_FORMATS)}")
                     loc = where(rk, "format")
                     dflt_md = 1 if fmt == "B" else level.md_word_bits
-                    flat = rk.get("flattened-rankIDs", rk.get("flattened_rankIDs")) or []
+                    flat = rk.get("flattened-rankIDs") or []
+                    for k in IGNORED_RANK_KEYS:
+                        if k in rk:
+                            msg = (f"{where(rk, k)}: {k!r} is ignored (Timeloop reads 'flattened-rankIDs'); "
+                                   "the rank takes one loop")
+                            if msg not in opts.warnings:
+                                opts.warnings.append(msg)
                     rules = [[problem.dim_index(str(d), where(rk)) for d in (rule if isinstance(rule, list) else [rule])]
                              for rule in flat]
                     ranks.append(RankFormat(fmt, _word_bits(rk.get("metadata-word-bits"), dflt_md,

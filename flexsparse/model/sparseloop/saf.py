@@ -68,6 +68,7 @@ class SparseState:
     compute_x: float = 1.0
     compute_y: float = 1.0
     compute_rep: float = 1.0
+    position_targets: dict[int, list[int]] = field(default_factory=dict)
 
     def level_of(self, pv: int, lv: int) -> int | None:
         """First level >= ``lv`` keeping ``pv`` (None if none)."""
@@ -360,21 +361,25 @@ def apply_safs(st: SparseState) -> None:
         for g in groups:
             if g[0].kind in ("gate", "skip"):
                 _define_read_impact(st, lv, g, g[0].kind)
-    spatial = [(lv, g) for lv, groups in st.opts.actions.items() for g in groups
-               if g[0].kind in ("spatial_skip", "position_skip")]
+    spatial = [(lv, g) for lv, groups in st.opts.actions.items() for g in groups if g[0].kind == "spatial_skip"]
+    for lv, groups in st.opts.actions.items():
+        for g in groups:
+            if g[0].kind == "position_skip":
+                from flexsparse.model.sparseloop.position import position_impact
+                for o in g:
+                    position_impact(st, lv, o.target, o.cond)
     if spatial:
         _red, orig = _init_spatial(st)
         for lv, g in spatial:
             if len(g) != 1:
                 raise SpecError(f"{st.arch.storage[lv].name}: spatial skipping takes exactly one option per entry")
-            if g[0].kind == "spatial_skip":
-                _spatial_impact(st, lv, g[0].target, g[0].cond)
-            else:
-                from flexsparse.model.sparseloop.position import position_impact
-                position_impact(st, lv, g[0].target, g[0].cond)
+            _spatial_impact(st, lv, g[0].target, g[0].cond)
         _summarize_spatial(st, orig)
     _repr_impact(st)
     _propagate(st)
+    if st.position_targets:
+        from flexsparse.model.sparseloop.position import finalize_positions
+        finalize_positions(st)
     _decompression(st)
 
 
@@ -530,8 +535,18 @@ def classify_compute(st: SparseState) -> None:
         dx = dens[x] / ratio if ratio else 0.0
         states[x] = {"enz": dx, "ez": 0.0 if has_md[x] else 1 - dx, "ne": 1 - dx if has_md[x] else 0.0}
 
+    positioned = {t for ts in st.position_targets.values() for t in ts}
     sa, sb = st.storage_gs_saf.get(a, False), st.storage_gs_saf.get(b, False)
-    if sa and sb:
+    if a in positioned or b in positioned:
+        # Position skipping: the computes left all have the skipped operand nonzero.
+        for pv in (a, b):
+            if pv in positioned:
+                states[pv] = {"enz": 1.0, "ez": 0.0, "ne": 0.0}
+        if a not in positioned and sb:
+            condition(a, b)
+        if b not in positioned and sa:
+            condition(b, a)
+    elif sa and sb:
         old_b = dict(states[b])
         condition(a, b)
         condition(b, a)
