@@ -143,8 +143,8 @@ def _hypergeom(total: int, r: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 class ActualData(Density):
     """A 0/1 mask of the tensor; tiles are aligned boxes, occupancies their exact histogram.
 
-    The mask file holds one character per element ('0'/'1', whitespace ignored), in row-major
-    order over the data-space's ranks as the problem lists them (first rank outermost).
+    The mask file holds one character per element ('0'/'1', whitespace ignored), the first
+    rank of the data-space's projection varying fastest (Timeloop's point order).
     """
 
     kind = "actual-data"
@@ -167,9 +167,17 @@ class ActualData(Density):
         if self._mask.size != self.tensor_size:
             raise ValueError(f"actual-data mask {self.path!r} has {self._mask.size} elements, "
                              f"the tensor {self.tensor_size} ({' x '.join(map(str, self.rank_extents))})")
-        self._tensor = self._mask.reshape(self.rank_extents).astype(np.int64)
+        # The mask lists elements with the first rank varying fastest (Timeloop's point order).
+        n = len(self.rank_extents)
+        self._tensor = self._mask.reshape(tuple(reversed(self.rank_extents))).transpose(
+            tuple(range(n - 1, -1, -1))).astype(np.int64)
         self.density = float(self._mask.mean()) if self._mask.size else 0.0
         return self
+
+    @property
+    def tensor(self) -> np.ndarray:
+        """The 0/1 tensor indexed by rank (first rank first)."""
+        return self._tensor
 
     def _tile_counts(self, box: tuple[int, ...]) -> np.ndarray:
         t = self._tensor

@@ -244,12 +244,10 @@ def prob_empty(density, shape: int, constraint: Optional[tuple[Any, Any]] = None
         sk = np.where(ok, big_s - k, n)
         val = gammaln(sk + 1) - gammaln(sk - n + 1) - gammaln(big_s + 1) + gammaln(big_s - n + 1)
         return np.where(ok, np.exp(val), 0.0)
-    # Actual data: occupancy of the sub-tile is drawn from the data; conditioning on the parent's
-    # occupancy rescales the empty probability by the parent's relative density.
-    base = density.prob_empty(shape, box)
-    dens = density.density if density.density > 0 else 1.0
-    rel = np.where(big_s > 0, k / np.maximum(big_s, 1) / dens, 0.0)
-    return np.clip(1 - (1 - base) * rel, 0.0, 1.0) if base < 1 else np.ones_like(rel)
+    # Actual data: the sub-tile's emptiness is read off the data (fraction of aligned boxes of
+    # that shape that are empty), whatever the enclosing tile holds.
+    base = float(density.prob_empty(shape, box))
+    return np.full(np.shape(k), base)
 
 
 # ----------------------------------------------------------------------------- representation
@@ -433,7 +431,7 @@ def _apply_ranks(loops: list[Loop], molds: list, info: RepInfo, inner_rank: int,
     return ranks, tiles, extra
 
 
-def rank_units(info: RepInfo, ds, density, shape: int, occ) -> tuple[np.ndarray, np.ndarray]:
+def rank_units(info: RepInfo, ds, density, shape: int, occ, box=None) -> tuple[np.ndarray, np.ndarray]:
     """(metadata, payload) units per rank for tiles of ``shape`` elements holding ``occ`` nonzeros
     (``occ`` may be an array); arrays of shape (ranks, len(occ))."""
     occ = np.atleast_1d(np.asarray(occ, dtype=float))
@@ -442,18 +440,21 @@ def rank_units(info: RepInfo, ds, density, shape: int, occ) -> tuple[np.ndarray,
     pl = np.zeros((n, occ.size))
     fibers = np.ones_like(occ)
     big_s = np.full_like(occ, float(shape))
-    cur_shape = shape
+    cur_shape, cur_box = shape, box
     fmt = info.fmt
     for r in range(n - 1, -1, -1):
         fs = info.fiber_shape[r]
-        nxt_shape = ds.size(info.subtiles[r])
+        nxt_shape, nxt_box = ds.size(info.subtiles[r]), ds.extents(info.subtiles[r])
         top = (r == 0) if fmt.inner_to_outer else (r == n - 1)
         if not (fs == 1 and not top):
-            pe_cur = np.asarray(prob_empty(density, cur_shape, (big_s, occ)))
-            pe_next = np.asarray(prob_empty(density, nxt_shape, (big_s, occ)))
+            pe_cur = np.asarray(prob_empty(density, cur_shape, (big_s, occ), cur_box))
+            pe_next = np.asarray(prob_empty(density, nxt_shape, (big_s, occ), nxt_box))
+            if density.kind == "actual-data":
+                # Counted on the data: coordinates per *nonempty* fibre, so units are exact.
+                pe_next = np.where(pe_cur < 1, 1 - (1 - pe_next) / np.maximum(1 - pe_cur, 1e-300), 1.0)
             md[r], pl[r] = fmt.ranks[r].units(fibers, fs, pe_cur, pe_next)
         fibers = fibers * fs
-        cur_shape = nxt_shape
+        cur_shape, cur_box = nxt_shape, nxt_box
     for r in range(n):
         if np.any(md[r] != 0) or np.any(pl[r] != 0):
             pl[r] = 0.0
@@ -479,9 +480,16 @@ def expected_occupancy(info: RepInfo, ds, density, shape: int, box, parent_has_m
     info.expected_occupancy = float(np.dot(ps, ks))
     info.expected_density = info.expected_occupancy / shape
     if info.fmt is not None:
-        md, pl = rank_units(info, ds, density, shape, ks)
-        info.md_units = list(md @ ps)
-        info.pl_units = list(pl @ ps)
+        if density.kind == "actual-data":
+            # Units do not depend on the tile's occupancy; given nonempty tiles only, scale up.
+            md, pl = rank_units(info, ds, density, shape, ks[:1], box)
+            scale = 1.0 / info.avg_replication_scale if info.avg_replication_scale > 0 else 1.0
+            info.md_units = list(md[:, 0] * scale)
+            info.pl_units = list(pl[:, 0] * scale)
+        else:
+            md, pl = rank_units(info, ds, density, shape, ks, box)
+            info.md_units = list(md @ ps)
+            info.pl_units = list(pl @ ps)
 
 
 def metadata_accesses(info: RepInfo, reads: float, fills: float, updates: float, shape: int) -> dict[str, list]:

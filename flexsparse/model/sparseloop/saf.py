@@ -59,6 +59,9 @@ class SparseState:
                                                                            "position_skip": set()})
     prob_opt: dict[tuple[int, int], float] = field(default_factory=dict)
     prob_spatial: dict[tuple[int, int], float] = field(default_factory=dict)
+    prob_prop: dict[tuple[int, int], float] = field(default_factory=dict)     # propagated (below the level)
+    saf_conds: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    compute_filters: dict[int, list[int]] = field(default_factory=dict)
     avg_ratio: list[list[float]] = field(default_factory=list)          # [pv][arch level]
     max_exp: list[list[list[float]]] = field(default_factory=list)      # [pv][arch level] -> [x, y]
     storage_gs_saf: dict[int, bool] = field(default_factory=dict)
@@ -148,6 +151,7 @@ def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tupl
                 upper_found = True
     effectual = 1.0
     block = st.arch.storage[tl].block_size
+    cond_exts: dict[int, list[int]] = {}
     for c in cond:
         dims_c = problem.dataspaces[c].dims
         co = dims_t & dims_c
@@ -174,6 +178,7 @@ def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tupl
         if need > 1:
             c_ext[target_loop.dim] = int(c_ext[target_loop.dim] * need)
             t_ext[target_loop.dim] = int(t_ext[target_loop.dim] * need)
+        cond_exts[c] = c_ext
         effectual *= 1 - st.p_empty(c, c_ext)
     info = st.reps.get((target, tl))
     occ = info.expected_occupancy if info else st.tiles[target][tl].size
@@ -182,28 +187,34 @@ def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tupl
     ratio = lvl.md_word_bits // lvl.word_bits if lvl.word_bits else 0   # integer ratio, as Sparseloop
     if md_info and md_info.has_metadata:
         occ += (sum(md_info.md_units) + sum(md_info.pl_units)) * ratio
-    return 1.0 - effectual, tl, occ
+    exact = None
+    if cond_exts:
+        from flexsparse.model.sparseloop.actual import saf_probabilities
+        exact = saf_probabilities(st, target, tl, list(cond_exts), list(cond_ext), cond_exts)
+    if exact is not None:
+        return exact[0], tl, occ, exact[1]
+    return 1.0 - effectual, tl, occ, 1.0 - effectual
 
 
 def _define_read_impact(st: SparseState, lv: int, group, kind: str) -> None:
     options = [(_read_impact(st, lv, o.target, o.cond), o) for o in group]
     best, best_i = 0.0, 0
-    for i, ((p, tl, occ), o) in enumerate(options):
+    for i, ((p, tl, occ, _), o) in enumerate(options):
         lvl = st.arch.storage[tl]
         saving = lvl.energy["random_read"] / lvl.block_size * occ * p
         if saving >= best:
             best, best_i = saving, i
-    (p, tl, _), o = options[best_i]
+    (p, tl, _, prop), o = options[best_i]
     key = (tl, o.target)
     if key in st.masks["gate"] or key in st.masks["skip"]:
         if st.prob_opt[key] < p:
             st.masks["gate"].discard(key)
             st.masks["skip"].discard(key)
-            st.prob_opt[key] = p
+            st.prob_opt[key], st.prob_prop[key], st.saf_conds[key] = p, prop, list(o.cond)
             st.masks[kind].add(key)
     else:
         st.masks[kind].add(key)
-        st.prob_opt[key] = p
+        st.prob_opt[key], st.prob_prop[key], st.saf_conds[key] = p, prop, list(o.cond)
 
 
 def _max_elements(st: SparseState, pv: int, fiber_ext, elem_ext) -> int:
@@ -443,10 +454,12 @@ def _propagate(st: SparseState) -> None:
         for l in range(nlv - 1, -1, -1):
             if not any((l, pv) in st.masks[k] for k in kinds):
                 continue
-            p = st.prob_opt.get((l, pv), 0.0) if (l, pv) in st.masks["gate"] | st.masks["skip"] else 0.0
+            gs = (l, pv) in st.masks["gate"] | st.masks["skip"]
+            p = st.prob_prop.get((l, pv), st.prob_opt.get((l, pv), 0.0)) if gs else 0.0
+            p_local = st.prob_opt.get((l, pv), 0.0) if gs else 0.0
             spatial = (l, pv) in st.masks["spatial_skip"] | st.masks["position_skip"]
             if spatial:
-                p = st.prob_spatial.get((l, pv), 0.0)
+                p = p_local = st.prob_spatial.get((l, pv), 0.0)
             imp = l - 1
             while imp >= 0:
                 for a in DATA_ACTIONS:
@@ -472,11 +485,12 @@ def _propagate(st: SparseState) -> None:
                 done.add((pv, l))
                 _commit(st, pv, l, mx, mf)
                 if not spatial:
-                    _local(st, p, pv, l, "gated" if (l, pv) in st.masks["gate"] else "skipped")
+                    _local(st, p_local, pv, l, "gated" if (l, pv) in st.masks["gate"] else "skipped")
             if imp < 0 and not st.problem.dataspaces[pv].read_write:
                 computes -= math.floor(computes * p + 1e-9)
                 st.storage_gs_saf[pv] = True
                 st.innermost_empty[pv] = round(p * 1e6) / 1e6
+                st.compute_filters[pv] = st.saf_conds.get((l, pv), [])
     for pv in range(npv):
         for lv in range(nlv):
             if (lv, pv) in st.masks["gate"] or (lv, pv) in st.masks["skip"]:
@@ -558,6 +572,16 @@ def classify_compute(st: SparseState) -> None:
     for pv in ops:
         for k, v in states[pv].items():
             states[pv][k] = min(1.0, max(0.0, v))
+    if not positioned:
+        from flexsparse.model.sparseloop.actual import joint_nonzero
+        filters = sorted({f for pv in ops for f in st.compute_filters.get(pv, [])})
+        joint = joint_nonzero(st, a, b, filters)
+        if joint is not None:
+            # Exact joint operand states counted on the masks (zero is "missing" when compressed).
+            za, zb = ("ne" if has_md[a] else "ez"), ("ne" if has_md[b] else "ez")
+            states[a] = {"enz": 1.0, "ez": 0.0, "ne": 0.0}
+            states[b] = {"enz": 1.0, "ez": 0.0, "ne": 0.0}
+            return _classify_joint(st, joint, za, zb)
     pa, pb = states[a], states[b]
     total = st.compute["random_compute"]
     gate, skip = "gating" in st.opts.compute, "skipping" in st.opts.compute
@@ -578,4 +602,28 @@ def classify_compute(st: SparseState) -> None:
     st.compute["skipped_compute"] = math.floor(skipped + 1e-9)
     st.compute["gated_compute"] = math.floor(gated + 1e-9)
     st.compute["random_compute"] = total - math.floor(skipped + 1e-9) - math.floor(gated + 1e-9) - \
+        math.floor(none + 1e-9)
+
+
+def _classify_joint(st: SparseState, joint: dict, za: str, zb: str) -> None:
+    total = st.compute["random_compute"]
+    gate, skip = "gating" in st.opts.compute, "skipping" in st.opts.compute
+    rnd = total * joint[(True, True)]
+    gated = skipped = none = 0.0
+    for (na, nb), frac in joint.items():
+        if na and nb:
+            continue
+        states = [s for s, nz in ((za, na), (zb, nb)) if not nz]
+        amount = total * frac
+        if states == ["ne", "ne"]:
+            none += amount
+        elif "ne" in states and skip:
+            skipped += amount
+        elif gate:
+            gated += amount
+        else:
+            rnd += amount
+    st.compute["skipped_compute"] = math.floor(skipped + 1e-9)
+    st.compute["gated_compute"] = math.floor(gated + 1e-9)
+    st.compute["random_compute"] = total - st.compute["skipped_compute"] - st.compute["gated_compute"] - \
         math.floor(none + 1e-9)
