@@ -75,14 +75,14 @@ def parse_stats(path: str | Path) -> dict[str, Any]:
                     out["utilization"] = float(val)
                 elif key == "Algorithmic Computes":
                     out["algorithmic_computes"] = int(float(val))
-                elif key == "Actual Computes":
+                elif key in ("Actual Computes", "Computes"):
                     out["computes"] = int(float(val))
                 elif key == "Area":
                     out["area_mm2"] = float(val.split()[0])
             continue
         if level is None or section in ("networks", "oi"):
             continue
-        m = re.match(r"^    (\w+):\s*$", line)
+        m = re.match(r"^    (\w+)(?: \(Streamed\))?:\s*$", line)
         if m:
             ds = level["dataspaces"].setdefault(m.group(1), {})
             rank_key = None
