@@ -5,8 +5,11 @@ Usage (the lead mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
     flexsparse model --design highlight --workload resnet50 [--weights 4:6->2:4] [--activations 0.5]
     flexsparse model compare --designs dense,stc,dstc,highlight --workload resnet50 --out plots/
     flexsparse model validate --out docs/model
+    flexsparse model run arch.yaml problem.yaml map.yaml sparse.yaml ERT.yaml --out out/
+    flexsparse model artifact --root ../micro22-sparseloop-artifact --out docs/model
 
-Tables are printed with rich; PNG plots and a JSON of the numbers are written atomically.
+Tables are printed with rich (never truncated when the output is not a terminal); PNG plots and
+JSON are written atomically.
 Cost: that of the evaluated designs (seconds).
 """
 
@@ -177,3 +180,73 @@ def validate(out: Path = typer.Option(Path("docs/model"), help="directory for th
     console.print_json(json.dumps({"golden": nums["golden"], "dstc_max_abs_error": nums["dstc"]["max_abs_error"],
                                    "highlight_resnet50_gain": nums["highlight_resnet50"]["geomean_edp_gain"],
                                    "flaash_balance": nums["flaash_balance"], "tailors": tail}, default=str))
+
+
+@app.command()
+def run(files: list[Path] = typer.Argument(..., help="Sparseloop/Timeloop YAML files: architecture, problem, "
+                                                     "mapping, sparse_optimizations, ERT (merged like timeloop-model)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="directory for stats.json"),
+        trials: int = typer.Option(200, help="mapper: random mappings tried when the input has no mapping"),
+        seed: int = typer.Option(0, help="mapper: random seed")) -> None:
+    """Evaluate a Sparseloop-style input: cycles, energy and per-level actions; writes DIR/stats.json."""
+    from flexsparse.model.sparseloop.engine import evaluate, load_spec
+    from flexsparse.model.sparseloop.report import stats_dict, summary_table, table_console
+    spec = load_spec(files)
+    mapping = spec.mapping
+    searched = None
+    if mapping is None:
+        from flexsparse.model.sparseloop.mapper import search
+        searched = search(spec, trials=trials, seed=seed)
+        mapping = searched.mapping
+    ev = evaluate(spec, mapping)
+    console = table_console()
+    for w in spec.sparse.warnings:
+        console.print(f"warning: {w}")
+    if spec.default_energy_levels:
+        console.print("warning: no ERT entry for " + ", ".join(spec.default_energy_levels)
+                      + "; default Horowitz 45 nm energies used")
+    console.print(summary_table(ev, title=f"{spec.problem.name}: {ev.cycles} cycles, {ev.energy_uJ:.4g} uJ"))
+    if searched is not None:
+        console.print(f"mapper: best of {searched.evaluated} valid mappings ({searched.tried} tried), "
+                      f"objective {searched.objective}")
+        for line in ev.mapping_text:
+            console.print("  " + line)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        data = stats_dict(ev, spec)
+        if searched is not None:
+            data["mapper"] = {"tried": searched.tried, "valid": searched.evaluated, "objective": searched.objective}
+        _write_json(out / "stats.json", data)
+        console.print(f"wrote {out / 'stats.json'}")
+
+
+@app.command("artifact")
+def artifact_cmd(root: Optional[Path] = typer.Option(None, help="Sparseloop MICRO'22 artifact checkout "
+                                                                "(default: $FLEXSPARSE_SPARSELOOP_ARTIFACT)"),
+                 setup: str = typer.Option("all", help="table7, fig15, fig12 or all"),
+                 out: Optional[Path] = typer.Option(None, help="directory for artifact.json and artifact.md")) -> None:
+    """Compare the model with the reference outputs of the Sparseloop artifact."""
+    from flexsparse.model.sparseloop import artifact as art
+    from flexsparse.model.sparseloop.tables import artifact_tables
+    base = art.find_artifact(root)
+    if base is None:
+        raise ValueError(f"Sparseloop artifact not found (give --root or set {art.ARTIFACT_ENV}); fetch "
+                         "Accelergy-Project/micro22-sparseloop-artifact")
+    setups = art.SETUPS if setup == "all" else tuple(x.strip() for x in setup.split(","))
+    results = {s: [art.compare(c) for c in art.cases(s, base)] for s in setups}
+    md, console_tables = artifact_tables(results)
+    console = table_console_()
+    for t in console_tables:
+        console.print(t)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "artifact.json", results)
+        with atomic_write(out / "artifact.md", "w") as f:
+            f.write(md)
+        console.print(f"wrote {out / 'artifact.json'} and {out / 'artifact.md'}")
+
+
+def table_console_():
+    """A console that does not truncate tables outside a terminal."""
+    from flexsparse.model.sparseloop.report import table_console
+    return table_console()
