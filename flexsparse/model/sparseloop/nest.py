@@ -62,6 +62,7 @@ class DenseTile:
     max_y: float = 0.0
     avg_replication: float = 0.0  # average utilized instances after sparse effects
     passthrough: float = 0.0      # accesses of a bypassed but streamed data-space
+    raw_stats: dict[int, float] = field(default_factory=dict)   # stats before bypass handling
 
     @property
     def weighted(self) -> float:
@@ -210,6 +211,7 @@ def analyze(problem: Problem, arch: Arch, mapping: Mapping) -> NestResult:
                 t.stats = {m: per_child * g for m, g in groups.items()}
             else:
                 t.stats = {1: per_child}
+            t.raw_stats = dict(t.stats)
             row.append(t)
         tiles.append(row)
         _collapse(row, ds.read_write, mapping, nest, bnd, op_ext, ds, [mapping.stream[lv][pv] if mapping.stream
