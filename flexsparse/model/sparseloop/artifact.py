@@ -149,6 +149,7 @@ def summarize(rows: list[dict[str, Any]], tol: float, level_floor: float = 0.1) 
                 lv_total += 1
                 lv_ok += abs(v["error"]) <= tol
                 worst = max(worst, abs(v["error"]))
+    both, lv_ok = int(both), int(lv_ok)
     return {"cases": n, "cycles_and_energy_within": both, "fraction": both / n if n else 0.0,
             "max_cycles_error": max((abs(r["cycles_error"]) for r in rows), default=0.0),
             "max_energy_error": max((abs(r["energy_error"]) for r in rows), default=0.0),

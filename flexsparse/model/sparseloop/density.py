@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from scipy import stats
+from scipy.special import gammaln
 
 __all__ = ["ActualData", "Density", "FixedStructured", "Hypergeometric", "make_density"]
 
@@ -134,10 +134,22 @@ class Hypergeometric(Density):
 def _hypergeom(total: int, r: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     n = min(n, total)
     lo, hi = max(0, n + r - total), min(n, r)
+    if hi - lo > 2000:
+        # Beyond 40 standard deviations the probability underflows to 0 in double precision.
+        mean = n * r / total
+        sd = math.sqrt(max(n * r / total * (1 - r / total) * (total - n) / max(total - 1, 1), 1e-12))
+        lo, hi = max(lo, int(mean - 40 * sd) - 1), min(hi, int(mean + 40 * sd) + 1)
     k = np.arange(lo, hi + 1)
-    p = stats.hypergeom.pmf(k, total, r, n)
+    logp = (_lnc(r, k) + _lnc(total - r, n - k) - _lnc(total, n))
+    p = np.exp(logp)
     keep = p > 0
     return k[keep], p[keep]
+
+
+def _lnc(a, b):
+    """log C(a, b) (vectorised)."""
+    return gammaln(np.asarray(a, dtype=float) + 1) - gammaln(np.asarray(b, dtype=float) + 1) - \
+        gammaln(np.asarray(a, dtype=float) - np.asarray(b, dtype=float) + 1)
 
 
 class ActualData(Density):

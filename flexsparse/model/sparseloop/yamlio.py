@@ -58,8 +58,11 @@ def check_keys(d: Any, allowed: Iterable[str], what: str, required: Iterable[str
             raise SpecError(f"{where(d)}: {what} needs key {k!r}")
 
 
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml parser when available (10x faster)
+
+
 def _make_loader(src: str) -> type:
-    class Loader(yaml.SafeLoader):
+    class Loader(_BASE_LOADER):
         pass
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> YDict:
@@ -93,7 +96,7 @@ def _make_loader(src: str) -> type:
 def load_text(text: str, src: str = "<input>") -> Any:
     """Parse one YAML document; mappings become :class:`YDict` tagged with ``src``."""
     try:
-        return yaml.load(text, Loader=_make_loader(src))  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_make_loader(src))  # noqa: S506 - safe loader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
