@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["ActualData", "Density", "FixedStructured", "Hypergeometric", "make_density"]
+__all__ = ["ActualData", "Density", "FixedStructured", "HSS", "Hypergeometric", "make_density"]
 
 Constraint = Optional[tuple[int, int]]  # (enclosing tile shape, its occupancy)
 
@@ -152,6 +152,126 @@ def _lnc(a, b):
         gammaln(np.asarray(a, dtype=float) - np.asarray(b, dtype=float) + 1)
 
 
+class HSS(Density):
+    """Hierarchical structured sparsity along one rank: ``levels`` = [(G, H), ...], outer first.
+
+    Level 0 (innermost) keeps ``G0`` of every ``H0`` consecutive elements; level ``i`` keeps
+    ``Gi`` of every ``Hi`` consecutive level-``i-1`` groups. A tile's extent along the rank picks
+    whole groups: ``b`` groups of level ``j`` inside one level-``j+1`` group hold a hypergeometric
+    number of kept groups (``Hj+1`` groups, ``Gj+1`` kept), each with ``prod G`` nonzeros below;
+    a piece of a level-0 group holds a hypergeometric share of its ``G0``. The other ranks are
+    independent rows with the same pattern, so a tile's occupancy is their convolution.
+    """
+
+    kind = "hss"
+
+    def __init__(self, levels: list[tuple[int, int]], rank: int = -1, shared_rows: int = 1) -> None:
+        self.levels = [(int(g), int(h)) for g, h in levels]
+        if not self.levels or any(not 0 <= g <= h or h < 1 for g, h in self.levels):
+            raise ValueError(f"HSS levels must be G:H pairs with 0 <= G <= H, got {levels}")
+        if shared_rows < 1:
+            raise ValueError(f"HSS shared_rows must be >= 1, got {shared_rows}")
+        self.rank = int(rank)
+        self.shared_rows = int(shared_rows)
+        self.density = math.prod(g / h for g, h in self.levels)
+        self._cache: dict = {}
+
+    def _row(self, e: int) -> np.ndarray:
+        """Occupancy pmf (index = nonzeros) of ``e`` aligned elements of one row along the rank."""
+        inner = self.levels[::-1]                                   # level 0 first
+        unit = [inner[0][1]]
+        for _g, h in inner[1:]:
+            unit.append(unit[-1] * h)                               # elements per group of each level
+        full = [inner[0][0]]
+        for g, _h in inner[1:]:
+            full.append(full[-1] * g)                               # nonzeros of a kept group
+        top = len(inner) - 1
+        q, r = divmod(int(e), unit[top])
+        pmf = self._partial(r, top, inner, unit, full)
+        return np.concatenate((np.zeros(q * full[top]), pmf)) if q else pmf
+
+    def _shared(self, e: int, rows: int) -> np.ndarray:
+        """pmf of ``rows`` rows that share the upper levels' pattern (level 0 per row)."""
+        inner = self.levels[::-1]
+        g0, h0 = inner[0]
+        if len(inner) == 1 or e < h0:
+            k, p = _hypergeom(h0, g0, min(e, h0))
+            one = np.zeros(int(k.max()) + 1)
+            one[k.astype(int)] = p
+            per = _power(one, rows)
+            keep = math.prod(g / h for g, h in inner[1:])
+            per = per * keep
+            per[0] += 1 - keep
+            return per
+        upper = HSS([lv for lv in self.levels[:-1]], self.rank)
+        groups = upper._row(e // h0)                                # pmf of kept level-0 groups
+        out = np.zeros((groups.size - 1) * g0 * rows + 1)
+        out[np.arange(groups.size) * g0 * rows] = groups
+        return out
+
+    def _partial(self, r: int, i: int, inner, unit, full) -> np.ndarray:
+        """pmf of the first ``r`` elements of a kept level-``i`` group."""
+        g, h = inner[i]
+        if r == 0:
+            return np.array([1.0])
+        if i == 0:
+            k, p = _hypergeom(h, g, r)
+            out = np.zeros(int(k.max()) + 1)
+            out[k.astype(int)] = p
+            return out
+        b, rem = divmod(r, unit[i - 1])
+        out = np.array([1.0])
+        if b:
+            k, p = _hypergeom(h, g, b)                              # kept children among the first b
+            out = np.zeros(int(k.max()) * full[i - 1] + 1)
+            out[(k * full[i - 1]).astype(int)] = p
+        if rem:
+            part = self._partial(rem, i - 1, inner, unit, full)
+            keep = g / h                                            # the next child is kept
+            mix = part * keep
+            mix[0] += 1 - keep
+            out = np.convolve(out, mix)
+        return out
+
+    def distribution(self, shape, box=None, constraint=None):
+        if constraint is not None:
+            return _hypergeom(int(constraint[0]), int(constraint[1]), int(shape))
+        ext = tuple(box) if box is not None and math.prod(box) == shape else None
+        r = self.rank % len(self.rank_extents)
+        if ext is None:
+            e = min(int(shape), self.rank_extents[r])
+            rows = max(1, int(shape) // e)
+        else:
+            e, rows = ext[r], math.prod(x for i, x in enumerate(ext) if i != r)
+        key = (e, rows)
+        if key not in self._cache:
+            if self.shared_rows > 1:
+                groups, left = divmod(rows, self.shared_rows)
+                out = _power(self._shared(e, self.shared_rows), groups)
+                if left:
+                    out = np.convolve(out, self._shared(e, left))
+            else:
+                out = _power(self._row(e), rows)
+            ks = np.nonzero(out > 1e-300)[0]
+            self._cache[key] = (ks, out[ks] / out[ks].sum())
+        return self._cache[key]
+
+    def describe(self) -> str:
+        return "hss " + " -> ".join(f"{g}:{h}" for g, h in self.levels)
+
+
+def _power(pmf: np.ndarray, n: int) -> np.ndarray:
+    """n-fold convolution of a pmf with itself (by squaring)."""
+    out, base = np.array([1.0]), pmf
+    while n:
+        if n & 1:
+            out = np.convolve(out, base)
+        n >>= 1
+        if n:
+            base = np.convolve(base, base)
+    return out
+
+
 class ActualData(Density):
     """A 0/1 mask of the tensor; tiles are aligned boxes, occupancies their exact histogram.
 
@@ -232,7 +352,7 @@ def make_density(spec, where: str, base_dir: Path | None = None) -> Density:
         return _checked(FixedStructured(float(spec)), where)
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a density is a number or a mapping with 'distribution'")
-    allowed = {"distribution", "density", "data_file_path", "workload_tensor_size", "!"}
+    allowed = {"distribution", "density", "data_file_path", "workload_tensor_size", "levels", "rank", "shared_rows", "!"}
     for k in spec:
         if k not in allowed:
             raise ValueError(f"{where}: unknown key {k!r} in a density; valid keys: "
@@ -242,6 +362,11 @@ def make_density(spec, where: str, base_dir: Path | None = None) -> Density:
         return _checked(FixedStructured(float(spec.get("density", 1.0))), where)
     if dist == "hypergeometric":
         return _checked(Hypergeometric(float(spec["density"])) if "density" in spec else _missing(where), where)
+    if dist in ("hss", "hierarchical-structured"):
+        levels = spec.get("levels")
+        if not isinstance(levels, list) or not levels:
+            raise ValueError(f"{where}: an hss density needs 'levels': [[G1, H1], [G0, H0]] (outer first)")
+        return HSS([tuple(x) for x in levels], int(spec.get("rank", -1)), int(spec.get("shared_rows", 1)))
     if dist in ("real-data", "actual-data", "actual_data"):
         if "data_file_path" not in spec:
             raise ValueError(f"{where}: a {dist} density needs 'data_file_path'")
@@ -250,7 +375,7 @@ def make_density(spec, where: str, base_dir: Path | None = None) -> Density:
             path = base_dir / path
         return ActualData(path)
     raise ValueError(f"{where}: unsupported density distribution {dist!r}; "
-                     "valid: fixed-structured, hypergeometric, actual-data")
+                     "valid: fixed-structured, hypergeometric, hss, actual-data")
 
 
 def _missing(where: str):
