@@ -244,6 +244,33 @@ class HSS(Density):
         else:
             e, rows = ext[r], math.prod(x for i, x in enumerate(ext) if i != r)
         key = (e, rows)
+        g0 = self.shared_rows if self.shared_rows > 1 else 1
+        one0 = self._shared(e, g0) if g0 > 1 else self._row(e)
+        nz = np.nonzero(one0)[0]
+        if key not in self._cache and nz.size == 1:
+            self._cache[key] = (np.array([int(nz[0]) * rows // g0]), np.array([1.0]))
+        if key not in self._cache and (rows > 64 or rows * one0.size > 20000):
+            # Many independent row groups: the sum is normal to within double-precision noise
+            # for the quantities used (means, tails); keep exact emptiness and bounds.
+            g = self.shared_rows if self.shared_rows > 1 else 1
+            one = self._shared(e, g) if g > 1 else self._row(e)
+            reps = rows / g
+            ks1 = np.arange(one.size)
+            mu1, var1 = float(np.dot(ks1, one)), float(np.dot(ks1 ** 2, one)) - float(np.dot(ks1, one)) ** 2
+            mu, sd = mu1 * reps, math.sqrt(max(var1 * reps, 1e-12))
+            lo, hi = 0, int((one.size - 1) * reps)
+            ks = np.arange(max(lo, int(mu - 8 * sd)), min(hi, int(mu + 8 * sd) + 1) + 1)
+            pdf = np.exp(-0.5 * ((ks - mu) / sd) ** 2)
+            p0 = float(one[0]) ** reps
+            if ks.size == 0 or pdf.sum() == 0:
+                ks, pdf = np.array([int(round(mu))]), np.array([1.0])
+            pdf = pdf / pdf.sum() * (1 - p0)
+            if p0 > 0:
+                if ks[0] == 0:
+                    pdf[0] += p0
+                else:
+                    ks, pdf = np.concatenate(([0], ks)), np.concatenate(([p0], pdf))
+            self._cache[key] = (ks, pdf)
         if key not in self._cache:
             if self.shared_rows > 1:
                 groups, left = divmod(rows, self.shared_rows)
