@@ -1,9 +1,9 @@
-"""Exact statistics from actual-data masks (the ``actual-data`` density model).
+"""Exact statistics from actual-data tensors (the ``actual-data`` density model).
 
 With statistical density models, a condition tile is empty independently of the target and of
-the other operands. With masks of the real tensors this independence is false (zeros cluster
-by channel, by pixel), so the probabilities that decide gating, skipping and effectual computes
-are counted on the data instead:
+the other operands. With the real tensors this independence is false (zeros cluster by channel,
+by pixel, by graph community), so the probabilities that decide gating, skipping and effectual
+computes are counted on the data instead:
 
 * ``saf_probabilities``: the operation space is cut into blocks of the condition tile's shape;
   a target access is ineffectual when some condition tensor's projection of its block is
@@ -13,15 +13,18 @@ are counted on the data instead:
 * ``joint_nonzero``: how many computes have both operands nonzero, only one, or neither,
   optionally restricted to computes whose filter tensors are nonzero.
 
-Both are tensor contractions of per-block nonzero counts (``np.einsum`` over the problem's
-dimensions), valid when every rank of the tensors involved is a single dimension with
-coefficient 1 (GEMMs and 1x1 convolutions); other projections fall back to the independent
-model. Cost: one reshape-and-sum of each mask plus one ``einsum`` per query.
+Both are sums over blocks of products of per-block tensors, valid when every rank of the tensors
+involved is a single dimension with coefficient 1 (GEMMs, 1x1 convolutions). Dense masks use
+``np.einsum``; tensors given by coordinates (too large for a mask) use the contraction of their
+marginals over the one dimension all of them share (the GEMM's K), with complements taken
+exactly. Other shapes fall back to the independent model. Cost: one pass over the nonzeros (or
+the mask) per block shape, plus one contraction.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -46,101 +49,143 @@ def simple_dims(ds, bounds: list[int]) -> Optional[list[int]]:
     return out
 
 
-def _block_counts(density, ds, dims: list[int], blk: list[int], bounds: list[int]) -> np.ndarray:
-    """Nonzeros of the tensor in each block (tensor indexed by block number per rank)."""
-    t = density.tensor
-    shape = []
-    for r, d in enumerate(dims):
-        b = max(1, min(blk[d], bounds[d]))
-        if t.shape[r] % b:
-            t = np.pad(t, [(0, (-t.shape[r]) % b) if i == r else (0, 0) for i in range(t.ndim)])
-        shape += [t.shape[r] // b, b]
-    return t.reshape(shape).sum(axis=tuple(range(1, 2 * len(dims), 2)))
+@dataclass
+class _Factor:
+    """A per-block tensor over problem dimensions ``dims`` of a block grid.
+
+    Either ``dense`` (ndarray over the grid of its dims) or sparse (``coords`` per dim and
+    ``values`` of the nonzero blocks, everything else ``fill``); ``complement`` means 1 - tensor.
+    """
+
+    dims: list[int]
+    grid: tuple[int, ...]
+    dense: Optional[np.ndarray] = None
+    coords: Optional[np.ndarray] = None
+    values: Optional[np.ndarray] = None
+    complement: bool = False
+
+    def as_dense(self) -> Optional[np.ndarray]:
+        if self.dense is not None:
+            return 1.0 - self.dense if self.complement else self.dense
+        if math.prod(self.grid) > (1 << 24):
+            return None
+        t = np.zeros(self.grid)
+        t[tuple(self.coords)] = self.values
+        return 1.0 - t if self.complement else t
+
+    def marginal(self, dim: int) -> np.ndarray:
+        """Sum over every other dimension, as a function of block index along ``dim``."""
+        ax = self.dims.index(dim)
+        others = math.prod(g for i, g in enumerate(self.grid) if i != ax)
+        if self.dense is not None:
+            t = 1.0 - self.dense if self.complement else self.dense
+            return t.sum(axis=tuple(i for i in range(t.ndim) if i != ax))
+        m = np.bincount(self.coords[ax], weights=self.values, minlength=self.grid[ax])
+        return others - m if self.complement else m
 
 
-def _contract(problem, tensors: list[tuple[np.ndarray, list[int]]], nblocks: list[int]) -> float:
-    """Sum over all blocks of the product of per-dataspace tensors (broadcast over free dims)."""
-    used: set[int] = set()
-    ops, subs = [], []
-    for arr, dims in tensors:
-        # Merge repeated dimensions (a rank listed twice) by taking the diagonal.
-        ops.append(arr.astype(np.float64))
-        subs.append("".join(_LETTERS[d] for d in dims))
-        used |= set(dims)
-    total = float(np.einsum(",".join(subs) + "->", *ops)) if ops else 1.0
+def _factor(density, dims: list[int], blk: list[int], indicator: bool) -> _Factor:
+    box = [max(1, blk[d]) for d in dims]
+    coords, counts, grid = density.block_counts(tuple(box))
+    vals = np.ones(counts.size) if indicator else counts.astype(np.float64)
+    if math.prod(grid) <= (1 << 24):
+        t = np.zeros(grid)
+        t[tuple(coords)] = vals
+        return _Factor(dims, grid, dense=t)
+    return _Factor(dims, grid, coords=coords, values=vals)
+
+
+def _contract(factors: list[_Factor], nblocks: list[int]) -> Optional[float]:
+    """Sum over all blocks of the product of the factors (free dimensions multiply)."""
+    used = sorted({d for f in factors for d in f.dims})
     free = math.prod(nblocks[d] for d in range(len(nblocks)) if d not in used)
-    return total * free
+    dense = [f.as_dense() for f in factors] if all(f.dense is not None or math.prod(f.grid) <= (1 << 24)
+                                                   for f in factors) else None
+    if dense is not None and all(x is not None for x in dense):
+        subs = ",".join("".join(_LETTERS[d] for d in f.dims) for f in factors)
+        return float(np.einsum(subs + "->", *dense)) * free
+    shared = set(factors[0].dims)
+    for f in factors[1:]:
+        shared &= set(f.dims)
+    others = [set(f.dims) - shared for f in factors]
+    if len(shared) != 1 or any(a & b for i, a in enumerate(others) for b in others[i + 1:]):
+        return None
+    (k,) = shared
+    prod = np.ones(nblocks[k])
+    for f in factors:
+        prod = prod * f.marginal(k)
+    return float(prod.sum()) * free
 
 
 def saf_probabilities(st, target: int, target_level: int, conds: list[int], blk: list[int],
                       cond_exts: dict[int, list[int]]) -> Optional[tuple[float, float]]:
-    """(local, propagated) ineffectual-access probabilities counted on the masks, or None when
-    the projections are not simple or no condition tensor has a mask."""
+    """(local, propagated) ineffectual-access probabilities counted on the data, or None when the
+    projections are not simple or no condition tensor has actual data."""
     from flexsparse.model.sparseloop.density import ActualData
     problem = st.problem
+    bounds = problem.bounds
     if not any(isinstance(problem.densities[c], ActualData) for c in conds):
         return None
     tds = problem.dataspaces[target]
-    tdims = simple_dims(tds, problem.bounds)
-    if tdims is None or any(simple_dims(problem.dataspaces[c], problem.bounds) is None for c in conds):
+    tdims = simple_dims(tds, bounds)
+    if tdims is None or any(simple_dims(problem.dataspaces[c], bounds) is None for c in conds):
         return None
-    bounds = problem.bounds
     nblocks = [max(1, math.ceil(bounds[d] / max(1, blk[d]))) for d in range(len(bounds))]
-    # Weight of a block: target elements stored for it.
+    tgrid = tuple(nblocks[d] for d in tdims)
     info = st.reps.get((target, target_level))
     tden = problem.densities[target]
     if info is not None and info.has_metadata and info.fmt.compressed and isinstance(tden, ActualData):
-        w = _block_counts(tden, tds, tdims, blk, bounds).astype(np.float64)
+        w = _factor(tden, tdims, blk, indicator=False)
     else:
-        w = np.full([nblocks[d] for d in tdims], float(tds.size([min(blk[d], bounds[d]) for d in range(len(bounds))])))
+        size = float(tds.size([min(blk[d], bounds[d]) for d in range(len(bounds))]))
+        w = _Factor(tdims, tgrid, dense=np.full(tgrid, size))
+    ones = _Factor(tdims, tgrid, dense=np.ones(tgrid))
     factors, scale = [], 1.0
     for c in conds:
-        cd = problem.densities[c]
-        cds = problem.dataspaces[c]
-        if isinstance(cd, ActualData):
-            cnt = _block_counts(cd, cds, simple_dims(cds, bounds), cond_exts.get(c, blk), bounds)
-            # The condition box may be coarser than the block: repeat it over the blocks it covers.
-            for r, d in enumerate(simple_dims(cds, bounds)):
-                rep = nblocks[d] // cnt.shape[r] if cnt.shape[r] else 1
-                if rep > 1:
-                    cnt = np.repeat(cnt, rep, axis=r)
-                cnt = cnt.take(np.arange(nblocks[d]), axis=r, mode="clip")
-            factors.append(((cnt > 0).astype(np.float64), simple_dims(cds, bounds)))
-        else:
+        cd, cds = problem.densities[c], problem.dataspaces[c]
+        cdims = simple_dims(cds, bounds)
+        if not isinstance(cd, ActualData):
             scale *= 1 - st.p_empty(c, cond_exts.get(c, blk))
-    num = _contract(problem, [(w, tdims)] + factors, nblocks) * scale
-    den = _contract(problem, [(w, tdims)], nblocks)
-    ones = np.ones([nblocks[d] for d in tdims])
-    num_u = _contract(problem, [(ones, tdims)] + factors, nblocks) * scale
-    den_u = _contract(problem, [(ones, tdims)], nblocks)
-    local = 1 - num / den if den else 0.0
-    prop = 1 - num_u / den_u if den_u else 0.0
+            continue
+        ext = cond_exts.get(c, blk)
+        if any(ext[d] != blk[d] for d in cdims):
+            return None                           # condition box coarser than the block: not exact here
+        factors.append(_factor(cd, cdims, blk, indicator=True))
+    num, den = _contract([w] + factors, nblocks), _contract([w], nblocks)
+    num_u, den_u = _contract([ones] + factors, nblocks), _contract([ones], nblocks)
+    if None in (num, den, num_u, den_u):
+        return None
+    local = 1 - num * scale / den if den else 0.0
+    prop = 1 - num_u * scale / den_u if den_u else 0.0
     return local, prop
 
 
 def joint_nonzero(st, a: int, b: int, filters: list[int]) -> Optional[dict[tuple[bool, bool], float]]:
     """Fractions of computes with (A nonzero, B nonzero), among computes whose ``filters`` are
-    nonzero; None unless both operands have masks and simple projections."""
+    nonzero; None unless both operands have actual data and simple projections."""
     from flexsparse.model.sparseloop.density import ActualData
     problem = st.problem
     bounds = problem.bounds
     involved = [a, b] + [f for f in filters if f not in (a, b)]
-    if not all(isinstance(problem.densities[x], ActualData) and simple_dims(problem.dataspaces[x], bounds) for x in involved):
+    if not all(isinstance(problem.densities[x], ActualData) and simple_dims(problem.dataspaces[x], bounds)
+               for x in involved):
         return None
     unit = [1] * len(bounds)
-    nz = {x: ((_block_counts(problem.densities[x], problem.dataspaces[x], simple_dims(problem.dataspaces[x], bounds), unit,
-                             bounds) > 0).astype(np.float64), simple_dims(problem.dataspaces[x], bounds)) for x in involved}
+    nz = {x: _factor(problem.densities[x], simple_dims(problem.dataspaces[x], bounds), unit, indicator=True)
+          for x in involved}
     filt = [nz[f] for f in filters if f not in (a, b)]
     need_a, need_b = a in filters, b in filters
-    out = {}
-    total = 0.0
+    out, total = {}, 0.0
     for za in (True, False):
         for zb in (True, False):
             if (need_a and not za) or (need_b and not zb):
                 out[(za, zb)] = 0.0
                 continue
-            ta = nz[a] if za else (1 - nz[a][0], nz[a][1])
-            tb = nz[b] if zb else (1 - nz[b][0], nz[b][1])
-            out[(za, zb)] = _contract(problem, [ta, tb] + filt, bounds)
-            total += out[(za, zb)]
+            fa = nz[a] if za else _Factor(nz[a].dims, nz[a].grid, nz[a].dense, nz[a].coords, nz[a].values, True)
+            fb = nz[b] if zb else _Factor(nz[b].dims, nz[b].grid, nz[b].dense, nz[b].coords, nz[b].values, True)
+            v = _contract([fa, fb] + filt, bounds)
+            if v is None:
+                return None
+            out[(za, zb)] = v
+            total += v
     return {k: v / total for k, v in out.items()} if total else None

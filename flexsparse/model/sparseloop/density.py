@@ -300,21 +300,52 @@ def _power(pmf: np.ndarray, n: int) -> np.ndarray:
 
 
 class ActualData(Density):
-    """A 0/1 mask of the tensor; tiles are aligned boxes, occupancies their exact histogram.
+    """The nonzero pattern of the actual tensor; tiles are aligned boxes, occupancies their exact
+    histogram.
 
-    The mask file holds one character per element ('0'/'1', whitespace ignored), the first
-    rank of the data-space's projection varying fastest (Timeloop's point order).
+    From a mask file: one character per element ('0'/'1', whitespace ignored), the first rank of
+    the data-space's projection varying fastest (Timeloop's point order). From coordinates
+    (``ActualData.from_coords``): the nonzeros' indices per rank, for tensors too large to hold
+    as a dense mask (graphs with millions of rows); tile histograms then come from the tile ids of
+    the nonzeros and the count of empty tiles.
     """
 
     kind = "actual-data"
+    DENSE_LIMIT = 1 << 24          # masks above this many elements are kept as coordinates
 
     def __init__(self, path: str | Path, mask: np.ndarray | None = None) -> None:
         self.path = str(path)
         self._mask = mask
+        self._coords: np.ndarray | None = None
+        self._tensor: np.ndarray | None = None
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_coords(cls, coords: np.ndarray, name: str = "<coordinates>") -> "ActualData":
+        """Pattern given by nonzero coordinates, shape (ranks, nnz); duplicates are merged."""
+        d = cls(name)
+        c = np.asarray(coords, dtype=np.int64)
+        if c.ndim != 2:
+            raise ValueError(f"actual-data coordinates must have shape (ranks, nnz), got {c.shape}")
+        d._coords = np.unique(c, axis=1) if c.size else c
+        return d
 
     def bind(self, tensor_size, rank_extents):
         super().bind(tensor_size, rank_extents)
+        if self._coords is not None:
+            if self._coords.shape[0] != len(self.rank_extents):
+                raise ValueError(f"actual-data {self.path}: coordinates have {self._coords.shape[0]} ranks, "
+                                 f"the tensor {len(self.rank_extents)}")
+            if self._coords.size and (self._coords.min() < 0 or
+                                      np.any(self._coords.max(axis=1) >= np.asarray(self.rank_extents))):
+                raise ValueError(f"actual-data {self.path}: coordinates outside the tensor "
+                                 f"{' x '.join(map(str, self.rank_extents))}")
+            self.density = self._coords.shape[1] / self.tensor_size if self.tensor_size else 0.0
+            if self.tensor_size <= self.DENSE_LIMIT:
+                t = np.zeros(self.rank_extents, dtype=np.int64)
+                t[tuple(self._coords)] = 1
+                self._tensor = t
+            return self
         if self._mask is None:
             p = Path(self.path)
             if not p.is_file():
@@ -330,35 +361,59 @@ class ActualData(Density):
         n = len(self.rank_extents)
         self._tensor = self._mask.reshape(tuple(reversed(self.rank_extents))).transpose(
             tuple(range(n - 1, -1, -1))).astype(np.int64)
+        self._coords = np.stack(np.nonzero(self._tensor)).astype(np.int64)
         self.density = float(self._mask.mean()) if self._mask.size else 0.0
         return self
 
     @property
-    def tensor(self) -> np.ndarray:
-        """The 0/1 tensor indexed by rank (first rank first)."""
+    def tensor(self) -> np.ndarray | None:
+        """The 0/1 tensor indexed by rank (None for a large tensor given by coordinates)."""
         return self._tensor
 
-    def _tile_counts(self, box: tuple[int, ...]) -> np.ndarray:
-        t = self._tensor
-        box = tuple(min(int(b), e) for b, e in zip(box, t.shape))
-        pad = [(0, (-e) % b) for b, e in zip(box, t.shape)]
-        if any(p[1] for p in pad):
-            t = np.pad(t, pad)
-        shp = []
-        for e, b in zip(t.shape, box):
-            shp += [e // b, b]
-        return t.reshape(shp).sum(axis=tuple(range(1, 2 * len(box), 2))).ravel()
+    @property
+    def coords(self) -> np.ndarray:
+        """Nonzero coordinates, shape (ranks, nnz)."""
+        return self._coords
+
+    def block_counts(self, box: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """(block index per rank of nonempty blocks, their nonzero counts, block grid shape)."""
+        box = tuple(max(1, min(int(b), e)) for b, e in zip(box, self.rank_extents))
+        grid = tuple(-(-e // b) for e, b in zip(self.rank_extents, box))
+        if self._coords.size == 0:
+            return np.zeros((len(box), 0), dtype=np.int64), np.zeros(0, dtype=np.int64), grid
+        blocks = self._coords // np.asarray(box, dtype=np.int64)[:, None]
+        uniq, counts = np.unique(blocks, axis=1, return_counts=True)
+        return uniq, counts, grid
+
+    def _tile_counts(self, box: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        """(nonzeros of each nonempty tile, number of empty tiles)."""
+        if self._tensor is not None:
+            t = self._tensor
+            box = tuple(max(1, min(int(b), e)) for b, e in zip(box, t.shape))
+            pad = [(0, (-e) % b) for b, e in zip(box, t.shape)]
+            if any(p[1] for p in pad):
+                t = np.pad(t, pad)
+            shp = []
+            for e, b in zip(t.shape, box):
+                shp += [e // b, b]
+            counts = t.reshape(shp).sum(axis=tuple(range(1, 2 * len(box), 2))).ravel()
+            return counts[counts > 0], int((counts == 0).sum())
+        _blocks, counts, grid = self.block_counts(box)
+        return counts, math.prod(grid) - counts.size
 
     def distribution(self, shape, box=None, constraint=None):
         if box is None or len(box) != len(self.rank_extents) or math.prod(box) != shape:
             box = _box_for(shape, self.rank_extents)
         key = (tuple(box), constraint)
         if key not in self._cache:
-            counts = self._tile_counts(tuple(box))
+            counts, empty = self._tile_counts(tuple(box))
             if constraint is not None and constraint[0] > 0:
                 # Tiles drawn from an enclosing tile of known occupancy: scale the histogram's mean.
-                counts = counts * 0 + int(round(shape * constraint[1] / constraint[0]))
+                total = counts.size + empty
+                counts, empty = np.full(total, int(round(shape * constraint[1] / constraint[0]))), 0
             k, c = np.unique(counts, return_counts=True)
+            if empty:
+                k, c = np.concatenate(([0], k)), np.concatenate(([empty], c))
             self._cache[key] = (k, c / c.sum())
         return self._cache[key]
 

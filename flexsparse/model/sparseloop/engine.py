@@ -104,6 +104,7 @@ class Evaluation:
     compute_cycles: int
     levels: list[LevelStats]
     mapping_text: list[str]
+    overflow: dict[str, dict[str, float]] = field(default_factory=dict)   # overbooked levels
 
     @property
     def energy_uJ(self) -> float:
@@ -236,6 +237,7 @@ def evaluate(spec: Spec | Iterable[str | Path | dict], mapping: Optional[Mapping
     if not spec.sparse.empty:
         st = _sparse(spec, mapping, dense, fg, fmt, compute)
         comp_avg = st.compute_avg_replication
+    overflow = _overbook(spec, dense, st, fg)
     # Compute level.
     c = arch.compute
     c_energy = sum(compute[k] * c.energy.get(k, 0.0) for k in compute)
@@ -248,7 +250,48 @@ def evaluate(spec: Spec | Iterable[str | Path | dict], mapping: Optional[Mapping
     return Evaluation(cycles=cycles, energy_pj=energy, algorithmic_computes=dense.algorithmic_computes,
                       computes=compute["random_compute"], gated_computes=compute["gated_compute"],
                       skipped_computes=compute["skipped_compute"], utilization=util, compute_energy_pj=c_energy,
-                      compute_cycles=c_cycles, levels=levels, mapping_text=mapping.describe(problem, arch))
+                      compute_cycles=c_cycles, levels=levels, mapping_text=mapping.describe(problem, arch),
+                      overflow=overflow)
+
+
+def _overbook(spec: Spec, dense: NestResult, st: SparseState | None, fg) -> dict[str, dict[str, float]]:
+    """Tailors' overbooking: at a level with ``overbooking``, a tile larger than its share of the
+    capacity keeps what fits and streams the rest from the parent on every use.
+
+    A data-space's share of the capacity is proportional to its expected occupancy; the overflow
+    fraction ``f = E[max(0, occ - share)] / E[occ]`` over the tile occupancy distribution moves
+    that fraction of the level's reads to the parent (per parent instance) and removes it from
+    the level's fills. First-order traffic of a tile used R times: ``occ + (R - 1) * overflow``.
+    """
+    arch, problem = spec.arch, spec.problem
+    out: dict[str, dict[str, float]] = {}
+    for lv, level in enumerate(arch.storage):
+        if not level.overbooking or level.size is None:
+            continue
+        kept = [pv for pv in range(len(problem.dataspaces)) if dense.tiles[pv][lv].size > 0]
+        dists, means = {}, {}
+        for pv in kept:
+            t = dense.tiles[pv][lv]
+            k, p = problem.densities[pv].distribution(t.size, t.box)
+            dists[pv] = (np.asarray(k, dtype=float), np.asarray(p, dtype=float))
+            means[pv] = float(np.dot(*dists[pv]))
+        total = sum(means.values()) or 1.0
+        for pv in kept:
+            share = level.size * means[pv] / total
+            k, p = dists[pv]
+            over = float(np.dot(np.maximum(0.0, k - share), p))
+            f = over / means[pv] if means[pv] else 0.0
+            parent = next((j for j in range(lv + 1, len(arch.storage)) if dense.tiles[pv][j].size > 0), None)
+            out.setdefault(level.name, {})[problem.dataspaces[pv].name] = f
+            out[level.name][problem.dataspaces[pv].name + " tiles overflowing"] = float(p[k > share].sum())
+            if f <= 0 or parent is None:
+                continue
+            acts, pacts = fg[pv][lv], fg[pv][parent]
+            moved = acts["random_read"] * f
+            acts["random_read"] -= moved
+            acts["random_fill"] *= 1 - f
+            pacts["random_read"] += moved * dense.tiles[pv][lv].replication / max(1, dense.tiles[pv][parent].replication)
+    return out
 
 
 def _init_actions(t) -> dict[str, float]:

@@ -93,6 +93,7 @@ class StorageLevel:
     multiple_buffering: float = 1.0
     decompression_supported: bool = False
     compression_supported: bool = False
+    overbooking: bool = False           # Tailors: tiles may exceed the capacity, the overflow streams
     energy: dict[str, float] = field(default_factory=dict)   # Sparseloop action -> pJ per vector access
     energy_source: str = "default"
 
@@ -232,6 +233,7 @@ def _storage(name: str, cls: str, attrs: dict, n: int, loc: str) -> StorageLevel
         multiple_buffering=_num(attrs, ("multiple-buffering", "multiple_buffering"), float, loc) or 1.0,
         decompression_supported=bool(attrs.get("decompression_supported", False)),
         compression_supported=bool(attrs.get("compression_supported", False)),
+        overbooking=bool(attrs.get("overbooking", attrs.get("allow_overbooking", False))),
     )
     if tech == "DRAM":
         lv.size = None
