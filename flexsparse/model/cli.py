@@ -7,6 +7,7 @@ Usage (the lead mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
     flexsparse model validate --out docs/model
     flexsparse model run arch.yaml problem.yaml map.yaml sparse.yaml ERT.yaml --out out/
     flexsparse model artifact --root ../micro22-sparseloop-artifact --out docs/model
+    flexsparse model study highlight|tailors|flaash|all --out docs/model
 
 Tables are printed with rich (never truncated when the output is not a terminal); PNG plots and
 JSON are written atomically.
@@ -218,6 +219,27 @@ def run(files: list[Path] = typer.Argument(..., help="Sparseloop/Timeloop YAML f
             data["mapper"] = {"tried": searched.tried, "valid": searched.evaluated, "objective": searched.objective}
         _write_json(out / "stats.json", data)
         console.print(f"wrote {out / 'stats.json'}")
+
+
+@app.command("study")
+def study_cmd(name: str = typer.Argument(..., help="highlight, tailors, flaash or all"),
+              out: Path = typer.Option(Path("docs/model"), "--out", help="directory for NAME.json, NAME.md, NAME.png"),
+              sensitivity: bool = typer.Option(True, "--sensitivity/--no-sensitivity",
+                                               help="re-run with every parameter halved and doubled"),
+              data: Optional[Path] = typer.Option(None, help="directory with the SNAP ca-*.mat graphs "
+                                                             "(default: $FLEXSPARSE_SHARED_DATA or ../shared/data)")) -> None:
+    """Re-derive a published design claim on the Sparseloop engine, with its sensitivity."""
+    from flexsparse.model.sparseloop.studies.report import STUDIES, run_study
+    names = STUDIES if name == "all" else (name,)
+    if any(n not in STUDIES for n in names):
+        raise ValueError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}, all")
+    console = table_console_()
+    for n in names:
+        res = run_study(n, out, sensitivity, data)
+        claims = res.get("claims") or res.get("conclusions", {}).get("claims") or {}
+        console.print(f"{n}: {res['seconds']:.0f} s; claims: "
+                      + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in claims.items()))
+        console.print(f"wrote {out / (n + '.json')}, {out / (n + '.md')}, {out / (n + '.png')}")
 
 
 @app.command("artifact")

@@ -11,14 +11,16 @@ computes are counted on the data instead:
   elements, i.e. nonzeros when the target is compressed there; the *propagated* probability
   (work removed below, and computes) counts every block once.
 * ``joint_nonzero``: how many computes have both operands nonzero, only one, or neither,
-  optionally restricted to computes whose filter tensors are nonzero.
+  among the computes left by the storage-level skipping (each filter: an operand's condition
+  tile is nonempty), from per-index marginals along the dimension the operands share.
 
 Both are sums over blocks of products of per-block tensors, valid when every rank of the tensors
 involved is a single dimension with coefficient 1 (GEMMs, 1x1 convolutions). Dense masks use
 ``np.einsum``; tensors given by coordinates (too large for a mask) use the contraction of their
 marginals over the one dimension all of them share (the GEMM's K), with complements taken
 exactly. Other shapes fall back to the independent model. Cost: one pass over the nonzeros (or
-the mask) per block shape, plus one contraction.
+the mask) per block shape, plus one contraction (linear in the blocks when the factors share one
+dimension, an optimised einsum path otherwise).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class _Factor:
     coords: Optional[np.ndarray] = None
     values: Optional[np.ndarray] = None
     complement: bool = False
+    const: Optional[float] = None        # every block holds this value (no array needed)
 
     def as_dense(self) -> Optional[np.ndarray]:
         if self.dense is not None:
@@ -96,25 +99,35 @@ def _factor(density, dims: list[int], blk: list[int], indicator: bool) -> _Facto
 
 
 def _contract(factors: list[_Factor], nblocks: list[int]) -> Optional[float]:
-    """Sum over all blocks of the product of the factors (free dimensions multiply)."""
+    """Sum over all blocks of the product of the factors (free dimensions multiply).
+
+    When the factors share exactly one dimension and are otherwise disjoint (a GEMM's K), the sum
+    factorises into the product of their marginals along it: O(blocks of each factor). Otherwise
+    the dense tensors are contracted with an optimised ``np.einsum`` path."""
+    scalar = math.prod(f.const for f in factors if f.const is not None)
+    factors = [f for f in factors if f.const is None]
     used = sorted({d for f in factors for d in f.dims})
-    free = math.prod(nblocks[d] for d in range(len(nblocks)) if d not in used)
-    dense = [f.as_dense() for f in factors] if all(f.dense is not None or math.prod(f.grid) <= (1 << 24)
-                                                   for f in factors) else None
-    if dense is not None and all(x is not None for x in dense):
-        subs = ",".join("".join(_LETTERS[d] for d in f.dims) for f in factors)
-        return float(np.einsum(subs + "->", *dense)) * free
+    free = math.prod(nblocks[d] for d in range(len(nblocks)) if d not in used) * scalar
+    if not factors:
+        return float(free)
+    if len(factors) == 1:
+        f = factors[0]
+        return float(f.marginal(f.dims[0]).sum()) * free
     shared = set(factors[0].dims)
     for f in factors[1:]:
         shared &= set(f.dims)
     others = [set(f.dims) - shared for f in factors]
-    if len(shared) != 1 or any(a & b for i, a in enumerate(others) for b in others[i + 1:]):
+    if len(shared) == 1 and not any(a & b for i, a in enumerate(others) for b in others[i + 1:]):
+        (k,) = shared
+        prod = np.ones(nblocks[k])
+        for f in factors:
+            prod = prod * f.marginal(k)
+        return float(prod.sum()) * free
+    if not all(f.dense is not None or math.prod(f.grid) <= (1 << 24) for f in factors):
         return None
-    (k,) = shared
-    prod = np.ones(nblocks[k])
-    for f in factors:
-        prod = prod * f.marginal(k)
-    return float(prod.sum()) * free
+    dense = [f.as_dense() for f in factors]
+    subs = ",".join("".join(_LETTERS[d] for d in f.dims) for f in factors)
+    return float(np.einsum(subs + "->", *dense, optimize="greedy")) * free
 
 
 def saf_probabilities(st, target: int, target_level: int, conds: list[int], blk: list[int],
@@ -138,8 +151,8 @@ def saf_probabilities(st, target: int, target_level: int, conds: list[int], blk:
         w = _factor(tden, tdims, blk, indicator=False)
     else:
         size = float(tds.size([min(blk[d], bounds[d]) for d in range(len(bounds))]))
-        w = _Factor(tdims, tgrid, dense=np.full(tgrid, size))
-    ones = _Factor(tdims, tgrid, dense=np.ones(tgrid))
+        w = _Factor(tdims, tgrid, const=size)
+    ones = _Factor(tdims, tgrid, const=1.0)
     factors, scale = [], 1.0
     for c in conds:
         cd, cds = problem.densities[c], problem.dataspaces[c]
@@ -160,32 +173,59 @@ def saf_probabilities(st, target: int, target_level: int, conds: list[int], blk:
     return local, prop
 
 
-def joint_nonzero(st, a: int, b: int, filters: list[int]) -> Optional[dict[tuple[bool, bool], float]]:
-    """Fractions of computes with (A nonzero, B nonzero), among computes whose ``filters`` are
-    nonzero; None unless both operands have actual data and simple projections."""
+def _side_marginal(density, dims: list[int], k: int, bounds: list[int], nonzero: bool,
+                   boxes: list[list[int]]) -> Optional[np.ndarray]:
+    """Per index along dimension ``k``: elements of one operand that are nonzero (``nonzero``) or
+    zero, counting only elements whose tiles of every shape in ``boxes`` are nonempty."""
+    ext = [bounds[d] for d in dims]
+    ax = dims.index(k)
+    if nonzero:                                  # a nonzero element lies in nonempty tiles of any shape
+        return np.bincount(density.coords[ax], minlength=ext[ax]).astype(np.float64)
+    if len(boxes) > 1:
+        return None
+    if not boxes:                                # every zero element
+        others = math.prod(e for i, e in enumerate(ext) if i != ax)
+        return others - np.bincount(density.coords[ax], minlength=ext[ax]).astype(np.float64)
+    box = [max(1, min(int(boxes[0][d]), bounds[d])) for d in dims]
+    blocks, _counts, _grid = density.block_counts(tuple(box))
+    # Elements of each nonempty tile off dimension k (edge tiles are clipped).
+    size = np.ones(blocks.shape[1])
+    for i, (b, e) in enumerate(zip(box, ext)):
+        if i != ax:
+            size = size * np.minimum(b, e - blocks[i] * b)
+    per_block_k = np.bincount(blocks[ax], weights=size, minlength=-(-ext[ax] // box[ax]))
+    inside = np.repeat(per_block_k, box[ax])[: ext[ax]]
+    return inside - np.bincount(density.coords[ax], minlength=ext[ax]).astype(np.float64)
+
+
+def joint_nonzero(st, a: int, b: int, filters: list[tuple[int, list[int]]]
+                  ) -> Optional[dict[tuple[bool, bool], float]]:
+    """Fractions of computes with (A nonzero, B nonzero), among computes that pass ``filters``
+    (each a data-space and its condition tile: the compute survives when that tile is nonempty);
+    None unless both operands have actual data, simple projections sharing one dimension, and
+    every filter is on an operand."""
     from flexsparse.model.sparseloop.density import ActualData
     problem = st.problem
     bounds = problem.bounds
-    involved = [a, b] + [f for f in filters if f not in (a, b)]
-    if not all(isinstance(problem.densities[x], ActualData) and simple_dims(problem.dataspaces[x], bounds)
-               for x in involved):
+    if not all(isinstance(problem.densities[x], ActualData) for x in (a, b)):
         return None
-    unit = [1] * len(bounds)
-    nz = {x: _factor(problem.densities[x], simple_dims(problem.dataspaces[x], bounds), unit, indicator=True)
-          for x in involved}
-    filt = [nz[f] for f in filters if f not in (a, b)]
-    need_a, need_b = a in filters, b in filters
+    da, db = simple_dims(problem.dataspaces[a], bounds), simple_dims(problem.dataspaces[b], bounds)
+    if da is None or db is None or any(f not in (a, b) for f, _ in filters):
+        return None
+    shared = set(da) & set(db)
+    if len(shared) != 1 or len(set(da)) != len(da) or len(set(db)) != len(db):
+        return None
+    (k,) = shared
+    free = math.prod(bounds[d] for d in range(len(bounds)) if d not in set(da) | set(db))
+    boxes = {x: [list(e) for f, e in filters if f == x] for x in (a, b)}
     out, total = {}, 0.0
     for za in (True, False):
         for zb in (True, False):
-            if (need_a and not za) or (need_b and not zb):
-                out[(za, zb)] = 0.0
-                continue
-            fa = nz[a] if za else _Factor(nz[a].dims, nz[a].grid, nz[a].dense, nz[a].coords, nz[a].values, True)
-            fb = nz[b] if zb else _Factor(nz[b].dims, nz[b].grid, nz[b].dense, nz[b].coords, nz[b].values, True)
-            v = _contract([fa, fb] + filt, bounds)
-            if v is None:
+            ma = _side_marginal(problem.densities[a], da, k, bounds, za, boxes[a])
+            mb = _side_marginal(problem.densities[b], db, k, bounds, zb, boxes[b])
+            if ma is None or mb is None:
                 return None
+            v = float(np.dot(ma, mb)) * free
             out[(za, zb)] = v
             total += v
-    return {k: v / total for k, v in out.items()} if total else None
+    return {key: v / total for key, v in out.items()} if total else None

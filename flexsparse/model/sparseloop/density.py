@@ -312,6 +312,7 @@ class ActualData(Density):
 
     kind = "actual-data"
     DENSE_LIMIT = 1 << 24          # masks above this many elements are kept as coordinates
+    BINCOUNT_LIMIT = 1 << 24       # tile grids up to this many tiles are counted with bincount
 
     def __init__(self, path: str | Path, mask: np.ndarray | None = None) -> None:
         self.path = str(path)
@@ -321,16 +322,30 @@ class ActualData(Density):
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def from_coords(cls, coords: np.ndarray, name: str = "<coordinates>") -> "ActualData":
-        """Pattern given by nonzero coordinates, shape (ranks, nnz); duplicates are merged."""
+    def from_coords(cls, coords: np.ndarray, name: str = "<coordinates>", assume_unique: bool = False) -> "ActualData":
+        """Pattern given by nonzero coordinates, shape (ranks, nnz); duplicates are merged unless
+        the caller guarantees there are none (``assume_unique``, e.g. a canonical SciPy matrix)."""
         d = cls(name)
         c = np.asarray(coords, dtype=np.int64)
         if c.ndim != 2:
             raise ValueError(f"actual-data coordinates must have shape (ranks, nnz), got {c.shape}")
-        d._coords = np.unique(c, axis=1) if c.size else c
+        if c.size and not assume_unique:
+            ext = c.max(axis=1) + 1
+            if math.prod(int(e) for e in ext) < 1 << 62:       # sort one int64 key, not rows
+                key = np.zeros(c.shape[1], dtype=np.int64)
+                for r, e in enumerate(ext):
+                    key = key * int(e) + c[r]
+                c = np.stack(np.unravel_index(np.unique(key), tuple(int(e) for e in ext))).astype(np.int64)
+            else:
+                c = np.unique(c, axis=1)
+        d._coords = c
         return d
 
     def bind(self, tensor_size, rank_extents):
+        if tuple(getattr(self, "rank_extents", ()) or ()) != tuple(rank_extents):
+            self._cache.clear()                  # tile histograms depend on the tensor's extents
+            if self._tensor is not None and self._tensor.shape != tuple(rank_extents):
+                self._tensor = None
         super().bind(tensor_size, rank_extents)
         if self._coords is not None:
             if self._coords.shape[0] != len(self.rank_extents):
@@ -341,8 +356,8 @@ class ActualData(Density):
                 raise ValueError(f"actual-data {self.path}: coordinates outside the tensor "
                                  f"{' x '.join(map(str, self.rank_extents))}")
             self.density = self._coords.shape[1] / self.tensor_size if self.tensor_size else 0.0
-            if self.tensor_size <= self.DENSE_LIMIT:
-                t = np.zeros(self.rank_extents, dtype=np.int64)
+            if self.tensor_size <= self.DENSE_LIMIT and self._tensor is None:
+                t = np.zeros(self.rank_extents, dtype=np.int8)
                 t[tuple(self._coords)] = 1
                 self._tensor = t
             return self
@@ -360,7 +375,7 @@ class ActualData(Density):
         # The mask lists elements with the first rank varying fastest (Timeloop's point order).
         n = len(self.rank_extents)
         self._tensor = self._mask.reshape(tuple(reversed(self.rank_extents))).transpose(
-            tuple(range(n - 1, -1, -1))).astype(np.int64)
+            tuple(range(n - 1, -1, -1))).astype(np.int8)
         self._coords = np.stack(np.nonzero(self._tensor)).astype(np.int64)
         self.density = float(self._mask.mean()) if self._mask.size else 0.0
         return self
@@ -381,9 +396,33 @@ class ActualData(Density):
         grid = tuple(-(-e // b) for e, b in zip(self.rank_extents, box))
         if self._coords.size == 0:
             return np.zeros((len(box), 0), dtype=np.int64), np.zeros(0, dtype=np.int64), grid
-        blocks = self._coords // np.asarray(box, dtype=np.int64)[:, None]
-        uniq, counts = np.unique(blocks, axis=1, return_counts=True)
-        return uniq, counts, grid
+        ck = ("blocks", box)
+        if ck in self._cache:
+            return self._cache[ck]
+        key = self._block_keys(box, grid)
+        if key is None:
+            blocks = self._coords // np.asarray(box, dtype=np.int64)[:, None]
+            uniq, counts = np.unique(blocks, axis=1, return_counts=True)
+            out = (uniq, counts, grid)
+        else:
+            if math.prod(grid) <= self.BINCOUNT_LIMIT:           # counting beats sorting
+                full = np.bincount(key, minlength=math.prod(grid))
+                ukey = np.flatnonzero(full)
+                counts = full[ukey]
+            else:
+                ukey, counts = np.unique(key, return_counts=True)
+            out = (np.stack(np.unravel_index(ukey, grid)).astype(np.int64), counts, grid)
+        self._cache[ck] = out
+        return out
+
+    def _block_keys(self, box: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray | None:
+        """Row-major block id of every nonzero (None when the grid overflows int64)."""
+        if math.prod(grid) >= 1 << 62:
+            return None
+        key = np.zeros(self._coords.shape[1], dtype=np.int64)
+        for r, (b, g) in enumerate(zip(box, grid)):
+            key = key * g + self._coords[r] // b
+        return key
 
     def _tile_counts(self, box: tuple[int, ...]) -> tuple[np.ndarray, int]:
         """(nonzeros of each nonempty tile, number of empty tiles)."""
@@ -396,7 +435,7 @@ class ActualData(Density):
             shp = []
             for e, b in zip(t.shape, box):
                 shp += [e // b, b]
-            counts = t.reshape(shp).sum(axis=tuple(range(1, 2 * len(box), 2))).ravel()
+            counts = t.reshape(shp).sum(axis=tuple(range(1, 2 * len(box), 2)), dtype=np.int64).ravel()
             return counts[counts > 0], int((counts == 0).sum())
         _blocks, counts, grid = self.block_counts(box)
         return counts, math.prod(grid) - counts.size

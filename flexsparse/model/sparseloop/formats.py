@@ -195,10 +195,6 @@ def parse_sparse(node: Any, arch: Arch, problem: Problem) -> SparseOpts:
                                                             level.md_storage_width, loc),
                                             _word_bits(rk.get("payload-word-bits"), level.md_word_bits,
                                                        level.md_storage_width, loc), rules))
-                for i in range(1, len(ranks)):
-                    if not ranks[i - 1].compressed and ranks[i].compressed:
-                        raise SpecError(f"{where(dsn, 'ranks')}: an uncompressed rank below a compressed one "
-                                        "is not supported")
                 opts.formats[(lv, ds)] = DSFormat(ranks, order == "inner-to-outer")
         ao = tgt.get("action-optimization")
         if ao is not None:

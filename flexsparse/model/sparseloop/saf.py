@@ -61,7 +61,8 @@ class SparseState:
     prob_spatial: dict[tuple[int, int], float] = field(default_factory=dict)
     prob_prop: dict[tuple[int, int], float] = field(default_factory=dict)     # propagated (below the level)
     saf_conds: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    compute_filters: dict[int, list[int]] = field(default_factory=dict)
+    saf_exts: dict[tuple[int, int], dict[int, list[int]]] = field(default_factory=dict)  # condition tiles
+    compute_filters: dict[int, list[tuple[int, list[int]]]] = field(default_factory=dict)  # (data-space, tile)
     avg_ratio: list[list[float]] = field(default_factory=list)          # [pv][arch level]
     max_exp: list[list[list[float]]] = field(default_factory=list)      # [pv][arch level] -> [x, y]
     storage_gs_saf: dict[int, bool] = field(default_factory=dict)
@@ -100,7 +101,7 @@ def _ext(high) -> list[int]:
     return list(high)
 
 
-def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tuple[float, int, float]:
+def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tuple[float, int, float, float, dict[int, list[int]]]:
     """(ineffectual-read probability, level charged, expected target occupancy) of one option."""
     problem, dims_t = st.problem, st.problem.dataspaces[target].dims
     tl = st.level_of(target, lv)
@@ -192,29 +193,31 @@ def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tupl
         from flexsparse.model.sparseloop.actual import saf_probabilities
         exact = saf_probabilities(st, target, tl, list(cond_exts), list(cond_ext), cond_exts)
     if exact is not None:
-        return exact[0], tl, occ, exact[1]
-    return 1.0 - effectual, tl, occ, 1.0 - effectual
+        return exact[0], tl, occ, exact[1], cond_exts
+    return 1.0 - effectual, tl, occ, 1.0 - effectual, cond_exts
 
 
 def _define_read_impact(st: SparseState, lv: int, group, kind: str) -> None:
     options = [(_read_impact(st, lv, o.target, o.cond), o) for o in group]
     best, best_i = 0.0, 0
-    for i, ((p, tl, occ, _), o) in enumerate(options):
+    for i, ((p, tl, occ, _, _), o) in enumerate(options):
         lvl = st.arch.storage[tl]
         saving = lvl.energy["random_read"] / lvl.block_size * occ * p
         if saving >= best:
             best, best_i = saving, i
-    (p, tl, _, prop), o = options[best_i]
+    (p, tl, _, prop, exts), o = options[best_i]
     key = (tl, o.target)
     if key in st.masks["gate"] or key in st.masks["skip"]:
         if st.prob_opt[key] < p:
             st.masks["gate"].discard(key)
             st.masks["skip"].discard(key)
             st.prob_opt[key], st.prob_prop[key], st.saf_conds[key] = p, prop, list(o.cond)
+            st.saf_exts[key] = exts
             st.masks[kind].add(key)
     else:
         st.masks[kind].add(key)
         st.prob_opt[key], st.prob_prop[key], st.saf_conds[key] = p, prop, list(o.cond)
+        st.saf_exts[key] = exts
 
 
 def _max_elements(st: SparseState, pv: int, fiber_ext, elem_ext) -> int:
@@ -490,7 +493,9 @@ def _propagate(st: SparseState) -> None:
                 computes -= math.floor(computes * p + 1e-9)
                 st.storage_gs_saf[pv] = True
                 st.innermost_empty[pv] = round(p * 1e6) / 1e6
-                st.compute_filters[pv] = st.saf_conds.get((l, pv), [])
+                exts = st.saf_exts.get((l, pv), {})
+                st.compute_filters[pv] = [(c, list(exts.get(c, [1] * len(st.problem.dims))))
+                                          for c in st.saf_conds.get((l, pv), [])]
     for pv in range(npv):
         for lv in range(nlv):
             if (lv, pv) in st.masks["gate"] or (lv, pv) in st.masks["skip"]:
@@ -574,7 +579,7 @@ def classify_compute(st: SparseState) -> None:
             states[pv][k] = min(1.0, max(0.0, v))
     if not positioned:
         from flexsparse.model.sparseloop.actual import joint_nonzero
-        filters = sorted({f for pv in ops for f in st.compute_filters.get(pv, [])})
+        filters = [f for pv in ops for f in st.compute_filters.get(pv, [])]
         joint = joint_nonzero(st, a, b, filters)
         if joint is not None:
             # Exact joint operand states counted on the masks (zero is "missing" when compressed).

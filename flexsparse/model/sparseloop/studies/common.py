@@ -55,13 +55,15 @@ def ert_for(levels: list[tuple[str, str, int, int, int, int]], mac: str, mac_pj:
     return {"ERT": {"version": 0.3, "tables": tables}}
 
 
-def sensitivity(params: Any, run: Callable[[Any], dict], names: Iterable[str] | None = None) -> dict[str, Any]:
+def sensitivity(params: Any, run: Callable[[Any], dict], names: Iterable[str] | None = None,
+                base: dict | None = None) -> dict[str, Any]:
     """Re-run ``run`` with each numeric parameter halved and doubled.
 
-    ``run(params)`` returns a dict with a boolean ``holds`` and any numbers worth reporting.
-    Integer parameters stay integers (rounded, at least 1).
+    ``run(params)`` returns a dict with a boolean ``holds``, optionally ``claims`` (claim name ->
+    bool, summarised per claim) and any numbers worth reporting. Integer parameters stay
+    integers (rounded, at least 1). ``base`` is the result at ``params`` when already computed.
     """
-    base = run(params)
+    base = run(params) if base is None else base
     out = {"base": base, "variants": {}}
     for f in dataclasses.fields(params):
         if names is not None and f.name not in names:
@@ -79,6 +81,11 @@ def sensitivity(params: Any, run: Callable[[Any], dict], names: Iterable[str] | 
             out["variants"][f"{f.name} x{factor:g}"] = res
     out["holds_everywhere"] = bool(base.get("holds")) and all(r.get("holds") for r in out["variants"].values())
     out["fails_under"] = [k for k, r in out["variants"].items() if not r.get("holds")]
+    if isinstance(base.get("claims"), dict):
+        # Per claim: does it hold at the base point, and under which variants does it fail?
+        out["claims"] = {c: {"holds_at_base": bool(v),
+                             "fails_under": [k for k, r in out["variants"].items() if not r["claims"].get(c)]}
+                         for c, v in base["claims"].items()}
     return out
 
 

@@ -319,11 +319,28 @@ def study(p: HLParams = HLParams(), with_sensitivity: bool = True, layers=LAYERS
     """The sweep, its conclusions, and (optionally) their sensitivity to every parameter."""
     rows = run(p, layers=layers)
     result = {"params": p.__dict__, "rows": rows, "conclusions": conclusions(rows)}
+    result["claims"] = claims(result["conclusions"])
     if with_sensitivity:
         def check(q):
             c = conclusions(run(q, layers=layers))
-            return {"holds": all(v["holds"] for v in c.values()),
+            cl = claims(c)
+            return {"holds": all(cl.values()), "claims": cl,
                     "per_density": {a: (v["highlight_best_or_within_5pct"], v["degrees"]) for a, v in c.items()},
-                    "geomean_gain_vs_dense": {a: v["geomean_gain"]["dense"] for a, v in c.items()}}
-        result["sensitivity"] = sensitivity(p, check)
+                    "geomean_gain": {a: v["geomean_gain"] for a, v in c.items()}}
+        base = {"holds": all(result["claims"].values()), "claims": result["claims"],
+                "per_density": {a: (v["highlight_best_or_within_5pct"], v["degrees"])
+                                for a, v in result["conclusions"].items()},
+                "geomean_gain": {a: v["geomean_gain"] for a, v in result["conclusions"].items()}}
+        result["sensitivity"] = sensitivity(p, check, base=base)
     return result
+
+
+def claims(conc: dict[str, Any]) -> dict[str, bool]:
+    """Per activation density: HighLight is best (within 5%) at every degree, and its geomean EDP
+    over the degrees beats each baseline's."""
+    out = {}
+    for act, v in conc.items():
+        out[f"best_at_every_degree@act{act}"] = bool(v["holds"])
+        for b in ("dense", "stc", "dstc"):
+            out[f"beats_{b}@act{act}"] = bool(v["geomean_gain"][b] > 1)
+    return out
