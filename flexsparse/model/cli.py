@@ -1,10 +1,11 @@
-"""``flexsparse model``: evaluate one design, compare designs, or run the fidelity checks.
+"""``flexsparse model``: the Sparseloop-compatible engine (``run``, ``artifact``, ``study``) and the
+quick design models (``--design``, ``compare``, ``unit-checks``).
 
 Usage (the lead mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
 
     flexsparse model --design highlight --workload resnet50 [--weights 4:6->2:4] [--activations 0.5]
     flexsparse model compare --designs dense,stc,dstc,highlight --workload resnet50 --out plots/
-    flexsparse model validate --out docs/model
+    flexsparse model unit-checks --out docs/model/quick
     flexsparse model run arch.yaml problem.yaml map.yaml sparse.yaml ERT.yaml --out out/
     flexsparse model artifact --root ../micro22-sparseloop-artifact --out docs/model
     flexsparse model study highlight|tailors|flaash|all --out docs/model
@@ -73,18 +74,17 @@ def model(ctx: typer.Context,
     """Evaluate one design on one workload and print its report."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.console import Console
-
     from flexsparse.model import list_designs, list_presets, list_workloads
     from flexsparse.model.designs import evaluate
     from flexsparse.model.report import print_table
-    console = Console()
+    console = table_console_()
     if list_:
         console.print(f"designs: {', '.join(list_designs())}\npresets: {', '.join(list_presets())}\n"
                       f"workloads: {', '.join(list_workloads())}")
         return
     if design is None or workload is None:
-        raise typer.BadParameter("give --design and --workload (or a subcommand: compare, validate)")
+        raise typer.BadParameter("give --design and --workload (or a subcommand: run, artifact, study, compare, "
+                                 "unit-checks)")
     try:
         rep = evaluate(design, _workload(workload, weights, activations), arch)
     except ValueError as exc:
@@ -104,12 +104,10 @@ def compare(designs: str = typer.Option("dense,stc,dstc,highlight", help="comma-
             baseline: str = typer.Option("dense", help="design the speedups are relative to"),
             out: Optional[Path] = typer.Option(None, help="directory for PNG plots and JSON")) -> None:
     """Compare designs on workloads: a table per workload, a speedup plot and (GEMM designs) EDP vs sparsity."""
-    from rich.console import Console
-
     from flexsparse.model.designs import compare as run_compare
     from flexsparse.model.report import print_table
     names = [d.strip() for d in designs.split(",") if d.strip()]
-    console = Console()
+    console = table_console_()
     speed: dict[str, dict[str, float]] = {}
     for wname in [w.strip() for w in workload.split(",") if w.strip()]:
         try:
@@ -135,16 +133,15 @@ def compare(designs: str = typer.Option("dense,stc,dstc,highlight", help="comma-
         console.print(f"wrote {', '.join(files)} and compare.json to {out}")
 
 
-@app.command()
-def validate(out: Path = typer.Option(Path("docs/model"), help="directory for the PNG plots and numbers.json"),
-             data: Optional[Path] = typer.Option(None, help="directory with SNAP ca-*.mat graphs (optional)")) -> None:
-    """Run the five fidelity checks; print their numbers and write plots + numbers.json."""
-    from rich.console import Console
-
+@app.command("unit-checks")
+def unit_checks(out: Path = typer.Option(Path("docs/model/quick"), help="directory for the PNG plots and numbers.json"),
+                data: Optional[Path] = typer.Option(None, help="directory with SNAP ca-*.mat graphs (optional)")) -> None:
+    """Unit checks of the quick design models (they hold by construction or calibration and are
+    not evidence of fidelity; the external validation is ``flexsparse model artifact``)."""
     from flexsparse.model import validation as v
     from flexsparse.model.plots import plot_dstc, plot_edp_vs_sparsity, plot_flaash, plot_speedup
     from flexsparse.model.workload import HSS
-    console = Console()
+    console = table_console_()
     out.mkdir(parents=True, exist_ok=True)
     nums: dict[str, Any] = {"golden": v.sparseloop_golden(), "dstc": v.dstc_table()}
     plot_dstc(nums["dstc"], out / "dstc.png")

@@ -201,7 +201,8 @@ def _side_marginal(density, dims: list[int], k: int, bounds: list[int], nonzero:
 def joint_nonzero(st, a: int, b: int, filters: list[tuple[int, list[int]]]
                   ) -> Optional[dict[tuple[bool, bool], float]]:
     """Fractions of computes with (A nonzero, B nonzero), among computes that pass ``filters``
-    (each a data-space and its condition tile: the compute survives when that tile is nonempty);
+    (each a data-space and its condition tile: the compute survives when that tile is nonempty),
+    and under ``"computes"`` the number of computes that pass them;
     None unless both operands have actual data, simple projections sharing one dimension, and
     every filter is on an operand."""
     from flexsparse.model.sparseloop.density import ActualData
@@ -228,4 +229,8 @@ def joint_nonzero(st, a: int, b: int, filters: list[tuple[int, list[int]]]
             v = float(np.dot(ma, mb)) * free
             out[(za, zb)] = v
             total += v
-    return {key: v / total for key, v in out.items()} if total else None
+    if not total:
+        return None
+    res: dict = {key: v / total for key, v in out.items()}
+    res["computes"] = total          # computes that pass the filters, counted on the data
+    return res

@@ -313,6 +313,7 @@ class ActualData(Density):
     kind = "actual-data"
     DENSE_LIMIT = 1 << 24          # masks above this many elements are kept as coordinates
     BINCOUNT_LIMIT = 1 << 24       # tile grids up to this many tiles are counted with bincount
+    BLOCK_CACHE_LIMIT = 1 << 21    # nonempty-tile lists up to this length are kept for reuse (~50 MB)
 
     def __init__(self, path: str | Path, mask: np.ndarray | None = None) -> None:
         self.path = str(path)
@@ -412,7 +413,8 @@ class ActualData(Density):
             else:
                 ukey, counts = np.unique(key, return_counts=True)
             out = (np.stack(np.unravel_index(ukey, grid)).astype(np.int64), counts, grid)
-        self._cache[ck] = out
+        if out[1].size <= self.BLOCK_CACHE_LIMIT:
+            self._cache[ck] = out
         return out
 
     def _block_keys(self, box: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray | None:

@@ -611,15 +611,21 @@ def classify_compute(st: SparseState) -> None:
 
 
 def _classify_joint(st: SparseState, joint: dict, za: str, zb: str) -> None:
+    """Effectual computes are the data's exact count (every storage skip keeps them); the rest
+    of the computes left by propagation split over the other operand states in the data's
+    proportions among the computes that pass the skipping filters."""
     total = st.compute["random_compute"]
     gate, skip = "gating" in st.opts.compute, "skipping" in st.opts.compute
-    rnd = total * joint[(True, True)]
-    gated = skipped = none = 0.0
-    for (na, nb), frac in joint.items():
-        if na and nb:
+    rnd = min(float(total), joint[(True, True)] * joint["computes"])
+    rest = sum(v for k, v in joint.items() if k != "computes" and k != (True, True))
+    gated = skipped = 0.0
+    none = (total - rnd) if rest <= 0 else 0.0       # propagation over-counted: no such computes
+    for key, frac in joint.items():
+        if key == "computes" or key == (True, True):
             continue
+        na, nb = key
         states = [s for s, nz in ((za, na), (zb, nb)) if not nz]
-        amount = total * frac
+        amount = (total - rnd) * frac / rest if rest > 0 else 0.0
         if states == ["ne", "ne"]:
             none += amount
         elif "ne" in states and skip:
