@@ -213,20 +213,24 @@ def joint_nonzero(st, a: int, b: int, filters: list[tuple[int, list[int]]]
     da, db = simple_dims(problem.dataspaces[a], bounds), simple_dims(problem.dataspaces[b], bounds)
     if da is None or db is None or any(f not in (a, b) for f, _ in filters):
         return None
-    shared = set(da) & set(db)
-    if len(shared) != 1 or len(set(da)) != len(da) or len(set(db)) != len(db):
+    if len(set(da)) != len(da) or len(set(db)) != len(db):
         return None
-    (k,) = shared
+    shared = {d for d in set(da) & set(db) if bounds[d] > 1}     # dimensions of bound 1 do not couple
+    if len(shared) > 1:
+        return None
     free = math.prod(bounds[d] for d in range(len(bounds)) if d not in set(da) | set(db))
     boxes = {x: [list(e) for f, e in filters if f == x] for x in (a, b)}
     out, total = {}, 0.0
     for za in (True, False):
         for zb in (True, False):
-            ma = _side_marginal(problem.densities[a], da, k, bounds, za, boxes[a])
-            mb = _side_marginal(problem.densities[b], db, k, bounds, zb, boxes[b])
+            # Along the shared dimension, or (outer products) each side's total.
+            ka = next(iter(shared)) if shared else da[0]
+            kb = next(iter(shared)) if shared else db[0]
+            ma = _side_marginal(problem.densities[a], da, ka, bounds, za, boxes[a])
+            mb = _side_marginal(problem.densities[b], db, kb, bounds, zb, boxes[b])
             if ma is None or mb is None:
                 return None
-            v = float(np.dot(ma, mb)) * free
+            v = (float(np.dot(ma, mb)) if shared else float(ma.sum()) * float(mb.sum())) * free
             out[(za, zb)] = v
             total += v
     if not total:

@@ -214,10 +214,15 @@ def _ds_record(t, acts, fmt, info, e_inst, inst, level) -> dict[str, Any]:
     return rec
 
 
-def evaluate(spec: Spec | Iterable[str | Path | dict], mapping: Optional[Mapping] = None) -> Evaluation:
+def evaluate(spec: Spec | Iterable[str | Path | dict], mapping: Optional[Mapping] = None,
+             exact_joint: bool = False) -> Evaluation:
     """Evaluate ``spec`` (or the files it names) with its mapping or ``mapping``.
 
     Inputs without a mapping are searched with :func:`flexsparse.model.sparseloop.mapper.search`.
+    ``exact_joint`` (an extension; off reproduces Sparseloop): with actual data for both
+    operands, count effectual computes exactly on the data, with each storage skip's condition
+    at its own tile granularity, instead of Sparseloop's element-level filtering of the
+    computes left by independently combined skip probabilities.
     """
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
@@ -235,7 +240,7 @@ def evaluate(spec: Spec | Iterable[str | Path | dict], mapping: Optional[Mapping
     comp_avg = float(dense.compute_replication)
     st = None
     if not spec.sparse.empty:
-        st = _sparse(spec, mapping, dense, fg, fmt, compute)
+        st = _sparse(spec, mapping, dense, fg, fmt, compute, exact_joint)
         comp_avg = st.compute_avg_replication
     overflow = _overbook(spec, dense, st, fg)
     # Compute level.
@@ -300,12 +305,13 @@ def _init_actions(t) -> dict[str, float]:
     return acts
 
 
-def _sparse(spec: Spec, mapping: Mapping, dense: NestResult, fg, fmt, compute) -> SparseState:
+def _sparse(spec: Spec, mapping: Mapping, dense: NestResult, fg, fmt, compute, exact_joint: bool = False) -> SparseState:
     arch, problem, opts = spec.arch, spec.problem, spec.sparse
     nlv = len(arch.storage)
     sizes = [[dense.tiles[pv][lv].size for lv in range(nlv)] for pv in range(len(problem.dataspaces))]
     reps = define_formats(problem, arch, mapping, opts, [], sizes)
     st = SparseState(problem, arch, mapping, opts, dense.tiles, reps, fg=fg, fmt=fmt, compute=compute)
+    st.exact_joint = exact_joint
     st.compute_x, st.compute_y = float(dense.compute_x), float(dense.compute_y)
     st.compute_rep = float(dense.compute_replication)
     st.compute_avg_replication = float(dense.compute_replication)

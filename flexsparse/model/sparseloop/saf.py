@@ -73,6 +73,7 @@ class SparseState:
     compute_y: float = 1.0
     compute_rep: float = 1.0
     position_targets: dict[int, list[int]] = field(default_factory=dict)
+    exact_joint: bool = False       # see engine.evaluate
 
     def level_of(self, pv: int, lv: int) -> int | None:
         """First level >= ``lv`` keeping ``pv`` (None if none)."""
@@ -579,7 +580,8 @@ def classify_compute(st: SparseState) -> None:
             states[pv][k] = min(1.0, max(0.0, v))
     if not positioned:
         from flexsparse.model.sparseloop.actual import joint_nonzero
-        filters = [f for pv in ops for f in st.compute_filters.get(pv, [])]
+        unit = [1] * len(st.problem.dims)
+        filters = [f if st.exact_joint else (f[0], unit) for pv in ops for f in st.compute_filters.get(pv, [])]
         joint = joint_nonzero(st, a, b, filters)
         if joint is not None:
             # Exact joint operand states counted on the masks (zero is "missing" when compressed).
@@ -611,21 +613,27 @@ def classify_compute(st: SparseState) -> None:
 
 
 def _classify_joint(st: SparseState, joint: dict, za: str, zb: str) -> None:
-    """Effectual computes are the data's exact count (every storage skip keeps them); the rest
-    of the computes left by propagation split over the other operand states in the data's
-    proportions among the computes that pass the skipping filters."""
+    """Sparseloop: the computes left by propagation split in the data's proportions among the
+    computes whose filter operands are nonzero. Exact mode: effectual computes are the data's
+    count (every storage skip keeps them); the rest split in the data's proportions among the
+    computes that pass each skip's condition tile."""
     total = st.compute["random_compute"]
     gate, skip = "gating" in st.opts.compute, "skipping" in st.opts.compute
-    rnd = min(float(total), joint[(True, True)] * joint["computes"])
     rest = sum(v for k, v in joint.items() if k != "computes" and k != (True, True))
+    if st.exact_joint:
+        rnd = min(float(total), joint[(True, True)] * joint["computes"])
+        none = (total - rnd) if rest <= 0 else 0.0   # propagation over-counted: no such computes
+        left, share = total - rnd, rest
+    else:
+        rnd, none = total * joint[(True, True)], 0.0
+        left, share = total, 1.0
     gated = skipped = 0.0
-    none = (total - rnd) if rest <= 0 else 0.0       # propagation over-counted: no such computes
     for key, frac in joint.items():
         if key == "computes" or key == (True, True):
             continue
         na, nb = key
         states = [s for s, nz in ((za, na), (zb, nb)) if not nz]
-        amount = (total - rnd) * frac / rest if rest > 0 else 0.0
+        amount = left * frac / share if share > 0 else 0.0
         if states == ["ne", "ne"]:
             none += amount
         elif "ne" in states and skip:

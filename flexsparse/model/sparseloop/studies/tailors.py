@@ -147,7 +147,7 @@ def _evaluate(p: TLParams, n: int, t: int, dens, overbook: bool):
     for i, d in enumerate(dens):
         spec.problem.densities[i] = d.bind(spec.problem.dataspaces[i].size(spec.problem.bounds),
                                            spec.problem.dataspaces[i].extents(spec.problem.bounds))
-    return evaluate(spec)
+    return evaluate(spec, exact_joint=True)      # effectual computes counted exactly on the data
 
 
 def _tile_occupancy(d, t: int) -> np.ndarray:
