@@ -242,7 +242,7 @@ def study_cmd(name: str = typer.Argument(..., help="highlight, tailors, flaash o
 @app.command("artifact")
 def artifact_cmd(root: Optional[Path] = typer.Option(None, help="Sparseloop MICRO'22 artifact checkout "
                                                                 "(default: $FLEXSPARSE_SPARSELOOP_ARTIFACT)"),
-                 setup: str = typer.Option("all", help="table7, fig15, fig12 or all"),
+                 setup: str = typer.Option("all", help="table7, fig15, fig12, fig13 (comma-separated) or all"),
                  out: Optional[Path] = typer.Option(None, help="directory for artifact.json and artifact.md")) -> None:
     """Compare the model with the reference outputs of the Sparseloop artifact."""
     from flexsparse.model.sparseloop import artifact as art
@@ -251,9 +251,18 @@ def artifact_cmd(root: Optional[Path] = typer.Option(None, help="Sparseloop MICR
     if base is None:
         raise ValueError(f"Sparseloop artifact not found (give --root or set {art.ARTIFACT_ENV}); fetch "
                          "Accelergy-Project/micro22-sparseloop-artifact")
-    setups = art.SETUPS if setup == "all" else tuple(x.strip() for x in setup.split(","))
-    results = {s: [art.compare(c) for c in art.cases(s, base)] for s in setups}
+    setups = art.SETUPS + ("fig13",) if setup == "all" else tuple(x.strip() for x in setup.split(","))
+    bad = [s for s in setups if s not in art.SETUPS + ("fig13",)]
+    if bad:
+        raise ValueError(f"unknown setup {bad[0]!r}; valid: {', '.join(art.SETUPS)}, fig13, all")
+    results: dict[str, Any] = {s: [art.compare(c) for c in art.cases(s, base)] for s in setups if s != "fig13"}
     md, console_tables = artifact_tables(results)
+    if "fig13" in setups:
+        from flexsparse.model.sparseloop.tables import dstc_fig13_table
+        results["fig13"] = art.dstc_fig13(base)
+        md13, t13 = dstc_fig13_table(results["fig13"])
+        md += "\n" + md13
+        console_tables.append(t13)
     console = table_console_()
     for t in console_tables:
         console.print(t)

@@ -49,7 +49,23 @@ def _refline(ax: Any, y: float, text: str, color: str = "crimson") -> None:
     """A dashed horizontal reference line with its label at the right end."""
     ax.axhline(y, color=color, linestyle="--", linewidth=1)
     ax.annotate(text, xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", va="bottom", fontsize=8, color=color)
+                textcoords="offset points", ha="right", va="bottom", fontsize=8, color=color,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.0})
+
+
+def _logaxis(ax: Any, headroom: float = 2.5) -> None:
+    """Log y axis with plain-number ticks and room above the tallest bar for its label."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * headroom)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
+def _legend_outside(ax: Any) -> None:
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
 
 
 def _grouped(ax: Any, groups: list[str], series: dict[str, list[float]], fmt: str = "{:.3g}") -> None:
@@ -72,10 +88,10 @@ def plot_highlight_study(res: dict[str, Any], path: str | Path) -> Path:
         series = {d: [r[d]["edp"] / r["dense"]["edp"] for r in rows] for d in ("stc", "dstc", "highlight")}
         _grouped(ax, degs, series)
         _refline(ax, 1.0, "dense", "gray")
-        ax.set_yscale("log")
+        _logaxis(ax)
         ax.set_ylabel("EDP / dense EDP\n(lower is better)")
         ax.set_title(f"activation density {act}: EDP relative to the dense design per weight HSS degree")
-        ax.legend(fontsize=8, loc="lower left")
+        _legend_outside(ax)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     ax = axes[-1]
     conc = res["conclusions"]
@@ -84,10 +100,10 @@ def plot_highlight_study(res: dict[str, Any], path: str | Path) -> Path:
     _grouped(ax, groups, series, "{:.2f}x")
     _refline(ax, 6.4, "HighLight paper: up to 6.4x geomean EDP gain")
     _refline(ax, 1.0, "parity", "gray")
-    ax.set_yscale("log")
+    _logaxis(ax, 1.6)
     ax.set_ylabel("geomean EDP gain of HighLight (x)")
     ax.set_title("HighLight's geomean EDP gain over the 12 degrees (above 1: HighLight better)")
-    ax.legend(fontsize=8, loc="upper left")
+    _legend_outside(ax)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     out = _save(fig, path)
@@ -115,7 +131,7 @@ def plot_tailors_study(res: dict[str, Any], path: str | Path) -> Path:
     a2.set_title("energy gain of ExTensor-OB")
     for a in (a1, a2):
         _refline(a, 1.0, "parity", "gray")
-        a.set_yscale("log")
+        _logaxis(a)
         a.set_ylabel("x (above 1: OB better)")
         a.legend(fontsize=8, loc="upper left")
         a.grid(True, axis="y", which="both", alpha=0.3)
@@ -137,7 +153,7 @@ def plot_flaash_study(res: dict[str, Any], path: str | Path) -> Path:
              {s: [next(r["speedup_vs_dense"] for r in rows if r["shape"] == s and r["density"] == d) for d in dens]
               for s in shapes}, "{:.3g}x")
     _refline(a1, 1.0, "parity", "gray")
-    a1.set_yscale("log")
+    _logaxis(a1)
     a1.set_xlabel("operand density")
     a1.set_ylabel("speedup over a dense array of equal MACs (x)")
     a1.set_title("FLAASH vs dense (same engine count, bandwidths, DRAM)")

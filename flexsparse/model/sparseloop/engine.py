@@ -12,6 +12,11 @@ average utilized instances``; each level needs its read and write traffic (data 
 words) per compute cycle, and a level whose bandwidth is lower slows the run by that ratio. The
 run takes the slowest level's cycles.
 
+Two extensions beyond Sparseloop, both off unless asked for: a storage level with
+``overbooking: true`` (Tailors) keeps the part of each tile that fits its share of the capacity
+and streams the overflow from its parent on every use (``_overbook``); ``evaluate(...,
+exact_joint=True)`` counts effectual computes on actual data exactly (see ``saf``).
+
 Cost: ``O(levels * data-spaces * actions)`` after the analyses.
 """
 

@@ -61,3 +61,21 @@ def artifact_tables(results: dict[str, list[dict[str, Any]]]) -> tuple[str, list
         md.append("")
         tables.append(t)
     return "\n".join(md) + "\n", tables
+
+
+def dstc_fig13_table(res: dict[str, Any]) -> tuple[str, Any]:
+    """(markdown, rich table) of :func:`~flexsparse.model.sparseloop.artifact.dstc_fig13`."""
+    from rich.table import Table
+    head = (f"DSTC 4096^3 latency normalised to dense vs the DSTC paper (digitised in the artifact): "
+            f"average accuracy {res['average_accuracy']:.1%} (artifact's formula)")
+    md = [f"### Figure 13: {head}", "", "| A density | B density | cycles (model) | model / dense | "
+          "DSTC paper / dense | error |", "|---:|---:|---:|---:|---:|---:|"]
+    t = Table(title=head, title_justify="left")
+    for h in ("A", "B", "cycles", "model/dense", "paper/dense", "err"):
+        t.add_column(h, justify="right", no_wrap=True)
+    for r in res["rows"]:
+        md.append(f"| {r['A_density']} | {r['B_density']} | {r['cycles']} | {r['model']:.3f} | "
+                  f"{r['reference']:.3f} | {_pct(r['error'])} |")
+        t.add_row(str(r["A_density"]), str(r["B_density"]), str(r["cycles"]), f"{r['model']:.3f}",
+                  f"{r['reference']:.3f}", _pct(r["error"]))
+    return "\n".join(md) + "\n", t

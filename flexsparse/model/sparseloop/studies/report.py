@@ -43,9 +43,16 @@ def _sensitivity_md(sens: dict[str, Any] | None) -> str:
         return "_sensitivity not run_\n"
     out = [f"Variants run: {len(sens['variants'])} (every numeric parameter halved and doubled)."]
     if "claims" in sens:
-        out.append(_md_table(["claim", "holds at base", "fails under"],
-                             [[c, v["holds_at_base"], ", ".join(v["fails_under"]) or "none"]
-                              for c, v in sens["claims"].items()]))
+        rows = []
+        for c, v in sens["claims"].items():
+            flipped = v["fails_under"] if v["holds_at_base"] else \
+                [k for k in sens["variants"] if k not in v["fails_under"]]
+            verdict = ("holds under every variant" if v["holds_at_base"] and not flipped else
+                       "fails under: " if v["holds_at_base"] else
+                       "fails under every variant" if not flipped else "holds under: ")
+            rows.append([c, v["holds_at_base"], verdict + (", ".join(flipped) if flipped and verdict.endswith(": ")
+                                                           else "")])
+        out.append(_md_table(["claim", "holds at base", "halved / doubled parameters"], rows))
     else:
         out.append(f"Holds everywhere: {sens['holds_everywhere']}; fails under: "
                    f"{', '.join(sens['fails_under']) or 'none'}")
@@ -95,6 +102,11 @@ def _tailors_md(res: dict[str, Any]) -> str:
                        [[r["name"], k, r[k]["edge"], r[k]["cycles"], r[k]["energy_uJ"], r[k]["tax_words"],
                          r[k]["tile_fill_p90"]] for r in rows for k in ("N", "P", "OB")]),
              "", "### claims and their sensitivity", "", _sensitivity_md(res.get("sensitivity"))]
+    for name, alt in (res.get("alternatives") or {}).items():
+        ga = alt["geomean"]
+        parts += [f"Alternative design choice {name}: geomean speedup vs N {ga['speedup_vs_N']:.4g}, vs P "
+                  f"{ga['speedup_vs_P']:.4g}; energy gain vs N {ga['energy_vs_N']:.4g}, vs P {ga['energy_vs_P']:.4g}; "
+                  "claims " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in alt["claims"].items()) + "."]
     return "\n".join(parts)
 
 

@@ -1,10 +1,13 @@
 """ExTensor-N / -P / -OB (Tailors + Swiftiles) on sparse matrices, A @ A, with actual data.
 
 Hardware (``TLParams``): an ExTensor-style SpMSpM accelerator — DRAM -> a last-level buffer
-(LLB) holding tiles of A, B and Z -> ``pes`` processing elements, each accumulating one output
+(LLB) holding tiles of A and B -> ``pes`` processing elements, each accumulating one output
 while intersecting a row of A with a column of B (skipping on both operands) -> ``pes`` MACs.
-A and B are stored compressed (coordinate lists under row pointers, ``md_bits`` per
-coordinate); Z has the actual pattern of A @ A. Energies: Horowitz 45 nm (``common.ert_for``).
+A and B are stored compressed (coordinate lists under row pointers, or under a list of the
+nonempty rows with ``row_format="CP"``; ``md_bits`` per coordinate); Z is compressed at DRAM
+with the actual pattern of A @ A and receives each K tile's partial sums. Energies: Horowitz
+45 nm (``common.ert_for``). Effectual computes are counted exactly on the data
+(``evaluate(..., exact_joint=True)``).
 
 Tilings: uniform square tiles of edge ``t`` along M, K and N (the matrix is padded with zero
 rows/columns to a multiple of the largest candidate edge).
@@ -25,6 +28,7 @@ matrix (each a second or less for 10^5-10^6 nonzeros).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +54,7 @@ class TLParams:
     md_bits: int = 16           # bits per stored coordinate / row pointer
     swiftiles_samples: int = 64  # tiles Swiftiles samples (Tailors paper: a small sample)
     overflow_target: float = 0.10  # fraction of tiles Swiftiles lets overflow (Tailors paper: 10%)
+    row_format: str = "UOP"     # rows inside a tile: "UOP" (CSR row pointers) or "CP" (only nonempty rows)
 
 
 def _arch(p: TLParams, overbook: bool) -> dict:
@@ -105,10 +110,13 @@ def _sparse(p: TLParams) -> dict:
     def fmt(ranks_a: str, ranks_b: str) -> list[dict]:
         return [{"name": "A", "rank-application-order": "inner-to-outer", "ranks": _ranks(ranks_a, p.md_bits)},
                 {"name": "B", "rank-application-order": "inner-to-outer", "ranks": _ranks(ranks_b, p.md_bits)}]
-    z = {"name": "Z", "rank-application-order": "inner-to-outer", "ranks": _ranks("UOP CP UOP UOP CP", p.md_bits)}
+    r = p.row_format
+    if r not in ("UOP", "CP"):
+        raise ValueError(f"TLParams.row_format must be 'UOP' or 'CP', got {r!r}")
+    z = {"name": "Z", "rank-application-order": "inner-to-outer", "ranks": _ranks(f"UOP CP {r} {r} CP", p.md_bits)}
     return {"targets": [
-        {"name": "DRAM", "representation-format": {"data-spaces": fmt("UOP CP UOP UOP CP", "UOP CP UOP CP") + [z]}},
-        {"name": "LLB", "representation-format": {"data-spaces": fmt("UOP UOP CP", "UOP CP")},
+        {"name": "DRAM", "representation-format": {"data-spaces": fmt(f"UOP CP {r} {r} CP", f"UOP CP {r} CP") + [z]}},
+        {"name": "LLB", "representation-format": {"data-spaces": fmt(f"{r} {r} CP", f"{r} CP")},
          "action-optimization": [{"type": "skipping", "target": "A", "condition-on": ["B"]},
                                  {"type": "skipping", "target": "B", "condition-on": ["A"]}]},
         {"name": "PEB", "action-optimization": [{"type": "skipping", "target": "Z", "condition-on": ["A", "B"]}]},
@@ -310,4 +318,7 @@ def study(matrices: list[tuple[str, np.ndarray, int]], p: TLParams = TLParams(),
            "holds": base["holds"], "published": PUBLISHED}
     if with_sensitivity:
         out["sensitivity"] = sensitivity(p, run, base=base)
+        # The one categorical choice, the other way round.
+        other = "CP" if p.row_format == "UOP" else "UOP"
+        out["alternatives"] = {f"row_format={other}": run(dataclasses.replace(p, row_format=other))}
     return out
