@@ -208,7 +208,7 @@ class StructuredMatrix:
             # (W @ X.T).T: OpenBLAS ran X @ W.T 1.35x slower than W @ X for X [256, 4096],
             # W [4096, 4096] (bench machine); this orientation matches W @ X.
             return np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
-        return np.ascontiguousarray(self._sparse_matmul(np.ascontiguousarray(X.T)).T)
+        return self._sparse_linear(X)
 
     def linear_grad_input(self, dY: Any) -> np.ndarray:
         """``dY @ W`` (input gradient of ``linear``): ``dY: [B, M]`` -> ``[B, K]``."""
@@ -216,7 +216,9 @@ class StructuredMatrix:
         self._check_rows(dY, self.shape[0], 1, "linear_grad_input", "dY")
         if self._use_dense():
             return dY @ self._dense().astype(dY.dtype, copy=False)
-        return np.ascontiguousarray(self._sparse_tmatmul(np.ascontiguousarray(dY.T)).T)
+        from flexsparse.kernels.cpu.lanes import transpose
+
+        return transpose(self._sparse_tmatmul(transpose(dY)))
 
     def sampled_grad(self, dY: Any, X: Any) -> np.ndarray:
         """Weight gradient on kept slots only: ``dY: [B, M]``, ``X: [B, K]``.
@@ -231,8 +233,13 @@ class StructuredMatrix:
         if dY.shape[0] != X.shape[0]:
             raise ValueError(f"sampled_grad: batch sizes differ: dY {dY.shape} vs X {X.shape}")
         dt = np.result_type(dY.dtype, X.dtype)
-        return self._sparse_sampled(np.ascontiguousarray(dY.T, dtype=dt),
-                                    np.ascontiguousarray(X.T, dtype=dt))
+        return self._sparse_sampled(np.ascontiguousarray(dY, dtype=dt), np.ascontiguousarray(X, dtype=dt))
+
+    def _sparse_linear(self, X: np.ndarray) -> np.ndarray:
+        """``X @ W.T`` by the ``W @ X`` kernel between two threaded transposes."""
+        from flexsparse.kernels.cpu.lanes import transpose
+
+        return transpose(self._sparse_matmul(transpose(X)))
 
     def __matmul__(self, other: Any):
         if type(other).__module__.startswith("torch"):
@@ -475,8 +482,9 @@ class BlockSparse(StructuredMatrix):
 
         return run_tmatmul(self.indptr, self.indices, self._vals(Y.dtype), Y, self.shape, self.block)
 
-    def _sparse_sampled(self, dYT: np.ndarray, XT: np.ndarray) -> np.ndarray:
+    def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_sampled
+        from flexsparse.kernels.cpu.lanes import transpose
 
-        return run_sampled(self.indptr, self.indices, dYT, XT, self.shape, self.block,
-                           self.values.dtype)
+        return run_sampled(self.indptr, self.indices, transpose(dY), transpose(X), self.shape,
+                           self.block, self.values.dtype)

@@ -229,6 +229,9 @@ class HSS(StructuredMatrix):
     #: (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4
     #: (0.25), <= 0.6x from 1/3 up. Patterns from 1:4 (0.25) up go to BLAS under "auto".
     DENSE_CROSSOVER = 0.22
+    #: Same, for patterns the lane-select kernels (:mod:`flexsparse.kernels.cpu.lanes`)
+    #: run: see the measurement in :data:`flexsparse.kernels.cpu.lanes.DENSE_CROSSOVER`.
+    LANES_CROSSOVER = 0.6
 
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], pattern: Any):
         self.pattern = HSSPattern.parse(pattern)
@@ -342,6 +345,8 @@ class HSS(StructuredMatrix):
         out = copy.copy(self)  # shares positions and the structure caches (_cols, _nnz)
         out.values = np.ascontiguousarray(values)
         out._dense_cache = None
+        # share the packed index (structure), not the packed values
+        out._lane_cache = {k: [e[0], e[1], None, None] for k, e in getattr(self, "_lane_cache", {}).items()}
         out.validate()
         return out
 
@@ -366,6 +371,44 @@ class HSS(StructuredMatrix):
         return rows[inside], cols[inside], self.values.reshape(M, self.n_top * self.pattern.kept)[inside]
 
     # -------------------------------------------------------------- kernels
+    def _use_dense(self) -> bool:
+        if self.backend != "auto":
+            return self.backend == "dense"
+        from flexsparse.kernels.cpu.lanes import lane_plan
+
+        has_lanes = lane_plan(self.pattern.levels, self.dtype.itemsize) is not None
+        return self.density >= (self.LANES_CROSSOVER if has_lanes else self.DENSE_CROSSOVER)
+
+    def invalidate_cache(self) -> None:
+        """Drop the cached dense copy and packed values; call it after writing to ``values``."""
+        super().invalidate_cache()
+        for entry in getattr(self, "_lane_cache", {}).values():
+            entry[2] = entry[3] = None
+
+    def _lanes(self, dt: np.dtype):
+        """``(plan, pi, pv, S)`` of the lane-select kernels for dtype ``dt``, or ``None``.
+
+        The tile-order index ``pi`` is built once per dtype (the structure is fixed); the
+        tile-order values ``pv`` are re-packed when ``values`` is a different array.
+        """
+        from flexsparse.kernels.cpu import lanes
+
+        dt = np.dtype(dt)
+        cache = self.__dict__.setdefault("_lane_cache", {})
+        entry = cache.get(dt.str)
+        if entry is None:
+            plan = lanes.lane_plan(self.pattern.levels, dt.itemsize)
+            pi = None if plan is None else lanes.pack_index(self.columns(), plan, dt)
+            entry = cache[dt.str] = [plan, pi, None, None]
+        if entry[0] is None:
+            return None
+        M = self.shape[0]
+        S = self.n_top * self.pattern.kept
+        if entry[3] is not self.values:
+            entry[2] = lanes.pack_values(self._vals(dt).reshape(M, S), entry[0])
+            entry[3] = self.values
+        return entry[0], entry[1], entry[2], S
+
     def _kernel_args(self, dt: np.dtype):
         """``(cols int32|int64 [M, S], vals [M, S], flags uint8 [M, S // inner], inner)``.
 
@@ -382,18 +425,41 @@ class HSS(StructuredMatrix):
         return cols, vals, np.ascontiguousarray(flags), inner
 
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
+        lane = self._lanes(X.dtype)
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_linear
+
+            plan, pi, pv, S = lane
+            return run_linear(pv, pi, plan, S, X, self.shape[0], trans_in=True, trans_out=True)
         from flexsparse.kernels.cpu.hss import run_matmul
 
         return run_matmul(*self._kernel_args(X.dtype), X, self.pattern.span, self.pattern.kept)
+
+    def _sparse_linear(self, X: np.ndarray) -> np.ndarray:
+        lane = self._lanes(X.dtype)
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_linear
+
+            plan, pi, pv, S = lane
+            return run_linear(pv, pi, plan, S, X, self.shape[0])
+        return super()._sparse_linear(X)
 
     def _sparse_tmatmul(self, Y: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.hss import run_tmatmul
 
         return run_tmatmul(*self._kernel_args(Y.dtype), Y, self.shape[1])
 
-    def _sparse_sampled(self, dYT: np.ndarray, XT: np.ndarray) -> np.ndarray:
-        from flexsparse.kernels.cpu.hss import run_sampled
+    def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
+        lane = self._lanes(dY.dtype)
+        M = self.shape[0]
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_sampled, unpack_values
 
-        cols = self._kernel_args(self.dtype)[0]
-        out = run_sampled(cols, dYT, XT)
+            plan, pi, _, S = lane
+            out = unpack_values(run_sampled(pi, plan, S, dY, X), M, S)
+        else:
+            from flexsparse.kernels.cpu.hss import run_sampled
+            from flexsparse.kernels.cpu.lanes import transpose
+
+            out = run_sampled(self._kernel_args(self.dtype)[0], transpose(dY), transpose(X))
         return out.astype(self.dtype, copy=False).reshape(self.values.shape)
