@@ -51,8 +51,10 @@ __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_
            "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
            "unpack_values", "windows"]
 
-#: Bytes of activations (and of output scratch) one block of work keeps in L2 (1 MiB/core).
-L2_BLOCK_BYTES = 256 * 1024
+#: Bytes of packed activations one block of work keeps in L2 (1 MiB per core here).
+L2_BLOCK_BYTES = 512 * 1024
+#: Bytes of packed weights (values + indices) of one tile and one block kept in L1 (32 KiB).
+L1_BLOCK_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -234,13 +236,13 @@ def _pack_x(X, trans, wcol, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1):
+def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
     NW = xp.shape[1]
     W = Ys.shape[1]
-    y = bb * 8 * W + yo
+    y = yb * W + yo
     if w0 == 0:
         a0 = vzeros(Ys, 64)
         a1 = vzeros(Ys, 64)
@@ -294,13 +296,13 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1):
+def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (1 row) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
     NW = xp.shape[1]
     W = Ys.shape[1]
-    y = bb * W + yo
+    y = yb * W + yo
     if w0 == 0:
         a0 = vzeros(Ys, 64)
     else:
@@ -319,40 +321,45 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, out, trans, tb, kb, bounds):
+def linear_hss_lanes(pv, pi, wq, xp, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
-    batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Blocks of ``tb`` tiles x
-    ``kb`` windows; thread ``p`` runs tiles ``bounds[p]:bounds[p+1]``.
+    batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
+    ``bounds[p]:bounds[p+1]`` in blocks of ``bbk`` batch blocks x ``kb`` windows (the
+    packed activations of a block stay in L2, the weights of one tile and block in L1)
+    and accumulates into a scratch ``[bbk * J, its rows]`` copied to ``out`` per block.
     """
     L = pv.shape[2]
     nbb, NW, J = xp.shape[0], xp.shape[1], xp.shape[2]
     M = out.shape[0] if trans else out.shape[1]
     B = out.shape[1] if trans else out.shape[0]
     for p in prange(bounds.shape[0] - 1):
-        Ys = np.zeros((nbb * J, tb * L), dtype=out.dtype)
-        for t0 in range(bounds[p], bounds[p + 1], tb):
-            t1 = min(bounds[p + 1], t0 + tb)
+        t_lo, t_hi = bounds[p], bounds[p + 1]
+        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L), dtype=out.dtype)
+        for b0 in range(0, nbb, bbk):
+            b1 = min(nbb, b0 + bbk)
             for w0 in range(0, NW, kb):
                 w1 = min(NW, w0 + kb)
-                for t in range(t0, t1):
-                    yo = (t - t0) * L
-                    for bb in range(nbb):
+                for t in range(t_lo, t_hi):
+                    yo = (t - t_lo) * L
+                    for bb in range(b0, b1):
                         if J == 8:
-                            _linear8(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1)
+                            _linear8(pv, pi, wq, xp, Ys, yo, t, bb, (bb - b0) * 8, w0, w1)
                         else:
-                            _linear1(pv, pi, wq, xp, Ys, yo, t, bb, w0, w1)
-            m0 = t0 * L
-            m1 = min(M, t1 * L)
+                            _linear1(pv, pi, wq, xp, Ys, yo, t, bb, bb - b0, w0, w1)
+            m0 = t_lo * L
+            m1 = min(M, t_hi * L)
+            r0 = b0 * J
+            r1 = min(B, b1 * J)
             if trans:
                 for m in range(m0, m1):
-                    for b in range(B):
-                        out[m, b] = Ys[b, m - m0]
+                    for b in range(r0, r1):
+                        out[m, b] = Ys[b - r0, m - m0]
             else:
-                for b in range(B):
+                for b in range(r0, r1):
                     for m in range(m0, m1):
-                        out[b, m] = Ys[b, m - m0]
+                        out[b, m] = Ys[b - r0, m - m0]
     return out
 
 
@@ -463,13 +470,13 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
         return out
     xp = pack_x(X, plan, S, trans_in)
     _, wq, _ = windows(plan, S, 0)
-    T = pv.shape[0]
-    row_bytes = max(1, xp.shape[0] * xp.shape[2] * X.itemsize)
-    # all windows in one block unless the packed activations exceed 4x L2_BLOCK_BYTES
-    # (measured: re-loading the accumulators per 256-column block cost ~10%)
-    kb = max(1, (4 * L2_BLOCK_BYTES) // (row_bytes * plan.lanes))
-    tb = max(1, min(T, L2_BLOCK_BYTES // (row_bytes * plan.lanes)))
-    return linear_hss_lanes(pv, pi, wq, xp, out, trans_out, tb, kb, _bounds(T))
+    nbb, NW, J, L = xp.shape
+    # weights of one tile x kb windows fill about half of L1; the activations of bbk batch
+    # blocks x kb windows fill L2_BLOCK_BYTES
+    per_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
+    kb = max(1, int(L1_BLOCK_BYTES // per_window))
+    bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * J * L * X.itemsize)))
+    return linear_hss_lanes(pv, pi, wq, xp, out, trans_out, bbk, kb, _bounds(pv.shape[0]))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
