@@ -200,15 +200,25 @@ class StructuredMatrix:
             return self._dense().astype(Y.dtype, copy=False).T @ Y
         return self._sparse_tmatmul(Y)
 
-    def linear(self, X: Any) -> np.ndarray:
-        """``X @ W.T`` (``nn.Linear`` forward): ``X: [B, K]`` -> ``[B, M]``."""
+    def linear(self, X: Any, bias: Any = None) -> np.ndarray:
+        """``X @ W.T (+ bias)`` (``nn.Linear`` forward): ``X: [B, K]``, ``bias: [M]`` -> ``[B, M]``."""
         X = self._operand(X, "X")
         self._check_rows(X, self.shape[1], 1, "linear", "X")
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.shape != (self.shape[0],):
+                raise ValueError(f"linear: bias must have shape ({self.shape[0]},), got {bias.shape}")
+            bias = bias.astype(X.dtype, copy=False)
         if self._use_dense():
             # (W @ X.T).T: OpenBLAS ran X @ W.T 1.35x slower than W @ X for X [256, 4096],
             # W [4096, 4096] (bench machine); this orientation matches W @ X.
-            return np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
-        return self._sparse_linear(X)
+            out = np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
+        else:
+            out = self._sparse_linear(X, bias)
+            bias = None  # added by the kernel
+        if bias is not None:
+            out += bias
+        return out
 
     def linear_grad_input(self, dY: Any) -> np.ndarray:
         """``dY @ W`` (input gradient of ``linear``): ``dY: [B, M]`` -> ``[B, K]``."""
@@ -235,11 +245,14 @@ class StructuredMatrix:
         dt = np.result_type(dY.dtype, X.dtype)
         return self._sparse_sampled(np.ascontiguousarray(dY, dtype=dt), np.ascontiguousarray(X, dtype=dt))
 
-    def _sparse_linear(self, X: np.ndarray) -> np.ndarray:
-        """``X @ W.T`` by the ``W @ X`` kernel between two threaded transposes."""
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """``X @ W.T (+ bias)`` by the ``W @ X`` kernel between two threaded transposes."""
         from flexsparse.kernels.cpu.lanes import transpose
 
-        return transpose(self._sparse_matmul(transpose(X)))
+        out = transpose(self._sparse_matmul(transpose(X)))
+        if bias is not None:
+            out += bias
+        return out
 
     def __matmul__(self, other: Any):
         if type(other).__module__.startswith("torch"):

@@ -435,14 +435,14 @@ class HSS(StructuredMatrix):
 
         return run_matmul(*self._kernel_args(X.dtype), X, self.pattern.span, self.pattern.kept)
 
-    def _sparse_linear(self, X: np.ndarray) -> np.ndarray:
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         lane = self._lanes(X.dtype)
         if lane is not None:
             from flexsparse.kernels.cpu.lanes import run_linear
 
             plan, pi, pv, S = lane
-            return run_linear(pv, pi, plan, S, X, self.shape[0])
-        return super()._sparse_linear(X)
+            return run_linear(pv, pi, plan, S, X, self.shape[0], bias=bias)
+        return super()._sparse_linear(X, bias)
 
     def _sparse_tmatmul(self, Y: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.hss import run_tmatmul

@@ -211,3 +211,15 @@ def test_hss_matmul_many_k_blocks(monkeypatch, kind):
     S.backend = "sparse"
     X = _rand((45, 5), np.float64, 9)
     np.testing.assert_allclose(S.matmul(X), D @ X, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["block:8x8", "2:4", "4:6->1:4", "3:8"])
+@pytest.mark.parametrize("backend", ["sparse", "dense"])
+def test_linear_with_bias(kind, backend):
+    S, D = _make(kind, 19, 40, np.float32, 3, 0.5)
+    S.backend = backend
+    X = _rand((13, 40), np.float32, 4)
+    b = _rand((19,), np.float32, 5)
+    np.testing.assert_allclose(S.linear(X, b), X @ D.T + b, **TOL[np.float32])
+    with pytest.raises(ValueError, match=r"bias must have shape \(19,\)"):
+        S.linear(X, b[:3])

@@ -211,10 +211,10 @@ def _pack_x(X, trans, wcol, xp):
         K, B = X.shape
     else:
         B, K = X.shape
-    for w in prange(NW):
-        c0 = wcol[w]
-        for bb in range(nbb):
-            b0 = bb * J
+    for bb in prange(nbb):
+        b0 = bb * J
+        for w in range(NW):
+            c0 = wcol[w]
             if c0 + L <= K and b0 + J <= B:  # whole window inside X
                 if trans:
                     for l in range(L):
@@ -321,14 +321,15 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, out, trans, bbk, kb, bounds):
+def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
     batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
     ``bounds[p]:bounds[p+1]`` in blocks of ``bbk`` batch blocks x ``kb`` windows (the
     packed activations of a block stay in L2, the weights of one tile and block in L1)
-    and accumulates into a scratch ``[bbk * J, its rows]`` copied to ``out`` per block.
+    and accumulates into a scratch ``[bbk * J, its rows]`` copied to ``out`` per block,
+    adding ``bias[m]`` (an ``[M]`` array, or ``[0]`` for none).
     """
     L = pv.shape[2]
     nbb, NW, J = xp.shape[0], xp.shape[1], xp.shape[2]
@@ -352,10 +353,16 @@ def linear_hss_lanes(pv, pi, wq, xp, out, trans, bbk, kb, bounds):
             m1 = min(M, t_hi * L)
             r0 = b0 * J
             r1 = min(B, b1 * J)
+            has_bias = bias.shape[0] > 0
             if trans:
                 for m in range(m0, m1):
+                    c = bias[m] if has_bias else 0
                     for b in range(r0, r1):
-                        out[m, b] = Ys[b - r0, m - m0]
+                        out[m, b] = Ys[b - r0, m - m0] + c
+            elif has_bias:
+                for b in range(r0, r1):
+                    for m in range(m0, m1):
+                        out[b, m] = Ys[b - r0, m - m0] + bias[m]
             else:
                 for b in range(r0, r1):
                     for m in range(m0, m1):
@@ -458,11 +465,12 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False) -> np.nda
 
 
 def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.ndarray, M: int,
-               trans_in: bool = False, trans_out: bool = False) -> np.ndarray:
-    """``X @ W.T`` (``[B, M]``; ``[M, B]`` with ``trans_out``) for ``X: [B, K]`` (``[K, B]`` with ``trans_in``).
+               trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None) -> np.ndarray:
+    """``X @ W.T (+ bias)`` (``[B, M]``; ``[M, B]`` with ``trans_out``) for ``X: [B, K]`` (``[K, B]`` with ``trans_in``).
 
     ``S`` is the number of stored slots per row (before tile padding). ``W @ X`` for
-    ``X: [K, N]`` is ``trans_in=trans_out=True``.
+    ``X: [K, N]`` is ``trans_in=trans_out=True``. ``bias``: optional ``[M]``, added to
+    every output row (fused into the final copy).
     """
     B = X.shape[1] if trans_in else X.shape[0]
     out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
@@ -476,7 +484,8 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     per_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
     kb = max(1, int(L1_BLOCK_BYTES // per_window))
     bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * J * L * X.itemsize)))
-    return linear_hss_lanes(pv, pi, wq, xp, out, trans_out, bbk, kb, _bounds(pv.shape[0]))
+    bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
+    return linear_hss_lanes(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0]))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
