@@ -321,7 +321,7 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
+def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, t_inner, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
@@ -342,13 +342,20 @@ def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
             b1 = min(nbb, b0 + bbk)
             for w0 in range(0, NW, kb):
                 w1 = min(NW, w0 + kb)
-                for t in range(t_lo, t_hi):
-                    yo = (t - t_lo) * L
+                if t_inner:  # activations of one batch block in L1, weights stream from L2
                     for bb in range(b0, b1):
-                        if J == 8:
-                            _linear8(pv, pi, wq, xp, Ys, yo, t, bb, (bb - b0) * 8, w0, w1)
-                        else:
-                            _linear1(pv, pi, wq, xp, Ys, yo, t, bb, bb - b0, w0, w1)
+                        for t in range(t_lo, t_hi):
+                            if J == 8:
+                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+                            else:
+                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
+                else:  # weights of one tile in L1, activations stream from L2
+                    for t in range(t_lo, t_hi):
+                        for bb in range(b0, b1):
+                            if J == 8:
+                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+                            else:
+                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
             m0 = t_lo * L
             m1 = min(M, t_hi * L)
             r0 = b0 * J
@@ -479,13 +486,18 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     xp = pack_x(X, plan, S, trans_in)
     _, wq, _ = windows(plan, S, 0)
     nbb, NW, J, L = xp.shape
-    # weights of one tile x kb windows fill about half of L1; the activations of bbk batch
-    # blocks x kb windows fill L2_BLOCK_BYTES
-    per_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
-    kb = max(1, int(L1_BLOCK_BYTES // per_window))
-    bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * J * L * X.itemsize)))
+    # The operand with fewer bytes per window streams from L2 and the other stays in L1:
+    # per window a batch block holds J*L activations, a tile slots*L values + indices
+    # (4:6->1:4: 512 B vs 256 B, so the activations stay; 2:4: 512 B vs 1 KiB).
+    x_window = J * L * X.itemsize
+    w_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
+    t_inner = w_window < x_window
+    kb = max(1, int(L1_BLOCK_BYTES // (x_window if t_inner else w_window)))
+    bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * x_window)))
+    if t_inner:  # L2 holds the weights of all tiles x kb windows; bound the scratch instead
+        bbk = max(1, min(nbb, L2_BLOCK_BYTES // (J * M * X.itemsize)))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
-    return linear_hss_lanes(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0]))
+    return linear_hss_lanes(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, t_inner, _bounds(pv.shape[0]))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
