@@ -13,8 +13,9 @@ must hold zeros (``validate`` checks it), is never visible (``todense`` returns 
 shape) and products ignore it.
 
 Products (``matmul``, ``linear``, ``linear_grad_input``, ``sampled_grad``) run the numba
-kernels of :mod:`flexsparse.kernels.cpu.block`: cost ``O(n_blocks * r * c * N)`` flops, i.e.
-proportional to the number of stored blocks. Above a measured crossover density the
+kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` and
+``linear_grad_input`` between two threaded transposes): cost ``O(n_blocks * r * c * N)``
+flops, i.e. proportional to the number of stored blocks. Above a measured crossover density the
 products switch to dense BLAS on a dense copy computed once and cached on the object
 (``_dense_cache``; memory ``M * K`` values), so a dense layout never costs more than dense.
 
@@ -297,12 +298,11 @@ class BlockSparse(StructuredMatrix):
     """
 
     #: Density (stored slots / M*K) at which dense BLAS becomes faster than the block kernel.
-    #: Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily
-    #: shared cores, so noisy): speedup over dense at 30% / 50% / 70% density was
-    #: 1.39-1.68x / 0.80-1.13x / 1.12x for 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for
-    #: 8x8, 1.51x / 1.03x / 0.91x for 16x16; the crossover lies between 0.4 and 0.5, and
-    #: 0.4 keeps every layout within the 1.1x-of-dense budget.
-    DENSE_CROSSOVER = 0.4
+    #: Measured 2026-11-29 (1024x4096 @ 4096x256 fp32, one thread, CPU time against
+    #: OpenBLAS sgemm, busy 2-core machine): speed-up at 30% / 50% / 70% density 2.23x /
+    #: 1.27x / 0.72x for 32x32 blocks and 2.44x / 1.28x / 0.94x for 8x8; the crossover
+    #: lies between 0.5 and 0.7.
+    DENSE_CROSSOVER = 0.6
 
     def __init__(self, indptr: Any, indices: Any, values: Any, shape: tuple[int, int],
                  block: tuple[int, int]):

@@ -23,8 +23,11 @@ used by the accelerator model.
 
 Conversion (``from_dense``) keeps, at every level (innermost first), the sub-groups that
 hold a nonzero, filling the remaining slots with the lowest-index empty ones; it is
-``O(M * K * L)``. Products run the numba kernels of :mod:`flexsparse.kernels.cpu.hss`
-(``O(nnz * N)``; empty level-0 groups and zero slots are skipped).
+``O(M * K * L)``. Products cost ``O(nnz * N)``: ``linear``, ``matmul`` and
+``sampled_grad`` run the lane-select kernels of :mod:`flexsparse.kernels.cpu.lanes`
+(values and column offsets packed once in tile order; needs AVX-512 and every kept
+slot's column range within one register), otherwise, and for ``W.T`` products, the gather
+kernels of :mod:`flexsparse.kernels.cpu.hss` (empty level-0 groups and zero slots skipped).
 
 >>> import numpy as np
 >>> p = HSSPattern.parse("3:4->2:4")
@@ -223,14 +226,17 @@ class HSS(StructuredMatrix):
         pattern: an :class:`HSSPattern` or its string form (``"3:4->2:4"``).
     """
 
-    #: Density at which dense BLAS beats the HSS/N:M kernel. Measured by
+    #: Density at which dense BLAS beats the HSS/N:M gather kernel (no AVX-512, or a
+    #: pattern wider than a register). Measured by
     #: ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily shared
     #: cores, so noisy): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4
     #: (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4
     #: (0.25), <= 0.6x from 1/3 up. Patterns from 1:4 (0.25) up go to BLAS under "auto".
     DENSE_CROSSOVER = 0.22
-    #: Same, for patterns the lane-select kernels (:mod:`flexsparse.kernels.cpu.lanes`)
-    #: run: see the measurement in :data:`flexsparse.kernels.cpu.lanes.DENSE_CROSSOVER`.
+    #: Same, for patterns the lane-select kernels (:mod:`flexsparse.kernels.cpu.lanes`) run.
+    #: Measured 2026-11-29 (``X @ W.T``, W 1024x4096, X 256x4096, fp32, one thread, CPU
+    #: time against OpenBLAS sgemm): 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625)
+    #: 1.05x, 3:4 (0.75) 0.85x, 6:8 (0.75) 0.90x.
     LANES_CROSSOVER = 0.6
 
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], pattern: Any):

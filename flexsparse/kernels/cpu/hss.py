@@ -1,4 +1,8 @@
-"""Numba CPU kernels for HSS (and N:M, its one-level case) times dense.
+"""Numba CPU gather kernels for HSS (and N:M, its one-level case) times dense.
+
+``W.T @ Y`` always runs here; ``W @ X``, ``X @ W.T`` and the sampled gradient run here only
+where the lane-select kernels of :mod:`flexsparse.kernels.cpu.lanes` do not apply (no
+AVX-512, or a pattern whose kept slots span more columns than one register holds).
 
 The wrapper flattens an HSS matrix to fixed-width rows: ``cols: int32[M, S]`` and
 ``vals: [M, S]`` with ``S = n_top * prod(G_i)`` slots per row (an ELL-like layout that the
@@ -21,7 +25,7 @@ each kept level-0 group (``inner = prod(G_i, i >= 1)`` slots) holds a nonzero.
   ``O(M * S * B)``.
 
 Measured (benchmarks/bench_structured.py, 4096x4096 @ 4096x256 fp32, 2 heavily shared
-cores): the gather-axpy runs at roughly a quarter of BLAS sgemm throughput per kept value
+cores, before the lane-select kernels existed): the gather-axpy runs at roughly a quarter of BLAS sgemm throughput per kept value
 (time / ideal 3.4-5.3), so N:M 1:8 and HSS 4:7->1:4 beat dense by 1.2-1.5x while 1:4 only
 breaks even; each kept value costs one load of ``X`` per FMA, where sgemm reuses a loaded
 value from registers many times.
