@@ -451,9 +451,13 @@ class HSS(StructuredMatrix):
         return super()._sparse_linear(X, bias)
 
     def _sparse_tmatmul(self, Y: np.ndarray) -> np.ndarray:
-        from flexsparse.kernels.cpu.hss import run_tmatmul
+        from flexsparse.kernels.cpu.hss import run_tmatmul_csr, transposed_csr
 
-        return run_tmatmul(*self._kernel_args(Y.dtype), Y, self.shape[1])
+        tcsr = getattr(self, "_tcsr", None)
+        if tcsr is None:  # structure only: built once, shared by with_values copies
+            tcsr = self._tcsr = transposed_csr(self.columns(), self.shape[1])
+        indptr, rows, order = tcsr
+        return run_tmatmul_csr(indptr, rows, self._vals(Y.dtype).reshape(-1)[order], Y, self.shape[1])
 
     def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
         lane = self._lanes(dY.dtype)

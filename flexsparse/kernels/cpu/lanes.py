@@ -411,7 +411,31 @@ def _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _sampled1(pi, dY, X, G, t, q, col, bb0, bb1):
+def _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1):
+    """As :func:`_sampled4` for 2 slots (the windows of 4:6->1:4)."""
+    L = G.shape[2]
+    M, K = dY.shape[1], X.shape[1]
+    o = (t * G.shape[1] + q) * L
+    i0 = vload(pi, o, 64)
+    i1 = vload(pi, o + L, 64)
+    a0 = vload(G, o, 64)
+    a1 = vload(G, o + L, 64)
+    m0 = t * L
+    for b in range(bb0, bb1):
+        if full:
+            dy = vload(dY, b * M + m0, 64)
+            x = vload(X, b * K + col, 64)
+        else:
+            dy = vload_n(dY, b * M + m0, 64, M - m0)
+            x = vload_n(X, b * K + col, 64, K - col)
+        a0 = vfma(a0, dy, vperm(x, i0))
+        a1 = vfma(a1, dy, vperm(x, i1))
+    vstore(G, o, a0)
+    vstore(G, o + L, a1)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1):
     L = G.shape[2]
     M, K = dY.shape[1], X.shape[1]
     o = (t * G.shape[1] + q) * L
@@ -419,8 +443,12 @@ def _sampled1(pi, dY, X, G, t, q, col, bb0, bb1):
     a = vload(G, o, 64)
     m0 = t * L
     for b in range(bb0, bb1):
-        dy = vload_n(dY, b * M + m0, 64, M - m0)
-        x = vload_n(X, b * K + col, 64, K - col)
+        if full:
+            dy = vload(dY, b * M + m0, 64)
+            x = vload(X, b * K + col, 64)
+        else:
+            dy = vload_n(dY, b * M + m0, 64, M - m0)
+            x = vload_n(X, b * K + col, 64, K - col)
         a = vfma(a, dy, vperm(x, ix))
     vstore(G, o, a)
 
@@ -445,9 +473,11 @@ def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
                     while q + 4 <= wq[w + 1]:
                         _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1)
                         q += 4
-                    while q < wq[w + 1]:
-                        _sampled1(pi, dY, X, G, t, q, col, bb0, bb1)
-                        q += 1
+                    if q + 2 <= wq[w + 1]:
+                        _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1)
+                        q += 2
+                    if q < wq[w + 1]:
+                        _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1)
     return G
 
 

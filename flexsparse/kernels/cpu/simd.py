@@ -11,7 +11,7 @@ explicit vector values, so a register tile is plain local variables:
   first ``count`` lanes (masked; the others are 0) for ragged edges;
 * ``vstore(a, off, v)`` / ``vstore_n(a, off, v, count)`` -- the reverse;
 * ``vzeros(a, nbytes)``, ``vsplat(x, nbytes)`` -- zero / broadcast vectors;
-* ``vfma(acc, a, b)`` -- ``acc + a * b`` (``llvm.fmuladd``: one FMA instruction per
+* ``vadd(a, b)``; ``vfma(acc, a, b)`` -- ``acc + a * b`` (``llvm.fmuladd``: one FMA instruction per
   register); ``vsum(v)`` -- horizontal sum (shuffle tree);
 * ``vperm(x, idx)`` -- lane select ``x[idx]`` within one 64-byte register (AVX-512
   ``vpermps``/``vpermpd``; ``idx`` is an int32 vector for float32, int64 for float64,
@@ -34,7 +34,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-__all__ = ["Vec", "has_avx512", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
+__all__ = ["Vec", "has_avx512", "vadd", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
            "vstore_n", "vsum", "vzeros"]
 
 
@@ -83,6 +83,10 @@ def vsplat(x, nbytes):
 
 def vfma(acc, a, b):
     return acc + a * b
+
+
+def vadd(a, b):
+    return a + b
 
 
 def vsum(v):
@@ -245,6 +249,16 @@ def _vfma(typingctx, acc, a, b):
 
 
 @intrinsic
+def _vadd(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b and isinstance(a.dtype, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
 def _vsum(typingctx, v):
     if not isinstance(v, Vec):
         return None
@@ -327,6 +341,12 @@ def _ov_vsplat(x, nbytes):
 def _ov_vfma(acc, a, b):
     if isinstance(acc, Vec):
         return lambda acc, a, b: _vfma(acc, a, b)
+
+
+@overload(vadd)
+def _ov_vadd(a, b):
+    if isinstance(a, Vec):
+        return lambda a, b: _vadd(a, b)
 
 
 @overload(vsum)
