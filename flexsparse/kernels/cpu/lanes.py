@@ -45,16 +45,16 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse import _limits
 from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
 
 __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
            "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
            "unpack_values", "windows"]
 
-#: Bytes of packed activations one block of work keeps in L2 (1 MiB per core here).
-L2_BLOCK_BYTES = 512 * 1024
-#: Bytes of packed weights (values + indices) of one tile and one block kept in L1 (32 KiB).
-L1_BLOCK_BYTES = 16 * 1024
+#: Block sizes (the measurement is in :mod:`flexsparse._limits`).
+L2_BLOCK_BYTES = _limits.LANES_L2_BLOCK_BYTES
+L1_BLOCK_BYTES = _limits.LANES_L1_BLOCK_BYTES
 
 
 @dataclass(frozen=True)
