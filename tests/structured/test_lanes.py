@@ -125,3 +125,20 @@ def test_transpose_helper():
     A = np.arange(70000, dtype=np.float32).reshape(350, 200)
     np.testing.assert_array_equal(lanes.transpose(A), A.T)
     np.testing.assert_array_equal(lanes.transpose(A[:10, :7]), A[:10, :7].T)
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "block:8x8", "block:5x3"])
+def test_parallel_kernels(monkeypatch, spec):
+    """Small products run serial twins; force the threaded kernels (several parts) too."""
+    from flexsparse import _limits
+
+    monkeypatch.setattr(_limits, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((70, 90)).astype(np.float32)
+    S = prune(W, spec, density=0.5) if spec.startswith("block") else prune(W, spec)
+    S.backend = "sparse"
+    D = S.todense()
+    X = rng.standard_normal((90, 33)).astype(np.float32)
+    Xb = rng.standard_normal((20, 90)).astype(np.float32)
+    np.testing.assert_allclose(S @ X, D @ X, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(S.linear(Xb), Xb @ D.T, rtol=2e-4, atol=2e-4)

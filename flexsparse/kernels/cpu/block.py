@@ -29,6 +29,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse import _limits
 from flexsparse.kernels.cpu.simd import vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
 __all__ = ["matmul_block_dense", "run_matmul", "run_sampled", "run_tmatmul", "sddmm_block_dense",
@@ -161,12 +162,15 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
     return grad
 
 
-def _bounds(indptr: np.ndarray) -> np.ndarray:
+_matmul_serial = njit(cache=True, fastmath=True)(matmul_block_dense.py_func)
+
+
+def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:
     """Contiguous split of the block rows into equal estimated work (blocks + 1 per row)."""
     from flexsparse.kernels.cpu.partition import cost_partition
 
     gm = indptr.shape[0] - 1
-    parts = max(1, min(numba.get_num_threads(), gm))
+    parts = 1 if serial else max(1, min(numba.get_num_threads(), gm))
     return cost_partition(np.diff(indptr) + 1, parts).bounds
 
 
@@ -179,7 +183,10 @@ def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
     if values.shape[0] == 0 or X.shape[0] == 0:
         out[:] = 0
         return out
-    return matmul_block_dense(indptr, indices, values, X, out, _bounds(indptr))
+    # too little work to pay for waking the thread team: run serially (a twin kernel)
+    serial = values.size * X.shape[1] < _limits.PARALLEL_MIN_MACS
+    kernel = _matmul_serial if serial else matmul_block_dense
+    return kernel(indptr, indices, values, X, out, _bounds(indptr, serial))
 
 
 def transpose_blocks(indptr, indices, values, shape, block):

@@ -22,19 +22,28 @@ gather kernels of :mod:`flexsparse.kernels.cpu.hss`.
 * ``pi: [T, NSG, SS, L]`` int32 (float32) / int64 (float64) -- that slot's column minus its
   window's first column (``0 <= pi < L``); padding rows/slots hold value 0, index 0.
 
-Kernels (``O(nnz * B)`` FMAs; rows of tiles split evenly over threads):
+The activations are packed per window too (:func:`pack_x`, ``xp[bb, w, j, :] =
+X[8*bb + j, window w]``; the windows of an HSS pattern overlap, 1.33x the bytes for
+4:6->1:4), so a register tile reads one contiguous, aligned block per window. Packing
+``X [K, N]`` this way is also the transpose that ``W @ X`` needs.
 
-* :func:`linear_hss_lanes` -- ``Y = X @ W.T`` for ``X: [B, K]``; a register tile of 8 batch
-  rows x ``L`` output rows. Work is blocked so the activation block (``B x kb`` columns)
-  and the output block (``B x tb*L``, a thread-local scratch, copied to ``Y`` or ``Y.T``
-  at the end so one kernel serves both ``linear`` and ``matmul``) each stay within
-  ``L2_BLOCK_BYTES``.
+Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
+
+* :func:`linear_hss_lanes` -- ``Y = X @ W.T`` (or its transpose, so one kernel serves
+  ``linear`` and ``matmul``); a register tile of 8 batch rows x ``L`` output rows (8
+  accumulators, 8 activation windows, one value and one index register: LLVM spilled
+  a 12-row tile). Work is blocked so the operand with fewer bytes per window streams
+  from L2 while the other stays in L1 (``_limits.LANES_*_BLOCK_BYTES``); partial sums go
+  to a per-thread scratch copied to the output (plus the bias) once per batch block.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
-  ``G[t, g, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
-  (``L`` rows), one window load, then permute + FMA per slot (4 slots per register tile).
+  ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
+  (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
 
-Measured (one thread, 1024x4096 1:4 / 2:4 weight, B=256, fp32, CPU time): 66% / 76% of
-the FMA throughput of OpenBLAS sgemm; the gather kernel reached 39-48%.
+Measured 2026-11-29 (one thread, CPU time, ``X @ W.T`` with W 1024x4096 and 256 rows,
+against OpenBLAS sgemm on the same rows): speed-up 2.1x (1:4), 1.2-1.3x (2:4), 2.8-3.0x
+(4:6->1:4), i.e. 52-64% of sgemm's FMA throughput per kept weight; the register tile
+alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s against 3.6 G FMA/s for
+an FMA-only loop. The gather kernel this replaces reached 39-48%.
 """
 
 from __future__ import annotations
@@ -482,12 +491,18 @@ def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
 
 
 # ---------------------------------------------------------------------- wrappers
-def _bounds(T: int) -> np.ndarray:
-    parts = max(1, min(numba.get_num_threads(), T))
+# Serial twins (``prange`` runs as ``range``) for products too small to pay for waking
+# the thread team (see ``_limits.PARALLEL_MIN_MACS``).
+_pack_x_serial = njit(cache=True)(_pack_x.py_func)
+_linear_serial = njit(cache=True, fastmath=True)(linear_hss_lanes.py_func)
+
+
+def _bounds(T: int, serial: bool = False) -> np.ndarray:
+    parts = 1 if serial else max(1, min(numba.get_num_threads(), T))
     return np.linspace(0, T, parts + 1).round().astype(np.int64)
 
 
-def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False) -> np.ndarray:
+def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: bool = False) -> np.ndarray:
     """Activations per window: ``[ceil(B/J), NW, J, L]`` from ``X: [B, K]`` (``[K, B]`` if ``trans``).
 
     ``J = 8`` batch rows per block (1 when ``B < 8``); zeros pad ``B`` and ``K``. Windows
@@ -498,7 +513,7 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False) -> np.nda
     J = 8 if B >= 8 else 1
     wcol, _, _ = windows(plan, S, K)
     xp = np.empty((-(-B // J), wcol.shape[0], J, plan.lanes), dtype=X.dtype)
-    return _pack_x(X, trans, wcol, xp)
+    return (_pack_x_serial if serial else _pack_x)(X, trans, wcol, xp)
 
 
 def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.ndarray, M: int,
@@ -513,7 +528,8 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
     if out.size == 0:
         return out
-    xp = pack_x(X, plan, S, trans_in)
+    serial = M * S * B < _limits.PARALLEL_MIN_MACS
+    xp = pack_x(X, plan, S, trans_in, serial)
     _, wq, _ = windows(plan, S, 0)
     nbb, NW, J, L = xp.shape
     # The operand with fewer bytes per window streams from L2 and the other stays in L1:
@@ -527,7 +543,8 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     if t_inner:  # L2 holds the weights of all tiles x kb windows; bound the scratch instead
         bbk = max(1, min(nbb, L2_BLOCK_BYTES // (J * M * X.itemsize)))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
-    return linear_hss_lanes(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, t_inner, _bounds(pv.shape[0]))
+    kernel = _linear_serial if serial else linear_hss_lanes
+    return kernel(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, t_inner, _bounds(pv.shape[0], serial))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
