@@ -226,8 +226,8 @@ def _pack_x(X, trans, wcol, xp):
             c0 = wcol[w]
             if c0 + L <= K and b0 + J <= B:  # whole window inside X
                 if trans:
-                    for l in range(L):
-                        for j in range(J):
+                    for j in range(J):
+                        for l in range(L):
                             xp[bb, w, j, l] = X[c0 + l, b0 + j]
                 else:
                     for j in range(J):
