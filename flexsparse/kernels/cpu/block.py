@@ -162,7 +162,9 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
     return grad
 
 
-_matmul_serial = njit(cache=True, fastmath=True)(matmul_block_dense.py_func)
+# serial twin (``prange`` runs as ``range``); a plain function when jit is off
+_matmul_serial = njit(cache=True, fastmath=True)(
+    getattr(matmul_block_dense, "py_func", matmul_block_dense))
 
 
 def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:

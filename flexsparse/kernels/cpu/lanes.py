@@ -494,8 +494,9 @@ def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
 # ---------------------------------------------------------------------- wrappers
 # Serial twins (``prange`` runs as ``range``) for products too small to pay for waking
 # the thread team (see ``_limits.PARALLEL_MIN_MACS``).
-_pack_x_serial = njit(cache=True)(_pack_x.py_func)
-_linear_serial = njit(cache=True, fastmath=True)(linear_hss_lanes.py_func)
+_pack_x_serial = njit(cache=True)(getattr(_pack_x, "py_func", _pack_x))  # plain function when jit is off
+_linear_serial = njit(cache=True, fastmath=True)(
+    getattr(linear_hss_lanes, "py_func", linear_hss_lanes))
 
 
 def _bounds(T: int, serial: bool = False) -> np.ndarray:
