@@ -48,6 +48,7 @@ an FMA-only loop. The gather kernel this replaces reached 39-48%.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -96,6 +97,12 @@ def lane_plan(levels: tuple[tuple[int, int], ...], itemsize: int) -> LanePlan | 
     """
     if itemsize not in (4, 8) or not has_avx512():
         return None
+    return _plan(tuple((int(G), int(H)) for G, H in levels), int(itemsize))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(levels: tuple[tuple[int, int], ...], itemsize: int) -> LanePlan | None:
+    """The geometry of :func:`lane_plan` (cached: formats ask on every product)."""
     lanes = 64 // itemsize
     Gs = [G for G, _ in levels]
     Hs = [H for _, H in levels]
