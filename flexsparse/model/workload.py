@@ -158,7 +158,8 @@ class Banded:
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """Skewed degrees: P(row i) ~ (i+1)^-alpha, same for columns (Chung-Lu), randomly permuted."""
+    """Skewed degrees: P(row of rank r) ~ (r+1)^-alpha, same for columns (Chung-Lu), ranks
+    scattered by a random bijection; sampled by :func:`flexsparse.random`."""
 
     density: float
     alpha: float = 0.8
@@ -170,24 +171,14 @@ class PowerLaw:
             raise ValueError(f"PowerLaw.alpha must be in [0, 3), got {self.alpha}")
 
     def sample(self, shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Random (rows, cols), about ``density * m * n`` distinct nonzeros."""
+        """Random (rows, cols): ``round(density * m * n)`` distinct nonzeros drawn by
+        :func:`flexsparse.random` (``distribution="powerlaw"``, the package's one generator)."""
+        from flexsparse.formats.random import random
+
         m, n = shape
-        target = int(round(self.density * m * n))
-        pr = (np.arange(1, m + 1, dtype=float)) ** -self.alpha
-        pc = (np.arange(1, n + 1, dtype=float)) ** -self.alpha
-        pr, pc = np.cumsum(pr / pr.sum()), np.cumsum(pc / pc.sum())
-        keys = np.empty(0, dtype=np.int64)
-        for _ in range(8):  # duplicates are dropped; a few rounds reach the target
-            need = target - keys.size
-            if need <= 0:
-                break
-            draw = int(need * 1.3) + 16
-            r = np.minimum(np.searchsorted(pr, rng.random(draw)), m - 1)
-            c = np.minimum(np.searchsorted(pc, rng.random(draw)), n - 1)
-            keys = np.unique(np.concatenate([keys, r.astype(np.int64) * n + c]))
-        keys = rng.permutation(keys)[:target]
-        prow, pcol = rng.permutation(m), rng.permutation(n)
-        return prow[keys // n], pcol[keys % n]
+        t = random((m, n), nnz=int(round(self.density * m * n)), seed=rng, distribution="powerlaw",
+                   alpha=self.alpha)
+        return t.coords[0].astype(np.int64), t.coords[1].astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)

@@ -310,6 +310,6 @@ def test_interrupted_write_leaves_nothing_complete(tmp_path, name, monkeypatch):
         assert list(tmp_path.iterdir()) == []
     else:
         assert not (target / "manifest.json").exists()
-        assert not list(target.glob("part-*.npz"))
+        assert not list(target.glob("tile-*.npz"))
     with pytest.raises(IncompleteResultError, match="not a complete tiled result"):
         LazyResult(target)
