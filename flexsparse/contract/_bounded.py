@@ -24,10 +24,7 @@ import numpy as np
 from flexsparse._util import parse_bytes
 from flexsparse.formats.store import MatrixLayout, StoredTensor, write_coo
 
-__all__ = ["TilingOptions", "make_tiling_options", "tiled_product", "LazyEinsumResult", "save_result"]
-
-#: The handle ``einsum(out=...)`` returns (the store reader); kept under its former name.
-LazyEinsumResult = StoredTensor
+__all__ = ["TilingOptions", "make_tiling_options", "tiled_product", "save_result"]
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+import yaml
 
 from flexsparse._limits import fits_int64
-import yaml
 
 __all__ = [
     "Uniform", "Structured", "HSS", "Banded", "PowerLaw", "Actual", "DensityModel",
@@ -73,7 +73,8 @@ class Structured:
     kind = "structured"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.g, (int, np.integer)) and isinstance(self.h, (int, np.integer))) or not 0 <= self.g <= self.h or self.h < 1:
+        ints = isinstance(self.g, (int, np.integer)) and isinstance(self.h, (int, np.integer))
+        if not ints or not 0 <= self.g <= self.h or self.h < 1:
             raise ValueError(f"Structured needs integers 0 <= g <= h, h >= 1; got g={self.g}, h={self.h}")
 
     @property
@@ -260,7 +261,7 @@ def operand_model(x: Any) -> DensityModel:
             return makers[kind](**spec)
         except TypeError as exc:
             raise ValueError(f"bad parameters for density model {kind!r}: {exc}") from None
-    if hasattr(x, "pattern") and hasattr(getattr(x, "pattern"), "levels"):  # flexsparse HSS format
+    if hasattr(x, "pattern") and hasattr(x.pattern, "levels"):  # flexsparse HSS format
         return HSS(tuple(tuple(p) for p in x.pattern.levels))
     return as_actual(x)
 
@@ -302,7 +303,8 @@ class MatmulWorkload:
         if len(A.shape) != 2 or len(B.shape) != 2:
             raise ValueError(f"matmul operands must be 2-D, got shapes {A.shape} and {B.shape}")
         if A.shape[1] != B.shape[0]:
-            raise ValueError(f"inner sizes differ: A is {A.shape}, B is {B.shape} (A.shape[1]={A.shape[1]} != B.shape[0]={B.shape[0]})")
+            raise ValueError(f"inner sizes differ: A is {A.shape}, B is {B.shape} "
+                             f"(A.shape[1]={A.shape[1]} != B.shape[0]={B.shape[0]})")
         return cls(name, A.shape[0], A.shape[1], B.shape[1], A, B)
 
     @property
@@ -379,7 +381,8 @@ class ContractionWorkload:
         for op, want in (("a", self.a_shape), ("b", self.b_shape)):
             model = getattr(self, op)
             if isinstance(model, Actual) and model.shape != want:
-                raise ValueError(f"contraction {self.name!r}: operand {op.upper()} has shape {model.shape}, expected {want}")
+                raise ValueError(f"contraction {self.name!r}: operand {op.upper()} has shape {model.shape}, "
+                                 f"expected {want}")
 
     @property
     def layers(self) -> tuple[ContractionWorkload, ...]:
@@ -392,7 +395,8 @@ class ContractionWorkload:
         conv = []
         for model, shape in ((self.a, self.a_shape), (self.b, self.b_shape)):
             if isinstance(model, Actual):
-                lead = np.ravel_multi_index(tuple(model.coords[:-1]), shape[:-1]) if len(shape) > 1 else np.zeros(model.nnz, np.int64)
+                lead = np.ravel_multi_index(tuple(model.coords[:-1]), shape[:-1]) if len(shape) > 1 \
+                    else np.zeros(model.nnz, np.int64)
                 conv.append((lead, model.coords[-1]))
             else:
                 conv.append(model)

@@ -31,7 +31,7 @@ as the sampling/counting cost), plus the work of bumped rows' first attempt.
 >>> tiled_spgemm(a, b, memory_limit=50)
 Traceback (most recent call last):
 ...
-flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum workable limit is 108 bytes
+flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum ...
 """
 
 from __future__ import annotations
