@@ -342,6 +342,7 @@ class StoredTensor:
         self.encoding: str = manifest["encoding"]
         self._nnz: int | None = None if manifest["partial_sums"] else int(manifest["stored"])
         self._layout: MatrixLayout | None = None
+        self._members: dict[str, list[str]] | None = None
 
     # -- metadata ---------------------------------------------------------------
     @property
@@ -379,25 +380,44 @@ class StoredTensor:
         return self._layout
 
     # -- raw access -------------------------------------------------------------
-    def _read_group(self, name: str) -> dict[str, np.ndarray]:
-        if is_zip_target(self.path):
-            with zipfile.ZipFile(self.path) as zf:
-                out = {}
-                prefix = f"{name}/"
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[zipfile.ZipFile | None]:
+        """The zip container opened once for a series of reads (``None`` for a directory)."""
+        if not is_zip_target(self.path):
+            yield None
+            return
+        with zipfile.ZipFile(self.path) as zf:
+            if self._members is None:  # group name -> its .npy members, from one pass
+                index: dict[str, list[str]] = {}
                 for member in zf.namelist():
-                    if member.startswith(prefix) and member.endswith(".npy"):
-                        with zf.open(member) as fh:
-                            out[member[len(prefix):-4]] = np.lib.format.read_array(fh, allow_pickle=False)
-                return out
+                    group, sep, leaf = member.rpartition("/")
+                    if sep and leaf.endswith(".npy"):
+                        index.setdefault(group, []).append(member)
+                self._members = index
+            yield zf
+
+    def _read_group(self, name: str, zf: zipfile.ZipFile | None = None) -> dict[str, np.ndarray]:
+        if zf is None and is_zip_target(self.path):
+            with self._opened() as opened:
+                return self._read_group(name, opened)
+        if zf is not None:
+            out = {}
+            for member in self._members.get(name, ()):
+                with zf.open(member) as fh:
+                    out[member[len(name) + 1:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+            if not out:
+                raise IncompleteResultError(f"{self.path}: member group {name!r} is missing")
+            return out
         f = self.path / f"{name}.npz"
         if not f.exists():
             raise IncompleteResultError(f"{self.path}: {f.name} is missing")
         with np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
-    def pieces(self, tile: dict[str, Any]) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
+    def pieces(self, tile: dict[str, Any], zf: zipfile.ZipFile | None = None
+               ) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
         """CSR pieces ``((r0, r1, c0, c1, partial), indptr, indices, values)`` of a ``"csr"`` tile."""
-        arrays = self._read_group(tile["name"])
+        arrays = self._read_group(tile["name"], zf)
         return [(tuple(int(x) for x in row), arrays[f"indptr_{j}"], arrays[f"indices_{j}"], arrays[f"values_{j}"])
                 for j, row in enumerate(arrays["meta"])]
 
@@ -408,13 +428,18 @@ class StoredTensor:
         Coordinates are those of the stored tensor; tiles of a result with partial sums may
         repeat a coordinate (their values add up).
         """
+        lay = self.layout
+        with self._opened() as zf:
+            yield from self._tiles(zf, lay)
+
+    def _tiles(self, zf: zipfile.ZipFile | None, lay: MatrixLayout | None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for tile in self.manifest["tiles"]:
             if self.encoding == "coo":
-                arrays = self._read_group(tile["name"])
+                arrays = self._read_group(tile["name"], zf)
                 yield arrays["coords"], arrays["values"]
                 continue
-            lay = self.layout
-            parts = self.pieces(tile)
+            parts = self.pieces(tile, zf)
             if not parts:
                 yield np.zeros((self.ndim, 0), self.index_dtype), np.zeros(0, self.dtype)
                 continue

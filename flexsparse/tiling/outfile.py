@@ -226,7 +226,8 @@ class LazyResult(StoredTensor):
         return f"LazyResult({str(self.path)!r}, shape={self.shape}, nnz={self.nnz}, dtype={self.dtype})"
 
     def _all_pieces(self) -> list[Piece]:
-        return [p for tile in self.manifest["tiles"] for p in self.pieces(tile)]
+        with self._opened() as zf:
+            return [p for tile in self.manifest["tiles"] for p in self.pieces(tile, zf)]
 
     def load(self) -> Any:
         """The product in memory (flexsparse ``CSR`` or SciPy CSR, as the inputs were)."""
