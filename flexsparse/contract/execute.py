@@ -573,6 +573,13 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
+        for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+            if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and \
+                    structured_kernel(wi, di, spec.output) is not None:
+                # structured x dense: the structured product, no statistics needed (they would
+                # cost a COO copy of W on every call)
+                return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
             # Too many output cells for inner products: Gustavson is the only candidate, and
