@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             t_sparse = t.pop("sparse")
             best_name = min(t, key=t.get)
             td = t[best_name]
-            row = dict(case=label(spec, density), orient="W@X (N=%d)" % args.n if orient == "matmul"
+            row = dict(case=label(spec, density), orient=f"W@X (N={args.n})" if orient == "matmul"
                        else f"linear B={b}", density=d, ms=1e3 * t_sparse, dense_ms=1e3 * td,
                        dense_best=best_name, dense_all={k: 1e3 * v for k, v in t.items()},
                        speedup=td / t_sparse, time_over_ideal=t_sparse / (td * d) if d else float("nan"))

@@ -30,10 +30,10 @@ each kept level-0 group (``inner = prod(G_i, i >= 1)`` slots) holds a nonzero.
   ``O(M * S * B)``.
 
 Measured (benchmarks/bench_structured.py, 4096x4096 @ 4096x256 fp32, 2 heavily shared
-cores, before the lane-select kernels existed): the gather-axpy runs at roughly a quarter of BLAS sgemm throughput per kept value
-(time / ideal 3.4-5.3), so N:M 1:8 and HSS 4:7->1:4 beat dense by 1.2-1.5x while 1:4 only
-breaks even; each kept value costs one load of ``X`` per FMA, where sgemm reuses a loaded
-value from registers many times.
+cores, before the lane-select kernels existed): the gather-axpy runs at roughly a quarter
+of BLAS sgemm throughput per kept value (time / ideal 3.4-5.3), so N:M 1:8 and HSS
+4:7->1:4 beat dense by 1.2-1.5x while 1:4 only breaks even; each kept value costs one load
+of ``X`` per FMA, where sgemm reuses a loaded value from registers many times.
 """
 
 from __future__ import annotations

@@ -527,7 +527,8 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: b
 
 def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.ndarray, M: int,
                trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None) -> np.ndarray:
-    """``X @ W.T (+ bias)`` (``[B, M]``; ``[M, B]`` with ``trans_out``) for ``X: [B, K]`` (``[K, B]`` with ``trans_in``).
+    """``X @ W.T (+ bias)``: ``[B, M]`` (``[M, B]`` with ``trans_out``) for ``X: [B, K]``
+    (``[K, B]`` with ``trans_in``).
 
     ``S`` is the number of stored slots per row (before tile padding). ``W @ X`` for
     ``X: [K, N]`` is ``trans_in=trans_out=True``. ``bias``: optional ``[M]``, added to

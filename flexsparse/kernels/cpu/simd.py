@@ -177,8 +177,8 @@ def _vload_n(typingctx, a, off, nbytes, count):
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
         mask = _lane_mask(builder, n, args[3])
         fnty = ir.FunctionType(ltype, [ltype.as_pointer(), ir.IntType(32), mask.type, ltype])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            _intrinsic_name("llvm.masked.load", vt) + f".p0{_intrinsic_name('v', vt)[1:]}")
+        name = _intrinsic_name("llvm.masked.load", vt) + ".p0" + _intrinsic_name("v", vt)[1:]
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
         align = ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8)
         return builder.call(fn, [ptr, align, mask, ir.Constant(ltype, None)])
     return vt(a, off, nbytes, count), codegen
@@ -201,8 +201,8 @@ def _vstore_n(typingctx, a, off, v, count):
         ptr = _vec_ptr(context, builder, sig.args[0], args[0], args[1], vt)
         mask = _lane_mask(builder, vt.lanes, args[3])
         fnty = ir.FunctionType(ir.VoidType(), [ltype, ltype.as_pointer(), ir.IntType(32), mask.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            _intrinsic_name("llvm.masked.store", vt) + f".p0{_intrinsic_name('v', vt)[1:]}")
+        name = _intrinsic_name("llvm.masked.store", vt) + ".p0" + _intrinsic_name("v", vt)[1:]
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
         builder.call(fn, [args[2], ptr, ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8), mask])
         return context.get_dummy_value()
     return types.none(a, off, v, count), codegen
@@ -271,10 +271,10 @@ def _vsum(typingctx, v):
             hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), half),
                                                           list(range(half, 2 * half))))
             s = builder.fadd(lo, hi)
-            if n % 2:
-                s = builder.insert_element(s, builder.fadd(builder.extract_element(s, ir.Constant(ir.IntType(32), 0)),
-                                                           builder.extract_element(x, ir.Constant(ir.IntType(32), n - 1))),
-                                           ir.Constant(ir.IntType(32), 0))
+            if n % 2:  # odd lane count: fold the last lane into lane 0
+                zero = ir.Constant(ir.IntType(32), 0)
+                last = builder.extract_element(x, ir.Constant(ir.IntType(32), n - 1))
+                s = builder.insert_element(s, builder.fadd(builder.extract_element(s, zero), last), zero)
             x, n = s, half
         return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
     return v.dtype(v), codegen
