@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "atomic_write",
     "check_numeric_dtype",
+    "compute_dtype",
     "index_dtype_for",
     "parse_bytes",
     "result_dtype",
@@ -46,8 +47,39 @@ def check_numeric_dtype(dtype: np.dtype | type, what: str = "array") -> np.dtype
 
 
 def result_dtype(*dtypes: np.dtype) -> np.dtype:
-    """NumPy's promotion of the operands' dtypes (what ``np.einsum`` would return)."""
+    """NumPy's promotion of the operands' dtypes (what ``np.einsum`` would return).
+
+    Operands are arrays by then: ``np.einsum`` turns a Python scalar into an array first
+    (``np.asarray``: a Python float is float64), so NEP 50's weak-scalar rule never narrows
+    the result. Under NumPy 2 this is ``np.result_type`` of the dtypes: int32 with int32 stays
+    int32, uint8 with int8 gives int16, int64 with uint64 gives float64.
+
+    >>> result_dtype(np.dtype(np.float32), np.asarray(1.0).dtype)
+    dtype('float64')
+    >>> result_dtype(np.dtype(np.int32), np.dtype(np.int32)), result_dtype(np.dtype(np.uint8), np.dtype(np.int8))
+    (dtype('int32'), dtype('int16'))
+    """
     return np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype einsum's arithmetic runs in for a result of ``dtype`` (cast back at the end).
+
+    * float16 accumulates in float32, as NumPy's einsum does (its half loops sum in float);
+    * bool counts in int64: a sum of products of booleans is True iff the count of true
+      products is nonzero, so counting then testing ``!= 0`` is NumPy's OR of ANDs, and a
+      boolean operand mixed into a wider result is never OR-ed by a step that sums it;
+    * every other dtype is its own (integers wrap at their own width, as NumPy's do).
+
+    >>> compute_dtype(np.dtype(np.float16)), compute_dtype(np.dtype(bool)), compute_dtype(np.dtype(np.int8))
+    (dtype('float32'), dtype('int64'), dtype('int8'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype == np.bool_:
+        return np.dtype(np.int64)
+    return dtype
 
 
 def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:

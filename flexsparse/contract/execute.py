@@ -28,15 +28,15 @@ array([[5., 0.],
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
+from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.contract.parser import TermReduction
 from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
 from flexsparse.formats.coo import COO
 
@@ -44,9 +44,6 @@ __all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYT
 
 #: ``format="auto"`` returns a dense result only when it takes at most this many bytes.
 AUTO_DENSE_MAX_BYTES = 2 * 2**30
-#: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
-#: evaluation when every operand densifies within this many bytes.
-_NONFINITE_DENSE_BYTES = 512 * 2**20
 _FORMATS = ("auto", "coo", "csf", "dense")
 
 
@@ -68,26 +65,58 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
 
 # ---------------------------------------------------------------------- operand handling
 def _as_operand(x: Any, k: int) -> COO | np.ndarray:
-    """COO for sparse inputs, a numeric ndarray for everything else."""
+    """COO for sparse inputs, a numeric ndarray for everything else (original dtype).
+
+    Sparse inputs of other libraries go through :func:`~flexsparse.formats.convert.as_coo`,
+    whose own checks name the problem (a pydata array with a nonzero fill value, a non-numeric
+    dtype); such an object is never densified with ``np.asarray`` (pydata refuses with a
+    RuntimeError, and a huge tensor would be densified silently).
+    """
     if isinstance(x, COO):
         return x
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
         return arr
-    from flexsparse.formats.convert import as_coo
+    from flexsparse.formats.convert import as_coo, is_foreign_sparse
 
+    if is_foreign_sparse(x):
+        try:
+            return as_coo(x)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"operand {k}: {exc}") from None
     try:
         return as_coo(x)
     except TypeError:
-        arr = np.asarray(x)
-        check_numeric_dtype(arr.dtype, f"operand {k}")
-        return arr
+        pass
+    arr = np.asarray(x)
+    check_numeric_dtype(arr.dtype, f"operand {k}")
+    return arr
 
 
-def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
+def _promote(op: COO | np.ndarray, dtype: np.dtype) -> COO | np.ndarray:
+    """``op`` with its values in the compute dtype.
+
+    A COO's duplicate coordinates are summed in its OWN dtype first: that is the tensor the
+    user means (``todense()`` sums them so: booleans OR, small integers wrap), and summing them
+    after promotion would count a boolean pair twice.
+    """
+    if isinstance(op, COO):
+        if op.dtype == dtype:
+            return op
+        return _canonical(op).astype(dtype, copy=False)
+    return op.astype(dtype, copy=False)
+
+
+def _unary(op: COO | np.ndarray, red: TermReduction, dtype: np.dtype, sum_private: bool = True
            ) -> tuple[COO | np.ndarray, str]:
-    """Broadcast-drop, diagonal and private sums of one operand; returns distinct indices."""
+    """Apply one :class:`~flexsparse.contract.parser.TermReduction` (broadcast drop, diagonal,
+    private sums); returns the operand over distinct indices and those indices.
+
+    With ``sum_private=False`` the private indices stay (the exact non-finite evaluation
+    multiplies every term before summing it).
+    """
+    idx, bcast = red.term, red.squeezed
     # 1. size-1 broadcast modes carry no information: drop them.
     if bcast:
         keep = [m for m, c in enumerate(idx) if c not in bcast]
@@ -111,14 +140,24 @@ def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[st
             op = COO(op.coords[keep][:, mask], op.data[mask], tuple(op.shape[m] for m in keep),
                      canonical=False).sum_duplicates()
         idx = uniq
-    # 3. indices nobody else needs: sum them away now (cheapest place).
-    private = [m for m, c in enumerate(idx) if c not in needed]
-    if private:
-        op = op.sum(axis=tuple(private))  # ndarray or COO; both keep the other modes in order
-        if isinstance(op, np.generic):
-            op = np.asarray(op)
-        idx = "".join(c for c in idx if c in needed)
+    # 3. indices nobody else needs: sum them away now (cheapest place), in the compute dtype.
+    if sum_private and red.summed:
+        op, idx = _sum_modes(op, idx, set(red.summed), dtype)
     return op, idx
+
+
+def _sum_modes(op: COO | np.ndarray, idx: str, drop: set[str], dtype: np.dtype
+               ) -> tuple[COO | np.ndarray, str]:
+    """Sum ``op`` over the modes in ``drop``, keeping the values in ``dtype``."""
+    axes = tuple(m for m, c in enumerate(idx) if c in drop)
+    if not axes:
+        return op, idx
+    if isinstance(op, np.ndarray):
+        op = np.asarray(op.sum(axis=axes, dtype=dtype))
+    else:
+        op = op.sum(axis=axes)  # a COO (0-D when every mode is summed), NumPy's sum dtype
+        op = op.astype(dtype, copy=False)
+    return op, "".join(c for c in idx if c not in drop)
 
 
 def _canonical(t: COO) -> COO:
@@ -319,8 +358,9 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
           method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None
           ) -> tuple[Any, str]:
     # Guard: an index neither the other side nor the result needs is summed away first.
-    x, xi = _unary(x, xi, frozenset(), set(yi) | set(out))
-    y, yi = _unary(y, yi, frozenset(), set(xi) | set(out))
+    dtype = result_dtype(x.dtype, y.dtype)
+    x, xi = _sum_modes(x, xi, set(xi) - set(yi) - set(out), dtype)
+    y, yi = _sum_modes(y, yi, set(yi) - set(xi) - set(out), dtype)
     xs, ys = isinstance(x, COO), isinstance(y, COO)
     if method == "dense" and not (tiling is not None and xs and ys):
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
@@ -344,12 +384,19 @@ def _dense_enough(op: COO | np.ndarray) -> bool:
     return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _DENSE_ENOUGH_BYTES
 
 
-def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
-    for op in ops:
-        vals = op.data if isinstance(op, COO) else op
-        if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
-            return True
-    return False
+def _has_nonfinite(op: COO | np.ndarray) -> bool:
+    """Whether ``op`` stores an inf or nan: one reduction, no temporary the size of ``op``.
+
+    The values are summed in 64-bit precision: any inf or nan makes the sum non-finite; a
+    finite sum that overflows float64 only sends the call to the exact non-finite evaluation,
+    which is exact for finite values too.
+    """
+    vals = op.data if isinstance(op, COO) else op
+    if vals.dtype.kind not in "fc" or vals.size == 0:
+        return False
+    wide = np.complex128 if vals.dtype.kind == "c" else np.float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not bool(np.isfinite(vals.sum(dtype=wide)))
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
@@ -358,7 +405,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     if sparse:
         res = res if res.dtype == dtype else res.astype(dtype)
     else:
-        res = np.asarray(res, dtype=dtype)
+        res = np.asarray(res).astype(dtype, copy=False)
     if fmt == "auto":
         nnz = res.nnz if sparse else int(np.count_nonzero(res))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
@@ -379,6 +426,13 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
            progress: bool = False, return_report: bool = False) -> Any:
     """Evaluate an Einstein summation over sparse and dense operands, as ``numpy.einsum``.
 
+    Semantics are NumPy's: the result dtype is ``np.result_type`` of the operands (a Python
+    scalar counts as ``np.asarray`` of it, as ``np.einsum`` converts it) and the arithmetic runs
+    in that dtype (:func:`flexsparse._util.compute_dtype`: float16 accumulates in float32,
+    booleans count), integers wrap at their own width, size-1 axes broadcast on summed and kept
+    indices, and inf/nan give NumPy's values wherever they meet implicit zeros
+    (:mod:`flexsparse.contract._nonfinite`).
+
     Args:
         subscripts: a spec such as ``"ij,jk->ik"`` (explicit or implicit output, ``...``,
             repeated indices), or NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2])``.
@@ -387,7 +441,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"`` or ``"dense"``.
         optimize: path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"left"``)
             or an explicit list of pairs, as ``numpy.einsum_path``.
-        threads: worker threads for the numba engines (default: all cores).
+        threads: worker threads for the numba engines (default: all cores); checked up front.
         memory_limit: bound on the working set of every sparse x sparse step (bytes or a
             string such as ``"512MB"``); the step then runs tile by tile (:mod:`flexsparse.tiling`).
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
@@ -401,18 +455,22 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         A NumPy array/scalar or a sparse tensor, as ``format`` decides.
 
     Raises:
-        ValueError: invalid subscripts, size mismatches, unknown format/optimizer.
+        ValueError: invalid subscripts, size mismatches, unknown format/optimizer, bad ``threads``.
         TypeError: non-numeric operands.
 
     >>> import numpy as np
     >>> x = np.arange(6.0).reshape(2, 3)
     >>> float(einsum("ij,ij->", x, x))
     55.0
+    >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
+    3.0
     """
     from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.kernels.cpu.partition import check_threads
 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
+    check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -420,23 +478,24 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
     dtype = result_dtype(*[op.dtype for op in ops])
+    work = compute_dtype(dtype)
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
-    nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
-    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
-        # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
-        dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
-        res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
+    if spec.n_operands > 1 and any(_has_nonfinite(op) for op in ops):
+        from flexsparse.contract._nonfinite import evaluate_nonfinite
+
+        def run(finite_ops: list) -> tuple[Any, str]:
+            return _run_plan(spec, finite_ops, work, optimize, threads, tiling_opts, False)
+
+        res, ri = evaluate_nonfinite(subscripts, spec, ops, work, run,
+                                     None if tiling_opts is None else tiling_opts.limit)
     else:
-        if nonfinite:
-            warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
-                          "propagate through stored entries only", RuntimeWarning, stacklevel=2)
-        res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
+        ops = [_promote(op, work) for op in ops]
+        res, ri = _run_plan(spec, ops, work, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
     if not isinstance(res, LazyEinsumResult):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
@@ -445,20 +504,20 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
-def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
+def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
-    """Unary pass, plan, pairwise steps; returns the last result and its index order."""
+    """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
+    returns the last result and its index order."""
     from flexsparse.contract.parser import parse_einsum
     from flexsparse.contract.plan import plan_einsum
     from flexsparse.contract.stats import operand_stats
 
-    # Unary pass: after it, every operand has distinct indices that someone else needs.
-    work: list[tuple[Any, str]] = []
-    for k, (op, idx) in enumerate(zip(ops, spec.inputs)):
-        others = set(spec.output).union(*[set(s) for j, s in enumerate(spec.inputs) if j != k])
-        work.append(_unary(op, idx, spec.broadcast[k], others))
+    # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
+    # another operand or the output needs.
+    work = [_unary(op, red, dtype) for op, red in zip(ops, spec.reductions())]
     if len(work) == 1:
-        return work[0]
+        op, idx = work[0]
+        return op, idx
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.

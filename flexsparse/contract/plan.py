@@ -527,22 +527,15 @@ def _check_stats(spec: EinsumSpec, stats: Sequence[OperandStats]) -> None:
 
 
 def _preprocess(spec: EinsumSpec, stats: Sequence[OperandStats]) -> tuple[list[OperandStats], list[UnaryStep]]:
+    """Apply :meth:`EinsumSpec.reductions` (the one term normalisation) to the statistics."""
     n = spec.n_operands
     ops, unary = [], []
-    squeezed_of = ["".join(i for i in s.indices if i in spec.broadcast[k]) for k, s in enumerate(stats)]
-    # After squeezing, an index may be left in one operand only: it is summed there.
-    present = [set(s.indices) - set(q) for s, q in zip(stats, squeezed_of)]
-    for k, (s, term) in enumerate(zip(stats, spec.inputs)):
-        squeezed = squeezed_of[k]
-        others = set(spec.output).union(*(p for j, p in enumerate(present) if j != k))
-        summed = "".join(i for i in s.indices if i in present[k] and i not in others)
-        kept = "".join(i for i in s.indices if i not in squeezed and i not in summed)
-        out = spec.output if n == 1 else kept
-        t = squeeze_stats(s, squeezed) if squeezed else s
-        t = _reorder(project_stats(t, kept), out)
-        diagonal = "".join(i for i in spec.repeated(k) if i not in squeezed)
-        if diagonal or squeezed or summed or out != term:
-            unary.append(UnaryStep(k, term, out, diagonal, squeezed, summed, float(t.nnz)))
+    for k, (s, red) in enumerate(zip(stats, spec.reductions())):
+        out = spec.output if n == 1 else red.kept
+        t = squeeze_stats(s, red.squeezed) if red.squeezed else s
+        t = _reorder(project_stats(t, red.kept), out)
+        if not red.is_identity or out != red.term:
+            unary.append(UnaryStep(k, red.term, out, red.diagonal, red.squeezed, red.summed, float(t.nnz)))
         ops.append(t)
     return ops, unary
 
