@@ -7,7 +7,9 @@ nan). So when an operand stores an inf or nan, :func:`evaluate_nonfinite` runs o
 tiers instead of the plain plan:
 
 1. **Dense reference.** When the densified operands and the result fit the memory budget
-   (``memory_limit=``, else :data:`NONFINITE_DENSE_BYTES`) and the loop nest has at most
+   (``memory_limit=``, at least :data:`~flexsparse.tiling.workingset.SMALL_BYTES`, else
+   :data:`NONFINITE_DENSE_BYTES`)
+   and the loop nest has at most
    :data:`NONFINITE_DENSE_LOOPS` products, ``numpy.einsum`` runs on the densified operands with
    the caller's subscripts: NumPy's answer bit for bit, including its loop-order-dependent
    cases (its inner loop factors an operand that is constant along the innermost axis out of
@@ -45,6 +47,7 @@ import numpy as np
 
 from flexsparse.contract._keys import split_groups
 from flexsparse.formats.coo import COO
+from flexsparse.tiling.workingset import accounted_limit
 
 __all__ = ["NONFINITE_DENSE_BYTES", "NONFINITE_DENSE_LOOPS", "NonFiniteBudgetError", "evaluate_nonfinite"]
 
@@ -75,7 +78,7 @@ def evaluate_nonfinite(subscripts: str, spec: Any, ops: Sequence[COO | np.ndarra
     Returns:
         ``(result, indices)``: an ndarray or a COO over ``spec.output``.
     """
-    budget = NONFINITE_DENSE_BYTES if limit is None else int(limit)
+    budget = NONFINITE_DENSE_BYTES if limit is None else accounted_limit(limit)
     dense_bytes = sum(op.size * op.dtype.itemsize for op in ops if isinstance(op, COO))
     dense_bytes += math.prod(spec.output_shape) * work.itemsize
     if dense_bytes <= budget and spec.dense_size(spec.indices) <= NONFINITE_DENSE_LOOPS:

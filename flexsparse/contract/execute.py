@@ -355,12 +355,16 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
 
 
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
-          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None
-          ) -> tuple[Any, str]:
+          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None,
+          reserved: int = 0) -> tuple[Any, str]:
     # Guard: an index neither the other side nor the result needs is summed away first.
     dtype = result_dtype(x.dtype, y.dtype)
     x, xi = _sum_modes(x, xi, set(xi) - set(yi) - set(out), dtype)
     y, yi = _sum_modes(y, yi, set(yi) - set(xi) - set(out), dtype)
+    if tiling is not None:  # memory_limit=: every step is tiled and charged (see _bounded)
+        from flexsparse.contract._bounded import bounded_pair
+
+        return bounded_pair(x, xi, y, yi, out, sizes, tiling, final, reserved)
     xs, ys = isinstance(x, COO), isinstance(y, COO)
     if method == "dense" and not (tiling is not None and xs and ys):
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
@@ -482,6 +486,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.inputs = [a for op in ops for a in ((op.coords, op.data) if isinstance(op, COO) else (op,))]
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
@@ -527,6 +532,10 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
         subs = ",".join(idx for _, idx in dense) + "->" + spec.output
         return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
+    if len(work) == 2 and tiling_opts is not None:
+        (x, xi), (y, yi) = work
+        return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
+                     spec.output if stream_final else None, _held(work, tiling_opts))
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
@@ -555,11 +564,19 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         for p in sorted((i, j), reverse=True):
             work.pop(p)
         final = spec.output if stream_final and n_step == len(plan.steps) - 1 else None
+        held = _held(work + [(x, xi), (y, yi)], tiling_opts) if tiling_opts is not None else 0
         res, ri = _pair(x, xi, y, yi, step.out_indices, sizes, step.method, threads,
-                        step.out_format == "dense", tiling_opts, final)
+                        step.out_format == "dense", tiling_opts, final, held)
         work.append((res, ri))
     (res, ri), = work
     return res, ri
+
+
+def _held(work: list, tiling_opts: Any) -> int:
+    """Bytes the call holds in ``work`` beyond the caller's own arrays (charged to memory_limit)."""
+    from flexsparse.contract._bounded import owned_bytes
+
+    return sum(owned_bytes(op, tiling_opts.inputs) for op, _ in work)
 
 
 # ---------------------------------------------------------------------- tensordot / matmul

@@ -44,8 +44,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ByteModel", "accumulator_bytes", "dense_tile_bytes", "fixed_bytes",
-           "minimum_limit", "row_bytes", "tile_bytes"]
+__all__ = ["ByteModel", "SMALL_BYTES", "accounted_limit", "accumulator_bytes", "dense_tile_bytes",
+           "fixed_bytes", "minimum_limit", "row_bytes", "tile_bytes"]
+
+#: Bookkeeping allocations (statistics, operand conversions, non-finite corrections) are
+#: checked against ``max(limit, SMALL_BYTES)``: below 1 MiB a process's resident size moves
+#: by the interpreter's own allocations, so a tighter charge would refuse work for noise.
+#: Tile working sets are always sized to the limit itself.
+SMALL_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ def dense_tile_bytes(bm: ByteModel, rows: int, cw: int, kw: int) -> int:
     """``WS`` of a ``rows x kw x cw`` tile if both operands were dense (no zeros)."""
     return int(tile_bytes(bm, rows, cw, kw, nnz_a=rows * kw, b_rows=kw, nnz_b=kw * cw,
                           nnz_c=rows * cw))
+
+
+def accounted_limit(limit: int) -> int:
+    """The budget bookkeeping allocations are checked against: ``max(limit, SMALL_BYTES)``."""
+    return max(int(limit), SMALL_BYTES)
 
 
 def minimum_limit(bm: ByteModel) -> int:
