@@ -12,7 +12,11 @@ and what choosing the grid cost. The working set of a tile is the formula of
 :mod:`flexsparse.tiling.workingset`.
 
 * ``conservative`` (ExTensor-N): sizes tiles as if both operands were dense; no counting,
-  every tile fits, buffers are mostly empty.
+  every tile fits, buffers are mostly empty. Its dense-sized tiles can number millions on a
+  large sparse product; it estimates its run time and overbook's with the executor's cost
+  model (:data:`TILE_SECONDS`, :data:`SCAN_SECONDS`, :data:`MULTIPLY_SECONDS`,
+  :data:`PLAN_SECONDS`) and refuses up front (:class:`TilingRefusedError`, saying why) when
+  it would take more than :data:`CONSERVATIVE_MAX_SLOWDOWN` times as long.
 * ``prescient`` (ExTensor-P): one full symbolic pass counts every row's output nonzeros
   (O(flops) time -- charged as counting cost), then evaluates the exact working set of
   every tile at candidate row sizes ``m, m/2, m/4, ...`` (plus a bisection between the
@@ -53,13 +57,29 @@ from flexsparse.tiling.engine import Operand
 from flexsparse.tiling.kernels import (
     csr_row_window_counts,
     spgemm_csr_csr_flops,
+    spgemm_csr_csr_flops_total,
     spgemm_csr_csr_symbolic,
     spgemm_csr_csr_touched,
 )
 from flexsparse.tiling.workingset import ByteModel, dense_tile_bytes, fixed_bytes, tile_bytes
 
-__all__ = ["STRATEGIES", "Tile", "TilePlan", "TileStatistics", "get_strategy",
-           "register_strategy"]
+__all__ = ["CONSERVATIVE_MAX_SLOWDOWN", "STRATEGIES", "Tile", "TilePlan", "TileStatistics",
+           "TilingRefusedError", "get_strategy", "register_strategy"]
+
+# Cost model of the tile executor, fitted on this project's 2-core machine (2025-11) on
+# power-law A @ A (n = 2K-20K, nnz = 8K-80K, limits 200 kB-8 MB, both strategies): it is
+# within 2x of every measured time, enough to compare strategies that differ by orders of
+# magnitude (command: python benchmarks/bench_tiling.py --conservative-model).
+TILE_SECONDS = 20e-6        # per executed tile: the Python loop, the kernel call, the sink
+SCAN_SECONDS = 25e-9        # per A or B entry the bounded kernel scans (windows filter by scanning)
+MULTIPLY_SECONDS = 120e-9   # per multiply: accumulation, output emission and assembly
+PLAN_SECONDS = 2e-3         # overbook's sampling and bookkeeping
+#: ``conservative`` refuses when its estimated time exceeds this multiple of overbook's.
+CONSERVATIVE_MAX_SLOWDOWN = 20
+
+
+class TilingRefusedError(ValueError):
+    """A strategy declines the product up front (the message says why and what to use)."""
 
 
 @dataclass(frozen=True)
@@ -335,9 +355,43 @@ def conservative(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
     r = _largest(r, m, lambda x: fits(x, c, kw))
     c = _largest(c, n, lambda x: fits(r, x, kw))
     kw = _largest(kw, k, lambda x: fits(r, c, x))
-    # every full tile has the same dense bound (edge tiles less): one value, not one per tile
-    return TilePlan("conservative", stats.shape, limit, r, c, kw,
+    plan = TilePlan("conservative", stats.shape, limit, r, c, kw,
                     (int(dense_tile_bytes(bm, r, c, kw)),), False)
+    _check_conservative_time(stats, plan)
+    # every full tile has the same dense bound (edge tiles less): one value, not one per tile
+    return plan
+
+
+def _check_conservative_time(stats: TileStatistics, plan: TilePlan) -> None:
+    """Refuse a conservative plan that would run far longer than overbook (O(nnzA) to decide).
+
+    Conservative: every tile costs :data:`TILE_SECONDS`; the kernel scans each A row once per
+    (id window, column panel) and each B row once per column panel for every A entry that
+    reaches it; every multiply costs :data:`MULTIPLY_SECONDS`. Overbook: its planning, the
+    same scans over its own (few) panels and windows, the multiplies, and about
+    ``max(panels x windows, total working set / limit)`` tiles.
+    """
+    m, k, n = plan.shape
+    if m == 0 or n == 0 or k == 0:
+        return
+    a, b, bm = stats._a, stats._b, stats.byte_model
+    flops = int(spgemm_csr_csr_flops_total(a.indices, b.indptr))
+    n_c, n_k = -(-n // plan.col_size), -(-k // plan.k_size)
+    scan = flops * n_c + (m + a.nnz) * n_c * n_k
+    cons = TILE_SECONDS * plan.n_tiles + SCAN_SECONDS * scan + MULTIPLY_SECONDS * flops
+    ob_c, ob_cw, ob_k, ob_kw = _sparse_panels(stats, plan.limit)
+    room = max(1, plan.limit - fixed_bytes(bm, ob_cw, ob_kw))   # per tile, for its rows
+    rows_ws = 2 * bm.ptr_bytes * m * ob_c * ob_k + (a.nnz * ob_c + b.nnz + flops) * bm.elem
+    ob_tiles = max(ob_c * ob_k, -(-rows_ws // room))
+    ob_scan = flops * ob_c + (m + a.nnz) * ob_c * ob_k
+    ob = PLAN_SECONDS + TILE_SECONDS * ob_tiles + SCAN_SECONDS * ob_scan + MULTIPLY_SECONDS * flops
+    if cons > CONSERVATIVE_MAX_SLOWDOWN * ob:
+        raise TilingRefusedError(
+            f"tiling='conservative' declines this {m:,} x {k:,} x {n:,} product: its dense-sized tiles "
+            f"({plan.row_size} x {plan.col_size} x {plan.k_size}, sized for the {plan.limit:,} bytes left to tiles) number "
+            f"{plan.n_tiles:,} and would take about {cons:.3g} s, more than {CONSERVATIVE_MAX_SLOWDOWN}x the "
+            f"{ob:.3g} s estimated for tiling='overbook' (which sizes tiles from the real sparsity); use "
+            "'overbook' or 'prescient', or a larger memory_limit")
 
 
 def _sparse_panels(stats: TileStatistics, limit: int) -> tuple[int, int, int, int]:
