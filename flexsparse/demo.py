@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
+
 __all__ = ["Workload", "workloads", "run_demo", "time_call"]
 
 
@@ -123,7 +125,7 @@ def workloads(quick: bool = False, seed: int = 0) -> list[Workload]:
 
 
 #: The NumPy peer (and the correctness check) densifies operands and output; skip it above this.
-_DENSE_PEER_BYTES = 512 * 2**20
+_DENSE_PEER_BYTES = _limits.DEMO_DENSE_PEER_MAX_BYTES
 
 
 def _dense_bytes(wl: Workload) -> int:

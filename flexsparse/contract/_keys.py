@@ -7,7 +7,7 @@ The executor matricises every pairwise contraction: the coordinates of a group o
   row-major linear index is itself the id (no sort; ids are in lexicographic key order);
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
   (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
-* ``lexsort``: ``prod(sizes) >= 2**62`` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
+* ``lexsort``: ``prod(sizes)`` fails :func:`flexsparse._limits.fits_int64` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
   ``np.lexsort`` over the modes, never forming a linear key.
 
 In every regime ids increase with the lexicographic order of the key tuples, so sorted ids
@@ -23,9 +23,10 @@ from functools import cached_property
 
 import numpy as np
 
+from flexsparse._limits import fits_int64
+
 __all__ = ["KeySpace", "group_keys", "split_groups"]
 
-_LINEAR_MAX = 2**62
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +108,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
         return KeySpace((), 1, "direct", None), np.zeros(n or 0, dtype=np.int64)
     n = len(cols[0])
     total = math.prod(sizes)
-    if total < _LINEAR_MAX and all(s < _LINEAR_MAX for s in sizes):
+    if fits_int64(*sizes) and all(fits_int64(s) for s in sizes):
         if len(cols) == 1:
             lin = cols[0].astype(np.int64, copy=False)
         else:

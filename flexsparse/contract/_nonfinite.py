@@ -7,14 +7,13 @@ nan). So when an operand stores an inf or nan, :func:`evaluate_nonfinite` runs o
 tiers instead of the plain plan:
 
 1. **Dense reference.** When the densified operands and the result fit the memory budget
-   (``memory_limit=``, at least :data:`~flexsparse.tiling.workingset.SMALL_BYTES`, else
-   :data:`NONFINITE_DENSE_BYTES`)
-   and the loop nest has at most
-   :data:`NONFINITE_DENSE_LOOPS` products, ``numpy.einsum`` runs on the densified operands with
-   the caller's subscripts: NumPy's answer bit for bit, including its loop-order-dependent
-   cases (its inner loop factors an operand that is constant along the innermost axis out of
-   the sum, so ``"ip,i->i"`` gives ``y * sum_p x``, inf where the term-by-term definition
-   gives nan).
+   (``memory_limit=``, at least :data:`~flexsparse._limits.SMALL_BYTES`, else
+   :data:`~flexsparse._limits.NONFINITE_DENSE_MAX_BYTES`) and the loop nest has at most
+   :data:`~flexsparse._limits.NONFINITE_DENSE_LOOPS` products, ``numpy.einsum`` runs on the
+   densified operands with the caller's subscripts: NumPy's answer bit for bit, including its
+   loop-order-dependent cases (its inner loop factors an operand that is constant along the
+   innermost axis out of the sum, so ``"ip,i->i"`` gives ``y * sum_p x``, inf where the
+   term-by-term definition gives nan).
 2. **By terms, at sparse cost.** Split each operand into its finite stored values ``F_k`` and
    its non-finite stored values ``N_k``. Then ``out = S + T``, with nan (``nan+nanj``) on the
    cells ``Z``, where
@@ -45,18 +44,13 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse.contract._keys import split_groups
+from flexsparse.formats.base import SparseArray
 from flexsparse.formats.coo import COO
 from flexsparse.tiling.workingset import accounted_limit
 
-__all__ = ["NONFINITE_DENSE_BYTES", "NONFINITE_DENSE_LOOPS", "NonFiniteBudgetError", "evaluate_nonfinite"]
-
-#: Without ``memory_limit=``, the dense reference evaluation (and the term joins) may take this
-#: many bytes (half a GiB: a dense operand of 8K x 8K float64).
-NONFINITE_DENSE_BYTES = 512 * 2**20
-#: The dense reference evaluation runs only for loop nests of at most this many products
-#: (numpy.einsum's loops run some 1e8-1e9 products a second: a fraction of a second here).
-NONFINITE_DENSE_LOOPS = 2**27
+__all__ = ["NonFiniteBudgetError", "evaluate_nonfinite"]
 
 
 class NonFiniteBudgetError(ValueError, MemoryError):
@@ -78,11 +72,11 @@ def evaluate_nonfinite(subscripts: str, spec: Any, ops: Sequence[COO | np.ndarra
     Returns:
         ``(result, indices)``: an ndarray or a COO over ``spec.output``.
     """
-    budget = NONFINITE_DENSE_BYTES if limit is None else accounted_limit(limit)
-    dense_bytes = sum(op.size * op.dtype.itemsize for op in ops if isinstance(op, COO))
+    budget = _limits.NONFINITE_DENSE_MAX_BYTES if limit is None else accounted_limit(limit)
+    dense_bytes = sum(op.size * op.dtype.itemsize for op in ops if isinstance(op, SparseArray))
     dense_bytes += math.prod(spec.output_shape) * work.itemsize
-    if dense_bytes <= budget and spec.dense_size(spec.indices) <= NONFINITE_DENSE_LOOPS:
-        dense = [op.todense() if isinstance(op, COO) else op for op in ops]
+    if dense_bytes <= budget and spec.dense_size(spec.indices) <= _limits.NONFINITE_DENSE_LOOPS:
+        dense = [op.todense() if isinstance(op, SparseArray) else op for op in ops]
         with np.errstate(invalid="ignore", over="ignore"):
             return np.asarray(np.einsum(subscripts, *dense)), spec.output
     return _by_terms(spec, ops, work, run, budget)
@@ -234,7 +228,7 @@ def _by_terms(spec: Any, ops: Sequence[COO | np.ndarray], work: np.dtype,
               run: Callable[[list], tuple[Any, str]], budget: int) -> tuple[Any, str]:
     from flexsparse.contract.execute import _promote, _transpose_to, _unary
 
-    ops = [_promote(op, work) for op in ops]
+    ops = [_promote(op.to_coo() if isinstance(op, SparseArray) else op, work) for op in ops]
     ops = [op.sum_duplicates() if isinstance(op, COO) else op for op in ops]
     s_res, s_idx = run([_finite_part(op) for op in ops])
     s_res = _transpose_to(s_res, s_idx, spec.output)

@@ -2,13 +2,18 @@
 
 Algorithm:
 
-1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray``.
+1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray`` -- except
+   structured operands (BlockSparse, NM, HSS), which stay as they are until a step needs
+   them as COO (the format rule of :mod:`.plan`).
 2. Unary pass per operand: drop broadcast (size-1) modes, take diagonals of repeated
    indices, sum away indices no other operand or the output needs.
 3. Plan (:mod:`.plan`): a pairwise order chosen with sparsity-aware cost estimates, and a
    method per step: ``dense`` (BLAS through ``numpy.einsum``), ``gustavson`` (row-wise
    SpGEMM, hash or dense accumulator per row block), ``dot`` (inner-product engine: the
-   output is small or dense), ``spmm`` (sparse x dense).
+   output is small or dense), ``spmm`` (sparse x dense), ``block``/``nm``/``hss`` (structured
+   x dense: the structured class's ``matmul``/``tmatmul``/``linear``/``linear_grad_input``,
+   whichever reads the dense operand in place; :func:`structured_backend` sends CUDA tensors
+   to the Triton kernels of :mod:`flexsparse.gpu`).
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
    linear key that could overflow). Putting the batch modes into both the row and the column
@@ -33,17 +38,20 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract.parser import TermReduction
-from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
+from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format, structured_kernel
+from flexsparse.formats.base import SparseArray
+from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
 
-__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYTES"]
+__all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
 #: ``format="auto"`` returns a dense result only when it takes at most this many bytes.
-AUTO_DENSE_MAX_BYTES = 2 * 2**30
+AUTO_DENSE_MAX_BYTES = _limits.AUTO_DENSE_MAX_BYTES
 _FORMATS = ("auto", "coo", "csf", "dense")
 
 
@@ -64,16 +72,19 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
 
 
 # ---------------------------------------------------------------------- operand handling
-def _as_operand(x: Any, k: int) -> COO | np.ndarray:
-    """COO for sparse inputs, a numeric ndarray for everything else (original dtype).
+def _as_operand(x: Any, k: int) -> COO | StructuredMatrix | np.ndarray:
+    """COO for sparse inputs (structured ones stay structured), a numeric ndarray for everything
+    else (original dtype).
 
     Sparse inputs of other libraries go through :func:`~flexsparse.formats.convert.as_coo`,
     whose own checks name the problem (a pydata array with a nonzero fill value, a non-numeric
     dtype); such an object is never densified with ``np.asarray`` (pydata refuses with a
     RuntimeError, and a huge tensor would be densified silently).
     """
-    if isinstance(x, COO):
+    if isinstance(x, (COO, StructuredMatrix)):
         return x
+    if isinstance(x, SparseArray):
+        return x.to_coo()
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
@@ -101,9 +112,11 @@ def _promote(op: COO | np.ndarray, dtype: np.dtype) -> COO | np.ndarray:
     user means (``todense()`` sums them so: booleans OR, small integers wrap), and summing them
     after promotion would count a boolean pair twice.
     """
+    if op.dtype == dtype:
+        return op
+    if isinstance(op, StructuredMatrix):  # float32/float64 values only: other dtypes go COO
+        return op.astype(dtype) if dtype in (np.float32, np.float64) else _promote(op.to_coo(), dtype)
     if isinstance(op, COO):
-        if op.dtype == dtype:
-            return op
         return _canonical(op).astype(dtype, copy=False)
     return op.astype(dtype, copy=False)
 
@@ -117,6 +130,8 @@ def _unary(op: COO | np.ndarray, red: TermReduction, dtype: np.dtype, sum_privat
     multiplies every term before summing it).
     """
     idx, bcast = red.term, red.squeezed
+    if isinstance(op, StructuredMatrix) and (bcast or red.diagonal or (sum_private and red.summed)):
+        op = op.to_coo()  # a transformed structured matrix is no longer in its pattern
     # 1. size-1 broadcast modes carry no information: drop them.
     if bcast:
         keep = [m for m, c in enumerate(idx) if c not in bcast]
@@ -152,6 +167,8 @@ def _sum_modes(op: COO | np.ndarray, idx: str, drop: set[str], dtype: np.dtype
     axes = tuple(m for m, c in enumerate(idx) if c in drop)
     if not axes:
         return op, idx
+    if isinstance(op, StructuredMatrix):
+        op = op.to_coo()
     if isinstance(op, np.ndarray):
         op = np.asarray(op.sum(axis=axes, dtype=dtype))
     else:
@@ -176,7 +193,7 @@ def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tupl
     from flexsparse.formats.csr import CSR
 
     n_rows, n_cols = shape
-    if n_rows * n_cols < 2**62:
+    if _limits.fits_int64(n_rows, n_cols):
         key = row_ids * n_cols + col_ids
         if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
             order = np.argsort(key, kind="stable")
@@ -250,7 +267,7 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    if method == "dot" and n_cells <= 2**26 and not batch and tiling is None:
+    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch and tiling is None:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
@@ -354,6 +371,95 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
     return res.reshape(tuple(sizes[c] for c in idx)), idx
 
 
+def structured_backend(x: Any) -> str:
+    """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
+    (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
+
+    >>> import numpy as np
+    >>> structured_backend(np.ones(3))
+    'numba'
+    """
+    device = getattr(x, "device", None)
+    return "triton" if getattr(device, "type", None) == "cuda" else "numba"
+
+
+def _pair_structured(w: StructuredMatrix, wi: str, d: np.ndarray, di: str, sizes: dict[str, int],
+                     kernel: str) -> tuple[np.ndarray, str]:
+    """Structured ``W[wi]`` x dense ``D[di]`` on the structured class's own product.
+
+    ``kernel`` (from :func:`~flexsparse.contract.plan.structured_kernel`) names the contracted
+    index: ``W``'s reduction index for ``"matmul"``, its row index for ``"tmatmul"``. ``D`` is
+    read in place when its (free..., contracted) view is row-major (``W.linear`` /
+    ``W.linear_grad_input``), else copied once as ``[contracted, free]`` (``W.matmul`` /
+    ``W.tmatmul``).
+    """
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in di if x != c)
+    n_free = math.prod(sizes[x] for x in free)
+    lead = _transpose_to(d, di, free + c)
+    if lead.flags.c_contiguous:
+        x2 = lead.reshape(n_free, sizes[c])
+        res = w.linear(x2) if kernel == "matmul" else w.linear_grad_input(x2)
+        idx = free + kept
+    else:
+        x2 = np.ascontiguousarray(_transpose_to(d, di, c + free)).reshape(sizes[c], n_free)
+        res = w.matmul(x2) if kernel == "matmul" else w.tmatmul(x2)
+        idx = kept + free
+    return res.reshape(tuple(sizes[x] for x in idx)), idx
+
+
+def _torch_structured(w: StructuredMatrix, wi: str, t: Any, ti: str, out: str, kernel: str) -> Any:
+    """:func:`_pair_structured` for a torch tensor on a CUDA device: Triton, result on the device."""
+    from flexsparse import gpu
+
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in ti if x != c)
+    perm = [ti.index(x) for x in free + c]
+    x2 = t.permute(*perm).reshape(-1, int(t.shape[ti.index(c)])).contiguous()
+    res = gpu.linear(w, x2) if kernel == "matmul" else gpu.linear_grad_input(w, x2)
+    shape = [int(t.shape[ti.index(x)]) for x in free] + [int(w.shape[wi.index(kept)])]
+    idx = free + kept
+    return res.reshape(shape).permute(*[idx.index(x) for x in out])
+
+
+def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
+                dtype: np.dtype) -> np.ndarray:
+    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
+
+    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
+    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
+    """
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    op = op.astype(dtype, copy=False)
+    direct = _transpose_to(op, idx, batch + rows + cols)
+    if direct.flags.c_contiguous:
+        return direct.reshape(sz(batch), sz(rows), sz(cols))
+    swapped = _transpose_to(op, idx, batch + cols + rows)
+    if swapped.flags.c_contiguous:
+        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
+    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
+
+
+def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
+                ) -> tuple[np.ndarray, str]:
+    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
+
+    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
+    away by the unary pass, so every index is batch, contracted or free. Operands are passed
+    as (possibly transposed) views, so BLAS reads them in place.
+    """
+    batch, contr, free_x, free_y = _split(xi, yi, out)
+    dtype = result_dtype(x.dtype, y.dtype)
+    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
+    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
+    if dtype.kind in "fc":
+        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
+    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
+        res = np.einsum("bik,bkj->bij", xm, ym)
+    idx = batch + free_x + free_y
+    return res.reshape(tuple(sizes[c] for c in idx)), idx
+
+
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
           method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None,
           reserved: int = 0) -> tuple[Any, str]:
@@ -364,7 +470,17 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     if tiling is not None:  # memory_limit=: every step is tiled and charged (see _bounded)
         from flexsparse.contract._bounded import bounded_pair
 
+        x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+        y = y.to_coo() if isinstance(y, StructuredMatrix) else y
         return bounded_pair(x, xi, y, yi, out, sizes, tiling, final, reserved)
+    # Structured x dense runs the structured product; any other step takes the matrix as COO.
+    for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+        if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and d.dtype.kind in "biuf":
+            kernel = structured_kernel(wi, di, out)
+            if kernel is not None:
+                return _pair_structured(w, wi, d, di, sizes, kernel)
+    x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+    y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
     if method == "dense" and not (tiling is not None and xs and ys):
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
@@ -377,15 +493,17 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     return _pair_dense(x, xi, y, yi, out, sizes)
 
 
-#: A COO at least as dense as the planner's BLAS threshold, and small enough, is contracted dense.
-_DENSE_ENOUGH_BYTES = 256 * 2**20
-
-
 def _dense_enough(op: COO | np.ndarray) -> bool:
-    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check)."""
+    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check).
+
+    Structured matrices never are: they run their own product, which picks BLAS itself above
+    its measured crossover density.
+    """
+    if isinstance(op, StructuredMatrix):
+        return False
     if not isinstance(op, COO):
         return True
-    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _DENSE_ENOUGH_BYTES
+    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _limits.DENSE_OPERAND_MAX_BYTES
 
 
 def _has_nonfinite(op: COO | np.ndarray) -> bool:
@@ -395,7 +513,7 @@ def _has_nonfinite(op: COO | np.ndarray) -> bool:
     finite sum that overflows float64 only sends the call to the exact non-finite evaluation,
     which is exact for finite values too.
     """
-    vals = op.data if isinstance(op, COO) else op
+    vals = op._data() if isinstance(op, SparseArray) else op
     if vals.dtype.kind not in "fc" or vals.size == 0:
         return False
     wide = np.complex128 if vals.dtype.kind == "c" else np.float64
@@ -479,6 +597,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
         raise ValueError("out= streams tiles to disk and needs memory_limit=")
+    gpu_res = _einsum_on_device(subscripts, operands, format, out)
+    if gpu_res is not None:
+        return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
     dtype = result_dtype(*[op.dtype for op in ops])
@@ -486,7 +607,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
-        tiling_opts.inputs = [a for op in ops for a in ((op.coords, op.data) if isinstance(op, COO) else (op,))]
+        tiling_opts.inputs = [a for op in ops for a in
+                              ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
+                               if isinstance(op, SparseArray) else (op,))]
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
@@ -509,6 +632,25 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
+def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
+    """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
+    if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
+        return None
+    for k in (0, 1):
+        w, t = operands[k], operands[1 - k]
+        if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
+            from flexsparse.contract.parser import parse_einsum
+
+            spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
+            wi, ti = spec.inputs[k], spec.inputs[1 - k]
+            kernel = structured_kernel(wi, ti, spec.output)
+            if kernel is None or any(spec.broadcast) or len(set(ti)) < len(ti) or \
+                    any(c not in spec.output and c not in wi for c in ti):
+                return None
+            return _torch_structured(w, wi, t, ti, spec.output, kernel)
+    return None
+
+
 def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
@@ -526,7 +668,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
-        dense = [(op.todense() if isinstance(op, COO) else op, idx) for op, idx in work]
+        dense = [(op.todense() if isinstance(op, SparseArray) else op, idx) for op, idx in work]
         if len(dense) == 2:
             (x, xi), (y, yi) = dense
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
@@ -539,7 +681,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
-        from flexsparse.contract.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
+        from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
         cells = math.prod(sizes[c] for c in spec.output)
@@ -550,7 +692,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
                          spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
         est = estimate_pair(sx, sy, spec.output)
-        method = choose_method(sx, sy, est, DEFAULT_MEMORY_LIMIT)
+        method = choose_method(sx, sy, est, DEFAULT_DENSE_LIMIT)
         dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
         return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
                      spec.output if stream_final else None)

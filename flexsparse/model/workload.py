@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+
+from flexsparse._limits import fits_int64
 import yaml
 
 __all__ = [
@@ -242,7 +244,7 @@ def as_actual(x: Any) -> Actual:
         else:
             raise TypeError(f"expected a COO tensor, a SciPy sparse matrix or a NumPy array, got {type(x).__name__}")
     if coords.shape[1]:
-        lin = np.ravel_multi_index(tuple(coords), shape) if math.prod(shape) < 2**62 else None
+        lin = np.ravel_multi_index(tuple(coords), shape) if fits_int64(*shape) else None
         if lin is not None:
             order = np.unique(lin)
             coords = np.stack(np.unravel_index(order, shape)).astype(np.int64)

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse.tiling.engine import Operand
 from flexsparse.tiling.kernels import (
     csr_row_window_counts,
@@ -75,7 +76,7 @@ SCAN_SECONDS = 25e-9        # per A or B entry the bounded kernel scans (windows
 MULTIPLY_SECONDS = 120e-9   # per multiply: accumulation, output emission and assembly
 PLAN_SECONDS = 2e-3         # overbook's sampling and bookkeeping
 #: ``conservative`` refuses when its estimated time exceeds this multiple of overbook's.
-CONSERVATIVE_MAX_SLOWDOWN = 20
+CONSERVATIVE_MAX_SLOWDOWN = _limits.CONSERVATIVE_MAX_SLOWDOWN
 
 
 class TilingRefusedError(ValueError):

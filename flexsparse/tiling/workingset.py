@@ -44,14 +44,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flexsparse import _limits
+
 __all__ = ["ByteModel", "SMALL_BYTES", "accounted_limit", "accumulator_bytes", "dense_tile_bytes",
            "fixed_bytes", "minimum_limit", "row_bytes", "tile_bytes"]
 
-#: Bookkeeping allocations (statistics, operand conversions, non-finite corrections) are
-#: checked against ``max(limit, SMALL_BYTES)``: below 1 MiB a process's resident size moves
-#: by the interpreter's own allocations, so a tighter charge would refuse work for noise.
-#: Tile working sets are always sized to the limit itself.
-SMALL_BYTES = 2**20
+#: Bookkeeping allocations are checked against ``max(limit, SMALL_BYTES)`` (see
+#: :data:`flexsparse._limits.SMALL_BYTES`); tile working sets always fit the limit itself.
+SMALL_BYTES = _limits.SMALL_BYTES
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,9 @@ def _by_terms(spec, dense):
 @FUZZ
 @given(problem=einsum_problems(nonfinite=True))
 def test_nonfinite_by_terms_tier_follows_the_definition(problem, monkeypatch):
-    import flexsparse.contract._nonfinite as nonfinite
+    from flexsparse import _limits
 
-    monkeypatch.setattr(nonfinite, "NONFINITE_DENSE_LOOPS", -1)   # never the dense reference tier
+    monkeypatch.setattr(_limits, "NONFINITE_DENSE_LOOPS", -1)   # never the dense reference tier
     spec, dense, ops, kwargs = problem
     want, scale = _by_terms(spec, dense)
     check_against(_run(spec, ops, kwargs), want, scale)

@@ -144,7 +144,7 @@ def test_block_layout_keeps_given_blocks():
 def test_block_density_ragged():
     B = BlockSparse.from_dense(np.ones((5, 6), np.float32), (4, 4))
     assert B.nnz == 30 and B.density == pytest.approx(1.0)
-    assert "block=(4, 4)" in repr(B) and "density=1.0000" in repr(B)
+    assert "block=(4, 4)" in repr(B) and "density=100%" in repr(B)
 
 
 def test_block_scipy_bsr_and_torch():
@@ -295,7 +295,7 @@ def test_nm_layout_and_errors():
     recon = np.zeros((6, 24), np.float32)
     np.put_along_axis(recon, cols.reshape(6, -1), A.values.reshape(6, -1), axis=1)
     np.testing.assert_array_equal(recon[:, :21], W)
-    assert "n=2, m=8" in repr(A)
+    assert "n=2 m=8" in repr(A)
     B = NM(A.values, A.positions, A.shape, 2, 8)  # bare positions array accepted
     np.testing.assert_array_equal(B.todense(), W)
     assert isinstance(A.with_values(A.values * 3), NM)
