@@ -33,8 +33,8 @@ import numpy as np
 
 from flexsparse._util import parse_bytes
 
-__all__ = ["TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes", "tiled_product",
-           "LazyEinsumResult", "save_result"]
+__all__ = ["TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes", "LazyEinsumResult",
+           "save_result"]
 
 
 @dataclass
@@ -73,16 +73,6 @@ def make_tiling_options(memory_limit: int | str, tiling: str, overbook: float, p
 
         path = check_output_target(out, 0)
     return TilingOptions(limit, tiling, float(overbook), bool(progress), path)
-
-
-def tiled_product(a: Any, b: Any, opts: TilingOptions, out: Path | None = None) -> Any:
-    """``a @ b`` (flexsparse CSR operands) under ``opts.limit``; appends the step's report."""
-    from flexsparse.tiling import tiled_spgemm
-
-    result, report = tiled_spgemm(a, b, memory_limit=opts.limit, tiling=opts.strategy,
-                                  overbook=opts.overbook, out=out, progress=opts.progress)
-    opts.reports.append(report)
-    return result
 
 
 @dataclass
@@ -148,7 +138,9 @@ def owned_bytes(op: Any, inputs: list) -> int:
 
 def _direct(space: int, n: int) -> bool:
     """Whether a key's index space is small enough for linear ids (as :func:`._keys.group_keys`)."""
-    return space <= max(4 * n, 2**20)
+    from flexsparse.contract._keys import is_direct
+
+    return is_direct(space, n)
 
 
 def _linear(coords: list[np.ndarray], sizes: tuple[int, ...], n: int) -> np.ndarray:

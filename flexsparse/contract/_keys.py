@@ -25,7 +25,7 @@ import numpy as np
 
 from flexsparse._limits import fits_int64
 
-__all__ = ["KeySpace", "group_keys", "split_groups"]
+__all__ = ["KeySpace", "group_keys", "is_direct", "split_groups"]
 
 
 
@@ -87,6 +87,11 @@ def _linear(cols: list[np.ndarray], sizes: tuple[int, ...], n: int) -> np.ndarra
     return lin
 
 
+def is_direct(space: int, n: int) -> bool:
+    """Whether a key of ``space`` cells over ``n`` coordinates takes the ``direct`` regime."""
+    return space <= max(4 * n, 2**20)
+
+
 def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = None
                ) -> tuple[KeySpace, np.ndarray]:
     """Assign each coordinate tuple ``(cols[0][t], cols[1][t], ...)`` a compact id.
@@ -113,7 +118,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
             lin = cols[0].astype(np.int64, copy=False)
         else:
             lin = _linear(cols, sizes, n)
-        if total <= max(4 * n, 2**20):
+        if is_direct(total, n):
             return KeySpace(sizes, total, "direct", None), lin
         uniq, inv = np.unique(lin, return_inverse=True)
         table = np.empty((len(sizes), len(uniq)), dtype=np.int64)

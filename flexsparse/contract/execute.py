@@ -40,10 +40,16 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract.parser import TermReduction
-from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format, structured_kernel
+from flexsparse.contract.plan import (
+    DENSE_THRESHOLD,
+    DOT_FACTOR,
+    check_optimize,
+    choose_output_format,
+    structured_kernel,
+)
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
@@ -252,7 +258,7 @@ def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
-                 threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
+                 threads: int | None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
     batch, contr, free_a, free_b = _split(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
@@ -267,27 +273,15 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch and tiling is None:
+    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
-    if tiling is not None and final is not None and tiling.out is not None:
-        # Final step with out=: tiles stream to disk; decode to COO only when loaded.
-        lazy = tiled_product(A, B, tiling, out=tiling.out)
+    from flexsparse.kernels.cpu.spgemm import spgemm
 
-        def decode(C):
-            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
-            return _canonical(_transpose_to(coo, res_idx, final))
-
-        return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
-    if tiling is not None:
-        C = tiled_product(A, B, tiling)
-    else:
-        from flexsparse.kernels.cpu.spgemm import spgemm
-
-        C = spgemm(A, B, threads=threads)
+    C = spgemm(A, B, threads=threads)
     return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape), res_idx
 
 
@@ -482,10 +476,10 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     x = x.to_coo() if isinstance(x, StructuredMatrix) else x
     y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
-    if method == "dense" and not (tiling is not None and xs and ys):
+    if method == "dense":
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
     if xs and ys:
-        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads, tiling, final)
+        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads)
     if xs:
         return _pair_sparse_dense(x, xi, y, yi, out, sizes, threads, dense_out)
     if ys:
@@ -577,7 +571,8 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         A NumPy array/scalar or a sparse tensor, as ``format`` decides.
 
     Raises:
-        ValueError: invalid subscripts, size mismatches, unknown format/optimizer, bad ``threads``.
+        ValueError: invalid subscripts, size mismatches, unknown format/optimizer/path, bad
+            ``threads`` (all checked before any work).
         TypeError: non-numeric operands.
 
     >>> import numpy as np
@@ -602,6 +597,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    check_optimize(optimize, spec.n_operands)
     dtype = result_dtype(*[op.dtype for op in ops])
     work = compute_dtype(dtype)
     tiling_opts = None

@@ -99,6 +99,7 @@ __all__ = [
     "EinsumPlan",
     "UnaryStep",
     "choose_method",
+    "check_optimize",
     "choose_output_format",
     "einsum_path",
     "structured_kernel",
@@ -662,6 +663,32 @@ def _replay(spec: EinsumSpec, search: _Search, path: list[tuple[int, int]]) -> l
     return steps
 
 
+def check_optimize(optimize: Any, n_operands: int) -> str:
+    """Validate ``optimize`` for ``n_operands`` operands up front; return the optimizer's name.
+
+    ``True``/``False`` name ``"auto"``/``"left"``; a string must be registered in
+    :data:`OPTIMIZERS`; a sequence is an explicit path (``"explicit"``), checked step by step.
+
+    >>> check_optimize(True, 3), check_optimize([(0, 1), (0, 1)], 3)
+    ('auto', 'explicit')
+    >>> check_optimize("fastest", 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown optimizer 'fastest'; valid names: auto, greedy, left, optimal (or an explicit path)
+    """
+    if isinstance(optimize, bool):
+        return "auto" if optimize else "left"
+    if isinstance(optimize, str):
+        if optimize not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
+                             "(or an explicit path)")
+        return optimize
+    if isinstance(optimize, Sequence):
+        _normalize_path(optimize, n_operands)
+        return "explicit"
+    raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
+
+
 def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any = "auto", *,
                 dense_limit: int | str | None = None, memory_limit: int | str | None = None) -> EinsumPlan:
     """Plan ``spec`` from per-operand statistics.
@@ -695,17 +722,9 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
         raise TypeError(f"spec must be an EinsumSpec (see parse_einsum), not {type(spec).__name__}")
     limit = _dense_limit(dense_limit, memory_limit, "plan_einsum")
     _check_stats(spec, stats)
+    name = check_optimize(optimize, spec.n_operands)
     if isinstance(optimize, bool):
         optimize = "auto" if optimize else "left"
-    if isinstance(optimize, str):
-        if optimize not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
-                             "(or an explicit path)")
-        name = optimize
-    elif isinstance(optimize, Sequence):
-        name = "explicit"
-    else:
-        raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
     ops, unary = _preprocess(spec, stats)
     search = _Search(spec.output, ops, limit)
     n = len(ops)

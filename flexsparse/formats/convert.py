@@ -29,8 +29,8 @@ from flexsparse._util import check_numeric_dtype
 from flexsparse.formats.coo import COO
 from flexsparse.formats.fiber import CSF
 
-__all__ = ["as_coo", "is_foreign_sparse", "from_numpy", "to_numpy", "from_scipy", "to_scipy", "from_pydata", "to_pydata",
-           "from_torch", "to_torch", "SCIPY_FORMATS"]
+__all__ = ["as_coo", "is_foreign_sparse", "from_numpy", "to_numpy", "from_scipy", "to_scipy", "from_pydata",
+           "to_pydata", "from_torch", "to_torch", "SCIPY_FORMATS"]
 
 #: Formats accepted by :func:`to_scipy`.
 SCIPY_FORMATS = ("coo", "csr", "csc", "bsr", "dia", "lil", "dok")

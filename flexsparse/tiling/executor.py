@@ -163,6 +163,7 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         stats = TileStatistics(A, B, bm, budget=stats_budget, limit=limit)
         plan = strategy(stats, ws_limit, overbook=float(overbook), seed=seed)
         # the tiles need neither the statistics nor the plan's predictions: free them first
+        stats_peak = stats.peak
         del stats
         plan = dataclasses.replace(plan, predicted_ws=())
         if out is None:
@@ -185,7 +186,8 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         overbooked_tiles=figures["overbooked"], bumped_bytes=figures["bumped"],
         passes=figures["passes"], mean_utilisation=figures["util"],
         peak_ws_bytes=figures["peak"], rss_growth_bytes=max(0, _maxrss_bytes() - rss0),
-        traced_peak_bytes=traced, sampled_rows=plan.sampled_rows)
+        traced_peak_bytes=traced, sampled_rows=plan.sampled_rows, reserved_bytes=reserved,
+        statistics_bytes=stats_peak)
     return result, report
 
 

@@ -65,12 +65,12 @@ from flexsparse.tiling.kernels import (
 from flexsparse.tiling.workingset import ByteModel, dense_tile_bytes, fixed_bytes, tile_bytes
 
 __all__ = ["CONSERVATIVE_MAX_SLOWDOWN", "STRATEGIES", "Tile", "TilePlan", "TileStatistics",
-           "TilingRefusedError", "get_strategy", "register_strategy"]
+           "TilingRefusedError", "conservative_estimates", "get_strategy", "register_strategy"]
 
-# Cost model of the tile executor, fitted on this project's 2-core machine (2025-11) on
+# Cost model of the tile executor, fitted on this project's 2-vCPU AMD EPYC VM (2026-11-29) on
 # power-law A @ A (n = 2K-20K, nnz = 8K-80K, limits 200 kB-8 MB, both strategies): it is
 # within 2x of every measured time, enough to compare strategies that differ by orders of
-# magnitude (command: python benchmarks/bench_tiling.py --conservative-model).
+# magnitude (command: python benchmarks/calibrate_tiling_model.py).
 TILE_SECONDS = 20e-6        # per executed tile: the Python loop, the kernel call, the sink
 SCAN_SECONDS = 25e-9        # per A or B entry the bounded kernel scans (windows filter by scanning)
 MULTIPLY_SECONDS = 120e-9   # per multiply: accumulation, output emission and assembly
@@ -363,8 +363,8 @@ def conservative(stats: TileStatistics, limit: int, *, overbook: float = 0.1,
     return plan
 
 
-def _check_conservative_time(stats: TileStatistics, plan: TilePlan) -> None:
-    """Refuse a conservative plan that would run far longer than overbook (O(nnzA) to decide).
+def conservative_estimates(stats: TileStatistics, plan: TilePlan) -> tuple[float, float]:
+    """``(conservative seconds, overbook seconds)`` by the executor's cost model, O(nnzA).
 
     Conservative: every tile costs :data:`TILE_SECONDS`; the kernel scans each A row once per
     (id window, column panel) and each B row once per column panel for every A entry that
@@ -374,7 +374,7 @@ def _check_conservative_time(stats: TileStatistics, plan: TilePlan) -> None:
     """
     m, k, n = plan.shape
     if m == 0 or n == 0 or k == 0:
-        return
+        return 0.0, 0.0
     a, b, bm = stats._a, stats._b, stats.byte_model
     flops = int(spgemm_csr_csr_flops_total(a.indices, b.indptr))
     n_c, n_k = -(-n // plan.col_size), -(-k // plan.k_size)
@@ -386,11 +386,19 @@ def _check_conservative_time(stats: TileStatistics, plan: TilePlan) -> None:
     ob_tiles = max(ob_c * ob_k, -(-rows_ws // room))
     ob_scan = flops * ob_c + (m + a.nnz) * ob_c * ob_k
     ob = PLAN_SECONDS + TILE_SECONDS * ob_tiles + SCAN_SECONDS * ob_scan + MULTIPLY_SECONDS * flops
+    return cons, ob
+
+
+def _check_conservative_time(stats: TileStatistics, plan: TilePlan) -> None:
+    """Refuse a conservative plan the cost model puts beyond the allowed slowdown."""
+    m, k, n = plan.shape
+    cons, ob = conservative_estimates(stats, plan)
     if cons > CONSERVATIVE_MAX_SLOWDOWN * ob:
         raise TilingRefusedError(
             f"tiling='conservative' declines this {m:,} x {k:,} x {n:,} product: its dense-sized tiles "
-            f"({plan.row_size} x {plan.col_size} x {plan.k_size}, sized for the {plan.limit:,} bytes left to tiles) number "
-            f"{plan.n_tiles:,} and would take about {cons:.3g} s, more than {CONSERVATIVE_MAX_SLOWDOWN}x the "
+            f"({plan.row_size} x {plan.col_size} x {plan.k_size}, sized for the {plan.limit:,} bytes left to "
+            f"tiles) number {plan.n_tiles:,} and would take about {cons:.3g} s, more than "
+            f"{CONSERVATIVE_MAX_SLOWDOWN}x the "
             f"{ob:.3g} s estimated for tiling='overbook' (which sizes tiles from the real sparsity); use "
             "'overbook' or 'prescient', or a larger memory_limit")
 
