@@ -11,13 +11,19 @@ error nor a re-plan (Tailors). A single row that alone does not fit is split int
 halves, then into contracted-id halves (partial sums, added on assembly). The result is
 the unbounded product, entry for entry (structural nonzeros, sorted column indices).
 
-Memory: the kernel's workspace is the dense accumulator (one value + one int64 stamp per
-column of the widest panel), one int64 stamp per contracted id of the widest id window,
-and an output buffer of at most ``limit / e`` entries whose touched pages never exceed the
-largest executed tile's output; the operands are not copied. With ``out=`` each finished
-tile goes to disk (buffered up to ``limit / 16`` bytes), so the process stays within
-about ``1.07 x limit`` of working memory; without ``out=`` the assembled result is held in
-memory as well (O(nnz C), outside the limit).
+Memory: the limit is spent in two phases that never overlap (the first phase's arrays are
+freed before the second starts). (1) Statistics and planning: every array the strategy
+gathers is charged as it is made (:meth:`TileStatistics.reserve`) against the limit minus
+``reserved`` (what the caller holds for this product, e.g. its operands' conversion), and
+a plan that would need more is refused with :class:`MemoryLimitError`. (2) Tiles: their
+working sets fit ``limit - reserved - limit / 16`` (the last sixteenth buffers finished
+tiles for ``out=``). The kernel's workspace is the dense accumulator (one value + one int64
+stamp per column of the widest panel), one int64 stamp per contracted id of the widest id
+window, and an output buffer of at most ``limit / e`` entries whose touched pages never
+exceed the largest executed tile's output; the operands are read in place. Bookkeeping is
+charged against ``max(limit, SMALL_BYTES)`` (:func:`~.workingset.accounted_limit`). With
+``out=`` the process thus stays within the limit; without it the assembled result is held
+in memory as well (O(nnz C): it is the return value).
 
 Cost: O(flops) for the products, plus what the strategy spends choosing the grid (reported
 as the sampling/counting cost), plus the work of bumped rows' first attempt.
