@@ -4,7 +4,10 @@ With ``memory_limit=``, every pairwise step of an einsum plan is a matricised Sp
 ``C[rows, cols] = A[rows, k] @ B[k, cols]`` (:func:`bounded_pair`) run through
 :func:`flexsparse.tiling.tiled_spgemm` (Swiftiles sizing, Tailors overflow absorption); the
 per-step :class:`~flexsparse.tiling.TilingReport` are collected. With ``out=``, the final step
-streams its tiles to disk and the caller gets a :class:`LazyEinsumResult`.
+streams its tiles to disk -- a store of :mod:`flexsparse.formats.store` whose manifest decodes
+tile indices into the einsum output's coordinates -- and the caller gets a
+:class:`~flexsparse.formats.store.StoredTensor` (``.load()``, ``.tiles()``); a result computed
+in memory is saved to the same format (:func:`save_result`).
 
 Memory: the limit covers everything the call allocates, charged before it is allocated. The
 step is given, as ``reserved``, the bytes the call already holds (operand copies made by
@@ -32,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from flexsparse._util import parse_bytes
+from flexsparse.formats.store import KeyDecoder, MatrixLayout, StoredTensor, write_coo
 
-__all__ = ["TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes", "LazyEinsumResult",
-           "save_result"]
+__all__ = ["TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes", "save_result"]
 
 
 @dataclass
@@ -75,56 +78,13 @@ def make_tiling_options(memory_limit: int | str, tiling: str, overbook: float, p
     return TilingOptions(limit, tiling, float(overbook), bool(progress), path)
 
 
-@dataclass
-class LazyEinsumResult:
-    """An einsum result written to disk tile by tile; :meth:`load` reads it as a COO.
-
-    Attributes:
-        matrix: the on-disk matricised product (:class:`flexsparse.tiling.LazyResult`).
-        shape: the einsum output's shape.
-        path: where the tiles live.
-    """
-
-    matrix: Any
-    decode: Any = field(repr=False)
-    shape: tuple[int, ...]
-    path: Path
-
-    @property
-    def nnz(self) -> int:
-        """Stored entries of the result."""
-        return int(self.matrix.nnz)
-
-    def load(self) -> Any:
-        """Read every tile and return the result as a canonical :class:`~flexsparse.COO`."""
-        return self.decode(self.matrix.load())
-
-    def __repr__(self) -> str:
-        return f"<LazyEinsumResult shape={self.shape} nnz={self.nnz} path={str(self.path)!r}>"
-
-
-@dataclass
-class SavedResult:
-    """A result that was computed in memory (no sparse x sparse final step) and saved atomically."""
-
-    path: Path
-    nnz: int
-
-    def load(self) -> Any:
-        from flexsparse.formats.io import load
-
-        return load(self.path)
-
-
-def save_result(result: Any, path: Path) -> LazyEinsumResult:
-    """Save an in-memory result atomically under ``path`` and hand back the same lazy handle."""
+def save_result(result: Any, path: Path) -> StoredTensor:
+    """Save an in-memory result (COO or dense) atomically as a store at ``path``; return its handle."""
     from flexsparse.formats.coo import COO
-    from flexsparse.formats.io import save
 
     coo = result if isinstance(result, COO) else COO.from_numpy(np.asarray(result))
-    target = path / "result.npz" if path.is_dir() or not path.suffix else path
-    save(target, coo)
-    return LazyEinsumResult(SavedResult(target, coo.nnz), lambda x: x, coo.shape, target)
+    write_coo(path, coo)
+    return StoredTensor(path)
 
 
 # ----------------------------------------------------------------------------- accounting
@@ -137,10 +97,12 @@ def owned_bytes(op: Any, inputs: list) -> int:
 
 
 def _direct(space: int, n: int) -> bool:
-    """Whether a key's index space is small enough for linear ids (as :func:`._keys.group_keys`)."""
+    """Whether a key's index space is small enough for linear ids: at most 4 ids per entry (the
+    rule of :func:`._keys.group_keys` without its 2**20 floor -- here every id costs charged
+    row pointers and statistics, so a sparse key of a huge space is compacted)."""
     from flexsparse.contract._keys import is_direct
 
-    return is_direct(space, n)
+    return is_direct(space, n, floor=0)
 
 
 def _linear(coords: list[np.ndarray], sizes: tuple[int, ...], n: int) -> np.ndarray:
@@ -201,7 +163,7 @@ def _key_ids(t: Any, letters: str, order: str, sizes: dict[str, int], sorted_by:
         ids = np.cumsum(change) - 1
         table = np.stack([c[change].astype(np.int64) for c in cols])
         return KeySpace(sz, int(table.shape[1]), "unique", table), ids
-    return group_keys(cols, sz, t.nnz)
+    return group_keys(cols, sz, t.nnz, floor=0)
 
 
 def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, int], opts: TilingOptions,
@@ -210,11 +172,11 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
 
     ``x``/``y`` are COO tensors or ndarrays over distinct indices, every index needed by the
     other side or the result; ``reserved`` is what the call already holds. Returns ``(result,
-    its indices)``: a COO, or with ``final`` and ``opts.out`` a :class:`LazyEinsumResult` over
-    ``final``.
+    its indices)``: a COO, or with ``final`` and ``opts.out`` the :class:`StoredTensor` written there,
+    whose coordinates follow ``final``.
     """
     from flexsparse.contract._keys import split_groups
-    from flexsparse.contract.execute import _assemble_csr, _canonical, _pair_dense, _split, _transpose_to
+    from flexsparse.contract.execute import _assemble_csr, _pair_dense, _split
     from flexsparse.formats.coo import COO
     from flexsparse.formats.csr import CSR
     from flexsparse.tiling.executor import MemoryLimitError
@@ -223,10 +185,10 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
     budget = accounted_limit(opts.limit)
     batch, contr, free_x, free_y = _split(xi, yi, out)
     dtype = np.result_type(x.dtype, y.dtype)
-    if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and final is None:
+    if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
         dense_bytes = x.nbytes + y.nbytes + math.prod(sizes[c] for c in out) * dtype.itemsize
-        if reserved + dense_bytes <= budget:  # BLAS, copies of both operands charged
-            return _pair_dense(x, xi, y, yi, out, sizes)
+        if reserved + dense_bytes <= budget:  # BLAS, copies of both operands charged; with
+            return _pair_dense(x, xi, y, yi, out, sizes)  # out=, the caller saves it whole
     ops = []
     for op in (x, y):
         if isinstance(op, np.ndarray):
@@ -267,7 +229,7 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
     else:
         k_ks, a_cols, b_rows = split_groups([sa.coords[order_a.index(c)] for c in k_letters],
                                             [sb.coords[order_b.index(c)] for c in k_letters],
-                                            tuple(sizes[c] for c in k_letters), sa.nnz, sb.nnz)
+                                            tuple(sizes[c] for c in k_letters), sa.nnz, sb.nnz, floor=0)
     A = CSR._trusted(_indptr(a_rows, row_ks.n_ids), _index_array(a_cols, k_ks.n_ids), sa.data,
                      (row_ks.n_ids, k_ks.n_ids), True)
     B = CSR._trusted(_indptr(b_rows, k_ks.n_ids), _index_array(b_cols, col_ks.n_ids), sb.data,
@@ -281,16 +243,21 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
     from flexsparse.tiling import tiled_spgemm
 
     stream = final is not None and opts.out is not None
+    layout = None
+    if stream:  # the store's manifest decodes ids into the output's coordinates (``final`` order)
+        layout = MatrixLayout(
+            (row_ks.n_ids, col_ks.n_ids),
+            KeyDecoder(tuple(final.index(c) for c in row_letters), row_ks.sizes, row_ks.table),
+            KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(col_letters)),
+                       col_ks.sizes, col_ks.table))
     result, report = tiled_spgemm(A, B, memory_limit=opts.limit, tiling=opts.strategy, overbook=opts.overbook,
                                   out=opts.out if stream else None, progress=opts.progress,
-                                  reserved=reserved + held)
+                                  reserved=reserved + held,
+                                  out_shape=tuple(sizes[c] for c in final) if stream else None,
+                                  out_layout=layout)
     opts.reports.append(report)
     if stream:
-        def decode(C: Any) -> Any:
-            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
-            return _canonical(_transpose_to(coo, res_idx, final))
-
-        return LazyEinsumResult(result, decode, tuple(sizes[c] for c in final), opts.out), final
+        return StoredTensor(opts.out), final
     return _assemble_csr(row_ks, col_ks, result, len(batch), res_shape), res_idx
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result
+from flexsparse.contract._bounded import make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract.parser import TermReduction
 from flexsparse.contract.plan import (
@@ -53,6 +53,7 @@ from flexsparse.contract.plan import (
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
+from flexsparse.formats.store import StoredTensor
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
@@ -563,7 +564,10 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
         overbook: target fraction of overflowing tiles for ``tiling="overbook"``.
         out: with ``memory_limit``, a ``.npz`` path or directory that receives the final
-            result tile by tile; a lazy handle is returned instead of the tensor.
+            result tile by tile, in the store format of :mod:`flexsparse.formats.store` (the
+            same format ``fs.save`` writes; ``fs.load`` reads it in any process); a
+            :class:`~flexsparse.formats.store.StoredTensor` handle (``.load()``, ``.tiles()``,
+            ``.shape``, ``.nnz``) is returned instead of the tensor.
         progress: show a progress bar over tiles.
         return_report: also return the tiling report(s) (``(result, reports)``).
 
@@ -621,7 +625,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         ops = [_promote(op, work) for op in ops]
         res, ri = _run_plan(spec, ops, work, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
-    if not isinstance(res, LazyEinsumResult):
+    if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
         if out is not None:
             res = save_result(res, tiling_opts.out)
@@ -680,6 +684,13 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
+        for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+            if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and \
+                    structured_kernel(wi, di, spec.output) is not None:
+                # structured x dense: the structured product, no statistics needed (they would
+                # cost a COO copy of W on every call)
+                return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
             # Too many output cells for inner products: Gustavson is the only candidate, and

@@ -1,6 +1,7 @@
-"""Reading and writing sparse tensors: FROSTT ``.tns``, Matrix Market ``.mtx``, our ``.npz``.
+"""Reading and writing sparse tensors: FROSTT ``.tns``, Matrix Market ``.mtx``, the flexsparse store.
 
-Formats (``load``/``save`` dispatch on the file extension, or ``format=``):
+Formats (``load``/``save`` dispatch on the file extension, or ``format=``; a directory is a
+store):
 
 * ``.tns`` -- one nonzero per line, ``i_1 ... i_d value``. Two layouts exist: the
   published FROSTT one (1-based, no header) and a variant whose first line is the shape
@@ -21,11 +22,16 @@ Formats (``load``/``save`` dispatch on the file extension, or ``format=``):
   general/symmetric/skew-symmetric/hermitian) is parsed here so errors carry line
   numbers; the dense ``array`` format goes through ``scipy.io.mmread``. Written as
   ``coordinate general``.
-* ``.npz`` -- ``np.savez``, schema version 1 (:data:`NPZ_SCHEMA`): ``format_version`` (int
-  scalar, 1), ``shape`` (1-D ints >= 0), ``data`` (1-D numeric, ``nnz``), ``coords_0 ..
-  coords_{d-1}`` (1-D ints, ``nnz`` each, in bounds), ``canonical`` (bool scalar, optional,
-  verified). Every member's ``.npy`` header is checked against the schema and against its
-  stored size before any array is read; nothing is unpickled.
+* ``.npz`` or a directory -- the flexsparse store (:mod:`flexsparse.formats.store`), the one
+  on-disk format of tensors and results: ``save`` writes it (one ``"coo"`` tile), and
+  ``einsum(out=...)``/``tiled_spgemm(out=...)`` write it tile by tile; ``load`` reads any of
+  them (``lazy=True`` returns the :class:`~flexsparse.formats.store.StoredTensor` handle).
+  ``load`` also reads two older ``.npz`` layouts: flexsparse's first one, schema version 1
+  (:data:`NPZ_SCHEMA`: ``format_version`` int scalar 1, ``shape`` 1-D ints >= 0, ``data`` 1-D
+  numeric, ``coords_0 .. coords_{d-1}`` 1-D ints in bounds, ``canonical`` bool scalar,
+  verified), and SciPy's ``scipy.sparse.save_npz`` files. Every ``.npy`` member's header is
+  checked against its schema and its stored size before the array is read
+  (:func:`~flexsparse.formats._npy.read_member`); nothing is unpickled.
 
 The loader contract: every error about a file's content is a :class:`FileFormatError` (a
 ValueError) whose message starts with ``path:`` -- ``path:line:`` for the text formats --
@@ -67,25 +73,21 @@ from pathlib import Path
 import numpy as np
 
 from flexsparse._util import atomic_write, check_numeric_dtype
+from flexsparse.formats._npy import FileFormatError, read_member
 from flexsparse.formats.coo import COO, normalize_shape
+from flexsparse.formats.store import StoredTensor, is_store, write_coo
 
 __all__ = ["FORMATS", "FileFormatError", "NPZ_SCHEMA", "load", "save"]
 
-#: Supported file extensions.
+#: Supported file extensions (a directory is read as a store).
 FORMATS = (".tns", ".mtx", ".npz")
+#: ``format_version`` of the first flexsparse ``.npz`` layout (still read, no longer written).
 NPZ_VERSION = 1
 #: ``.npz`` members: name -> (allowed dtype kinds, ndim); ``coords_<m>`` stands for every mode.
 NPZ_SCHEMA = {"format_version": ("iu", 0), "shape": ("iu", 1), "data": ("biufc", 1),
               "coords_<m>": ("iu", 1), "canonical": ("b", 0)}
 _MAX_EXTENT = 2**63 - 1
 _EXACT_DIGITS = 15  # every integer of at most 15 digits is exact in float64
-
-
-class FileFormatError(ValueError):
-    """A file whose content is not a valid tensor in its format.
-
-    The message starts with ``path:`` (``path:line:`` for the text formats).
-    """
 
 
 # ---------------------------------------------------------------------- text scanning
@@ -468,33 +470,19 @@ def _save_mtx(f, t: COO) -> None:
 
 # ---------------------------------------------------------------------- .npz
 def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, path) -> np.ndarray:
-    """One ``.npy`` member, its header checked against :data:`NPZ_SCHEMA` before reading."""
+    """One member of a first-layout ``.npz``, checked against :data:`NPZ_SCHEMA` before reading."""
     kinds, ndim = NPZ_SCHEMA["coords_<m>" if key.startswith("coords_") else key]
-    fmt = np.lib.format
-    with zf.open(info) as fh:
-        try:
-            version = fmt.read_magic(fh)
-            reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = reader(fh)
-        except ValueError as exc:
-            raise FileFormatError(f"{path}: member {key!r} is not a valid .npy array ({exc})") from None
-        header_len = fh.tell()
-    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
-        raise FileFormatError(f"{path}: member {key!r} has dtype {dtype}; expected "
-                              + "/".join({"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex"}[k]
-                                         for k in kinds))
-    if len(shape) != ndim:
-        raise FileFormatError(f"{path}: member {key!r} has shape {shape}; expected a "
-                              f"{'scalar' if ndim == 0 else f'{ndim}-D array'}")
-    expected = header_len + int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if info.file_size != expected:
-        raise FileFormatError(f"{path}: member {key!r} holds {info.file_size} bytes but its header {shape} "
-                              f"{dtype} needs {expected} (truncated or corrupt)")
-    with zf.open(info) as fh:
-        return fmt.read_array(fh, allow_pickle=False)
+    return read_member(zf, info, path, repr(key), kinds, ndim)
 
 
 def _load_npz(path) -> COO:
+    """A ``.npz`` file: a flexsparse store, the first flexsparse layout, or SciPy's."""
+    try:
+        store = is_store(path)
+    except (zipfile.BadZipFile, EOFError, ValueError):  # a damaged zip: reported below
+        store = False
+    if store:
+        return StoredTensor(path).load()
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
@@ -510,6 +498,8 @@ def _load_npz(path) -> COO:
                 raise FileFormatError(f"{path}: unexpected member {info.filename!r} (a flexsparse .npz holds .npy "
                                       "arrays only)")
             members[info.filename[:-4]] = info
+        if "format_version" not in members and {"format", "shape", "data"} <= set(members):
+            return _load_scipy_npz(path)
         for key in ("format_version", "shape", "data"):
             if key not in members:
                 raise FileFormatError(f"{path}: not a flexsparse .npz (missing {key!r}; has {sorted(members)})")
@@ -547,16 +537,27 @@ def _load_npz(path) -> COO:
         raise FileFormatError(f"{path}: {exc}") from None
 
 
-def _save_npz(f, t: COO) -> None:
-    arrays = {"format_version": np.int64(NPZ_VERSION), "shape": np.asarray(t.shape, dtype=np.int64).reshape(-1),
-              "data": t.data, "canonical": np.bool_(t.canonical)}
-    for m in range(t.ndim):
-        arrays[f"coords_{m}"] = t.coords[m]
-    np.savez(f, **arrays)
+def _load_scipy_npz(path) -> COO:
+    """A ``scipy.sparse.save_npz`` file (any of its formats) as a COO."""
+    import scipy.sparse as sp
+
+    from flexsparse.formats.convert import from_scipy
+
+    try:
+        m = sp.load_npz(path)
+    except (ValueError, KeyError) as exc:
+        raise FileFormatError(f"{path}: malformed SciPy sparse .npz: {exc}") from None
+    return from_scipy(m)
+
+
+def _save_npz(path, t: COO) -> None:
+    write_coo(path, t)
 
 
 # ---------------------------------------------------------------------- dispatch
 def _format_of(path, format) -> str:
+    if not format and Path(path).is_dir():
+        return "store"
     if format is not None and not isinstance(format, str):
         raise ValueError(f"{path}: format must be a str such as 'npz', not {type(format).__name__}")
     ext = ("." + format.lower().lstrip(".")) if format else Path(path).suffix.lower()
@@ -592,8 +593,8 @@ def _check_args(path, ext: str, index_base, header, shape, dtype):
 
 
 def load(path, *, index_base: int | None = None, header: bool | None = None, shape=None, dtype=None,
-         format: str | None = None) -> COO:
-    """Read a sparse tensor from ``.tns``, ``.mtx`` or ``.npz`` (see the module docstring for the rules).
+         format: str | None = None, lazy: bool = False) -> COO:
+    """Read a sparse tensor from ``.tns``, ``.mtx``, ``.npz`` or a store directory (module docstring).
 
     Args:
         path: file to read; the extension picks the format unless ``format`` is given.
@@ -602,17 +603,25 @@ def load(path, *, index_base: int | None = None, header: bool | None = None, sha
         header: whether a ``.tns`` file starts with a shape line (``None``: detect by field count).
         shape: explicit shape (wins over a ``.tns`` header).
         dtype: the values' dtype (integer dtypes parse ``.tns`` values as integers).
+        lazy: for a store (``.npz`` or directory), return its
+            :class:`~flexsparse.formats.store.StoredTensor` handle (metadata now, tiles on demand)
+            instead of the whole tensor.
 
     Raises:
         FileFormatError: (a ValueError) the content is malformed: ``path:line:`` for text files,
-            ``path:`` for ``.npz``; an ambiguous index base; out-of-bounds or negative index.
+            ``path:`` for ``.npz`` and stores; an ambiguous index base; out-of-bounds or negative
+            index.
         ValueError: an unknown extension or a bad argument (the message starts with ``path:``).
-        OSError: the file cannot be read (missing, a directory, no permission).
+        OSError: the file cannot be read (missing, no permission).
     """
     ext = _format_of(path, format)
     shape, dtype = _check_args(path, ext, index_base, header, shape, dtype)
-    if ext == ".npz":
-        t = _guarded(path, _load_npz, path)
+    if lazy:
+        if ext not in (".npz", "store") or not _guarded(path, is_store, path):
+            raise ValueError(f"{path}: lazy=True needs a flexsparse store (.npz or directory)")
+        return _guarded(path, StoredTensor, path)
+    if ext in (".npz", "store"):
+        t = _guarded(path, _load_npz if ext == ".npz" else lambda p: StoredTensor(p).load(), path)
         if shape is not None and shape != t.shape:
             raise FileFormatError(f"{path}: stored shape {t.shape} != requested shape {shape}")
         return t if dtype is None else t.astype(dtype)
@@ -635,7 +644,10 @@ def _guarded(path, fn, *args):
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError, UnicodeError,
             zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError, RuntimeError) as exc:
-        raise FileFormatError(f"{path}: {type(exc).__name__}: {exc}") from None
+        msg = str(exc)
+        if msg.startswith(f"{path}:"):  # already names the file
+            raise FileFormatError(msg) from None
+        raise FileFormatError(f"{path}: {type(exc).__name__}: {msg}") from None
     except OSError as exc:
         if not os.path.exists(path):
             raise
@@ -646,18 +658,20 @@ def save(path, tensor, *, index_base: int = 1, header: bool = False, format: str
     """Write ``tensor`` (anything :func:`~flexsparse.formats.convert.as_coo` accepts) atomically.
 
     ``.tns`` defaults to the published FROSTT layout (1-based, no header); pass
-    ``index_base=0, header=True`` for the shape-header variant. An exception (or an
-    interrupt) while writing leaves no file under ``path`` (or the previous one untouched)
+    ``index_base=0, header=True`` for the shape-header variant. ``.npz`` (or ``format="store"``
+    for a directory) writes the flexsparse store (:mod:`flexsparse.formats.store`). An exception
+    (or an interrupt) while writing leaves no file under ``path`` (or the previous one untouched)
     and no temporary file; a new file gets the permissions the umask allows.
     """
     from flexsparse.formats.convert import as_coo
 
-    ext = _format_of(path, format)
+    ext = "store" if format == "store" else _format_of(path, format)
     t = as_coo(tensor)
+    if ext in (".npz", "store"):
+        _save_npz(path, t)
+        return
     with atomic_write(os.fspath(path), "wb") as f:
         if ext == ".tns":
             _save_tns(f, t, index_base, header)
-        elif ext == ".mtx":
-            _save_mtx(f, t)
         else:
-            _save_npz(f, t)
+            _save_mtx(f, t)

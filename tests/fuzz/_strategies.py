@@ -124,7 +124,7 @@ def einsum_problems(draw, nonfinite: bool | None = None):
     spec, shapes = draw(einsum_specs())
     bad = draw(st.booleans()) if nonfinite is None else nonfinite
     dense, ops = [], []
-    for k, shape in enumerate(shapes):
+    for shape in shapes:
         dtype = draw(st.sampled_from(DTYPES))
         arr = make_values(draw(st.integers(0, 2**31)), shape, dtype, draw(st.sampled_from([0.0, 0.3, 1.0])), bad)
         op = as_kind(arr, draw(st.sampled_from(KINDS)))

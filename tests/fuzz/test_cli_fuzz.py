@@ -7,7 +7,6 @@ exits 0 or 2; a failing run prints exactly one line, ``error: ...``, on stderr.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
