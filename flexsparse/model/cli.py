@@ -135,7 +135,8 @@ def compare(designs: str = typer.Option("dense,stc,dstc,highlight", help="comma-
 
 @app.command("unit-checks")
 def unit_checks(out: Path = typer.Option(Path("docs/model/quick"), help="directory for the PNG plots and numbers.json"),
-                data: Optional[Path] = typer.Option(None, help="directory with SNAP ca-*.mat graphs (optional)")) -> None:
+                data: Optional[Path] = typer.Option(None, help="directory with SNAP ca-*.mat graphs (optional)"),
+                ) -> None:
     """Unit checks of the quick design models (they hold by construction or calibration and are
     not evidence of fidelity; the external validation is ``flexsparse model artifact``)."""
     from flexsparse.model import validation as v
@@ -224,7 +225,8 @@ def study_cmd(name: str = typer.Argument(..., help="highlight, tailors, flaash o
               sensitivity: bool = typer.Option(True, "--sensitivity/--no-sensitivity",
                                                help="re-run with every parameter halved and doubled"),
               data: Optional[Path] = typer.Option(None, help="directory with the SNAP ca-*.mat graphs "
-                                                             "(default: $FLEXSPARSE_SHARED_DATA or ../shared/data)")) -> None:
+                                                             "(default: $FLEXSPARSE_SHARED_DATA or ../shared/data)"),
+              ) -> None:
     """Re-derive a published design claim on the Sparseloop engine, with its sensitivity."""
     from flexsparse.model.sparseloop.studies.report import STUDIES, run_study
     names = STUDIES if name == "all" else (name,)

@@ -41,8 +41,9 @@ def test_run_without_mapping_uses_the_mapper(tmp_path, sl):
 
 
 def test_errors_are_one_line(tmp_path, sl, capsys):
-    from flexsparse.cli import main
     import sys
+
+    from flexsparse.cli import main
     files = [str(p) for p in sl.write(tmp_path, mapping=sl.MAPPING.replace("target: RF", "target: L9"))]
     old = sys.argv
     sys.argv = ["flexsparse", "model", "run", *files]

@@ -40,7 +40,7 @@ class Density:
     density = 1.0
     tensor_size = 1
 
-    def bind(self, tensor_size: int, rank_extents: tuple[int, ...]) -> "Density":
+    def bind(self, tensor_size: int, rank_extents: tuple[int, ...]) -> Density:
         """Fix the whole tensor's size and box (known once the problem is parsed)."""
         self.tensor_size = int(tensor_size)
         self.rank_extents = tuple(int(e) for e in rank_extents)
@@ -63,7 +63,8 @@ class Density:
             return 0.0
         return self.prob(shape, 0, box, constraint)
 
-    def expected_occupancy(self, shape: int, box: tuple[int, ...] | None = None, constraint: Constraint = None) -> float:
+    def expected_occupancy(self, shape: int, box: tuple[int, ...] | None = None,
+                           constraint: Constraint = None) -> float:
         """Mean nonzeros of a tile."""
         k, p = self.distribution(shape, box, constraint)
         return float(np.dot(k, p))
@@ -323,7 +324,7 @@ class ActualData(Density):
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def from_coords(cls, coords: np.ndarray, name: str = "<coordinates>", assume_unique: bool = False) -> "ActualData":
+    def from_coords(cls, coords: np.ndarray, name: str = "<coordinates>", assume_unique: bool = False) -> ActualData:
         """Pattern given by nonzero coordinates, shape (ranks, nnz); duplicates are merged unless
         the caller guarantees there are none (``assume_unique``, e.g. a canonical SciPy matrix)."""
         d = cls(name)
@@ -475,7 +476,8 @@ def make_density(spec, where: str, base_dir: Path | None = None) -> Density:
         return _checked(FixedStructured(float(spec)), where)
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a density is a number or a mapping with 'distribution'")
-    allowed = {"distribution", "density", "data_file_path", "workload_tensor_size", "levels", "rank", "shared_rows", "!"}
+    allowed = {"distribution", "density", "data_file_path", "workload_tensor_size", "levels", "rank", "shared_rows",
+               "!"}
     for k in spec:
         if k not in allowed:
             raise ValueError(f"{where}: unknown key {k!r} in a density; valid keys: "

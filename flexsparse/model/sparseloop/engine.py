@@ -23,19 +23,25 @@ Cost: ``O(levels * data-spaces * actions)`` after the analyses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from flexsparse.model.sparseloop.formats import (SparseOpts, define_formats, expected_occupancy, metadata_accesses,
-                                                 parse_sparse)
+from flexsparse.model.sparseloop.formats import (
+    SparseOpts,
+    define_formats,
+    expected_occupancy,
+    metadata_accesses,
+    parse_sparse,
+)
 from flexsparse.model.sparseloop.mapping import Mapping, parse_mapping
 from flexsparse.model.sparseloop.nest import NestResult, analyze
 from flexsparse.model.sparseloop.saf import SparseState, apply_safs, classify_compute
 from flexsparse.model.sparseloop.spec import STORAGE_ACTIONS, Arch, Problem, apply_ert, parse_arch, parse_problem
-from flexsparse.model.sparseloop.yamlio import SpecError, YDict, check_keys, load_files, where
+from flexsparse.model.sparseloop.yamlio import SpecError, YDict, load_files, where
 
 __all__ = ["Evaluation", "Spec", "evaluate", "load_spec"]
 
@@ -300,7 +306,8 @@ def _overbook(spec: Spec, dense: NestResult, st: SparseState | None, fg) -> dict
             moved = acts["random_read"] * f
             acts["random_read"] -= moved
             acts["random_fill"] *= 1 - f
-            pacts["random_read"] += moved * dense.tiles[pv][lv].replication / max(1, dense.tiles[pv][parent].replication)
+            pacts["random_read"] += (moved * dense.tiles[pv][lv].replication
+                                     / max(1, dense.tiles[pv][parent].replication))
     return out
 
 
@@ -310,7 +317,8 @@ def _init_actions(t) -> dict[str, float]:
     return acts
 
 
-def _sparse(spec: Spec, mapping: Mapping, dense: NestResult, fg, fmt, compute, exact_joint: bool = False) -> SparseState:
+def _sparse(spec: Spec, mapping: Mapping, dense: NestResult, fg, fmt, compute,
+            exact_joint: bool = False) -> SparseState:
     arch, problem, opts = spec.arch, spec.problem, spec.sparse
     nlv = len(arch.storage)
     sizes = [[dense.tiles[pv][lv].size for lv in range(nlv)] for pv in range(len(problem.dataspaces))]

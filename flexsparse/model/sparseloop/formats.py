@@ -157,7 +157,8 @@ def parse_sparse(node: Any, arch: Arch, problem: Problem) -> SparseOpts:
                 elif kind in ("skipping", "skip_on_not_aligned_operands"):
                     opts.compute.add("skipping")
                 else:
-                    raise SpecError(f"{where(co, 'type')}: unknown compute optimization {kind!r}; valid: gating, skipping")
+                    raise SpecError(f"{where(co, 'type')}: unknown compute optimization {kind!r}; "
+                                    "valid: gating, skipping")
             if "representation-format" not in tgt and "action-optimization" not in tgt:
                 continue
         lv = arch.level_index(name, where(tgt, "name"))
@@ -189,7 +190,8 @@ def parse_sparse(node: Any, arch: Arch, problem: Problem) -> SparseOpts:
                                    "the rank takes one loop")
                             if msg not in opts.warnings:
                                 opts.warnings.append(msg)
-                    rules = [[problem.dim_index(str(d), where(rk)) for d in (rule if isinstance(rule, list) else [rule])]
+                    rules = [[problem.dim_index(str(d), where(rk))
+                              for d in (rule if isinstance(rule, list) else [rule])]
                              for rule in flat]
                     ranks.append(RankFormat(fmt, _word_bits(rk.get("metadata-word-bits"), dflt_md,
                                                             level.md_storage_width, loc),
@@ -214,7 +216,8 @@ def parse_sparse(node: Any, arch: Arch, problem: Problem) -> SparseOpts:
                     cond = ch["condition-on"]
                     if not isinstance(cond, list):
                         raise SpecError(f"{where(ch, 'condition-on')}: condition-on is a list of data-spaces")
-                    group.append(ActionOpt(_ACTION_TYPES[kind], problem.ds_index(str(ch["target"]), where(ch, "target")),
+                    group.append(ActionOpt(_ACTION_TYPES[kind],
+                                           problem.ds_index(str(ch["target"]), where(ch, "target")),
                                            [problem.ds_index(str(c), where(ch, "condition-on")) for c in cond]))
                 groups.append(group)
     return opts

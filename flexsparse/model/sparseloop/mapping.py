@@ -52,7 +52,7 @@ class Mapping:
     nest: list[Loop] = field(default_factory=list)        # analysed nest, innermost first
     boundary: list[int] = field(default_factory=list)     # index in nest of each level's outermost loop
 
-    def build(self) -> "Mapping":
+    def build(self) -> Mapping:
         """Assemble ``nest`` and ``boundary`` from the per-level loops."""
         self.nest, self.boundary = [], []
         for lv in range(len(self.temporal)):
@@ -81,7 +81,8 @@ class Mapping:
                     out.append(f"  for {problem.dims[lp.dim]} in [0:{lp.end})")
             for lp in reversed(self.spatial[lv]):
                 if lp.end > 1:
-                    out.append(f"  for {problem.dims[lp.dim]} in [0:{lp.end}) (Spatial-{'X' if lp.spatial == 1 else 'Y'})")
+                    axis = "X" if lp.spatial == 1 else "Y"
+                    out.append(f"  for {problem.dims[lp.dim]} in [0:{lp.end}) (Spatial-{axis})")
         return out
 
 

@@ -102,7 +102,8 @@ def _ext(high) -> list[int]:
     return list(high)
 
 
-def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tuple[float, int, float, float, dict[int, list[int]]]:
+def _read_impact(st: SparseState, lv: int, target: int,
+                 cond: list[int]) -> tuple[float, int, float, float, dict[int, list[int]]]:
     """(ineffectual-read probability, level charged, expected target occupancy) of one option."""
     problem, dims_t = st.problem, st.problem.dataspaces[target].dims
     tl = st.level_of(target, lv)
@@ -201,7 +202,7 @@ def _read_impact(st: SparseState, lv: int, target: int, cond: list[int]) -> tupl
 def _define_read_impact(st: SparseState, lv: int, group, kind: str) -> None:
     options = [(_read_impact(st, lv, o.target, o.cond), o) for o in group]
     best, best_i = 0.0, 0
-    for i, ((p, tl, occ, _, _), o) in enumerate(options):
+    for i, ((p, tl, occ, _, _), _o) in enumerate(options):
         lvl = st.arch.storage[tl]
         saving = lvl.energy["random_read"] / lvl.block_size * occ * p
         if saving >= best:

@@ -493,7 +493,8 @@ def parse_problem(node: Any, base_dir: Optional[Path] = None) -> Problem:
         raise SpecError(f"{where(shape)}: problem shape needs a non-empty 'data-spaces' list")
     spaces = []
     for ds in dspec:
-        check_keys(ds, {"name", "projection", "read-write", "read_write"}, "a data-space", required=("name", "projection"))
+        check_keys(ds, {"name", "projection", "read-write", "read_write"}, "a data-space",
+                   required=("name", "projection"))
         ranks = []
         for rank in ds["projection"]:
             terms = []

@@ -10,8 +10,9 @@ given again in a later file replaces the earlier one. Cost: linear in the input 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["ert_for", "gemm_problem", "largest_divisor", "sensitivity"]
 
@@ -71,7 +72,7 @@ def sensitivity(params: Any, run: Callable[[Any], dict], names: Iterable[str] | 
         v = getattr(params, f.name)
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
-        for label, factor in (("half", 0.5), ("double", 2.0)):
+        for factor in (0.5, 2.0):
             nv = v * factor
             if isinstance(v, int):
                 nv = max(1, int(round(nv)))

@@ -129,6 +129,7 @@ _DENSITIES: dict = {}
 def _densities(a_coords: np.ndarray, n: int) -> tuple[Any, Any, Any]:
     """Actual-data densities of A, B = A and Z = A @ A (pattern from SciPy's product)."""
     import scipy.sparse as sps
+
     from flexsparse.model.sparseloop.density import ActualData
     a = sps.csr_matrix((np.ones(a_coords.shape[1], dtype=np.float32), (a_coords[0], a_coords[1])), shape=(n, n))
     a.sum_duplicates()
