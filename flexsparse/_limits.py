@@ -28,12 +28,20 @@ __all__ = [
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "HSS_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
+    "MAX_DISTRIBUTED_TILES",
+    "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "TILES_PER_THREAD",
+    "TILE_MEMORY_FACTOR",
     "TODENSE_MAX_BYTES",
+    "WORKER_BASELINE_BYTES",
+    "WORKER_MEMORY_FRACTION",
     "fits_int64",
 ]
 
@@ -132,3 +140,30 @@ BLOCK_DENSE_CROSSOVER = 0.4
 #: 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4 (0.25), <= 0.6x from 1/3 up;
 #: patterns from 1:4 (0.25) up go to BLAS under ``backend="auto"``.
 HSS_DENSE_CROSSOVER = 0.22
+
+# ---------------------------------------------------------------------- distributed
+#: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker
+#: at 80% of its limit and its nanny restarts it at 95%, so planning for 70% leaves the
+#: transient copies of a result being sent (and measurement noise) under the pause threshold.
+WORKER_MEMORY_FRACTION = 0.7
+#: Resident memory of an idle worker process after importing flexsparse and compiling the
+#: SpGEMM kernels (measured: 190-230 MiB RSS on the standard VM, dask 2026.8, numba 0.68, by
+#: ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product).
+WORKER_BASELINE_BYTES = 256 * _MiB
+#: A tile's measured memory over its working-set model (:mod:`flexsparse.tiling.workingset`):
+#: the product's buffers, plus one copy of the result piece while it is serialised for sending.
+TILE_MEMORY_FACTOR = 2.0
+#: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
+DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
+#: Tile budget when the workers have no memory limit (dask ``memory_limit=0``).
+DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
+#: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
+#: slow or lost worker delays at most a small share of the product.
+TILES_PER_THREAD = 4
+#: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
+#: transfer overhead per task against ~5 ns per multiply-add).
+MIN_TILE_FLOPS = 2_000_000
+#: Most tiles one distributed product may have: the dask scheduler spends ~1 ms per task, so
+#: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
+#: sparse product can ask for millions).
+MAX_DISTRIBUTED_TILES = 20_000

@@ -6,11 +6,17 @@ With ``memory_limit=``, every sparse x sparse step of an einsum plan is a matric
 collects the per-step :class:`~flexsparse.tiling.TilingReport`. With ``out=``, the final step
 streams its tiles to disk and the caller gets a :class:`LazyEinsumResult`.
 
+Where the product runs is pluggable: :data:`PRODUCT_RUNNER` (a context variable, unset by
+default) may hold a callable with the signature of :func:`tiled_product` that returns
+``(result, report)``; :mod:`flexsparse.distributed` sets it for the duration of one call so
+the same einsum semantics run with each product's tiles spread over a cluster.
+
 Cost: that of the tiled SpGEMM; the options are validated before any work.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +26,12 @@ import numpy as np
 
 from flexsparse._util import parse_bytes
 
-__all__ = ["TilingOptions", "make_tiling_options", "tiled_product", "LazyEinsumResult", "save_result"]
+__all__ = ["PRODUCT_RUNNER", "TilingOptions", "make_tiling_options", "tiled_product", "LazyEinsumResult",
+           "save_result"]
+
+#: ``runner(a, b, opts, out=None) -> (result, report)`` replacing the in-process tiled SpGEMM of
+#: :func:`tiled_product` in the current context; ``None`` (the default) runs it here.
+PRODUCT_RUNNER: contextvars.ContextVar = contextvars.ContextVar("flexsparse_product_runner", default=None)
 
 
 @dataclass
@@ -62,10 +73,14 @@ def make_tiling_options(memory_limit: int | str, tiling: str, overbook: float, p
 
 def tiled_product(a: Any, b: Any, opts: TilingOptions, out: Path | None = None) -> Any:
     """``a @ b`` (flexsparse CSR operands) under ``opts.limit``; appends the step's report."""
-    from flexsparse.tiling import tiled_spgemm
+    runner = PRODUCT_RUNNER.get()
+    if runner is not None:
+        result, report = runner(a, b, opts, out=out)
+    else:
+        from flexsparse.tiling import tiled_spgemm
 
-    result, report = tiled_spgemm(a, b, memory_limit=opts.limit, tiling=opts.strategy,
-                                  overbook=opts.overbook, out=out, progress=opts.progress)
+        result, report = tiled_spgemm(a, b, memory_limit=opts.limit, tiling=opts.strategy,
+                                      overbook=opts.overbook, out=out, progress=opts.progress)
     opts.reports.append(report)
     return result
 
