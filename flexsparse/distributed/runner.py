@@ -222,37 +222,65 @@ class _Run:
             self.panels[(ki, ci)] = fut
         return fut
 
-    def submit(self, g: int) -> Any:
-        """Submit group ``g``'s tiles, its addition tree and its write; return the final future."""
+    def _live(self) -> list[str]:
+        """Addresses of the workers attached now (a restarted worker comes back on a new port)."""
+        from flexsparse.distributed.cluster import worker_resources
+
+        self.addresses = worker_resources(self.client).addresses
+        return list(self.addresses)
+
+    def _scatter_blocks(self, groups: list[int]) -> dict[int, list[Any]]:
+        """A blocks of ``groups``, scattered in one call per worker; ``{group: [future per tile]}``."""
+        p = self.plan
+        live = set(self.addresses)
+        by_worker: dict[str, list[tuple[int, Any]]] = {}
+        for g in groups:
+            addr = self.addresses[p.worker_of_group[g] % len(self.addresses)]
+            if addr not in live:
+                addr = self.addresses[g % len(self.addresses)]
+            for t in p.group_tiles(g):
+                by_worker.setdefault(addr, []).append((g, _block(self.A, t.r0, t.r1, t.k0, t.k1)))
+        out: dict[int, list[Any]] = {g: [] for g in groups}
+        for addr, items in by_worker.items():
+            try:
+                futs = self.client.scatter([blk for _, blk in items], workers=[addr], hash=False)
+            except (OSError, KeyError):  # that worker went away meanwhile: let the scheduler place them
+                self._live()
+                futs = self.client.scatter([blk for _, blk in items], hash=False)
+            for (g, _), f in zip(items, futs):
+                out[g].append(f)
+        return out
+
+    def submit(self, groups: list[int]) -> dict[Any, int]:
+        """Submit the tiles, addition trees and writes of ``groups``; ``{final future: group}``."""
         c, p = self.client, self.plan
-        worker = [self.addresses[p.worker_of_group[g] % len(self.addresses)]]
-        attempt = int(self.attempts[g])
-        self.attempts[g] += 1
-        n_k = p.n_k
-        leaves = []
-        for ki, t in enumerate(p.group_tiles(g)):
-            a_blk = c.scatter(_block(self.A, t.r0, t.r1, t.k0, t.k1), workers=worker, hash=False)
-            b_pan = self._panel(ki, p.col_bounds.index(t.c0))
-            meta = (t.r0, t.r1, t.c0, t.c1, int(n_k > 1))
-            leaves.append(c.submit(_tasks.run_tile, a_blk, b_pan, meta, p.shape[2], p.limit, t.bounded,
-                                   t.describe(), key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
-                                   workers=worker, allow_other_workers=True, pure=False))
-        level = leaves
-        depth = 0
-        while len(level) > 1:
-            nxt = [c.submit(_tasks.add_pieces, level[i], level[i + 1], p.shape[2], f"group {g}",
-                            key=f"fs-add-{self.token}-{g}-{depth}-{i}-{attempt}", workers=worker,
-                            allow_other_workers=True, pure=False) for i in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level, depth = nxt, depth + 1
-        root = level[0]
-        if self.directory is not None:
-            root = c.submit(_tasks.write_piece, root, str(self.directory), g, f"group {g}",
-                            key=f"fs-write-{self.token}-{g}-{attempt}", workers=worker,
-                            allow_other_workers=True, pure=False)
-        self.futures[g] = leaves + [root]
-        return root
+        blocks = self._scatter_blocks(groups)
+        finals = {}
+        for g in groups:
+            attempt = int(self.attempts[g])
+            self.attempts[g] += 1
+            leaves = []
+            for ki, (t, a_blk) in enumerate(zip(p.group_tiles(g), blocks[g])):
+                b_pan = self._panel(ki, p.col_bounds.index(t.c0))
+                meta = (t.r0, t.r1, t.c0, t.c1, int(p.n_k > 1))
+                leaves.append(c.submit(_tasks.run_tile, a_blk, b_pan, meta, p.shape[2], p.limit, t.bounded,
+                                       t.describe(), key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
+                                       pure=False))
+            level, depth = leaves, 0
+            while len(level) > 1:
+                nxt = [c.submit(_tasks.add_pieces, level[i], level[i + 1], p.shape[2], f"group {g}",
+                                key=f"fs-add-{self.token}-{g}-{depth}-{i}-{attempt}", pure=False)
+                       for i in range(0, len(level) - 1, 2)]
+                if len(level) % 2:
+                    nxt.append(level[-1])
+                level, depth = nxt, depth + 1
+            root = level[0]
+            if self.directory is not None:
+                root = c.submit(_tasks.write_piece, root, str(self.directory), g, f"group {g}",
+                                key=f"fs-write-{self.token}-{g}-{attempt}", pure=False)
+            self.futures[g] = blocks[g] + leaves + [root]
+            finals[root] = g
+        return finals
 
     def execute(self) -> list[Any]:
         """Every group's piece (or manifest entry with ``out=``), in group order."""
@@ -261,7 +289,7 @@ class _Run:
         p = self.plan
         if p.n_groups == 0:
             return []
-        finals = {self.submit(g): g for g in range(p.n_groups)}
+        finals = self.submit(list(range(p.n_groups)))
         results: list[Any] = [None] * p.n_groups
         bar = task = None
         if self.progress:
@@ -289,9 +317,10 @@ class _Run:
                     raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
                                        f"(workers lost or cancelled): {exc!r}")
                 self.resubmitted += 1
-                new = self.submit(g)
-                finals[new] = g
-                pending.add(new)
+                self._live()
+                new = self.submit([g])
+                finals.update(new)
+                pending.update(new)
         finally:
             if bar is not None:
                 bar.stop()
