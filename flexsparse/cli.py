@@ -45,6 +45,8 @@ def einsum_cmd(
     report: bool = typer.Option(False, help="Print the tiling report."),
     threads: Optional[int] = typer.Option(None, help="Worker threads."),
     show_path: bool = typer.Option(False, "--path", help="Print the contraction path and its estimates."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Run on a local dask cluster of this many worker processes."),
+    scheduler: Optional[str] = typer.Option(None, help="Run on the dask cluster at this address (tcp://host:8786)."),
 ) -> None:
     """Contract tensors stored in files and write the result (atomically)."""
     import time
@@ -56,7 +58,14 @@ def einsum_cmd(
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
     kwargs = dict(format="coo", threads=threads)
-    if memory_limit is not None:
+    if workers is not None or scheduler is not None:
+        from flexsparse import distributed
+
+        result, reports = distributed.einsum(
+            spec, *tensors, workers=workers, address=scheduler, format="coo", tiling=tiling,
+            worker_memory=memory_limit if scheduler is None else None, progress=report,
+            return_report=True)
+    elif memory_limit is not None:
         kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
         result, reports = fs.einsum(spec, *tensors, **kwargs)
     else:

@@ -42,7 +42,7 @@ from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_cou
 __all__ = ["DistributedReport", "ProductRunner", "MAX_GROUP_ATTEMPTS"]
 
 #: Times a group is submitted before a lost-worker failure is given up on.
-MAX_GROUP_ATTEMPTS = 4
+MAX_GROUP_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,7 @@ class _Run:
         self.panels: dict[tuple[int, int], Any] = {}
         self.futures: dict[int, list[Any]] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
+        self._seen_workers = list(self.addresses)
         self.resubmitted = 0
 
     def _panel(self, ki: int, ci: int) -> Any:
@@ -302,22 +303,31 @@ class _Run:
             pending = as_completed(list(finals))
             for fut in pending:
                 g = finals.pop(fut)
-                if fut.status == "finished":
-                    res = fut.result()
+                exc: BaseException | None = None
+                try:
+                    res = fut.result()          # raises what the task raised, or a lost/cancelled error
+                except _tasks.TileError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
+                    exc = e
+                if exc is None:
                     results[g] = res if self.directory is not None else _tasks.finished(res)
                     self.futures.pop(g, None)
                     fut.release()
                     if bar is not None:
                         bar.advance(task)
                     continue
-                exc = fut.exception() if fut.status == "error" else None
-                if isinstance(exc, _tasks.TileError):
-                    raise exc
+                if type(exc).__name__ == "KilledWorker":   # the task itself keeps killing workers
+                    raise _tasks.TileError(f"group {g} (rows {p.group_tiles(g)[0].r0}:{p.group_tiles(g)[0].r1}) "
+                                           f"killed its worker repeatedly: {exc}") from exc
                 if self.attempts[g] >= MAX_GROUP_ATTEMPTS:
                     raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
-                                       f"(workers lost or cancelled): {exc!r}")
+                                       f"(workers lost; last status {fut.status!r}, {exc!r})")
                 self.resubmitted += 1
-                self._live()
+                if self._live() != self._seen_workers:
+                    # the cluster changed: B's copies may name a dead worker; scatter them afresh
+                    self._seen_workers = list(self.addresses)
+                    self.panels = {}
                 new = self.submit([g])
                 finals.update(new)
                 pending.update(new)
