@@ -92,7 +92,7 @@ def connect(client: Any = None, address: str | None = None, workers: int | None 
         memory = max(1, _available_memory() // n)
     cluster = distributed.LocalCluster(
         n_workers=n, threads_per_worker=1, processes=processes, memory_limit=memory,
-        dashboard_address=":0" if _has_dashboard() else None, silence_logs=logging.ERROR)
+        dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with distributed.Client(cluster) as c:
             _announce(c, announce)

@@ -36,7 +36,7 @@ from flexsparse.tiling import LazyResult  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as c:
         yield c
 
@@ -185,7 +185,7 @@ def test_ctrl_c_cancels_the_futures(client, monkeypatch):
 def test_killed_worker_process_gives_the_same_result(tmp_path):
     a = fs.from_scipy(sp.random_array((1500, 1200), density=0.02, format="csr", rng=0))
     ref = reference("ij,kj->ik", a, a)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=50) as cluster, Client(cluster) as c:
         c.run(lambda: fs.einsum("ij,jk->ik", a[:5], a.T[:, :5], memory_limit="1MB"))  # compile first
         victim = max(c.run(os.getpid).values())
