@@ -173,6 +173,8 @@ def main(argv=None):
     ap.add_argument("--worker-memory", default="3GB")
     ap.add_argument("--big", action="store_true", help="also run the oversized product streamed to out=")
     ap.add_argument("--big-scale", type=int, default=17)
+    ap.add_argument("--big-edge-factor", type=int, default=12)
+    ap.add_argument("--big-worker-memory", default="2GB")
     ap.add_argument("--no-peers", dest="peers", action="store_false")
     ap.add_argument("--only", choices=["rmat", "4d", "big"], default=None)
     ap.add_argument("--json", default=None)
@@ -198,8 +200,9 @@ def run_big(args, results):
     """An output larger than a worker's memory, streamed to disk tile by tile."""
     from flexsparse._util import parse_bytes
 
-    a = rmat(args.big_scale, 16, seed=1)
-    wm = parse_bytes(args.worker_memory)
+    a = rmat(args.big_scale, args.big_edge_factor, seed=1)
+    print(f"big: R-MAT scale {args.big_scale}, nnz {a.nnz:,}, A @ A flops {flops_of(a):,}", flush=True)
+    wm = parse_bytes(args.big_worker_memory)
     tmp = Path(tempfile.mkdtemp(prefix="fs-big-", dir=os.environ.get("TMPDIR", "/tmp")))
     try:
         t, res, peaks, reports = on_cluster("ij,jk->ik", [a, a], 2, wm, 1, out=tmp / "c")

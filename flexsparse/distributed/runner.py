@@ -247,7 +247,11 @@ class _Run:
         """Addresses of the workers attached now (a restarted worker comes back on a new port)."""
         from flexsparse.distributed.cluster import worker_resources
 
-        self.addresses = worker_resources(self.client).addresses
+        try:
+            self.addresses = worker_resources(self.client).addresses
+        except RuntimeError:  # every worker is restarting: wait for one to come back
+            self.client.wait_for_workers(1, timeout=120)
+            self.addresses = worker_resources(self.client).addresses
         return list(self.addresses)
 
     def _scatter_blocks(self, groups: list[int]) -> dict[int, list[Any]]:

@@ -160,10 +160,16 @@ def balanced_bounds(work: np.ndarray, n_parts: int) -> np.ndarray:
     total = cum[-1]
     if total <= 0:
         return np.unique(np.linspace(0, m, n_parts + 1).astype(np.int64))
-    targets = total * np.arange(1, n_parts) / n_parts
-    cuts = np.searchsorted(cum, targets, side="left") + 1
-    # a cut after row i means rows [.., i] on the left; keep hubs alone
-    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 1, m), [m]]).astype(np.int64))
+    share = total / n_parts
+    targets = share * np.arange(1, n_parts)
+    idx = np.minimum(np.searchsorted(cum, targets, side="left"), m - 1)
+    before = np.where(idx > 0, cum[np.maximum(idx - 1, 0)], 0.0)
+    # the cut nearest each target, before or after the row that crosses it; a row heavier than
+    # a share (a hub) gets cuts on both sides, so it forms a range of its own
+    nearest = np.where(cum[idx] - targets < targets - before, idx + 1, idx)
+    hub = work[idx] > share
+    cuts = np.concatenate([nearest, idx[hub], idx[hub] + 1])
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, m), [m]]).astype(np.int64))
     return bounds
 
 
