@@ -71,13 +71,13 @@ def fits_int64(*extents: int) -> bool:
 
 # ---------------------------------------------------------------------- einsum engine choice
 #: Both operands of a pairwise step at least this dense (and the step within
-#: :data:`DENSE_STEP_MAX_BYTES`): densify and use BLAS. Measured 2026-11-23 with
+#: :data:`DENSE_STEP_MAX_BYTES`): densify and use BLAS. Measured 2026-11-29 with
 #: ``python benchmarks/bench_limits.py --repeat 7`` (two 600x600 float64 COO, ``ij,jk->ik``,
 #: numba and OpenBLAS on 1 thread, load average ~5): dense/gustavson time 4.3 at density 0.05,
 #: 1.7 at 0.1, 0.43 at 0.2, 0.18 at 0.3 -- the crossover of a square product lies between 0.1
-#: and 0.2. The value stays at 0.3 because the rule also guards memory (a densified operand
-#: costs 1/density times its COO values) and non-square, batched steps cross later; at 0.3
-#: BLAS is already 5x faster on the square case, so nothing above it stays sparse.
+#: and 0.2. The value stays at 0.3: lowering it changes every planner path and wants non-square
+#: and batched steps measured as well; at 0.3 BLAS is already 5x faster on the square case, so
+#: no operand pair above it stays sparse.
 BLAS_MIN_DENSITY = 0.3
 #: A result estimated denser than this is assembled and stored dense (``format="auto"`` and
 #: the ``dense_out`` of ``spmm`` steps). Measured with the same command (``spmm`` of a
@@ -89,10 +89,10 @@ BLAS_MIN_DENSITY = 0.3
 DENSE_OUTPUT_MIN_DENSITY = 0.25
 #: Inner products (the ``dot`` engine) are considered only when the result has at most this
 #: many cells per stored operand entry; above it Gustavson is the only candidate and no
-#: statistics are gathered. Equal to the cost model's break-even: each output cell costs a
-#: fibre merge of about ``(nnzA / rows_A + nnzB / rows_B)`` steps, which exceeds Gustavson's
-#: ``flops + nnz`` once cells > ~4 * (nnzA + nnzB) on the FROSTT-like tensors of
-#: ``benchmarks/bench_einsum.py`` (cost model of :mod:`flexsparse.contract.cost`).
+#: statistics are gathered. A pre-filter, not a crossover: where it admits ``dot``, the cost
+#: model of :mod:`flexsparse.contract.cost` still decides between ``dot`` and ``gustavson``; 4
+#: bounds the dot engine's dense output to a few times the operands' entries (not measured
+#: separately).
 DOT_CELLS_PER_NNZ = 4
 #: The ``dot`` engine writes a dense ``rows x cols`` array; it runs only when that has at most
 #: this many cells: 2**26 cells x 8 B = 512 MiB of float64, 1/48 of the machine.

@@ -7,7 +7,8 @@ The executor matricises every pairwise contraction: the coordinates of a group o
   row-major linear index is itself the id (no sort; ids are in lexicographic key order);
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
   (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
-* ``lexsort``: ``prod(sizes)`` fails :func:`flexsparse._limits.fits_int64` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
+* ``lexsort``: ``prod(sizes)`` fails :func:`flexsparse._limits.fits_int64` (FROSTT Flickr,
+  ~1e22 cells): rank the key tuples with
   ``np.lexsort`` over the modes, never forming a linear key.
 
 In every regime ids increase with the lexicographic order of the key tuples, so sorted ids

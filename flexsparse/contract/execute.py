@@ -41,12 +41,13 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
+from flexsparse.contract._bounded import make_tiling_options, save_result, tiled_product
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
 from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format, structured_kernel
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
+from flexsparse.formats.store import KeyDecoder, MatrixLayout, StoredTensor
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
@@ -228,14 +229,15 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
     if tiling is not None and final is not None and tiling.out is not None:
-        # Final step with out=: tiles stream to disk; decode to COO only when loaded.
-        lazy = tiled_product(A, B, tiling, out=tiling.out)
-
-        def decode(C):
-            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
-            return _canonical(_transpose_to(coo, res_idx, final))
-
-        return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
+        # Final step with out=: tiles stream to disk; the store's manifest decodes ids to the
+        # coordinates of the output (in ``final`` order), so any process can load it.
+        layout = MatrixLayout(
+            (row_ks.n_ids, col_ks.n_ids),
+            KeyDecoder(tuple(final.index(c) for c in batch + free_a), row_ks.sizes, row_ks.table),
+            KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(batch + free_b)),
+                       col_ks.sizes, col_ks.table))
+        stored = tiled_product(A, B, tiling, out=tiling.out, out_shape=sz(final), out_layout=layout)
+        return stored, final
     if tiling is not None:
         C = tiled_product(A, B, tiling)
     else:
@@ -464,7 +466,10 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
         overbook: target fraction of overflowing tiles for ``tiling="overbook"``.
         out: with ``memory_limit``, a ``.npz`` path or directory that receives the final
-            result tile by tile; a lazy handle is returned instead of the tensor.
+            result tile by tile, in the store format of :mod:`flexsparse.formats.store` (the
+            same format ``fs.save`` writes; ``fs.load`` reads it in any process); a
+            :class:`~flexsparse.formats.store.StoredTensor` handle (``.load()``, ``.tiles()``,
+            ``.shape``, ``.nnz``) is returned instead of the tensor.
         progress: show a progress bar over tiles.
         return_report: also return the tiling report(s) (``(result, reports)``).
 
@@ -513,7 +518,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
                           "propagate through stored entries only", RuntimeWarning, stacklevel=2)
         res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
-    if not isinstance(res, LazyEinsumResult):
+    if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
         if out is not None:
             res = save_result(res, tiling_opts.out)
@@ -568,6 +573,13 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
+        for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+            if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and \
+                    structured_kernel(wi, di, spec.output) is not None:
+                # structured x dense: the structured product, no statistics needed (they would
+                # cost a COO copy of W on every call)
+                return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
             # Too many output cells for inner products: Gustavson is the only candidate, and

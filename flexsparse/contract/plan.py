@@ -66,12 +66,11 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import warnings
 
 from flexsparse import _limits
 from flexsparse._util import parse_bytes

@@ -26,7 +26,8 @@ from typing import Any
 _EXPORTS = {
     "einsum": "flexsparse.distributed.api",
     "plan": "flexsparse.distributed.api",
-    "DistributedPlan": "flexsparse.distributed.api",
+    "DistributedPlan": "flexsparse.distributed.stats_plan",
+    "powerlaw_stats": "flexsparse.distributed.stats_plan",
     "DistributedReport": "flexsparse.distributed.runner",
     "TileError": "flexsparse.distributed._tasks",
     "connect": "flexsparse.distributed.cluster",

@@ -1,16 +1,15 @@
-"""Writing a distributed product in the tiled result format that :class:`flexsparse.tiling.LazyResult` reads.
+"""Writing a distributed product as a flexsparse store (:mod:`flexsparse.formats.store`) from many processes.
 
-The format is the one :mod:`flexsparse.tiling.outfile` defines (a directory of part files
-plus ``manifest.json``, or the same arrays in one ``.npz`` zip); this module only writes it
-from several processes at once:
+The format is the store's ``"csr"`` encoding (what ``einsum(out=...)`` writes in process and
+``fs.load`` reads in any process); this module only splits its writing across processes:
 
-* each tile is one part file ``part-NNNNN.npz`` named by its tile id, written atomically by
-  the worker that computed it (temporary + rename): writing a tile again replaces it, never
-  adds to it;
-* the client writes ``manifest.json`` last (atomically) once every tile is in; before that
-  the directory is refused by ``LazyResult`` as incomplete;
-* a ``.npz`` target is built in a hidden sibling directory, packed into the zip (one tile
-  in memory at a time) and renamed onto the final name only when complete;
+* each output block is one tile ``tile-NNNNNN.npz`` named by its block id, written atomically by
+  the worker that computed it, through :meth:`TileWriter.write_tile` (temporary + rename):
+  writing a tile again -- a retry after a lost worker -- replaces it, never adds to it;
+* the client writes the decode tables and ``manifest.json`` last (:meth:`TileWriter.commit`)
+  once every tile is in; before that the store is refused as incomplete;
+* a ``.npz`` target is built in a hidden sibling directory, then streamed into the zip one tile
+  at a time by the client's writer, which renames the zip onto its final name only when complete;
 * :func:`abort` removes what a failed or cancelled run wrote.
 
 Cost: O(nnz) bytes written once (twice for a ``.npz`` target).
@@ -19,94 +18,82 @@ Cost: O(nnz) bytes written once (twice for a ``.npz`` target).
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flexsparse._util import atomic_write
-
 __all__ = ["abort", "commit", "prepare", "write_tile"]
 
-MANIFEST = "manifest.json"
-FORMAT = "flexsparse-tiled-csr"
+
+def _is_zip(path: Path) -> bool:
+    from flexsparse.formats.store import is_zip_target
+
+    return is_zip_target(path)
 
 
-def _write_npy(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
-    arr = np.ascontiguousarray(arr)
-    with zf.open(name, "w", force_zip64=True) as fh:
-        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-        if arr.size:
-            fh.write(memoryview(arr.reshape(-1)).cast("B"))
-
-
-def _part_name(tile_id: int) -> str:
-    return f"part-{int(tile_id):05d}.npz"
+def _name(tile_id: int) -> str:
+    return f"tile-{int(tile_id):06d}"
 
 
 def prepare(target: Path) -> Path:
-    """The directory the workers write tiles into for ``target`` (created; an old manifest removed)."""
+    """The directory the workers write tiles into for ``target`` (created; a stale manifest removed)."""
+    from flexsparse.formats.store import MANIFEST
+
     target = Path(target)
-    if target.suffix.lower() == ".npz":
-        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tiles-", dir=target.parent or Path(".")))
+    if _is_zip(target):
+        parent = target.parent if str(target.parent) else Path(".")
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tiles-", dir=parent))
     target.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (target / MANIFEST).unlink()
     return target
 
 
-def write_tile(directory: Path, tile_id: int, piece: Any) -> dict[str, Any]:
-    """Write one piece as tile ``tile_id`` (atomic, idempotent); return its manifest entry."""
+def _arrays(piece: Any) -> dict[str, np.ndarray]:
     meta, indptr, indices, data = piece
-    name = _part_name(tile_id)
-    with atomic_write(Path(directory) / name, "wb") as fh, \
-            zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        _write_npy(zf, "meta.npy", np.array([meta], dtype=np.int64).reshape(-1, 5))
-        _write_npy(zf, "indptr_0.npy", indptr)
-        _write_npy(zf, "indices_0.npy", indices)
-        _write_npy(zf, "data_0.npy", data)
-    return {"file": name, "pieces": 1, "nnz": int(indices.shape[0]), "partial": int(meta[4])}
+    return {"meta": np.array([meta], dtype=np.int64).reshape(-1, 5), "indptr_0": indptr,
+            "indices_0": indices, "values_0": data}
 
 
-def commit(target: Path, directory: Path, entries: list[dict[str, Any]], shape: tuple[int, int],
-           dtype: np.dtype, index_dtype: np.dtype, family: str) -> Path:
-    """Write the manifest (directory target) or pack the zip (``.npz`` target); return ``target``."""
+def write_tile(directory: Path, tile_id: int, piece: Any) -> dict[str, Any]:
+    """Write one piece as tile ``tile_id`` of the store being built in ``directory``; its manifest entry."""
+    from flexsparse.formats.store import MatrixLayout, TileWriter
+
+    (r0, r1, c0, c1, _), _, indices, data = piece
+    # a directory writer writes each tile atomically on its own; only the client commits
+    TileWriter(directory, (max(r1, 1), max(c1, 1)), data.dtype, "csr",
+               layout=MatrixLayout.identity((max(r1, 1), max(c1, 1)))).write_tile(tile_id, _arrays(piece))
+    return {"id": int(tile_id), "name": _name(tile_id), "nnz": int(indices.shape[0]), "pieces": 1}
+
+
+def commit(target: Path, directory: Path, entries: list[dict[str, Any]], shape: tuple[int, ...],
+           dtype: np.dtype, layout: Any) -> Any:
+    """Write the manifest (directory target) or pack the zip (``.npz`` target); return the reader."""
+    from flexsparse.formats.store import TileWriter
+
     target = Path(target)
-    entries = sorted(entries, key=lambda e: e["file"])
-    partial = any(e.get("partial") for e in entries)
-    parts = [{k: e[k] for k in ("file", "pieces", "nnz")} for e in entries]
-    manifest = {"format": FORMAT, "version": 1, "shape": [int(s) for s in shape],
-                "dtype": np.dtype(dtype).str, "index_dtype": np.dtype(index_dtype).str,
-                "family": family, "stored": int(sum(e["nnz"] for e in entries)),
-                "partial_sums": partial, "parts": parts, "complete": True}
-    if target.suffix.lower() != ".npz":
-        with atomic_write(target / MANIFEST, "w") as fh:
-            fh.write(json.dumps(manifest, indent=1))
-        return target
-    zparts = []
-    with atomic_write(target, "wb") as f, \
-            zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for j, part in enumerate(parts):
-            prefix = f"p{j:05d}"
-            with np.load(directory / part["file"], allow_pickle=False) as z:
-                for key in z.files:
-                    _write_npy(zf, f"{prefix}_{key}.npy", z[key])
-            zparts.append({"prefix": prefix, "pieces": part["pieces"], "nnz": part["nnz"]})
-        zf.writestr(MANIFEST, json.dumps(dict(manifest, parts=zparts), indent=1))
+    if not _is_zip(target):
+        writer = TileWriter(target, shape, dtype, "csr", layout=layout)
+        # adopt the tiles the workers wrote: the manifest lists them (sorted by id) on commit
+        writer._tiles.update({int(e["id"]): dict(e) for e in entries})
+        return writer.commit()
+    with TileWriter(target, shape, dtype, "csr", layout=layout) as writer:
+        for e in sorted(entries, key=lambda e: e["id"]):
+            with np.load(directory / f"{e['name']}.npz", allow_pickle=False) as z:
+                writer.write_tile(e["id"], {k[:-4] if k.endswith(".npy") else k: z[k] for k in z.files})
+        stored = writer.commit()
     shutil.rmtree(directory, ignore_errors=True)
-    return target
+    return stored
 
 
 def abort(target: Path, directory: Path, tile_ids: list[int]) -> None:
     """Remove the tiles a failed run wrote (and the hidden directory of a ``.npz`` target)."""
-    if Path(target).suffix.lower() == ".npz":
+    if _is_zip(Path(target)):
         shutil.rmtree(directory, ignore_errors=True)
         return
     for t in tile_ids:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(Path(directory) / _part_name(t))
+            (Path(directory) / f"{_name(t)}.npz").unlink()

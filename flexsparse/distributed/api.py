@@ -20,11 +20,14 @@ with ``out=``); starting an embedded cluster takes about a second per worker pro
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexsparse._util import parse_bytes
 
-__all__ = ["einsum", "plan", "DistributedPlan"]
+if TYPE_CHECKING:
+    from flexsparse.distributed.stats_plan import DistributedPlan
+
+__all__ = ["einsum", "plan"]
 
 
 def _tile_memory(tile_memory: Any) -> int | None:
@@ -114,11 +117,3 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
 
     return _plan(subscripts, *operands, workers=workers, worker_memory=worker_memory,
                  threads_per_worker=threads_per_worker, tiling=tiling, overbook=overbook, show=show)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DistributedPlan":
-        from flexsparse.distributed.stats_plan import DistributedPlan
-
-        return DistributedPlan
-    raise AttributeError(name)

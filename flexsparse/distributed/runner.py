@@ -181,9 +181,11 @@ class ProductRunner:
         return pplan
 
     # ------------------------------------------------------------------ running
-    def __call__(self, a: Any, b: Any, opts: Any, out: Path | None = None, **_: Any) -> tuple[Any, DistributedReport]:
+    def __call__(self, a: Any, b: Any, opts: Any, out: Path | None = None,
+                 out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
+                 **_: Any) -> tuple[Any, DistributedReport]:
         from flexsparse.tiling.engine import as_operand
-        from flexsparse.tiling.outfile import LazyResult, assemble
+        from flexsparse.tiling.outfile import assemble
 
         t0 = time.perf_counter()
         A, B = as_operand(a, "a").csr, as_operand(b, "b").csr
@@ -202,8 +204,10 @@ class ProductRunner:
             run.cancel()
             raise
         if out is not None:
-            _store.commit(Path(out), run.directory, results, (m, n), dtype, idx_dtype, "flexsparse")
-            result = LazyResult(out)
+            from flexsparse.formats.store import MatrixLayout
+
+            layout = out_layout if out_layout is not None else MatrixLayout.identity((m, n))
+            result = _store.commit(Path(out), run.directory, results, out_shape or (m, n), dtype, layout)
         else:
             from flexsparse.formats.csr import CSR
 

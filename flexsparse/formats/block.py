@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse.formats.base import SparseArray, dense_bytes_check
+from flexsparse.formats.base import SparseArray, dense_bytes_check, is_identity_2d
 
 __all__ = ["BlockSparse", "StructuredMatrix", "check_float_dtype"]
 
@@ -404,7 +404,7 @@ class BlockSparse(StructuredMatrix):
 
     def transpose(self, axes=None) -> BlockSparse:
         """The transpose: a BlockSparse with ``(c, r)`` blocks, each block transposed (O(nnz))."""
-        if axes is not None and tuple(int(a) % 2 for a in axes) == (0, 1):
+        if is_identity_2d(axes):
             return self
         gk = self.grid[1]
         rows = self.block_rows
@@ -431,13 +431,18 @@ class BlockSparse(StructuredMatrix):
         inside = (rows < M) & (cols < K)
         return rows[inside], cols[inside], self.values[inside]
 
-    def to_scipy(self, format: str = "bsr"):
-        """SciPy ``bsr_array`` (needs ``M % r == K % c == 0``), ``csr_array`` or ``coo_array``."""
+    def to_scipy(self, format: str | None = None):
+        """SciPy ``bsr_array`` (needs ``M % r == K % c == 0``), ``csr_array`` or ``coo_array``.
+
+        The default is ``"bsr"`` when the shape is a multiple of the block, else ``"csr"``.
+        """
+        (M, K), (r, c) = self.shape, self.block
+        if format is None:
+            format = "csr" if M % r or K % c else "bsr"
         if format != "bsr":
             return super().to_scipy(format)
         import scipy.sparse as sp
 
-        (M, K), (r, c) = self.shape, self.block
         if M % r or K % c:
             raise ValueError(f"scipy BSR needs the shape {self.shape} to be a multiple of the block "
                              f"{self.block}; use to_scipy('csr')")

@@ -31,7 +31,6 @@ from hypothesis import strategies as st  # noqa: E402
 from flexsparse import distributed as fd  # noqa: E402
 from flexsparse.distributed.chunks import register_dask  # noqa: E402
 from flexsparse.distributed.tiles import assign_lpt, balanced_bounds  # noqa: E402
-from flexsparse.tiling import LazyResult  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +122,26 @@ def test_out_streams_tiles_in_the_tiled_format(client, tmp_path, name):
     target = tmp_path / name
     got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, out=target, progress=False)
     np.testing.assert_allclose(dense(got), reference("ij,jk->ik", a, b), rtol=1e-12)
-    again = LazyResult(target)                   # what a fresh process reads
-    assert again.nnz == got.nnz
+    again = fs.load(target)                      # what a fresh process reads
+    np.testing.assert_allclose(again.todense(), reference("ij,jk->ik", a, b), rtol=1e-12)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     if target.is_dir():
         manifest = json.loads((target / "manifest.json").read_text())
-        assert manifest["stored"] == got.nnz and manifest["complete"]
+        assert manifest["complete"] and manifest["stored"] == sum(t["nnz"] for t in manifest["tiles"])
+        assert len(manifest["tiles"]) > 1
 
 
 def test_rerun_tile_replaces_its_file(tmp_path):
     from flexsparse.distributed import _store
+    from flexsparse.formats.store import MatrixLayout
 
     piece = ((0, 2, 0, 3, 0), np.array([0, 1, 2]), np.array([0, 2], np.int32), np.array([1.0, 2.0]))
     _store.write_tile(tmp_path, 7, piece)
     entry = _store.write_tile(tmp_path, 7, piece)          # a retried tile
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00007.npz"]
-    _store.commit(tmp_path, tmp_path, [entry], (2, 3), np.float64, np.int32, "flexsparse")
-    np.testing.assert_array_equal(LazyResult(tmp_path).load().toarray(), [[1, 0, 0], [0, 0, 2]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tile-000007.npz"]
+    _store.commit(tmp_path, tmp_path, [entry], (2, 3), np.float64, MatrixLayout.identity((2, 3)))
+    np.testing.assert_array_equal(fs.load(tmp_path).todense(), [[1, 0, 0], [0, 0, 2]])
 
 
 # ---------------------------------------------------------------------- faults
@@ -206,7 +207,9 @@ def test_killed_worker_process_gives_the_same_result(tmp_path):
         assert victim not in c.run(os.getpid).values()
     np.testing.assert_allclose(dense(got), ref, rtol=1e-12)
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert len({p["file"] for p in manifest["parts"]}) == len(manifest["parts"])   # no tile twice
+    assert len({t["name"] for t in manifest["tiles"]}) == len(manifest["tiles"])   # no tile twice
+    assert sorted(p.name for p in (tmp_path / "o").glob("tile-*.npz")) == \
+        sorted(f"{t['name']}.npz" for t in manifest["tiles"])
     assert reports[0].resubmitted >= 0
 
 
