@@ -243,7 +243,11 @@ class _Run:
         if fut is None or fut.status in ("lost", "error", "cancelled"):
             p = self.plan
             block = _block(self.B, p.k_bounds[ki], p.k_bounds[ki + 1], p.col_bounds[ci], p.col_bounds[ci + 1])
-            fut = self.client.scatter(block, broadcast=True, hash=False)
+            try:
+                fut = self.client.scatter(block, broadcast=True, hash=False)
+            except (OSError, KeyError):  # a worker went away during the broadcast
+                self._live()
+                fut = self.client.scatter(block, broadcast=True, hash=False)
             self.panels[(ki, ci)] = fut
         return fut
 
@@ -261,12 +265,9 @@ class _Run:
     def _scatter_blocks(self, groups: list[int]) -> dict[int, list[Any]]:
         """A blocks of ``groups``, scattered in one call per worker; ``{group: [future per tile]}``."""
         p = self.plan
-        live = set(self.addresses)
         by_worker: dict[str, list[tuple[int, Any]]] = {}
         for g in groups:
             addr = self.addresses[p.worker_of_group[g] % len(self.addresses)]
-            if addr not in live:
-                addr = self.addresses[g % len(self.addresses)]
             for t in p.group_tiles(g):
                 by_worker.setdefault(addr, []).append((g, _block(self.A, t.r0, t.r1, t.k0, t.k1)))
         out: dict[int, list[Any]] = {g: [] for g in groups}

@@ -506,32 +506,24 @@ def _sum(a, axis=None, dtype=None, out=None, keepdims=False, **_):
     return res.astype(dtype) if dtype is not None else res
 
 
-def _tensordot(a, b, axes=2):
-    from flexsparse.contract.execute import tensordot
-
-    return tensordot(a, b, axes=axes, format="coo")
-
-
-def _einsum(*operands, **kwargs):
-    from flexsparse.contract.execute import einsum
-
-    return einsum(*operands, **kwargs)
-
-
 def _matmul(a, b, **_):
-    from flexsparse.contract.execute import matmul
-
-    return matmul(a, b)
+    return a @ b            # the operator dispatch (installed by flexsparse.contract.dispatch)
 
 
+#: NumPy function -> implementation on COO; the contraction engine adds ``np.tensordot`` and
+#: ``np.einsum`` (:func:`register_array_function`, from :mod:`flexsparse.contract.dispatch`:
+#: formats never import the engine).
 _ARRAY_FUNCTIONS = {
     np.concatenate: _concatenate,
     np.stack: _stack,
     np.sum: _sum,
-    np.tensordot: _tensordot,
-    np.einsum: _einsum,
     np.matmul: _matmul,
     np.dot: _matmul,
     np.transpose: lambda a, axes=None: _as_coo(a).transpose(axes),
     np.reshape: lambda a, shape=None, order="C", **kw: _as_coo(a).reshape(kw.get("newshape", shape)),
 }
+
+
+def register_array_function(func, impl) -> None:
+    """Make ``func(...)`` (a NumPy function) run ``impl`` when a COO is among its arguments."""
+    _ARRAY_FUNCTIONS[func] = impl
