@@ -62,6 +62,15 @@ def flops_of(a) -> int:
 
 
 def _peak_rss() -> int:
+    """This process's resident high-water mark (``VmHWM``: reset at exec, unlike ``ru_maxrss``,
+    which a spawned worker inherits from the large benchmark process that started it)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
@@ -156,6 +165,11 @@ def run_workload(name, spec, ops, axes, chunks, args, results):
     results.append(row(f"{name}: 1 worker / 2 workers", seconds=f"{t1:.3f} / {t2:.3f}",
                        one_worker_over_engine=f"{t1 / t_in1:.2f}", speedup_2w=f"{t1 / t2:.2f}",
                        tiles=tiles, equal=ok))
+    if rep1 and hasattr(rep1[0], "received_bytes"):
+        r = rep1[0]
+        results.append(row(f"{name}: 1 worker: product / gathered / assembly",
+                           seconds=f"{r.total_seconds:.3f}", received_mb=f"{r.received_bytes / 2**20:.0f}",
+                           assembly=f"{r.assemble_seconds:.3f}", planning=f"{r.plan_seconds:.3f}"))
     results.append(row(f"{name}: worker peak RSS / limit", one_worker=f"{max(p1) / wm:.2f}",
                        two_workers=f"{max(p2) / wm:.2f}", peak_mb=f"{max(p1 + p2) / 2**20:.0f}"))
     if args.peers:

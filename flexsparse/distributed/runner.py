@@ -58,7 +58,9 @@ class DistributedReport:
         resubmitted: groups submitted again after a lost worker.
         workers: workers the groups were assigned to.
         balance: busiest worker's estimated work over the mean.
-        plan_seconds, total_seconds: planning time and wall time of the product.
+        received_bytes: bytes of result pieces gathered by the caller (0 with ``out=``).
+        plan_seconds, assemble_seconds, total_seconds: planning, assembling the gathered pieces
+            into one matrix, and the wall time of the product.
     """
 
     strategy: str
@@ -71,7 +73,9 @@ class DistributedReport:
     resubmitted: int
     workers: int
     balance: float
+    received_bytes: int
     plan_seconds: float
+    assemble_seconds: float
     total_seconds: float
 
     def __str__(self) -> str:
@@ -82,7 +86,9 @@ class DistributedReport:
                 f"{self.bounded_tiles} bounded)\n"
                 f"  workers / balance   {self.workers} / {self.balance:.2f}\n"
                 f"  resubmitted groups  {self.resubmitted}\n"
-                f"  planning / total    {self.plan_seconds:.3f} s / {self.total_seconds:.3f} s")
+                f"  received            {self.received_bytes:,} B\n"
+                f"  planning / assembly / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
+                f"{self.total_seconds:.3f} s")
 
 
 def _block(x: Any, r0: int, r1: int, k0: int, k1: int) -> Any:
@@ -203,6 +209,8 @@ class ProductRunner:
         except BaseException:
             run.cancel()
             raise
+        t_asm = time.perf_counter()
+        received = 0
         if out is not None:
             from flexsparse.formats.store import MatrixLayout
 
@@ -211,6 +219,7 @@ class ProductRunner:
         else:
             from flexsparse.formats.csr import CSR
 
+            received = sum(int(p[1].nbytes + p[2].nbytes + p[3].nbytes) for p in results)
             ip, ix, d = _concatenate_rows(results, m, n) if plan.col_bounds == (0, n) else \
                 assemble(results, (m, n), dtype, idx_dtype)
             # the buffers come from the kernels (sorted, in bounds): no second validation pass
@@ -218,7 +227,8 @@ class ProductRunner:
                                   (m, n), True)
         report = DistributedReport(plan.strategy, plan.limit, plan.shape, len(plan.tiles), plan.n_groups,
                                    plan.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
-                                   plan.n_workers, plan.balance, t_plan, time.perf_counter() - t0)
+                                   plan.n_workers, plan.balance, received, t_plan,
+                                   time.perf_counter() - t_asm, time.perf_counter() - t0)
         return result, report
 
 
