@@ -187,7 +187,7 @@ def main(argv=None):
     ap.add_argument("--worker-memory", default="3GB")
     ap.add_argument("--big", action="store_true", help="also run the oversized product streamed to out=")
     ap.add_argument("--big-scale", type=int, default=17)
-    ap.add_argument("--big-edge-factor", type=int, default=12)
+    ap.add_argument("--big-edge-factor", type=int, default=13)
     ap.add_argument("--big-worker-memory", default="2GB")
     ap.add_argument("--no-peers", dest="peers", action="store_false")
     ap.add_argument("--only", choices=["rmat", "4d", "big"], default=None)

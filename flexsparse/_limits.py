@@ -146,12 +146,14 @@ HSS_DENSE_CROSSOVER = 0.22
 #: at 80% of its limit and its nanny restarts it at 95%, so planning for 70% leaves the
 #: transient copies of a result being sent (and measurement noise) under the pause threshold.
 WORKER_MEMORY_FRACTION = 0.7
-#: Resident memory of an idle worker process after importing flexsparse and compiling the
-#: SpGEMM kernels (measured: 190-230 MiB RSS on the standard VM, dask 2026.8, numba 0.68, by
-#: ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product).
+#: Resident memory of an idle worker process after importing flexsparse and loading the SpGEMM
+#: kernels from numba's cache (measured: 183 MiB RSS on the standard VM, dask 2026.8, numba 0.68,
+#: by ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product), rounded up.
 WORKER_BASELINE_BYTES = 256 * _MiB
-#: A tile's measured memory over its working-set model (:mod:`flexsparse.tiling.workingset`):
-#: the product's buffers, plus one copy of the result piece while it is serialised for sending.
+#: A tile's memory over its working-set model (:mod:`flexsparse.tiling.workingset`): the product's
+#: buffers plus one copy of the result piece while it is serialised for sending (arithmetic; the
+#: oversized R-MAT product of ``benchmarks/bench_distributed.py --only big`` peaked at 0.65x of its
+#: 2 GB workers with it, BENCHMARKS.md section 8).
 TILE_MEMORY_FACTOR = 2.0
 #: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
 DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
