@@ -22,6 +22,7 @@ __all__ = [
     "AUTO_DENSE_MAX_BYTES",
     "BLAS_MIN_DENSITY",
     "BLOCK_DENSE_CROSSOVER",
+    "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
@@ -36,7 +37,9 @@ __all__ = [
     "INT64_MAX",
     "MAX_DISTRIBUTED_TILES",
     "MIN_TILE_FLOPS",
+    "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "SMALL_BYTES",
     "TILES_PER_THREAD",
     "TILE_MEMORY_FACTOR",
     "TODENSE_MAX_BYTES",
@@ -110,10 +113,24 @@ AUTO_DENSE_MAX_BYTES = 2 * _GiB
 #: dense form takes at most this many bytes: two such operands plus a result of the same size
 #: stay within :data:`DENSE_STEP_MAX_BYTES` (3 x 256 MiB + headroom).
 DENSE_OPERAND_MAX_BYTES = 256 * _MiB
-#: With inf/nan in a sparse operand, NumPy's ``0 * inf = nan`` is reproduced exactly by a dense
-#: evaluation when every operand densifies within this many bytes (512 MiB each, so a
-#: two-operand call stays near :data:`DENSE_STEP_MAX_BYTES`); larger ones warn instead.
+#: With inf/nan in an operand, NumPy's answer is reproduced bit for bit by running
+#: ``numpy.einsum`` on the densified operands when they and the result take at most this many
+#: bytes together (512 MiB, half of :data:`DENSE_STEP_MAX_BYTES`; with ``memory_limit=`` that
+#: limit instead); larger calls take the exact by-terms evaluation of
+#: :mod:`flexsparse.contract._nonfinite`.
 NONFINITE_DENSE_MAX_BYTES = 512 * _MiB
+#: ... and only when its loop nest has at most this many products: ``numpy.einsum``'s own loops
+#: (no BLAS) ran a 512^3 float64 ``ij,jk->ik`` holding an inf (1.3e8 products) in 0.18 s, min of
+#: 3, 2026-11-29, load average ~11 (``python -c "import numpy as np, time; a = np.random.rand(512,
+#: 512); a[0, 0] = np.inf; t = time.perf_counter(); np.einsum('ij,jk->ik', a, a);
+#: print(time.perf_counter() - t)"``), so the dense reference stays well under a second.
+NONFINITE_DENSE_LOOPS = 2**27
+#: ``memory_limit=`` charges bookkeeping allocations (operand conversions, tiling statistics,
+#: non-finite corrections) against ``max(limit, SMALL_BYTES)``: below 1 MiB a process's
+#: resident size moves by the interpreter's own allocations (importing NumPy alone maps tens
+#: of MiB), so a tighter charge would refuse work for noise. Tile working sets always fit the
+#: limit itself.
+SMALL_BYTES = 1 * _MiB
 #: ``todense()``/``np.asarray`` refuse results above this many bytes unless ``max_bytes=`` is
 #: raised (4 GiB = 1/6 of the machine: an accidental densification of a FROSTT tensor
 #: raises ``DenseTooLargeError`` instead of swapping).
@@ -121,6 +138,13 @@ TODENSE_MAX_BYTES = 4 * _GiB
 #: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
 #: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
 DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+
+# ---------------------------------------------------------------------- tiling
+#: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
+#: (:mod:`flexsparse.tiling.strategies`, fitted within 2x of measured times) puts it beyond this
+#: multiple of ``tiling="overbook"``'s time: on a 300K-row power-law graph under 1/8 of the
+#: unbounded peak it would run ~15 million tiles (about 2000 s against 2 s).
+CONSERVATIVE_MAX_SLOWDOWN = 20
 
 # ---------------------------------------------------------------------- statistics
 #: ``operand_stats`` counts the distinct coordinates of a mode with a bool mark array (one byte
@@ -153,7 +177,7 @@ WORKER_BASELINE_BYTES = 256 * _MiB
 #: A tile's memory over its working-set model (:mod:`flexsparse.tiling.workingset`): the product's
 #: buffers plus one copy of the result piece while it is serialised for sending (arithmetic; the
 #: oversized R-MAT product of ``benchmarks/bench_distributed.py --only big`` peaked at 0.65x of its
-#: 2 GB workers with it, BENCHMARKS.md section 8).
+#: 2 GB workers with it, BENCHMARKS.md section 9).
 TILE_MEMORY_FACTOR = 2.0
 #: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
 DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB

@@ -273,7 +273,10 @@ class COO(SparseArray):
         starts = _sort.group_starts(coords)
         if self.nnz and not starts.all():
             idx = np.flatnonzero(starts)
-            data = np.add.reduceat(data, idx) if data.dtype != bool else np.logical_or.reduceat(data, idx)
+            # summed in the tensor's own dtype (as todense() does): np.add.reduceat would widen
+            # small integers to int64; booleans OR, as np.add.at on a bool array does
+            data = np.add.reduceat(data, idx, dtype=data.dtype) if data.dtype != bool else \
+                np.logical_or.reduceat(data, idx)
             coords = coords[:, idx]
         return self._new(coords, data, canonical=True)
 
