@@ -89,13 +89,17 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
             res = shard_einsum(c, subscripts, ops, sharded, format=format, optimize=optimize,
                                out=out, progress=progress, reports=reports)
         else:
+            from flexsparse.distributed.cluster import _available_memory
+
             resources = worker_resources(c)
             runner = ProductRunner(c, resources, progress=progress, tile_memory=budget)
             token = PRODUCT_RUNNER.set(runner)
             try:
+                # memory_limit bounds what this process does itself (matricising, steps with a
+                # dense result): the memory it has; the tiles are planned against the workers'
                 res, reports = local_einsum(
                     subscripts, *ops, format=format, optimize=optimize,
-                    memory_limit=budget or resources.min_memory or "256MiB", tiling=tiling,
+                    memory_limit=_available_memory(), tiling=tiling,
                     overbook=overbook, out=out, progress=False, return_report=True)
             finally:
                 PRODUCT_RUNNER.reset(token)

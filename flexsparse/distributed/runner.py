@@ -1,8 +1,8 @@
 """Run one matricised sparse x sparse product of an einsum as tiles on a dask cluster.
 
 :class:`ProductRunner` is what :func:`flexsparse.distributed.einsum` installs as the einsum
-engine's product runner (:data:`flexsparse.contract._bounded.PRODUCT_RUNNER`): every sparse
-x sparse step ``C = A @ B`` of the plan comes here as two CSR matrices.
+engine's product runner (:data:`flexsparse.contract._bounded.PRODUCT_RUNNER`): every tiled
+step ``C = A @ B`` of the plan comes here as two CSR matrices.
 
 Algorithm:
 
@@ -127,7 +127,7 @@ def _concatenate_rows(pieces: list[Any], m: int, n: int) -> tuple[np.ndarray, np
 
 
 class ProductRunner:
-    """Callable ``(a, b, opts, out=None) -> (result, report)`` running tiles on ``client``.
+    """Callable with :func:`flexsparse.tiling.tiled_spgemm`'s signature running the tiles on ``client``.
 
     Args:
         client: a ``distributed.Client``.
@@ -187,9 +187,15 @@ class ProductRunner:
         return pplan
 
     # ------------------------------------------------------------------ running
-    def __call__(self, a: Any, b: Any, opts: Any, out: Path | None = None,
+    def __call__(self, a: Any, b: Any, *, memory_limit: Any = None, tiling: str = "overbook",
+                 overbook: float = 0.10, out: Path | None = None, progress: bool = False,
                  out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
                  **_: Any) -> tuple[Any, DistributedReport]:
+        """``a @ b`` on the cluster, with the call signature of :func:`flexsparse.tiling.tiled_spgemm`.
+
+        ``memory_limit`` and ``reserved`` describe the calling process and are not used here: the
+        tiles are planned against the workers' budget (``tile_memory`` or their memory limits).
+        """
         from flexsparse.tiling.engine import as_operand
         from flexsparse.tiling.outfile import assemble
 
@@ -197,7 +203,7 @@ class ProductRunner:
         A, B = as_operand(a, "a").csr, as_operand(b, "b").csr
         if A.shape[1] != B.shape[0]:
             raise ValueError(f"shapes do not match for a @ b: {A.shape} and {B.shape}")
-        plan = self.plan(A, B, opts.strategy, opts.overbook)
+        plan = self.plan(A, B, tiling, float(overbook))
         self.plans.append(plan)
         t_plan = time.perf_counter() - t0
         m, _, n = plan.shape
