@@ -234,7 +234,7 @@ def shard_einsum(client: Any, spec: str, ops: list, pos: int, *, format: str = "
                  optimize: Any = "auto", out: Any = None, progress: bool = False,
                  reports: list | None = None) -> Any:
     """``einsum(spec, *ops)`` with ``ops[pos]`` sharded: one task per shard, a tree of additions."""
-    from flexsparse.contract.execute import _finish, choose_format  # noqa: F401 (one output rule)
+    from flexsparse.contract.execute import _finish  # the engine's one output-format rule
     from flexsparse.contract.parser import parse_einsum
 
     sharded = ops[pos]
