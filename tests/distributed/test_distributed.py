@@ -69,7 +69,8 @@ SPECS = [
 ]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=st.sampled_from(SPECS), dims=st.lists(st.integers(1, 30), min_size=4, max_size=4),
        density=st.sampled_from([0.0, 0.05, 0.3, 1.0]), seed=st.integers(0, 10_000),
        budget=st.sampled_from([None, 3_000, 40_000]), strategy=st.sampled_from(["overbook", "prescient"]))
