@@ -100,9 +100,8 @@ def _block(x: Any, r0: int, r1: int, k0: int, k1: int) -> Any:
     indices, data = x.indices[lo:hi], x.data[lo:hi]
     if k0 > 0 or k1 < x.shape[1]:
         keep = (indices >= k0) & (indices < k1)
-        counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if hi > lo else np.zeros(r1 - r0, np.int64)
-        counts[np.diff(indptr) == 0] = 0          # reduceat repeats the value at empty rows
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        indptr = kept[indptr]                     # entries kept before each row's start
         indices = indices[keep] - np.asarray(k0, dtype=indices.dtype)
         data = data[keep]
     else:
