@@ -33,12 +33,16 @@ __all__ = [
     "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "HSS_DENSE_CROSSOVER",
+    "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
+    "LANES_L1_BLOCK_BYTES",
+    "LANES_L2_BLOCK_BYTES",
     "MAX_DISTRIBUTED_TILES",
     "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "PARALLEL_MIN_MACS",
     "SMALL_BYTES",
     "TILES_PER_THREAD",
     "TILE_MEMORY_FACTOR",
@@ -154,16 +158,33 @@ DISTINCT_MARK_MAX = 2**26
 
 # ---------------------------------------------------------------------- structured formats
 #: Density (stored slots / M*K) above which ``BlockSparse`` products use a cached dense copy and
-#: BLAS. Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, float32, 2 shared
-#: cores): speedup over dense at 30% / 50% / 70% density was 1.39-1.68x / 0.80-1.13x / 1.12x for
-#: 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for 8x8, 1.51x / 1.03x / 0.91x for 16x16; the
-#: crossover lies between 0.4 and 0.5, and 0.4 keeps every layout within 1.1x of dense.
-BLOCK_DENSE_CROSSOVER = 0.4
-#: The same for ``HSS`` and ``NM``. Measured by ``benchmarks/bench_structured.py`` (same set-up):
-#: speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4 (0.143), 0.9-1.45x for
-#: 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4 (0.25), <= 0.6x from 1/3 up;
-#: patterns from 1:4 (0.25) up go to BLAS under ``backend="auto"``.
+#: BLAS. Measured 2026-11-29 for the register-tiled block kernel (``W @ X``, 1024x4096 @
+#: 4096x256, float32, one thread, CPU time against OpenBLAS sgemm on a busy 2-core machine):
+#: speed-up at 30% / 50% / 70% density 2.23x / 1.27x / 0.72x for 32x32 blocks and 2.44x /
+#: 1.28x / 0.94x for 8x8; the crossover lies between 0.5 and 0.7.
+BLOCK_DENSE_CROSSOVER = 0.6
+#: The same for ``HSS`` and ``NM`` where the gather kernels run (no AVX-512, or a pattern whose
+#: kept slots span more columns than one register). Measured by ``benchmarks/bench_structured.py``
+#: (4096x4096 @ 4096x256, 2 shared cores): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x
+#: for 4:7->1:4 (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for
+#: 1:4 (0.25), <= 0.6x from 1/3 up; patterns from 1:4 (0.25) up go to BLAS under ``"auto"``.
 HSS_DENSE_CROSSOVER = 0.22
+#: The same for the lane-select kernels (``flexsparse.kernels.cpu.lanes``). Measured 2026-11-29
+#: (``X @ W.T``, W 1024x4096, X 256x4096, float32, one thread, CPU time against OpenBLAS):
+#: 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625) 1.05x, 3:4 (0.75) 0.85x, 6:8 0.90x.
+HSS_LANES_DENSE_CROSSOVER = 0.6
+#: Bytes of packed activations one block of the lane-select kernels keeps in L2 (1 MiB per
+#: core here) and bytes of one operand's packed window data kept in L1 (32 KiB). Measured
+#: (1024x4096 weight, 256 rows, one thread): L1 8/16/32 KiB and L2 128 KiB-4 MiB moved the
+#: speed-up by under 10% (within the machine's noise); these are the middle settings.
+LANES_L2_BLOCK_BYTES = 512 * 1024
+LANES_L1_BLOCK_BYTES = 16 * 1024
+#: Structured products with fewer multiply-adds than this (stored values x batch rows) run
+#: serially. Measured 2026-11-29 (4096x4096 1:4 weight, one activation row: 4.2M MACs, on
+#: the shared 2-core machine at load 9-11): 1.5 ms on one thread, 50-85 ms on two -- each
+#: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
+#: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
+PARALLEL_MIN_MACS = 2**23
 
 # ---------------------------------------------------------------------- distributed
 #: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker
