@@ -4,7 +4,8 @@
 sparsity-aware path, output format and dtype rules -- with the engine's product runner
 (:data:`flexsparse.contract._bounded.PRODUCT_RUNNER`) set to a
 :class:`~flexsparse.distributed.runner.ProductRunner`: every sparse x sparse step becomes
-tiles on the cluster; steps with a dense or structured operand run in the calling process.
+tiles on the cluster (the bounded engine converts dense operands of a sparse step to COO); a
+dense x dense step that fits runs in the calling process with BLAS.
 Operands that are :class:`~flexsparse.distributed.shards.Shards` or dask arrays take the
 shard path of :mod:`flexsparse.distributed.shards` (one task per shard, partial results
 added by a tree).
