@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+
 def _find_data() -> Path:
     """``../shared/data`` beside the repository, also from a worktree one folder deeper."""
     root = Path(__file__).resolve().parents[1]

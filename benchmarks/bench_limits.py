@@ -22,11 +22,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _common import min_time  # noqa: E402
 
 import flexsparse as fs  # noqa: E402
 from flexsparse.contract.execute import _pair, _pair_sparse_dense  # noqa: E402
-
-from _common import min_time  # noqa: E402
 
 
 def blas(n: int, repeat: int) -> None:

@@ -52,7 +52,6 @@ import argparse
 import dataclasses
 import glob
 import json
-import math
 import os
 import platform
 import subprocess

@@ -176,7 +176,7 @@ def run_demo(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
             tc = time.perf_counter()
             first = fs.einsum(wl.spec, *wl.operands)  # compile / load the numba cache
             first_s = time.perf_counter() - tc
-            t_fs, res = time_call(lambda: fs.einsum(wl.spec, *wl.operands), repeat)
+            t_fs, res = time_call(lambda wl=wl: fs.einsum(wl.spec, *wl.operands), repeat)
             row: dict[str, Any] = {"workload": wl.name, "spec": wl.spec, "source": wl.source,
                                    "nnz": [int(op.nnz) if hasattr(op, "nnz") else int(np.count_nonzero(op))
                                            for op in wl.operands],

@@ -72,17 +72,27 @@ def product_plan(spec: Any) -> tuple[bool, bool, bool] | None:
     return out[0] == fb, ai[0] == c, bi[1] == c
 
 
-def _csr_of(t: COO, transposed: bool):
-    """CSR of ``t`` (``transposed``: of ``t.T``) with rows in any column order."""
+def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
+    """CSR of ``t`` (``transposed``: of ``t.T``) with rows in any column order and values in
+    ``work``."""
     csr = t.to_csr(sort=False)
+    if csr.data.dtype != work:
+        csr = CSR._trusted(csr.indptr, csr.indices, csr.data.astype(work), csr.shape, csr.sorted_indices)
     return csr.transpose() if transposed else csr
 
 
-def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int | None) -> Any:
+def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None
+              ) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
     spec is not a plain product of two 2-D sparse operands, or when its output has so few
     cells that the planner should weigh the dot-product and dense engines (the general
-    path then runs)."""
+    path then runs).
+
+    The product runs in ``work`` (:func:`flexsparse._util.compute_dtype` of the result dtype
+    ``dtype``: float16 in float32, booleans counted in int64) and is cast to ``dtype``.
+    Duplicate entries of an operand are kept and meet the kernel's accumulator, which sums
+    their products: the same as summing them first, in any ring (booleans as counts).
+    """
     if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
         return None
     plan = product_plan(spec)
@@ -94,9 +104,9 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, threads: int
     if a.shape[a_t] * b.shape[1 - b_t] <= DOT_FACTOR * (a.data.shape[0] + b.data.shape[0]):
         return None  # a small or dense output: the planner weighs the dot and dense engines
     if swap:  # C^T = B^T @ A^T: B as [free_b, c] times A as [c, free_a]
-        left, right = _csr_of(b, not b_t), _csr_of(a, not a_t)
+        left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
-        left, right = _csr_of(a, a_t), _csr_of(b, b_t)
+        left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
     c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)

@@ -95,6 +95,16 @@ def format_class(name: str) -> type[SparseArray]:
     return cls
 
 
+def is_identity_2d(axes) -> bool:
+    """For a 2-D transpose: ``True`` for ``(0, 1)``, ``False`` for ``None`` or ``(1, 0)``; else ValueError."""
+    if axes is None:
+        return False
+    norm = tuple(int(a) for a in axes)
+    if len(norm) != 2 or any(not -2 <= a < 2 for a in norm) or sorted(a % 2 for a in norm) != [0, 1]:
+        raise ValueError(f"axes {tuple(axes)} is not a permutation of the 2 modes of a matrix")
+    return norm[0] % 2 == 0
+
+
 def _binary(op: str, a: Any, b: Any) -> Any:
     if _dispatch is None:  # only reachable if flexsparse/__init__.py was bypassed
         raise RuntimeError("flexsparse operators are not installed; import flexsparse first")

@@ -48,7 +48,7 @@ import numpy as np
 
 from flexsparse._limits import fits_int64
 from flexsparse._util import check_numeric_dtype, index_dtype_for
-from flexsparse.formats.base import SparseArray, dense_bytes_check
+from flexsparse.formats.base import SparseArray, dense_bytes_check, is_identity_2d
 
 __all__ = ["CSC", "CSR"]
 
@@ -84,7 +84,7 @@ class CSR(SparseArray):
     >>> CSR(np.array([0, 2]), np.array([1, 0]), np.ones(2), (1, 3))
     Traceback (most recent call last):
     ...
-    ValueError: CSR indices of row 0 are not strictly increasing at position 1 (1 then 0); sort them or pass sorted_indices=False
+    ValueError: CSR indices of row 0 are not strictly increasing at position 1 (1 then 0); sort them ...
     """
 
     format = "csr"
@@ -355,7 +355,7 @@ class CSR(SparseArray):
 
     def transpose(self, axes=None) -> CSR:
         """CSR of the transpose (= CSC of ``self``) by a counting sort; see :func:`transpose_csr`."""
-        if axes is not None and tuple(int(a) % 2 for a in axes) == (0, 1):
+        if is_identity_2d(axes):
             return self
         n_rows, n_cols = self.shape
         out_indptr = np.empty(n_cols + 1, dtype=np.int64)
@@ -437,7 +437,7 @@ class CSC(SparseArray):
 
     def transpose(self, axes=None) -> SparseArray:
         """The transpose as a :class:`CSR` sharing the arrays (no copy)."""
-        if axes is not None and tuple(int(a) % 2 for a in axes) == (0, 1):
+        if is_identity_2d(axes):
             return self
         return self._csr_of_transpose()
 

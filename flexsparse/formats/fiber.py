@@ -33,7 +33,6 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np

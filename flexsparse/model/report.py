@@ -98,7 +98,8 @@ def combine(design: str, workload: str, parts: Sequence[Report]) -> Report:
         for k, v in p.energy_by_level.items():
             levels[k] = levels.get(k, 0.0) + v
     traffic = sum(p.dram_bytes for p in parts)
-    util = (sum(p.buffer_utilization * p.dram_bytes for p in parts) / traffic) if traffic else parts[0].buffer_utilization
+    util = (sum(p.buffer_utilization * p.dram_bytes for p in parts) / traffic) if traffic \
+        else parts[0].buffer_utilization
     return Report(design, workload, cycles=sum(p.cycles for p in parts), clock_hz=parts[0].clock_hz,
                   energy_by_level=levels, compute_energy_pj=sum(p.compute_energy_pj for p in parts),
                   dram_bytes=traffic, buffer_utilization=util,
@@ -130,13 +131,14 @@ def format_table(reports: Iterable[Report], baseline: str | None = None) -> list
 
 
 def print_table(reports: Iterable[Report], title: str = "", baseline: str | None = None, console: Any = None) -> None:
-    """Print :func:`format_table` with rich."""
-    from rich.console import Console
+    """Print :func:`format_table` with rich (full width outside a terminal: nothing is cut)."""
     from rich.table import Table
+
+    from flexsparse.model.sparseloop.report import table_console
     rows = format_table(reports, baseline)
     table = Table(title=title or None)
     for h in rows[0]:
-        table.add_column(h, justify="left" if h == "design" else "right")
+        table.add_column(h, justify="left" if h == "design" else "right", no_wrap=True)
     for r in rows[1:]:
         table.add_row(*r)
-    (console or Console()).print(table)
+    (console or table_console()).print(table)

@@ -10,8 +10,21 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexsparse.model import (HSS, Actual, MatmulWorkload, Structured, Uniform, compare, dump_architecture, evaluate,
-                              list_designs, list_presets, load_architecture, load_architecture_text, load_workload)
+from flexsparse.model import (
+    HSS,
+    Actual,
+    MatmulWorkload,
+    Structured,
+    Uniform,
+    compare,
+    dump_architecture,
+    evaluate,
+    list_designs,
+    list_presets,
+    load_architecture,
+    load_architecture_text,
+    load_workload,
+)
 from flexsparse.model.dataflow import fragment_ceil_sums, storage_bits, tile_occupancy
 from flexsparse.model.workload import ContractionWorkload, as_actual
 
@@ -189,7 +202,8 @@ def test_report_invariants(m, k, n, da, db, design):
 
 
 def test_designs_registry_and_errors():
-    assert {"dense", "stc", "dstc", "highlight", "extensor-n", "extensor-p", "extensor-ob", "flaash"} <= set(list_designs())
+    want = {"dense", "stc", "dstc", "highlight", "extensor-n", "extensor-p", "extensor-ob", "flaash"}
+    assert want <= set(list_designs())
     w = MatmulWorkload("w", 64, 64, 64, HSS(((4, 6), (2, 4))), 1.0)
     with pytest.raises(ValueError, match="unknown design 'tpu'; valid: dense"):
         evaluate("tpu", w)
@@ -293,14 +307,14 @@ def test_round_robin_closed_form_matches_brute_force(I, J, k):
         engine_loads(la, lb, k, "random", 1.0, 1.0)
 
 
-def test_cli_bare_needs_design_and_validate_writes_plots(tmp_path):
+def test_cli_bare_needs_design_and_unit_checks_write_plots(tmp_path):
     from typer.testing import CliRunner
     runner = CliRunner()
     res = runner.invoke(_main(), ["model", "--workload", "resnet50"])
     assert res.exit_code != 0 and "give --design and --workload" in res.output
     res = runner.invoke(_main(), ["model", "--design", "highlight", "--workload", "resnet50", "--weights", "2:8"])
     assert res.exit_code != 0 and "highlight supports HSS" in res.output
-    res = runner.invoke(_main(), ["model", "validate", "--out", str(tmp_path)])
+    res = runner.invoke(_main(), ["model", "unit-checks", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     for name in ("dstc.png", "edp_vs_sparsity_resnet50.png", "flaash.png", "speedup_dnn.png", "speedup_extensor.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

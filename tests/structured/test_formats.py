@@ -225,7 +225,7 @@ def test_hss_roundtrip(dtype, spec, shape):
     for i, q in enumerate(H.positions):
         assert q.dtype == np.uint8 and q.shape == (M, n_top) + Gs[:i + 1]
     np.testing.assert_array_equal(H.todense(), W)
-    # column formula from the brief, recomputed independently
+    # the column formula of the HSS layout, recomputed independently
     cols = np.zeros(H.values.shape, dtype=np.int64) + (np.arange(n_top) * p.span).reshape(1, -1, *([1] * len(Gs)))
     for i, q in enumerate(H.positions):
         cols += q.astype(np.int64).reshape(q.shape + (1,) * (len(Gs) - 1 - i)) * p.strides[i]
