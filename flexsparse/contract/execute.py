@@ -133,22 +133,18 @@ def _transpose_to(op: COO | np.ndarray, idx: str, target: str) -> COO | np.ndarr
 
 # ---------------------------------------------------------------------- matricisation
 def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tuple[int, int]):
-    """CSR from unique (row, col) pairs; skips the sort when they are already in order."""
+    """CSR from unique (row, col) pairs by a stable counting sort on the row ids.
+
+    Callers pass the entries of a canonical operand, whose column ids then ascend within
+    every row (both ids are order-preserving key ranks): the rows come out sorted.
+    """
     from flexsparse.formats.csr import CSR
+    from flexsparse.kernels.cpu.grouping import csr_from_ids
 
     n_rows, n_cols = shape
-    if n_rows * n_cols < 2**62:
-        key = row_ids * n_cols + col_ids
-        if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
-            order = np.argsort(key, kind="stable")
-            row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
-    else:
-        order = np.lexsort((col_ids, row_ids))
-        row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_ids, minlength=n_rows), out=indptr[1:])
-    idt = np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64
-    return CSR._trusted(indptr, col_ids.astype(idt, copy=False), vals, (n_rows, n_cols), True)
+    idt = np.dtype(np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
+    indptr, indices, data = csr_from_ids(row_ids, col_ids, vals, n_rows, idt)
+    return CSR._trusted(indptr, indices, data, (n_rows, n_cols), True)
 
 
 def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
@@ -159,8 +155,8 @@ def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
     return batch, contr, free_a, free_b
 
 
-def _rows_of(t: COO, idx: str, letters: str) -> list[np.ndarray]:
-    return [t.coords[idx.index(c)] for c in letters]
+def _modes(idx: str, letters: str) -> list[int]:
+    return [idx.index(c) for c in letters]
 
 
 def _trusted_coo(coords: list[np.ndarray], vals: np.ndarray, shape: tuple[int, ...],
@@ -186,13 +182,17 @@ def _assemble(row_ks: KeySpace, col_ks: KeySpace, rows: np.ndarray, cols: np.nda
 
 
 def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
-                  shape: tuple[int, ...]) -> COO:
-    """:func:`_assemble` for a CSR product: each non-empty row's key is decoded once, then repeated."""
-    counts = np.diff(C.indptr)
-    nonempty = np.flatnonzero(counts)
-    rows = [np.repeat(c, counts[nonempty]) for c in row_ks.decode(nonempty)]
-    coords = rows + col_ks.decode(C.indices)[n_batch:]
-    return _trusted_coo(coords, C.data, shape, C.sorted_indices)
+                  shape: tuple[int, ...], threads: int | None = None) -> COO:
+    """:func:`_assemble` for a CSR product, in one parallel pass: every row copies its decoded
+    key, every column id is looked up in the column key's coordinate table."""
+    from flexsparse.kernels.cpu.grouping import assemble_coo
+    from flexsparse.kernels.cpu.partition import thread_scope
+
+    idt = index_dtype_for(shape)
+    with thread_scope(threads):
+        coords = assemble_coo(C.indptr, C.indices, row_ks.coord_table(idt), col_ks.coord_table(idt),
+                              n_batch, idt)
+    return COO._new(None, coords, C.data, shape, C.sorted_indices)
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
@@ -201,10 +201,14 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     batch, contr, free_a, free_b = _split(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
     sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
-    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
-    k_ks, a_cols, b_rows = split_groups(_rows_of(a, ai, batch + contr), _rows_of(b, bi, batch + contr),
-                                        sz(batch + contr), a.nnz, b.nnz)
-    col_ks, b_cols = group_keys(_rows_of(b, bi, batch + free_b), sz(batch + free_b), b.nnz)
+    rows_a, rows_b = _modes(ai, batch + free_a), _modes(bi, batch + free_b)
+    row_ks, a_rows = group_keys(a.coords, rows_a, sz(batch + free_a))
+    k_ks, a_cols, b_rows = split_groups(a.coords, _modes(ai, batch + contr), b.coords,
+                                        _modes(bi, batch + contr), sz(batch + contr))
+    if a.coords is b.coords and rows_a == rows_b:  # X x X: the free keys are the same grouping
+        col_ks, b_cols = row_ks, a_rows
+    else:
+        col_ks, b_cols = group_keys(b.coords, rows_b, sz(batch + free_b))
     dtype = result_dtype(a.dtype, b.dtype)
     A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
     B = _csr(b_rows, b_cols, b.data.astype(dtype, copy=False), (k_ks.n_ids, col_ks.n_ids))
@@ -232,13 +236,14 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         from flexsparse.kernels.cpu.spgemm import spgemm
 
         C = spgemm(A, B, threads=threads)
-    return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape), res_idx
+    return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape, threads), res_idx
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
                        threads: int | None, dense_out: bool) -> tuple[COO | np.ndarray, str]:
     """Sparse x dense: A's (batch, contracted) keys index rows of the reshaped dense operand."""
     from flexsparse.kernels.cpu import spmm as spk
+    from flexsparse.kernels.cpu.grouping import linear_key
 
     batch, contr, free_a, free_d = _split(ai, di, out)
     a = _canonical(a)
@@ -248,11 +253,8 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     d2 = np.ascontiguousarray(_transpose_to(d, di, batch + contr + free_d), dtype=dtype)
     bk, f = math.prod(sz(batch + contr)), math.prod(sz(free_d))
     d2 = d2.reshape(bk, f)
-    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
-    lin = np.zeros(a.nnz, dtype=np.int64)
-    for c in batch + contr:
-        lin *= sizes[c]
-        lin += a.coords[ai.index(c)]
+    row_ks, a_rows = group_keys(a.coords, _modes(ai, batch + free_a), sz(batch + free_a))
+    lin = linear_key(a.coords, _modes(ai, batch + contr), sz(batch + contr))
     A = _csr(a_rows, lin, a.data.astype(dtype, copy=False), (row_ks.n_ids, bk))
     C = spk.spmm_csr_dense(A, d2, threads=threads) if f else np.zeros((row_ks.n_ids, 0), dtype)
     res_idx = batch + free_a + free_d

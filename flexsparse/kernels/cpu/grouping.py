@@ -1,0 +1,310 @@
+"""Grouping kernels of a matricised contraction: keys, ranks, CSR by counting, COO decoding.
+
+A pairwise contraction turns groups of modes into matrix rows and columns
+(:mod:`flexsparse.contract._keys`). These kernels do the data-sized work of that step
+without a comparison sort and without int64 copies of the coordinates:
+
+* :func:`linear_key_kernel` -- row-major linear key of some modes of a ``[ndim, n]``
+  coordinate array, straight from its index dtype. O(n * k), parallel over entries.
+* :func:`radix_rank_kernel` -- order-preserving compact ids (ranks among the distinct
+  keys) by an LSD radix sort of ``(key, position)`` pairs, ``ceil(bits / 11)`` passes of
+  at most 2,048 buckets (a digit that is the same for every key is skipped).
+  O(n * passes) time, 4 work arrays of n.
+* :func:`bitmap_rank_kernel` -- the same ranks for keys of a moderate index space: a bit
+  per cell and a prefix count per 64-bit word. O(n + space / 64) time and memory.
+* :func:`csr_from_ids_kernel` -- CSR from ``(row id, column id, value)`` triples by a stable
+  counting sort. O(n + n_rows); when the row ids already ascend, only ``indptr`` is built
+  and the caller keeps its arrays (:func:`csr_from_ids` returns them as they are).
+* :func:`decode_table_kernel` / :func:`decode_direct_kernel` -- ``[n_ids, k]`` coordinates
+  of every id of a key space (a divmod chain per id; for a dense id space an odometer that
+  needs no division). O(n_ids * k).
+* :func:`assemble_coo_kernel` -- the COO coordinates of a CSR product: each row's key is
+  copied to its entries, each column id is replaced by its coordinates from the column
+  table. O(nnz * ndim), parallel over parts of equal nnz.
+
+Formats: coordinates of any integer dtype in, ids int64, CSR ``indptr`` int64.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "assemble_coo",
+    "assemble_coo_kernel",
+    "bitmap_rank_kernel",
+    "csr_from_ids",
+    "csr_from_ids_kernel",
+    "decode_direct_kernel",
+    "decode_table_kernel",
+    "linear_key",
+    "linear_key_kernel",
+    "radix_rank",
+    "radix_rank_kernel",
+]
+
+#: Digit width of the radix sort: 2**11 counters of 8 bytes stay in L1.
+RADIX_BITS = 11
+#: Ranks come from a bitmap when the key space needs at most this many bits per key
+#: (the bitmap and its word counts are ~1.5 bits per cell; 32 bits per key keeps them
+#: below the radix sort's four work arrays of 8 bytes per key).
+BITMAP_BITS_PER_KEY = 32
+
+
+@njit(cache=True, parallel=True)
+def linear_key_kernel(coords, modes, sizes, out):
+    """``out[t] = sum_j coords[modes[j], t] * prod(sizes[j+1:])`` (row-major; caller checks range)."""
+    n = out.shape[0]
+    k = modes.shape[0]
+    for t in prange(n):
+        v = np.int64(0)
+        for j in range(k):
+            v = v * sizes[j] + np.int64(coords[modes[j], t])
+        out[t] = v
+
+
+def linear_key(coords: np.ndarray, modes: list[int], sizes: tuple[int, ...]) -> np.ndarray:
+    """Row-major int64 key of ``coords[modes]`` (the caller guarantees ``prod(sizes) < 2**63``)."""
+    out = np.empty(coords.shape[1], dtype=np.int64)
+    if out.size:
+        linear_key_kernel(coords, np.asarray(modes, dtype=np.int64), np.asarray(sizes, dtype=np.int64), out)
+    return out
+
+
+@njit(cache=True)
+def radix_rank_kernel(keys, n_bits, ids, uniq):
+    """Ranks of ``keys`` (>= 0, < 2**n_bits) among their distinct values; returns their count.
+
+    ``ids[t]`` receives the rank of ``keys[t]`` and ``uniq[:count]`` the distinct keys in
+    increasing order.
+    """
+    n = keys.shape[0]
+    if n == 0:
+        return 0
+    passes = max(1, (n_bits + RADIX_BITS - 1) // RADIX_BITS)
+    bits = (n_bits + passes - 1) // passes
+    nb = 1 << bits
+    mask = nb - 1
+    hist = np.zeros((passes, nb), dtype=np.int64)
+    for t in range(n):
+        v = keys[t]
+        for p in range(passes):
+            hist[p, (v >> (p * bits)) & mask] += 1
+    k_src = keys
+    i_src = np.arange(n, dtype=np.int64)
+    k_dst = np.empty(n, dtype=np.int64)
+    i_dst = np.empty(n, dtype=np.int64)
+    k_tmp = np.empty(n, dtype=np.int64)
+    first = True
+    for p in range(passes):
+        shift = p * bits
+        skip = False
+        for b in range(nb):
+            if hist[p, b] == n:  # one digit value for every key: this pass moves nothing
+                skip = True
+                break
+        if skip:
+            continue
+        pos = np.empty(nb, dtype=np.int64)
+        acc = 0
+        for b in range(nb):
+            pos[b] = acc
+            acc += hist[p, b]
+        for t in range(n):
+            v = k_src[t]
+            d = (v >> shift) & mask
+            q = pos[d]
+            pos[d] = q + 1
+            k_dst[q] = v
+            i_dst[q] = i_src[t]
+        if first:  # the input keys are not overwritten: the next pass writes to scratch
+            k_src, i_src, k_dst, i_dst = k_dst, i_dst, k_tmp, np.empty(n, dtype=np.int64)
+            first = False
+        else:
+            k_src, i_src, k_dst, i_dst = k_dst, i_dst, k_src, i_src
+    count = 0
+    prev = np.int64(-1)
+    for t in range(n):
+        v = k_src[t]
+        if v != prev:
+            uniq[count] = v
+            count += 1
+            prev = v
+        ids[i_src[t]] = count - 1
+    return count
+
+
+@njit(cache=True)
+def bitmap_rank_kernel(keys, space, ids, uniq):
+    """:func:`radix_rank_kernel` through a bitmap of ``space`` cells; returns the distinct count."""
+    n = keys.shape[0]
+    n_words = (space + 63) >> 6
+    bitmap = np.zeros(n_words, dtype=np.uint64)
+    for t in range(n):
+        v = keys[t]
+        bitmap[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+    before = np.empty(n_words, dtype=np.int64)
+    count = 0
+    for w in range(n_words):
+        before[w] = count
+        word = bitmap[w]
+        while word:
+            low = word & (~word + np.uint64(1))
+            uniq[count] = (w << 6) + _ctz(low)
+            count += 1
+            word ^= low
+    for t in range(n):
+        v = keys[t]
+        below = bitmap[v >> 6] & ((np.uint64(1) << np.uint64(v & 63)) - np.uint64(1))
+        ids[t] = before[v >> 6] + _popcount(below)
+    return count
+
+
+@njit(cache=True, inline="always")
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True, inline="always")
+def _ctz(low):
+    """Index of the single set bit of ``low``."""
+    return _popcount(low - np.uint64(1))
+
+
+def radix_rank(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, uniq)``: order-preserving compact ids of int64 ``keys`` in ``[0, space)``.
+
+    A bitmap over the space when it is small enough per key, else an LSD radix sort.
+
+    >>> ids, uniq = radix_rank(np.array([70, 5, 70, 2**40]), 2**41)
+    >>> ids.tolist(), uniq.tolist()
+    ([1, 0, 1, 2], [5, 70, 1099511627776])
+    """
+    n = keys.shape[0]
+    ids = np.empty(n, dtype=np.int64)
+    uniq = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return ids, uniq
+    if space <= BITMAP_BITS_PER_KEY * n:
+        count = bitmap_rank_kernel(keys, space, ids, uniq)
+    else:
+        count = radix_rank_kernel(keys, max(1, (int(space) - 1).bit_length()), ids, uniq)
+    return ids, uniq[:count]
+
+
+@njit(cache=True)
+def csr_from_ids_kernel(row_ids, col_ids, vals, indptr, indices, data):
+    """Stable counting sort of entries by row; returns False (and fills only ``indptr``)
+    when the row ids already ascend, so the caller can keep ``col_ids``/``vals``."""
+    n = row_ids.shape[0]
+    n_rows = indptr.shape[0] - 1
+    ascending = True
+    prev = np.int64(-1)
+    for t in range(n):
+        r = np.int64(row_ids[t])
+        indptr[r + 1] += 1
+        if r < prev:
+            ascending = False
+        prev = r
+    for r in range(n_rows):
+        indptr[r + 1] += indptr[r]
+    if ascending:
+        return False
+    pos = indptr[:-1].copy()
+    for t in range(n):
+        r = row_ids[t]
+        q = pos[r]
+        pos[r] = q + 1
+        indices[q] = col_ids[t]
+        data[q] = vals[t]
+    return True
+
+
+def csr_from_ids(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, n_rows: int,
+                 index_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indptr, indices, data)`` of the entries grouped by row, in their input order per row."""
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    indices = np.empty(col_ids.shape[0], dtype=index_dtype)
+    data = np.empty_like(vals)
+    if csr_from_ids_kernel(row_ids, col_ids, vals, indptr, indices, data):
+        return indptr, indices, data
+    return indptr, col_ids.astype(index_dtype, copy=False), vals
+
+
+@njit(cache=True, parallel=True)
+def decode_table_kernel(lin, sizes, out):
+    """``out[i, :]`` = row-major coordinates of linear key ``lin[i]`` over ``sizes``."""
+    k = sizes.shape[0]
+    for i in prange(lin.shape[0]):
+        v = lin[i]
+        for j in range(k - 1, -1, -1):
+            out[i, j] = v % sizes[j]
+            v //= sizes[j]
+
+
+@njit(cache=True, parallel=True)
+def decode_direct_kernel(sizes, chunk, out):
+    """``out[i, :]`` = coordinates of ``i`` for every ``i < out.shape[0]`` (an odometer per chunk)."""
+    n = out.shape[0]
+    k = sizes.shape[0]
+    n_chunks = (n + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        start = c * chunk
+        stop = min(n, start + chunk)
+        cur = np.empty(k, dtype=np.int64)
+        v = np.int64(start)
+        for j in range(k - 1, -1, -1):
+            cur[j] = v % sizes[j]
+            v //= sizes[j]
+        for i in range(start, stop):
+            for j in range(k):
+                out[i, j] = cur[j]
+            j = k - 1
+            while j >= 0:
+                cur[j] += 1
+                if cur[j] < sizes[j]:
+                    break
+                cur[j] = 0
+                j -= 1
+
+
+@njit(cache=True, parallel=True)
+def assemble_coo_kernel(indptr, indices, row_table, col_table, col_skip, bounds, coords):
+    """COO coordinates of a CSR product: row-key modes, then the column-key modes from ``col_skip``."""
+    nr = row_table.shape[1]
+    nc = col_table.shape[1] - col_skip
+    for part in prange(bounds.shape[0] - 1):
+        for r in range(bounds[part], bounds[part + 1]):
+            s = indptr[r]
+            e = indptr[r + 1]
+            if s == e:
+                continue
+            for m in range(nr):
+                v = row_table[r, m]
+                for p in range(s, e):
+                    coords[m, p] = v
+            for p in range(s, e):
+                c = indices[p]
+                for m in range(nc):
+                    coords[nr + m, p] = col_table[c, col_skip + m]
+
+
+def assemble_coo(indptr: np.ndarray, indices: np.ndarray, row_table: np.ndarray, col_table: np.ndarray,
+                 col_skip: int, index_dtype: np.dtype) -> np.ndarray:
+    """``[nr + nc - col_skip, nnz]`` coordinates (see :func:`assemble_coo_kernel`)."""
+    nnz = int(indptr[-1])
+    n_rows = indptr.shape[0] - 1
+    coords = np.empty((row_table.shape[1] + col_table.shape[1] - col_skip, nnz), dtype=index_dtype)
+    if nnz == 0:
+        return coords
+    n_parts = max(1, min(n_rows, 8 * numba.get_num_threads()))
+    targets = np.linspace(0, nnz, n_parts + 1)[1:-1]
+    cuts = np.searchsorted(indptr, targets)
+    bounds = np.concatenate(([0], np.minimum(cuts, n_rows), [n_rows])).astype(np.int64)
+    assemble_coo_kernel(indptr, indices, row_table, col_table, col_skip, bounds, coords)
+    return coords
