@@ -64,10 +64,10 @@ class KeySpace:
         if len(self.sizes) == 1 and self.regime == "direct":  # a one-mode direct key is its own coordinate
             return [ids]
         tab = self.coord_table(np.dtype(np.int64))
-        return [tab[ids, m] for m in range(len(self.sizes))]
+        return [row[ids] for row in tab]
 
     def coord_table(self, dtype: np.dtype) -> np.ndarray:
-        """``[n_ids, n_modes]`` coordinates of every id in ``dtype`` (computed once per dtype)."""
+        """``[n_modes, n_ids]`` coordinates of every id in ``dtype`` (computed once per dtype)."""
         dtype = np.dtype(dtype)
         tab = self._tables.get(dtype)
         if tab is not None:
@@ -76,9 +76,9 @@ class KeySpace:
 
         k = len(self.sizes)
         if self.regime == "lexsort":
-            tab = np.ascontiguousarray(self.table.T, dtype=dtype)
+            tab = np.ascontiguousarray(self.table, dtype=dtype)
         else:
-            tab = np.empty((self.n_ids, k), dtype=dtype)
+            tab = np.empty((k, self.n_ids), dtype=dtype)
             sizes = np.asarray(self.sizes, dtype=np.int64)
             if self.n_ids and k:
                 if self.regime == "direct":

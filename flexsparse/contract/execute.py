@@ -195,6 +195,27 @@ def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
     return COO._new(None, coords, C.data, shape, C.sorted_indices)
 
 
+def _outer(a: COO, a_rows: np.ndarray, a_cols: np.ndarray, B: Any, row_ks: KeySpace, col_ks: KeySpace,
+           k_ks: KeySpace, n_batch: int, shape: tuple[int, ...], dtype: np.dtype, x_is_x: bool,
+           threads: int | None) -> COO:
+    """Outer-product engine (:mod:`flexsparse.kernels.cpu.outer`): the result fits in cache."""
+    from flexsparse.kernels.cpu.outer import outer_csr_csr
+    from flexsparse.kernels.cpu.partition import thread_scope
+
+    if x_is_x:  # X x X: A grouped by k is B itself
+        at_ptr, at_idx, at_val = B.indptr, B.indices, B.data
+    else:
+        at = _csr(a_cols, a_rows, a.data.astype(dtype, copy=False), (k_ks.n_ids, row_ks.n_ids))
+        at_ptr, at_idx, at_val = at.indptr, at.indices, at.data
+    idt = index_dtype_for(shape)
+    work = np.dtype(np.int64) if dtype == np.bool_ else dtype
+    with thread_scope(threads):
+        coords, vals = outer_csr_csr(at_ptr, at_idx, at_val, B.indptr, B.indices, B.data, row_ks.n_ids,
+                                     col_ks.n_ids, row_ks.coord_table(idt), col_ks.coord_table(idt),
+                                     n_batch, idt, work)
+    return COO._new(None, coords, vals.astype(dtype, copy=False), shape, True)
+
+
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
                  threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
@@ -210,11 +231,17 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     else:
         col_ks, b_cols = group_keys(b.coords, rows_b, sz(batch + free_b))
     dtype = result_dtype(a.dtype, b.dtype)
-    A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
     B = _csr(b_rows, b_cols, b.data.astype(dtype, copy=False), (k_ks.n_ids, col_ks.n_ids))
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
+    from flexsparse.kernels.cpu.outer import OUTER_MAX_BYTES
+
+    if tiling is None and n_cells * (dtype.itemsize + 1) <= OUTER_MAX_BYTES:
+        x_is_x = col_ks is row_ks and b_rows is a_cols and a.data is b.data
+        return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
+                      x_is_x, threads), res_idx
+    A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
     if method == "dot" and n_cells <= 2**26 and not batch and tiling is None:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
@@ -477,9 +504,14 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
 
         (x, xi), (y, yi) = work
         cells = math.prod(sizes[c] for c in spec.output)
-        if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
+        from flexsparse.kernels.cpu.outer import OUTER_MAX_BYTES
+
+        itemsize = result_dtype(x.dtype, y.dtype).itemsize
+        if isinstance(x, COO) and isinstance(y, COO) and (
+                cells > DOT_FACTOR * (x.nnz + y.nnz) or cells * (itemsize + 1) <= OUTER_MAX_BYTES):
             # Too many output cells for inner products: Gustavson is the only candidate, and
             # the output format is decided from the real nnz afterwards; no statistics needed.
+            # A result that fits in cache goes to the outer-product engine (in _pair_sparse).
             return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
                          spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
