@@ -259,11 +259,28 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
     if tiling is not None:
         C = tiled_product(A, B, tiling)
+    elif batch or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1:
+        # High-order step: the SpTC kernel writes COO coordinates directly.
+        return _sptc(A, B, row_ks, col_ks, len(batch), res_shape, dtype, threads), res_idx
     else:
         from flexsparse.kernels.cpu.spgemm import spgemm
 
         C = spgemm(A, B, threads=threads)
     return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape, threads), res_idx
+
+
+def _sptc(A: Any, B: Any, row_ks: KeySpace, col_ks: KeySpace, n_batch: int, shape: tuple[int, ...],
+          dtype: np.dtype, threads: int | None) -> COO:
+    """Gustavson SpTC emitting COO (:mod:`flexsparse.kernels.cpu.sptc`); canonical output."""
+    from flexsparse.kernels.cpu.partition import thread_scope
+    from flexsparse.kernels.cpu.sptc import sptc_csr_csr
+
+    idt = index_dtype_for(shape)
+    work = np.dtype(np.int64) if dtype == np.bool_ else dtype
+    with thread_scope(threads):
+        coords, vals = sptc_csr_csr(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, B.n_cols,
+                                    row_ks.coord_table(idt), col_ks.coord_table(idt), n_batch, idt, work)
+    return COO._new(None, coords, vals.astype(dtype, copy=False), shape, True)
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
