@@ -508,7 +508,14 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
-        dense = [(op.todense() if isinstance(op, COO) else op, idx) for op, idx in work]
+        densified: dict[int, np.ndarray] = {}  # the same operand twice is densified once
+        dense = []
+        for op, idx in work:
+            if isinstance(op, COO):
+                if id(op) not in densified:
+                    densified[id(op)] = op.todense()
+                op = densified[id(op)]
+            dense.append((op, idx))
         if len(dense) == 2:
             (x, xi), (y, yi) = dense
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
