@@ -20,6 +20,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/flexsparse demo
 
 test: $(VENV)/.test-installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -m jitless -p no:cacheprovider tests
 

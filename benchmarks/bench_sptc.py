@@ -293,7 +293,8 @@ def main(argv=None):
 
 def print_table(rows, threads):
     print(f"\n{threads} threads, float32, min of warm runs. Sparta = its [Total time] (EXPERIMENT_MODES=3).\n")
-    print("| case | nnz(X) | flops | nnz(out) | flexsparse ms | Sparta ms | pydata ms | fs/Sparta | fs/pydata | agree |")
+    print("| case | nnz(X) | flops | nnz(out) | flexsparse ms | Sparta ms | pydata ms | fs/Sparta | fs/pydata "
+          "| agree |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sp, pd, t = r.get("sparta"), r.get("pydata"), r["flexsparse"]

@@ -3,7 +3,7 @@
 Problems:
   * ``hepth``: ``A @ A`` of the SNAP collaboration graph ca-HepTh (``../shared/data``;
     a generated power-law graph of the same size when the file is absent, said so);
-  * ``frostt4d``: a FROSTT-like power-law 4-D tensor ``X[i,j,k,l]`` (NumPy-generated),
+  * ``frostt4d``: a FROSTT-like power-law 4-D tensor ``X[i,j,k,l]`` (``flexsparse.random``),
     self-contracted over modes (2,3): ``C[(i,j),(i',j')] = sum_kl X[i,j,k,l] X[i',j',k,l]``,
     i.e. ``X_(01) @ X_(01)^T`` after matricising modes (0,1) x (2,3).
 
@@ -14,9 +14,10 @@ resident size at that point is the fixed baseline (interpreter + libraries + com
 operands), reported separately, and the peak growth is the run's resident high-water mark
 minus that baseline. The high-water mark is Linux's VmHWM, reset just before the run via
 /proc/self/clear_refs (the data generation's transient peak would otherwise hide the run's
-peak in ``ru_maxrss``); elsewhere ``ru_maxrss`` is used (the JSON says which). Tiled runs write their result to a temporary directory (``out=``) so the
-output does not accumulate in memory; the unbounded run holds its result (that is its
-working set). Times come from a second, in-memory run of each strategy (no disk writes).
+peak in ``ru_maxrss``); elsewhere ``ru_maxrss`` is used (the JSON says which). Tiled runs
+write their result to a temporary directory (``out=``) so the output does not accumulate
+in memory; the unbounded run holds its result (that is its working set). Times come from a
+second, in-memory run of each strategy (no disk writes).
 
 Run: ``python benchmarks/bench_tiling.py [--quick] [--no-plot]``. Prints a table and saves
 ``benchmarks/results/tiling.png``. Timings on a shared 2-core machine are noisy.
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import power_law_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -42,24 +44,22 @@ STRATEGIES = ("unbounded", "unbounded-mt", "conservative", "prescient", "overboo
 
 # ----------------------------------------------------------------------------- problems
 def _powerlaw_graph(n: int, nnz: int, seed: int = 0):
+    """Symmetric 0/1 power-law graph (``flexsparse.random``, alpha 0.8) as a SciPy CSR matrix."""
     import scipy.sparse as sp
-    rng = np.random.default_rng(seed)
-    w = 1.0 / np.arange(1, n + 1) ** 0.8
-    p = w / w.sum()
-    i, j = rng.choice(n, nnz, p=p), rng.choice(n, nnz, p=p)
-    m = sp.coo_matrix((np.ones(nnz), (i, j)), shape=(n, n)).tocsr()
-    m = ((m + m.T) > 0).astype(np.float64)
-    return m.tocsr()
+
+    return sp.csr_matrix(power_law_graph(n, nnz, alpha=0.8, seed=seed, values="ones"))
 
 
 def _frostt_like(shape: tuple[int, ...], nnz: int, alpha: float, seed: int = 0):
-    """Power-law 4-D COO (index ~ d * U**alpha, skewed to 0), matricised (0,1) x (2,3)."""
+    """Power-law 4-D tensor (``flexsparse.random``, per-mode popularity ~ rank**-alpha),
+    matricised (0,1) x (2,3); returns ``(A, A.T)`` as SciPy CSR matrices."""
     import scipy.sparse as sp
-    rng = np.random.default_rng(seed)
-    coords = [np.minimum((d * rng.random(nnz) ** alpha).astype(np.int64), d - 1) for d in shape]
-    lin = np.unique(np.ravel_multi_index(coords, shape))
-    i, j, k, l = np.unravel_index(lin, shape)
-    vals = rng.random(lin.size) + 0.5
+
+    import flexsparse as fs
+
+    x = fs.random(shape, nnz=nnz, seed=seed, distribution="powerlaw", alpha=alpha)
+    i, j, k, l = x.coords.astype(np.int64)
+    vals = x.data + 0.5
     a = sp.csr_matrix((vals, (i * shape[1] + j, k * shape[3] + l)),
                       shape=(shape[0] * shape[1], shape[2] * shape[3]))
     return a, a.T.tocsr()
@@ -79,7 +79,7 @@ def load_problem(name: str, quick: bool):
         return a, a, desc
     if name == "frostt4d":
         shape, nnz = ((200, 150, 60, 50), 60_000) if quick else ((400, 300, 100, 80), 200_000)
-        a, b = _frostt_like(shape, nnz, 1.6)
+        a, b = _frostt_like(shape, nnz, 0.4)
         return a, b, f"power-law 4-D {shape} self-contraction over modes (2,3)"
     raise ValueError(f"unknown problem {name!r}")
 

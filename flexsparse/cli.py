@@ -37,7 +37,8 @@ def demo(quick: bool = typer.Option(False, help="Smaller workloads (seconds, not
 def einsum_cmd(
     spec: str = typer.Argument(..., help="Einsum subscripts, e.g. 'ij,jk->ik'."),
     inputs: list[Path] = typer.Argument(..., help="Operand files (.tns, .mtx, .npz), one per operand."),
-    output: Path = typer.Option(..., "-o", "--output", help="Result file (.tns, .mtx or .npz)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Result file (.tns, .mtx, .npz) or store "
+                                "directory; with --memory-limit a .npz/directory is written tile by tile."),
     index_base: Optional[int] = typer.Option(None, help="Index base of .tns inputs (0 or 1)."),
     header: Optional[bool] = typer.Option(None, help="Whether .tns inputs start with a shape line."),
     memory_limit: Optional[str] = typer.Option(None, help="Bound the working set, e.g. '512MB'."),
@@ -56,13 +57,17 @@ def einsum_cmd(
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
     kwargs = dict(format="coo", threads=threads)
+    stream = memory_limit is not None and output.suffix in ("", ".npz")
     if memory_limit is not None:
         kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
+        if stream:  # bounded memory end to end: the result goes to the store tile by tile
+            kwargs.update(out=output)
         result, reports = fs.einsum(spec, *tensors, **kwargs)
     else:
         result, reports = fs.einsum(spec, *tensors, **kwargs), []
     dt = time.perf_counter() - t0
-    fs.save(output, result)
+    if not stream:
+        fs.save(output, result)
     typer.echo(f"{spec}: {result!r} in {dt * 1e3:.1f} ms -> {output}")
     if report:
         for r in reports:
@@ -70,23 +75,51 @@ def einsum_cmd(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz)."),
+def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz) or a store directory."),
          index_base: Optional[int] = typer.Option(None, help="Index base of a .tns file."),
          header: Optional[bool] = typer.Option(None, help="Whether a .tns file has a shape line.")) -> None:
-    """Show shape, nnz, density, bytes and per-mode statistics of a tensor file."""
+    """Show shape, nnz, density, bytes and per-mode statistics of a tensor file.
+
+    A flexsparse store (``.npz`` or directory; what ``save`` and ``einsum(out=...)`` write) is
+    described from its manifest, and its per-mode statistics are gathered tile by tile.
+    """
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    t = _load(path, index_base, header)
+    from flexsparse.formats.store import StoredTensor, is_store
+
     console = Console()
+    table = Table("mode", "extent", "non-empty slices", "max slice nnz", "mean slice nnz")
+    if path.suffix in ("", ".npz") and path.exists() and is_store(path):
+        s = StoredTensor(path)
+        m = s.manifest
+        console.print(f"[bold]{path}[/bold]: flexsparse store v{m['version']} "
+                      f"({'zip file' if path.suffix == '.npz' else 'directory'}), encoding {s.encoding}, "
+                      f"{s.n_tiles} tile(s), {m['stored']:,} stored entries"
+                      f"{' (partial sums: repeated coordinates add up)' if m['partial_sums'] else ''}")
+        console.print(f"shape={s.shape}  dtype={s.dtype}  nnz={s.nnz:,}  "
+                      f"density={s.nnz / max(1, int(np.prod(s.shape, dtype=float))):.3g}")
+        counts: list[dict[int, int]] = [dict() for _ in s.shape]
+        for coords, _ in s.tiles():  # one tile in memory at a time
+            for mode in range(s.ndim):
+                ids, c = np.unique(coords[mode], return_counts=True)
+                d = counts[mode]
+                for i, k in zip(ids.tolist(), c.tolist()):
+                    d[i] = d.get(i, 0) + k
+        for mode, extent in enumerate(s.shape):
+            c = np.fromiter(counts[mode].values(), dtype=np.int64) if counts[mode] else np.zeros(1, np.int64)
+            table.add_row(str(mode), f"{extent:,}", f"{len(counts[mode]):,}", f"{int(c.max()):,}",
+                          f"{c.mean():.1f}")
+        console.print(table)
+        return
+    t = _load(path, index_base, header)
     console.print(f"[bold]{path}[/bold]: {t!r}")
     console.print(f"nbytes={t.nbytes:,}  dtype={t.dtype}  canonical={t.canonical}")
-    table = Table("mode", "extent", "non-empty slices", "max slice nnz", "mean slice nnz")
     for m, extent in enumerate(t.shape):
-        _, counts = np.unique(t.coords[m], return_counts=True) if t.nnz else (None, np.zeros(1))
-        table.add_row(str(m), f"{extent:,}", f"{len(counts) if t.nnz else 0:,}", f"{int(counts.max()):,}",
-                      f"{counts.mean():.1f}")
+        _, counts_m = np.unique(t.coords[m], return_counts=True) if t.nnz else (None, np.zeros(1))
+        table.add_row(str(m), f"{extent:,}", f"{len(counts_m) if t.nnz else 0:,}", f"{int(counts_m.max()):,}",
+                      f"{counts_m.mean():.1f}")
     console.print(table)
 
 

@@ -4,7 +4,10 @@ With ``memory_limit=``, every sparse x sparse step of an einsum plan is a matric
 ``C[rows, cols] = A[rows, k] @ B[k, cols]`` (see :mod:`.execute`); this module runs it through
 :func:`flexsparse.tiling.tiled_spgemm` (Swiftiles sizing, Tailors overflow absorption) and
 collects the per-step :class:`~flexsparse.tiling.TilingReport`. With ``out=``, the final step
-streams its tiles to disk and the caller gets a :class:`LazyEinsumResult`.
+streams its tiles to disk -- a store of :mod:`flexsparse.formats.store` whose manifest decodes
+tile indices into the einsum output's coordinates -- and the caller gets a
+:class:`~flexsparse.formats.store.StoredTensor` (``.load()``, ``.tiles()``); a result computed
+in memory is saved to the same format (:func:`save_result`).
 
 Cost: that of the tiled SpGEMM; the options are validated before any work.
 """
@@ -19,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from flexsparse._util import parse_bytes
+from flexsparse.formats.store import MatrixLayout, StoredTensor, write_coo
 
-__all__ = ["TilingOptions", "make_tiling_options", "tiled_product", "LazyEinsumResult", "save_result"]
+__all__ = ["TilingOptions", "make_tiling_options", "tiled_product", "save_result"]
 
 
 @dataclass
@@ -60,63 +64,26 @@ def make_tiling_options(memory_limit: int | str, tiling: str, overbook: float, p
     return TilingOptions(limit, tiling, float(overbook), bool(progress), path)
 
 
-def tiled_product(a: Any, b: Any, opts: TilingOptions, out: Path | None = None) -> Any:
-    """``a @ b`` (flexsparse CSR operands) under ``opts.limit``; appends the step's report."""
+def tiled_product(a: Any, b: Any, opts: TilingOptions, out: Path | None = None,
+                  out_shape: tuple[int, ...] | None = None, out_layout: MatrixLayout | None = None) -> Any:
+    """``a @ b`` (flexsparse CSR operands) under ``opts.limit``; appends the step's report.
+
+    With ``out``, the product is written as a store of the tensor ``out_shape`` whose ids
+    decode through ``out_layout``, and a :class:`StoredTensor` of it is returned.
+    """
     from flexsparse.tiling import tiled_spgemm
 
     result, report = tiled_spgemm(a, b, memory_limit=opts.limit, tiling=opts.strategy,
-                                  overbook=opts.overbook, out=out, progress=opts.progress)
+                                  overbook=opts.overbook, out=out, progress=opts.progress,
+                                  out_shape=out_shape, out_layout=out_layout)
     opts.reports.append(report)
-    return result
+    return StoredTensor(out) if out is not None else result
 
 
-@dataclass
-class LazyEinsumResult:
-    """An einsum result written to disk tile by tile; :meth:`load` reads it as a COO.
-
-    Attributes:
-        matrix: the on-disk matricised product (:class:`flexsparse.tiling.LazyResult`).
-        shape: the einsum output's shape.
-        path: where the tiles live.
-    """
-
-    matrix: Any
-    decode: Any = field(repr=False)
-    shape: tuple[int, ...]
-    path: Path
-
-    @property
-    def nnz(self) -> int:
-        """Stored entries of the result."""
-        return int(self.matrix.nnz)
-
-    def load(self) -> Any:
-        """Read every tile and return the result as a canonical :class:`~flexsparse.COO`."""
-        return self.decode(self.matrix.load())
-
-    def __repr__(self) -> str:
-        return f"<LazyEinsumResult shape={self.shape} nnz={self.nnz} path={str(self.path)!r}>"
-
-
-@dataclass
-class SavedResult:
-    """A result that was computed in memory (no sparse x sparse final step) and saved atomically."""
-
-    path: Path
-    nnz: int
-
-    def load(self) -> Any:
-        from flexsparse.formats.io import load
-
-        return load(self.path)
-
-
-def save_result(result: Any, path: Path) -> LazyEinsumResult:
-    """Save an in-memory result atomically under ``path`` and hand back the same lazy handle."""
+def save_result(result: Any, path: Path) -> StoredTensor:
+    """Save an in-memory result (COO or dense) atomically as a store at ``path``; return its handle."""
     from flexsparse.formats.coo import COO
-    from flexsparse.formats.io import save
 
     coo = result if isinstance(result, COO) else COO.from_numpy(np.asarray(result))
-    target = path / "result.npz" if path.is_dir() or not path.suffix else path
-    save(target, coo)
-    return LazyEinsumResult(SavedResult(target, coo.nnz), lambda x: x, coo.shape, target)
+    write_coo(path, coo)
+    return StoredTensor(path)

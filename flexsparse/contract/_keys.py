@@ -8,7 +8,8 @@ The executor matricises every pairwise contraction: the coordinates of a group o
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys,
   from a bitmap over the space or an LSD radix sort (:mod:`flexsparse.kernels.cpu.grouping`);
   the id space shrinks to the keys that occur;
-* ``lexsort``: ``prod(sizes) >= 2**62`` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
+* ``lexsort``: ``prod(sizes)`` fails :func:`flexsparse._limits.fits_int64` (FROSTT Flickr,
+  ~1e22 cells): rank the key tuples with
   ``np.lexsort`` over the modes, never forming a linear key.
 
 In every regime ids increase with the lexicographic order of the key tuples, so sorted ids
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flexsparse._limits import fits_int64
+
 __all__ = ["KeySpace", "group_keys", "split_groups"]
 
-_LINEAR_MAX = 2**62
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +42,8 @@ class KeySpace:
         n_ids: number of ids (the matricised dimension's size).
         regime: ``"direct"``, ``"unique"`` or ``"lexsort"``.
         table: for ``unique``, ``int64 [n_ids]`` linear key of every id; for ``lexsort``,
-            ``[n_modes, n_ids]`` coordinates of every id; ``None`` for ``direct``.
+            ``[n_modes, n_ids]`` coordinates of every id; ``None`` for ``direct``
+            (:attr:`id_table` gives coordinates in every regime).
     """
 
     sizes: tuple[int, ...]
@@ -65,6 +68,12 @@ class KeySpace:
             return [ids]
         tab = self.coord_table(np.dtype(np.int64))
         return [row[ids] for row in tab]
+
+    @property
+    def id_table(self) -> np.ndarray | None:
+        """``int64 [n_modes, n_ids]`` coordinates of every id, or ``None`` when ids are
+        row-major linear keys over ``sizes`` (the ``direct`` regime)."""
+        return None if self.regime == "direct" else self.coord_table(np.dtype(np.int64))
 
     def coord_table(self, dtype: np.dtype) -> np.ndarray:
         """``[n_modes, n_ids]`` coordinates of every id in ``dtype`` (computed once per dtype)."""
@@ -117,7 +126,7 @@ def group_keys(coords: np.ndarray, modes: list[int], sizes: tuple[int, ...]
     if not modes:
         return KeySpace((), 1, "direct", None), np.zeros(n, dtype=np.int64)
     total = math.prod(sizes)
-    if total < _LINEAR_MAX:
+    if fits_int64(*sizes):
         if total <= _direct_limit(n):
             if len(modes) == 1:
                 return KeySpace(sizes, total, "direct", None), coords[modes[0]]
@@ -165,7 +174,7 @@ def split_groups(coords_a: np.ndarray, modes_a: list[int], coords_b: np.ndarray,
         ks, ids = group_keys(coords_a, modes_a, sizes)
         return ks, ids, ids
     total = math.prod(sizes)
-    if total < _LINEAR_MAX:
+    if fits_int64(*sizes):
         if total <= _direct_limit(na + nb):
             ks = KeySpace(sizes, total, "direct", None)
             if len(modes_a) == 1:

@@ -2,13 +2,18 @@
 
 Algorithm:
 
-1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray``.
+1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray`` -- except
+   structured operands (BlockSparse, NM, HSS), which stay as they are until a step needs
+   them as COO (the format rule of :mod:`.plan`).
 2. Unary pass per operand: drop broadcast (size-1) modes, take diagonals of repeated
    indices, sum away indices no other operand or the output needs.
 3. Plan (:mod:`.plan`): a pairwise order chosen with sparsity-aware cost estimates, and a
    method per step: ``dense`` (BLAS through ``numpy.einsum``), ``gustavson`` (row-wise
    SpGEMM, hash or dense accumulator per row block), ``dot`` (inner-product engine: the
-   output is small or dense), ``spmm`` (sparse x dense).
+   output is small or dense), ``spmm`` (sparse x dense), ``block``/``nm``/``hss`` (structured
+   x dense: the structured class's ``matmul``/``tmatmul``/``linear``/``linear_grad_input``,
+   whichever reads the dense operand in place; :func:`structured_backend` sends CUDA tensors
+   to the Triton kernels of :mod:`flexsparse.gpu`).
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
    linear key that could overflow). Putting the batch modes into both the row and the column
@@ -34,19 +39,20 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
+from flexsparse.contract._bounded import make_tiling_options, save_result, tiled_product
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
-from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
-from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
+from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format, structured_kernel
+from flexsparse.formats.base import SparseArray
+from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
+from flexsparse.formats.store import KeyDecoder, MatrixLayout, StoredTensor
 
-__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYTES"]
+__all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
 #: ``format="auto"`` returns a dense result only when it takes at most this many bytes.
-AUTO_DENSE_MAX_BYTES = 2 * 2**30
-#: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
-#: evaluation when every operand densifies within this many bytes.
-_NONFINITE_DENSE_BYTES = 512 * 2**20
+AUTO_DENSE_MAX_BYTES = _limits.AUTO_DENSE_MAX_BYTES
 _FORMATS = ("auto", "coo", "csf", "dense")
 
 
@@ -67,10 +73,12 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
 
 
 # ---------------------------------------------------------------------- operand handling
-def _as_operand(x: Any, k: int) -> COO | np.ndarray:
-    """COO for sparse inputs, a numeric ndarray for everything else."""
-    if isinstance(x, COO):
+def _as_operand(x: Any, k: int) -> COO | StructuredMatrix | np.ndarray:
+    """COO for sparse inputs (structured ones stay structured), a numeric ndarray otherwise."""
+    if isinstance(x, (COO, StructuredMatrix)):
         return x
+    if isinstance(x, SparseArray):
+        return x.to_coo()
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
@@ -88,6 +96,9 @@ def _as_operand(x: Any, k: int) -> COO | np.ndarray:
 def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
            ) -> tuple[COO | np.ndarray, str]:
     """Broadcast-drop, diagonal and private sums of one operand; returns distinct indices."""
+    if isinstance(op, StructuredMatrix) and (bcast or len(set(idx)) < len(idx) or
+                                             any(c not in needed for c in idx)):
+        op = op.to_coo()  # a transformed structured matrix is no longer in its pattern
     # 1. size-1 broadcast modes carry no information: drop them.
     if bcast:
         keep = [m for m, c in enumerate(idx) if c not in bcast]
@@ -242,21 +253,22 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
                       x_is_x, threads), res_idx
     A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
-    if method == "dot" and n_cells <= 2**26 and not batch and tiling is None:
+    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch and tiling is None:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
     if tiling is not None and final is not None and tiling.out is not None:
-        # Final step with out=: tiles stream to disk; decode to COO only when loaded.
-        lazy = tiled_product(A, B, tiling, out=tiling.out)
-
-        def decode(C):
-            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
-            return _canonical(_transpose_to(coo, res_idx, final))
-
-        return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
+        # Final step with out=: tiles stream to disk; the store's manifest decodes ids to the
+        # coordinates of the output (in ``final`` order), so any process can load it.
+        layout = MatrixLayout(
+            (row_ks.n_ids, col_ks.n_ids),
+            KeyDecoder(tuple(final.index(c) for c in batch + free_a), row_ks.sizes, row_ks.id_table),
+            KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(batch + free_b)),
+                       col_ks.sizes, col_ks.id_table))
+        stored = tiled_product(A, B, tiling, out=tiling.out, out_shape=sz(final), out_layout=layout)
+        return stored, final
     if tiling is not None:
         C = tiled_product(A, B, tiling)
     elif batch or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1:
@@ -323,6 +335,57 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
+def structured_backend(x: Any) -> str:
+    """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
+    (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
+
+    >>> import numpy as np
+    >>> structured_backend(np.ones(3))
+    'numba'
+    """
+    device = getattr(x, "device", None)
+    return "triton" if getattr(device, "type", None) == "cuda" else "numba"
+
+
+def _pair_structured(w: StructuredMatrix, wi: str, d: np.ndarray, di: str, sizes: dict[str, int],
+                     kernel: str) -> tuple[np.ndarray, str]:
+    """Structured ``W[wi]`` x dense ``D[di]`` on the structured class's own product.
+
+    ``kernel`` (from :func:`~flexsparse.contract.plan.structured_kernel`) names the contracted
+    index: ``W``'s reduction index for ``"matmul"``, its row index for ``"tmatmul"``. ``D`` is
+    read in place when its (free..., contracted) view is row-major (``W.linear`` /
+    ``W.linear_grad_input``), else copied once as ``[contracted, free]`` (``W.matmul`` /
+    ``W.tmatmul``).
+    """
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in di if x != c)
+    n_free = math.prod(sizes[x] for x in free)
+    lead = _transpose_to(d, di, free + c)
+    if lead.flags.c_contiguous:
+        x2 = lead.reshape(n_free, sizes[c])
+        res = w.linear(x2) if kernel == "matmul" else w.linear_grad_input(x2)
+        idx = free + kept
+    else:
+        x2 = np.ascontiguousarray(_transpose_to(d, di, c + free)).reshape(sizes[c], n_free)
+        res = w.matmul(x2) if kernel == "matmul" else w.tmatmul(x2)
+        idx = kept + free
+    return res.reshape(tuple(sizes[x] for x in idx)), idx
+
+
+def _torch_structured(w: StructuredMatrix, wi: str, t: Any, ti: str, out: str, kernel: str) -> Any:
+    """:func:`_pair_structured` for a torch tensor on a CUDA device: Triton, result on the device."""
+    from flexsparse import gpu
+
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in ti if x != c)
+    perm = [ti.index(x) for x in free + c]
+    x2 = t.permute(*perm).reshape(-1, int(t.shape[ti.index(c)])).contiguous()
+    res = gpu.linear(w, x2) if kernel == "matmul" else gpu.linear_grad_input(w, x2)
+    shape = [int(t.shape[ti.index(x)]) for x in free] + [int(w.shape[wi.index(kept)])]
+    idx = free + kept
+    return res.reshape(shape).permute(*[idx.index(x) for x in out])
+
+
 def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
                 dtype: np.dtype) -> np.ndarray:
     """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
@@ -367,6 +430,14 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     # Guard: an index neither the other side nor the result needs is summed away first.
     x, xi = _unary(x, xi, frozenset(), set(yi) | set(out))
     y, yi = _unary(y, yi, frozenset(), set(xi) | set(out))
+    # Structured x dense runs the structured product; any other step takes the matrix as COO.
+    for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+        if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and d.dtype.kind in "biuf":
+            kernel = structured_kernel(wi, di, out)
+            if kernel is not None:
+                return _pair_structured(w, wi, d, di, sizes, kernel)
+    x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+    y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
     if method == "dense" and not (tiling is not None and xs and ys):
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
@@ -379,20 +450,22 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     return _pair_dense(x, xi, y, yi, out, sizes)
 
 
-#: A COO at least as dense as the planner's BLAS threshold, and small enough, is contracted dense.
-_DENSE_ENOUGH_BYTES = 256 * 2**20
-
-
 def _dense_enough(op: COO | np.ndarray) -> bool:
-    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check)."""
+    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check).
+
+    Structured matrices never are: they run their own product, which picks BLAS itself above
+    its measured crossover density.
+    """
+    if isinstance(op, StructuredMatrix):
+        return False
     if not isinstance(op, COO):
         return True
-    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _DENSE_ENOUGH_BYTES
+    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _limits.DENSE_OPERAND_MAX_BYTES
 
 
-def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
+def _nonfinite(ops: Sequence[Any]) -> bool:
     for op in ops:
-        vals = op.data if isinstance(op, COO) else op
+        vals = op._data() if isinstance(op, SparseArray) else op
         if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
             return True
     return False
@@ -439,7 +512,10 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
         overbook: target fraction of overflowing tiles for ``tiling="overbook"``.
         out: with ``memory_limit``, a ``.npz`` path or directory that receives the final
-            result tile by tile; a lazy handle is returned instead of the tensor.
+            result tile by tile, in the store format of :mod:`flexsparse.formats.store` (the
+            same format ``fs.save`` writes; ``fs.load`` reads it in any process); a
+            :class:`~flexsparse.formats.store.StoredTensor` handle (``.load()``, ``.tiles()``,
+            ``.shape``, ``.nnz``) is returned instead of the tensor.
         progress: show a progress bar over tiles.
         return_report: also return the tiling report(s) (``(result, reports)``).
 
@@ -463,6 +539,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
         raise ValueError("out= streams tiles to disk and needs memory_limit=")
+    gpu_res = _einsum_on_device(subscripts, operands, format, out)
+    if gpu_res is not None:
+        return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
     dtype = result_dtype(*[op.dtype for op in ops])
@@ -474,9 +553,10 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         format = "dense"  # dense in, dense out, as numpy.einsum
     # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
     nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
-    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
+    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _limits.NONFINITE_DENSE_MAX_BYTES
+                         for op in ops):
         # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
-        dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
+        dense_ops = [op.todense() if isinstance(op, SparseArray) else op for op in ops]
         res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
     else:
         if nonfinite:
@@ -484,11 +564,30 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
                           "propagate through stored entries only", RuntimeWarning, stacklevel=2)
         res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
-    if not isinstance(res, LazyEinsumResult):
+    if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
         if out is not None:
             res = save_result(res, tiling_opts.out)
     return (res, reports) if return_report else res
+
+
+def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
+    """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
+    if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
+        return None
+    for k in (0, 1):
+        w, t = operands[k], operands[1 - k]
+        if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
+            from flexsparse.contract.parser import parse_einsum
+
+            spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
+            wi, ti = spec.inputs[k], spec.inputs[1 - k]
+            kernel = structured_kernel(wi, ti, spec.output)
+            if kernel is None or any(spec.broadcast) or len(set(ti)) < len(ti) or \
+                    any(c not in spec.output and c not in wi for c in ti):
+                return None
+            return _torch_structured(w, wi, t, ti, spec.output, kernel)
+    return None
 
 
 def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
@@ -511,7 +610,7 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         densified: dict[int, np.ndarray] = {}  # the same operand twice is densified once
         dense = []
         for op, idx in work:
-            if isinstance(op, COO):
+            if isinstance(op, SparseArray):
                 if id(op) not in densified:
                     densified[id(op)] = op.todense()
                 op = densified[id(op)]
@@ -524,9 +623,16 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
-        from flexsparse.contract.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
+        from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
+        for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+            if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and \
+                    structured_kernel(wi, di, spec.output) is not None:
+                # structured x dense: the structured product, no statistics needed (they would
+                # cost a COO copy of W on every call)
+                return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         from flexsparse.kernels.cpu.outer import OUTER_MAX_BYTES
 
@@ -540,7 +646,7 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
                          spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
         est = estimate_pair(sx, sy, spec.output)
-        method = choose_method(sx, sy, est, DEFAULT_MEMORY_LIMIT)
+        method = choose_method(sx, sy, est, DEFAULT_DENSE_LIMIT)
         dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
         return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
                      spec.output if stream_final else None)

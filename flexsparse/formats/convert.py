@@ -186,7 +186,7 @@ def as_coo(x) -> COO:
     >>> as_coo([1, 2])
     Traceback (most recent call last):
     ...
-    TypeError: cannot convert list to a flexsparse COO; expected COO, CSF, a NumPy array, a scipy.sparse matrix/array, a pydata sparse array or a torch tensor
+    TypeError: cannot convert list to a flexsparse COO; expected COO, CSF, a NumPy array, ...
     """
     if isinstance(x, COO):
         return x

@@ -1,6 +1,7 @@
-"""Reading and writing sparse tensors: FROSTT ``.tns``, Matrix Market ``.mtx``, our ``.npz``.
+"""Reading and writing sparse tensors: FROSTT ``.tns``, Matrix Market ``.mtx``, the flexsparse store.
 
-Formats (``load``/``save`` dispatch on the file extension, or ``format=``):
+Formats (``load``/``save`` dispatch on the file extension, or ``format=``; a directory is a
+store):
 
 * ``.tns`` -- one nonzero per line, ``i_1 ... i_d value``. Two layouts exist: the
   published FROSTT one (1-based, no header) and a variant whose first line is the shape
@@ -20,8 +21,13 @@ Formats (``load``/``save`` dispatch on the file extension, or ``format=``):
   general/symmetric/skew-symmetric/hermitian) is parsed here so errors carry line
   numbers; the dense ``array`` format goes through ``scipy.io.mmread``. Written as
   ``coordinate general``.
-* ``.npz`` -- ``np.savez``: ``format_version`` (=1), ``shape``, ``data``, ``coords_0 ..
-  coords_{d-1}`` (one per mode), ``canonical``. Loaded with ``allow_pickle=False``.
+* ``.npz`` or a directory -- the flexsparse store (:mod:`flexsparse.formats.store`), the one
+  on-disk format of tensors and results: ``save`` writes it (one ``"coo"`` tile), and
+  ``einsum(out=...)``/``tiled_spgemm(out=...)`` write it tile by tile; ``load`` reads any of
+  them (``lazy=True`` returns the :class:`~flexsparse.formats.store.StoredTensor` handle).
+  ``load`` also reads two older ``.npz`` layouts: flexsparse's first one (``format_version``
+  = 1, ``shape``, ``data``, ``coords_0 .. coords_{d-1}``, ``canonical``) and SciPy's
+  ``scipy.sparse.save_npz`` files. Always with ``allow_pickle=False``.
 
 Parsing is vectorised: the file is read once into a byte array, fields per line are
 counted with NumPy (token starts = non-space after space), and numbers are parsed by
@@ -52,11 +58,13 @@ import numpy as np
 
 from flexsparse._util import atomic_write, check_numeric_dtype
 from flexsparse.formats.coo import COO, normalize_shape
+from flexsparse.formats.store import StoredTensor, is_store, write_coo
 
 __all__ = ["load", "save", "FORMATS"]
 
-#: Supported file extensions.
+#: Supported file extensions (a directory is read as a store).
 FORMATS = (".tns", ".mtx", ".npz")
+#: ``format_version`` of the first flexsparse ``.npz`` layout (still read, no longer written).
 NPZ_VERSION = 1
 _MAX_EXACT_INDEX = 2**53  # indices are parsed through float64
 
@@ -329,8 +337,13 @@ def _save_mtx(f, t: COO) -> None:
 
 # ---------------------------------------------------------------------- .npz
 def _load_npz(path) -> COO:
+    """A ``.npz`` file: a flexsparse store, the first flexsparse layout, or SciPy's."""
+    if is_store(path):
+        return StoredTensor(path).load()
     with np.load(path, allow_pickle=False) as z:
         keys = set(z.files)
+        if "format_version" not in keys and {"format", "shape", "data"} <= keys:
+            return _load_scipy_npz(path)
         for key in ("format_version", "shape", "data"):
             if key not in keys:
                 raise ValueError(f"{path}: not a flexsparse .npz (missing {key!r}; has {sorted(keys)})")
@@ -350,16 +363,27 @@ def _load_npz(path) -> COO:
     return COO(coords, data, shape, canonical=canonical if canonical else None)
 
 
-def _save_npz(f, t: COO) -> None:
-    arrays = {"format_version": np.int64(NPZ_VERSION), "shape": np.asarray(t.shape, dtype=np.int64).reshape(-1),
-              "data": t.data, "canonical": np.bool_(t.canonical)}
-    for m in range(t.ndim):
-        arrays[f"coords_{m}"] = t.coords[m]
-    np.savez(f, **arrays)
+def _load_scipy_npz(path) -> COO:
+    """A ``scipy.sparse.save_npz`` file (any of its formats) as a COO."""
+    import scipy.sparse as sp
+
+    from flexsparse.formats.convert import from_scipy
+
+    try:
+        m = sp.load_npz(path)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: malformed SciPy sparse .npz: {exc}") from exc
+    return from_scipy(m)
+
+
+def _save_npz(path, t: COO) -> None:
+    write_coo(path, t)
 
 
 # ---------------------------------------------------------------------- dispatch
 def _format_of(path, format) -> str:
+    if not format and Path(path).is_dir():
+        return "store"
     ext = ("." + format.lower().lstrip(".")) if format else Path(path).suffix.lower()
     if ext not in FORMATS:
         raise ValueError(f"unsupported file format {ext or '(no extension)'!r} for {path}; supported: "
@@ -368,8 +392,8 @@ def _format_of(path, format) -> str:
 
 
 def load(path, *, index_base: int | None = None, header: bool | None = None, shape=None, dtype=None,
-         format: str | None = None) -> COO:
-    """Read a sparse tensor from ``.tns``, ``.mtx`` or ``.npz`` (see the module docstring for the rules).
+         format: str | None = None, lazy: bool = False) -> COO:
+    """Read a sparse tensor from ``.tns``, ``.mtx``, ``.npz`` or a store directory (module docstring).
 
     Args:
         path: file to read; the extension picks the format unless ``format`` is given.
@@ -378,12 +402,24 @@ def load(path, *, index_base: int | None = None, header: bool | None = None, sha
         header: whether a ``.tns`` file starts with a shape line (``None``: detect by field count).
         shape: explicit shape (wins over a ``.tns`` header).
         dtype: cast values to this dtype.
+        lazy: for a store (``.npz`` or directory), return its
+            :class:`~flexsparse.formats.store.StoredTensor` handle (metadata now, tiles on demand)
+            instead of the whole tensor.
 
     Raises:
         ValueError: unknown extension, malformed line (``file:line:`` prefix), ambiguous
             index base, out-of-bounds or negative index.
     """
     ext = _format_of(path, format)
+    if lazy:
+        if ext not in (".npz", "store") or not is_store(path):
+            raise ValueError(f"lazy=True needs a flexsparse store (.npz or directory), got {path}")
+        return StoredTensor(path)
+    if ext == "store":
+        t = StoredTensor(path).load()
+        if shape is not None and normalize_shape(shape) != t.shape:
+            raise ValueError(f"{path}: stored shape {t.shape} != requested shape {normalize_shape(shape)}")
+        return t if dtype is None else t.astype(dtype)
     if ext == ".npz":
         t = _load_npz(path)
         if shape is not None and normalize_shape(shape) != t.shape:
@@ -403,17 +439,19 @@ def save(path, tensor, *, index_base: int = 1, header: bool = False, format: str
     """Write ``tensor`` (anything :func:`~flexsparse.formats.convert.as_coo` accepts) atomically.
 
     ``.tns`` defaults to the published FROSTT layout (1-based, no header); pass
-    ``index_base=0, header=True`` for the shape-header variant. An exception while
-    writing leaves no file under ``path`` (or the previous one untouched).
+    ``index_base=0, header=True`` for the shape-header variant. ``.npz`` (or ``format="store"``
+    for a directory) writes the flexsparse store (:mod:`flexsparse.formats.store`). An
+    exception while writing leaves no file under ``path`` (or the previous one untouched).
     """
     from flexsparse.formats.convert import as_coo
 
-    ext = _format_of(path, format)
+    ext = "store" if format == "store" else _format_of(path, format)
     t = as_coo(tensor)
+    if ext in (".npz", "store"):
+        _save_npz(path, t)
+        return
     with atomic_write(os.fspath(path), "wb") as f:
         if ext == ".tns":
             _save_tns(f, t, index_base, header)
-        elif ext == ".mtx":
-            _save_mtx(f, t)
         else:
-            _save_npz(f, t)
+            _save_mtx(f, t)

@@ -31,7 +31,7 @@ as the sampling/counting cost), plus the work of bumped rows' first attempt.
 >>> tiled_spgemm(a, b, memory_limit=50)
 Traceback (most recent call last):
 ...
-flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum workable limit is 108 bytes
+flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum ...
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _family(a_fam: str, b_fam: str) -> str:
 
 def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "overbook",
                  overbook: float = 0.10, out: str | os.PathLike | None = None, seed: int = 0,
-                 progress: bool = False, trace_memory: bool = False
+                 progress: bool = False, trace_memory: bool = False,
+                 out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
                  ) -> tuple[Any, TilingReport]:
     """``a @ b`` computed tile by tile so that no tile's working set exceeds ``memory_limit``.
 
@@ -94,6 +95,10 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         seed: seed of the sampling.
         progress: show a ``rich`` progress bar over tiles.
         trace_memory: also measure the ``tracemalloc`` peak (slower).
+        out_shape, out_layout: with ``out``, the shape of the tensor the product stores and the
+            :class:`~flexsparse.formats.store.MatrixLayout` decoding its row/column ids into that
+            tensor's coordinates (how ``einsum(out=...)`` stores its result); default: the
+            ``m x n`` matrix itself.
 
     Returns:
         ``(result, report)``: the product (flexsparse ``CSR`` if an operand was one, else
@@ -146,9 +151,9 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
             figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, sink, progress)
             result = sink.finish((m, n), dtype, idx_dtype, family)
         else:
-            with DiskSink(out, flush_bytes=limit // 16) as dsink:
+            with DiskSink(out, limit // 16, (m, n), dtype, family, out_layout, out_shape) as dsink:
                 figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, dsink, progress)
-                result = dsink.commit((m, n), dtype, idx_dtype, family)
+                result = dsink.commit()
         traced = tracemalloc.get_traced_memory()[1] if trace_memory else None
     finally:
         if started_tracing:

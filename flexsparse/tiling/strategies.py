@@ -26,7 +26,8 @@ and what choosing the grid cost. The working set of a tile is the formula of
   overflow. Design choices of ours: a sampled tile's output term is the sampled ratio
   times its exact multiply count; its A and B terms are exact counts, re-evaluated at the
   rescaled size for up to 3 fixed-point steps (B rows touched grow sub-linearly); the
-  symbolic counting stays one pass over ``max(64, m/200)`` rows. Overflow is absorbed at run time (Tailors, :mod:`flexsparse.tiling.executor`).
+  symbolic counting stays one pass over ``max(64, m/200)`` rows. Overflow is absorbed at run time
+  (Tailors, :mod:`flexsparse.tiling.executor`).
 
 ``prescient`` and ``overbook`` split columns only to keep the dense accumulator under
 1/4 of the limit and contracted ids only to keep the first-touch stamps under 1/8

@@ -205,7 +205,8 @@ def test_bad_arguments():
         tiled_spgemm(a, a, memory_limit="1MiB", overbook=1.5)
     with pytest.raises(ValueError, match="a is 4x4 .* but b is 3x3"):
         tiled_spgemm(a, diag(3), memory_limit="1MiB")
-    with pytest.raises(TypeError, match="b must be a flexsparse CSR or a SciPy sparse matrix, got ndarray"):
+    with pytest.raises(TypeError, match=r"b must be a 2-D flexsparse format \(CSR, CSC, COO, ...\) or a SciPy "
+                                        r"sparse matrix, got ndarray"):
         tiled_spgemm(a, np.eye(4), memory_limit="1MiB")
     with pytest.raises(TypeError, match="tiling must be a strategy name"):
         tiled_spgemm(a, a, memory_limit="1MiB", tiling=3)
@@ -310,6 +311,6 @@ def test_interrupted_write_leaves_nothing_complete(tmp_path, name, monkeypatch):
         assert list(tmp_path.iterdir()) == []
     else:
         assert not (target / "manifest.json").exists()
-        assert not list(target.glob("part-*.npz"))
+        assert not list(target.glob("tile-*.npz"))
     with pytest.raises(IncompleteResultError, match="not a complete tiled result"):
         LazyResult(target)
