@@ -206,6 +206,18 @@ def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
     return COO._new(None, coords, C.data, shape, C.sorted_indices)
 
 
+def _outer_fits(n_cells: int, dtype: np.dtype, a: COO, b: COO, threads: int | None) -> bool:
+    """The outer-product engine's rule (:data:`flexsparse._limits.OUTER_MAX_BYTES`)."""
+    import numba
+
+    from flexsparse.kernels.cpu.outer import outer_workspace_bytes
+
+    work = outer_workspace_bytes(n_cells, 1, max(dtype.itemsize, 8 if dtype == np.bool_ else 1),
+                                 threads or numba.get_num_threads())
+    operands = a.coords.nbytes + a.data.nbytes + b.coords.nbytes + b.data.nbytes
+    return work <= _limits.OUTER_MAX_BYTES and (work <= 2**20 or 2 * work <= operands)
+
+
 def _outer(a: COO, a_rows: np.ndarray, a_cols: np.ndarray, B: Any, row_ks: KeySpace, col_ks: KeySpace,
            k_ks: KeySpace, n_batch: int, shape: tuple[int, ...], dtype: np.dtype, x_is_x: bool,
            threads: int | None) -> COO:
@@ -246,9 +258,7 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    from flexsparse.kernels.cpu.outer import OUTER_MAX_BYTES
-
-    if tiling is None and n_cells * (dtype.itemsize + 1) <= OUTER_MAX_BYTES:
+    if tiling is None and _outer_fits(n_cells, dtype, a, b, threads):
         x_is_x = col_ks is row_ks and b_rows is a_cols and a.data is b.data
         return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
                       x_is_x, threads), res_idx
@@ -634,11 +644,9 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
                 return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
                              spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
-        from flexsparse.kernels.cpu.outer import OUTER_MAX_BYTES
-
-        itemsize = result_dtype(x.dtype, y.dtype).itemsize
         if isinstance(x, COO) and isinstance(y, COO) and (
-                cells > DOT_FACTOR * (x.nnz + y.nnz) or cells * (itemsize + 1) <= OUTER_MAX_BYTES):
+                cells > DOT_FACTOR * (x.nnz + y.nnz) or _outer_fits(cells, result_dtype(x.dtype, y.dtype),
+                                                                     x, y, threads)):
             # Too many output cells for inner products: Gustavson is the only candidate, and
             # the output format is decided from the real nnz afterwards; no statistics needed.
             # A result that fits in cache goes to the outer-product engine (in _pair_sparse).

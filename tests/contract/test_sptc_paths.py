@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import flexsparse as fs
 import flexsparse.contract.execute as ex
+from flexsparse import _limits
 from flexsparse.formats.coo import COO
-from flexsparse.kernels.cpu import outer
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128, np.bool_]
 
@@ -41,9 +41,9 @@ def _spgemm_engine(A, B, row_ks, col_ks, n_batch, shape, dtype, threads):
 def engine(request, monkeypatch):
     """Route sparse x sparse steps through one engine."""
     if request.param == "outer":
-        monkeypatch.setattr(outer, "OUTER_MAX_BYTES", 1 << 40)
+        monkeypatch.setattr(_limits, "OUTER_MAX_BYTES", 1 << 40)
     else:
-        monkeypatch.setattr(outer, "OUTER_MAX_BYTES", 0)
+        monkeypatch.setattr(_limits, "OUTER_MAX_BYTES", 0)
     if request.param == "spgemm":
         monkeypatch.setattr(ex, "_sptc", _spgemm_engine)
     return request.param
@@ -169,7 +169,7 @@ def test_engines_agree_on_random_specs(case):
     results = {}
     with pytest.MonkeyPatch.context() as mp:
         for name in ("sptc", "outer", "spgemm"):
-            mp.setattr(outer, "OUTER_MAX_BYTES", 1 << 40 if name == "outer" else 0)
+            mp.setattr(_limits, "OUTER_MAX_BYTES", 1 << 40 if name == "outer" else 0)
             mp.setattr(ex, "_sptc", _spgemm_engine if name == "spgemm" else ex._sptc)
             results[name] = fs.einsum(spec, ca, cb, format="coo")
             mp.undo()

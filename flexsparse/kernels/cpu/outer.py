@@ -26,13 +26,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["OUTER_MAX_BYTES", "outer_csr_csr", "outer_csr_csr_kernel", "outer_emit_kernel"]
+__all__ = ["outer_csr_csr", "outer_csr_csr_kernel", "outer_emit_kernel", "outer_workspace_bytes"]
 
-#: The outer-product engine runs when one thread's dense result (values + mask) takes at most
-#: this many bytes: half of one core's 1 MiB L2 on the 2-core test VM, so the scatter hits
-#: cache. Uber-shaped X x X over modes {1,2,3} (183 x 183 result, 6.6M multiply-adds):
-#: 60 ms as Gustavson (1M one-entry fibre lookups), 9 ms here, one thread.
-OUTER_MAX_BYTES = 1 << 19
+
+def outer_workspace_bytes(n_rows: int, n_cols: int, itemsize: int, threads: int) -> int:
+    """Bytes of the per-thread dense results (values + touched mask) of :func:`outer_csr_csr`."""
+    return threads * n_rows * n_cols * (itemsize + 1)
 
 
 @njit(cache=True, parallel=True)
