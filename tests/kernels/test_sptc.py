@@ -113,3 +113,19 @@ def test_outer_keeps_structural_zeros():
                                  b.indices, b.data, 1, 1, _tables(1, 1), _tables(1, 1), 0, np.dtype(np.int64),
                                  np.dtype(np.float64))
     assert coords.tolist() == [[0], [0]] and vals.tolist() == [0.0]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_outer_parallel_split(threads):
+    # 2000 x 30 x 40 = 2.4M multiply-adds: two workers, each with its own dense result
+    rng = np.random.default_rng(3)
+    a = _csr(rng, (30, 2000), 0.9)
+    b = _csr(rng, (2000, 40), 0.9)
+    at = sp.csr_array(a.T)
+    at.sort_indices()
+    c = _expected(a, b)
+    with thread_scope(threads):
+        coords, vals = outer_csr_csr(at.indptr.astype(np.int64), at.indices, at.data, b.indptr.astype(np.int64),
+                                     b.indices, b.data, 30, 40, _tables(30, 1), _tables(40, 1), 0,
+                                     np.dtype(np.int64), np.dtype(np.float64))
+    _check(coords, vals, c, 1, 1, 0)

@@ -17,7 +17,8 @@ Formats: ``at``/``b`` as CSR buffers over ``k`` (ids int32/int64, any value dtyp
 output ``[n_modes, nnz]`` coordinates in the requested index dtype and ``[nnz]`` values.
 
 Cost: O(nnz(A) + nnz(B) + flops) for the scatter, O(threads * n_rows * n_cols) for the
-reduction and emission; O(threads * n_rows * n_cols * (itemsize + 1)) workspace.
+reduction and emission (serial: the result is cache-sized and a second parallel region costs
+more than it saves on a busy machine); O(threads * n_rows * n_cols * (itemsize + 1)) workspace.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def outer_csr_csr_kernel(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, bo
                     m_w[c] = 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def outer_emit_kernel(acc, mask, n_cols, row_table, col_table, col_skip, row_bounds, row_nnz, coords, vals):
     """Sum the per-thread results and write the touched cells row-major as COO.
 
@@ -64,7 +65,7 @@ def outer_emit_kernel(acc, mask, n_cols, row_table, col_table, col_skip, row_bou
     n_t = acc.shape[0]
     nr = row_table.shape[0]
     nc = col_table.shape[0] - col_skip
-    for part in prange(row_bounds.shape[0] - 1):
+    for part in range(row_bounds.shape[0] - 1):
         for r in range(row_bounds[part], row_bounds[part + 1]):
             pos = row_nnz[r]
             base = np.int64(r) * n_cols
@@ -85,10 +86,10 @@ def outer_emit_kernel(acc, mask, n_cols, row_table, col_table, col_skip, row_bou
                     pos += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _row_counts(mask, n_cols, out):
     n_t = mask.shape[0]
-    for r in prange(out.shape[0]):
+    for r in range(out.shape[0]):
         base = np.int64(r) * n_cols
         cnt = 0
         for j in range(n_cols):
@@ -116,12 +117,13 @@ def outer_csr_csr(at_ptr: np.ndarray, at_idx: np.ndarray, at_val: np.ndarray, b_
     the row key) are not emitted. Runs on numba's current thread count.
     """
     from flexsparse.kernels.cpu.partition import _cost_partition_trusted
+    from flexsparse.kernels.cpu.sptc import PARALLEL_MIN_FLOPS
 
     n_k = at_ptr.shape[0] - 1
     n_threads = numba.get_num_threads()
     flops = np.empty(n_k, dtype=np.int64)
     _k_flops(at_ptr, b_ptr, flops)
-    workers = max(1, min(n_threads, int(flops.sum() // (1 << 16)) or 1))
+    workers = max(1, min(n_threads, int(flops.sum()) // PARALLEL_MIN_FLOPS))
     bounds = _cost_partition_trusted(flops + 1, workers, 1).bounds if n_k else np.zeros(2, np.int64)
     cells = n_rows * n_cols
     acc = np.zeros((bounds.shape[0] - 1, cells), dtype=dtype)
@@ -136,8 +138,7 @@ def outer_csr_csr(at_ptr: np.ndarray, at_idx: np.ndarray, at_val: np.ndarray, b_
     nnz = int(starts[-1])
     coords = np.empty((row_table.shape[0] + col_table.shape[0] - col_skip, nnz), dtype=index_dtype)
     vals = np.empty(nnz, dtype=dtype)
-    n_parts = max(1, min(n_rows, 4 * n_threads))
-    row_bounds = np.linspace(0, n_rows, n_parts + 1).astype(np.int64)
+    row_bounds = np.array([0, n_rows], dtype=np.int64)
     outer_emit_kernel(acc, mask, np.int64(n_cols), row_table, col_table, col_skip, row_bounds, starts,
                       coords, vals)
     return coords, vals

@@ -40,8 +40,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["DENSE_FILL_RATIO", "DENSE_SMALL_COLS", "sptc_csr_csr", "sptc_csr_csr_numeric",
-           "sptc_csr_csr_symbolic"]
+__all__ = ["DENSE_FILL_RATIO", "DENSE_SMALL_COLS", "PARALLEL_MIN_FLOPS", "sptc_csr_csr", "sptc_csr_csr_numeric",
+           "sptc_csr_csr_serial", "sptc_csr_csr_symbolic"]
 
 #: Dense accumulator up to this many output columns (values + bitmap stay in L2 at 2**18
 #: float32 columns); the same cut-off as the 2-D SpGEMM kernel, measured there.
@@ -49,6 +49,10 @@ DENSE_SMALL_COLS = 1 << 18
 #: Beyond it, dense when flops per row >= n_cols / DENSE_FILL_RATIO.
 DENSE_FILL_RATIO = 256
 _PARTS_PER_WORKER = 8
+#: Products with fewer multiply-adds per thread than this run on the calling thread
+#: (:func:`sptc_csr_csr_serial`): 2**20 multiply-adds take 3-5 ms on one core of the 2-core
+#: test VM, while waking the second OpenMP thread took 0.1-3 ms there when the machine was busy.
+PARALLEL_MIN_FLOPS = 1 << 20
 #: Scratch entries per thread between two writes to the output (ids + values: 384 KiB at
 #: float32, so a flush's gathers and the scratch stay in L2).
 _SCRATCH = 1 << 15
@@ -360,6 +364,23 @@ def sptc_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_dat
                         col_skip, coords, out_vals)
 
 
+@njit(cache=True)
+def sptc_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, row_flops, bounds,
+                        worker_bounds, use_dense, offsets, row_table, col_table, col_skip, coords, out_vals):
+    """Both passes on the calling thread (one worker): no thread-team launch for small products.
+    ``coords``/``out_vals`` are sized from ``offsets`` here, so the caller passes empty arrays."""
+    _symbolic_worker(0, a_indptr, a_indices, b_indptr, b_indices, n_cols, row_flops, bounds, worker_bounds,
+                     use_dense, offsets[1:])
+    for i in range(offsets.shape[0] - 1):
+        offsets[i + 1] += offsets[i]
+    nnz = offsets[-1]
+    coords = np.empty((coords.shape[0], nnz), dtype=coords.dtype)
+    out_vals = np.empty(nnz, dtype=out_vals.dtype)
+    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, row_flops, bounds,
+                    worker_bounds, use_dense, offsets, row_table, col_table, col_skip, coords, out_vals)
+    return coords, out_vals
+
+
 def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray, b_indptr: np.ndarray,
                  b_indices: np.ndarray, b_data: np.ndarray, n_cols: int, row_table: np.ndarray,
                  col_table: np.ndarray, col_skip: int, index_dtype: np.dtype, dtype: np.dtype
@@ -378,7 +399,7 @@ def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray
     if total == 0:
         return np.empty((n_out, 0), dtype=index_dtype), np.empty(0, dtype=dtype)
     n_threads = numba.get_num_threads()
-    workers = max(1, min(n_threads, total // (1 << 15)))
+    workers = max(1, min(n_threads, total // PARALLEL_MIN_FLOPS))
     part = _cost_partition_trusted(flops + 1, workers, _PARTS_PER_WORKER)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     part_rows = np.maximum(np.diff(bounds), 1)
@@ -390,6 +411,11 @@ def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray
     offsets[0] = 0
     if n_rows >= 2**31 - 1:  # the dense marker holds row ids as int32
         use_dense[:] = False
+    if workers == 1:
+        return sptc_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, np.int64(n_cols),
+                                   flops, bounds, worker_bounds, use_dense, offsets, row_table, col_table,
+                                   np.int64(col_skip), np.empty((n_out, 0), dtype=index_dtype),
+                                   np.empty(0, dtype=dtype))
     sptc_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, np.int64(n_cols), flops, bounds,
                           worker_bounds, use_dense, offsets[1:])
     np.cumsum(offsets[1:], out=offsets[1:])
