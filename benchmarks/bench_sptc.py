@@ -23,7 +23,7 @@ pydata ``sparse.tensordot`` runs in a subprocess with a time limit.
 Usage::
 
     python benchmarks/bench_sptc.py --build            # build Sparta once, then run the suite
-    python benchmarks/bench_sptc.py [--threads 2] [--repeat 3] [--cases chicago0,uber02] [--json f]
+    python benchmarks/bench_sptc.py [--threads 2] [--repeat 3] [--cases chicago0,uber02] [--memory] [--json f]
 """
 
 from __future__ import annotations
@@ -175,6 +175,37 @@ def run_pydata(npz: Path, modes: tuple[int, ...], repeat: int, timeout: float) -
     return float(r.stdout.strip().splitlines()[-1]), ""
 
 
+_RSS_CODE = """
+import sys, numpy as np
+sys.path.insert(0, {bench_dir!r})
+import flexsparse as fs
+from bench_sptc import SHAPES, spec_for
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+X = fs.random(SHAPES[{name!r}], nnz={nnz}, seed=0, distribution="powerlaw", dtype=np.float32)
+spec = spec_for(X.ndim, {modes!r})
+w = fs.random(tuple(min(s, 6) for s in X.shape), 0.3, seed=1, dtype=np.float32)
+fs.einsum(spec, w, w, format="coo", threads={threads})  # load the compiled kernels
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS (VmHWM) to the current RSS
+base = status("VmRSS:")
+Z = fs.einsum(spec, X, X, format="coo", threads={threads})
+print(status("VmHWM:") - base, X.coords.nbytes + X.data.nbytes, Z.coords.nbytes + Z.data.nbytes)
+"""
+
+
+def rss_growth(name: str, nnz: int, modes: tuple[int, ...], threads: int) -> tuple[int, int, int] | None:
+    """``(peak RSS growth, input bytes, output bytes)`` of one product in a fresh process (Linux)."""
+    code = _RSS_CODE.format(bench_dir=str(Path(__file__).resolve().parent), name=name, nnz=nnz, modes=modes,
+                            threads=threads)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode:
+        return None
+    growth, inputs, output = (int(x) for x in r.stdout.split()[-3:])
+    return growth, inputs, output
+
+
 def spec_for(ndim: int, modes: tuple[int, ...]) -> str:
     letters = "abcdefghijklmnopqrstuvwxyz"
     a, b = letters[:ndim], list(letters[ndim:2 * ndim])
@@ -221,6 +252,9 @@ def main(argv=None):
     ap.add_argument("--pydata-timeout", type=float, default=300.0)
     ap.add_argument("--sparta-timeout", type=float, default=900.0)
     ap.add_argument("--no-pydata", action="store_true")
+    ap.add_argument("--no-sparta", action="store_true", help="skip Sparta even when built")
+    ap.add_argument("--memory", action="store_true",
+                    help="also measure flexsparse's peak RSS growth per product (fresh process, Linux)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -233,7 +267,9 @@ def main(argv=None):
     exe = args.cache / "build" / "benchmark" / "ttt"
     if args.build:
         exe = build_sparta(args.cache, args.sparta_src)
-    if not exe.exists():
+    if args.no_sparta:
+        exe = None
+    elif not exe.exists():
         print(f"(Sparta not built at {exe}: run with --build [--sparta-src DIR]; Sparta columns skipped)")
         exe = None
     tns_dir = args.cache / "tns"
@@ -275,6 +311,10 @@ def main(argv=None):
                     row["sparta_check"], row["check"] = ref, ours
                 else:
                     row["sparta_error"] = runs[0]["error"]
+            if args.memory:
+                got = rss_growth(name, X.nnz, modes, args.threads)
+                if got is not None:
+                    row["rss_growth"], row["input_bytes"], row["output_bytes"] = got
             if not args.no_pydata:
                 npz = Path(tmp) / f"{label}.npz"
                 np.savez(npz, coords=X.coords, data=X.data, shape=np.array(X.shape))
@@ -312,6 +352,15 @@ def print_table(rows, threads):
     if rp:
         print(f"geomean flexsparse/pydata tensordot: {geomean(rp):.3f} (max {max(rp):.3f}, "
               f"{len(rp)} of {len(rows)} cases finished in pydata)")
+    mem = [r for r in rows if "rss_growth" in r]
+    if mem:
+        print("\nflexsparse peak RSS growth of each product (fresh process; X counted once):")
+        print("| case | growth MB | inputs MB | output MB | growth / (inputs + output) |")
+        print("|---|---|---|---|---|")
+        for r in mem:
+            ratio = r["rss_growth"] / (r["input_bytes"] + r["output_bytes"])
+            print(f"| {r['case']} | {r['rss_growth'] / 1e6:.1f} | {r['input_bytes'] / 1e6:.1f} | "
+                  f"{r['output_bytes'] / 1e6:.1f} | {ratio:.2f} |")
     stage = [r for r in rows if r.get("sparta_stages")]
     if stage:
         print("\nSparta stages (s):")

@@ -41,7 +41,8 @@ class KeySpace:
         sizes: extent of each mode of the key.
         n_ids: number of ids (the matricised dimension's size).
         regime: ``"direct"``, ``"unique"`` or ``"lexsort"``.
-        table: for ``unique``, ``int64 [n_ids]`` linear key of every id; for ``lexsort``,
+        table: for ``unique``, ``int64 [n_ids]`` linear key of every id (``None`` for the
+            contracted keys of :func:`split_groups`, which are never decoded); for ``lexsort``,
             ``[n_modes, n_ids]`` coordinates of every id; ``None`` for ``direct``
             (:attr:`id_table` gives coordinates in every regime).
     """
@@ -84,6 +85,8 @@ class KeySpace:
         from flexsparse.kernels.cpu import grouping
 
         k = len(self.sizes)
+        if self.regime == "unique" and self.table is None:
+            raise ValueError("this key space keeps no table of its keys (a contracted key): it cannot be decoded")
         if self.regime == "lexsort":
             tab = np.ascontiguousarray(self.table, dtype=dtype)
         else:
@@ -131,9 +134,8 @@ def group_keys(coords: np.ndarray, modes: list[int], sizes: tuple[int, ...]
             if len(modes) == 1:
                 return KeySpace(sizes, total, "direct", None), coords[modes[0]]
             return KeySpace(sizes, total, "direct", None), grouping.linear_key(coords, modes, sizes)
-        lin = grouping.linear_key(coords, modes, sizes)
-        ids, uniq = grouping.radix_rank(lin, total)
-        return KeySpace(sizes, len(uniq), "unique", uniq), ids
+        (ids,), uniq, n_ids = grouping.rank_coords([(coords, list(modes))], sizes, True)
+        return KeySpace(sizes, n_ids, "unique", uniq), ids
     return _lexsort_keys([coords[m] for m in modes], sizes, n)
 
 
@@ -171,6 +173,9 @@ def split_groups(coords_a: np.ndarray, modes_a: list[int], coords_b: np.ndarray,
     if not modes_a:
         return KeySpace((), 1, "direct", None), np.zeros(na, np.int64), np.zeros(nb, np.int64)
     if coords_a is coords_b and list(modes_a) == list(modes_b):
+        if fits_int64(*sizes) and math.prod(sizes) > _direct_limit(na):
+            (ids,), _, n_ids = grouping.rank_coords([(coords_a, list(modes_a))], sizes, False)
+            return KeySpace(sizes, n_ids, "unique", None), ids, ids
         ks, ids = group_keys(coords_a, modes_a, sizes)
         return ks, ids, ids
     total = math.prod(sizes)
@@ -180,10 +185,10 @@ def split_groups(coords_a: np.ndarray, modes_a: list[int], coords_b: np.ndarray,
             if len(modes_a) == 1:
                 return ks, coords_a[modes_a[0]], coords_b[modes_b[0]]
             return ks, grouping.linear_key(coords_a, modes_a, sizes), grouping.linear_key(coords_b, modes_b, sizes)
-        lin = np.concatenate([grouping.linear_key(coords_a, modes_a, sizes),
-                              grouping.linear_key(coords_b, modes_b, sizes)])
-        ids, uniq = grouping.radix_rank(lin, total)
-        return KeySpace(sizes, len(uniq), "unique", uniq), ids[:na], ids[na:]
+        # contracted keys are never decoded: no table of distinct keys
+        (ia, ib), _, n_ids = grouping.rank_coords([(coords_a, list(modes_a)), (coords_b, list(modes_b))],
+                                                  sizes, False)
+        return KeySpace(sizes, n_ids, "unique", None), ia, ib
     joint = [np.concatenate([coords_a[ma].astype(np.int64, copy=False), coords_b[mb].astype(np.int64, copy=False)])
              for ma, mb in zip(modes_a, modes_b)]
     ks, ids = _lexsort_keys(joint, sizes, na + nb)

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "rank_coords",
     "assemble_coo",
     "assemble_coo_kernel",
     "bitmap_rank_kernel",
@@ -145,24 +146,62 @@ def bitmap_rank_kernel(keys, bitmap, before, ids, uniq):
     """:func:`radix_rank_kernel` through a zeroed ``bitmap`` of ``64 * len(bitmap)`` cells and
     ``before`` (per word: set bits in earlier words); returns the distinct count."""
     n = keys.shape[0]
-    n_words = bitmap.shape[0]
     for t in range(n):
         v = keys[t]
         bitmap[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+    count = _bitmap_prefix(bitmap, before)
+    _bitmap_values(bitmap, uniq)
+    for t in range(n):
+        v = keys[t]
+        below = bitmap[v >> 6] & ((np.uint64(1) << np.uint64(v & 63)) - np.uint64(1))
+        ids[t] = before[v >> 6] + _popcount(below)
+    return count
+
+
+@njit(cache=True)
+def _bitmap_prefix(bitmap, before):
+    """``before[w]`` = set bits in words ``< w``; returns the total."""
     count = 0
-    for w in range(n_words):
+    for w in range(bitmap.shape[0]):
         before[w] = count
+        count += _popcount(bitmap[w])
+    return count
+
+
+@njit(cache=True)
+def _bitmap_values(bitmap, uniq):
+    """The set cells in increasing order (``uniq`` holds their count)."""
+    count = 0
+    for w in range(bitmap.shape[0]):
         word = bitmap[w]
         while word:
             low = word & (~word + np.uint64(1))
             uniq[count] = (w << 6) + _ctz(low)
             count += 1
             word ^= low
-    for t in range(n):
-        v = keys[t]
+
+
+@njit(cache=True)
+def bitmap_mark_kernel(coords, modes, sizes, bitmap):
+    """Set the bit of the row-major key of every ``coords[modes, t]`` (no key array)."""
+    k = modes.shape[0]
+    for t in range(coords.shape[1]):
+        v = np.int64(0)
+        for j in range(k):
+            v = v * sizes[j] + np.int64(coords[modes[j], t])
+        bitmap[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+
+
+@njit(cache=True)
+def bitmap_ids_kernel(coords, modes, sizes, bitmap, before, ids):
+    """``ids[t]`` = rank of the key of ``coords[modes, t]`` among the marked cells."""
+    k = modes.shape[0]
+    for t in range(coords.shape[1]):
+        v = np.int64(0)
+        for j in range(k):
+            v = v * sizes[j] + np.int64(coords[modes[j], t])
         below = bitmap[v >> 6] & ((np.uint64(1) << np.uint64(v & 63)) - np.uint64(1))
         ids[t] = before[v >> 6] + _popcount(below)
-    return count
 
 
 @njit(cache=True, inline="always")
@@ -202,6 +241,52 @@ def radix_rank(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, uniq[:count]
 
 
+def rank_coords(parts: list[tuple[np.ndarray, list[int]]], sizes: tuple[int, ...], want_keys: bool
+                ) -> tuple[list[np.ndarray], np.ndarray | None, int]:
+    """Order-preserving compact ids of the keys ``coords[modes, t]`` of one or more operands.
+
+    ``parts``: ``(coords, modes)`` per operand, ranked jointly over the space ``prod(sizes)``
+    (the caller checks that it fits int64). Returns ``(ids per part, distinct linear keys in
+    increasing order or None when not wanted, number of ids)``; ids are int32 when they fit.
+    The bitmap path reads the coordinates twice and forms no key array.
+
+    >>> c = np.array([[3, 1, 3], [0, 2, 0]])
+    >>> ids, keys, n = rank_coords([(c, [0, 1])], (4, 3), True)
+    >>> ids[0].tolist(), keys.tolist(), n
+    ([1, 0, 1], [5, 9], 2)
+    """
+    n = sum(c.shape[1] for c, _ in parts)
+    space = int(np.prod(np.array(sizes, dtype=object))) if sizes else 1
+    idt = np.int32 if n < 2**31 else np.int64
+    sz = np.asarray(sizes, dtype=np.int64)
+    if n and space <= BITMAP_CELLS_PER_KEY * n:
+        n_words = (space + 63) >> 6
+        bitmap = np.zeros(n_words, dtype=np.uint64)
+        for coords, modes in parts:
+            bitmap_mark_kernel(coords, np.asarray(modes, dtype=np.int64), sz, bitmap)
+        before = np.empty(n_words, dtype=idt)
+        count = _bitmap_prefix(bitmap, before)
+        ids = []
+        for coords, modes in parts:
+            out = np.empty(coords.shape[1], dtype=idt)
+            bitmap_ids_kernel(coords, np.asarray(modes, dtype=np.int64), sz, bitmap, before, out)
+            ids.append(out)
+        keys = None
+        if want_keys:
+            keys = np.empty(count, dtype=np.int64)
+            _bitmap_values(bitmap, keys)
+        return ids, keys, int(count)
+    lin = np.concatenate([linear_key(c, m, sizes) for c, m in parts]) if len(parts) > 1 else \
+        linear_key(parts[0][0], parts[0][1], sizes)
+    all_ids, uniq = radix_rank(lin, space)
+    del lin
+    ids, start = [], 0
+    for coords, _ in parts:
+        ids.append(all_ids[start:start + coords.shape[1]].astype(idt))
+        start += coords.shape[1]
+    return ids, (uniq if want_keys else None), int(uniq.shape[0])
+
+
 @njit(cache=True)
 def csr_from_ids_kernel(row_ids, col_ids, vals, indptr, indices, data):
     """Stable counting sort of entries by row; returns False (and fills only ``indptr``)
@@ -220,13 +305,15 @@ def csr_from_ids_kernel(row_ids, col_ids, vals, indptr, indices, data):
         indptr[r + 1] += indptr[r]
     if ascending:
         return False
-    pos = indptr[:-1].copy()
-    for t in range(n):
+    for t in range(n):  # indptr[r] is row r's insertion cursor: it ends at the start of row r + 1
         r = row_ids[t]
-        q = pos[r]
-        pos[r] = q + 1
+        q = indptr[r]
+        indptr[r] = q + 1
         indices[q] = col_ids[t]
         data[q] = vals[t]
+    for r in range(n_rows, 0, -1):
+        indptr[r] = indptr[r - 1]
+    indptr[0] = 0
     return True
 
 

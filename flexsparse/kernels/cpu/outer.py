@@ -101,9 +101,25 @@ def _row_counts(mask, n_cols, out):
 
 
 @njit(cache=True)
-def _k_flops(at_ptr, b_ptr, out):
-    for k in range(out.shape[0]):
-        out[k] = (at_ptr[k + 1] - at_ptr[k]) * (b_ptr[k + 1] - b_ptr[k])
+def _k_bounds(at_ptr, b_ptr, workers, bounds):
+    """Cut the ``k`` range into ``workers`` contiguous pieces of equal flops (+1 per key);
+    returns the total flops. Two passes, no per-key array."""
+    n_k = at_ptr.shape[0] - 1
+    total = 0
+    for k in range(n_k):
+        total += (at_ptr[k + 1] - at_ptr[k]) * (b_ptr[k + 1] - b_ptr[k]) + 1
+    bounds[0] = 0
+    w = 1
+    acc = 0
+    for k in range(n_k):
+        if w < workers and acc * workers >= total * w:
+            bounds[w] = k
+            w += 1
+        acc += (at_ptr[k + 1] - at_ptr[k]) * (b_ptr[k + 1] - b_ptr[k]) + 1
+    while w <= workers:
+        bounds[w] = n_k
+        w += 1
+    return total - n_k
 
 
 def outer_csr_csr(at_ptr: np.ndarray, at_idx: np.ndarray, at_val: np.ndarray, b_ptr: np.ndarray,
@@ -116,19 +132,19 @@ def outer_csr_csr(at_ptr: np.ndarray, at_idx: np.ndarray, at_val: np.ndarray, b_
     column id ``c``; the first ``col_skip`` rows of ``col_table`` (batch modes repeated from
     the row key) are not emitted. Runs on numba's current thread count.
     """
-    from flexsparse.kernels.cpu.partition import _cost_partition_trusted
     from flexsparse.kernels.cpu.sptc import PARALLEL_MIN_FLOPS
 
-    n_k = at_ptr.shape[0] - 1
     n_threads = numba.get_num_threads()
-    flops = np.empty(n_k, dtype=np.int64)
-    _k_flops(at_ptr, b_ptr, flops)
-    workers = max(1, min(n_threads, int(flops.sum()) // PARALLEL_MIN_FLOPS))
-    bounds = _cost_partition_trusted(flops + 1, workers, 1).bounds if n_k else np.zeros(2, np.int64)
+    one = np.zeros(2, dtype=np.int64)
+    total = _k_bounds(at_ptr, b_ptr, 1, one)
+    workers = max(1, min(n_threads, total // PARALLEL_MIN_FLOPS))
+    bounds = one if workers == 1 else np.zeros(workers + 1, dtype=np.int64)
+    if workers > 1:
+        _k_bounds(at_ptr, b_ptr, workers, bounds)
     cells = n_rows * n_cols
     acc = np.zeros((bounds.shape[0] - 1, cells), dtype=dtype)
     mask = np.zeros((bounds.shape[0] - 1, cells), dtype=np.uint8)
-    if n_k:
+    if total:
         outer_csr_csr_kernel(at_ptr, at_idx, at_val.astype(dtype, copy=False), b_ptr, b_idx,
                              b_val.astype(dtype, copy=False), np.int64(n_cols), bounds, acc, mask)
     counts = np.empty(n_rows, dtype=np.int64)
