@@ -258,7 +258,9 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    if tiling is None and _outer_fits(n_cells, dtype, a, b, threads):
+    # Matrix products (one mode per key, no batch) stay on the 2-D SpGEMM path below.
+    high_order = bool(batch) or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1
+    if tiling is None and high_order and _outer_fits(n_cells, dtype, a, b, threads):
         x_is_x = col_ks is row_ks and b_rows is a_cols and a.data is b.data
         return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
                       x_is_x, threads), res_idx
@@ -281,7 +283,7 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
         return stored, final
     if tiling is not None:
         C = tiled_product(A, B, tiling)
-    elif batch or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1:
+    elif high_order:
         # High-order step: the SpTC kernel writes COO coordinates directly.
         return _sptc(A, B, row_ks, col_ks, len(batch), res_shape, dtype, threads), res_idx
     else:
@@ -644,9 +646,11 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
                 return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
                              spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
+        batch, contr, free_x, free_y = _split(xi, yi, spec.output)
+        high_order = bool(batch) or len(free_x) > 1 or len(free_y) > 1 or len(contr) > 1
         if isinstance(x, COO) and isinstance(y, COO) and (
-                cells > DOT_FACTOR * (x.nnz + y.nnz) or _outer_fits(cells, result_dtype(x.dtype, y.dtype),
-                                                                     x, y, threads)):
+                cells > DOT_FACTOR * (x.nnz + y.nnz) or
+                (high_order and _outer_fits(cells, result_dtype(x.dtype, y.dtype), x, y, threads))):
             # Too many output cells for inner products: Gustavson is the only candidate, and
             # the output format is decided from the real nnz afterwards; no statistics needed.
             # A result that fits in cache goes to the outer-product engine (in _pair_sparse).

@@ -35,6 +35,7 @@ __all__ = [
     "rank_coords",
     "assemble_coo",
     "assemble_coo_kernel",
+    "assemble_coo_serial",
     "bitmap_rank_kernel",
     "csr_from_ids",
     "csr_from_ids_kernel",
@@ -53,6 +54,10 @@ RADIX_BITS = 11
 #: 14.8 ms; 62.5K keys in 1.2e8 cells (1932 per key), bitmap 2.2 ms, radix 0.6 ms. The bitmap
 #: and its per-word counts take ~1.5 bits per cell (48 bytes per key at the limit).
 BITMAP_CELLS_PER_KEY = 256
+#: COO assembly runs on several threads from this many output entries: ~3 ns per entry and
+#: mode on one core of the 2-core test VM, so 2**18 entries take ~2-4 ms -- more than a
+#: parallel region's launch even when waking the second thread is slow (0.1-3 ms, busy machine).
+PARALLEL_MIN_NNZ = 1 << 18
 
 
 @njit(cache=True)
@@ -367,31 +372,42 @@ def decode_direct_kernel(sizes, chunk, out):
 
 @njit(cache=True, parallel=True)
 def assemble_coo_kernel(indptr, indices, row_table, col_table, col_skip, bounds, coords):
+    """:func:`assemble_coo_serial` with one ``prange`` iteration per part."""
+    for part in prange(bounds.shape[0] - 1):
+        _assemble_part(indptr, indices, row_table, col_table, col_skip, bounds[part], bounds[part + 1], coords)
+
+
+@njit(cache=True)
+def assemble_coo_serial(indptr, indices, row_table, col_table, col_skip, bounds, coords):
+    """COO coordinates of a CSR product on the calling thread (see :func:`_assemble_part`)."""
+    for part in range(bounds.shape[0] - 1):
+        _assemble_part(indptr, indices, row_table, col_table, col_skip, bounds[part], bounds[part + 1], coords)
+
+
+@njit(cache=True, inline="always")
+def _assemble_part(indptr, indices, row_table, col_table, col_skip, r0, r1, coords):
     """COO coordinates of a CSR product: row-key modes, then the column-key modes from ``col_skip``.
 
     Tables are mode-major (``[n_modes, n_ids]``); each output mode is written by its own
-    sequential sweep over the part (a gather per entry), which streams better than writing
-    every mode of one entry at a time.
+    sequential sweep over the rows ``r0:r1`` (a gather per entry), which streams better than
+    writing every mode of one entry at a time.
     """
     nr = row_table.shape[0]
     nc = col_table.shape[0] - col_skip
-    for part in prange(bounds.shape[0] - 1):
-        r0 = bounds[part]
-        r1 = bounds[part + 1]
-        for m in range(nr):
-            out = coords[m]
-            key = row_table[m]
-            for r in range(r0, r1):
-                v = key[r]
-                for p in range(indptr[r], indptr[r + 1]):
-                    out[p] = v
-        lo = indptr[r0]
-        hi = indptr[r1]
-        for m in range(nc):
-            out = coords[nr + m]
-            key = col_table[col_skip + m]
-            for p in range(lo, hi):
-                out[p] = key[indices[p]]
+    for m in range(nr):
+        out = coords[m]
+        key = row_table[m]
+        for r in range(r0, r1):
+            v = key[r]
+            for p in range(indptr[r], indptr[r + 1]):
+                out[p] = v
+    lo = indptr[r0]
+    hi = indptr[r1]
+    for m in range(nc):
+        out = coords[nr + m]
+        key = col_table[col_skip + m]
+        for p in range(lo, hi):
+            out[p] = key[indices[p]]
 
 
 def assemble_coo(indptr: np.ndarray, indices: np.ndarray, row_table: np.ndarray, col_table: np.ndarray,
@@ -401,6 +417,10 @@ def assemble_coo(indptr: np.ndarray, indices: np.ndarray, row_table: np.ndarray,
     n_rows = indptr.shape[0] - 1
     coords = np.empty((row_table.shape[0] + col_table.shape[0] - col_skip, nnz), dtype=index_dtype)
     if nnz == 0:
+        return coords
+    if nnz < PARALLEL_MIN_NNZ or numba.get_num_threads() == 1:
+        assemble_coo_serial(indptr, indices, row_table, col_table, col_skip, np.array([0, n_rows], np.int64),
+                            coords)
         return coords
     n_parts = max(1, min(n_rows, 8 * numba.get_num_threads()))
     targets = np.linspace(0, nnz, n_parts + 1)[1:-1]

@@ -22,9 +22,10 @@ __all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatt
 
 #: Unique coordinates are scattered by a parallel loop from this many entries. The scatter is
 #: bound by memory traffic (~1.4 ns per entry on one core of the 2-core test VM: 165K
-#: chemistry integrals in 0.23 ms), while waking the second OpenMP thread took 0.1-3 ms
-#: there whenever the other core was busy.
-PARALLEL_MIN_NNZ = 1 << 21
+#: chemistry integrals in 0.23 ms); a second thread pays from ~100K entries on an idle machine
+#: (a parallel region costs ~20 us there), though waking it took 0.1-3 ms whenever the other
+#: core was busy.
+PARALLEL_MIN_NNZ = 1 << 17
 
 
 @njit(cache=True)
