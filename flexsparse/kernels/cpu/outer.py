@@ -27,7 +27,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["outer_csr_csr", "outer_csr_csr_kernel", "outer_emit_kernel", "outer_workspace_bytes"]
+__all__ = ["outer_csr_csr", "outer_csr_csr_kernel", "outer_csr_csr_serial", "outer_emit_kernel",
+           "outer_workspace_bytes"]
 
 
 def outer_workspace_bytes(n_rows: int, n_cols: int, itemsize: int, threads: int) -> int:
@@ -35,24 +36,34 @@ def outer_workspace_bytes(n_rows: int, n_cols: int, itemsize: int, threads: int)
     return threads * n_rows * n_cols * (itemsize + 1)
 
 
+@njit(cache=True, inline="always")
+def _scatter_range(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, k0, k1, a_w, m_w):
+    for k in range(k0, k1):
+        bs = b_ptr[k]
+        be = b_ptr[k + 1]
+        if bs == be:
+            continue
+        for p in range(at_ptr[k], at_ptr[k + 1]):
+            base = np.int64(at_idx[p]) * n_cols
+            av = at_val[p]
+            for q in range(bs, be):
+                c = base + b_idx[q]
+                a_w[c] += av * b_val[q]
+                m_w[c] = 1
+
+
 @njit(cache=True, parallel=True)
 def outer_csr_csr_kernel(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, bounds, acc, mask):
     """Scatter ``at[k] (x) b[k]`` for ``k`` in ``bounds[w]:bounds[w+1]`` into ``acc[w]``/``mask[w]``."""
     for w in prange(bounds.shape[0] - 1):
-        a_w = acc[w]
-        m_w = mask[w]
-        for k in range(bounds[w], bounds[w + 1]):
-            bs = b_ptr[k]
-            be = b_ptr[k + 1]
-            if bs == be:
-                continue
-            for p in range(at_ptr[k], at_ptr[k + 1]):
-                base = np.int64(at_idx[p]) * n_cols
-                av = at_val[p]
-                for q in range(bs, be):
-                    c = base + b_idx[q]
-                    a_w[c] += av * b_val[q]
-                    m_w[c] = 1
+        _scatter_range(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, bounds[w], bounds[w + 1], acc[w],
+                       mask[w])
+
+
+@njit(cache=True)
+def outer_csr_csr_serial(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, acc, mask):
+    """:func:`outer_csr_csr_kernel` for one worker, on the calling thread (no thread-team launch)."""
+    _scatter_range(at_ptr, at_idx, at_val, b_ptr, b_idx, b_val, n_cols, 0, at_ptr.shape[0] - 1, acc[0], mask[0])
 
 
 @njit(cache=True)
@@ -144,7 +155,10 @@ def outer_csr_csr(at_ptr: np.ndarray, at_idx: np.ndarray, at_val: np.ndarray, b_
     cells = n_rows * n_cols
     acc = np.zeros((bounds.shape[0] - 1, cells), dtype=dtype)
     mask = np.zeros((bounds.shape[0] - 1, cells), dtype=np.uint8)
-    if total:
+    if total and workers == 1:
+        outer_csr_csr_serial(at_ptr, at_idx, at_val.astype(dtype, copy=False), b_ptr, b_idx,
+                             b_val.astype(dtype, copy=False), np.int64(n_cols), acc, mask)
+    elif total:
         outer_csr_csr_kernel(at_ptr, at_idx, at_val.astype(dtype, copy=False), b_ptr, b_idx,
                              b_val.astype(dtype, copy=False), np.int64(n_cols), bounds, acc, mask)
     counts = np.empty(n_rows, dtype=np.int64)

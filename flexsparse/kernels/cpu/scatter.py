@@ -22,10 +22,11 @@ __all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatt
 
 #: Unique coordinates are scattered by a parallel loop from this many entries. The scatter is
 #: bound by memory traffic (~1.4 ns per entry on one core of the 2-core test VM: 165K
-#: chemistry integrals in 0.23 ms); a second thread pays from ~100K entries on an idle machine
-#: (a parallel region costs ~20 us there), though waking it took 0.1-3 ms whenever the other
-#: core was busy.
-PARALLEL_MIN_NNZ = 1 << 17
+#: chemistry integrals in 0.23 ms). On that machine a parallel scatter of those 165K entries
+#: made the BLAS call that follows 20x slower (22 ms instead of 0.6 ms, numba's OpenMP
+#: threads and OpenBLAS's competing for the two cores), so only scatters of millions of
+#: entries, which take milliseconds themselves, run in parallel.
+PARALLEL_MIN_NNZ = 1 << 22
 
 
 @njit(cache=True)
