@@ -48,6 +48,7 @@ def test_radix_passes_and_skipped_digits():
     assert uniq[:n].tolist() == want.tolist() and ids.tolist() == inv.tolist()
 
 
+@pytest.mark.jitless
 @pytest.mark.parametrize("ascending", [True, False])
 def test_csr_from_ids(ascending):
     rng = np.random.default_rng(2)
@@ -94,6 +95,7 @@ def test_split_groups_same_operand_grouped_once():
     assert ia is ib and ia.tolist() == [1, 11, 11]
 
 
+@pytest.mark.jitless
 def test_assemble_coo_with_batch_skip():
     indptr = np.array([0, 2, 2, 5], dtype=np.int64)
     indices = np.array([1, 0, 0, 1, 2], dtype=np.int32)
@@ -128,6 +130,7 @@ def test_todense_densities_and_bool(density):
     assert np.array_equal(COO.from_numpy(b).todense(), b)
 
 
+@pytest.mark.jitless
 def test_parallel_scatter_matches_serial():
     rng = np.random.default_rng(6)
     shape = (30, 20, 10, 4)
@@ -145,6 +148,7 @@ def test_parallel_scatter_matches_serial():
     assert np.array_equal(out.reshape(-1), a)
 
 
+@pytest.mark.jitless
 def test_bitmap_rank_path():
     rng = np.random.default_rng(7)
     keys = rng.integers(0, 1000, 500).astype(np.int64)  # 1000 cells <= 256 per key: bitmap

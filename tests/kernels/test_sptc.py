@@ -70,6 +70,7 @@ def test_sptc_matches_scipy(case, threads):
         _check(coords, vals, c, n_row_modes, n_col_modes, skip)
 
 
+@pytest.mark.jitless
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.complex128])
 def test_sptc_dtypes_and_empty(dtype):
     rng = np.random.default_rng(1)
@@ -105,6 +106,7 @@ def test_outer_matches_scipy(threads, density):
     _check(coords, vals, c, 2, 1, 1)
 
 
+@pytest.mark.jitless
 def test_outer_keeps_structural_zeros():
     # +1 * 1 and -1 * 1 cancel: the cell was touched, so it is stored (as the Gustavson kernels do)
     at = sp.csr_array(np.array([[1.0], [-1.0]]))   # k x rows

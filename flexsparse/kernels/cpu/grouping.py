@@ -30,8 +30,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.core.extending import intrinsic, overload
 
 __all__ = [
+    "ctz",
+    "popcount",
     "rank_coords",
     "assemble_coo",
     "assemble_coo_kernel",
@@ -159,7 +163,7 @@ def bitmap_rank_kernel(keys, bitmap, before, ids, uniq):
     for t in range(n):
         v = keys[t]
         below = bitmap[v >> 6] & ((np.uint64(1) << np.uint64(v & 63)) - np.uint64(1))
-        ids[t] = before[v >> 6] + _popcount(below)
+        ids[t] = before[v >> 6] + popcount(below)
     return count
 
 
@@ -169,7 +173,7 @@ def _bitmap_prefix(bitmap, before):
     count = 0
     for w in range(bitmap.shape[0]):
         before[w] = count
-        count += _popcount(bitmap[w])
+        count += popcount(bitmap[w])
     return count
 
 
@@ -180,10 +184,9 @@ def _bitmap_values(bitmap, uniq):
     for w in range(bitmap.shape[0]):
         word = bitmap[w]
         while word:
-            low = word & (~word + np.uint64(1))
-            uniq[count] = (w << 6) + _ctz(low)
+            uniq[count] = (w << 6) + ctz(word)
             count += 1
-            word ^= low
+            word &= word - np.uint64(1)
 
 
 @njit(cache=True)
@@ -206,21 +209,36 @@ def bitmap_ids_kernel(coords, modes, sizes, bitmap, before, ids):
         for j in range(k):
             v = v * sizes[j] + np.int64(coords[modes[j], t])
         below = bitmap[v >> 6] & ((np.uint64(1) << np.uint64(v & 63)) - np.uint64(1))
-        ids[t] = before[v >> 6] + _popcount(below)
+        ids[t] = before[v >> 6] + popcount(below)
+
+
+def popcount(word):
+    """Number of set bits of a 64-bit word (pure Python without JIT; one POPCNT compiled)."""
+    return int(word).bit_count()
+
+
+@intrinsic
+def _popcount_intrinsic(typingctx, word):
+    """LLVM ``ctpop``."""
+    if not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return word(word), codegen
+
+
+@overload(popcount, jit_options={"cache": True})
+def _popcount_jit(word):
+    def impl(word):
+        return np.int64(_popcount_intrinsic(word))
+    return impl
 
 
 @njit(cache=True, inline="always")
-def _popcount(x):
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-
-@njit(cache=True, inline="always")
-def _ctz(low):
-    """Index of the single set bit of ``low``."""
-    return _popcount(low - np.uint64(1))
+def ctz(word):
+    """Index of the lowest set bit of a non-zero 64-bit word."""
+    return popcount((word & (~word + np.uint64(1))) - np.uint64(1))
 
 
 def radix_rank(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse.kernels.cpu.grouping import ctz
+
 __all__ = ["DENSE_FILL_RATIO", "DENSE_SMALL_COLS", "PARALLEL_MIN_FLOPS", "sptc_csr_csr", "sptc_csr_csr_numeric",
            "sptc_csr_csr_serial", "sptc_csr_csr_symbolic"]
 
@@ -61,16 +63,6 @@ _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _SIX = np.uint64(6)
 _LOW6 = np.uint64(63)
-
-
-@njit(cache=True, inline="always")
-def _ctz(word):
-    """Index of the lowest set bit of a non-zero 64-bit word."""
-    x = (word & (~word + _ONE)) - _ONE
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
 @njit(cache=True, inline="always")
@@ -169,7 +161,7 @@ def sptc_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, n_cols, row_
 def _emit_word(word, base, acc, ids, vals, cnt):
     """Append the columns of one bitmap word in increasing order, clearing their slots."""
     while word != _ZERO:
-        c = base + _ctz(word)
+        c = base + ctz(word)
         word &= word - _ONE
         ids[cnt] = c
         vals[cnt] = acc[c]
@@ -229,7 +221,7 @@ def _dense_fill(a0, a1, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, 
         sword = summary[si]
         summary[si] = _ZERO
         while sword != _ZERO:
-            wi = (si << 6) + _ctz(sword)
+            wi = (si << 6) + ctz(sword)
             sword &= sword - _ONE
             word = bits[wi]
             bits[wi] = _ZERO
