@@ -16,12 +16,20 @@ Algorithm:
    to the Triton kernels of :mod:`flexsparse.gpu`).
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
-   linear key that could overflow). Putting the batch modes into both the row and the column
-   keys makes cross-batch products structurally zero, so batched contractions need no loop.
+   linear key that could overflow, grouped by bitmap ranks, radix sorts and counting sorts;
+   an operand contracted with itself is grouped once). Putting the batch modes into both the
+   row and the column keys makes cross-batch products structurally zero, so batched
+   contractions need no loop. A matrix product (one mode per key) runs the 2-D SpGEMM of
+   :mod:`flexsparse.kernels.cpu.spgemm` and decodes its CSR; a high-order step runs
+   :mod:`flexsparse.kernels.cpu.outer` when its whole result fits the cache-sized budget of
+   :data:`flexsparse._limits.OUTER_MAX_BYTES` (outer products into a dense accumulator), else
+   :mod:`flexsparse.kernels.cpu.sptc` (Gustavson writing COO coordinates directly). Both emit
+   canonical COO: no output sort.
 5. The result is returned dense or sparse by the ``format`` rule (:func:`choose_format`).
 
-Cost: each sparse step is O(nnz(A) + nnz(B)) for key grouping (O(n log n) when keys must be
-ranked) plus the kernel's O(flops + nnz(C)); dense steps are BLAS.
+Cost: each sparse step is O(nnz(A) + nnz(B)) for key grouping (plus O(space / 64) for a
+bitmap rank or O(n * bits / 11) for a radix rank when keys must be compacted, O(n log n)
+beyond int64) plus the kernel's O(flops + nnz(C) * ndim(C)); dense steps are BLAS.
 
 >>> import numpy as np, flexsparse as fs
 >>> a = fs.COO.from_numpy(np.array([[1.0, 0, 2], [0, 3, 0]]))
