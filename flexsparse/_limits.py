@@ -22,19 +22,34 @@ __all__ = [
     "AUTO_DENSE_MAX_BYTES",
     "BLAS_MIN_DENSITY",
     "BLOCK_DENSE_CROSSOVER",
+    "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "HSS_DENSE_CROSSOVER",
+    "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
+    "LANES_L1_BLOCK_BYTES",
+    "LANES_L2_BLOCK_BYTES",
+    "MAX_DISTRIBUTED_TILES",
+    "MIN_TILE_FLOPS",
+    "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
     "OUTER_MAX_BYTES",
+    "PARALLEL_MIN_MACS",
+    "SMALL_BYTES",
+    "TILES_PER_THREAD",
+    "TILE_MEMORY_FACTOR",
     "TODENSE_MAX_BYTES",
+    "WORKER_BASELINE_BYTES",
+    "WORKER_MEMORY_FRACTION",
     "fits_int64",
 ]
 
@@ -114,10 +129,24 @@ AUTO_DENSE_MAX_BYTES = 2 * _GiB
 #: dense form takes at most this many bytes: two such operands plus a result of the same size
 #: stay within :data:`DENSE_STEP_MAX_BYTES` (3 x 256 MiB + headroom).
 DENSE_OPERAND_MAX_BYTES = 256 * _MiB
-#: With inf/nan in a sparse operand, NumPy's ``0 * inf = nan`` is reproduced exactly by a dense
-#: evaluation when every operand densifies within this many bytes (512 MiB each, so a
-#: two-operand call stays near :data:`DENSE_STEP_MAX_BYTES`); larger ones warn instead.
+#: With inf/nan in an operand, NumPy's answer is reproduced bit for bit by running
+#: ``numpy.einsum`` on the densified operands when they and the result take at most this many
+#: bytes together (512 MiB, half of :data:`DENSE_STEP_MAX_BYTES`; with ``memory_limit=`` that
+#: limit instead); larger calls take the exact by-terms evaluation of
+#: :mod:`flexsparse.contract._nonfinite`.
 NONFINITE_DENSE_MAX_BYTES = 512 * _MiB
+#: ... and only when its loop nest has at most this many products: ``numpy.einsum``'s own loops
+#: (no BLAS) ran a 512^3 float64 ``ij,jk->ik`` holding an inf (1.3e8 products) in 0.18 s, min of
+#: 3, 2026-11-29, load average ~11 (``python -c "import numpy as np, time; a = np.random.rand(512,
+#: 512); a[0, 0] = np.inf; t = time.perf_counter(); np.einsum('ij,jk->ik', a, a);
+#: print(time.perf_counter() - t)"``), so the dense reference stays well under a second.
+NONFINITE_DENSE_LOOPS = 2**27
+#: ``memory_limit=`` charges bookkeeping allocations (operand conversions, tiling statistics,
+#: non-finite corrections) against ``max(limit, SMALL_BYTES)``: below 1 MiB a process's
+#: resident size moves by the interpreter's own allocations (importing NumPy alone maps tens
+#: of MiB), so a tighter charge would refuse work for noise. Tile working sets always fit the
+#: limit itself.
+SMALL_BYTES = 1 * _MiB
 #: ``todense()``/``np.asarray`` refuse results above this many bytes unless ``max_bytes=`` is
 #: raised (4 GiB = 1/6 of the machine: an accidental densification of a FROSTT tensor
 #: raises ``DenseTooLargeError`` instead of swapping).
@@ -125,6 +154,13 @@ TODENSE_MAX_BYTES = 4 * _GiB
 #: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
 #: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
 DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+
+# ---------------------------------------------------------------------- tiling
+#: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
+#: (:mod:`flexsparse.tiling.strategies`, fitted within 2x of measured times) puts it beyond this
+#: multiple of ``tiling="overbook"``'s time: on a 300K-row power-law graph under 1/8 of the
+#: unbounded peak it would run ~15 million tiles (about 2000 s against 2 s).
+CONSERVATIVE_MAX_SLOWDOWN = 20
 
 # ---------------------------------------------------------------------- statistics
 #: ``operand_stats`` counts the distinct coordinates of a mode with a bool mark array (one byte
@@ -134,13 +170,59 @@ DISTINCT_MARK_MAX = 2**26
 
 # ---------------------------------------------------------------------- structured formats
 #: Density (stored slots / M*K) above which ``BlockSparse`` products use a cached dense copy and
-#: BLAS. Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, float32, 2 shared
-#: cores): speedup over dense at 30% / 50% / 70% density was 1.39-1.68x / 0.80-1.13x / 1.12x for
-#: 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for 8x8, 1.51x / 1.03x / 0.91x for 16x16; the
-#: crossover lies between 0.4 and 0.5, and 0.4 keeps every layout within 1.1x of dense.
-BLOCK_DENSE_CROSSOVER = 0.4
-#: The same for ``HSS`` and ``NM``. Measured by ``benchmarks/bench_structured.py`` (same set-up):
-#: speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4 (0.143), 0.9-1.45x for
-#: 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4 (0.25), <= 0.6x from 1/3 up;
-#: patterns from 1:4 (0.25) up go to BLAS under ``backend="auto"``.
+#: BLAS. Measured 2026-11-29 for the register-tiled block kernel (``W @ X``, 1024x4096 @
+#: 4096x256, float32, one thread, CPU time against OpenBLAS sgemm on a busy 2-core machine):
+#: speed-up at 30% / 50% / 70% density 2.23x / 1.27x / 0.72x for 32x32 blocks and 2.44x /
+#: 1.28x / 0.94x for 8x8; the crossover lies between 0.5 and 0.7.
+BLOCK_DENSE_CROSSOVER = 0.6
+#: The same for ``HSS`` and ``NM`` where the gather kernels run (no AVX-512, or a pattern whose
+#: kept slots span more columns than one register). Measured by ``benchmarks/bench_structured.py``
+#: (4096x4096 @ 4096x256, 2 shared cores): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x
+#: for 4:7->1:4 (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for
+#: 1:4 (0.25), <= 0.6x from 1/3 up; patterns from 1:4 (0.25) up go to BLAS under ``"auto"``.
 HSS_DENSE_CROSSOVER = 0.22
+#: The same for the lane-select kernels (``flexsparse.kernels.cpu.lanes``). Measured 2026-11-29
+#: (``X @ W.T``, W 1024x4096, X 256x4096, float32, one thread, CPU time against OpenBLAS):
+#: 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625) 1.05x, 3:4 (0.75) 0.85x, 6:8 0.90x.
+HSS_LANES_DENSE_CROSSOVER = 0.6
+#: Bytes of packed activations one block of the lane-select kernels keeps in L2 (1 MiB per
+#: core here) and bytes of one operand's packed window data kept in L1 (32 KiB). Measured
+#: (1024x4096 weight, 256 rows, one thread): L1 8/16/32 KiB and L2 128 KiB-4 MiB moved the
+#: speed-up by under 10% (within the machine's noise); these are the middle settings.
+LANES_L2_BLOCK_BYTES = 512 * 1024
+LANES_L1_BLOCK_BYTES = 16 * 1024
+#: Structured products with fewer multiply-adds than this (stored values x batch rows) run
+#: serially. Measured 2026-11-29 (4096x4096 1:4 weight, one activation row: 4.2M MACs, on
+#: the shared 2-core machine at load 9-11): 1.5 ms on one thread, 50-85 ms on two -- each
+#: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
+#: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
+PARALLEL_MIN_MACS = 2**23
+
+# ---------------------------------------------------------------------- distributed
+#: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker
+#: at 80% of its limit and its nanny restarts it at 95%, so planning for 70% leaves the
+#: transient copies of a result being sent (and measurement noise) under the pause threshold.
+WORKER_MEMORY_FRACTION = 0.7
+#: Resident memory of an idle worker process after importing flexsparse and loading the SpGEMM
+#: kernels from numba's cache (measured: 183 MiB RSS on the standard VM, dask 2026.8, numba 0.68,
+#: by ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product), rounded up.
+WORKER_BASELINE_BYTES = 256 * _MiB
+#: A tile's memory over its working-set model (:mod:`flexsparse.tiling.workingset`): the product's
+#: buffers plus one copy of the result piece while it is serialised for sending (arithmetic; the
+#: oversized R-MAT product of ``benchmarks/bench_distributed.py --only big`` peaked at 0.65x of its
+#: 2 GB workers with it, BENCHMARKS.md section 9).
+TILE_MEMORY_FACTOR = 2.0
+#: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
+DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
+#: Tile budget when the workers have no memory limit (dask ``memory_limit=0``).
+DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
+#: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
+#: slow or lost worker delays at most a small share of the product.
+TILES_PER_THREAD = 4
+#: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
+#: transfer overhead per task against ~5 ns per multiply-add).
+MIN_TILE_FLOPS = 2_000_000
+#: Most tiles one distributed product may have: the dask scheduler spends ~1 ms per task, so
+#: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
+#: sparse product can ask for millions).
+MAX_DISTRIBUTED_TILES = 20_000

@@ -44,21 +44,34 @@ def einsum_cmd(
     memory_limit: Optional[str] = typer.Option(None, help="Bound the working set, e.g. '512MB'."),
     tiling: str = typer.Option("overbook", help="Tiling strategy with --memory-limit."),
     report: bool = typer.Option(False, help="Print the tiling report."),
-    threads: Optional[int] = typer.Option(None, help="Worker threads."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Worker threads (at least 1)."),
     show_path: bool = typer.Option(False, "--path", help="Print the contraction path and its estimates."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Run on a local dask cluster of this many worker "
+                                          "processes (--memory-limit: each worker's memory)."),
+    scheduler: Optional[str] = typer.Option(None, help="Run on the dask cluster at this address (tcp://host:8786)."),
 ) -> None:
     """Contract tensors stored in files and write the result (atomically)."""
     import time
 
     import flexsparse as fs
+    from flexsparse.formats.io import _format_of
 
+    _format_of(output, None)  # an unwritable output format fails before any work
     tensors = [_load(p, index_base, header) for p in inputs]
     if show_path:
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
     kwargs = dict(format="coo", threads=threads)
-    stream = memory_limit is not None and output.suffix in ("", ".npz")
-    if memory_limit is not None:
+    on_cluster = workers is not None or scheduler is not None
+    stream = (memory_limit is not None or on_cluster) and output.suffix in ("", ".npz")
+    if on_cluster:  # the tiles run on dask workers; a .npz/directory result is written tile by tile
+        from flexsparse import distributed
+
+        result, reports = distributed.einsum(
+            spec, *tensors, workers=workers, address=scheduler, format="coo", tiling=tiling,
+            worker_memory=memory_limit if scheduler is None else None, progress=report,
+            out=output if stream else None, return_report=True)
+    elif memory_limit is not None:
         kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
         if stream:  # bounded memory end to end: the result goes to the store tile by tile
             kwargs.update(out=output)
@@ -148,10 +161,34 @@ def _register_subapps() -> None:
 _register_subapps()
 
 
-def main() -> None:
-    """Console-script entry point: user errors print one line and exit with status 2."""
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error is one line ``error: ...`` on stderr, never a
+    traceback. Bad input (a usage error, a malformed file, an invalid spec or option) exits
+    with status 2; an interrupt with 130; a failure of flexsparse itself with 1."""
     try:
-        app()
-    except (ValueError, TypeError, OSError, MemoryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        app(args=argv, prog_name="flexsparse", standalone_mode=False)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            raise SystemExit(0) from None
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            # a usage error (unknown option, bad value, missing argument): short, with a pointer
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, (ValueError, TypeError, OSError, MemoryError)):
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise SystemExit(2) from None
+        # a failure of flexsparse itself: still one line, naming the exception's type
+        typer.echo(f"error: internal error ({type(exc).__name__}): {_one_line(exc)}", err=True)
+        raise SystemExit(1) from None

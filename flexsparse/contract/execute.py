@@ -41,21 +41,27 @@ array([[5., 0.],
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._bounded import make_tiling_options, save_result, tiled_product
-from flexsparse.contract._keys import KeySpace, group_keys, split_groups
-from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format, structured_kernel
+from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
+from flexsparse.contract._bounded import make_tiling_options, save_result
+from flexsparse.contract._keys import KeySpace, group_modes, split_modes
+from flexsparse.contract.parser import TermReduction
+from flexsparse.contract.plan import (
+    DENSE_THRESHOLD,
+    DOT_FACTOR,
+    check_optimize,
+    choose_output_format,
+    structured_kernel,
+)
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
-from flexsparse.formats.store import KeyDecoder, MatrixLayout, StoredTensor
+from flexsparse.formats.store import StoredTensor
 
 __all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
@@ -82,7 +88,14 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
 
 # ---------------------------------------------------------------------- operand handling
 def _as_operand(x: Any, k: int) -> COO | StructuredMatrix | np.ndarray:
-    """COO for sparse inputs (structured ones stay structured), a numeric ndarray otherwise."""
+    """COO for sparse inputs (structured ones stay structured), a numeric ndarray for everything
+    else (original dtype).
+
+    Sparse inputs of other libraries go through :func:`~flexsparse.formats.convert.as_coo`,
+    whose own checks name the problem (a pydata array with a nonzero fill value, a non-numeric
+    dtype); such an object is never densified with ``np.asarray`` (pydata refuses with a
+    RuntimeError, and a huge tensor would be densified silently).
+    """
     if isinstance(x, (COO, StructuredMatrix)):
         return x
     if isinstance(x, SparseArray):
@@ -91,21 +104,48 @@ def _as_operand(x: Any, k: int) -> COO | StructuredMatrix | np.ndarray:
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
         return arr
-    from flexsparse.formats.convert import as_coo
+    from flexsparse.formats.convert import as_coo, is_foreign_sparse
 
+    if is_foreign_sparse(x):
+        try:
+            return as_coo(x)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"operand {k}: {exc}") from None
     try:
         return as_coo(x)
     except TypeError:
-        arr = np.asarray(x)
-        check_numeric_dtype(arr.dtype, f"operand {k}")
-        return arr
+        pass
+    arr = np.asarray(x)
+    check_numeric_dtype(arr.dtype, f"operand {k}")
+    return arr
 
 
-def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
+def _promote(op: COO | np.ndarray, dtype: np.dtype) -> COO | np.ndarray:
+    """``op`` with its values in the compute dtype.
+
+    A COO's duplicate coordinates are summed in its OWN dtype first: that is the tensor the
+    user means (``todense()`` sums them so: booleans OR, small integers wrap), and summing them
+    after promotion would count a boolean pair twice.
+    """
+    if op.dtype == dtype:
+        return op
+    if isinstance(op, StructuredMatrix):  # float32/float64 values only: other dtypes go COO
+        return op.astype(dtype) if dtype in (np.float32, np.float64) else _promote(op.to_coo(), dtype)
+    if isinstance(op, COO):
+        return _canonical(op).astype(dtype, copy=False)
+    return op.astype(dtype, copy=False)
+
+
+def _unary(op: COO | np.ndarray, red: TermReduction, dtype: np.dtype, sum_private: bool = True
            ) -> tuple[COO | np.ndarray, str]:
-    """Broadcast-drop, diagonal and private sums of one operand; returns distinct indices."""
-    if isinstance(op, StructuredMatrix) and (bcast or len(set(idx)) < len(idx) or
-                                             any(c not in needed for c in idx)):
+    """Apply one :class:`~flexsparse.contract.parser.TermReduction` (broadcast drop, diagonal,
+    private sums); returns the operand over distinct indices and those indices.
+
+    With ``sum_private=False`` the private indices stay (the exact non-finite evaluation
+    multiplies every term before summing it).
+    """
+    idx, bcast = red.term, red.squeezed
+    if isinstance(op, StructuredMatrix) and (bcast or red.diagonal or (sum_private and red.summed)):
         op = op.to_coo()  # a transformed structured matrix is no longer in its pattern
     # 1. size-1 broadcast modes carry no information: drop them.
     if bcast:
@@ -130,14 +170,26 @@ def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[st
             op = COO(op.coords[keep][:, mask], op.data[mask], tuple(op.shape[m] for m in keep),
                      canonical=False).sum_duplicates()
         idx = uniq
-    # 3. indices nobody else needs: sum them away now (cheapest place).
-    private = [m for m, c in enumerate(idx) if c not in needed]
-    if private:
-        op = op.sum(axis=tuple(private))  # ndarray or COO; both keep the other modes in order
-        if isinstance(op, np.generic):
-            op = np.asarray(op)
-        idx = "".join(c for c in idx if c in needed)
+    # 3. indices nobody else needs: sum them away now (cheapest place), in the compute dtype.
+    if sum_private and red.summed:
+        op, idx = _sum_modes(op, idx, set(red.summed), dtype)
     return op, idx
+
+
+def _sum_modes(op: COO | np.ndarray, idx: str, drop: set[str], dtype: np.dtype
+               ) -> tuple[COO | np.ndarray, str]:
+    """Sum ``op`` over the modes in ``drop``, keeping the values in ``dtype``."""
+    axes = tuple(m for m, c in enumerate(idx) if c in drop)
+    if not axes:
+        return op, idx
+    if isinstance(op, StructuredMatrix):
+        op = op.to_coo()
+    if isinstance(op, np.ndarray):
+        op = np.asarray(op.sum(axis=axes, dtype=dtype))
+    else:
+        op = op.sum(axis=axes)  # a COO (0-D when every mode is summed), NumPy's sum dtype
+        op = op.astype(dtype, copy=False)
+    return op, "".join(c for c in idx if c not in drop)
 
 
 def _canonical(t: COO) -> COO:
@@ -248,19 +300,19 @@ def _outer(a: COO, a_rows: np.ndarray, a_cols: np.ndarray, B: Any, row_ks: KeySp
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
-                 threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
+                 threads: int | None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
     batch, contr, free_a, free_b = _split(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
     sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
     rows_a, rows_b = _modes(ai, batch + free_a), _modes(bi, batch + free_b)
-    row_ks, a_rows = group_keys(a.coords, rows_a, sz(batch + free_a))
-    k_ks, a_cols, b_rows = split_groups(a.coords, _modes(ai, batch + contr), b.coords,
-                                        _modes(bi, batch + contr), sz(batch + contr))
+    row_ks, a_rows = group_modes(a.coords, rows_a, sz(batch + free_a))
+    k_ks, a_cols, b_rows = split_modes(a.coords, _modes(ai, batch + contr), b.coords,
+                                       _modes(bi, batch + contr), sz(batch + contr))
     if a.coords is b.coords and rows_a == rows_b:  # X x X: the free keys are the same grouping
         col_ks, b_cols = row_ks, a_rows
     else:
-        col_ks, b_cols = group_keys(b.coords, rows_b, sz(batch + free_b))
+        col_ks, b_cols = group_modes(b.coords, rows_b, sz(batch + free_b))
     dtype = result_dtype(a.dtype, b.dtype)
     B = _csr(b_rows, b_cols, b.data.astype(dtype, copy=False), (k_ks.n_ids, col_ks.n_ids))
     res_idx = batch + free_a + free_b
@@ -268,36 +320,23 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     n_cells = row_ks.n_ids * col_ks.n_ids
     # Matrix products (one mode per key, no batch) stay on the 2-D SpGEMM path below.
     high_order = bool(batch) or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1
-    if tiling is None and high_order and _outer_fits(n_cells, dtype, a, b, threads):
+    if high_order and _outer_fits(n_cells, dtype, a, b, threads):
         x_is_x = col_ks is row_ks and b_rows is a_cols and a.data is b.data
         return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
                       x_is_x, threads), res_idx
     A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
-    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch and tiling is None:
+    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
-    if tiling is not None and final is not None and tiling.out is not None:
-        # Final step with out=: tiles stream to disk; the store's manifest decodes ids to the
-        # coordinates of the output (in ``final`` order), so any process can load it.
-        layout = MatrixLayout(
-            (row_ks.n_ids, col_ks.n_ids),
-            KeyDecoder(tuple(final.index(c) for c in batch + free_a), row_ks.sizes, row_ks.id_table),
-            KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(batch + free_b)),
-                       col_ks.sizes, col_ks.id_table))
-        stored = tiled_product(A, B, tiling, out=tiling.out, out_shape=sz(final), out_layout=layout)
-        return stored, final
-    if tiling is not None:
-        C = tiled_product(A, B, tiling)
-    elif high_order:
+    if high_order:
         # High-order step: the SpTC kernel writes COO coordinates directly.
         return _sptc(A, B, row_ks, col_ks, len(batch), res_shape, dtype, threads), res_idx
-    else:
-        from flexsparse.kernels.cpu.spgemm import spgemm
+    from flexsparse.kernels.cpu.spgemm import spgemm
 
-        C = spgemm(A, B, threads=threads)
+    C = spgemm(A, B, threads=threads)
     return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape, threads), res_idx
 
 
@@ -329,7 +368,7 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     d2 = np.ascontiguousarray(_transpose_to(d, di, batch + contr + free_d), dtype=dtype)
     bk, f = math.prod(sz(batch + contr)), math.prod(sz(free_d))
     d2 = d2.reshape(bk, f)
-    row_ks, a_rows = group_keys(a.coords, _modes(ai, batch + free_a), sz(batch + free_a))
+    row_ks, a_rows = group_modes(a.coords, _modes(ai, batch + free_a), sz(batch + free_a))
     lin = linear_key(a.coords, _modes(ai, batch + contr), sz(batch + contr))
     A = _csr(a_rows, lin, a.data.astype(dtype, copy=False), (row_ks.n_ids, bk))
     C = spk.spmm_csr_dense(A, d2, threads=threads) if f else np.zeros((row_ks.n_ids, 0), dtype)
@@ -353,6 +392,44 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
         tail.append(x)
     coords += tail[::-1]
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
+
+
+def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
+                dtype: np.dtype) -> np.ndarray:
+    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
+
+    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
+    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
+    """
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    op = op.astype(dtype, copy=False)
+    direct = _transpose_to(op, idx, batch + rows + cols)
+    if direct.flags.c_contiguous:
+        return direct.reshape(sz(batch), sz(rows), sz(cols))
+    swapped = _transpose_to(op, idx, batch + cols + rows)
+    if swapped.flags.c_contiguous:
+        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
+    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
+
+
+def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
+                ) -> tuple[np.ndarray, str]:
+    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
+
+    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
+    away by the unary pass, so every index is batch, contracted or free. Operands are passed
+    as (possibly transposed) views, so BLAS reads them in place.
+    """
+    batch, contr, free_x, free_y = _split(xi, yi, out)
+    dtype = result_dtype(x.dtype, y.dtype)
+    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
+    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
+    if dtype.kind in "fc":
+        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
+    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
+        res = np.einsum("bik,bkj->bij", xm, ym)
+    idx = batch + free_x + free_y
+    return res.reshape(tuple(sizes[c] for c in idx)), idx
 
 
 def structured_backend(x: Any) -> str:
@@ -445,11 +522,18 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
 
 
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
-          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None
-          ) -> tuple[Any, str]:
+          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None,
+          reserved: int = 0) -> tuple[Any, str]:
     # Guard: an index neither the other side nor the result needs is summed away first.
-    x, xi = _unary(x, xi, frozenset(), set(yi) | set(out))
-    y, yi = _unary(y, yi, frozenset(), set(xi) | set(out))
+    dtype = result_dtype(x.dtype, y.dtype)
+    x, xi = _sum_modes(x, xi, set(xi) - set(yi) - set(out), dtype)
+    y, yi = _sum_modes(y, yi, set(yi) - set(xi) - set(out), dtype)
+    if tiling is not None:  # memory_limit=: every step is tiled and charged (see _bounded)
+        from flexsparse.contract._bounded import bounded_pair
+
+        x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+        y = y.to_coo() if isinstance(y, StructuredMatrix) else y
+        return bounded_pair(x, xi, y, yi, out, sizes, tiling, final, reserved)
     # Structured x dense runs the structured product; any other step takes the matrix as COO.
     for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
         if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and d.dtype.kind in "biuf":
@@ -459,10 +543,10 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     x = x.to_coo() if isinstance(x, StructuredMatrix) else x
     y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
-    if method == "dense" and not (tiling is not None and xs and ys):
+    if method == "dense":
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
     if xs and ys:
-        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads, tiling, final)
+        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads)
     if xs:
         return _pair_sparse_dense(x, xi, y, yi, out, sizes, threads, dense_out)
     if ys:
@@ -483,12 +567,19 @@ def _dense_enough(op: COO | np.ndarray) -> bool:
     return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _limits.DENSE_OPERAND_MAX_BYTES
 
 
-def _nonfinite(ops: Sequence[Any]) -> bool:
-    for op in ops:
-        vals = op._data() if isinstance(op, SparseArray) else op
-        if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
-            return True
-    return False
+def _has_nonfinite(op: COO | np.ndarray) -> bool:
+    """Whether ``op`` stores an inf or nan: one reduction, no temporary the size of ``op``.
+
+    The values are summed in 64-bit precision: any inf or nan makes the sum non-finite; a
+    finite sum that overflows float64 only sends the call to the exact non-finite evaluation,
+    which is exact for finite values too.
+    """
+    vals = op._data() if isinstance(op, SparseArray) else op
+    if vals.dtype.kind not in "fc" or vals.size == 0:
+        return False
+    wide = np.complex128 if vals.dtype.kind == "c" else np.float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not bool(np.isfinite(vals.sum(dtype=wide)))
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
@@ -497,7 +588,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     if sparse:
         res = res if res.dtype == dtype else res.astype(dtype)
     else:
-        res = np.asarray(res, dtype=dtype)
+        res = np.asarray(res).astype(dtype, copy=False)
     if fmt == "auto":
         nnz = res.nnz if sparse else int(np.count_nonzero(res))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
@@ -518,6 +609,13 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
            progress: bool = False, return_report: bool = False) -> Any:
     """Evaluate an Einstein summation over sparse and dense operands, as ``numpy.einsum``.
 
+    Semantics are NumPy's: the result dtype is ``np.result_type`` of the operands (a Python
+    scalar counts as ``np.asarray`` of it, as ``np.einsum`` converts it) and the arithmetic runs
+    in that dtype (:func:`flexsparse._util.compute_dtype`: float16 accumulates in float32,
+    booleans count), integers wrap at their own width, size-1 axes broadcast on summed and kept
+    indices, and inf/nan give NumPy's values wherever they meet implicit zeros
+    (:mod:`flexsparse.contract._nonfinite`).
+
     Args:
         subscripts: a spec such as ``"ij,jk->ik"`` (explicit or implicit output, ``...``,
             repeated indices), or NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2])``.
@@ -526,7 +624,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"`` or ``"dense"``.
         optimize: path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"left"``)
             or an explicit list of pairs, as ``numpy.einsum_path``.
-        threads: worker threads for the numba engines (default: all cores).
+        threads: worker threads for the numba engines (default: all cores); checked up front.
         memory_limit: bound on the working set of every sparse x sparse step (bytes or a
             string such as ``"512MB"``); the step then runs tile by tile (:mod:`flexsparse.tiling`).
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
@@ -543,18 +641,23 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         A NumPy array/scalar or a sparse tensor, as ``format`` decides.
 
     Raises:
-        ValueError: invalid subscripts, size mismatches, unknown format/optimizer.
+        ValueError: invalid subscripts, size mismatches, unknown format/optimizer/path, bad
+            ``threads`` (all checked before any work).
         TypeError: non-numeric operands.
 
     >>> import numpy as np
     >>> x = np.arange(6.0).reshape(2, 3)
     >>> float(einsum("ij,ij->", x, x))
     55.0
+    >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
+    3.0
     """
     from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.kernels.cpu.partition import check_threads
 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
+    check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -564,25 +667,29 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    check_optimize(optimize, spec.n_operands)
     dtype = result_dtype(*[op.dtype for op in ops])
+    work = compute_dtype(dtype)
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.inputs = [a for op in ops for a in
+                              ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
+                               if isinstance(op, SparseArray) else (op,))]
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
-    nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
-    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _limits.NONFINITE_DENSE_MAX_BYTES
-                         for op in ops):
-        # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
-        dense_ops = [op.todense() if isinstance(op, SparseArray) else op for op in ops]
-        res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
+    if spec.n_operands > 1 and any(_has_nonfinite(op) for op in ops):
+        from flexsparse.contract._nonfinite import evaluate_nonfinite
+
+        def run(finite_ops: list) -> tuple[Any, str]:
+            return _run_plan(spec, finite_ops, work, optimize, threads, tiling_opts, False)
+
+        res, ri = evaluate_nonfinite(subscripts, spec, ops, work, run,
+                                     None if tiling_opts is None else tiling_opts.limit)
     else:
-        if nonfinite:
-            warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
-                          "propagate through stored entries only", RuntimeWarning, stacklevel=2)
-        res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
+        ops = [_promote(op, work) for op in ops]
+        res, ri = _run_plan(spec, ops, work, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
     if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
@@ -610,20 +717,20 @@ def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out
     return None
 
 
-def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
+def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
-    """Unary pass, plan, pairwise steps; returns the last result and its index order."""
+    """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
+    returns the last result and its index order."""
     from flexsparse.contract.parser import parse_einsum
     from flexsparse.contract.plan import plan_einsum
     from flexsparse.contract.stats import operand_stats
 
-    # Unary pass: after it, every operand has distinct indices that someone else needs.
-    work: list[tuple[Any, str]] = []
-    for k, (op, idx) in enumerate(zip(ops, spec.inputs)):
-        others = set(spec.output).union(*[set(s) for j, s in enumerate(spec.inputs) if j != k])
-        work.append(_unary(op, idx, spec.broadcast[k], others))
+    # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
+    # another operand or the output needs.
+    work = [_unary(op, red, dtype) for op, red in zip(ops, spec.reductions())]
     if len(work) == 1:
-        return work[0]
+        op, idx = work[0]
+        return op, idx
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
@@ -640,6 +747,10 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
         subs = ",".join(idx for _, idx in dense) + "->" + spec.output
         return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
+    if len(work) == 2 and tiling_opts is not None:
+        (x, xi), (y, yi) = work
+        return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
+                     spec.output if stream_final else None, _held(work, tiling_opts))
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
@@ -680,11 +791,19 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         for p in sorted((i, j), reverse=True):
             work.pop(p)
         final = spec.output if stream_final and n_step == len(plan.steps) - 1 else None
+        held = _held(work + [(x, xi), (y, yi)], tiling_opts) if tiling_opts is not None else 0
         res, ri = _pair(x, xi, y, yi, step.out_indices, sizes, step.method, threads,
-                        step.out_format == "dense", tiling_opts, final)
+                        step.out_format == "dense", tiling_opts, final, held)
         work.append((res, ri))
     (res, ri), = work
     return res, ri
+
+
+def _held(work: list, tiling_opts: Any) -> int:
+    """Bytes the call holds in ``work`` beyond the caller's own arrays (charged to memory_limit)."""
+    from flexsparse.contract._bounded import owned_bytes
+
+    return sum(owned_bytes(op, tiling_opts.inputs) for op, _ in work)
 
 
 # ---------------------------------------------------------------------- tensordot / matmul

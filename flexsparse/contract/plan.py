@@ -98,6 +98,7 @@ __all__ = [
     "EinsumPlan",
     "UnaryStep",
     "choose_method",
+    "check_optimize",
     "choose_output_format",
     "einsum_path",
     "structured_kernel",
@@ -612,22 +613,15 @@ def _check_stats(spec: EinsumSpec, stats: Sequence[OperandStats]) -> None:
 
 
 def _preprocess(spec: EinsumSpec, stats: Sequence[OperandStats]) -> tuple[list[OperandStats], list[UnaryStep]]:
+    """Apply :meth:`EinsumSpec.reductions` (the one term normalisation) to the statistics."""
     n = spec.n_operands
     ops, unary = [], []
-    squeezed_of = ["".join(i for i in s.indices if i in spec.broadcast[k]) for k, s in enumerate(stats)]
-    # After squeezing, an index may be left in one operand only: it is summed there.
-    present = [set(s.indices) - set(q) for s, q in zip(stats, squeezed_of)]
-    for k, (s, term) in enumerate(zip(stats, spec.inputs)):
-        squeezed = squeezed_of[k]
-        others = set(spec.output).union(*(p for j, p in enumerate(present) if j != k))
-        summed = "".join(i for i in s.indices if i in present[k] and i not in others)
-        kept = "".join(i for i in s.indices if i not in squeezed and i not in summed)
-        out = spec.output if n == 1 else kept
-        t = squeeze_stats(s, squeezed) if squeezed else s
-        t = _reorder(project_stats(t, kept), out)
-        diagonal = "".join(i for i in spec.repeated(k) if i not in squeezed)
-        if diagonal or squeezed or summed or out != term:
-            unary.append(UnaryStep(k, term, out, diagonal, squeezed, summed, float(t.nnz)))
+    for k, (s, red) in enumerate(zip(stats, spec.reductions())):
+        out = spec.output if n == 1 else red.kept
+        t = squeeze_stats(s, red.squeezed) if red.squeezed else s
+        t = _reorder(project_stats(t, red.kept), out)
+        if not red.is_identity or out != red.term:
+            unary.append(UnaryStep(k, red.term, out, red.diagonal, red.squeezed, red.summed, float(t.nnz)))
         ops.append(t)
     return ops, unary
 
@@ -668,6 +662,32 @@ def _replay(spec: EinsumSpec, search: _Search, path: list[tuple[int, int]]) -> l
     return steps
 
 
+def check_optimize(optimize: Any, n_operands: int) -> str:
+    """Validate ``optimize`` for ``n_operands`` operands up front; return the optimizer's name.
+
+    ``True``/``False`` name ``"auto"``/``"left"``; a string must be registered in
+    :data:`OPTIMIZERS`; a sequence is an explicit path (``"explicit"``), checked step by step.
+
+    >>> check_optimize(True, 3), check_optimize([(0, 1), (0, 1)], 3)
+    ('auto', 'explicit')
+    >>> check_optimize("fastest", 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown optimizer 'fastest'; valid names: auto, greedy, left, optimal (or an explicit path)
+    """
+    if isinstance(optimize, bool):
+        return "auto" if optimize else "left"
+    if isinstance(optimize, str):
+        if optimize not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
+                             "(or an explicit path)")
+        return optimize
+    if isinstance(optimize, Sequence):
+        _normalize_path(optimize, n_operands)
+        return "explicit"
+    raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
+
+
 def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any = "auto", *,
                 dense_limit: int | str | None = None, memory_limit: int | str | None = None) -> EinsumPlan:
     """Plan ``spec`` from per-operand statistics.
@@ -701,17 +721,9 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
         raise TypeError(f"spec must be an EinsumSpec (see parse_einsum), not {type(spec).__name__}")
     limit = _dense_limit(dense_limit, memory_limit, "plan_einsum")
     _check_stats(spec, stats)
+    name = check_optimize(optimize, spec.n_operands)
     if isinstance(optimize, bool):
         optimize = "auto" if optimize else "left"
-    if isinstance(optimize, str):
-        if optimize not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
-                             "(or an explicit path)")
-        name = optimize
-    elif isinstance(optimize, Sequence):
-        name = "explicit"
-    else:
-        raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
     ops, unary = _preprocess(spec, stats)
     search = _Search(spec.output, ops, limit)
     n = len(ops)

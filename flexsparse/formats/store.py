@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from flexsparse._util import atomic_write, index_dtype_for
+from flexsparse.formats._npy import FileFormatError, read_member
 from flexsparse.formats.coo import COO, normalize_shape
 
 __all__ = ["FORMAT", "MANIFEST", "IncompleteResultError", "KeyDecoder", "MatrixLayout", "StoredTensor",
@@ -78,7 +79,7 @@ MANIFEST = "manifest.json"
 ENCODINGS = ("coo", "csr")
 
 
-class IncompleteResultError(ValueError):
+class IncompleteResultError(FileFormatError):
     """The store has no complete manifest (an interrupted run, or not a flexsparse store)."""
 
 
@@ -299,7 +300,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         return json.loads(text)
     except (FileNotFoundError, NotADirectoryError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         raise IncompleteResultError(
-            f"{path} is not a complete tiled result: no readable {MANIFEST} (the run that wrote it "
+            f"{path}: not a complete tiled result: no readable {MANIFEST} (the run that wrote it "
             "was interrupted, or it is not a flexsparse output)") from None
 
 
@@ -402,17 +403,16 @@ class StoredTensor:
                 return self._read_group(name, opened)
         if zf is not None:
             out = {}
-            for member in self._members.get(name, ()):
-                with zf.open(member) as fh:
-                    out[member[len(name) + 1:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+            for member in self._members.get(name, ()):  # headers checked before any array is made
+                out[member[len(name) + 1:-4]] = read_member(zf, member, self.path, repr(member))
             if not out:
                 raise IncompleteResultError(f"{self.path}: member group {name!r} is missing")
             return out
         f = self.path / f"{name}.npz"
         if not f.exists():
             raise IncompleteResultError(f"{self.path}: {f.name} is missing")
-        with np.load(f, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        with zipfile.ZipFile(f) as z:
+            return {m[:-4]: read_member(z, m, f, repr(m)) for m in z.namelist() if m.endswith(".npy")}
 
     def pieces(self, tile: dict[str, Any], zf: zipfile.ZipFile | None = None
                ) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexsparse.contract._keys import group_keys, split_groups
+from flexsparse.contract._keys import group_modes, split_modes
 from flexsparse.formats.coo import COO
 from flexsparse.kernels.cpu import grouping
 from flexsparse.kernels.cpu.scatter import scatter_add_kernel, scatter_coo_dense, scatter_unique_kernel
@@ -70,7 +70,7 @@ def test_csr_from_ids(ascending):
 def test_coord_table_decodes_every_id(regime_sizes):
     rng = np.random.default_rng(3)
     coords = np.vstack([rng.integers(0, min(s, 50), 80) for s in regime_sizes]).astype(np.int64)
-    ks, ids = group_keys(coords, list(range(len(regime_sizes))), regime_sizes)
+    ks, ids = group_modes(coords, list(range(len(regime_sizes))), regime_sizes)
     tab = ks.coord_table(np.dtype(np.int64))
     assert tab.shape == (len(regime_sizes), ks.n_ids)
     assert np.array_equal(tab[:, ids], coords)
@@ -82,16 +82,16 @@ def test_coord_table_decodes_every_id(regime_sizes):
 def test_lexsort_regime_beyond_int64():
     sizes = (320_000, 28_000_000, 1_600_000)  # 1.4e19 cells: no linear key fits int64
     coords = np.array([[5, 5, 319_999, 0], [27_999_999, 27_999_999, 1, 0], [3, 3, 1_599_999, 0]])
-    ks, ids = group_keys(coords, [0, 1, 2], sizes)
+    ks, ids = group_modes(coords, [0, 1, 2], sizes)
     assert ks.regime == "lexsort" and ids.tolist() == [1, 1, 2, 0]
     assert np.array_equal(ks.coord_table(np.dtype(np.int32))[:, ids], coords)
-    ks2, ia, ib = split_groups(coords, [0, 1, 2], coords[:, :2], [0, 1, 2], sizes)
+    ks2, ia, ib = split_modes(coords, [0, 1, 2], coords[:, :2], [0, 1, 2], sizes)
     assert ks2.regime == "lexsort" and ia.tolist() == [1, 1, 2, 0] and ib.tolist() == [1, 1]
 
 
 def test_split_groups_same_operand_grouped_once():
     coords = np.array([[0, 3, 3], [1, 2, 2]])
-    ks, ia, ib = split_groups(coords, [0, 1], coords, [0, 1], (4, 3))
+    ks, ia, ib = split_modes(coords, [0, 1], coords, [0, 1], (4, 3))
     assert ia is ib and ia.tolist() == [1, 11, 11]
 
 

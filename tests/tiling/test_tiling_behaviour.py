@@ -18,6 +18,7 @@ from flexsparse.tiling import (
     MemoryLimitError,
     TilePlan,
     TileStatistics,
+    TilingRefusedError,
     TilingReport,
     get_strategy,
     tiled_spgemm,
@@ -87,11 +88,14 @@ def test_overbook_uses_fewer_tiles_and_more_buffer_than_conservative():
     from flexsparse.tiling.cli import load_matrix
     a = load_matrix("powerlaw", n=2000, nnz=8000, seed=5)     # power-law graph, A @ A
     b = a
-    _, ob = tiled_spgemm(a, b, memory_limit="128KiB", tiling="overbook")
-    _, co = tiled_spgemm(a, b, memory_limit="128KiB", tiling="conservative")
+    _, ob = tiled_spgemm(a, b, memory_limit="1MiB", tiling="overbook")
+    _, co = tiled_spgemm(a, b, memory_limit="1MiB", tiling="conservative")
     assert ob.tiles * 3 <= co.tiles
     assert ob.mean_utilisation >= 2 * co.mean_utilisation
     assert ob.sampled_rows < 2000
+    # under 128 KiB its dense-sized tiles number ~20K (about 60x overbook's time): refused up front
+    with pytest.raises(TilingRefusedError, match=r"declines .* more than 20x"):
+        tiled_spgemm(a, b, memory_limit="128KiB", tiling="conservative")
 
 
 # --------------------------------------------------------------------------- hand-computed
