@@ -607,6 +607,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.out_dtype = dtype  # a streamed result is stored in the result dtype
         tiling_opts.inputs = [a for op in ops for a in
                               ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
                                if isinstance(op, SparseArray) else (op,))]

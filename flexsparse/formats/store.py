@@ -232,7 +232,9 @@ class TileWriter:
         """Write tile ``tile_id`` (replacing an earlier write of the same id).
 
         ``"coo"``: ``{"coords": [ndim, nnz], "values": [nnz]}``; ``"csr"``: ``{"meta": int64[p, 5],
-        "indptr_j", "indices_j", "values_j" for j < p}``.
+        "indptr_j", "indices_j", "values_j" for j < p}``. Values are stored in the writer's
+        ``dtype`` (a product computed in a wider type -- bool counts, float16 in float32 -- is
+        cast per tile: partial sums of counts stay nonzero, so a bool result is exact).
         """
         tile_id = int(tile_id)
         if self.encoding == "coo":
@@ -241,7 +243,8 @@ class TileWriter:
             if coords.shape != (len(self.shape), values.shape[0]):
                 raise ValueError(f"tile {tile_id}: coords must be [ndim={len(self.shape)}, nnz={values.shape[0]}], "
                                  f"got {coords.shape}")
-            arrays = {"coords": coords.astype(self.index_dtype, copy=False), "values": values}
+            arrays = {"coords": coords.astype(self.index_dtype, copy=False),
+                      "values": values.astype(self.dtype, copy=False)}
             nnz, pieces = int(values.shape[0]), 1
         else:
             meta = np.asarray(arrays["meta"], dtype=np.int64).reshape(-1, 5)
@@ -249,6 +252,8 @@ class TileWriter:
             nnz = int(sum(np.asarray(arrays[f"indices_{j}"]).shape[0] for j in range(pieces)))
             self._partial = self._partial or bool(meta[:, 4].any())
             arrays = dict(arrays, meta=meta)
+            for j in range(pieces):  # the values are stored in the manifest's dtype
+                arrays[f"values_{j}"] = np.asarray(arrays[f"values_{j}"]).astype(self.dtype, copy=False)
         name = self._write_arrays(f"tile-{tile_id:06d}", arrays)
         self._tiles[tile_id] = {"id": tile_id, "name": name, "nnz": nnz, "pieces": pieces}
 
