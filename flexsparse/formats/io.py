@@ -613,6 +613,8 @@ def _save_npz(path, t: COO) -> None:
 
 # ---------------------------------------------------------------------- dispatch
 def _format_of(path, format) -> str:
+    if not os.fspath(path):
+        raise ValueError("the path is empty")
     if not format and Path(path).is_dir():
         return "store"
     if format is not None and not isinstance(format, str):

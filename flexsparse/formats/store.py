@@ -75,7 +75,7 @@ from flexsparse.formats._npy import FileFormatError, read_member
 from flexsparse.formats.coo import COO, normalize_shape
 
 __all__ = ["FORMAT", "MANIFEST", "IncompleteResultError", "KeyDecoder", "MatrixLayout", "StoredTensor",
-           "TileWriter", "is_store", "write_coo"]
+           "TileWriter", "check_store_directory", "is_store", "write_coo"]
 
 FORMAT = "flexsparse"
 VERSION = 2
@@ -160,6 +160,22 @@ def is_zip_target(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".npz"
 
 
+def check_store_directory(path: str | os.PathLike) -> None:
+    """Refuse to write a directory store where it would mix with other files: ``path`` must be
+    new, empty, or already a store (whose manifest and tiles are then replaced).
+
+    Raises:
+        ValueError: ``path`` is the empty path, or an existing non-empty directory that is not
+            a flexsparse store.
+    """
+    if not str(path):
+        raise ValueError("the output path is empty")
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not is_store(path):
+        raise ValueError(f"{path}: is a non-empty directory that is not a flexsparse store; refusing to "
+                         "write tiles into it (name a new directory or a .npz file)")
+
+
 class TileWriter:
     """Writes a store tile by tile; use as a context manager and finish with :meth:`commit`.
 
@@ -202,6 +218,7 @@ class TileWriter:
             self._zip = self._stack.enter_context(
                 zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True))
         else:
+            check_store_directory(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):  # a stale manifest would look complete
                 (self.path / MANIFEST).unlink()

@@ -156,3 +156,26 @@ def test_cli_info_on_a_damaged_store_is_one_error_line(tmp_path, capsys, monkeyp
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {target}:"), err
+
+
+def test_a_store_is_never_written_into_a_foreign_directory(tmp_path):
+    # save/einsum(out=) into an existing non-empty directory that is not a store mixed the
+    # manifest and tiles with the user's files (the CLI's "convert a.mtx ''" wrote into the cwd)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    t = fs.COO.from_numpy(np.eye(3))
+    with pytest.raises(ValueError, match="not a flexsparse store"):
+        fs.save(foreign, t)
+    with pytest.raises(ValueError, match="not a flexsparse store"):
+        fs.einsum("ij,jk->ik", t, t, memory_limit="1MB", out=foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError, match="empty"):
+        fs.save("", t)
+    store = tmp_path / "store"
+    fs.save(store, t, format="store")
+    fs.save(store, 2 * t)  # an existing store is replaced
+    np.testing.assert_array_equal(fs.load(store).todense(), 2 * np.eye(3))
+    (tmp_path / "empty").mkdir()
+    fs.save(tmp_path / "empty", t)
+    np.testing.assert_array_equal(fs.load(tmp_path / "empty").todense(), np.eye(3))
