@@ -29,6 +29,8 @@ __all__ = [
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "HSS_DENSE_CROSSOVER",
     "HSS_LANES_DENSE_CROSSOVER",
@@ -36,11 +38,17 @@ __all__ = [
     "INT64_MAX",
     "LANES_L1_BLOCK_BYTES",
     "LANES_L2_BLOCK_BYTES",
+    "MAX_DISTRIBUTED_TILES",
+    "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
     "PARALLEL_MIN_MACS",
     "SMALL_BYTES",
+    "TILES_PER_THREAD",
+    "TILE_MEMORY_FACTOR",
     "TODENSE_MAX_BYTES",
+    "WORKER_BASELINE_BYTES",
+    "WORKER_MEMORY_FRACTION",
     "fits_int64",
 ]
 
@@ -177,3 +185,32 @@ LANES_L1_BLOCK_BYTES = 16 * 1024
 #: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
 #: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
 PARALLEL_MIN_MACS = 2**23
+
+# ---------------------------------------------------------------------- distributed
+#: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker
+#: at 80% of its limit and its nanny restarts it at 95%, so planning for 70% leaves the
+#: transient copies of a result being sent (and measurement noise) under the pause threshold.
+WORKER_MEMORY_FRACTION = 0.7
+#: Resident memory of an idle worker process after importing flexsparse and loading the SpGEMM
+#: kernels from numba's cache (measured: 183 MiB RSS on the standard VM, dask 2026.8, numba 0.68,
+#: by ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product), rounded up.
+WORKER_BASELINE_BYTES = 256 * _MiB
+#: A tile's memory over its working-set model (:mod:`flexsparse.tiling.workingset`): the product's
+#: buffers plus one copy of the result piece while it is serialised for sending (arithmetic; the
+#: oversized R-MAT product of ``benchmarks/bench_distributed.py --only big`` peaked at 0.65x of its
+#: 2 GB workers with it, BENCHMARKS.md section 9).
+TILE_MEMORY_FACTOR = 2.0
+#: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
+DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
+#: Tile budget when the workers have no memory limit (dask ``memory_limit=0``).
+DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
+#: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
+#: slow or lost worker delays at most a small share of the product.
+TILES_PER_THREAD = 4
+#: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
+#: transfer overhead per task against ~5 ns per multiply-add).
+MIN_TILE_FLOPS = 2_000_000
+#: Most tiles one distributed product may have: the dask scheduler spends ~1 ms per task, so
+#: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
+#: sparse product can ask for millions).
+MAX_DISTRIBUTED_TILES = 20_000
