@@ -673,6 +673,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.out_dtype = dtype  # a streamed result is stored in the result dtype
         tiling_opts.inputs = [a for op in ops for a in
                               ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
                                if isinstance(op, SparseArray) else (op,))]
@@ -836,8 +837,8 @@ def tensordot(a: Any, b: Any, axes: int | Sequence = 2, *, format: str = "auto",
             raise ValueError(f"axes lengths differ: {len(ax_a)} for a and {len(ax_b)} for b")
     if na + nb > len(_LETTERS):
         raise ValueError(f"tensordot supports at most {len(_LETTERS)} dimensions in total")
-    ax_a = [x % na if na else x for x in ax_a]
-    ax_b = [x % nb if nb else x for x in ax_b]
+    ax_a = [_axis(x, na, "a") for x in ax_a]
+    ax_b = [_axis(x, nb, "b") for x in ax_b]
     la = list(_LETTERS[:na])
     lb = list(_LETTERS[na:na + nb])
     for x, y in zip(ax_a, ax_b):
@@ -845,6 +846,15 @@ def tensordot(a: Any, b: Any, axes: int | Sequence = 2, *, format: str = "auto",
     out = "".join(c for m, c in enumerate(la) if m not in ax_a) + \
         "".join(c for m, c in enumerate(lb) if m not in ax_b)
     return einsum(f"{''.join(la)},{''.join(lb)}->{out}", a, b, format=format, threads=threads)
+
+
+def _axis(x: Any, ndim: int, name: str) -> int:
+    """``x`` as an axis of an ``ndim``-D operand (negative counts from the end), or ValueError."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"tensordot axes must be ints, got {x!r} for operand {name}")
+    if not -ndim <= x < ndim:
+        raise ValueError(f"axis {x} is out of bounds for operand {name} with {ndim} dimension(s)")
+    return int(x) % ndim
 
 
 def matmul(a: Any, b: Any, *, format: str = "auto", threads: int | None = None) -> Any:
