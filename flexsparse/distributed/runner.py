@@ -189,7 +189,7 @@ class ProductRunner:
     def __call__(self, a: Any, b: Any, *, memory_limit: Any = None, tiling: str = "overbook",
                  overbook: float = 0.10, out: Path | None = None, progress: bool = False,
                  out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
-                 **_: Any) -> tuple[Any, DistributedReport]:
+                 out_dtype: Any = None, **_: Any) -> tuple[Any, DistributedReport]:
         """``a @ b`` on the cluster, with the call signature of :func:`flexsparse.tiling.tiled_spgemm`.
 
         ``memory_limit`` and ``reserved`` describe the calling process and are not used here: the
@@ -220,7 +220,8 @@ class ProductRunner:
             from flexsparse.formats.store import MatrixLayout
 
             layout = out_layout if out_layout is not None else MatrixLayout.identity((m, n))
-            result = _store.commit(Path(out), run.directory, results, out_shape or (m, n), dtype, layout)
+            store_dtype = dtype if out_dtype is None else np.dtype(out_dtype)  # the einsum result's
+            result = _store.commit(Path(out), run.directory, results, out_shape or (m, n), store_dtype, layout)
         else:
             from flexsparse.formats.csr import CSR
 
