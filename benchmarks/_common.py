@@ -44,12 +44,13 @@ DATA = _find_data()
 
 
 # ---------------------------------------------------------------------- timers
-def _runs(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+def _runs(fn: Callable[[], Any], repeat: int, clock: Callable[[], float] = time.perf_counter
+          ) -> tuple[list[float], Any]:
     times, out = [], None
     for _ in range(max(1, int(repeat))):
-        t0 = time.perf_counter()
+        t0 = clock()
         out = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return times, out
 
 
@@ -58,9 +59,10 @@ def median_time(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(_runs(fn, repeat)[0])
 
 
-def min_time(fn: Callable[[], Any], repeat: int) -> float:
-    """Minimum wall time of ``repeat`` calls of ``fn``."""
-    return min(_runs(fn, repeat)[0])
+def min_time(fn: Callable[[], Any], repeat: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Minimum time of ``repeat`` calls of ``fn`` on ``clock`` (wall time by default;
+    ``time.process_time`` gives the CPU time of every thread of the process)."""
+    return min(_runs(fn, repeat, clock)[0])
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -80,15 +82,16 @@ def best_pair(fn: Callable[[], Any], other: Callable[[], Any], repeat: int) -> t
     return tf, to
 
 
-def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
-    """Minimum wall time of each function over ``repeat`` rounds; every round runs each
-    function once, so slow phases of a shared machine hit all of them alike, and the order
-    rotates from round to round, so no function always runs right after the same one."""
+def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int,
+                    clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Minimum time on ``clock`` of each function over ``repeat`` rounds; every round runs
+    each function once, so slow phases of a shared machine hit all of them alike, and the
+    order rotates from round to round, so no function always runs right after the same one."""
     best = dict.fromkeys(fns, math.inf)
     names = list(fns)
     for r in range(max(1, int(repeat))):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            best[name] = min(best[name], min_time(fns[name], 1))
+            best[name] = min(best[name], min_time(fns[name], 1, clock))
     return best
 
 

@@ -16,7 +16,12 @@ Columns: flops (multiply-adds), nnz(C), the longest row of A and of C, the times
 ratio of each flexsparse entry point to the best peer, the one-thread flexsparse time over
 SciPy's, the speed-up of ``--threads`` threads over one (products above 10M multiply-adds),
 and the peak RSS growth of the flexsparse product over its input plus output bytes (in a
-child process per matrix, ``--rss``; the JIT is warmed on a tiny product first).
+child process per matrix, ``--rss``; the JIT is warmed on a tiny product first). CPU-time
+columns (``time.process_time``, every thread of the process; robust on a loaded machine
+where wall time is not): one-thread flexsparse over SciPy (``c1/sp``) and over the best
+peer run on one thread (``c1/b1``), and the CPU time of the ``--threads``-thread flexsparse
+run over the one-thread run (``cN/c1``: the work the threads add; an idle machine's
+speed-up is at most ``threads / cN/c1``).
 
 Matrix suite (all generators seeded):
 
@@ -194,7 +199,10 @@ def setup_peers(threads: int) -> dict[str, str]:
     return status
 
 
-def peer_functions(case: Case, status: dict[str, str]) -> dict[str, Callable[[], object]]:
+def peer_functions(case: Case, status: dict[str, str], threads: int | None = None
+                   ) -> dict[str, Callable[[], object]]:
+    """The peers' products; ``threads`` (e.g. 1) runs GraphBLAS and MKL on that many threads
+    for the call instead of the count :func:`setup_peers` set."""
     a, b = case.a, case.b
     fns: dict[str, Callable[[], object]] = {"scipy": lambda: a @ b}
     if not status["graphblas"].startswith("unavailable"):
@@ -203,11 +211,30 @@ def peer_functions(case: Case, status: dict[str, str]) -> dict[str, Callable[[],
         ga = gb.io.from_scipy_sparse(a)
         gbb = ga if b is a else gb.io.from_scipy_sparse(b)
         fns["graphblas"] = lambda: ga.mxm(gbb).new()
+        if threads is not None:
+            fns["graphblas"] = _with_threads(fns["graphblas"], lambda n: gb.ss.config.__setitem__("nthreads", n),
+                                             lambda: gb.ss.config["nthreads"], threads)
     if not status["mkl"].startswith("unavailable"):
+        import sparse_dot_mkl
         from sparse_dot_mkl import dot_product_mkl
 
         fns["mkl"] = lambda: dot_product_mkl(a, b)
+        if threads is not None:
+            fns["mkl"] = _with_threads(fns["mkl"], sparse_dot_mkl.mkl_set_num_threads,
+                                       sparse_dot_mkl.mkl_get_max_threads, threads)
     return fns
+
+
+def _with_threads(fn: Callable[[], object], set_threads: Callable[[int], object], get_threads: Callable[[], int],
+                  n: int) -> Callable[[], object]:
+    def run() -> object:
+        old = get_threads()
+        set_threads(n)
+        try:
+            return fn()
+        finally:
+            set_threads(old)
+    return run
 
 
 # ---------------------------------------------------------------------- measuring
@@ -256,6 +283,14 @@ def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> d
     for fn in fns.values():  # warm every path once more (caches, thread teams)
         fn()
     out["times"] = interleaved_min(fns, repeats)
+    # CPU time of every thread of the process: robust under load where wall time is not.
+    # One thread each (the peers switched to one thread for the call), and the parallel
+    # flexsparse run, whose CPU time over the serial one is the work the threads add.
+    cpu_fns = {"fs_1t": fns["fs_1t"], "fs_nt": fns["fs_einsum"],
+               **{f"{k}_1t": f for k, f in peer_functions(case, status, threads=1).items()}}
+    for fn in cpu_fns.values():
+        fn()
+    out["cpu"] = interleaved_min(cpu_fns, repeats, clock=time.process_time)
     return out
 
 
@@ -319,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE", "default"),
                     help="OMP_WAIT_POLICY of every OpenMP runtime (GNU for numba and GraphBLAS, Intel "
                          "for MKL); set before any is loaded")
+    ap.add_argument("--crossover", action="store_true",
+                    help="only time 1 vs --threads threads on growing products (the one-thread rule)")
     ap.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.wait_policy != "default":
@@ -336,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     import flexsparse as fs
 
     numba.set_num_threads(args.threads)
+    if args.crossover:
+        crossover_report(args)
+        return 0
     status = setup_peers(args.threads)
     load = os.getloadavg()
     print(f"# SpGEMM C = A @ B | {time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} "
@@ -349,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     head = (f"{'matrix':30s} {'flops':>9s} {'nnz(C)':>9s} {'maxA':>6s} {'maxC':>7s} {'einsum':>8s} {'@':>8s} "
             f"{'scipy':>8s} {'GrB':>8s} {'MKL':>8s} {'e/best':>6s} {'@/best':>6s} {'1t/sp':>6s} "
-            f"{'2t/1t':>5s} {'rss':>5s} ok")
+            f"{'2t/1t':>5s} {'rss':>5s} {'c1/sp':>5s} {'c1/b1':>5s} {'cN/c1':>5s} ok")
     print(head)
     for make in build_suite(args.quick, args.flop_cap, args.seed):
         case = make()
@@ -364,13 +404,18 @@ def main(argv: list[str] | None = None) -> int:
                  ratio_1t=t["fs_1t"] / t["scipy"],
                  speedup=t["fs_1t"] / t["fs_einsum"] if r["flops"] > SCALING_MIN_FLOPS else None,
                  rss=rss_of(case.name, args) if args.rss else None)
+        c = r["cpu"]
+        r.update(cpu_1t_scipy=c["fs_1t"] / c["scipy_1t"],
+                 cpu_1t_best=c["fs_1t"] / min(v for k, v in c.items() if k.endswith("_1t") and k != "fs_1t"),
+                 cpu_nt_1t=c["fs_nt"] / c["fs_1t"])
         rows.append(r)
         speedup = "" if r["speedup"] is None else f"{r['speedup']:.2f}"
         rss = "" if r["rss"] is None else f"{r['rss']:.2f}"
         print(f"{case.name:30s} {r['flops']:9.3g} {r['nnz_c']:9d} {r['max_row_a']:6d} {r['max_row_c']:7d} "
               f"{_ms(t['fs_einsum']):>8s} {_ms(t['fs_matmul']):>8s} {_ms(t.get('scipy')):>8s} "
               f"{_ms(t.get('graphblas')):>8s} {_ms(t.get('mkl')):>8s} {r['ratio']:6.2f} {r['ratio_mm']:6.2f} "
-              f"{r['ratio_1t']:6.2f} {speedup:>5s} {rss:>5s} {'yes' if r['ok'] else 'NO'}", flush=True)
+              f"{r['ratio_1t']:6.2f} {speedup:>5s} {rss:>5s} {r['cpu_1t_scipy']:5.2f} {r['cpu_1t_best']:5.2f} "
+              f"{r['cpu_nt_1t']:5.2f} {'yes' if r['ok'] else 'NO'}", flush=True)
         del case
     summarize(rows, args)
     overhead_report()
@@ -411,6 +456,35 @@ def overhead_report(repeats: int = 3000) -> None:
           + f"; einsum - kernel = {(t['einsum'] - t['kernel']) * 1e6:.1f} us  [target <= 30 us]")
 
 
+def crossover_report(args: argparse.Namespace) -> None:
+    """One thread against ``--threads`` threads on products of growing size (row samples
+    ``A[::k] @ A`` of R-MAT scale 16, edge factor 8), the rule that forces one thread
+    switched off: wall-clock minimum of ``--repeats`` interleaved rounds and the process
+    CPU time of the parallel run over the serial one. Sets
+    ``flexsparse._limits.SPGEMM_PARALLEL_MIN_FLOPS``; meaningful on an idle machine only
+    (the load average is printed)."""
+    import flexsparse as fs
+    from flexsparse.kernels.cpu import spgemm as k
+
+    a = _csr(fs.to_scipy(fs.rmat(16, 8, seed=args.seed)))
+    b = fs.CSR.from_scipy(a)
+    k.PARALLEL_MIN_FLOPS = 0
+    print(f"\n1 vs {args.threads} threads (rule off), R-MAT 16/8 row samples, load {os.getloadavg()[0]:.2f}")
+    print(f"{'rows/k':>7s} {'flops':>9s} {'1t ms':>8s} {f'{args.threads}t ms':>8s} {'1t/Nt':>6s} {'cpu Nt/1t':>9s}")
+    for step in (4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 8, 4):
+        left = fs.CSR.from_scipy(_csr(a[::step]))
+        flops = int(np.diff(a.indptr)[left.indices].sum())
+        fns = {"1": lambda: k.spgemm_trusted(left, b, threads=1),
+               "n": lambda: k.spgemm_trusted(left, b, threads=args.threads)}
+        for fn in fns.values():
+            fn()
+        reps = max(args.repeats, 5) * (8 if flops < 1 << 20 else 1)
+        wall = interleaved_min(fns, reps)
+        cpu = interleaved_min(fns, reps, clock=time.process_time)
+        print(f"{step:7d} {flops:9d} {_ms(wall['1']):>8s} {_ms(wall['n']):>8s} {wall['1'] / wall['n']:6.2f} "
+              f"{cpu['n'] / max(cpu['1'], 1e-9):9.2f}", flush=True)
+
+
 def summarize(rows: list[dict], args: argparse.Namespace) -> None:
     if not rows:
         print("no case ran")
@@ -431,9 +505,18 @@ def summarize(rows: list[dict], args: argparse.Namespace) -> None:
               f"min {min(scal):.2f}x, geomean {geomean(scal):.2f}x  [target >= 1.8]")
     if rss:
         print(f"peak RSS growth / (inputs + output): max {max(rss):.2f}  [target <= 1.5]")
+    c1 = [r["cpu_1t_scipy"] for r in rows]
+    print(f"CPU time, one thread each: flexsparse / SciPy geomean {geomean(c1):.3f}x, worst {max(c1):.2f}x; "
+          f"flexsparse / best one-thread peer geomean {geomean([r['cpu_1t_best'] for r in rows]):.3f}x")
+    big = [r["cpu_nt_1t"] for r in rows if r["speedup"] is not None]
+    if big:
+        print(f"CPU time of {args.threads} threads / 1 thread (> {SCALING_MIN_FLOPS / 1e6:.0f}M multiply-adds): "
+              f"geomean {geomean(big):.2f}, max {max(big):.2f} (an idle machine's speed-up is at most "
+              f"{args.threads}x over this)")
     print("\n| matrix | flops | nnz(C) | max row A / C | flexsparse einsum ms | flexsparse `@` ms | SciPy ms | "
-          "GraphBLAS ms | MKL ms | einsum / best | 1 thread / SciPy | 2t / 1t | RSS growth |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "GraphBLAS ms | MKL ms | einsum / best | 1 thread / SciPy | 2t / 1t | RSS growth | "
+          "CPU 1t / SciPy | CPU 1t / best 1t peer | CPU 2t / 1t |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["times"]
         sp_ = "" if r["speedup"] is None else f"{r['speedup']:.2f}"
@@ -441,9 +524,11 @@ def summarize(rows: list[dict], args: argparse.Namespace) -> None:
         print(f"| {r['name']} | {r['flops']:.3g} | {r['nnz_c']:,} | {r['max_row_a']:,} / {r['max_row_c']:,} | "
               f"{_ms(t['fs_einsum'])} | {_ms(t['fs_matmul'])} | {_ms(t.get('scipy'))} | "
               f"{_ms(t.get('graphblas'))} | {_ms(t.get('mkl'))} | **{r['ratio']:.2f}** | {r['ratio_1t']:.2f} | "
-              f"{sp_} | {rs} |")
+              f"{sp_} | {rs} | {r['cpu_1t_scipy']:.2f} | {r['cpu_1t_best']:.2f} | {r['cpu_nt_1t']:.2f} |")
     print(f"| geomean | | | | | | | | | **{geomean(ratios):.2f}** | {geomean(ones):.2f} | "
-          f"{geomean(scal) if scal else float('nan'):.2f} | |")
+          f"{geomean(scal) if scal else float('nan'):.2f} | | {geomean(c1):.2f} | "
+          f"{geomean([r['cpu_1t_best'] for r in rows]):.2f} | "
+          f"{geomean([r['cpu_nt_1t'] for r in rows if r['speedup'] is not None]):.2f} |")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ __all__ = [
     "NONFINITE_DENSE_MAX_BYTES",
     "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
+    "SPGEMM_PARALLEL_MIN_FLOPS",
     "SMALL_BYTES",
     "TILES_PER_THREAD",
     "TILE_MEMORY_FACTOR",
@@ -197,6 +198,12 @@ LANES_L1_BLOCK_BYTES = 16 * 1024
 #: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
 #: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
 PARALLEL_MIN_MACS = 2**23
+
+# ---------------------------------------------------------------------- sparse x sparse
+#: Matrix products (:mod:`flexsparse.kernels.cpu.spgemm`) with fewer multiply-adds than this
+#: run on one thread whatever ``threads`` says. A rule of the product's size only, never of
+#: the machine's momentary load: MEASUREMENT_PLACEHOLDER
+SPGEMM_PARALLEL_MIN_FLOPS = 2**18
 
 # ---------------------------------------------------------------------- distributed
 #: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker

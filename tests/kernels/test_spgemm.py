@@ -226,7 +226,6 @@ def test_spgemm_parallel_kernels_match_serial(monkeypatch, accumulator, dtype):
     c1 = spgemm(a, b, accumulator=accumulator, threads=1)
     monkeypatch.setattr(mod, "SMALL_FLOPS", 0)
     monkeypatch.setattr(mod, "PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(mod, "CONTENDED_FLOPS", 0)
     c2 = spgemm(a, b, accumulator=accumulator, threads=min(2, numba.config.NUMBA_NUM_THREADS))
     for c in (c1, c2):
         if dtype == np.bool_:
@@ -269,7 +268,6 @@ def _paths(monkeypatch, path):
     if path != "small":
         monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
         monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
-        monkeypatch.setattr(spgemm_mod, "CONTENDED_FLOPS", 0)
     if path == "counted":
         monkeypatch.setattr(spgemm_mod, "ONE_PASS_MAX_BYTES", 0)
     return 1 if path in ("small", "one-pass") else THREADS
@@ -391,12 +389,12 @@ def test_spgemm_property_all_options(m, k, n, da, db, seed, acc, variant, sort, 
     rng = np.random.default_rng(seed)
     a = rand_csr(rng, (m, k), da)
     b = rand_csr(rng, (k, n), db)
-    old = spgemm_mod.SMALL_FLOPS, spgemm_mod.PARALLEL_MIN_FLOPS, spgemm_mod.CONTENDED_FLOPS
+    old = spgemm_mod.SMALL_FLOPS, spgemm_mod.PARALLEL_MIN_FLOPS
     if parallel:
-        spgemm_mod.SMALL_FLOPS = spgemm_mod.PARALLEL_MIN_FLOPS = spgemm_mod.CONTENDED_FLOPS = 0
+        spgemm_mod.SMALL_FLOPS = spgemm_mod.PARALLEL_MIN_FLOPS = 0
     try:
         c = spgemm(a, b, accumulator=acc, variant=variant, sort=sort, threads=THREADS if parallel else 1)
     finally:
-        spgemm_mod.SMALL_FLOPS, spgemm_mod.PARALLEL_MIN_FLOPS, spgemm_mod.CONTENDED_FLOPS = old
+        spgemm_mod.SMALL_FLOPS, spgemm_mod.PARALLEL_MIN_FLOPS = old
     if c.nnz or m * n:
         check_product(c, a, b, sort=sort or c.nnz == 0)

@@ -47,8 +47,8 @@ stamped dense workspace needs no reset, so a tiny row costs its flops and nothin
 
 Threads: a block's cost is at most ``total / threads + max(row cost)``; hub rows are not
 split (an R-MAT scale-18 hub row holds well under 1 % of the flops). Products below
-:data:`PARALLEL_MIN_FLOPS` multiply-adds, and below :data:`CONTENDED_FLOPS` while the
-machine is oversubscribed, run on one thread.
+:data:`~flexsparse._limits.SPGEMM_PARALLEL_MIN_FLOPS` multiply-adds run on one thread (a
+fixed rule of the product's size, measured; never of the machine's momentary load).
 
 Rows of ``A`` with a single entry are a scaled copy of one row of ``B`` (no merge) when
 ``B`` has sorted, duplicate-free rows.
@@ -80,13 +80,13 @@ ValueError: spgemm: inner dimensions differ: a has 20 columns (shape (30, 20)) b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_rows import (
     count_row_dense,
@@ -105,7 +105,6 @@ __all__ = [
     "ADAPT_CHUNK",
     "DENSE_FILL_RATIO",
     "DENSE_MAX_COLS",
-    "CONTENDED_FLOPS",
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
@@ -130,16 +129,6 @@ PARTS_PER_WORKER = 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
-#: Products below this many multiply-adds run on one thread (the one-pass path) whatever
-#: ``threads`` says: at most ~1 ms of work, where a second thread saves little and waking
-#: it can cost a scheduler time slice when the other core is busy (measured 10-60 ms per
-#: call for 37k-650k multiply-adds at load 9-11 on the 2-core VM, for every library that
-#: used two threads).
-PARALLEL_MIN_FLOPS = 1 << 18
-#: Below this many multiply-adds a product also runs on one thread while the machine is
-#: oversubscribed (1-minute load average above the CPU count plus one): then a parallel
-#: region waits for a time slice, while one thread finishes such a product in < 60 ms.
-CONTENDED_FLOPS = 1 << 24
 #: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
 #: each variant, then the faster one for the rest of the thread's rows. Threads with
 #: fewer than ``4 * ADAPT_CHUNK`` dense multiply-adds use the position map.
@@ -546,8 +535,8 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
             first-touch order (no duplicates either way), which is cheaper.
         variant: dense numeric variant, a name in :data:`VARIANTS` (``"auto"`` times both).
         threads: numba threads for this call (``None``: numba's current setting); an upper
-            bound: products below ``PARALLEL_MIN_FLOPS`` multiply-adds (below
-            ``CONTENDED_FLOPS`` on an oversubscribed machine) run on one thread.
+            bound: products below ``SPGEMM_PARALLEL_MIN_FLOPS`` multiply-adds run on one
+            thread.
 
     Returns:
         ``[m, n]`` CSR with duplicate-free rows, indices int32 when ``n < 2**31``, dtype
@@ -619,17 +608,9 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
 
 
 def _threads_for(total: int, n_threads: int) -> int:
-    """Threads for a product of ``total`` multiply-adds (see :data:`PARALLEL_MIN_FLOPS` and
-    :data:`CONTENDED_FLOPS`)."""
-    if n_threads == 1 or total < PARALLEL_MIN_FLOPS:
-        return 1
-    if total < CONTENDED_FLOPS:
-        try:
-            if os.getloadavg()[0] > (os.cpu_count() or 1) + 1:
-                return 1
-        except OSError:  # no load average on this platform
-            pass
-    return n_threads
+    """Threads for a product of ``total`` multiply-adds (see
+    :data:`~flexsparse._limits.SPGEMM_PARALLEL_MIN_FLOPS`)."""
+    return 1 if total < PARALLEL_MIN_FLOPS else n_threads
 
 
 def _trim(arr: np.ndarray, n: int) -> np.ndarray:
