@@ -175,8 +175,10 @@ def pyamg_matrices(names: Iterable[str] | None = None) -> dict:
 
 
 def pygsp_matrices(names: Iterable[str] = ("Minnesota", "Bunny", "Airfoil", "Logo")) -> dict:
-    """``{"pygsp:<name>": csr_array}`` of the graphs pygsp ships (weight matrices)."""
+    """``{"pygsp:<name><size>": csr_array}`` of the graphs pygsp ships (weight matrices); a
+    name ``"Graph:N"`` builds ``Graph(N=N)`` (e.g. ``"DavidSensorNet:500"``)."""
     import logging
+    import warnings
 
     import scipy.sparse as sp
 
@@ -187,11 +189,15 @@ def pygsp_matrices(names: Iterable[str] = ("Minnesota", "Bunny", "Airfoil", "Log
         print("[skip] pygsp not installed (pip install flexsparse[peers])")
         return {}
     out = {}
-    for name in names:
+    for spec in names:
+        name, _, size = spec.partition(":")
         try:
-            out[f"pygsp:{name}"] = sp.csr_array(getattr(graphs, name)().W)
-        except Exception as exc:  # noqa: BLE001
-            print(f"[skip] pygsp {name}: {exc}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = getattr(graphs, name)(N=int(size)) if size else getattr(graphs, name)()
+            out[f"pygsp:{name}{size}"] = sp.csr_array(g.W)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"[skip] pygsp {spec}: {exc}")
     return out
 
 

@@ -39,23 +39,6 @@ import flexsparse as fs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def rmat(scale: int, edge_factor: int = 8, seed: int = 0, probs=(0.57, 0.19, 0.19, 0.05)):
-    """An R-MAT graph of ``2**scale`` vertices and ``edge_factor * 2**scale`` edge draws (duplicates
-    summed), as a flexsparse COO with values in (0, 1]. Vectorised: one quadrant choice per bit."""
-    rng = np.random.default_rng(seed)
-    n_edges = edge_factor << scale
-    rows = np.zeros(n_edges, dtype=np.int64)
-    cols = np.zeros(n_edges, dtype=np.int64)
-    cum = np.cumsum(probs)
-    for bit in range(scale):
-        q = np.searchsorted(cum, rng.random(n_edges), side="right")
-        rows |= ((q >= 2).astype(np.int64)) << bit
-        cols |= ((q % 2).astype(np.int64)) << bit
-    perm = rng.permutation(1 << scale)          # break the locality of the recursive quadrants
-    vals = 1.0 - rng.random(n_edges)
-    return fs.COO(np.vstack([perm[rows], perm[cols]]), vals, (1 << scale, 1 << scale)).sum_duplicates()
-
-
 def flops_of(a) -> int:
     csr = fs.to_scipy(a, "csr")
     return int(np.bincount(csr.indices, minlength=csr.shape[0]) @ np.diff(csr.indptr))
@@ -196,7 +179,7 @@ def main(argv=None):
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  load {os.getloadavg()[0]:.1f}  cores {os.cpu_count()}")
     results = []
     if args.only in (None, "rmat"):
-        a = rmat(args.scale, args.edge_factor)
+        a = fs.rmat(args.scale, args.edge_factor, seed=0)
         print(f"R-MAT scale {args.scale}: {a.shape[0]:,} vertices, nnz {a.nnz:,}, A @ A flops {flops_of(a):,}")
         n = a.shape[0]
         run_workload("rmat A@A", "ij,jk->ik", [a, a], 1, ((n // 4, n), (n, n // 4)), args, results)
@@ -214,7 +197,7 @@ def run_big(args, results):
     """An output larger than a worker's memory, streamed to disk tile by tile."""
     from flexsparse._util import parse_bytes
 
-    a = rmat(args.big_scale, args.big_edge_factor, seed=1)
+    a = fs.rmat(args.big_scale, args.big_edge_factor, seed=1)
     print(f"big: R-MAT scale {args.big_scale}, nnz {a.nnz:,}, A @ A flops {flops_of(a):,}", flush=True)
     wm = parse_bytes(args.big_worker_memory)
     tmp = Path(tempfile.mkdtemp(prefix="fs-big-", dir=os.environ.get("TMPDIR", "/tmp")))

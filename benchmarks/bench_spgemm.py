@@ -70,7 +70,14 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import geomean, interleaved_min, peak_rss_growth, pyamg_matrices, snap_matrices  # noqa: E402
+from _common import (  # noqa: E402
+    geomean,
+    interleaved_min,
+    peak_rss_growth,
+    pyamg_matrices,
+    pygsp_matrices,
+    snap_matrices,
+)
 
 SCALING_MIN_FLOPS = 10_000_000
 _PYGSP = ("Minnesota", "Bunny", "Airfoil", "Logo", "DavidSensorNet:64", "DavidSensorNet:500", "TwoMoons")
@@ -91,28 +98,6 @@ def _csr(m) -> sp.csr_array:
     m.sum_duplicates()
     m.sort_indices()
     return m
-
-
-def pygsp_graphs() -> dict[str, sp.csr_array]:
-    try:
-        import logging
-
-        logging.getLogger("pygsp").setLevel(logging.ERROR)
-        from pygsp import graphs
-    except ImportError:
-        print("[skip] pygsp not installed (pip install flexsparse[peers])")
-        return {}
-    out = {}
-    for spec in _PYGSP:
-        name, _, size = spec.partition(":")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                g = getattr(graphs, name)(N=int(size)) if size else getattr(graphs, name)()
-            out[f"pygsp:{name}{size}"] = g.W
-        except Exception as exc:  # noqa: BLE001 - report and go on with the others
-            print(f"[skip] pygsp {spec}: {exc}")
-    return out
 
 
 def rmat_case(scale: int, ef: int, flop_cap: float, seed: int) -> Case:
@@ -161,7 +146,7 @@ def poisson_case() -> Case | None:
 def build_suite(quick: bool, flop_cap: float, seed: int) -> list[Callable[[], Case | None]]:
     """Deferred constructors (a case is built when it is run, so memory holds one at a time)."""
     makers: list[Callable[[], Case | None]] = []
-    small = {**pyamg_matrices(), **pygsp_graphs(), **snap_matrices()}
+    small = {**pyamg_matrices(), **pygsp_matrices(_PYGSP), **snap_matrices()}
     for name, m in small.items():
         makers.append(lambda name=name, m=m: Case(name, _csr(m), _csr(m)))
     scales = (16,) if quick else (16, 18, 20)
@@ -294,13 +279,12 @@ def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> d
     return out
 
 
-def rss_child(name: str, args: argparse.Namespace) -> None:
+def rss_child(index: int, args: argparse.Namespace) -> None:
     """Print the product's peak RSS growth and its input/output bytes as JSON (run in a
     fresh process so that no earlier product's memory is reused)."""
     import flexsparse as fs
 
-    case = next(c for c in (m() for m in build_suite(args.quick, args.flop_cap, args.seed))
-                if c is not None and c.name == name)
+    case = build_suite(args.quick, args.flop_cap, args.seed)[index]()  # only this case is built
     # load every kernel the product may run (JIT cache) outside the measurement: a product of
     # the same dtypes that takes the serial and the parallel paths
     for n, nnz in ((64, 256), (1 << 17, 1 << 19)):
@@ -325,8 +309,8 @@ def rss_child(name: str, args: argparse.Namespace) -> None:
     print(json.dumps({"growth": growth, "inputs": inputs, "output": out}))
 
 
-def rss_of(name: str, args: argparse.Namespace) -> float | None:
-    cmd = [sys.executable, __file__, "--rss-child", name, "--flop-cap", str(args.flop_cap),
+def rss_of(index: int, name: str, args: argparse.Namespace) -> float | None:
+    cmd = [sys.executable, __file__, "--rss-child", str(index), "--flop-cap", str(args.flop_cap),
            "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True).stdout
@@ -356,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                          "for MKL); set before any is loaded")
     ap.add_argument("--crossover", action="store_true",
                     help="only time 1 vs --threads threads on growing products (the one-thread rule)")
-    ap.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.wait_policy != "default":
         # Spinning idle threads of one library steal the cores from the next one in the
@@ -364,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         # and on a shared machine they make every parallel region wait for a time slice.
         os.environ["OMP_WAIT_POLICY"] = args.wait_policy
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if args.rss_child:
+    if args.rss_child >= 0:
         rss_child(args.rss_child, args)
         return 0
 
@@ -391,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'scipy':>8s} {'GrB':>8s} {'MKL':>8s} {'e/best':>6s} {'@/best':>6s} {'1t/sp':>6s} "
             f"{'2t/1t':>5s} {'rss':>5s} {'c1/sp':>5s} {'c1/b1':>5s} {'cN/c1':>5s} ok")
     print(head)
-    for make in build_suite(args.quick, args.flop_cap, args.seed):
+    for index, make in enumerate(build_suite(args.quick, args.flop_cap, args.seed)):
         case = make()
         if case is None or (only and not any(case.name.startswith(o) for o in only)):
             continue
@@ -403,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                  ratio=t["fs_einsum"] / best, ratio_mm=t["fs_matmul"] / best,
                  ratio_1t=t["fs_1t"] / t["scipy"],
                  speedup=t["fs_1t"] / t["fs_einsum"] if r["flops"] > SCALING_MIN_FLOPS else None,
-                 rss=rss_of(case.name, args) if args.rss else None)
+                 rss=rss_of(index, case.name, args) if args.rss else None)
         c = r["cpu"]
         r.update(cpu_1t_scipy=c["fs_1t"] / c["scipy_1t"],
                  cpu_1t_best=c["fs_1t"] / min(v for k, v in c.items() if k.endswith("_1t") and k != "fs_1t"),

@@ -241,23 +241,14 @@ def compare(coords: np.ndarray, n: int, name: str = "matrix", p: TLParams = TLPa
 
 def rmat(scale: int, edge_factor: int = 8, abc: tuple[float, float, float] = (0.57, 0.19, 0.19),
          seed: int = 0) -> tuple[np.ndarray, int]:
-    """R-MAT graph (Graph500 parameters by default): ``edge_factor * 2**scale`` edges drawn by
-    recursive quadrant choice, duplicates merged, vertices randomly relabelled.
-    Returns (coordinates (2, nnz), n)."""
-    rng = np.random.default_rng(seed)
-    n, m = 1 << scale, edge_factor << scale
+    """R-MAT graph (Graph500 parameters by default) drawn by :func:`flexsparse.rmat`:
+    ``edge_factor * 2**scale`` edges, duplicates merged, vertices randomly relabelled.
+    Returns (int64 coordinates (2, nnz) in row-major order, n)."""
+    from flexsparse.formats.random import rmat as draw
+
     a, b, c = abc
-    r = np.zeros(m, dtype=np.int64)
-    col = np.zeros(m, dtype=np.int64)
-    for bit in range(scale):
-        u = rng.random(m)
-        down = u >= a + b                      # quadrants c and d: row bit set
-        right = ((u >= a) & (u < a + b)) | (u >= a + b + c)
-        r |= down.astype(np.int64) << bit
-        col |= right.astype(np.int64) << bit
-    perm = rng.permutation(n)
-    keys = np.unique(perm[r] * n + perm[col])
-    return np.stack([keys // n, keys % n]), n
+    g = draw(scale, edge_factor, a, b, c, seed=seed)
+    return np.asarray(g.coords, dtype=np.int64), g.shape[0]
 
 
 def chung_lu(n: int, nnz: int, alpha: float = 0.8, seed: int = 0) -> tuple[np.ndarray, int]:
