@@ -201,8 +201,16 @@ PARALLEL_MIN_MACS = 2**23
 
 # ---------------------------------------------------------------------- sparse x sparse
 #: Matrix products (:mod:`flexsparse.kernels.cpu.spgemm`) with fewer multiply-adds than this
-#: run on one thread whatever ``threads`` says. A rule of the product's size only, never of
-#: the machine's momentary load: MEASUREMENT_PLACEHOLDER
+#: run on one thread whatever ``threads`` says: a rule of the product's size, never of the
+#: machine's momentary load. Measured 2026-11-29 with ``benchmarks/bench_spgemm.py
+#: --crossover`` (R-MAT 16/8 row samples, rule off, OMP_WAIT_POLICY=PASSIVE): the process CPU
+#: time of the two-thread run over the one-thread run (the counting pass over the first
+#: block, the partition and the wake-up are the added work) was 1.34-2.04x for 39K-248K
+#: multiply-adds and 1.08-1.25x from 1M up, so an idle machine's two-thread wall time
+#: (about half the CPU time) gains nothing up to ~2**18 and ~1.6-1.85x above 2**20. An
+#: empty parallel region costs 7-10 us (min/median of 2000, 2 threads); one thread does
+#: 2**18 multiply-adds in ~0.7-1.4 ms. Wall times at that load (11-13 on 2 cores) only
+#: showed descheduling, which is why the rule rests on CPU time.
 SPGEMM_PARALLEL_MIN_FLOPS = 2**18
 
 # ---------------------------------------------------------------------- distributed
