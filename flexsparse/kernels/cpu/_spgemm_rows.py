@@ -180,6 +180,18 @@ def count_row_hash(stamp, flops, a0, a1, a_indices, b_indptr, b_indices, keys):
 
 # -------------------------------------------------------------------------- filling
 @njit(cache=True, inline="always")
+def prefetch_ahead(p, d, a_end, a_indices, b_indptr, b_indices, b_data):
+    """Prefetch the row of ``B`` that entry ``p + d`` of ``A`` needs (its columns and values)
+    and the row pointer of entry ``p + 2d``; nothing past ``a_end`` (0: no prefetch)."""
+    if p + d < a_end:
+        q = b_indptr[np.uint64(a_indices[p + d])]
+        prefetch(b_indices, q)
+        prefetch(b_data, q)
+        if p + d + d < a_end:
+            prefetch(b_indptr, np.uint64(a_indices[p + d + d]))
+
+
+@njit(cache=True, inline="always")
 def fill_row_tag(stamp, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
                  c_indices, c_data, pos):
     """Accumulate one output row at ``c_*[pos:]`` through the position map
@@ -188,12 +200,7 @@ def fill_row_tag(stamp, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b
     base = np.uint64(pos)
     d = np.uint64(PREFETCH_DISTANCE)
     for p in range(np.uint64(a0), np.uint64(a1)):
-        if p + d < a_end:
-            q = b_indptr[np.uint64(a_indices[p + d])]
-            prefetch(b_indices, q)
-            prefetch(b_data, q)
-            if p + d + d < a_end:
-                prefetch(b_indptr, np.uint64(a_indices[p + d + d]))
+        prefetch_ahead(p, d, a_end, a_indices, b_indptr, b_indices, b_data)
         k = np.uint64(a_indices[p])
         av = a_data[p]
         for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + _U1])):
@@ -219,12 +226,7 @@ def fill_row_acc(stamp, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b
     t = np.uint64(0)
     d = np.uint64(PREFETCH_DISTANCE)
     for p in range(np.uint64(a0), np.uint64(a1)):
-        if p + d < a_end:
-            q = b_indptr[np.uint64(a_indices[p + d])]
-            prefetch(b_indices, q)
-            prefetch(b_data, q)
-            if p + d + d < a_end:
-                prefetch(b_indptr, np.uint64(a_indices[p + d + d]))
+        prefetch_ahead(p, d, a_end, a_indices, b_indptr, b_indices, b_data)
         k = np.uint64(a_indices[p])
         av = a_data[p]
         for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + _U1])):
