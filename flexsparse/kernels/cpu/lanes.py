@@ -64,7 +64,7 @@ __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_
 
 #: Block sizes (the measurement is in :mod:`flexsparse._limits`).
 L2_BLOCK_BYTES = _limits.LANES_L2_BLOCK_BYTES
-L1_BLOCK_BYTES = _limits.LANES_L1_BLOCK_BYTES
+BATCH_BLOCKS = _limits.LANES_BATCH_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -312,6 +312,108 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _linear8x2(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
+    """Register tile: batch block ``bb`` (8 rows) x ``2L`` output rows (tiles ``t``, ``t + 1``).
+
+    Each activation window held in registers serves both tiles: per window and slot, 8
+    window registers + 2 value/index loads feed 16 permute+FMA pairs, against 8 for
+    :func:`_linear8` (16 accumulators, 8 windows, value, index, permute result: 27 of
+    the 32 vector registers). 4:6->1:4 has 2 slots per window, so its window loads
+    outnumber the FMAs otherwise.
+    """
+    SS = pv.shape[1]
+    L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
+    NW = xp.shape[1]
+    W = Ys.shape[1]
+    y = yb * W + yo
+    if w0 == 0:
+        a0 = vzeros(Ys, 64)
+        a1 = vzeros(Ys, 64)
+        a2 = vzeros(Ys, 64)
+        a3 = vzeros(Ys, 64)
+        a4 = vzeros(Ys, 64)
+        a5 = vzeros(Ys, 64)
+        a6 = vzeros(Ys, 64)
+        a7 = vzeros(Ys, 64)
+        c0 = vzeros(Ys, 64)
+        c1 = vzeros(Ys, 64)
+        c2 = vzeros(Ys, 64)
+        c3 = vzeros(Ys, 64)
+        c4 = vzeros(Ys, 64)
+        c5 = vzeros(Ys, 64)
+        c6 = vzeros(Ys, 64)
+        c7 = vzeros(Ys, 64)
+    else:
+        a0 = vload(Ys, y, 64)
+        a1 = vload(Ys, y + 1 * W, 64)
+        a2 = vload(Ys, y + 2 * W, 64)
+        a3 = vload(Ys, y + 3 * W, 64)
+        a4 = vload(Ys, y + 4 * W, 64)
+        a5 = vload(Ys, y + 5 * W, 64)
+        a6 = vload(Ys, y + 6 * W, 64)
+        a7 = vload(Ys, y + 7 * W, 64)
+        c0 = vload(Ys, y + L, 64)
+        c1 = vload(Ys, y + 1 * W + L, 64)
+        c2 = vload(Ys, y + 2 * W + L, 64)
+        c3 = vload(Ys, y + 3 * W + L, 64)
+        c4 = vload(Ys, y + 4 * W + L, 64)
+        c5 = vload(Ys, y + 5 * W + L, 64)
+        c6 = vload(Ys, y + 6 * W + L, 64)
+        c7 = vload(Ys, y + 7 * W + L, 64)
+    xo = (bb * NW + w0) * 8 * L
+    o = (t * SS + wq[w0]) * L
+    d = SS * L  # tile t + 1
+    for w in range(w0, w1):
+        x0 = vload(xp, xo, 64)
+        x1 = vload(xp, xo + 1 * L, 64)
+        x2 = vload(xp, xo + 2 * L, 64)
+        x3 = vload(xp, xo + 3 * L, 64)
+        x4 = vload(xp, xo + 4 * L, 64)
+        x5 = vload(xp, xo + 5 * L, 64)
+        x6 = vload(xp, xo + 6 * L, 64)
+        x7 = vload(xp, xo + 7 * L, 64)
+        xo += 8 * L
+        for _ in range(wq[w + 1] - wq[w]):
+            v = vload(pv, o, 64)
+            ix = vload(pi, o, 64)
+            a0 = vfma(a0, v, vperm(x0, ix))
+            a1 = vfma(a1, v, vperm(x1, ix))
+            a2 = vfma(a2, v, vperm(x2, ix))
+            a3 = vfma(a3, v, vperm(x3, ix))
+            a4 = vfma(a4, v, vperm(x4, ix))
+            a5 = vfma(a5, v, vperm(x5, ix))
+            a6 = vfma(a6, v, vperm(x6, ix))
+            a7 = vfma(a7, v, vperm(x7, ix))
+            v = vload(pv, o + d, 64)
+            ix = vload(pi, o + d, 64)
+            c0 = vfma(c0, v, vperm(x0, ix))
+            c1 = vfma(c1, v, vperm(x1, ix))
+            c2 = vfma(c2, v, vperm(x2, ix))
+            c3 = vfma(c3, v, vperm(x3, ix))
+            c4 = vfma(c4, v, vperm(x4, ix))
+            c5 = vfma(c5, v, vperm(x5, ix))
+            c6 = vfma(c6, v, vperm(x6, ix))
+            c7 = vfma(c7, v, vperm(x7, ix))
+            o += L
+    vstore(Ys, y, a0)
+    vstore(Ys, y + 1 * W, a1)
+    vstore(Ys, y + 2 * W, a2)
+    vstore(Ys, y + 3 * W, a3)
+    vstore(Ys, y + 4 * W, a4)
+    vstore(Ys, y + 5 * W, a5)
+    vstore(Ys, y + 6 * W, a6)
+    vstore(Ys, y + 7 * W, a7)
+    vstore(Ys, y + L, c0)
+    vstore(Ys, y + 1 * W + L, c1)
+    vstore(Ys, y + 2 * W + L, c2)
+    vstore(Ys, y + 3 * W + L, c3)
+    vstore(Ys, y + 4 * W + L, c4)
+    vstore(Ys, y + 5 * W + L, c5)
+    vstore(Ys, y + 6 * W + L, c6)
+    vstore(Ys, y + 7 * W + L, c7)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (1 row) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
     SS = pv.shape[1]
@@ -336,21 +438,35 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     vstore(Ys, y, a0)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _tile(pv, pi, wq, xp, Ys, t_lo, t_hi, t, bb, b0, w0, w1):
+    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``."""
+    L = pv.shape[2]
+    if xp.shape[2] != 8:
+        _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
+    elif t + 1 < t_hi:
+        _linear8x2(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+    else:
+        _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, t_inner, bounds):
+def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
     batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
-    ``bounds[p]:bounds[p+1]`` in blocks of ``bbk`` batch blocks x ``kb`` windows (the
-    packed activations of a block stay in L2, the weights of one tile and block in L1)
-    and accumulates into a scratch ``[bbk * J, its rows]`` copied to ``out`` per block,
-    adding ``bias[m]`` (an ``[M]`` array, or ``[0]`` for none).
+    ``bounds[p]:bounds[p+1]`` (two at a time when ``J == 8``) in blocks of ``bbk`` batch
+    blocks x ``kb`` windows: the weights of a tile pair and window block stay in L2 while
+    the block's packed activations stream past them. It accumulates into a scratch
+    ``[bbk * J, its rows]`` copied to ``out`` per batch block, adding ``bias[m]`` (an
+    ``[M]`` array, or ``[0]`` for none).
     """
     L = pv.shape[2]
     nbb, NW, J = xp.shape[0], xp.shape[1], xp.shape[2]
     M = out.shape[0] if trans else out.shape[1]
     B = out.shape[1] if trans else out.shape[0]
+    tstep = 2 if J == 8 else 1
     for p in prange(bounds.shape[0] - 1):
         t_lo, t_hi = bounds[p], bounds[p + 1]
         Ys = np.zeros((bbk * J, (t_hi - t_lo) * L), dtype=out.dtype)
@@ -358,20 +474,9 @@ def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, t_inner, bounds)
             b1 = min(nbb, b0 + bbk)
             for w0 in range(0, NW, kb):
                 w1 = min(NW, w0 + kb)
-                if t_inner:  # activations of one batch block in L1, weights stream from L2
+                for t in range(t_lo, t_hi, tstep):
                     for bb in range(b0, b1):
-                        for t in range(t_lo, t_hi):
-                            if J == 8:
-                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
-                            else:
-                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
-                else:  # weights of one tile in L1, activations stream from L2
-                    for t in range(t_lo, t_hi):
-                        for bb in range(b0, b1):
-                            if J == 8:
-                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
-                            else:
-                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
+                        _tile(pv, pi, wq, xp, Ys, t_lo, t_hi, t, bb, b0, w0, w1)
             m0 = t_lo * L
             m1 = min(M, t_hi * L)
             r0 = b0 * J
@@ -507,8 +612,9 @@ _linear_serial = njit(cache=True, fastmath=True)(
 
 
 def _bounds(T: int, serial: bool = False) -> np.ndarray:
+    """Tile ranges of the threads: even boundaries, so the 2-tile register blocks pair up."""
     parts = 1 if serial else max(1, min(numba.get_num_threads(), T))
-    return np.linspace(0, T, parts + 1).round().astype(np.int64)
+    return np.minimum(T, 2 * np.linspace(0, (T + 1) // 2, parts + 1).round().astype(np.int64))
 
 
 def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: bool = False) -> np.ndarray:
@@ -542,26 +648,17 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     xp = pack_x(X, plan, S, trans_in, serial)
     _, wq, _ = windows(plan, S, 0)
     nbb, NW, J, L = xp.shape
-    # The operand with fewer bytes per window streams from L2 and the other stays in L1:
-    # per window a batch block holds J*L activations, a tile slots*L values + indices
-    # (4:6->1:4: 512 B vs 256 B; 2:4: 512 B vs 1 KiB). Keeping the activations in L1 needs
-    # the weights of all of a thread's tiles for the block's windows in L2; measured
-    # (4:6->1:4, one thread): 2.89x vs 2.65x over sgemm for 1024 rows, 2.43x vs 2.69x for
-    # 4096 rows, where those weights overflow L2.
-    x_window = J * L * X.itemsize
-    w_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
-    tiles = -(-pv.shape[0] // max(1, numba.get_num_threads()))
-    kb_x = max(1, int(L1_BLOCK_BYTES // x_window))
-    t_inner = w_window < x_window and L2_BLOCK_BYTES // (tiles * w_window) >= kb_x
-    if t_inner:  # bound the scratch ([bbk * J, M]) instead
-        kb = kb_x
-        bbk = max(1, min(nbb, L2_BLOCK_BYTES // (J * M * X.itemsize)))
-    else:
-        kb = max(1, int(L1_BLOCK_BYTES // w_window))
-        bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * x_window)))
+    # Loop order and blocks measured 2026-11-29 (one thread, CPU time; 4096x4096 weight
+    # with 256 and 64 rows, 1536x384 / 384x1536 with 4096 rows; 1:4, 2:4, 4:6->1:4):
+    # the weights of a tile pair over all windows held in L2 while the packed
+    # activations stream beat keeping a batch block's activations in L1 in every case
+    # (4:6->1:4 W@X 23.3 ms vs 27.7 ms); 16 batch blocks per pass beat 8 and 32 by 3-13%.
+    pair_window = 2 * 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
+    kb = max(1, min(NW, int(L2_BLOCK_BYTES // pair_window)))
+    bbk = max(1, min(nbb, BATCH_BLOCKS))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     kernel = _linear_serial if serial else linear_hss_lanes
-    return kernel(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, t_inner, _bounds(pv.shape[0], serial))
+    return kernel(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0], serial))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
