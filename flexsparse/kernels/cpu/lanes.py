@@ -30,20 +30,23 @@ X[8*bb + j, window w]``; the windows of an HSS pattern overlap, 1.33x the bytes 
 Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
 
 * :func:`linear_hss_lanes` -- ``Y = X @ W.T`` (or its transpose, so one kernel serves
-  ``linear`` and ``matmul``); a register tile of 8 batch rows x ``L`` output rows (8
-  accumulators, 8 activation windows, one value and one index register: LLVM spilled
-  a 12-row tile). Work is blocked so the operand with fewer bytes per window streams
-  from L2 while the other stays in L1 (``_limits.LANES_*_BLOCK_BYTES``); partial sums go
-  to a per-thread scratch copied to the output (plus the bias) once per batch block.
+  ``linear`` and ``matmul``); a register tile of 8 batch rows x ``2L`` output rows (two
+  row tiles share each activation window: 16 accumulators, 8 windows, one value and one
+  index register). With one row tile, 4:6->1:4 (2 slots per window) issued one window
+  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its tile pairs
+  outermost, holding a pair's packed weights for all windows in L2
+  (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
+  ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
+  per-thread scratch copied to the output (plus the bias) once per batch block.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
   ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
   (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
 
-Measured 2026-11-29 (one thread, CPU time, ``X @ W.T`` with W 1024x4096 and 256 rows,
-against OpenBLAS sgemm on the same rows): speed-up 2.1x (1:4), 1.2-1.3x (2:4), 2.8-3.0x
-(4:6->1:4), i.e. 52-64% of sgemm's FMA throughput per kept weight; the register tile
-alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s against 3.6 G FMA/s for
-an FMA-only loop. The gather kernel this replaces reached 39-48%.
+Measured 2026-11-29 (one thread, CPU time, ``W @ X`` with W 4096x4096 and X 4096x256,
+against OpenBLAS sgemm in the same run, ``benchmarks/bench_structured.py``): speed-up
+2.4x (1:4), 1.4x (2:4), 3.4x (4:6->1:4), i.e. 57-70% of sgemm's FMA throughput per kept
+weight; the register tile alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s
+against 3.6 G FMA/s for an FMA-only loop.
 """
 
 from __future__ import annotations
