@@ -156,3 +156,30 @@ def power_law_graph(n: int, nnz: int, alpha: float = 0.8, seed: int = 0, symmetr
     else:
         g.data[:] = 1.0 - np.random.default_rng(seed + 1).random(g.nnz)
     return sp.csr_array(g)
+
+
+# ---------------------------------------------------------------------- provenance
+def provenance(script: str, argv: Iterable[str], load_start: float) -> str:
+    """One markdown line for a results table: date (UTC), machine, load, threads env, command.
+
+    ``load_start``: ``os.getloadavg()[0]`` when the run began (the end value is read here).
+    """
+    import os
+    import platform
+    import shlex
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:  # not Linux
+        pass
+    try:
+        ram = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        ram = ""
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    cmd = " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, argv)])
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC on {model} "
+            f"({os.cpu_count()} cores{ram}), load average {load_start:.1f} at the start and "
+            f"{os.getloadavg()[0]:.1f} at the end, OMP_WAIT_POLICY={policy}; command: `{cmd}`")

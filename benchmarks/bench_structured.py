@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import provenance
+
     from flexsparse._util import atomic_write
     from flexsparse.formats.block import BlockSparse
     from flexsparse.formats.layouts import make_layout
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
                     help="wall time, or process CPU time (robust on a shared machine, but only "
                          "meaningful with --threads 1: idle OpenMP threads spin)")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()[0]
     import numba
 
     numba.set_num_threads(threads)
@@ -165,6 +169,8 @@ def main(argv=None) -> int:
         rows += sweep(build, X, dense_fns, timed, args.reps)
 
     md = markdown(rows, M, K, args.n, threads, args.reps, args.clock)
+    md = (provenance("bench_structured.py", sys.argv[1:] if argv is None else argv, load_start)
+          + f"; BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}.\n\n" + md)
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,
