@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from flexsparse import _limits
 from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
@@ -255,11 +256,10 @@ def _pack_x(X, trans, wcol, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
+def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
-    NW = xp.shape[1]
     W = Ys.shape[1]
     y = yb * W + yo
     if w0 == 0:
@@ -280,18 +280,18 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
         a5 = vload(Ys, y + 5 * W, 64)
         a6 = vload(Ys, y + 6 * W, 64)
         a7 = vload(Ys, y + 7 * W, 64)
-    xo = (bb * NW + w0) * 8 * L
     o = (t * SS + wq[w0]) * L
+    rs = _xstride(xp)
     for w in range(w0, w1):
+        xo = _xoff(xp, wcol, bb, w)
         x0 = vload(xp, xo, 64)
-        x1 = vload(xp, xo + 1 * L, 64)
-        x2 = vload(xp, xo + 2 * L, 64)
-        x3 = vload(xp, xo + 3 * L, 64)
-        x4 = vload(xp, xo + 4 * L, 64)
-        x5 = vload(xp, xo + 5 * L, 64)
-        x6 = vload(xp, xo + 6 * L, 64)
-        x7 = vload(xp, xo + 7 * L, 64)
-        xo += 8 * L
+        x1 = vload(xp, xo + 1 * rs, 64)
+        x2 = vload(xp, xo + 2 * rs, 64)
+        x3 = vload(xp, xo + 3 * rs, 64)
+        x4 = vload(xp, xo + 4 * rs, 64)
+        x5 = vload(xp, xo + 5 * rs, 64)
+        x6 = vload(xp, xo + 6 * rs, 64)
+        x7 = vload(xp, xo + 7 * rs, 64)
         for _ in range(wq[w + 1] - wq[w]):
             v = vload(pv, o, 64)
             ix = vload(pi, o, 64)
@@ -315,7 +315,7 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8x2(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
+def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (8 rows) x ``2L`` output rows (tiles ``t``, ``t + 1``).
 
     Each activation window held in registers serves both tiles: per window and slot, 8
@@ -326,7 +326,6 @@ def _linear8x2(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     """
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
-    NW = xp.shape[1]
     W = Ys.shape[1]
     y = yb * W + yo
     if w0 == 0:
@@ -363,19 +362,19 @@ def _linear8x2(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
         c5 = vload(Ys, y + 5 * W + L, 64)
         c6 = vload(Ys, y + 6 * W + L, 64)
         c7 = vload(Ys, y + 7 * W + L, 64)
-    xo = (bb * NW + w0) * 8 * L
     o = (t * SS + wq[w0]) * L
     d = SS * L  # tile t + 1
+    rs = _xstride(xp)
     for w in range(w0, w1):
+        xo = _xoff(xp, wcol, bb, w)
         x0 = vload(xp, xo, 64)
-        x1 = vload(xp, xo + 1 * L, 64)
-        x2 = vload(xp, xo + 2 * L, 64)
-        x3 = vload(xp, xo + 3 * L, 64)
-        x4 = vload(xp, xo + 4 * L, 64)
-        x5 = vload(xp, xo + 5 * L, 64)
-        x6 = vload(xp, xo + 6 * L, 64)
-        x7 = vload(xp, xo + 7 * L, 64)
-        xo += 8 * L
+        x1 = vload(xp, xo + 1 * rs, 64)
+        x2 = vload(xp, xo + 2 * rs, 64)
+        x3 = vload(xp, xo + 3 * rs, 64)
+        x4 = vload(xp, xo + 4 * rs, 64)
+        x5 = vload(xp, xo + 5 * rs, 64)
+        x6 = vload(xp, xo + 6 * rs, 64)
+        x7 = vload(xp, xo + 7 * rs, 64)
         for _ in range(wq[w + 1] - wq[w]):
             v = vload(pv, o, 64)
             ix = vload(pi, o, 64)
@@ -442,19 +441,62 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tile(pv, pi, wq, xp, Ys, t_lo, t_hi, t, bb, b0, w0, w1):
+def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1):
     """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``."""
     L = pv.shape[2]
-    if xp.shape[2] != 8:
+    if J != 8:
         _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
     elif t + 1 < t_hi:
-        _linear8x2(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
     else:
-        _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+
+
+def _xoff(xp, wcol, bb, w):
+    """Flat offset of batch block ``bb``'s first row in window ``w``.
+
+    ``xp`` is either the packed activations ``[nbb, NW, 8, L]`` or, read in place, a
+    C-contiguous ``X [B, K]`` (rows of a batch block ``K`` apart, window ``w`` at column
+    ``wcol[w]``); compiled code picks the formula by ``xp.ndim`` at typing time.
+    """
+    if xp.ndim == 4:
+        return (bb * xp.shape[1] + w) * xp.shape[2] * xp.shape[3]
+    return bb * 8 * xp.shape[1] + wcol[w]
+
+
+def _xstride(xp):
+    """Elements between the rows of a batch block: ``L`` (packed, a constant) or ``K``."""
+    return 64 // xp.itemsize if xp.ndim == 4 else xp.shape[1]
+
+
+@overload(_xoff, inline="always")
+def _ov_xoff(xp, wcol, bb, w):
+    if xp.ndim == 4:
+        return lambda xp, wcol, bb, w: (bb * xp.shape[1] + w) * (512 // xp.itemsize)
+    return lambda xp, wcol, bb, w: bb * 8 * xp.shape[1] + wcol[w]
+
+
+def _xrows(xp):
+    """Batch rows per block: ``J`` of the packed layout, 8 for ``X`` read in place."""
+    return xp.shape[2] if xp.ndim == 4 else 8
+
+
+@overload(_xrows, inline="always")
+def _ov_xrows(xp):
+    if xp.ndim == 4:
+        return lambda xp: xp.shape[2]
+    return lambda xp: 8
+
+
+@overload(_xstride, inline="always")
+def _ov_xstride(xp):
+    if xp.ndim == 4:
+        return lambda xp: 64 // xp.itemsize
+    return lambda xp: xp.shape[1]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
+def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
@@ -466,9 +508,11 @@ def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
     ``[M]`` array, or ``[0]`` for none).
     """
     L = pv.shape[2]
-    nbb, NW, J = xp.shape[0], xp.shape[1], xp.shape[2]
     M = out.shape[0] if trans else out.shape[1]
     B = out.shape[1] if trans else out.shape[0]
+    NW = wcol.shape[0]
+    J = _xrows(xp)
+    nbb = (B + J - 1) // J
     tstep = 2 if J == 8 else 1
     for p in prange(bounds.shape[0] - 1):
         t_lo, t_hi = bounds[p], bounds[p + 1]
@@ -479,7 +523,7 @@ def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, bounds):
                 w1 = min(NW, w0 + kb)
                 for t in range(t_lo, t_hi, tstep):
                     for bb in range(b0, b1):
-                        _tile(pv, pi, wq, xp, Ys, t_lo, t_hi, t, bb, b0, w0, w1)
+                        _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
             m0 = t_lo * L
             m1 = min(M, t_hi * L)
             r0 = b0 * J
@@ -635,22 +679,32 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: b
 
 
 def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.ndarray, M: int,
-               trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None) -> np.ndarray:
+               trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None,
+               in_place: bool | None = None) -> np.ndarray:
     """``X @ W.T (+ bias)``: ``[B, M]`` (``[M, B]`` with ``trans_out``) for ``X: [B, K]``
     (``[K, B]`` with ``trans_in``).
 
     ``S`` is the number of stored slots per row (before tile padding). ``W @ X`` for
     ``X: [K, N]`` is ``trans_in=trans_out=True``. ``bias``: optional ``[M]``, added to
-    every output row (fused into the final copy).
+    every output row (fused into the final copy). ``in_place``: read the windows straight
+    from ``X`` instead of packing it (done only when ``X: [B, K]`` is C-contiguous, ``B``
+    is a multiple of 8 and every window lies inside ``K``; ``None`` decides by size).
     """
     B = X.shape[1] if trans_in else X.shape[0]
+    K = X.shape[0] if trans_in else X.shape[1]
     out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
     if out.size == 0:
         return out
     serial = M * S * B < _limits.PARALLEL_MIN_MACS
-    xp = pack_x(X, plan, S, trans_in, serial)
-    _, wq, _ = windows(plan, S, 0)
-    nbb, NW, J, L = xp.shape
+    wcol, wq, nfull = windows(plan, S, K)
+    NW, L = wcol.shape[0], plan.lanes
+    can = not trans_in and B % 8 == 0 and nfull == NW and X.flags.c_contiguous
+    if in_place is None:  # packing writes 1-1.33x X's bytes that the kernel reads again
+        in_place = X.nbytes >= _limits.LANES_IN_PLACE_BYTES
+    in_place = in_place and can
+    xp = np.ascontiguousarray(X) if in_place else pack_x(X, plan, S, trans_in, serial)
+    J = 8 if in_place else xp.shape[2]
+    nbb = -(-B // J)
     # Loop order and blocks measured 2026-11-29 (one thread, CPU time; 4096x4096 weight
     # with 256 and 64 rows, 1536x384 / 384x1536 with 4096 rows; 1:4, 2:4, 4:6->1:4):
     # the weights of a tile pair over all windows held in L2 while the packed
@@ -661,7 +715,7 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     bbk = max(1, min(nbb, BATCH_BLOCKS))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     kernel = _linear_serial if serial else linear_hss_lanes
-    return kernel(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0], serial))
+    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0], serial))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
