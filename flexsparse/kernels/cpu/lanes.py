@@ -516,7 +516,9 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
     tstep = 2 if J == 8 else 1
     for p in prange(bounds.shape[0] - 1):
         t_lo, t_hi = bounds[p], bounds[p + 1]
-        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L), dtype=out.dtype)
+        # one spare register per scratch row: rows 2^k bytes apart alias in L1 when the
+        # transposed copy below walks down a column
+        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L + L), dtype=out.dtype)
         for b0 in range(0, nbb, bbk):
             b1 = min(nbb, b0 + bbk)
             for w0 in range(0, NW, kb):
@@ -529,12 +531,11 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
             r0 = b0 * J
             r1 = min(B, b1 * J)
             has_bias = bias.shape[0] > 0
-            if trans:  # transpose in L-row strips: contiguous reads, L write streams
-                for ms in range(m0, m1, L):
-                    me = min(m1, ms + L)
+            if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
+                for m in range(m0, m1):
+                    bm = bias[m] if has_bias else 0
                     for b in range(r0, r1):
-                        for m in range(ms, me):
-                            out[m, b] = Ys[b - r0, m - m0] + (bias[m] if has_bias else 0)
+                        out[m, b] = Ys[b - r0, m - m0] + bm
             elif has_bias:
                 for b in range(r0, r1):
                     for m in range(m0, m1):
