@@ -38,6 +38,8 @@ Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
   (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
   ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
   per-thread scratch copied to the output (plus the bias) once per batch block.
+  Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
+  tile loads its 8 windows from 8 rows of ``X`` directly.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
   ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
   (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
@@ -500,7 +502,9 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
-    batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
+    batch block), or ``X [B, K]`` itself read in place (``B % 8 == 0``, every window
+    inside ``K``); window ``w`` starts at column ``wcol[w]`` and holds slots
+    ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
     ``bounds[p]:bounds[p+1]`` (two at a time when ``J == 8``) in blocks of ``bbk`` batch
     blocks x ``kb`` windows: the weights of a tile pair and window block stay in L2 while
     the block's packed activations stream past them. It accumulates into a scratch
