@@ -40,7 +40,7 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
            out: str | os.PathLike | None = None, progress: bool = True, as_dask: bool = False,
            format: str = "auto", optimize: Any = "auto", tiling: str = "overbook",
            overbook: float = 0.10, tile_memory: int | str | None = None,
-           return_report: bool = False) -> Any:
+           local_flops: int | None = None, return_report: bool = False) -> Any:
     """:func:`flexsparse.einsum` with its sparse x sparse products run as tiles on dask.distributed.
 
     Args:
@@ -61,6 +61,9 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
         tiling, overbook: the tiling strategy (registered name) and its overbooking fraction.
         tile_memory: the working-set budget of one tile (default: derived from each worker's
             memory limit, its threads and the operands resident on it).
+        local_flops: sparse x sparse products of fewer multiply-adds run in the calling process,
+            where they take less time than the round trips of sending them out (default
+            :data:`flexsparse._limits.DISTRIBUTED_MIN_FLOPS`; ``0`` sends every product out).
         return_report: also return the per-product reports (``(result, reports)``).
 
     Returns:
@@ -81,6 +84,9 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
     if as_dask and out is not None:
         raise ValueError("as_dask=True returns the result as a dask array; it cannot also go to out=")
     budget = _tile_memory(tile_memory)
+    if local_flops is not None and (isinstance(local_flops, bool) or not isinstance(local_flops, int)
+                                    or local_flops < 0):
+        raise ValueError(f"local_flops must be a non-negative int, got {local_flops!r}")
     reports: list[Any] = []
     with connect(client, address, workers, worker_memory) as c:
         from flexsparse.distributed.shards import resolve_operands, shard_einsum
@@ -93,7 +99,7 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
             from flexsparse.distributed.cluster import _available_memory
 
             resources = worker_resources(c)
-            runner = ProductRunner(c, resources, progress=progress, tile_memory=budget)
+            runner = ProductRunner(c, resources, progress=progress, tile_memory=budget, local_flops=local_flops)
             token = PRODUCT_RUNNER.set(runner)
             try:
                 # memory_limit bounds what this process does itself (matricising, steps with a

@@ -15,8 +15,9 @@ Algorithm (no arrays are touched here beyond the count arrays of the statistics)
    a tile predicted over the budget runs on its worker with the bounded kernel (Tailors
    absorption), the others with the fast SpGEMM.
 4. A *group* is one (row range, column panel) block of the output; its tiles over the
-   contracted-id windows are partial sums, added by a binary tree of tasks. Groups are
-   assigned to workers by longest-processing-time first on their work.
+   contracted-id windows are partial sums, added by a binary tree of tasks. Blocks without
+   a multiply-add (the off-diagonal blocks of a batch product, empty rows) get no group.
+   Groups are assigned to workers by longest-processing-time first on their work.
 
 :func:`rows_from_stats` gives the same per-row arrays from :class:`OperandStats` sketches
 alone (for :func:`flexsparse.distributed.plan` at paper scale).
@@ -224,6 +225,8 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
         for ri in range(len(row_bounds) - 1):
             r0, r1 = int(row_bounds[ri]), int(row_bounds[ri + 1])
             fl = float(cs_flops[r1, ci] - cs_flops[r0, ci])
+            if fl <= 0:      # no multiply-add lands in this block: no output, no task
+                continue
             na = float(cs_a[r1] - cs_a[r0])
             w = 0.0
             for ki in range(n_k):

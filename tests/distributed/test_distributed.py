@@ -40,6 +40,12 @@ def client():
         yield c
 
 
+def einsum(*args, **kwargs):
+    """:func:`flexsparse.distributed.einsum` sending even these small products to the cluster."""
+    kwargs.setdefault("local_flops", 0)
+    return fd.einsum(*args, **kwargs)
+
+
 def dense(x):
     if hasattr(x, "load"):
         x = x.load()
@@ -77,7 +83,7 @@ SPECS = [
 def test_matches_in_process_einsum(client, case, dims, density, seed, budget, strategy):
     spec, modes = case
     ops = [sprand(tuple(dims[m] for m in mode), density, seed + k) for k, mode in enumerate(modes)]
-    got = fd.einsum(spec, *ops, client=client, tile_memory=budget, tiling=strategy, progress=False)
+    got = einsum(spec, *ops, client=client, tile_memory=budget, tiling=strategy, progress=False)
     np.testing.assert_allclose(dense(got), reference(spec, *ops), rtol=1e-10, atol=1e-12)
 
 
@@ -85,20 +91,20 @@ def test_matches_in_process_einsum(client, case, dims, density, seed, budget, st
 def test_dtypes_and_dense_operands(client, dtype):
     a = sprand((40, 30), 0.1, 1, dtype)
     b = sprand((30, 20), 0.1, 2, dtype)
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=4_000, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=4_000, progress=False)
     ref = fs.einsum("ij,jk->ik", a, b)
     assert dense(got).dtype == np.asarray(dense(ref)).dtype
     np.testing.assert_allclose(dense(got), dense(ref), rtol=1e-5)
     # a dense operand: that step runs in the calling process with the same semantics
     d = np.random.default_rng(0).random((20, 5)).astype(np.float64)
-    np.testing.assert_allclose(dense(fd.einsum("ij,jk,kl->il", a, b, d, client=client, progress=False)),
+    np.testing.assert_allclose(dense(einsum("ij,jk,kl->il", a, b, d, client=client, progress=False)),
                                reference("ij,jk,kl->il", a, b, d), rtol=1e-5)
 
 
 def test_power_law_tiles_are_balanced_and_partial_sums_reduced(client):
     a = fs.random((600, 500), nnz=6_000, seed=3, distribution="powerlaw")
     b = fs.random((500, 400), nnz=6_000, seed=4, distribution="powerlaw")
-    got, reports = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=6_000, format="coo",
+    got, reports = einsum("ij,jk->ik", a, b, client=client, tile_memory=6_000, format="coo",
                              progress=False, return_report=True)
     (rep,) = reports
     assert rep.tiles > rep.groups > 1            # id windows: partial sums added by a tree
@@ -111,7 +117,7 @@ def test_scipy_and_pydata_operands(client):
     sparse = pytest.importorskip("sparse")
     a = sp.random_array((50, 40), density=0.1, format="csr", rng=0)
     b = sparse.COO.from_numpy(sp.random_array((40, 30), density=0.1, rng=1).toarray())
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, progress=False)
     np.testing.assert_allclose(dense(got), a.toarray() @ b.todense(), rtol=1e-12)
 
 
@@ -121,7 +127,7 @@ def test_out_streams_tiles_in_the_tiled_format(client, tmp_path, name):
     a = sprand((80, 60), 0.08, 5)
     b = sprand((60, 70), 0.08, 6)
     target = tmp_path / name
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, out=target, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, out=target, progress=False)
     np.testing.assert_allclose(dense(got), reference("ij,jk->ik", a, b), rtol=1e-12)
     again = fs.load(target)                      # what a fresh process reads
     np.testing.assert_allclose(again.todense(), reference("ij,jk->ik", a, b), rtol=1e-12)
@@ -158,7 +164,7 @@ def test_bad_data_names_the_tile_and_leaves_no_output(client, tmp_path):
     sh, x = _corrupt_shards(tmp_path)
     out = tmp_path / "out.npz"
     with pytest.raises(fd.TileError, match=r"tile 1: shard \[.*shard-00001"):
-        fd.einsum("ij,jk->ik", fd.Shards(tmp_path / "x"), x.T, client=client, out=out, progress=False)
+        einsum("ij,jk->ik", fd.Shards(tmp_path / "x"), x.T, client=client, out=out, progress=False)
     assert not out.exists()
 
 
@@ -174,7 +180,7 @@ def test_ctrl_c_cancels_the_futures(client, monkeypatch):
     monkeypatch.setattr(distributed, "as_completed", Interrupting)
     a = sprand((200, 150), 0.05, 8)
     with pytest.raises(KeyboardInterrupt):
-        fd.einsum("ij,kj->ik", a, a, client=client, tile_memory=3_000, progress=False)
+        einsum("ij,kj->ik", a, a, client=client, tile_memory=3_000, progress=False)
     monkeypatch.setattr(distributed, "as_completed", real)
     deadline = time.time() + 10
     while time.time() < deadline and any(k.startswith("fs-") for k in client.processing()
@@ -202,7 +208,7 @@ def test_killed_worker_process_gives_the_same_result(tmp_path):
             started.set()
 
         threading.Thread(target=kill_when_running, daemon=True).start()
-        got, reports = fd.einsum("ij,kj->ik", a, a, client=c, tile_memory=300_000, out=tmp_path / "o",
+        got, reports = einsum("ij,kj->ik", a, a, client=c, tile_memory=300_000, out=tmp_path / "o",
                                  format="coo", progress=False, return_report=True)
         assert started.wait(30)
         assert victim not in c.run(os.getpid).values()
@@ -218,7 +224,7 @@ def test_killed_worker_process_gives_the_same_result(tmp_path):
 def test_embedded_local_cluster_of_processes_and_cli(tmp_path):
     a = sprand((60, 50), 0.1, 9)
     b = sprand((50, 40), 0.1, 10)
-    got = fd.einsum("ij,jk->ik", a, b, workers=2, worker_memory="1GB", progress=False)
+    got = einsum("ij,jk->ik", a, b, workers=2, worker_memory="1GB", progress=False)
     np.testing.assert_allclose(dense(got), reference("ij,jk->ik", a, b), rtol=1e-12)
     from typer.testing import CliRunner
 
@@ -235,15 +241,15 @@ def test_embedded_local_cluster_of_processes_and_cli(tmp_path):
 def test_cluster_arguments_are_checked(client):
     a = sprand((4, 4), 0.5, 1)
     with pytest.raises(ValueError, match="either client= or address="):
-        fd.einsum("ij,jk->ik", a, a, client=client, address="tcp://127.0.0.1:1")
+        einsum("ij,jk->ik", a, a, client=client, address="tcp://127.0.0.1:1")
     with pytest.raises(ValueError, match="workers must be a positive int"):
-        fd.einsum("ij,jk->ik", a, a, workers=0)
+        einsum("ij,jk->ik", a, a, workers=0)
     with pytest.raises(ValueError, match="cannot change the cluster"):
-        fd.einsum("ij,jk->ik", a, a, client=client, workers=2)
+        einsum("ij,jk->ik", a, a, client=client, workers=2)
     with pytest.raises(ValueError, match="unknown tiling strategy"):
-        fd.einsum("ij,jk->ik", a, a, client=client, tiling="greedy")
+        einsum("ij,jk->ik", a, a, client=client, tiling="greedy")
     with pytest.raises(ValueError, match="as_dask"):
-        fd.einsum("ij,jk->ik", a, a, client=client, as_dask=True, out="x")
+        einsum("ij,jk->ik", a, a, client=client, as_dask=True, out="x")
 
 
 # ---------------------------------------------------------------------- shards
@@ -256,7 +262,7 @@ def test_shards_round_trip_and_einsum(client, tmp_path):
     assert all(again.read(i).shape == x.shape for i in range(4))
     y = sprand((30, 20, 10), 0.1, 12)
     for spec in ("ijk,jkl->il", "ijk,jkl->ijl"):            # sharded along a contracted / kept index
-        got = fd.einsum(spec, again, y, client=client, progress=False)
+        got = einsum(spec, again, y, client=client, progress=False)
         np.testing.assert_allclose(dense(got), reference(spec, x, y), rtol=1e-12)
 
 
@@ -315,12 +321,12 @@ def test_einsum_takes_dask_arrays_of_sparse_chunks(client):
         "scipy": da.from_array(sp.csr_matrix(x.todense()), chunks=(20, 40), asarray=False),
     }
     for name, dx in chunks.items():
-        got = fd.einsum("ij,jk->ik", dx, y, client=client, progress=False)
+        got = einsum("ij,jk->ik", dx, y, client=client, progress=False)
         np.testing.assert_allclose(dense(got), ref, rtol=1e-12, err_msg=name)
     dy = da.from_array(y, chunks=(10, 30), asarray=False)
-    np.testing.assert_allclose(dense(fd.einsum("ij,jk->ik", chunks["flexsparse"], dy, client=client,
+    np.testing.assert_allclose(dense(einsum("ij,jk->ik", chunks["flexsparse"], dy, client=client,
                                                progress=False)), ref, rtol=1e-12)
-    res = fd.einsum("ij,jk->ik", x, y, client=client, as_dask=True, format="coo", progress=False)
+    res = einsum("ij,jk->ik", x, y, client=client, as_dask=True, format="coo", progress=False)
     assert isinstance(res, da.Array)
     np.testing.assert_allclose(res.compute().todense(), ref, rtol=1e-12)
 
@@ -365,7 +371,7 @@ def test_balanced_bounds_and_lpt():
 
 
 def test_operand_blocks_match_dense_slices():
-    from flexsparse.distributed.runner import _block
+    from flexsparse.distributed._tasks import block as _block
     from flexsparse.formats.csr import CSR
 
     rng = np.random.default_rng(0)
