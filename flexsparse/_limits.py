@@ -36,6 +36,7 @@ __all__ = [
     "GATHER_INLINE_KEY_BYTES",
     "GATHER_SHM_MIN_BYTES",
     "HSS_DENSE_CROSSOVER",
+    "HUB_SPLIT_FACTOR",
     "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
@@ -210,6 +211,11 @@ DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
 #: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
 #: slow or lost worker delays at most a small share of the product.
 TILES_PER_THREAD = 4
+#: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
+#: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
+#: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
+#: the others; 1.5 keeps that tail under half a block (arithmetic, no measurement).
+HUB_SPLIT_FACTOR = 1.5
 #: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
 #: transfer overhead per task against ~5 ns per multiply-add).
 MIN_TILE_FLOPS = 2_000_000

@@ -63,17 +63,21 @@ def block(x: Any, r0: int, r1: int, k0: int, k1: int) -> Any:
 
 
 def run_tile(a: Any, b: Any, meta: tuple[int, int, int, int, int], n_cols: int, limit: int,
-             bounded: bool, what: str, a_cut: tuple[int, int, int, int] | None = None) -> Piece:
+             bounded: bool, what: str, a_cut: tuple[int, int, int, int] | None = None,
+             b_cut: tuple[int, int] | None = None) -> Piece:
     """One tile's product as a piece (``meta`` = ``(r0, r1, c0, c1, partial)``).
 
     ``a_cut``: ``(r0, r1, k0, k1)`` of ``a`` to multiply (rows relative to ``a``), or ``None``
-    when ``a`` is the tile's A block already.
+    when ``a`` is the tile's A block already. ``b_cut``: the columns ``[c0, c1)`` of ``b`` (relative
+    to ``b``) to multiply -- a hub block's column sub-panel -- or ``None`` for all of them.
     """
     from flexsparse._util import index_dtype_for
 
     try:
         if a_cut is not None:
             a = block(a, *a_cut)
+        if b_cut is not None:
+            b = block(b, 0, b.shape[0], *b_cut)
         if bounded:
             from flexsparse.tiling import tiled_spgemm
 

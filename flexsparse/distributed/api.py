@@ -78,7 +78,7 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
     """
     from flexsparse.contract._bounded import PRODUCT_RUNNER
     from flexsparse.contract.execute import einsum as local_einsum
-    from flexsparse.distributed.cluster import connect, worker_resources
+    from flexsparse.distributed.cluster import connect
     from flexsparse.distributed.runner import ProductRunner
 
     if as_dask and out is not None:
@@ -98,8 +98,7 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
         else:
             from flexsparse.distributed.cluster import _available_memory
 
-            resources = worker_resources(c)
-            runner = ProductRunner(c, resources, progress=progress, tile_memory=budget, local_flops=local_flops)
+            runner = ProductRunner(c, progress=progress, tile_memory=budget, local_flops=local_flops)
             token = PRODUCT_RUNNER.set(runner)
             try:
                 # memory_limit bounds what this process does itself (matricising, steps with a

@@ -144,7 +144,9 @@ class ProductRunner:
 
     Args:
         client: a ``distributed.Client``.
-        resources: the workers (:func:`~flexsparse.distributed.cluster.worker_resources`).
+        resources: the workers (:func:`~flexsparse.distributed.cluster.worker_resources`); ``None``:
+            asked from the scheduler when the first product is planned (a call whose products
+            all run locally never asks).
         progress: show a progress bar over output blocks (rich).
         tile_memory: the tile budget in bytes; ``None`` derives it from the workers' memory.
         local_flops: products with fewer multiply-adds run in the calling process (``None``:
@@ -155,16 +157,24 @@ class ProductRunner:
     #: step): the result comes back as the step's COO, laid out by the workers.
     decodes = True
 
-    def __init__(self, client: Any, resources: WorkerResources, progress: bool = False,
+    def __init__(self, client: Any, resources: WorkerResources | None = None, progress: bool = False,
                  tile_memory: int | None = None, local_flops: int | None = None) -> None:
         self.client = client
-        self.resources = resources
+        self._resources = resources
         self.progress = progress
         self.tile_memory = tile_memory
         self.local_flops = _limits.DISTRIBUTED_MIN_FLOPS if local_flops is None else int(local_flops)
         self.plans: list[ProductPlan] = []
 
     # ------------------------------------------------------------------ planning
+    @property
+    def resources(self) -> WorkerResources:
+        if self._resources is None:
+            from flexsparse.distributed.cluster import worker_resources
+
+            self._resources = worker_resources(self.client)
+        return self._resources
+
     @staticmethod
     def statistics(A: Any, B: Any) -> Any:
         """The count-only statistics of ``A @ B`` the plan is made from."""
@@ -298,7 +308,7 @@ class _Run:
         self.out = out
         self.directory = _store.prepare(out) if out is not None else None
         self.token = uuid.uuid4().hex[:12]
-        self.panels: dict[tuple[int, int], Any] = {}
+        self.panels: dict[tuple[int, int, int, int], Any] = {}
         self.futures: dict[int, list[Any]] = {}
         self.roots: dict[int, Any] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
@@ -306,8 +316,10 @@ class _Run:
         self.resubmitted = 0
         self.n_tasks = 0
         # A is B and B is sent whole: the tiles cut A's rows from B's broadcast copy
+        n = plan.shape[2]
         self.self_product = plan.n_k == 1 and len(plan.col_bounds) == 2 and same_matrix(A, B)
-        self.per_row = len(plan.col_bounds) > 2       # a row's entries are split over column panels
+        # a row's entries are split over column panels (or a hub row's column sub-panels)
+        self.per_row = any(t.c0 != 0 or t.c1 != n for t in plan.tiles)
         # gathering state (set by gather)
         self.path: str | None = None
         self.target: _gather.Target | None = None
@@ -318,17 +330,17 @@ class _Run:
         self.shared = 0
 
     # ------------------------------------------------------------------ data
-    def _panel(self, ki: int, ci: int) -> Any:
-        fut = self.panels.get((ki, ci))
+    def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
+        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once."""
+        fut = self.panels.get((k0, k1, c0, c1))
         if fut is None or fut.status in ("lost", "error", "cancelled"):
-            p = self.plan
-            block = _tasks.block(self.B, p.k_bounds[ki], p.k_bounds[ki + 1], p.col_bounds[ci], p.col_bounds[ci + 1])
+            block = _tasks.block(self.B, k0, k1, c0, c1)
             try:
                 fut = self.client.scatter(block, broadcast=True, hash=False)
             except (OSError, KeyError):  # a worker went away during the broadcast
                 self._live()
                 fut = self.client.scatter(block, broadcast=True, hash=False)
-            self.panels[(ki, ci)] = fut
+            self.panels[(k0, k1, c0, c1)] = fut
         return fut
 
     def _live(self) -> list[str]:
@@ -350,7 +362,8 @@ class _Run:
         """
         p = self.plan
         if self.self_product:
-            return {g: (self._panel(0, 0), p.group_tiles(g)[0].r0, False) for g in groups}
+            whole = self._panel(0, p.shape[1], 0, p.shape[2])
+            return {g: (whole, 0, False) for g in groups}   # rows cut at their own index
         by_worker: dict[str, list[tuple[int, Any]]] = {}
         k = p.shape[1]
         for g in groups:
@@ -393,12 +406,16 @@ class _Run:
             self.attempts[g] += 1
             src, row0, scattered = sources[g]
             leaves = []
-            for ki, t in enumerate(p.group_tiles(g)):
-                b_pan = self._panel(ki, p.col_bounds.index(t.c0))
+            for t in p.group_tiles(g):
+                # a hub block's column sub-panel is cut on the worker from its panel's copy
+                ci = int(np.searchsorted(p.col_bounds, t.c0, side="right")) - 1
+                pc0, pc1 = int(p.col_bounds[ci]), int(p.col_bounds[ci + 1])
+                b_pan = self._panel(t.k0, t.k1, pc0, pc1)
+                b_cut = None if (t.c0, t.c1) == (pc0, pc1) else (t.c0 - pc0, t.c1 - pc0)
                 meta = (t.r0, t.r1, t.c0, t.c1, int(p.n_k > 1))
                 cut = None if (scattered and p.n_k == 1) else (t.r0 - row0, t.r1 - row0, t.k0, t.k1)
                 leaves.append(c.submit(_tasks.run_tile, src, b_pan, meta, p.shape[2], p.limit, t.bounded,
-                                       t.describe(), cut, key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
+                                       t.describe(), cut, b_cut, key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
                                        pure=False))
             level, depth, adds = leaves, 0, []
             while len(level) > 1:

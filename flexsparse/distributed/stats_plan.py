@@ -14,7 +14,10 @@ both sparse:
   indices of the left operand; ids: the contracted indices; columns: the right operand's);
   the slice-count sketch of the leading row index gives the per-row entries (one planning
   row per sketch bucket), the flops are spread in proportion (the cost model's independence
-  assumption), the output per multiply-add is the cost model's ``nnz / flops``;
+  assumption), the output per multiply-add is the cost model's ``nnz / flops``; a step whose
+  two operands are the same array over the same modes (a self-contraction such as
+  ``ijkl,mjkl->im``) is estimated with ``same_source`` (every entry meets at least itself:
+  :func:`~flexsparse.contract.cost.estimate_pair`);
 * the tile budget is :func:`~flexsparse.distributed.cluster.tile_budget` of ``worker_memory``
   after the resident operands; column panels and id windows follow the strategies' rule
   (accumulator <= 1/4 of the budget, id stamps <= 1/8), the row count what the working sets
@@ -145,6 +148,15 @@ def powerlaw_stats(indices: str, shape: tuple[int, ...], nnz: int, alpha: float 
                         FrozenSizes(distinct), counts, exact=False)
 
 
+def _same_source(x: Any, y: Any) -> bool:
+    """Whether two step operands are the same array over the same modes, each shared index on the
+    same mode of it (``ijkl,mjkl``: every entry then meets itself)."""
+    if x is None or y is None or x[0] != y[0]:
+        return False
+    (_, mx), (_, my) = x, y
+    return sorted(mx.values()) == sorted(my.values()) and all(my[c] == m for c, m in mx.items() if c in my)
+
+
 def _relabel(s: Any, letters: str) -> Any:
     from flexsparse.contract.parser import FrozenSizes
 
@@ -238,6 +250,9 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
             stats.append(operand_stats(spec.inputs[k], _as_operand(op, k)))
     eplan = plan_einsum(spec, stats, optimize="auto")
     work = [project_stats(s, idx) if s.indices != idx else s for s, idx in zip(stats, eplan.operand_indices)]
+    # where each operand's indices sit in the array it came from (an intermediate: None)
+    origin: list[Any] = [(id(op), {c: spec.inputs[k].index(c) for c in idx})
+                         for k, (op, idx) in enumerate(zip(operands, eplan.operand_indices))]
 
     def limit_of(resident: float) -> int:
         return tile_budget(memory, threads_per_worker, int(resident))
@@ -245,14 +260,17 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
     steps = []
     for step in eplan.steps:
         x, y = work[step.lhs], work[step.rhs]
+        same = _same_source(origin[step.lhs], origin[step.rhs])
         for p in sorted((step.lhs, step.rhs), reverse=True):
             work.pop(p)
-        est = estimate_pair(x, y, step.out_indices)
+            origin.pop(p)
+        est = estimate_pair(x, y, step.out_indices, same_source=same)
         if not x.is_dense and not y.is_dense:
             shape, tiles = _step_tiles(x, y, step.out_indices, est, limit_of, workers,
                                        threads_per_worker, overbook)
             steps.append(StepPlan(x.indices, y.indices, step.out_indices, shape, est.flops, est.nnz, tiles))
         work.append(result_stats(est, step.out_format == "dense"))
+        origin.append(None)
     result = DistributedPlan(subscripts, workers, threads_per_worker, memory, tuple(steps))
     if show:
         print(result)

@@ -385,3 +385,54 @@ def test_operand_blocks_match_dense_slices():
         blk = _block(CSR.from_scipy(x), r0, r1, k0, k1)
         blk.validate()
         np.testing.assert_array_equal(blk.todense(), x.toarray()[r0:r1, k0:k1])
+
+
+def test_hub_block_is_cut_into_column_sub_panels(client):
+    from flexsparse.distributed.runner import ProductRunner
+    from flexsparse.distributed.tiles import build_plan
+
+    # planning alone: one row carries most of the work
+    flops = np.ones((100, 1))
+    flops[40] = 400.0
+    p = build_plan(shape=(100, 50, 64), strategy="overbook", limit=1 << 30, strategy_tiles=1, row_size=10,
+                   k_bounds=np.array([0, 50]), col_bounds=np.array([0, 64]), flops_rows=flops,
+                   nnz_a_rows=np.ones(100), nnz_b_panels=np.array([[500.0]]), ratio=1.0, elem=16,
+                   value_bytes=8, n_workers=2, threads=2)
+    hub = [t for t in p.tiles if t.r0 <= 40 < t.r1]
+    assert len(hub) > 1 and hub[0].c0 == 0 and hub[-1].c1 == 64
+    assert all(u.c1 == v.c0 for u, v in zip(hub, hub[1:]))          # sub-panels cover the columns
+    assert all(t.c0 == 0 and t.c1 == 64 for t in p.tiles if not t.r0 <= 40 < t.r1)
+    # and run: a hub row over a small tile budget, against the in-process product
+    rng = np.random.default_rng(3)
+    a = sp.random_array((300, 200), density=0.01, format="csr", rng=4).tolil()
+    a[77, :] = rng.random(200)
+    a = a.tocsr()
+    b = sp.random_array((200, 150), density=0.05, format="csr", rng=5)
+    runner = ProductRunner(client, tile_memory=20_000, local_flops=0)
+    from flexsparse.formats.csr import CSR
+
+    c, report = runner(CSR.from_scipy(a), CSR.from_scipy(b))
+    (plan,) = runner.plans
+    assert any(t.c0 > 0 for t in plan.tiles if t.r0 <= 77 < t.r1)
+    np.testing.assert_allclose(c.todense(), (a @ b).toarray(), rtol=1e-12)
+    # A is B: the self-product path with sub-panels
+    x = CSR.from_scipy(sp.random_array((150, 150), density=0.05, format="csr", rng=6).tolil().tocsr())
+    runner = ProductRunner(client, tile_memory=20_000, local_flops=0)
+    c, _ = runner(x, x)
+    assert runner.plans[0].n_groups > 1       # rows cut from the one broadcast copy at their own index
+    np.testing.assert_allclose(c.todense(), (x.to_scipy() @ x.to_scipy()).toarray(), rtol=1e-12)
+    xs = fs.from_scipy(x.to_scipy())
+    res = einsum("ij,jk->ik", xs, xs, client=client, tile_memory=20_000, progress=False)
+    np.testing.assert_allclose(dense(res), reference("ij,jk->ik", xs, xs), rtol=1e-12)
+
+
+def test_self_contraction_estimate_counts_every_entry_meeting_itself():
+    from flexsparse.distributed.stats_plan import powerlaw_stats
+
+    s = powerlaw_stats("ijkl", (532_924, 17_262_471, 2_480_308, 1_443), 140_126_181)
+    p = fd.plan("ijkl,mjkl->im", s, s, workers=64, worker_memory="16GB", show=False)
+    (step,) = p.steps
+    assert step.est_flops >= 140_126_181          # each entry at least meets itself
+    other = powerlaw_stats("mjkl", (532_924, 17_262_471, 2_480_308, 1_443), 140_126_181)
+    q = fd.plan("ijkl,mjkl->im", s, other, workers=64, worker_memory="16GB", show=False)
+    assert q.steps[0].est_flops < step.est_flops      # independent operands keep the independence estimate
