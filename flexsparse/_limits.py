@@ -46,6 +46,7 @@ __all__ = [
     "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
     "SMALL_BYTES",
     "TILES_PER_THREAD",
@@ -108,6 +109,17 @@ DOT_CELLS_PER_NNZ = 4
 #: The ``dot`` engine writes a dense ``rows x cols`` array; it runs only when that has at most
 #: this many cells: 2**26 cells x 8 B = 512 MiB of float64, 1/48 of the machine.
 DOT_DENSE_MAX_CELLS = 2**26
+
+#: A sparse x sparse step runs as outer products into per-thread dense results
+#: (:mod:`flexsparse.kernels.cpu.outer`) when those results (values + a byte mask, all threads)
+#: take at most this many bytes -- and, unless they are under 1 MiB, at most half the operands'
+#: bytes, so the workspace never dominates the call's memory. Measured with
+#: ``fs.einsum("abcd,ebcd->ae", X, X)`` on power-law float32 X of 500K entries, one thread,
+#: outer vs Gustavson: (183, 24, 1140, 1717): 29 vs 67 ms (167 KB workspace); (800, ...): 37 vs
+#: 74 ms (3.2 MB); (1600, ...): 56 vs 77 ms (12.8 MB); (n, 24, 77, 32) with 7 multiply-adds per
+#: result cell: n = 1000, 68 vs 125 ms (5 MB); n = 2000, 170 vs 161 ms (20 MB) -- the crossover
+#: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
+OUTER_MAX_BYTES = 8 * _MiB
 
 # ---------------------------------------------------------------------- memory caps (policies)
 #: The planner's dense cap: a ``dense`` step (densified operands plus the dense result) or a

@@ -63,6 +63,7 @@ class TilingOptions:
     overbook: float
     progress: bool
     out: Path | None = None
+    out_dtype: np.dtype | None = None  # the einsum result's dtype, which a streamed store records
     reports: list = field(default_factory=list)
     inputs: list = field(default_factory=list)  # the caller's arrays: not charged to the limit
 
@@ -272,7 +273,7 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
                              out=opts.out if stream else None, progress=opts.progress,
                              reserved=reserved + held,
                              out_shape=tuple(sizes[c] for c in final) if stream else None,
-                             out_layout=layout, **decode)
+                             out_layout=layout, out_dtype=opts.out_dtype if stream else None, **decode)
     opts.reports.append(report)
     if stream:
         return StoredTensor(opts.out), final

@@ -238,14 +238,15 @@ class ProductRunner:
     def __call__(self, a: Any, b: Any, *, memory_limit: Any = None, tiling: str = "overbook",
                  overbook: float = 0.10, out: Path | None = None, progress: bool = False,
                  out_shape: tuple[int, ...] | None = None, out_layout: Any = None, decode: Any = None,
-                 **_: Any) -> tuple[Any, DistributedReport]:
+                 out_dtype: Any = None, **_: Any) -> tuple[Any, DistributedReport]:
         """``a @ b`` on the cluster, with the call signature of :func:`flexsparse.tiling.tiled_spgemm`.
 
         ``memory_limit`` and ``reserved`` describe the calling process and are not used here: the
         tiles are planned against the workers' budget (``tile_memory`` or their memory limits).
         ``decode``: ``(row KeySpace, column KeySpace, batch modes, result shape)`` of the einsum
         step (:attr:`decodes`); the result is then that step's COO, laid out by the workers.
-        Without it (or for a product run locally) the result is the CSR product.
+        Without it (or for a product run locally) the result is the CSR product. ``out_dtype``:
+        the dtype a store written with ``out=`` records (the einsum result's; default the product's).
         """
         from flexsparse.tiling.engine import as_operand
 
@@ -270,8 +271,9 @@ class ProductRunner:
                 run.collect(run.submit(list(range(plan.n_groups)), "write"), "write", entries.__setitem__)
                 t_asm = time.perf_counter()
                 layout = out_layout if out_layout is not None else MatrixLayout.identity((m, n))
+                store_dtype = dtype if out_dtype is None else np.dtype(out_dtype)  # the einsum result's
                 result = _store.commit(Path(out), run.directory, [entries[g] for g in sorted(entries)],
-                                       out_shape or (m, n), dtype, layout)
+                                       out_shape or (m, n), store_dtype, layout)
                 gather = "out="
             else:
                 result, t_asm = run.gather(dtype, decode)

@@ -300,13 +300,14 @@ class COO(SparseArray):
         if self.nnz:
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
+            elif self.dtype.kind in "iufc" and self.dtype != np.float16:   # numba has no float16
+                # one compiled pass, linear index computed on the fly (the dense array exists,
+                # so it fits int64); duplicates of a non-canonical tensor accumulate in order
+                from flexsparse.kernels.cpu.scatter import scatter_coo_dense
+
+                scatter_coo_dense(self.coords, self.data, out, self.canonical)
             elif self.canonical:
                 out[tuple(self.coords)] = self.data  # unique coordinates: plain scatter
-            elif self.dtype.kind == "f":
-                # duplicates must accumulate: bincount over linear indices is ~10x faster than
-                # np.add.at (the dense array exists, so its linear index fits int64)
-                lin = np.ravel_multi_index(tuple(self.coords), self.shape)
-                out.reshape(-1)[:] = np.bincount(lin, weights=self.data, minlength=out.size)
             else:
                 np.add.at(out, tuple(self.coords), self.data)  # duplicates must accumulate
         return out

@@ -139,6 +139,21 @@ def test_out_streams_tiles_in_the_tiled_format(client, tmp_path, name):
         assert len(manifest["tiles"]) > 1
 
 
+@pytest.mark.parametrize("name", ["res", "res.npz"])
+@pytest.mark.parametrize("dtype", [np.bool_, np.float16])
+def test_out_is_stored_in_the_einsum_result_dtype(client, tmp_path, name, dtype):
+    # bool products run as int64 counts and float16 ones in float32; the store holds the result dtype
+    a = (dense(sprand((40, 30), 0.1, 7)) != 0).astype(dtype)
+    b = (dense(sprand((30, 50), 0.1, 8)) != 0).astype(dtype)
+    target = tmp_path / name
+    fd.einsum("ij,jk->ik", fs.COO.from_numpy(a), fs.COO.from_numpy(b), client=client, tile_memory=3_000,
+              out=target, progress=False)
+    got = fs.load(target)
+    want = np.einsum("ij,jk->ik", a, b)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.todense(), want)
+
+
 def test_rerun_tile_replaces_its_file(tmp_path):
     from flexsparse.distributed import _store
     from flexsparse.formats.store import MatrixLayout
