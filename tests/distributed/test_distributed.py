@@ -451,3 +451,32 @@ def test_self_contraction_estimate_counts_every_entry_meeting_itself():
     other = powerlaw_stats("mjkl", (532_924, 17_262_471, 2_480_308, 1_443), 140_126_181)
     q = fd.plan("ijkl,mjkl->im", s, other, workers=64, worker_memory="16GB", show=False)
     assert q.steps[0].est_flops < step.est_flops      # independent operands keep the independence estimate
+
+
+@pytest.mark.parametrize("spec", ["ij,jk->ik", "ij,kj->ik", "ijk,mjk->im", "ijk,ikl->ijl", "ij,kl->ijkl", "ij,ij->"])
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_pair_flops_counts_every_multiply_add(spec, density):
+    from flexsparse.distributed.stats_plan import pair_flops, sparse_flops
+
+    ins = spec.split("->")[0].split(",")
+    size = {c: 3 + i for i, c in enumerate(sorted(set("".join(ins))))}
+    a = sprand(tuple(size[c] for c in ins[0]), density, 1)
+    b = sprand(tuple(size[c] for c in ins[1]), density, 2)
+    want = np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(b) != 0, dtype=np.int64)
+    assert pair_flops(spec, a, b) == want
+    if ins[0] == ins[1].replace(ins[1][0], ins[0][0]) or spec == "ij,ij->":
+        assert pair_flops(spec, a, a) == np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(a) != 0,
+                                                   dtype=np.int64)
+    assert pair_flops(spec, dense(a), b) is None                     # not COO: no count
+    assert sparse_flops(spec, a, b) >= 0
+
+
+def test_small_call_runs_in_process_and_large_one_goes_out(client):
+    x = fs.random((30, 20, 10), 0.05, seed=3, distribution="powerlaw")
+    res, reports = fd.einsum("ijk,mjk->im", x, x, client=client, progress=False, return_report=True)
+    assert not any(hasattr(r, "gather") for r in reports)            # no product was sent out
+    np.testing.assert_allclose(dense(res), reference("ijk,mjk->im", x, x), rtol=1e-12)
+    res, reports = fd.einsum("ijk,mjk->im", x, x, client=client, progress=False, return_report=True,
+                             local_flops=0)
+    assert [r.gather for r in reports] in (["network"], ["shared memory"])
+    np.testing.assert_allclose(dense(res), reference("ijk,mjk->im", x, x), rtol=1e-12)
