@@ -52,7 +52,7 @@ __all__ = ["Workload", "workloads", "run_demo", "time_call", "time_interleaved",
 #: Column name of flexsparse in the timing tables.
 FLEXSPARSE = "flexsparse"
 #: Column order of the peers in the table (others follow, sorted).
-PEER_ORDER = ("NumPy", "SciPy", "GraphBLAS", "MKL", "pydata tensordot")
+PEER_ORDER = ("NumPy", "SciPy", "GraphBLAS", "MKL", "pydata")
 #: Marker appended to the fastest cell of a row (also styled bold green).
 BEST_MARK = " *"
 
@@ -88,15 +88,17 @@ def time_call(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
     """Minimum wall time (seconds) of each function over ``repeat`` interleaved rounds.
 
-    Each round calls every function once; the starting function rotates from round to round
-    so that none always runs right after the same neighbour. Callers warm the functions up
-    first. Results are dropped as soon as they are returned.
+    Each round calls every function once, in a fresh order (a seeded shuffle, so runs are
+    repeatable): no function always runs right after the same neighbour, whose idle threads
+    or evicted caches it would otherwise always inherit. Callers warm the functions up first.
+    Results are dropped as soon as they are returned.
     """
     names = list(fns)
     best = dict.fromkeys(names, math.inf)
-    for r in range(max(1, int(repeat))):
-        for i in range(len(names)):
-            name = names[(r + i) % len(names)]
+    rng = np.random.default_rng(0)
+    for _ in range(max(1, int(repeat))):
+        for i in rng.permutation(len(names)):
+            name = names[i]
             t0 = time.perf_counter()
             fns[name]()
             best[name] = min(best[name], time.perf_counter() - t0)
@@ -282,7 +284,7 @@ def _add_peers(wl: Workload, peer_info: dict[str, Any]) -> None:
         common = [c for c in lhs if c in rhs]
         axes = ([lhs.index(c) for c in common], [rhs.index(c) for c in common])
         if all(c in wl.spec.split("->")[1] for c in lhs + rhs if c not in common):
-            wl.peers.setdefault("pydata tensordot", lambda: sparse.tensordot(ops[0], ops[1], axes=axes))
+            wl.peers.setdefault("pydata", lambda: sparse.tensordot(ops[0], ops[1], axes=axes))
     except ImportError:
         pass
 
@@ -353,7 +355,8 @@ def render_table(rows: list[dict[str, Any]], threads: int, repeat: int, peer_inf
     present = {p for r in rows for p in r["peers"]}
     peer_names = [p for p in PEER_ORDER if p in present] + sorted(present - set(PEER_ORDER))
     title = (f"flexsparse demo: min of {repeat} interleaved warm runs per cell; * = fastest in the row; "
-             f"flexsparse, GraphBLAS, MKL on {threads} threads; SciPy, pydata 1 thread; NumPy its BLAS default")
+             f"flexsparse, GraphBLAS, MKL on {threads} threads; SciPy, pydata (sparse.tensordot) 1 thread; "
+             "NumPy its BLAS default")
     table = Table(title=title, caption=_caption(peer_info))
     table.add_column("workload", min_width=44)
     for col in ["nnz", FLEXSPARSE, *peer_names, "fs / best peer", "checked"]:
@@ -400,7 +403,7 @@ def run_demo(quick: bool = False, repeat: int = 5, threads: int | None = None) -
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     peer_info = _peers.setup_peers(threads)
-    console = Console(width=max(Console().width, 180))
+    console = Console(width=max(Console().width, 200))
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     wls = workloads(quick=quick)

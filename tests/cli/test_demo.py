@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -148,9 +149,14 @@ def test_render_table_marks_exactly_the_fastest_cell():
 
 def test_interleaved_timer_takes_the_minimum_per_function():
     calls = []
-    times = demo.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
-    assert calls == ["a", "b", "b", "a", "a", "b"]  # the first function rotates per round
-    assert set(times) == {"a", "b"} and all(0 <= t < 1 for t in times.values())
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abcd"}
+    times = demo.time_interleaved(fns, 8)
+    rounds = [calls[i:i + 4] for i in range(0, len(calls), 4)]
+    assert len(rounds) == 8 and all(sorted(r) == list("abcd") for r in rounds)  # each once per round
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+    assert set(times) == set("abcd") and all(0 <= t < 1 for t in times.values())
+    slow = demo.time_interleaved({"slow": lambda: time.sleep(0.02), "fast": lambda: None}, 2)
+    assert slow["slow"] >= 0.02 > slow["fast"]
 
 
 def test_rmat_graph_and_row_stride():
