@@ -13,8 +13,9 @@ is reported as unavailable with the reason, never raised.
   ``graphblas.ss.config["nthreads"]``.
 * **OpenMP wait policy**: MKL's Intel OpenMP keeps its idle threads spinning for 200 ms after
   each call, and GNU OpenMP spins too; in interleaved timing rounds those spinning threads
-  would take the cores from the next library timed. :func:`setup_peers` sets
-  ``OMP_WAIT_POLICY=PASSIVE`` (only when unset) before either runtime is loaded.
+  would take the cores from the next library timed. :func:`passive_openmp` sets
+  ``OMP_WAIT_POLICY=PASSIVE`` (only when unset); callers run it before any OpenMP runtime
+  (numba's included) starts, and :func:`setup_peers` runs it before loading the peers.
 
 :func:`spgemm_peers` returns ready-to-time ``C = A @ B`` callables; each converts the SciPy
 CSR inputs into its library's own format once, outside the callable (so conversion is never
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PeerInfo", "mkl_runtime", "setup_peers", "spgemm_peers", "SPGEMM_PEERS"]
+__all__ = ["PeerInfo", "mkl_runtime", "passive_openmp", "setup_peers", "spgemm_peers", "SPGEMM_PEERS"]
 
 #: Display names of the SpGEMM peers, in table order (SciPy is always available).
 SPGEMM_PEERS = ("SciPy", "GraphBLAS", "MKL")
@@ -84,6 +85,12 @@ def _setup_graphblas(threads: int) -> PeerInfo:
         return PeerInfo("GraphBLAS", False, f"not loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
 
 
+def passive_openmp() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless set: call it before any OpenMP runtime starts its
+    threads (numba's ``omp`` layer starts them at its first parallel call or thread query)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def setup_peers(threads: int) -> dict[str, PeerInfo]:
     """Load GraphBLAS and MKL (when installed) on ``threads`` threads: ``{name: PeerInfo}``.
 
@@ -91,7 +98,7 @@ def setup_peers(threads: int) -> dict[str, PeerInfo]:
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive_openmp()
     import scipy
 
     return {"SciPy": PeerInfo("SciPy", True, f"scipy {scipy.__version__}, 1 thread"),
