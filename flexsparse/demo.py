@@ -25,12 +25,13 @@ project's VM; :mod:`flexsparse._peers` loads and threads the peers); SciPy and p
 no thread option and run on one, NumPy on its BLAS's default.
 
 Timing, the same for every column: each callable runs once to warm up (flexsparse's first
-call, which compiles or loads the numba cache, is reported apart), then ``repeat`` rounds
-call every column once each, in an order that rotates per round, and a cell shows the
-minimum over the rounds. Converting the inputs into each library's own format (SciPy CSR,
-GraphBLAS matrices, pydata COO, dense NumPy arrays, flexsparse COO) happens once, before
-timing, for every library; each library returns its own result type, and producing it is
-timed. The fastest cell of each row is marked (bold, ``*``), and the last columns give
+call, which compiles or loads the numba cache, is reported apart), then rounds call every
+column once each, in a fresh (seeded) order per round, and a cell shows the minimum over
+the rounds: ``repeat`` rounds, or more until the row's rounds took :data:`ROW_MIN_SECONDS`
+(full runs only), so that fast rows get many chances to run undisturbed. Converting the
+inputs into each library's own format (SciPy CSR, GraphBLAS matrices, pydata COO, dense
+NumPy arrays, flexsparse COO) happens once, before timing, for every library; each library
+returns its own result type, and producing it is timed. The fastest cell of each row is marked (bold, ``*``), and the last columns give
 flexsparse's time over the best peer's.
 """
 
@@ -51,6 +52,9 @@ __all__ = ["Workload", "workloads", "run_demo", "time_call", "time_interleaved",
 
 #: Column name of flexsparse in the timing tables.
 FLEXSPARSE = "flexsparse"
+#: A full run keeps interleaving timing rounds of a row until they have taken this long
+#: (up to 1000 rounds); the rows of sub-millisecond products then get hundreds of rounds.
+ROW_MIN_SECONDS = 1.0
 #: Column order of the peers in the table (others follow, sorted).
 PEER_ORDER = ("NumPy", "SciPy", "GraphBLAS", "MKL", "pydata")
 #: Marker appended to the fastest cell of a row (also styled bold green).
@@ -85,18 +89,25 @@ def time_call(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
-    """Minimum wall time (seconds) of each function over ``repeat`` interleaved rounds.
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeat: int, min_seconds: float = 0.0,
+                     max_rounds: int = 1000) -> dict[str, float]:
+    """Minimum wall time (seconds) of each function over interleaved rounds.
 
     Each round calls every function once, in a fresh order (a seeded shuffle, so runs are
     repeatable): no function always runs right after the same neighbour, whose idle threads
-    or evicted caches it would otherwise always inherit. Callers warm the functions up first.
-    Results are dropped as soon as they are returned.
+    or evicted caches it would otherwise always inherit. At least ``repeat`` rounds run, and
+    more (up to ``max_rounds``) until the rounds have taken ``min_seconds``: a row of
+    sub-millisecond calls gets hundreds of chances to run undisturbed on a busy machine,
+    a row of slow calls just ``repeat``. Callers warm the functions up first. Results are
+    dropped as soon as they are returned.
     """
     names = list(fns)
     best = dict.fromkeys(names, math.inf)
     rng = np.random.default_rng(0)
-    for _ in range(max(1, int(repeat))):
+    t_start = time.perf_counter()
+    rounds = 0
+    while rounds < max(1, int(repeat)) or (time.perf_counter() - t_start < min_seconds and rounds < max_rounds):
+        rounds += 1
         for i in rng.permutation(len(names)):
             name = names[i]
             t0 = time.perf_counter()
@@ -305,7 +316,7 @@ def _agrees_with_scipy(res: Any, ref: Any) -> bool:
     return bool(diff.nnz == 0 or diff.max() <= 1e-9 * scale)
 
 
-def _measure(wl: Workload, repeat: int, threads: int) -> dict[str, Any]:
+def _measure(wl: Workload, repeat: int, threads: int, min_seconds: float = 0.0) -> dict[str, Any]:
     import flexsparse as fs
 
     def run_fs():
@@ -335,7 +346,7 @@ def _measure(wl: Workload, repeat: int, threads: int) -> dict[str, Any]:
     for name, fn in fns.items():  # warm every other column (caches, thread teams, lazy imports)
         if name not in warm:
             fn()
-    times = time_interleaved(fns, repeat)
+    times = time_interleaved(fns, repeat, min_seconds)
     row["flexsparse_s"] = times.pop(FLEXSPARSE)
     row["peers"] = times
     return row
@@ -357,7 +368,7 @@ def render_table(rows: list[dict[str, Any]], threads: int, repeat: int, peer_inf
 
     present = {p for r in rows for p in r["peers"]}
     peer_names = [p for p in PEER_ORDER if p in present] + sorted(present - set(PEER_ORDER))
-    title = (f"flexsparse demo: min of {repeat} interleaved warm runs per cell; * = fastest in the row; "
+    title = (f"flexsparse demo: min of >= {repeat} interleaved warm runs per cell; * = fastest in the row; "
              f"flexsparse, GraphBLAS, MKL on {threads} threads; SciPy, pydata (sparse.tensordot) 1 thread; "
              "NumPy its BLAS default")
     table = Table(title=title, caption=_caption(peer_info))
@@ -416,7 +427,7 @@ def run_demo(quick: bool = False, repeat: int = 5, threads: int | None = None) -
         for wl in wls:
             progress.update(task, description=wl.name)
             _add_peers(wl, peer_info)
-            rows.append(_measure(wl, repeat, threads))
+            rows.append(_measure(wl, repeat, threads, 0.0 if quick else ROW_MIN_SECONDS))
             wl.peers.clear()  # drop the peers' converted inputs before the next workload
             progress.advance(task)
     console.print(render_table(rows, threads, repeat, peer_info))
