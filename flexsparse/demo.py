@@ -31,8 +31,8 @@ the rounds: ``repeat`` rounds, or more until the row's rounds took :data:`ROW_MI
 (full runs only), so that fast rows get many chances to run undisturbed. Converting the
 inputs into each library's own format (SciPy CSR, GraphBLAS matrices, pydata COO, dense
 NumPy arrays, flexsparse COO) happens once, before timing, for every library; each library
-returns its own result type, and producing it is timed. The fastest cell of each row is marked (bold, ``*``), and the last columns give
-flexsparse's time over the best peer's.
+returns its own result type, and producing it is timed. The fastest cell of each row is
+marked (bold, ``*``), and the last columns give flexsparse's time over the best peer's.
 """
 
 from __future__ import annotations
