@@ -157,6 +157,12 @@ def test_interleaved_timer_takes_the_minimum_per_function():
     assert set(times) == set("abcd") and all(0 <= t < 1 for t in times.values())
     slow = demo.time_interleaved({"slow": lambda: time.sleep(0.02), "fast": lambda: None}, 2)
     assert slow["slow"] >= 0.02 > slow["fast"]
+    calls.clear()
+    demo.time_interleaved({"a": lambda: calls.append("a")}, 2, min_seconds=0.05, max_rounds=50)
+    assert len(calls) == 50  # fast calls: more rounds than `repeat`, up to max_rounds
+    calls.clear()
+    demo.time_interleaved({"a": lambda: calls.append(time.sleep(0.03))}, 2, min_seconds=0.05)
+    assert len(calls) == 2  # two rounds of 30 ms already took longer than min_seconds
 
 
 def test_rmat_graph_and_row_stride():
