@@ -24,6 +24,7 @@ __all__ = [
     "BLOCK_DENSE_CROSSOVER",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
+    "DEMO_RMAT_MAX_FLOPS",
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
@@ -159,6 +160,13 @@ TODENSE_MAX_BYTES = 4 * _GiB
 #: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
 #: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
 DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+#: ``flexsparse demo``'s R-MAT row multiplies every ``k``-th row of the graph by the whole graph,
+#: ``k`` the smallest power of two that keeps the multiply-adds within this cap (2**24, 16.8M).
+#: The full square of R-MAT scale 18, edge factor 8 (Graph500 a, b, c = 0.57, 0.19, 0.19) is
+#: 868M multiply-adds and 496M result entries (~6 GB per result, SciPy 113 s on the shared
+#: 2-core VM); under the cap each library's result is ~100 MB and one call well under a second
+#: on a quiet machine, while the right operand keeps the graph's 2**18 rows and hub rows.
+DEMO_RMAT_MAX_FLOPS = 1 << 24
 
 # ---------------------------------------------------------------------- tiling
 #: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
