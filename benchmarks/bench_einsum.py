@@ -10,6 +10,7 @@ Targets (2-core machine):
 Times are warm medians (``--repeat``); JIT compile is reported apart. Usage::
 
     python benchmarks/bench_einsum.py [--quick] [--repeat 5] [--data ../shared/data] [--json out.json]
+    python benchmarks/bench_einsum.py --sections chemistry     # one section only
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import best_pair, geomean, pyamg_matrices, pygsp_matrices, snap_matrices
+from _common import best_pair, geomean, load_average, pyamg_matrices, pygsp_matrices, run_context, snap_matrices
 from _common import timed as timeit
 
 import flexsparse as fs
@@ -168,13 +168,22 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--einsum-timeout", type=float, default=300.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--sections", default="spgemm,high_order,chemistry",
+                    help="comma-separated subset of spgemm,high_order,chemistry")
     args = ap.parse_args(argv)
+    start_load = load_average()
     data = args.data if args.data.is_dir() else None
-
-    sections = {"spgemm": bench_spgemm(data, args.quick, args.repeat),
-                "high_order": bench_high_order(args.quick, args.repeat, args.einsum_timeout),
-                "chemistry": chemistry(data, args.repeat)}
+    runners = {"spgemm": lambda: bench_spgemm(data, args.quick, args.repeat),
+               "high_order": lambda: bench_high_order(args.quick, args.repeat, args.einsum_timeout),
+               "chemistry": lambda: chemistry(data, args.repeat)}
+    wanted = [s for s in args.sections.split(",") if s]
+    unknown = [s for s in wanted if s not in runners]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(runners)}")
+    sections = {name: runners[name]() for name in wanted}
     first = first_call()
+    print(f"\n{run_context(start_load)}\n- threads: numba {__import__('numba').get_num_threads()}, "
+          f"BLAS default (all cores); times: median of --repeat runs, chemistry: min of interleaved rounds")
     for title, rows in sections.items():
         print(f"\n## {title}")
         print("| workload | flexsparse ms | peer | peer ms | flexsparse/peer | first call s | correct |")
@@ -188,7 +197,6 @@ def main(argv=None):
         for peer, ratios in by_peer.items():
             print(f"geomean flexsparse/{peer}: {geomean(ratios):.3f} (max {max(ratios):.3f})")
     print(f"\nfirst call in a fresh process (import + 2 einsums, warm cache): {first:.2f} s")
-    print(f"threads: numba {__import__('numba').get_num_threads()}, cpus {os.cpu_count()}")
     if args.json:
         args.json.write_text(json.dumps({"sections": sections, "first_call_s": first}, indent=1))
 
