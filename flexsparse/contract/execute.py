@@ -590,7 +590,13 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     else:
         res = np.asarray(res).astype(dtype, copy=False)
     if fmt == "auto":
-        nnz = res.nnz if sparse else int(np.count_nonzero(res))
+        if sparse:
+            nnz = res.nnz
+        else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
+            from flexsparse.contract.plan import OUTPUT_DENSE_THRESHOLD
+            from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
+
+            nnz = count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
         dense = res.todense() if sparse else res
