@@ -394,44 +394,6 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
-def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
-                dtype: np.dtype) -> np.ndarray:
-    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
-
-    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
-    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
-    """
-    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
-    op = op.astype(dtype, copy=False)
-    direct = _transpose_to(op, idx, batch + rows + cols)
-    if direct.flags.c_contiguous:
-        return direct.reshape(sz(batch), sz(rows), sz(cols))
-    swapped = _transpose_to(op, idx, batch + cols + rows)
-    if swapped.flags.c_contiguous:
-        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
-    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
-
-
-def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
-                ) -> tuple[np.ndarray, str]:
-    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
-
-    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
-    away by the unary pass, so every index is batch, contracted or free. Operands are passed
-    as (possibly transposed) views, so BLAS reads them in place.
-    """
-    batch, contr, free_x, free_y = _split(xi, yi, out)
-    dtype = result_dtype(x.dtype, y.dtype)
-    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
-    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
-    if dtype.kind in "fc":
-        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
-    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
-        res = np.einsum("bik,bkj->bij", xm, ym)
-    idx = batch + free_x + free_y
-    return res.reshape(tuple(sizes[c] for c in idx)), idx
-
-
 def structured_backend(x: Any) -> str:
     """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
     (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
