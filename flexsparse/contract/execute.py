@@ -40,6 +40,7 @@ array([[5., 0.],
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +51,7 @@ from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
-from flexsparse.contract.parser import TermReduction
+from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum
 from flexsparse.contract.plan import (
     DENSE_THRESHOLD,
     DOT_FACTOR,
@@ -620,7 +621,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
     3.0
     """
-    from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.contract.parser import parse_interleaved
     from flexsparse.kernels.cpu.partition import check_threads
 
     if format not in _FORMATS:
@@ -634,7 +635,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if gpu_res is not None:
         return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
-    spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    spec = _parsed(subscripts, tuple(tuple(int(n) for n in op.shape) for op in ops))
     check_optimize(optimize, spec.n_operands)
     dtype = result_dtype(*[op.dtype for op in ops])
     work = compute_dtype(dtype)
@@ -667,6 +668,21 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> EinsumSpec:
+    """:func:`~flexsparse.contract.parser.parse_einsum`, remembered per (subscripts, shapes):
+    the spec is frozen and hashable, and parsing plus :func:`_reductions` took ~40% of the
+    fixed cost of a call (about 30 of 70 us on one core of the 2-core test VM), which
+    matters for sub-millisecond products such as the chemistry contractions."""
+    return parse_einsum(subscripts, shapes)
+
+
+@functools.lru_cache(maxsize=256)
+def _reductions(spec: EinsumSpec) -> tuple[TermReduction, ...]:
+    """``spec.reductions()``, remembered per spec (see :func:`_parsed`)."""
+    return spec.reductions()
+
+
 def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
     """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
     if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
@@ -674,8 +690,6 @@ def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out
     for k in (0, 1):
         w, t = operands[k], operands[1 - k]
         if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
-            from flexsparse.contract.parser import parse_einsum
-
             spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
             wi, ti = spec.inputs[k], spec.inputs[1 - k]
             kernel = structured_kernel(wi, ti, spec.output)
@@ -690,13 +704,12 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
     returns the last result and its index order."""
-    from flexsparse.contract.parser import parse_einsum
     from flexsparse.contract.plan import plan_einsum
     from flexsparse.contract.stats import operand_stats
 
     # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
     # another operand or the output needs.
-    work = [_unary(op, red, dtype) for op, red in zip(ops, spec.reductions())]
+    work = [_unary(op, red, dtype) for op, red in zip(ops, _reductions(spec))]
     if len(work) == 1:
         op, idx = work[0]
         return op, idx

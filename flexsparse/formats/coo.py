@@ -300,7 +300,7 @@ class COO(SparseArray):
         if self.nnz:
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
-            elif self.dtype.kind in "iufc":
+            elif _scatter_compiles(self.dtype):
                 # one compiled pass, linear index computed on the fly (the dense array exists,
                 # so it fits int64); duplicates of a non-canonical tensor accumulate in order
                 from flexsparse.kernels.cpu.scatter import scatter_coo_dense
@@ -531,3 +531,11 @@ _ARRAY_FUNCTIONS = {
 def register_array_function(func, impl) -> None:
     """Make ``func(...)`` (a NumPy function) run ``impl`` when a COO is among its arguments."""
     _ARRAY_FUNCTIONS[func] = impl
+
+
+def _scatter_compiles(dtype: np.dtype) -> bool:
+    """Whether :meth:`COO.todense` runs the compiled scatter for this value dtype (numba has
+    no float16 or longdouble; bool keeps NumPy's or-semantics for duplicates)."""
+    from flexsparse.kernels.cpu.scatter import compiles
+
+    return compiles(dtype)

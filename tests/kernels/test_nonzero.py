@@ -11,7 +11,8 @@ import flexsparse as fs
 from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32, np.complex128, np.bool_])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.longdouble, np.int32, np.uint8,
+                                   np.complex128, np.bool_])
 @pytest.mark.parametrize("density", [0.0, 0.01, 1.0])
 def test_exact_at_or_below_the_bound(dtype, density):
     rng = np.random.default_rng(0)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from flexsparse.kernels.cpu.scatter import compiles
+
 __all__ = ["count_nonzero_upto"]
 
 _BLOCK = 4096
@@ -35,9 +37,9 @@ def _count_upto(flat, limit):
 
 def count_nonzero_upto(arr: np.ndarray, limit: int) -> int:
     """The number of non-zeros of ``arr`` if it is at most ``limit``, else some count above
-    ``limit`` (the count at the block where it passed). Non-contiguous or non-numeric arrays
-    use ``numpy.count_nonzero``."""
-    if arr.dtype.kind not in "biufc" or arr.size == 0:
+    ``limit`` (the count at the block where it passed). Non-contiguous arrays and dtypes
+    numba does not compile (float16, longdouble) use ``numpy.count_nonzero``."""
+    if not (arr.dtype == np.bool_ or compiles(arr.dtype)) or arr.size == 0:
         return int(np.count_nonzero(arr))
     if arr.flags.c_contiguous:
         flat = arr.reshape(-1)

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatter_unique_kernel"]
+__all__ = ["PARALLEL_MIN_NNZ", "compiles", "scatter_add_kernel", "scatter_coo_dense", "scatter_unique_kernel"]
 
 #: Unique coordinates are scattered by a parallel loop from this many entries. The scatter is
 #: bound by memory traffic (~1.4 ns per entry on one core of the 2-core test VM: 165K
@@ -27,6 +27,14 @@ __all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatt
 #: threads and OpenBLAS's competing for the two cores), so only scatters of millions of
 #: entries, which take milliseconds themselves, run in parallel.
 PARALLEL_MIN_NNZ = 1 << 22
+#: The value dtypes numba compiles (not bool here, not float16, longdouble or clongdouble).
+_COMPILED = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                                            np.uint64, np.float32, np.float64, np.complex64, np.complex128))
+
+
+def compiles(dtype: np.dtype) -> bool:
+    """Whether :func:`scatter_coo_dense` takes values of ``dtype`` (others: NumPy's scatter)."""
+    return np.dtype(dtype) in _COMPILED
 
 
 @njit(cache=True)
