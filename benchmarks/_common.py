@@ -192,12 +192,17 @@ def load_average() -> str:
         return "n/a"
 
 
+#: Environment variables that set thread counts, shown in the command line of :func:`run_context`.
+_THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_context(start_load: str) -> str:
     """Markdown lines naming the date, machine, load (at start and now), command and versions:
     printed above every results table so it can be pasted into BENCHMARKS.md as it is."""
     import numba
 
-    cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv)
+    env = [f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ]
+    cmd = " ".join(env + [shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv])
     versions = f"Python {sys.version.split()[0]}, NumPy {np.__version__}, numba {numba.__version__}"
     return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
             f"- machine: {machine()}; {versions}\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -182,8 +183,11 @@ def main(argv=None):
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(runners)}")
     sections = {name: runners[name]() for name in wanted}
     first = first_call()
+    blas = [f"{v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if v in os.environ]
+    blas_threads = ", ".join(blas) if blas else "threads: library default (all cores)"
     print(f"\n{run_context(start_load)}\n- threads: numba {__import__('numba').get_num_threads()}, "
-          f"BLAS default (all cores); times: median of --repeat runs, chemistry: min of interleaved rounds")
+          f"BLAS {blas_threads}; times: median of --repeat runs, chemistry: min of interleaved rounds")
     for title, rows in sections.items():
         print(f"\n## {title}")
         print("| workload | flexsparse ms | peer | peer ms | flexsparse/peer | first call s | correct |")
