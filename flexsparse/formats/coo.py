@@ -298,13 +298,14 @@ class COO(SparseArray):
         dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
         if self.nnz:
+            from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, scatter_coo_dense
+
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
-            elif _scatter_compiles(self.dtype):
+            elif self.dtype in COMPILED_DTYPES:
                 # one compiled pass, linear index computed on the fly (the dense array exists,
-                # so it fits int64); duplicates of a non-canonical tensor accumulate in order
-                from flexsparse.kernels.cpu.scatter import scatter_coo_dense
-
+                # so it fits int64); duplicates of a non-canonical tensor accumulate in order.
+                # Types numba lacks (float16, longdouble) take the NumPy scatter below
                 scatter_coo_dense(self.coords, self.data, out, self.canonical)
             elif self.canonical:
                 out[tuple(self.coords)] = self.data  # unique coordinates: plain scatter
@@ -531,11 +532,3 @@ _ARRAY_FUNCTIONS = {
 def register_array_function(func, impl) -> None:
     """Make ``func(...)`` (a NumPy function) run ``impl`` when a COO is among its arguments."""
     _ARRAY_FUNCTIONS[func] = impl
-
-
-def _scatter_compiles(dtype: np.dtype) -> bool:
-    """Whether :meth:`COO.todense` runs the compiled scatter for this value dtype (numba has
-    no float16 or longdouble; bool keeps NumPy's or-semantics for duplicates)."""
-    from flexsparse.kernels.cpu.scatter import compiles
-
-    return compiles(dtype)

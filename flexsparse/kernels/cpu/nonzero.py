@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu.scatter import compiles
+from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
 
 __all__ = ["count_nonzero_upto"]
 
@@ -39,7 +39,7 @@ def count_nonzero_upto(arr: np.ndarray, limit: int) -> int:
     """The number of non-zeros of ``arr`` if it is at most ``limit``, else some count above
     ``limit`` (the count at the block where it passed). Non-contiguous arrays and dtypes
     numba does not compile (float16, longdouble) use ``numpy.count_nonzero``."""
-    if not (arr.dtype == np.bool_ or compiles(arr.dtype)) or arr.size == 0:
+    if not (arr.dtype == np.bool_ or arr.dtype in COMPILED_DTYPES) or arr.size == 0:
         return int(np.count_nonzero(arr))
     if arr.flags.c_contiguous:
         flat = arr.reshape(-1)
