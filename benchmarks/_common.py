@@ -196,13 +196,19 @@ def load_average() -> str:
 _THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def run_context(start_load: str) -> str:
+def command_line() -> str:
+    """This process's command line, led by the thread-count variables set in its environment:
+    call it before the script sets any of them itself."""
+    env = [f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ]
+    return " ".join(env + [shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv])
+
+
+def run_context(start_load: str, command: str | None = None) -> str:
     """Markdown lines naming the date, machine, load (at start and now), command and versions:
     printed above every results table so it can be pasted into BENCHMARKS.md as it is."""
     import numba
 
-    env = [f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ]
-    cmd = " ".join(env + [shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv])
+    cmd = command if command is not None else command_line()
     versions = f"Python {sys.version.split()[0]}, NumPy {np.__version__}, numba {numba.__version__}"
     return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
             f"- machine: {machine()}; {versions}\n"
