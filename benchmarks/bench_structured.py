@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,17 @@ def _threads_from_argv(argv) -> int:
     return 2
 
 
+def _command(argv) -> str:
+    """The command line, led by the thread and wait-policy variables of the caller's
+    environment (read before :func:`main` sets the thread counts itself)."""
+    env = [f"{v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ]
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(env + ["python", "benchmarks/bench_structured.py"] + [shlex.quote(a) for a in args])
+
+
 def main(argv=None) -> int:
+    command, start_load = _command(argv), " / ".join(f"{x:.2f}" for x in os.getloadavg())
     threads = _threads_from_argv(argv)
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -59,7 +70,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import provenance
+    from _common import run_context
 
     from flexsparse._util import atomic_write
     from flexsparse.formats.block import BlockSparse
@@ -78,7 +89,6 @@ def main(argv=None) -> int:
                     help="wall time, or process CPU time (robust on a shared machine, but only "
                          "meaningful with --threads 1: idle OpenMP threads spin)")
     args = ap.parse_args(argv)
-    load_start = os.getloadavg()[0]
     import numba
 
     numba.set_num_threads(threads)
@@ -169,8 +179,8 @@ def main(argv=None) -> int:
         rows += sweep(build, X, dense_fns, timed, args.reps)
 
     md = markdown(rows, M, K, args.n, threads, args.reps, args.clock)
-    md = (provenance("bench_structured.py", sys.argv[1:] if argv is None else argv, load_start)
-          + f"; BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}.\n\n" + md)
+    md = (run_context(start_load, command) + f"\n- BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n\n" + md)
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,
