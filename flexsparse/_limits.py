@@ -24,19 +24,25 @@ __all__ = [
     "BLOCK_DENSE_CROSSOVER",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
+    "DEMO_RMAT_MAX_FLOPS",
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_FLOPS",
     "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
+    "GATHER_INLINE_KEY_BYTES",
+    "GATHER_SHM_MIN_BYTES",
     "HSS_DENSE_CROSSOVER",
+    "HUB_SPLIT_FACTOR",
     "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
-    "LANES_L1_BLOCK_BYTES",
+    "LANES_BATCH_BLOCKS",
+    "LANES_IN_PLACE_BYTES",
     "LANES_L2_BLOCK_BYTES",
     "MAX_DISTRIBUTED_TILES",
     "MIN_TILE_FLOPS",
@@ -155,6 +161,13 @@ TODENSE_MAX_BYTES = 4 * _GiB
 #: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
 #: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
 DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+#: ``flexsparse demo``'s R-MAT row multiplies every ``k``-th row of the graph by the whole graph,
+#: ``k`` the smallest power of two that keeps the multiply-adds within this cap (2**24, 16.8M).
+#: The full square of R-MAT scale 18, edge factor 8 (Graph500 a, b, c = 0.57, 0.19, 0.19) is
+#: 868M multiply-adds and 496M result entries (~6 GB per result, SciPy 113 s on the shared
+#: 2-core VM); under the cap each library's result is ~100 MB and one call well under a second
+#: on a quiet machine, while the right operand keeps the graph's 2**18 rows and hub rows.
+DEMO_RMAT_MAX_FLOPS = 1 << 24
 
 # ---------------------------------------------------------------------- tiling
 #: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
@@ -186,12 +199,21 @@ HSS_DENSE_CROSSOVER = 0.22
 #: (``X @ W.T``, W 1024x4096, X 256x4096, float32, one thread, CPU time against OpenBLAS):
 #: 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625) 1.05x, 3:4 (0.75) 0.85x, 6:8 0.90x.
 HSS_LANES_DENSE_CROSSOVER = 0.6
-#: Bytes of packed activations one block of the lane-select kernels keeps in L2 (1 MiB per
-#: core here) and bytes of one operand's packed window data kept in L1 (32 KiB). Measured
-#: (1024x4096 weight, 256 rows, one thread): L1 8/16/32 KiB and L2 128 KiB-4 MiB moved the
-#: speed-up by under 10% (within the machine's noise); these are the middle settings.
+#: Bytes of the packed weights (values + indices) of one tile pair that the lane-select
+#: kernels keep in L2 (1 MiB per core here) while the activations stream past, and the
+#: batch blocks (8 rows each) per pass. Measured 2026-11-29 (one thread, CPU time,
+#: 4096x4096 weight @ 256 columns): all windows of a K=4096 row in one block (171-512 KiB
+#: of weights per pair for 4:6->1:4 .. 2:4) beat 32-128-window blocks by 5-15%; 16 batch
+#: blocks beat 8 and 32 by 3-13% (4:6->1:4 23.3 / 23.9 / 26.4 ms, 1:4 31.1 / 33.9 / 35.0 ms).
 LANES_L2_BLOCK_BYTES = 512 * 1024
-LANES_L1_BLOCK_BYTES = 16 * 1024
+LANES_BATCH_BLOCKS = 16
+#: Activations ``X [B, K]`` of at least this many bytes are read in place by the lane-select
+#: ``linear`` kernel (8 strided rows per register tile) instead of packed per window first.
+#: Measured 2026-11-29 (one thread, CPU time; packed vs in place): 4096 rows (6-24 MiB,
+#: MiniLM's 384x384, 1536x384, 384x1536 layers) 5.4/4.7, 17.0/16.0, 19.7/12.8 ms for
+#: 4:6->1:4 and 6.9/6.3, 22.6/21.9, 21.7/17.4 ms for 1:4; a 4096x4096 weight with 64-256
+#: rows (1-4 MiB): within +-1% for 4:6->1:4, 1:4 5-10% slower in place.
+LANES_IN_PLACE_BYTES = 5 * 2**20
 #: Structured products with fewer multiply-adds than this (stored values x batch rows) run
 #: serially. Measured 2026-11-29 (4096x4096 1:4 weight, one activation row: 4.2M MACs, on
 #: the shared 2-core machine at load 9-11): 1.5 ms on one thread, 50-85 ms on two -- each
@@ -234,6 +256,11 @@ DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
 #: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
 #: slow or lost worker delays at most a small share of the product.
 TILES_PER_THREAD = 4
+#: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
+#: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
+#: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
+#: the others; 1.5 keeps that tail under half a block (arithmetic, no measurement).
+HUB_SPLIT_FACTOR = 1.5
 #: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
 #: transfer overhead per task against ~5 ns per multiply-add).
 MIN_TILE_FLOPS = 2_000_000
@@ -241,3 +268,15 @@ MIN_TILE_FLOPS = 2_000_000
 #: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
 #: sparse product can ask for millions).
 MAX_DISTRIBUTED_TILES = 20_000
+#: Multiply-adds below which a distributed product runs in the calling process: one distributed
+#: call costs a few scheduler round trips (scatter, submit, gather: ~10-20 ms on a quiet
+#: 2-core VM, more under load), the time the in-process SpGEMM takes for about this many
+#: multiply-adds (~100-150 M/s on one core, ``benchmarks/bench_distributed.py``). PLACEHOLDER
+DISTRIBUTED_MIN_FLOPS = 2_000_000
+#: Predicted result bytes from which a distributed product's result is gathered in two phases
+#: through shared memory (:mod:`flexsparse.distributed._gather`); below, the pieces come back over
+#: the network in one round trip. PLACEHOLDER
+GATHER_SHM_MIN_BYTES = 4 * _MiB
+#: Key-space tables up to this size travel inline with every placing task; larger ones are
+#: scattered once to every worker.
+GATHER_INLINE_KEY_BYTES = 256 * 1024
