@@ -16,7 +16,11 @@ times, interleaved with ``numpy.einsum(optimize=True)`` on the dense arrays:
 Result (2026-11-29, shared 2-core box, load ~6, 1 thread): numpy 835 us, todense 214 us,
 numba densify 200 us, BLAS 845 us, indptr 131 us, spmm_lib 2890 us, spmm_x4 1420 us.
 The SpMM streams 0.76x the multiply-adds but at ~0.09 ns each against BLAS's ~0.04 ns,
-so it loses to densify + BLAS at the chemistry densities (53-76 %); SpMM beats dense
+so it loses to densify + BLAS at the chemistry densities (53-76 %).  Unrolling by 8
+gave the same 1426 us (the output row is not the bound); blocking Q into L1-sized slabs of
+``B^T`` (32 rows x 96 doubles, per-row cursors) gave 1245 us against BLAS 905 us in the
+same run, so streaming B rows per stored entry stays ~1.4x behind BLAS's register tiling
+even with 24 % fewer multiply-adds.  SpMM beats dense
 BLAS only below ~45 % density, where the planner already keeps operands sparse.
 
 Usage::
