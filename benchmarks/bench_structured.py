@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -51,13 +52,26 @@ def _threads_from_argv(argv) -> int:
     return 2
 
 
+def _command(argv) -> str:
+    """The command line, led by the thread and wait-policy variables of the caller's
+    environment (read before :func:`main` sets the thread counts itself)."""
+    env = [f"{v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ]
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(env + ["python", "benchmarks/bench_structured.py"] + [shlex.quote(a) for a in args])
+
+
 def main(argv=None) -> int:
+    command, start_load = _command(argv), " / ".join(f"{x:.2f}" for x in os.getloadavg())
     threads = _threads_from_argv(argv)
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(threads)
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import run_context
+
     from flexsparse._util import atomic_write
     from flexsparse.formats.block import BlockSparse
     from flexsparse.formats.layouts import make_layout
@@ -165,6 +179,8 @@ def main(argv=None) -> int:
         rows += sweep(build, X, dense_fns, timed, args.reps)
 
     md = markdown(rows, M, K, args.n, threads, args.reps, args.clock)
+    md = (run_context(start_load, command) + f"\n- BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n\n" + md)
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,

@@ -41,7 +41,8 @@ __all__ = [
     "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
-    "LANES_L1_BLOCK_BYTES",
+    "LANES_BATCH_BLOCKS",
+    "LANES_IN_PLACE_BYTES",
     "LANES_L2_BLOCK_BYTES",
     "MAX_DISTRIBUTED_TILES",
     "MIN_TILE_FLOPS",
@@ -197,12 +198,21 @@ HSS_DENSE_CROSSOVER = 0.22
 #: (``X @ W.T``, W 1024x4096, X 256x4096, float32, one thread, CPU time against OpenBLAS):
 #: 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625) 1.05x, 3:4 (0.75) 0.85x, 6:8 0.90x.
 HSS_LANES_DENSE_CROSSOVER = 0.6
-#: Bytes of packed activations one block of the lane-select kernels keeps in L2 (1 MiB per
-#: core here) and bytes of one operand's packed window data kept in L1 (32 KiB). Measured
-#: (1024x4096 weight, 256 rows, one thread): L1 8/16/32 KiB and L2 128 KiB-4 MiB moved the
-#: speed-up by under 10% (within the machine's noise); these are the middle settings.
+#: Bytes of the packed weights (values + indices) of one tile pair that the lane-select
+#: kernels keep in L2 (1 MiB per core here) while the activations stream past, and the
+#: batch blocks (8 rows each) per pass. Measured 2026-11-29 (one thread, CPU time,
+#: 4096x4096 weight @ 256 columns): all windows of a K=4096 row in one block (171-512 KiB
+#: of weights per pair for 4:6->1:4 .. 2:4) beat 32-128-window blocks by 5-15%; 16 batch
+#: blocks beat 8 and 32 by 3-13% (4:6->1:4 23.3 / 23.9 / 26.4 ms, 1:4 31.1 / 33.9 / 35.0 ms).
 LANES_L2_BLOCK_BYTES = 512 * 1024
-LANES_L1_BLOCK_BYTES = 16 * 1024
+LANES_BATCH_BLOCKS = 16
+#: Activations ``X [B, K]`` of at least this many bytes are read in place by the lane-select
+#: ``linear`` kernel (8 strided rows per register tile) instead of packed per window first.
+#: Measured 2026-11-29 (one thread, CPU time; packed vs in place): 4096 rows (6-24 MiB,
+#: MiniLM's 384x384, 1536x384, 384x1536 layers) 5.4/4.7, 17.0/16.0, 19.7/12.8 ms for
+#: 4:6->1:4 and 6.9/6.3, 22.6/21.9, 21.7/17.4 ms for 1:4; a 4096x4096 weight with 64-256
+#: rows (1-4 MiB): within +-1% for 4:6->1:4, 1:4 5-10% slower in place.
+LANES_IN_PLACE_BYTES = 5 * 2**20
 #: Structured products with fewer multiply-adds than this (stored values x batch rows) run
 #: serially. Measured 2026-11-29 (4096x4096 1:4 weight, one activation row: 4.2M MACs, on
 #: the shared 2-core machine at load 9-11): 1.5 ms on one thread, 50-85 ms on two -- each

@@ -77,6 +77,8 @@ def test_linear_sampled_match_dense(spec, dtype, M, K, B):
     pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, dtype)
     tol = TOL[dtype]
     np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, X, M), X @ D.T, **tol)
+    # read X in place where possible (B % 8 == 0, every window inside K), else packed
+    np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, X, M, in_place=True), X @ D.T, **tol)
     np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, X, M, trans_out=True), D @ X.T, **tol)
     XT = np.ascontiguousarray(X.T)
     np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, XT, M, trans_in=True, trans_out=True),
@@ -142,3 +144,32 @@ def test_parallel_kernels(monkeypatch, spec):
     Xb = rng.standard_normal((20, 90)).astype(np.float32)
     np.testing.assert_allclose(S @ X, D @ X, rtol=2e-4, atol=2e-4)
     np.testing.assert_allclose(S.linear(Xb), Xb @ D.T, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
+@pytest.mark.parametrize("M", [70, 83, 16])  # 5, 6 and 1 tiles: unpaired tiles at thread bounds
+def test_threaded_tile_pairs_match_dense(spec, M, monkeypatch):
+    """The threaded kernel (forced for a small product) with odd tile counts per thread,
+    reading X packed and in place."""
+    import numba
+
+    monkeypatch.setattr(lanes._limits, "PARALLEL_MIN_MACS", 0)
+    S, plan = _setup(spec, M, 96, np.float32, M)
+    vals = S.values.reshape(M, -1)
+    pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, np.float32)
+    X = np.random.default_rng(1).standard_normal((24, 96)).astype(np.float32)
+    bias = np.arange(M, dtype=np.float32)
+    D = S.todense()
+    old = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            for in_place in (False, True):  # 24 rows, K = 96: every window inside K
+                np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, vals.shape[1], X, M, bias=bias,
+                                                            in_place=in_place),
+                                           X @ D.T + bias, rtol=2e-4, atol=2e-4)
+            XT = np.ascontiguousarray(X.T)
+            np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, vals.shape[1], XT, M, trans_in=True,
+                                                        trans_out=True), D @ XT, rtol=2e-4, atol=2e-4)
+    finally:
+        numba.set_num_threads(old)

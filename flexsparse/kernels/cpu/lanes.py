@@ -30,20 +30,25 @@ X[8*bb + j, window w]``; the windows of an HSS pattern overlap, 1.33x the bytes 
 Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
 
 * :func:`linear_hss_lanes` -- ``Y = X @ W.T`` (or its transpose, so one kernel serves
-  ``linear`` and ``matmul``); a register tile of 8 batch rows x ``L`` output rows (8
-  accumulators, 8 activation windows, one value and one index register: LLVM spilled
-  a 12-row tile). Work is blocked so the operand with fewer bytes per window streams
-  from L2 while the other stays in L1 (``_limits.LANES_*_BLOCK_BYTES``); partial sums go
-  to a per-thread scratch copied to the output (plus the bias) once per batch block.
+  ``linear`` and ``matmul``); a register tile of 8 batch rows x ``2L`` output rows (two
+  row tiles share each activation window: 16 accumulators, 8 windows, one value and one
+  index register). With one row tile, 4:6->1:4 (2 slots per window) issued one window
+  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its tile pairs
+  outermost, holding a pair's packed weights for all windows in L2
+  (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
+  ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
+  per-thread scratch copied to the output (plus the bias) once per batch block.
+  Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
+  tile loads its 8 windows from 8 rows of ``X`` directly.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
   ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
   (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
 
-Measured 2026-11-29 (one thread, CPU time, ``X @ W.T`` with W 1024x4096 and 256 rows,
-against OpenBLAS sgemm on the same rows): speed-up 2.1x (1:4), 1.2-1.3x (2:4), 2.8-3.0x
-(4:6->1:4), i.e. 52-64% of sgemm's FMA throughput per kept weight; the register tile
-alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s against 3.6 G FMA/s for
-an FMA-only loop. The gather kernel this replaces reached 39-48%.
+Measured 2026-11-29 (one thread, CPU time, ``W @ X`` with W 4096x4096 and X 4096x256,
+against OpenBLAS sgemm in the same run, ``benchmarks/bench_structured.py``): speed-up
+2.4x (1:4), 1.4x (2:4), 3.4x (4:6->1:4), i.e. 57-70% of sgemm's FMA throughput per kept
+weight; the register tile alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s
+against 3.6 G FMA/s for an FMA-only loop.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from flexsparse import _limits
 from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
@@ -64,7 +70,7 @@ __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_
 
 #: Block sizes (the measurement is in :mod:`flexsparse._limits`).
 L2_BLOCK_BYTES = _limits.LANES_L2_BLOCK_BYTES
-L1_BLOCK_BYTES = _limits.LANES_L1_BLOCK_BYTES
+BATCH_BLOCKS = _limits.LANES_BATCH_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -252,11 +258,10 @@ def _pack_x(X, trans, wcol, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
+def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
     """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
-    NW = xp.shape[1]
     W = Ys.shape[1]
     y = yb * W + yo
     if w0 == 0:
@@ -277,18 +282,18 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
         a5 = vload(Ys, y + 5 * W, 64)
         a6 = vload(Ys, y + 6 * W, 64)
         a7 = vload(Ys, y + 7 * W, 64)
-    xo = (bb * NW + w0) * 8 * L
     o = (t * SS + wq[w0]) * L
+    rs = _xstride(xp)
     for w in range(w0, w1):
+        xo = _xoff(xp, wcol, bb, w)
         x0 = vload(xp, xo, 64)
-        x1 = vload(xp, xo + 1 * L, 64)
-        x2 = vload(xp, xo + 2 * L, 64)
-        x3 = vload(xp, xo + 3 * L, 64)
-        x4 = vload(xp, xo + 4 * L, 64)
-        x5 = vload(xp, xo + 5 * L, 64)
-        x6 = vload(xp, xo + 6 * L, 64)
-        x7 = vload(xp, xo + 7 * L, 64)
-        xo += 8 * L
+        x1 = vload(xp, xo + 1 * rs, 64)
+        x2 = vload(xp, xo + 2 * rs, 64)
+        x3 = vload(xp, xo + 3 * rs, 64)
+        x4 = vload(xp, xo + 4 * rs, 64)
+        x5 = vload(xp, xo + 5 * rs, 64)
+        x6 = vload(xp, xo + 6 * rs, 64)
+        x7 = vload(xp, xo + 7 * rs, 64)
         for _ in range(wq[w + 1] - wq[w]):
             v = vload(pv, o, 64)
             ix = vload(pi, o, 64)
@@ -309,6 +314,107 @@ def _linear8(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     vstore(Ys, y + 5 * W, a5)
     vstore(Ys, y + 6 * W, a6)
     vstore(Ys, y + 7 * W, a7)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
+    """Register tile: batch block ``bb`` (8 rows) x ``2L`` output rows (tiles ``t``, ``t + 1``).
+
+    Each activation window held in registers serves both tiles: per window and slot, 8
+    window registers + 2 value/index loads feed 16 permute+FMA pairs, against 8 for
+    :func:`_linear8` (16 accumulators, 8 windows, value, index, permute result: 27 of
+    the 32 vector registers). 4:6->1:4 has 2 slots per window, so its window loads
+    outnumber the FMAs otherwise.
+    """
+    SS = pv.shape[1]
+    L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
+    W = Ys.shape[1]
+    y = yb * W + yo
+    if w0 == 0:
+        a0 = vzeros(Ys, 64)
+        a1 = vzeros(Ys, 64)
+        a2 = vzeros(Ys, 64)
+        a3 = vzeros(Ys, 64)
+        a4 = vzeros(Ys, 64)
+        a5 = vzeros(Ys, 64)
+        a6 = vzeros(Ys, 64)
+        a7 = vzeros(Ys, 64)
+        c0 = vzeros(Ys, 64)
+        c1 = vzeros(Ys, 64)
+        c2 = vzeros(Ys, 64)
+        c3 = vzeros(Ys, 64)
+        c4 = vzeros(Ys, 64)
+        c5 = vzeros(Ys, 64)
+        c6 = vzeros(Ys, 64)
+        c7 = vzeros(Ys, 64)
+    else:
+        a0 = vload(Ys, y, 64)
+        a1 = vload(Ys, y + 1 * W, 64)
+        a2 = vload(Ys, y + 2 * W, 64)
+        a3 = vload(Ys, y + 3 * W, 64)
+        a4 = vload(Ys, y + 4 * W, 64)
+        a5 = vload(Ys, y + 5 * W, 64)
+        a6 = vload(Ys, y + 6 * W, 64)
+        a7 = vload(Ys, y + 7 * W, 64)
+        c0 = vload(Ys, y + L, 64)
+        c1 = vload(Ys, y + 1 * W + L, 64)
+        c2 = vload(Ys, y + 2 * W + L, 64)
+        c3 = vload(Ys, y + 3 * W + L, 64)
+        c4 = vload(Ys, y + 4 * W + L, 64)
+        c5 = vload(Ys, y + 5 * W + L, 64)
+        c6 = vload(Ys, y + 6 * W + L, 64)
+        c7 = vload(Ys, y + 7 * W + L, 64)
+    o = (t * SS + wq[w0]) * L
+    d = SS * L  # tile t + 1
+    rs = _xstride(xp)
+    for w in range(w0, w1):
+        xo = _xoff(xp, wcol, bb, w)
+        x0 = vload(xp, xo, 64)
+        x1 = vload(xp, xo + 1 * rs, 64)
+        x2 = vload(xp, xo + 2 * rs, 64)
+        x3 = vload(xp, xo + 3 * rs, 64)
+        x4 = vload(xp, xo + 4 * rs, 64)
+        x5 = vload(xp, xo + 5 * rs, 64)
+        x6 = vload(xp, xo + 6 * rs, 64)
+        x7 = vload(xp, xo + 7 * rs, 64)
+        for _ in range(wq[w + 1] - wq[w]):
+            v = vload(pv, o, 64)
+            ix = vload(pi, o, 64)
+            a0 = vfma(a0, v, vperm(x0, ix))
+            a1 = vfma(a1, v, vperm(x1, ix))
+            a2 = vfma(a2, v, vperm(x2, ix))
+            a3 = vfma(a3, v, vperm(x3, ix))
+            a4 = vfma(a4, v, vperm(x4, ix))
+            a5 = vfma(a5, v, vperm(x5, ix))
+            a6 = vfma(a6, v, vperm(x6, ix))
+            a7 = vfma(a7, v, vperm(x7, ix))
+            v = vload(pv, o + d, 64)
+            ix = vload(pi, o + d, 64)
+            c0 = vfma(c0, v, vperm(x0, ix))
+            c1 = vfma(c1, v, vperm(x1, ix))
+            c2 = vfma(c2, v, vperm(x2, ix))
+            c3 = vfma(c3, v, vperm(x3, ix))
+            c4 = vfma(c4, v, vperm(x4, ix))
+            c5 = vfma(c5, v, vperm(x5, ix))
+            c6 = vfma(c6, v, vperm(x6, ix))
+            c7 = vfma(c7, v, vperm(x7, ix))
+            o += L
+    vstore(Ys, y, a0)
+    vstore(Ys, y + 1 * W, a1)
+    vstore(Ys, y + 2 * W, a2)
+    vstore(Ys, y + 3 * W, a3)
+    vstore(Ys, y + 4 * W, a4)
+    vstore(Ys, y + 5 * W, a5)
+    vstore(Ys, y + 6 * W, a6)
+    vstore(Ys, y + 7 * W, a7)
+    vstore(Ys, y + L, c0)
+    vstore(Ys, y + 1 * W + L, c1)
+    vstore(Ys, y + 2 * W + L, c2)
+    vstore(Ys, y + 3 * W + L, c3)
+    vstore(Ys, y + 4 * W + L, c4)
+    vstore(Ys, y + 5 * W + L, c5)
+    vstore(Ys, y + 6 * W + L, c6)
+    vstore(Ys, y + 7 * W + L, c7)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -336,53 +442,104 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
     vstore(Ys, y, a0)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1):
+    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``."""
+    L = pv.shape[2]
+    if J != 8:
+        _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
+    elif t + 1 < t_hi:
+        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+    else:
+        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+
+
+def _xoff(xp, wcol, bb, w):
+    """Flat offset of batch block ``bb``'s first row in window ``w``.
+
+    ``xp`` is either the packed activations ``[nbb, NW, 8, L]`` or, read in place, a
+    C-contiguous ``X [B, K]`` (rows of a batch block ``K`` apart, window ``w`` at column
+    ``wcol[w]``); compiled code picks the formula by ``xp.ndim`` at typing time.
+    """
+    if xp.ndim == 4:
+        return (bb * xp.shape[1] + w) * xp.shape[2] * xp.shape[3]
+    return bb * 8 * xp.shape[1] + wcol[w]
+
+
+def _xstride(xp):
+    """Elements between the rows of a batch block: ``L`` (packed, a constant) or ``K``."""
+    return 64 // xp.itemsize if xp.ndim == 4 else xp.shape[1]
+
+
+@overload(_xoff, inline="always")
+def _ov_xoff(xp, wcol, bb, w):
+    if xp.ndim == 4:
+        return lambda xp, wcol, bb, w: (bb * xp.shape[1] + w) * (512 // xp.itemsize)
+    return lambda xp, wcol, bb, w: bb * 8 * xp.shape[1] + wcol[w]
+
+
+def _xrows(xp):
+    """Batch rows per block: ``J`` of the packed layout, 8 for ``X`` read in place."""
+    return xp.shape[2] if xp.ndim == 4 else 8
+
+
+@overload(_xrows, inline="always")
+def _ov_xrows(xp):
+    if xp.ndim == 4:
+        return lambda xp: xp.shape[2]
+    return lambda xp: 8
+
+
+@overload(_xstride, inline="always")
+def _ov_xstride(xp):
+    if xp.ndim == 4:
+        return lambda xp: 64 // xp.itemsize
+    return lambda xp: xp.shape[1]
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, xp, bias, out, trans, bbk, kb, t_inner, bounds):
+def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
-    batch block); window ``w`` holds slots ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
-    ``bounds[p]:bounds[p+1]`` in blocks of ``bbk`` batch blocks x ``kb`` windows (the
-    packed activations of a block stay in L2, the weights of one tile and block in L1)
-    and accumulates into a scratch ``[bbk * J, its rows]`` copied to ``out`` per block,
-    adding ``bias[m]`` (an ``[M]`` array, or ``[0]`` for none).
+    batch block), or ``X [B, K]`` itself read in place (``B % 8 == 0``, every window
+    inside ``K``); window ``w`` starts at column ``wcol[w]`` and holds slots
+    ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
+    ``bounds[p]:bounds[p+1]`` (two at a time when ``J == 8``) in blocks of ``bbk`` batch
+    blocks x ``kb`` windows: the weights of a tile pair and window block stay in L2 while
+    the block's packed activations stream past them. It accumulates into a scratch
+    ``[bbk * J, its rows]`` copied to ``out`` per batch block, adding ``bias[m]`` (an
+    ``[M]`` array, or ``[0]`` for none).
     """
     L = pv.shape[2]
-    nbb, NW, J = xp.shape[0], xp.shape[1], xp.shape[2]
     M = out.shape[0] if trans else out.shape[1]
     B = out.shape[1] if trans else out.shape[0]
+    NW = wcol.shape[0]
+    J = _xrows(xp)
+    nbb = (B + J - 1) // J
+    tstep = 2 if J == 8 else 1
     for p in prange(bounds.shape[0] - 1):
         t_lo, t_hi = bounds[p], bounds[p + 1]
-        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L), dtype=out.dtype)
+        # one spare register per scratch row: rows 2^k bytes apart alias in L1 when the
+        # transposed copy below walks down a column
+        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L + L), dtype=out.dtype)
         for b0 in range(0, nbb, bbk):
             b1 = min(nbb, b0 + bbk)
             for w0 in range(0, NW, kb):
                 w1 = min(NW, w0 + kb)
-                if t_inner:  # activations of one batch block in L1, weights stream from L2
+                for t in range(t_lo, t_hi, tstep):
                     for bb in range(b0, b1):
-                        for t in range(t_lo, t_hi):
-                            if J == 8:
-                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
-                            else:
-                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
-                else:  # weights of one tile in L1, activations stream from L2
-                    for t in range(t_lo, t_hi):
-                        for bb in range(b0, b1):
-                            if J == 8:
-                                _linear8(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
-                            else:
-                                _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
+                        _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
             m0 = t_lo * L
             m1 = min(M, t_hi * L)
             r0 = b0 * J
             r1 = min(B, b1 * J)
             has_bias = bias.shape[0] > 0
-            if trans:  # transpose in L-row strips: contiguous reads, L write streams
-                for ms in range(m0, m1, L):
-                    me = min(m1, ms + L)
+            if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
+                for m in range(m0, m1):
+                    bm = bias[m] if has_bias else 0
                     for b in range(r0, r1):
-                        for m in range(ms, me):
-                            out[m, b] = Ys[b - r0, m - m0] + (bias[m] if has_bias else 0)
+                        out[m, b] = Ys[b - r0, m - m0] + bm
             elif has_bias:
                 for b in range(r0, r1):
                     for m in range(m0, m1):
@@ -507,8 +664,9 @@ _linear_serial = njit(cache=True, fastmath=True)(
 
 
 def _bounds(T: int, serial: bool = False) -> np.ndarray:
+    """Tile ranges of the threads: even boundaries, so the 2-tile register blocks pair up."""
     parts = 1 if serial else max(1, min(numba.get_num_threads(), T))
-    return np.linspace(0, T, parts + 1).round().astype(np.int64)
+    return np.minimum(T, 2 * np.linspace(0, (T + 1) // 2, parts + 1).round().astype(np.int64))
 
 
 def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: bool = False) -> np.ndarray:
@@ -526,42 +684,43 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: b
 
 
 def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.ndarray, M: int,
-               trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None) -> np.ndarray:
+               trans_in: bool = False, trans_out: bool = False, bias: np.ndarray | None = None,
+               in_place: bool | None = None) -> np.ndarray:
     """``X @ W.T (+ bias)``: ``[B, M]`` (``[M, B]`` with ``trans_out``) for ``X: [B, K]``
     (``[K, B]`` with ``trans_in``).
 
     ``S`` is the number of stored slots per row (before tile padding). ``W @ X`` for
     ``X: [K, N]`` is ``trans_in=trans_out=True``. ``bias``: optional ``[M]``, added to
-    every output row (fused into the final copy).
+    every output row (fused into the final copy). ``in_place``: read the windows straight
+    from ``X`` instead of packing it (done only when ``X: [B, K]`` is C-contiguous, ``B``
+    is a multiple of 8 and every window lies inside ``K``; ``None`` decides by size).
     """
     B = X.shape[1] if trans_in else X.shape[0]
+    K = X.shape[0] if trans_in else X.shape[1]
     out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
     if out.size == 0:
         return out
     serial = M * S * B < _limits.PARALLEL_MIN_MACS
-    xp = pack_x(X, plan, S, trans_in, serial)
-    _, wq, _ = windows(plan, S, 0)
-    nbb, NW, J, L = xp.shape
-    # The operand with fewer bytes per window streams from L2 and the other stays in L1:
-    # per window a batch block holds J*L activations, a tile slots*L values + indices
-    # (4:6->1:4: 512 B vs 256 B; 2:4: 512 B vs 1 KiB). Keeping the activations in L1 needs
-    # the weights of all of a thread's tiles for the block's windows in L2; measured
-    # (4:6->1:4, one thread): 2.89x vs 2.65x over sgemm for 1024 rows, 2.43x vs 2.69x for
-    # 4096 rows, where those weights overflow L2.
-    x_window = J * L * X.itemsize
-    w_window = 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
-    tiles = -(-pv.shape[0] // max(1, numba.get_num_threads()))
-    kb_x = max(1, int(L1_BLOCK_BYTES // x_window))
-    t_inner = w_window < x_window and L2_BLOCK_BYTES // (tiles * w_window) >= kb_x
-    if t_inner:  # bound the scratch ([bbk * J, M]) instead
-        kb = kb_x
-        bbk = max(1, min(nbb, L2_BLOCK_BYTES // (J * M * X.itemsize)))
-    else:
-        kb = max(1, int(L1_BLOCK_BYTES // w_window))
-        bbk = max(1, min(nbb, L2_BLOCK_BYTES // (kb * x_window)))
+    wcol, wq, nfull = windows(plan, S, K)
+    NW, L = wcol.shape[0], plan.lanes
+    can = not trans_in and B % 8 == 0 and nfull == NW and X.flags.c_contiguous
+    if in_place is None:  # packing writes 1-1.33x X's bytes that the kernel reads again
+        in_place = X.nbytes >= _limits.LANES_IN_PLACE_BYTES
+    in_place = in_place and can
+    xp = np.ascontiguousarray(X) if in_place else pack_x(X, plan, S, trans_in, serial)
+    J = 8 if in_place else xp.shape[2]
+    nbb = -(-B // J)
+    # Loop order and blocks measured 2026-11-29 (one thread, CPU time; 4096x4096 weight
+    # with 256 and 64 rows, 1536x384 / 384x1536 with 4096 rows; 1:4, 2:4, 4:6->1:4):
+    # the weights of a tile pair over all windows held in L2 while the packed
+    # activations stream beat keeping a batch block's activations in L1 in every case
+    # (4:6->1:4 W@X 23.3 ms vs 27.7 ms); 16 batch blocks per pass beat 8 and 32 by 3-13%.
+    pair_window = 2 * 2 * X.itemsize * L * plan.sg_slots / plan.n_windows
+    kb = max(1, min(NW, int(L2_BLOCK_BYTES // pair_window)))
+    bbk = max(1, min(nbb, BATCH_BLOCKS))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     kernel = _linear_serial if serial else linear_hss_lanes
-    return kernel(pv, pi, wq, xp, bias, out, trans_out, bbk, kb, t_inner, _bounds(pv.shape[0], serial))
+    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0], serial))
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
