@@ -361,3 +361,28 @@ def test_todense_every_numeric_dtype(dtype, canonical):
     got = t.todense()
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, expect)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.complex128, np.bool_])
+@pytest.mark.parametrize("shape", [(4,), (3, 5), (2, 3, 4), (1, 1, 1, 7)])
+def test_todense_fully_stored_is_a_copy_of_data(dtype, shape):
+    # every cell stored (explicit zeros too): the canonical data is the C-order dense array
+    rng = np.random.default_rng(7)
+    dense = (rng.random(shape) * 5 - 2).astype(dtype)
+    dense.reshape(-1)[0] = 0  # an explicit stored zero stays in place
+    coords = np.array(np.unravel_index(np.arange(dense.size), shape))
+    t = COO(coords, dense.reshape(-1).copy(), shape)
+    assert t.canonical and t.nnz == t.size
+    got = t.todense()
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    np.testing.assert_array_equal(got, dense)
+    got.reshape(-1)[-1] = 1  # the result owns its memory: the tensor is unchanged
+    np.testing.assert_array_equal(t.data, dense.reshape(-1))
+
+
+def test_todense_fully_stored_non_canonical_sums_duplicates():
+    # nnz == size but with a duplicate and a missing cell: must scatter, not reshape
+    coords = np.array([[0, 0, 1, 1], [0, 0, 1, 0]])
+    t = COO(coords, np.array([1.0, 2.0, 3.0, 4.0]), (2, 2))
+    assert not t.canonical and t.nnz == t.size
+    np.testing.assert_array_equal(t.todense(), np.array([[3.0, 0.0], [4.0, 3.0]]))

@@ -46,7 +46,9 @@ def files(tmp_path_factory):
 @FUZZ
 @given(cmd=st.sampled_from(COMMANDS), spec=st.sampled_from(SPECS),
        paths=st.lists(st.integers(0, 10), max_size=3), opts=st.lists(st.sampled_from(OPTIONS), max_size=3),
-       out=st.integers(0, 10), data=st.data())
+       # outputs never overwrite the corrupt inputs (empty, truncated, bad.*): the fixture is
+       # module-scoped and test_cli_errors_name_the_problem needs them still corrupt
+       out=st.sampled_from([0, 1, 2, 7, 8, 9, 10]), data=st.data())
 def test_cli_misuse_is_one_line_and_status_2(files, capsys, cmd, spec, paths, opts, out, data):
     d, names = files
     argv = [cmd] + ([spec] if cmd == "einsum" else [])
