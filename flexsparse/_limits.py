@@ -229,10 +229,11 @@ PARALLEL_MIN_MACS = 2**23
 #: time of the two-thread run over the one-thread run (the counting pass over the first
 #: block, the partition and the wake-up are the added work) was 1.34-2.04x for 39K-248K
 #: multiply-adds and 1.08-1.25x from 1M up, so an idle machine's two-thread wall time
-#: (about half the CPU time) gains nothing up to ~2**18 and ~1.6-1.85x above 2**20. An
-#: empty parallel region costs 7-10 us (min/median of 2000, 2 threads); one thread does
-#: 2**18 multiply-adds in ~0.7-1.4 ms. Wall times at that load (11-13 on 2 cores) only
-#: showed descheduling, which is why the rule rests on CPU time.
+#: (about half the CPU time) gains nothing up to ~2**18 and ~1.6-1.85x above 2**20 (wall
+#: times at load 11-13 only showed descheduling). The same command at load 1.3 (15:53 UTC):
+#: two threads over one 0.40x at 39K, 0.99x at 114K, 0.85-1.27x at 161K-472K, 1.36x at 1M,
+#: 1.46-1.76x from 1.9M to 30M multiply-adds. An empty parallel region costs 7-10 us
+#: (min/median of 2000, 2 threads); one thread does 2**18 multiply-adds in ~0.7 ms.
 SPGEMM_PARALLEL_MIN_FLOPS = 2**18
 
 # ---------------------------------------------------------------------- distributed
