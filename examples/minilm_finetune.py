@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default="sparsegpt", help="first masks: sparsegpt or magnitude")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
     ap.add_argument("--batch", type=int, default=32, help="sentences per training batch")
-    ap.add_argument("--calib", type=int, default=4, help="calibration batches for --init sparsegpt")
+    ap.add_argument("--calib", type=int, default=128, help="calibration sentences (random training "
+                    "sentences) for --init sparsegpt")
     ap.add_argument("--eval", type=int, default=400, help="held-out sentences")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 minute per pattern, 100 held out")
@@ -174,9 +175,10 @@ def main(argv=None) -> int:
         start, wall0, cpu0 = clock(), time.perf_counter(), time.process_time()
         model = copy.deepcopy(dense)
         train = batches(dense, train_s, args.batch)
+        calib = batches(dense, random.Random(args.seed + 1).sample(train_s, args.calib), 32)
         summary = finetune(model, pattern, train, density=density, max_time=args.minutes * 60 - (clock() - start),
                            clock=clock, method=recipe["method"], lr=recipe["lr"], init=args.init,
-                           calibration=args.calib, teacher=dense, output="sentence_embedding",
+                           calibration=calib, teacher=dense, output="sentence_embedding",
                            hidden=is_block, freeze="*word_embeddings*", cache_teacher=True,
                            seed=args.seed)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -51,6 +51,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 try:
     import torch
     from torch import nn
@@ -296,6 +298,13 @@ def _hidden_hooks(model: nn.Module, names: list[str], store: dict[str, torch.Ten
     return [mods[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in names]
 
 
+def _check_pattern(pattern: str, density: float | None) -> None:
+    """Raise the error ``flexsparse.prune`` would raise for a bad pattern, before any work."""
+    from flexsparse.prune import prune_mask
+
+    prune_mask(np.ones((2, 64), dtype=np.float32), pattern, density=density)
+
+
 def _lr_factor(progress: float, warmup: float, schedule: str) -> float:
     if warmup > 0 and progress < warmup:
         return max(progress / warmup, 1e-3)
@@ -376,11 +385,7 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
         raise ValueError(f"max_time must be > 0 seconds, got {max_time}")
     if not 0.0 <= float(warmup) < 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
-    from flexsparse.prune import prune_mask
-
-    import numpy as np
-    prune_mask(np.ones((1, 1), dtype=np.float32) if pattern.strip().lower().startswith("block")
-               else np.ones((1, 64), dtype=np.float32), pattern, density=density)  # validates early
+    _check_pattern(pattern, density)
     batches = _Batches(data, seed)
 
     # -------- select layers and the teacher
@@ -466,14 +471,15 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
                     t_hidden.clear()
                     with torch.no_grad():
                         t_out = pick(call_model(teacher, batch)).detach()
-                    t_hid = dict(t_hidden)
+                    # token rows only (padding dropped): what the loss compares, and less to cache
+                    t_hid = {n: _as_rows(batch, v.detach()) for n, v in t_hidden.items()}
                     if cache_teacher and idx is not None:
                         cache[idx] = (t_out, t_hid)
                 s_hidden.clear()
                 s_out = pick(call_model(model, batch))
                 value = loss_fn(s_out, t_out, batch)
                 if hidden_names:
-                    hl = sum(mse_loss(s_hidden[n], t_hid[n], batch) for n in hidden_names)
+                    hl = sum(_nmse_rows(_as_rows(batch, s_hidden[n]), t_hid[n]) for n in hidden_names)
                     value = value + hidden_weight * hl / len(hidden_names)
                 opt.zero_grad(set_to_none=True)
                 value.backward()

@@ -198,21 +198,21 @@ def _sparsegpt(model: nn.Module, teacher: nn.Module | None, layers: dict[str, Ma
             for n in pending:
                 init_masks("magnitude", model, teacher, {n: layers[n]}, [], on_layer=on_layer)
             return
-        xs = _capture_input(model, layers[group[0]], batches)
-        X1 = torch.cat(xs)
-        n_rows = X1.shape[0]
-        X1 = torch.cat([X1, torch.ones(n_rows, 1, dtype=X1.dtype)], 1)
+        X = torch.cat(_capture_input(model, layers[group[0]], batches))
+        X1 = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], 1)
+        del X
         H = X1.T @ X1
         for name in group:
             layer = layers[name]
-            _reconstruct(layer, H, X1, xs, targets.get(name), damp)
+            _reconstruct(layer, H, X1, targets.get(name), damp)
             pending.remove(name)
             if on_layer:
                 on_layer(name)
 
 
-def _reconstruct(layer: MaskedLinear, H: torch.Tensor, X1: torch.Tensor, xs: list[torch.Tensor],
-                 target: list[torch.Tensor] | None, damp: float) -> None:
+def _reconstruct(layer: MaskedLinear, H: torch.Tensor, X1: torch.Tensor, target: list[torch.Tensor] | None,
+                 damp: float) -> None:
+    """Least-squares target map, then the OBS sweep; installs weights, bias and mask."""
     W = layer.weight.detach().to("cpu", torch.float64)
     M, K = W.shape
     has_bias = layer.bias is not None
