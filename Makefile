@@ -15,13 +15,18 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: demo test test-jitless bench
+.PHONY: demo test test-jitless bench fuzz
 demo: $(VENV)/.demo-installed
 	$(BIN)/flexsparse demo
 
 test: $(VENV)/.test-installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -m jitless -p no:cacheprovider tests
+
+# The fuzz suite's deep profile (thousands of cases per property; `make test` runs the fast one).
+fuzz: $(VENV)/.test-installed
+	HYPOTHESIS_PROFILE=fuzz-deep $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_einsum.py

@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -26,57 +25,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-import scipy.sparse as sp
+from _common import geomean, pyamg_matrices, pygsp_matrices, snap_matrices
+from _common import timed as timeit
 
 import flexsparse as fs
 
 
-def timeit(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
-def geomean(xs):
-    xs = [x for x in xs if x > 0]
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
-
-
 def real_matrices(data: Path | None, quick: bool):
-    mats = []
-    if data is not None and data.is_dir():
-        for name in ("ca-GrQc.mat", "ca-HepTh.mat"):
-            p = data / name
-            if p.exists():
-                mats.append((name[:-4], sp.csr_array(scipy.io.loadmat(p)["Problem"][0, 0]["A"]).astype(np.float64)))
-    else:
+    """``[(name, csr_array)]``: SNAP graphs (when ``data`` holds them), pyamg and pygsp matrices."""
+    mats = list(snap_matrices(data=data).items()) if data is not None and data.is_dir() else []
+    if data is None or not data.is_dir():
         print(f"(shared data not found at {data}: skipping the SNAP graphs)")
-    try:
-        import pyamg.gallery
-
-        for name in (["airfoil"] if quick else ["airfoil", "knot", "recirc_flow", "bar"]):
-            try:
-                mats.append((f"pyamg-{name}", sp.csr_array(pyamg.gallery.load_example(name)["A"]).astype(np.float64)))
-            except Exception as exc:  # noqa: BLE001
-                print(f"(pyamg example {name} unavailable: {exc})")
-    except ImportError:
-        print("(pyamg not installed: skipping its matrices)")
+    mats += list(pyamg_matrices(["airfoil"] if quick else ["airfoil", "knot", "recirc_flow", "bar"]).items())
     if not quick:
-        try:
-            import logging
-
-            from pygsp import graphs
-
-            logging.getLogger("pygsp").setLevel(logging.ERROR)
-            for G in (graphs.Minnesota(), graphs.Bunny()):
-                mats.append((f"pygsp-{type(G).__name__}", sp.csr_array(G.W).astype(np.float64)))
-        except Exception as exc:  # noqa: BLE001
-            print(f"(pygsp graphs unavailable: {exc})")
-    return mats
+        mats += list(pygsp_matrices(["Minnesota", "Bunny"]).items())
+    return [(name.replace(":", "-"), A.astype(np.float64)) for name, A in mats]
 
 
 def bench_spgemm(data, quick, repeat):

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
             t_fs = do_bench(lambda: gpu.matmul(W, X, values=values, structure=s))
             # the same weight densely, and as torch BSR
             dense = torch.zeros(M // b, K // b, b, b, device=dev, dtype=dtype)
-            dense[torch.as_tensor(W.block_rows, device=dev), torch.as_tensor(W.indices.astype(np.int64), device=dev)] = values
+            rows = torch.as_tensor(W.block_rows, device=dev)
+            dense[rows, torch.as_tensor(W.indices.astype(np.int64), device=dev)] = values
             dense = dense.permute(0, 2, 1, 3).reshape(M, K).contiguous()
             try:
                 bsr = dense.to_sparse_bsr((b, b))

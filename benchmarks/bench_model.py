@@ -14,6 +14,8 @@ import argparse
 import os
 import time
 
+from _common import min_time
+
 from flexsparse.model import MatmulWorkload, evaluate
 from flexsparse.model.validation import powerlaw_matrix
 
@@ -22,12 +24,8 @@ DESIGNS = ("dense", "generic", "stc", "dstc", "highlight", "extensor-n", "extens
 
 
 def _time(design: str, w: MatmulWorkload, repeat: int) -> tuple[float, object]:
-    best, rep = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        rep = evaluate(design, w)
-        best = min(best, time.perf_counter() - t0)
-    return best, rep
+    """Best of ``repeat`` evaluations and the report of one."""
+    return min_time(lambda: evaluate(design, w), repeat), evaluate(design, w)
 
 
 def main() -> None:
@@ -50,7 +48,8 @@ def main() -> None:
                 cases.append((f, MatmulWorkload.from_data(M, M, name=f)))
         else:
             print(f"skipping real data: {data} not found")
-    print(f"{'workload':<10} {'design':<12} {'seconds':>8} {'cycles':>12} {'energy_uJ':>11} {'tiles':>8} {'overbooked':>10}")
+    print(f"{'workload':<10} {'design':<12} {'seconds':>8} {'cycles':>12} {'energy_uJ':>11} {'tiles':>8} "
+          f"{'overbooked':>10}")
     worst = 0.0
     for name, w in cases:
         for d in DESIGNS:

@@ -27,76 +27,25 @@ import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-import scipy.io
 import scipy.sparse as sp
+from _common import median_time, power_law_graph, pyamg_matrices, pygsp_matrices, snap_matrices
 
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.dot import dot_csr_csr
 from flexsparse.kernels.cpu.spgemm import spgemm
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 def load_matrices(quick: bool, seed: int) -> dict[str, sp.csr_array]:
+    """SNAP graphs (when present), every pyamg example, pygsp graphs and a power-law graph."""
     mats: dict[str, sp.csr_array] = {}
-    for name in ("ca-GrQc", "ca-HepTh"):
-        path = DATA / f"{name}.mat"
-        if path.exists():
-            mats[name] = sp.csr_array(scipy.io.loadmat(path)["Problem"][0, 0]["A"])
-        else:
-            print(f"[skip] {name}: {path} not found")
-    try:
-        import pyamg.gallery as gallery
-
-        folder = Path(gallery.__file__).parent / "example_data"
-        for path in sorted(folder.glob("*.mat")):
-            try:
-                mats[f"pyamg:{path.stem}"] = sp.csr_array(gallery.load_example(path.stem)["A"])
-            except Exception as exc:  # noqa: BLE001 - report and go on with the others
-                print(f"[skip] pyamg {path.stem}: {exc}")
-    except ImportError:
-        print("[skip] pyamg not installed (pip install flexsparse[peers])")
-    try:
-        import logging
-
-        logging.getLogger("pygsp").setLevel(logging.WARNING)
-        from pygsp import graphs
-
-        for name in ("Minnesota", "Bunny", "Airfoil", "Logo"):
-            try:
-                mats[f"pygsp:{name}"] = sp.csr_array(getattr(graphs, name)().W)
-            except Exception as exc:  # noqa: BLE001
-                print(f"[skip] pygsp {name}: {exc}")
-    except ImportError:
-        print("[skip] pygsp not installed (pip install flexsparse[peers])")
-    mats["powerlaw"] = power_law_graph(5_000 if quick else 20_000, 8, seed)
+    mats.update(snap_matrices())
+    mats.update(pyamg_matrices())
+    mats.update(pygsp_matrices())
+    n = 5_000 if quick else 20_000
+    mats["powerlaw"] = power_law_graph(n, 4 * n, alpha=0.8, seed=seed)
     return mats
-
-
-def power_law_graph(n: int, avg_degree: int, seed: int) -> sp.csr_array:
-    """Symmetric Chung-Lu graph: endpoint probabilities ~ Pareto(1.5) weights, capped."""
-    rng = np.random.default_rng(seed)
-    w = np.minimum(rng.pareto(1.5, n) + 1.0, n / 50)
-    p = w / w.sum()
-    m = n * avg_degree // 2
-    rows, cols = rng.choice(n, m, p=p), rng.choice(n, m, p=p)
-    a = sp.coo_array((np.ones(m), (rows, cols)), shape=(n, n)).tocsr()
-    a = a + a.T
-    a.sum_duplicates()
-    a.data[:] = rng.random(a.nnz)
-    return sp.csr_array(a)
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def structure_ok(c: CSR, a: CSR) -> bool:
@@ -165,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v:.2f} s" for k, v in jit.items()))
 
     # dot-product engine: masked (sampled) product, cost-balanced vs round-robin rows
-    g = power_law_graph(3_000 if args.quick else 10_000, 8, args.seed + 1)
+    n_g = 3_000 if args.quick else 10_000
+    g = power_law_graph(n_g, 4 * n_g, alpha=0.8, seed=args.seed + 1)
     rows_sorted = np.argsort(-np.diff(g.indptr), kind="stable")  # rows by degree, heaviest first
     g = sp.csr_array(g[rows_sorted][:, rows_sorted])
     g.sort_indices()

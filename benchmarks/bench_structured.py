@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,27 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import best_pair  # noqa: E402
+
 from flexsparse._util import atomic_write  # noqa: E402
 from flexsparse.formats.block import BlockSparse  # noqa: E402
 from flexsparse.formats.layouts import make_layout  # noqa: E402
 from flexsparse.prune import prune  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def best_pair(fn, dense, reps: int) -> tuple[float, float]:
-    """Best-of-``reps`` seconds of ``fn`` and of ``dense``, runs interleaved (after a warm-up)."""
-    fn()
-    dense()
-    tf, td = np.inf, np.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        tf = min(tf, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        dense()
-        td = min(td, time.perf_counter() - t0)
-    return tf, td
 
 
 def torch_bsr(W: np.ndarray, block: int, X: np.ndarray):

@@ -1,6 +1,8 @@
 """flexsparse: fast sparse tensors for the CPUs and GPUs people own.
 
-* n-D sparse tensors (:class:`COO`, :class:`CSF`) with conversions and file formats;
+* one base class, :class:`SparseArray`, for every format: n-D :class:`COO` and :class:`CSF`,
+  2-D :class:`CSR`/:class:`CSC`, structured :class:`BlockSparse`, :class:`NM`, :class:`HSS`;
+  conversions and file formats (one self-describing ``.npz``/directory format for results);
 * a sparsity-aware :func:`einsum` (plus :func:`tensordot`, :func:`matmul`, :func:`einsum_path`)
   on parallel numba engines, with optional bounded memory (``memory_limit=``);
 * structured sparsity (:class:`BlockSparse`, :class:`NM`, :class:`HSS`), :func:`prune`;
@@ -25,8 +27,11 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # formats
+    "SparseArray": "flexsparse.formats.base",
     "COO": "flexsparse.formats.coo",
     "CSF": "flexsparse.formats.fiber",
+    "CSR": "flexsparse.formats.csr",
+    "CSC": "flexsparse.formats.csr",
     "as_coo": "flexsparse.formats.convert",
     "from_scipy": "flexsparse.formats.convert",
     "to_scipy": "flexsparse.formats.convert",
@@ -63,7 +68,9 @@ __all__ = ["__version__", *_EXPORTS]
 
 # ``prune`` is also the name of a module: importing it later would rebind the package
 # attribute to the module, so the function is bound eagerly here, and ``einsum`` with it
-# (plain imports: nothing is compiled and no file is read).
+# (plain imports: nothing is compiled and no file is read). Importing the operator dispatch
+# installs the operators of every format (see flexsparse.formats.base.register_dispatch).
+import flexsparse.contract.dispatch  # noqa: E402,F401
 from flexsparse.contract.execute import einsum  # noqa: E402,F401
 from flexsparse.prune import prune  # noqa: E402,F401
 

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "atomic_write",
     "check_numeric_dtype",
+    "compute_dtype",
     "index_dtype_for",
     "parse_bytes",
     "result_dtype",
@@ -46,8 +47,39 @@ def check_numeric_dtype(dtype: np.dtype | type, what: str = "array") -> np.dtype
 
 
 def result_dtype(*dtypes: np.dtype) -> np.dtype:
-    """NumPy's promotion of the operands' dtypes (what ``np.einsum`` would return)."""
+    """NumPy's promotion of the operands' dtypes (what ``np.einsum`` would return).
+
+    Operands are arrays by then: ``np.einsum`` turns a Python scalar into an array first
+    (``np.asarray``: a Python float is float64), so NEP 50's weak-scalar rule never narrows
+    the result. Under NumPy 2 this is ``np.result_type`` of the dtypes: int32 with int32 stays
+    int32, uint8 with int8 gives int16, int64 with uint64 gives float64.
+
+    >>> result_dtype(np.dtype(np.float32), np.asarray(1.0).dtype)
+    dtype('float64')
+    >>> result_dtype(np.dtype(np.int32), np.dtype(np.int32)), result_dtype(np.dtype(np.uint8), np.dtype(np.int8))
+    (dtype('int32'), dtype('int16'))
+    """
     return np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype einsum's arithmetic runs in for a result of ``dtype`` (cast back at the end).
+
+    * float16 accumulates in float32, as NumPy's einsum does (its half loops sum in float);
+    * bool counts in int64: a sum of products of booleans is True iff the count of true
+      products is nonzero, so counting then testing ``!= 0`` is NumPy's OR of ANDs, and a
+      boolean operand mixed into a wider result is never OR-ed by a step that sums it;
+    * every other dtype is its own (integers wrap at their own width, as NumPy's do).
+
+    >>> compute_dtype(np.dtype(np.float16)), compute_dtype(np.dtype(bool)), compute_dtype(np.dtype(np.int8))
+    (dtype('float32'), dtype('int64'), dtype('int8'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype == np.bool_:
+        return np.dtype(np.int64)
+    return dtype
 
 
 def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:
@@ -103,13 +135,43 @@ def parse_bytes(size: int | str) -> int:
     return value
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _open_anonymous(directory: Path) -> tuple[int, bool]:
+    """A writable file in ``directory`` with no name yet (Linux ``O_TMPFILE``): killed at any
+    point, the process leaves nothing behind. Returns ``(fd, anonymous)``; ``anonymous`` is
+    False where the file system cannot do it (the fd is then -1)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return -1, False
+    try:
+        return os.open(directory, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666), True
+    except OSError:  # EOPNOTSUPP, EISDIR, EINVAL: a file system without O_TMPFILE
+        return -1, False
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+    """Open a temporary file beside ``path``; it becomes ``path`` only on success.
 
-    An exception (or a killed process) leaves ``path`` untouched: either the old file
-    or nothing, never a truncated one. The temporary name starts with ``.`` and ends
-    with ``.partial`` so it never looks like a finished file.
+    An exception (KeyboardInterrupt included) leaves ``path`` untouched, either the old file
+    or nothing, never a truncated one, and removes the temporary file. Where Linux allows
+    (``O_TMPFILE``) the temporary has no name until the very end, so even a killed process
+    leaves nothing; elsewhere it is a hidden ``.<name>.*.partial`` file. A new file gets the
+    permissions the umask allows (``0o666 & ~umask``, as ``open()`` gives); an existing
+    file keeps its own.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp()
@@ -124,14 +186,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"cannot write {path}: directory {directory} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        perm = os.stat(path).st_mode & 0o7777
+    except OSError:
+        perm = 0o666 & ~_umask()
+    fd, anonymous = _open_anonymous(directory)
+    tmp = None
+    if not anonymous:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), perm)
             os.fsync(f.fileno())
+            if anonymous:  # give the finished file a (hidden) name, then move it into place
+                tmp = os.path.join(directory, f".{path.name}.{os.getpid()}.{id(f):x}.partial")
+                proc = os.open("/proc/self/fd", os.O_RDONLY)
+                try:  # linkat(AT_SYMLINK_FOLLOW) of the fd's magic link names the open file
+                    os.link(str(f.fileno()), tmp, src_dir_fd=proc, follow_symlinks=True)
+                finally:
+                    os.close(proc)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise

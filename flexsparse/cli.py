@@ -37,32 +37,39 @@ def demo(quick: bool = typer.Option(False, help="Smaller workloads (seconds, not
 def einsum_cmd(
     spec: str = typer.Argument(..., help="Einsum subscripts, e.g. 'ij,jk->ik'."),
     inputs: list[Path] = typer.Argument(..., help="Operand files (.tns, .mtx, .npz), one per operand."),
-    output: Path = typer.Option(..., "-o", "--output", help="Result file (.tns, .mtx or .npz)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Result file (.tns, .mtx, .npz) or store "
+                                "directory; with --memory-limit a .npz/directory is written tile by tile."),
     index_base: Optional[int] = typer.Option(None, help="Index base of .tns inputs (0 or 1)."),
     header: Optional[bool] = typer.Option(None, help="Whether .tns inputs start with a shape line."),
     memory_limit: Optional[str] = typer.Option(None, help="Bound the working set, e.g. '512MB'."),
     tiling: str = typer.Option("overbook", help="Tiling strategy with --memory-limit."),
     report: bool = typer.Option(False, help="Print the tiling report."),
-    threads: Optional[int] = typer.Option(None, help="Worker threads."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Worker threads (at least 1)."),
     show_path: bool = typer.Option(False, "--path", help="Print the contraction path and its estimates."),
 ) -> None:
     """Contract tensors stored in files and write the result (atomically)."""
     import time
 
     import flexsparse as fs
+    from flexsparse.formats.io import _format_of
 
+    _format_of(output, None)  # an unwritable output format fails before any work
     tensors = [_load(p, index_base, header) for p in inputs]
     if show_path:
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
     kwargs = dict(format="coo", threads=threads)
+    stream = memory_limit is not None and output.suffix in ("", ".npz")
     if memory_limit is not None:
         kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
+        if stream:  # bounded memory end to end: the result goes to the store tile by tile
+            kwargs.update(out=output)
         result, reports = fs.einsum(spec, *tensors, **kwargs)
     else:
         result, reports = fs.einsum(spec, *tensors, **kwargs), []
     dt = time.perf_counter() - t0
-    fs.save(output, result)
+    if not stream:
+        fs.save(output, result)
     typer.echo(f"{spec}: {result!r} in {dt * 1e3:.1f} ms -> {output}")
     if report:
         for r in reports:
@@ -70,23 +77,51 @@ def einsum_cmd(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz)."),
+def info(path: Path = typer.Argument(..., help="A tensor file (.tns, .mtx, .npz) or a store directory."),
          index_base: Optional[int] = typer.Option(None, help="Index base of a .tns file."),
          header: Optional[bool] = typer.Option(None, help="Whether a .tns file has a shape line.")) -> None:
-    """Show shape, nnz, density, bytes and per-mode statistics of a tensor file."""
+    """Show shape, nnz, density, bytes and per-mode statistics of a tensor file.
+
+    A flexsparse store (``.npz`` or directory; what ``save`` and ``einsum(out=...)`` write) is
+    described from its manifest, and its per-mode statistics are gathered tile by tile.
+    """
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    t = _load(path, index_base, header)
+    from flexsparse.formats.store import StoredTensor, is_store
+
     console = Console()
+    table = Table("mode", "extent", "non-empty slices", "max slice nnz", "mean slice nnz")
+    if path.suffix in ("", ".npz") and path.exists() and is_store(path):
+        s = StoredTensor(path)
+        m = s.manifest
+        console.print(f"[bold]{path}[/bold]: flexsparse store v{m['version']} "
+                      f"({'zip file' if path.suffix == '.npz' else 'directory'}), encoding {s.encoding}, "
+                      f"{s.n_tiles} tile(s), {m['stored']:,} stored entries"
+                      f"{' (partial sums: repeated coordinates add up)' if m['partial_sums'] else ''}")
+        console.print(f"shape={s.shape}  dtype={s.dtype}  nnz={s.nnz:,}  "
+                      f"density={s.nnz / max(1, int(np.prod(s.shape, dtype=float))):.3g}")
+        counts: list[dict[int, int]] = [dict() for _ in s.shape]
+        for coords, _ in s.tiles():  # one tile in memory at a time
+            for mode in range(s.ndim):
+                ids, c = np.unique(coords[mode], return_counts=True)
+                d = counts[mode]
+                for i, k in zip(ids.tolist(), c.tolist()):
+                    d[i] = d.get(i, 0) + k
+        for mode, extent in enumerate(s.shape):
+            c = np.fromiter(counts[mode].values(), dtype=np.int64) if counts[mode] else np.zeros(1, np.int64)
+            table.add_row(str(mode), f"{extent:,}", f"{len(counts[mode]):,}", f"{int(c.max()):,}",
+                          f"{c.mean():.1f}")
+        console.print(table)
+        return
+    t = _load(path, index_base, header)
     console.print(f"[bold]{path}[/bold]: {t!r}")
     console.print(f"nbytes={t.nbytes:,}  dtype={t.dtype}  canonical={t.canonical}")
-    table = Table("mode", "extent", "non-empty slices", "max slice nnz", "mean slice nnz")
     for m, extent in enumerate(t.shape):
-        _, counts = np.unique(t.coords[m], return_counts=True) if t.nnz else (None, np.zeros(1))
-        table.add_row(str(m), f"{extent:,}", f"{len(counts) if t.nnz else 0:,}", f"{int(counts.max()):,}",
-                      f"{counts.mean():.1f}")
+        _, counts_m = np.unique(t.coords[m], return_counts=True) if t.nnz else (None, np.zeros(1))
+        table.add_row(str(m), f"{extent:,}", f"{len(counts_m) if t.nnz else 0:,}", f"{int(counts_m.max()):,}",
+                      f"{counts_m.mean():.1f}")
     console.print(table)
 
 
@@ -115,10 +150,34 @@ def _register_subapps() -> None:
 _register_subapps()
 
 
-def main() -> None:
-    """Console-script entry point: user errors print one line and exit with status 2."""
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error is one line ``error: ...`` on stderr, never a
+    traceback. Bad input (a usage error, a malformed file, an invalid spec or option) exits
+    with status 2; an interrupt with 130; a failure of flexsparse itself with 1."""
     try:
-        app()
-    except (ValueError, TypeError, OSError, MemoryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        app(args=argv, prog_name="flexsparse", standalone_mode=False)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            raise SystemExit(0) from None
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            # a usage error (unknown option, bad value, missing argument): short, with a pointer
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            raise SystemExit(2) from None
+        if isinstance(exc, (ValueError, TypeError, OSError, MemoryError)):
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise SystemExit(2) from None
+        # a failure of flexsparse itself: still one line, naming the exception's type
+        typer.echo(f"error: internal error ({type(exc).__name__}): {_one_line(exc)}", err=True)
+        raise SystemExit(1) from None

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
+
 __all__ = ["Workload", "workloads", "run_demo", "time_call"]
 
 
@@ -123,7 +125,7 @@ def workloads(quick: bool = False, seed: int = 0) -> list[Workload]:
 
 
 #: The NumPy peer (and the correctness check) densifies operands and output; skip it above this.
-_DENSE_PEER_BYTES = 512 * 2**20
+_DENSE_PEER_BYTES = _limits.DEMO_DENSE_PEER_MAX_BYTES
 
 
 def _dense_bytes(wl: Workload) -> int:
@@ -174,7 +176,7 @@ def run_demo(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
             tc = time.perf_counter()
             first = fs.einsum(wl.spec, *wl.operands)  # compile / load the numba cache
             first_s = time.perf_counter() - tc
-            t_fs, res = time_call(lambda: fs.einsum(wl.spec, *wl.operands), repeat)
+            t_fs, res = time_call(lambda wl=wl: fs.einsum(wl.spec, *wl.operands), repeat)
             row: dict[str, Any] = {"workload": wl.name, "spec": wl.spec, "source": wl.source,
                                    "nnz": [int(op.nnz) if hasattr(op, "nnz") else int(np.count_nonzero(op))
                                            for op in wl.operands],

@@ -7,7 +7,8 @@ The executor matricises every pairwise contraction: the coordinates of a group o
   row-major linear index is itself the id (no sort; ids are in lexicographic key order);
 * ``unique``: the space fits int64 but is large: ids = ranks of the distinct linear keys
   (``np.unique``, O(n log n)); the id space shrinks to the keys that occur;
-* ``lexsort``: ``prod(sizes) >= 2**62`` (FROSTT Flickr, ~1e22 cells): rank the key tuples with
+* ``lexsort``: ``prod(sizes)`` fails :func:`flexsparse._limits.fits_int64` (FROSTT Flickr,
+  ~1e22 cells): rank the key tuples with
   ``np.lexsort`` over the modes, never forming a linear key.
 
 In every regime ids increase with the lexicographic order of the key tuples, so sorted ids
@@ -23,9 +24,10 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["KeySpace", "group_keys", "split_groups"]
+from flexsparse._limits import fits_int64
 
-_LINEAR_MAX = 2**62
+__all__ = ["KeySpace", "group_keys", "is_direct", "split_groups"]
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +88,16 @@ def _linear(cols: list[np.ndarray], sizes: tuple[int, ...], n: int) -> np.ndarra
     return lin
 
 
-def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = None
+def is_direct(space: int, n: int, floor: int = 2**20) -> bool:
+    """Whether a key of ``space`` cells over ``n`` coordinates takes the ``direct`` regime.
+
+    ``floor``: spaces up to this size are direct whatever ``n`` (fast for small spaces); the
+    bounded-memory path passes 0, as every id costs it charged bytes.
+    """
+    return space <= max(4 * n, floor)
+
+
+def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = None, floor: int = 2**20
                ) -> tuple[KeySpace, np.ndarray]:
     """Assign each coordinate tuple ``(cols[0][t], cols[1][t], ...)`` a compact id.
 
@@ -94,6 +105,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
         cols: per-mode coordinate arrays of equal length n (possibly empty list: one key).
         sizes: the modes' extents.
         n: number of coordinates (needed only when ``cols`` is empty).
+        floor: see :func:`is_direct`.
 
     Returns:
         ``(keyspace, ids)`` with ``ids: int64 [n]`` in ``[0, keyspace.n_ids)``.
@@ -107,12 +119,12 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
         return KeySpace((), 1, "direct", None), np.zeros(n or 0, dtype=np.int64)
     n = len(cols[0])
     total = math.prod(sizes)
-    if total < _LINEAR_MAX and all(s < _LINEAR_MAX for s in sizes):
+    if fits_int64(*sizes) and all(fits_int64(s) for s in sizes):
         if len(cols) == 1:
             lin = cols[0].astype(np.int64, copy=False)
         else:
             lin = _linear(cols, sizes, n)
-        if total <= max(4 * n, 2**20):
+        if is_direct(total, n, floor):
             return KeySpace(sizes, total, "direct", None), lin
         uniq, inv = np.unique(lin, return_inverse=True)
         table = np.empty((len(sizes), len(uniq)), dtype=np.int64)
@@ -137,7 +149,7 @@ def group_keys(cols: list[np.ndarray], sizes: tuple[int, ...], n: int | None = N
 
 
 def split_groups(cols_a: list[np.ndarray], cols_b: list[np.ndarray], sizes: tuple[int, ...],
-                 na: int, nb: int) -> tuple[KeySpace, np.ndarray, np.ndarray]:
+                 na: int, nb: int, floor: int = 2**20) -> tuple[KeySpace, np.ndarray, np.ndarray]:
     """Joint ids for the same key appearing in two operands (the contracted modes).
 
     >>> ks, ia, ib = split_groups([np.array([7, 3])], [np.array([3, 9])], (10**19,), 2, 2)
@@ -148,5 +160,5 @@ def split_groups(cols_a: list[np.ndarray], cols_b: list[np.ndarray], sizes: tupl
         return KeySpace((), 1, "direct", None), np.zeros(na, np.int64), np.zeros(nb, np.int64)
     joint = [np.concatenate([a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)])
              for a, b in zip(cols_a, cols_b)]
-    ks, ids = group_keys(joint, sizes)
+    ks, ids = group_keys(joint, sizes, floor=floor)
     return ks, ids[:na], ids[na:]

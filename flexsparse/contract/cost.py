@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 #: Engines a pairwise step may be assigned to (see ``plan.choose_method``).
-METHODS = ("dense", "gustavson", "dot", "spmm")
+METHODS = ("dense", "gustavson", "dot", "spmm", "block", "nm", "hss")
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ def method_cost(method: str, est: PairEstimate, a: OperandStats, b: OperandStats
     if method == "dense":
         return float(est.dense_flops) + (0.0 if a.is_dense else a.size) + (0.0 if b.is_dense else b.size) \
             + float(est.cells)
-    if method == "spmm":
+    if method in ("spmm", "block", "nm", "hss"):  # sparse (or structured) x dense: one FMA per flop
         return est.flops + est.nnz
     if method == "gustavson":
         return est.flops + est.nnz + a.nnz + b.nnz

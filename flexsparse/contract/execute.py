@@ -2,13 +2,18 @@
 
 Algorithm:
 
-1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray``.
+1. Parse (:mod:`.parser`) and bring every operand to COO or a dense ``ndarray`` -- except
+   structured operands (BlockSparse, NM, HSS), which stay as they are until a step needs
+   them as COO (the format rule of :mod:`.plan`).
 2. Unary pass per operand: drop broadcast (size-1) modes, take diagonals of repeated
    indices, sum away indices no other operand or the output needs.
 3. Plan (:mod:`.plan`): a pairwise order chosen with sparsity-aware cost estimates, and a
    method per step: ``dense`` (BLAS through ``numpy.einsum``), ``gustavson`` (row-wise
    SpGEMM, hash or dense accumulator per row block), ``dot`` (inner-product engine: the
-   output is small or dense), ``spmm`` (sparse x dense).
+   output is small or dense), ``spmm`` (sparse x dense), ``block``/``nm``/``hss`` (structured
+   x dense: the structured class's ``matmul``/``tmatmul``/``linear``/``linear_grad_input``,
+   whichever reads the dense operand in place; :func:`structured_backend` sends CUDA tensors
+   to the Triton kernels of :mod:`flexsparse.gpu`).
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
    linear key that could overflow). Putting the batch modes into both the row and the column
@@ -28,25 +33,32 @@ array([[5., 0.],
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
+from flexsparse import _limits
+from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
+from flexsparse.contract._bounded import make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_keys, split_groups
-from flexsparse.contract._bounded import LazyEinsumResult, make_tiling_options, save_result, tiled_product
-from flexsparse.contract.plan import DENSE_THRESHOLD, DOT_FACTOR, choose_output_format
+from flexsparse.contract.parser import TermReduction
+from flexsparse.contract.plan import (
+    DENSE_THRESHOLD,
+    DOT_FACTOR,
+    check_optimize,
+    choose_output_format,
+    structured_kernel,
+)
+from flexsparse.formats.base import SparseArray
+from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
+from flexsparse.formats.store import StoredTensor
 
-__all__ = ["einsum", "tensordot", "matmul", "choose_format", "AUTO_DENSE_MAX_BYTES"]
+__all__ = ["einsum", "tensordot", "matmul", "choose_format", "structured_backend", "AUTO_DENSE_MAX_BYTES"]
 
 #: ``format="auto"`` returns a dense result only when it takes at most this many bytes.
-AUTO_DENSE_MAX_BYTES = 2 * 2**30
-#: With non-finite values, NumPy's 0 * inf = nan semantics are reproduced exactly by a dense
-#: evaluation when every operand densifies within this many bytes.
-_NONFINITE_DENSE_BYTES = 512 * 2**20
+AUTO_DENSE_MAX_BYTES = _limits.AUTO_DENSE_MAX_BYTES
 _FORMATS = ("auto", "coo", "csf", "dense")
 
 
@@ -67,27 +79,66 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
 
 
 # ---------------------------------------------------------------------- operand handling
-def _as_operand(x: Any, k: int) -> COO | np.ndarray:
-    """COO for sparse inputs, a numeric ndarray for everything else."""
-    if isinstance(x, COO):
+def _as_operand(x: Any, k: int) -> COO | StructuredMatrix | np.ndarray:
+    """COO for sparse inputs (structured ones stay structured), a numeric ndarray for everything
+    else (original dtype).
+
+    Sparse inputs of other libraries go through :func:`~flexsparse.formats.convert.as_coo`,
+    whose own checks name the problem (a pydata array with a nonzero fill value, a non-numeric
+    dtype); such an object is never densified with ``np.asarray`` (pydata refuses with a
+    RuntimeError, and a huge tensor would be densified silently).
+    """
+    if isinstance(x, (COO, StructuredMatrix)):
         return x
+    if isinstance(x, SparseArray):
+        return x.to_coo()
     if isinstance(x, np.ndarray) or np.isscalar(x) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
         check_numeric_dtype(arr.dtype, f"operand {k}")
         return arr
-    from flexsparse.formats.convert import as_coo
+    from flexsparse.formats.convert import as_coo, is_foreign_sparse
 
+    if is_foreign_sparse(x):
+        try:
+            return as_coo(x)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"operand {k}: {exc}") from None
     try:
         return as_coo(x)
     except TypeError:
-        arr = np.asarray(x)
-        check_numeric_dtype(arr.dtype, f"operand {k}")
-        return arr
+        pass
+    arr = np.asarray(x)
+    check_numeric_dtype(arr.dtype, f"operand {k}")
+    return arr
 
 
-def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[str]
+def _promote(op: COO | np.ndarray, dtype: np.dtype) -> COO | np.ndarray:
+    """``op`` with its values in the compute dtype.
+
+    A COO's duplicate coordinates are summed in its OWN dtype first: that is the tensor the
+    user means (``todense()`` sums them so: booleans OR, small integers wrap), and summing them
+    after promotion would count a boolean pair twice.
+    """
+    if op.dtype == dtype:
+        return op
+    if isinstance(op, StructuredMatrix):  # float32/float64 values only: other dtypes go COO
+        return op.astype(dtype) if dtype in (np.float32, np.float64) else _promote(op.to_coo(), dtype)
+    if isinstance(op, COO):
+        return _canonical(op).astype(dtype, copy=False)
+    return op.astype(dtype, copy=False)
+
+
+def _unary(op: COO | np.ndarray, red: TermReduction, dtype: np.dtype, sum_private: bool = True
            ) -> tuple[COO | np.ndarray, str]:
-    """Broadcast-drop, diagonal and private sums of one operand; returns distinct indices."""
+    """Apply one :class:`~flexsparse.contract.parser.TermReduction` (broadcast drop, diagonal,
+    private sums); returns the operand over distinct indices and those indices.
+
+    With ``sum_private=False`` the private indices stay (the exact non-finite evaluation
+    multiplies every term before summing it).
+    """
+    idx, bcast = red.term, red.squeezed
+    if isinstance(op, StructuredMatrix) and (bcast or red.diagonal or (sum_private and red.summed)):
+        op = op.to_coo()  # a transformed structured matrix is no longer in its pattern
     # 1. size-1 broadcast modes carry no information: drop them.
     if bcast:
         keep = [m for m, c in enumerate(idx) if c not in bcast]
@@ -111,14 +162,26 @@ def _unary(op: COO | np.ndarray, idx: str, bcast: frozenset[str], needed: set[st
             op = COO(op.coords[keep][:, mask], op.data[mask], tuple(op.shape[m] for m in keep),
                      canonical=False).sum_duplicates()
         idx = uniq
-    # 3. indices nobody else needs: sum them away now (cheapest place).
-    private = [m for m, c in enumerate(idx) if c not in needed]
-    if private:
-        op = op.sum(axis=tuple(private))  # ndarray or COO; both keep the other modes in order
-        if isinstance(op, np.generic):
-            op = np.asarray(op)
-        idx = "".join(c for c in idx if c in needed)
+    # 3. indices nobody else needs: sum them away now (cheapest place), in the compute dtype.
+    if sum_private and red.summed:
+        op, idx = _sum_modes(op, idx, set(red.summed), dtype)
     return op, idx
+
+
+def _sum_modes(op: COO | np.ndarray, idx: str, drop: set[str], dtype: np.dtype
+               ) -> tuple[COO | np.ndarray, str]:
+    """Sum ``op`` over the modes in ``drop``, keeping the values in ``dtype``."""
+    axes = tuple(m for m, c in enumerate(idx) if c in drop)
+    if not axes:
+        return op, idx
+    if isinstance(op, StructuredMatrix):
+        op = op.to_coo()
+    if isinstance(op, np.ndarray):
+        op = np.asarray(op.sum(axis=axes, dtype=dtype))
+    else:
+        op = op.sum(axis=axes)  # a COO (0-D when every mode is summed), NumPy's sum dtype
+        op = op.astype(dtype, copy=False)
+    return op, "".join(c for c in idx if c not in drop)
 
 
 def _canonical(t: COO) -> COO:
@@ -137,7 +200,7 @@ def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tupl
     from flexsparse.formats.csr import CSR
 
     n_rows, n_cols = shape
-    if n_rows * n_cols < 2**62:
+    if _limits.fits_int64(n_rows, n_cols):
         key = row_ids * n_cols + col_ids
         if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
             order = np.argsort(key, kind="stable")
@@ -196,7 +259,7 @@ def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
-                 threads: int | None, tiling: Any, final: str | None = None) -> tuple[Any, str]:
+                 threads: int | None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
     batch, contr, free_a, free_b = _split(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
@@ -211,27 +274,15 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
-    if method == "dot" and n_cells <= 2**26 and not batch and tiling is None:
+    if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
-    if tiling is not None and final is not None and tiling.out is not None:
-        # Final step with out=: tiles stream to disk; decode to COO only when loaded.
-        lazy = tiled_product(A, B, tiling, out=tiling.out)
+    from flexsparse.kernels.cpu.spgemm import spgemm
 
-        def decode(C):
-            coo = _assemble_csr(row_ks, col_ks, C, len(batch), res_shape)
-            return _canonical(_transpose_to(coo, res_idx, final))
-
-        return LazyEinsumResult(lazy, decode, tuple(sizes[c] for c in final), tiling.out), final
-    if tiling is not None:
-        C = tiled_product(A, B, tiling)
-    else:
-        from flexsparse.kernels.cpu.spgemm import spgemm
-
-        C = spgemm(A, B, threads=threads)
+    C = spgemm(A, B, threads=threads)
     return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape), res_idx
 
 
@@ -315,17 +366,121 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
     return res.reshape(tuple(sizes[c] for c in idx)), idx
 
 
+def structured_backend(x: Any) -> str:
+    """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
+    (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
+
+    >>> import numpy as np
+    >>> structured_backend(np.ones(3))
+    'numba'
+    """
+    device = getattr(x, "device", None)
+    return "triton" if getattr(device, "type", None) == "cuda" else "numba"
+
+
+def _pair_structured(w: StructuredMatrix, wi: str, d: np.ndarray, di: str, sizes: dict[str, int],
+                     kernel: str) -> tuple[np.ndarray, str]:
+    """Structured ``W[wi]`` x dense ``D[di]`` on the structured class's own product.
+
+    ``kernel`` (from :func:`~flexsparse.contract.plan.structured_kernel`) names the contracted
+    index: ``W``'s reduction index for ``"matmul"``, its row index for ``"tmatmul"``. ``D`` is
+    read in place when its (free..., contracted) view is row-major (``W.linear`` /
+    ``W.linear_grad_input``), else copied once as ``[contracted, free]`` (``W.matmul`` /
+    ``W.tmatmul``).
+    """
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in di if x != c)
+    n_free = math.prod(sizes[x] for x in free)
+    lead = _transpose_to(d, di, free + c)
+    if lead.flags.c_contiguous:
+        x2 = lead.reshape(n_free, sizes[c])
+        res = w.linear(x2) if kernel == "matmul" else w.linear_grad_input(x2)
+        idx = free + kept
+    else:
+        x2 = np.ascontiguousarray(_transpose_to(d, di, c + free)).reshape(sizes[c], n_free)
+        res = w.matmul(x2) if kernel == "matmul" else w.tmatmul(x2)
+        idx = kept + free
+    return res.reshape(tuple(sizes[x] for x in idx)), idx
+
+
+def _torch_structured(w: StructuredMatrix, wi: str, t: Any, ti: str, out: str, kernel: str) -> Any:
+    """:func:`_pair_structured` for a torch tensor on a CUDA device: Triton, result on the device."""
+    from flexsparse import gpu
+
+    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
+    free = "".join(x for x in ti if x != c)
+    perm = [ti.index(x) for x in free + c]
+    x2 = t.permute(*perm).reshape(-1, int(t.shape[ti.index(c)])).contiguous()
+    res = gpu.linear(w, x2) if kernel == "matmul" else gpu.linear_grad_input(w, x2)
+    shape = [int(t.shape[ti.index(x)]) for x in free] + [int(w.shape[wi.index(kept)])]
+    idx = free + kept
+    return res.reshape(shape).permute(*[idx.index(x) for x in out])
+
+
+def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
+                dtype: np.dtype) -> np.ndarray:
+    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
+
+    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
+    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
+    """
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    op = op.astype(dtype, copy=False)
+    direct = _transpose_to(op, idx, batch + rows + cols)
+    if direct.flags.c_contiguous:
+        return direct.reshape(sz(batch), sz(rows), sz(cols))
+    swapped = _transpose_to(op, idx, batch + cols + rows)
+    if swapped.flags.c_contiguous:
+        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
+    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
+
+
+def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
+                ) -> tuple[np.ndarray, str]:
+    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
+
+    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
+    away by the unary pass, so every index is batch, contracted or free. Operands are passed
+    as (possibly transposed) views, so BLAS reads them in place.
+    """
+    batch, contr, free_x, free_y = _split(xi, yi, out)
+    dtype = result_dtype(x.dtype, y.dtype)
+    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
+    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
+    if dtype.kind in "fc":
+        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
+    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
+        res = np.einsum("bik,bkj->bij", xm, ym)
+    idx = batch + free_x + free_y
+    return res.reshape(tuple(sizes[c] for c in idx)), idx
+
+
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
-          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None
-          ) -> tuple[Any, str]:
+          method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None,
+          reserved: int = 0) -> tuple[Any, str]:
     # Guard: an index neither the other side nor the result needs is summed away first.
-    x, xi = _unary(x, xi, frozenset(), set(yi) | set(out))
-    y, yi = _unary(y, yi, frozenset(), set(xi) | set(out))
+    dtype = result_dtype(x.dtype, y.dtype)
+    x, xi = _sum_modes(x, xi, set(xi) - set(yi) - set(out), dtype)
+    y, yi = _sum_modes(y, yi, set(yi) - set(xi) - set(out), dtype)
+    if tiling is not None:  # memory_limit=: every step is tiled and charged (see _bounded)
+        from flexsparse.contract._bounded import bounded_pair
+
+        x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+        y = y.to_coo() if isinstance(y, StructuredMatrix) else y
+        return bounded_pair(x, xi, y, yi, out, sizes, tiling, final, reserved)
+    # Structured x dense runs the structured product; any other step takes the matrix as COO.
+    for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+        if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and d.dtype.kind in "biuf":
+            kernel = structured_kernel(wi, di, out)
+            if kernel is not None:
+                return _pair_structured(w, wi, d, di, sizes, kernel)
+    x = x.to_coo() if isinstance(x, StructuredMatrix) else x
+    y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
-    if method == "dense" and not (tiling is not None and xs and ys):
+    if method == "dense":
         return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
     if xs and ys:
-        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads, tiling, final)
+        return _pair_sparse(x, xi, y, yi, out, sizes, method, threads)
     if xs:
         return _pair_sparse_dense(x, xi, y, yi, out, sizes, threads, dense_out)
     if ys:
@@ -333,23 +488,32 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
     return _pair_dense(x, xi, y, yi, out, sizes)
 
 
-#: A COO at least as dense as the planner's BLAS threshold, and small enough, is contracted dense.
-_DENSE_ENOUGH_BYTES = 256 * 2**20
-
-
 def _dense_enough(op: COO | np.ndarray) -> bool:
-    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check)."""
+    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check).
+
+    Structured matrices never are: they run their own product, which picks BLAS itself above
+    its measured crossover density.
+    """
+    if isinstance(op, StructuredMatrix):
+        return False
     if not isinstance(op, COO):
         return True
-    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _DENSE_ENOUGH_BYTES
+    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _limits.DENSE_OPERAND_MAX_BYTES
 
 
-def _nonfinite(ops: Sequence[COO | np.ndarray]) -> bool:
-    for op in ops:
-        vals = op.data if isinstance(op, COO) else op
-        if vals.dtype.kind in "fc" and vals.size and not bool(np.isfinite(vals).all()):
-            return True
-    return False
+def _has_nonfinite(op: COO | np.ndarray) -> bool:
+    """Whether ``op`` stores an inf or nan: one reduction, no temporary the size of ``op``.
+
+    The values are summed in 64-bit precision: any inf or nan makes the sum non-finite; a
+    finite sum that overflows float64 only sends the call to the exact non-finite evaluation,
+    which is exact for finite values too.
+    """
+    vals = op._data() if isinstance(op, SparseArray) else op
+    if vals.dtype.kind not in "fc" or vals.size == 0:
+        return False
+    wide = np.complex128 if vals.dtype.kind == "c" else np.float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not bool(np.isfinite(vals.sum(dtype=wide)))
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
@@ -358,7 +522,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     if sparse:
         res = res if res.dtype == dtype else res.astype(dtype)
     else:
-        res = np.asarray(res, dtype=dtype)
+        res = np.asarray(res).astype(dtype, copy=False)
     if fmt == "auto":
         nnz = res.nnz if sparse else int(np.count_nonzero(res))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
@@ -379,6 +543,13 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
            progress: bool = False, return_report: bool = False) -> Any:
     """Evaluate an Einstein summation over sparse and dense operands, as ``numpy.einsum``.
 
+    Semantics are NumPy's: the result dtype is ``np.result_type`` of the operands (a Python
+    scalar counts as ``np.asarray`` of it, as ``np.einsum`` converts it) and the arithmetic runs
+    in that dtype (:func:`flexsparse._util.compute_dtype`: float16 accumulates in float32,
+    booleans count), integers wrap at their own width, size-1 axes broadcast on summed and kept
+    indices, and inf/nan give NumPy's values wherever they meet implicit zeros
+    (:mod:`flexsparse.contract._nonfinite`).
+
     Args:
         subscripts: a spec such as ``"ij,jk->ik"`` (explicit or implicit output, ``...``,
             repeated indices), or NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2])``.
@@ -387,13 +558,16 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         format: ``"auto"`` (see :func:`choose_format`), ``"coo"``, ``"csf"`` or ``"dense"``.
         optimize: path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"left"``)
             or an explicit list of pairs, as ``numpy.einsum_path``.
-        threads: worker threads for the numba engines (default: all cores).
+        threads: worker threads for the numba engines (default: all cores); checked up front.
         memory_limit: bound on the working set of every sparse x sparse step (bytes or a
             string such as ``"512MB"``); the step then runs tile by tile (:mod:`flexsparse.tiling`).
         tiling: ``"overbook"`` (Swiftiles + Tailors), ``"conservative"`` or ``"prescient"``.
         overbook: target fraction of overflowing tiles for ``tiling="overbook"``.
         out: with ``memory_limit``, a ``.npz`` path or directory that receives the final
-            result tile by tile; a lazy handle is returned instead of the tensor.
+            result tile by tile, in the store format of :mod:`flexsparse.formats.store` (the
+            same format ``fs.save`` writes; ``fs.load`` reads it in any process); a
+            :class:`~flexsparse.formats.store.StoredTensor` handle (``.load()``, ``.tiles()``,
+            ``.shape``, ``.nnz``) is returned instead of the tensor.
         progress: show a progress bar over tiles.
         return_report: also return the tiling report(s) (``(result, reports)``).
 
@@ -401,79 +575,122 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         A NumPy array/scalar or a sparse tensor, as ``format`` decides.
 
     Raises:
-        ValueError: invalid subscripts, size mismatches, unknown format/optimizer.
+        ValueError: invalid subscripts, size mismatches, unknown format/optimizer/path, bad
+            ``threads`` (all checked before any work).
         TypeError: non-numeric operands.
 
     >>> import numpy as np
     >>> x = np.arange(6.0).reshape(2, 3)
     >>> float(einsum("ij,ij->", x, x))
     55.0
+    >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
+    3.0
     """
     from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.kernels.cpu.partition import check_threads
 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
+    check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
         raise ValueError("out= streams tiles to disk and needs memory_limit=")
+    gpu_res = _einsum_on_device(subscripts, operands, format, out)
+    if gpu_res is not None:
+        return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
     spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    check_optimize(optimize, spec.n_operands)
     dtype = result_dtype(*[op.dtype for op in ops])
+    work = compute_dtype(dtype)
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.inputs = [a for op in ops for a in
+                              ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
+                               if isinstance(op, SparseArray) else (op,))]
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    # Operands evaluated densely anyway follow NumPy's 0 * inf = nan by themselves.
-    nonfinite = not all(_dense_enough(op) for op in ops) and _nonfinite(ops)
-    if nonfinite and all(math.prod(op.shape) * dtype.itemsize <= _NONFINITE_DENSE_BYTES for op in ops):
-        # 0 * inf must give nan exactly where NumPy gives it: evaluate densely.
-        dense_ops = [op.todense() if isinstance(op, COO) else op for op in ops]
-        res, ri = np.asarray(np.einsum(spec.subscripts, *dense_ops, optimize=True)), spec.output
+    if spec.n_operands > 1 and any(_has_nonfinite(op) for op in ops):
+        from flexsparse.contract._nonfinite import evaluate_nonfinite
+
+        def run(finite_ops: list) -> tuple[Any, str]:
+            return _run_plan(spec, finite_ops, work, optimize, threads, tiling_opts, False)
+
+        res, ri = evaluate_nonfinite(subscripts, spec, ops, work, run,
+                                     None if tiling_opts is None else tiling_opts.limit)
     else:
-        if nonfinite:
-            warnings.warn("operands hold inf/nan and are too large to densify: non-finite values "
-                          "propagate through stored entries only", RuntimeWarning, stacklevel=2)
-        res, ri = _run_plan(spec, ops, optimize, threads, tiling_opts, out is not None)
+        ops = [_promote(op, work) for op in ops]
+        res, ri = _run_plan(spec, ops, work, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
-    if not isinstance(res, LazyEinsumResult):
+    if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
         if out is not None:
             res = save_result(res, tiling_opts.out)
     return (res, reports) if return_report else res
 
 
-def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_opts: Any,
+def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
+    """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
+    if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
+        return None
+    for k in (0, 1):
+        w, t = operands[k], operands[1 - k]
+        if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
+            from flexsparse.contract.parser import parse_einsum
+
+            spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
+            wi, ti = spec.inputs[k], spec.inputs[1 - k]
+            kernel = structured_kernel(wi, ti, spec.output)
+            if kernel is None or any(spec.broadcast) or len(set(ti)) < len(ti) or \
+                    any(c not in spec.output and c not in wi for c in ti):
+                return None
+            return _torch_structured(w, wi, t, ti, spec.output, kernel)
+    return None
+
+
+def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
-    """Unary pass, plan, pairwise steps; returns the last result and its index order."""
+    """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
+    returns the last result and its index order."""
     from flexsparse.contract.parser import parse_einsum
     from flexsparse.contract.plan import plan_einsum
     from flexsparse.contract.stats import operand_stats
 
-    # Unary pass: after it, every operand has distinct indices that someone else needs.
-    work: list[tuple[Any, str]] = []
-    for k, (op, idx) in enumerate(zip(ops, spec.inputs)):
-        others = set(spec.output).union(*[set(s) for j, s in enumerate(spec.inputs) if j != k])
-        work.append(_unary(op, idx, spec.broadcast[k], others))
+    # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
+    # another operand or the output needs.
+    work = [_unary(op, red, dtype) for op, red in zip(ops, spec.reductions())]
     if len(work) == 1:
-        return work[0]
+        op, idx = work[0]
+        return op, idx
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
-        dense = [(op.todense() if isinstance(op, COO) else op, idx) for op, idx in work]
+        dense = [(op.todense() if isinstance(op, SparseArray) else op, idx) for op, idx in work]
         if len(dense) == 2:
             (x, xi), (y, yi) = dense
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
         subs = ",".join(idx for _, idx in dense) + "->" + spec.output
         return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
+    if len(work) == 2 and tiling_opts is not None:
+        (x, xi), (y, yi) = work
+        return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
+                     spec.output if stream_final else None, _held(work, tiling_opts))
     if len(work) == 2:
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
-        from flexsparse.contract.plan import DEFAULT_MEMORY_LIMIT, choose_method, choose_output_format
+        from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
 
         (x, xi), (y, yi) = work
+        for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
+            if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and \
+                    structured_kernel(wi, di, spec.output) is not None:
+                # structured x dense: the structured product, no statistics needed (they would
+                # cost a COO copy of W on every call)
+                return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
             # Too many output cells for inner products: Gustavson is the only candidate, and
@@ -482,7 +699,7 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
                          spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
         est = estimate_pair(sx, sy, spec.output)
-        method = choose_method(sx, sy, est, DEFAULT_MEMORY_LIMIT)
+        method = choose_method(sx, sy, est, DEFAULT_DENSE_LIMIT)
         dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
         return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
                      spec.output if stream_final else None)
@@ -496,11 +713,19 @@ def _run_plan(spec: Any, ops: list, optimize: Any, threads: int | None, tiling_o
         for p in sorted((i, j), reverse=True):
             work.pop(p)
         final = spec.output if stream_final and n_step == len(plan.steps) - 1 else None
+        held = _held(work + [(x, xi), (y, yi)], tiling_opts) if tiling_opts is not None else 0
         res, ri = _pair(x, xi, y, yi, step.out_indices, sizes, step.method, threads,
-                        step.out_format == "dense", tiling_opts, final)
+                        step.out_format == "dense", tiling_opts, final, held)
         work.append((res, ri))
     (res, ri), = work
     return res, ri
+
+
+def _held(work: list, tiling_opts: Any) -> int:
+    """Bytes the call holds in ``work`` beyond the caller's own arrays (charged to memory_limit)."""
+    from flexsparse.contract._bounded import owned_bytes
+
+    return sum(owned_bytes(op, tiling_opts.inputs) for op, _ in work)
 
 
 # ---------------------------------------------------------------------- tensordot / matmul

@@ -15,8 +15,14 @@ Semantics follow ``numpy.einsum`` (the C implementation) exactly:
   size elsewhere is ``n`` (recorded in :attr:`EinsumSpec.broadcast`);
 * repeated indices inside one operand take a diagonal (``"ii->i"``) or trace (``"ii->"``); their
   dimensions must be equal (no broadcasting inside one operand, as NumPy);
-* 0-d operands have the empty term (``",ij->ij"``, ``"->"``); spaces are ignored; any number of
-  operands; letters ``a-z`` and ``A-Z`` (52 indices at most, ellipsis letters included).
+* 0-d operands have the empty term (``",ij->ij"``, ``"->"``); spaces are ignored, but an
+  ellipsis is three *adjacent* dots (``". .."`` is rejected, as NumPy rejects it); any number
+  of operands; letters ``a-z`` and ``A-Z`` (52 indices at most, ellipsis letters included).
+
+Every term is normalised once, here: :meth:`EinsumSpec.reductions` says, per operand, which
+broadcast (size-1) indices are dropped, which repeated indices give a diagonal and which
+indices are then left in that operand only (and not in the output) and are summed away.
+The planner and the executor both apply exactly this reduction.
 
 NumPy's interleaved form ``(a, [0, 1], b, [1, 2], [0, 2])`` is converted by
 :func:`parse_interleaved` (integers 0-25 -> ``A-Z``, 26-51 -> ``a-z``, ``Ellipsis`` -> ``...``).
@@ -38,7 +44,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EinsumSpec", "FrozenSizes", "LETTERS", "parse_einsum", "parse_interleaved"]
+__all__ = ["EinsumSpec", "FrozenSizes", "LETTERS", "TermReduction", "parse_einsum", "parse_interleaved"]
 
 #: Valid index letters, in the order fresh ellipsis letters are drawn.
 LETTERS = string.ascii_lowercase + string.ascii_uppercase
@@ -80,6 +86,34 @@ class FrozenSizes(Mapping):
 
     def __repr__(self) -> str:
         return f"FrozenSizes({self._map!r})"
+
+
+@dataclass(frozen=True)
+class TermReduction:
+    """The unary pass of one operand, applied before any pairwise step, in this order.
+
+    1. drop the ``squeezed`` axes: size 1 here while the index is larger elsewhere (NumPy
+       broadcasting; the operand is constant along them, so they carry nothing);
+    2. take the diagonal of every index in ``diagonal`` (repeated in the term);
+    3. sum over ``summed``: indices that, once broadcast axes are dropped, are found in no
+       other operand and not in the output (a summed index may be size-1-broadcast in the
+       others, as in ``"i,i->"`` with shapes ``(1,)`` and ``(3,)``);
+    4. ``kept``: the remaining distinct indices, in first-appearance order.
+
+    >>> parse_einsum("i,i->", [(1,), (3,)]).reductions()[1]
+    TermReduction(term='i', squeezed='', diagonal='', summed='i', kept='')
+    """
+
+    term: str
+    squeezed: str
+    diagonal: str
+    summed: str
+    kept: str
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the operand goes to the pairwise steps unchanged."""
+        return not (self.squeezed or self.diagonal or self.summed)
 
 
 @dataclass(frozen=True)
@@ -135,12 +169,31 @@ class EinsumSpec:
         return "".join(i for i in dict.fromkeys(term) if term.count(i) > 1)
 
     def private(self, k: int) -> str:
-        """Indices of operand ``k`` found in no other operand and not in the output.
+        """Indices summed away from operand ``k`` before any pairwise step.
 
-        They can be summed away from operand ``k`` before any pairwise contraction.
+        They are found in no other operand (other than as a size-1 broadcast axis) and not in
+        the output; see :meth:`reductions`.
         """
-        others = set(self.output).union(*(set(t) for j, t in enumerate(self.inputs) if j != k))
-        return "".join(i for i in dict.fromkeys(self.inputs[k]) if i not in others)
+        return self.reductions()[k].summed
+
+    def reductions(self) -> tuple[TermReduction, ...]:
+        """The one normalisation of every term (:class:`TermReduction`), operand by operand.
+
+        >>> [r.kept for r in parse_einsum("ijx,jk->ik", [(2, 3, 9), (3, 4)]).reductions()]
+        ['ij', 'jk']
+        >>> parse_einsum("ab,b->a", [(4, 1), (5,)]).reductions()[0].squeezed
+        'b'
+        """
+        present = [[i for i in dict.fromkeys(t) if i not in b] for t, b in zip(self.inputs, self.broadcast)]
+        out = []
+        for k, term in enumerate(self.inputs):
+            others = set(self.output).union(*(set(p) for j, p in enumerate(present) if j != k))
+            squeezed = "".join(i for i in dict.fromkeys(term) if i in self.broadcast[k])
+            diagonal = "".join(i for i in self.repeated(k) if i not in squeezed)
+            summed = "".join(i for i in present[k] if i not in others)
+            kept = "".join(i for i in present[k] if i in others)
+            out.append(TermReduction(term, squeezed, diagonal, summed, kept))
+        return tuple(out)
 
     def dense_size(self, indices: str) -> int:
         """Number of cells of a dense tensor over ``indices`` (a Python int: never overflows)."""
@@ -153,17 +206,22 @@ class EinsumSpec:
         return self.subscripts
 
 
+_ELL = "\x00"    # one ellipsis, once its three dots are recognised
+_ARROW = "\x01"  # the output arrow, once recognised
+
+
 def _split_term(term: str, k: int, where: str) -> tuple[str, bool, str, str]:
     """Split one term at its ellipsis: (letters, has_ellipsis, before, after)."""
-    if term.count("...") > 1:
+    if term.count(_ELL) > 1:
         raise ValueError(f"ellipsis '...' appears more than once in {where}")
-    before, sep, after = term.partition("...")
+    before, sep, after = term.partition(_ELL)
     for part in (before, after):
         for ch in part:
             if ch == ".":
                 raise ValueError(f"subscripts contain a '.' that is not part of an ellipsis ('...') in {where}")
             if ch not in _VALID:
-                raise ValueError(f"invalid subscript {ch!r} in {where}: subscripts must be letters a-z, A-Z")
+                raise ValueError(f"invalid subscript {ch!r} in {where}: subscripts must be letters a-z, A-Z "
+                                 "(and '...')")
     return before + after, bool(sep), before, after
 
 
@@ -197,15 +255,21 @@ def parse_einsum(subscripts: str, shapes: Sequence[Sequence[int]]) -> EinsumSpec
     if not isinstance(subscripts, str):
         raise TypeError(f"subscripts must be a str, not {type(subscripts).__name__}")
     shapes_t = _check_shapes(shapes)
-    spec = subscripts.replace(" ", "")
-    if spec.count("->") > 1:
+    for ch in (_ELL, _ARROW):
+        if ch in subscripts:
+            raise ValueError(f"invalid subscript {ch!r} in {subscripts!r}: subscripts must be letters a-z, A-Z")
+    # An ellipsis is three adjacent dots and the arrow two adjacent characters; spaces elsewhere
+    # are ignored (NumPy's rules). Mark both with characters no valid spec holds, then drop spaces.
+    spec = subscripts.replace("...", _ELL).replace("->", _ARROW).replace(" ", "")
+    if spec.count(_ARROW) > 1:
         raise ValueError(f"subscripts {subscripts!r} contain '->' more than once")
-    explicit = "->" in spec
-    lhs, _, out_term = spec.partition("->")
+    explicit = _ARROW in spec
+    lhs, _, out_term = spec.partition(_ARROW)
+    shown = out_term.replace(_ELL, "...")
     if "-" in lhs or ">" in lhs or "-" in out_term or ">" in out_term:
         raise ValueError(f"subscripts {subscripts!r} contain a stray '-' or '>' (the output arrow is '->')")
     if "," in out_term:
-        raise ValueError(f"output subscripts {out_term!r} must not contain ','")
+        raise ValueError(f"output subscripts {shown!r} must not contain ','")
     terms = lhs.split(",")
     if len(terms) != len(shapes_t):
         raise ValueError(
@@ -256,12 +320,12 @@ def parse_einsum(subscripts: str, shapes: Sequence[Sequence[int]]) -> EinsumSpec
         else:
             if n_ell:
                 raise ValueError(
-                    f"operands have {n_ell} ellipsis dimension(s) but the output {out_term!r} has no '...' "
+                    f"operands have {n_ell} ellipsis dimension(s) but the output {shown!r} has no '...' "
                     "to place them")
             output = out_letters
         for idx in out_letters:
             if out_letters.count(idx) > 1:
-                raise ValueError(f"output index {idx!r} appears more than once in the output {out_term!r}")
+                raise ValueError(f"output index {idx!r} appears more than once in the output {shown!r}")
             if idx not in sizes:
                 raise ValueError(f"output index {idx!r} does not appear in any input")
     else:

@@ -33,12 +33,25 @@ Optimizers (registered by name in :data:`OPTIMIZERS`, see :func:`register_optimi
 
 Engine rule (:func:`choose_method`), first match wins:
 
-* ``"dense"``: both operands dense, or both densities above ``DENSE_THRESHOLD`` (0.3) and the
-  densified operands plus the dense result fit in ``memory_limit`` (BLAS beats any sparse kernel);
+* ``"block"``, ``"nm"``, ``"hss"``: a structured operand (:class:`~flexsparse.BlockSparse`,
+  :class:`~flexsparse.NM`, :class:`~flexsparse.HSS`, untransformed by the unary pass) times a
+  dense one, when the step contracts exactly one of the structured matrix's two indices and
+  keeps the other (:func:`structured_kernel`): the class's own product runs (numba kernels,
+  or its cached dense copy and BLAS above its measured crossover density; Triton when the
+  dense operand is a CUDA tensor). Any other step with a structured operand treats it as COO;
+* ``"dense"``: both operands dense, or both densities above ``BLAS_MIN_DENSITY`` (0.3) and the
+  densified operands plus the dense result fit in ``dense_limit`` (BLAS beats any sparse kernel);
 * ``"spmm"``: exactly one operand dense (sparse x dense: each entry scales a dense fibre);
 * ``"dot"``: the result is small, ``cells <= DOT_FACTOR * (nnzA + nnzB)`` (inner products of
   fibres: scalar and batched-dot results);
 * ``"gustavson"``: otherwise (row-wise sparse accumulation, sparse result).
+
+The format rule for operands: dense arrays stay dense; COO, CSF, CSR and CSC operands (and
+SciPy, pydata/sparse, torch sparse) are contracted as COO; structured operands run their own
+kernels in the steps above and are COO in every other step. ``dense_limit`` (default
+``DENSE_STEP_MAX_BYTES``, 1 GiB) is the planner's dense cap; ``memory_limit`` is only ever the
+tiling budget of :func:`flexsparse.einsum` (the planner's old ``memory_limit=`` keyword still
+works, with a ``DeprecationWarning``).
 
 A dense-ish result of a sparse x sparse step is not sent to ``"dot"`` (its cost grows with every
 cell times the fibre length); :func:`choose_output_format` stores it dense instead.
@@ -53,11 +66,13 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flexsparse import _limits
 from flexsparse._util import parse_bytes
 from flexsparse.contract.cost import (
     PairEstimate,
@@ -72,6 +87,7 @@ from flexsparse.contract.stats import OperandStats, dense_stats
 
 __all__ = [
     "AUTO_OPTIMAL_MAX",
+    "DEFAULT_DENSE_LIMIT",
     "DEFAULT_MEMORY_LIMIT",
     "DENSE_THRESHOLD",
     "DOT_FACTOR",
@@ -82,25 +98,80 @@ __all__ = [
     "EinsumPlan",
     "UnaryStep",
     "choose_method",
+    "check_optimize",
     "choose_output_format",
     "einsum_path",
+    "structured_kernel",
     "path_cost",
     "plan_einsum",
     "register_optimizer",
 ]
 
-DENSE_THRESHOLD = 0.3          # both operands denser than this -> BLAS
-OUTPUT_DENSE_THRESHOLD = 0.25  # results denser than this are stored dense
-DOT_FACTOR = 4                 # result cells <= DOT_FACTOR * (nnzA + nnzB) -> inner products
-DEFAULT_MEMORY_LIMIT = 1 << 30  # bytes a dense step / dense result may take (1 GiB)
+# The thresholds live in flexsparse._limits (with the measurements behind them); these are
+# the planner's names for them.
+DENSE_THRESHOLD = _limits.BLAS_MIN_DENSITY                  # both operands denser -> BLAS
+OUTPUT_DENSE_THRESHOLD = _limits.DENSE_OUTPUT_MIN_DENSITY   # results denser are stored dense
+DOT_FACTOR = _limits.DOT_CELLS_PER_NNZ   # cells <= DOT_FACTOR * (nnzA + nnzB) -> inner products
+DEFAULT_DENSE_LIMIT = _limits.DENSE_STEP_MAX_BYTES  # bytes a dense step / dense result may take
+#: Deprecated name of :data:`DEFAULT_DENSE_LIMIT` (``memory_limit`` now always means the tiling budget).
+DEFAULT_MEMORY_LIMIT = DEFAULT_DENSE_LIMIT
+STRUCTURED_METHODS = ("block", "nm", "hss")
 AUTO_OPTIMAL_MAX = 6           # "auto" runs "optimal" up to this many operands
 EXHAUSTIVE_MAX = 5             # "optimal" enumerates every path up to this many operands
 OPTIMAL_MAX_OPERANDS = 10
 
 
-def choose_output_format(est_density: float, dense_bytes: int, memory_limit: int | str | None = None) -> str:
+def _dense_limit(dense_limit: int | str | None, memory_limit: int | str | None, where: str) -> int:
+    """Resolve the planner's dense cap, accepting the deprecated ``memory_limit=`` keyword."""
+    if memory_limit is not None:
+        warnings.warn(f"{where}(memory_limit=) is deprecated: the planner's dense cap is now "
+                      "dense_limit= (memory_limit means the tiling budget of einsum)",
+                      DeprecationWarning, stacklevel=3)
+        if dense_limit is None:
+            dense_limit = memory_limit
+    return DEFAULT_DENSE_LIMIT if dense_limit is None else parse_bytes(dense_limit)
+
+
+def structured_kernel(w_indices: str, other_indices: str, out_indices: str) -> str | None:
+    """The product a structured matrix ``W[w_indices]`` runs against a dense operand, or ``None``.
+
+    ``W`` is ``(M, K)`` with ``K`` its reduction axis. The step must contract exactly one of
+    ``W``'s two (distinct) indices and keep the other: contracting ``K`` is ``"matmul"``
+    (``W @ D``, or ``D @ W.T`` through ``W.linear``), contracting ``M`` is ``"tmatmul"``
+    (``W.T @ D``, or ``D @ W`` through ``W.linear_grad_input``). Anything else (a batch index
+    shared with the output, both indices contracted, an outer product) returns ``None``: the
+    step then treats ``W`` as COO.
+
+    >>> structured_kernel("oi", "bi", "bo"), structured_kernel("ij", "ik", "jk")
+    ('matmul', 'tmatmul')
+    >>> structured_kernel("ij", "ij", ""), structured_kernel("ij", "jk", "ijk")
+    (None, None)
+    """
+    if len(w_indices) != 2 or w_indices[0] == w_indices[1]:
+        return None
+    shared = [i for i in w_indices if i in other_indices]
+    if len(shared) != 1 or shared[0] in out_indices:
+        return None
+    kept = w_indices[1] if shared[0] == w_indices[0] else w_indices[0]
+    if kept not in out_indices:
+        return None
+    return "matmul" if shared[0] == w_indices[1] else "tmatmul"
+
+
+def step_kernel(method: str, a: OperandStats, b: OperandStats, out_indices: str) -> str:
+    """The kernel a step runs, as :func:`einsum_path` reports it (e.g. ``"HSS.matmul"``)."""
+    if method in STRUCTURED_METHODS:
+        w, d = (a, b) if a.format == method else (b, a)
+        names = {"block": "BlockSparse", "nm": "NM", "hss": "HSS"}
+        return f"{names[method]}.{structured_kernel(w.indices, d.indices, out_indices)}"
+    return {"dense": "numpy.matmul", "gustavson": "spgemm", "dot": "dot_csr_csr",
+            "spmm": "spmm_csr_dense"}.get(method, method)
+
+
+def choose_output_format(est_density: float, dense_bytes: int, dense_limit: int | str | None = None,
+                         *, memory_limit: int | str | None = None) -> str:
     """The ``format="auto"`` rule: ``"dense"`` if ``est_density > OUTPUT_DENSE_THRESHOLD`` (0.25)
-    and ``dense_bytes <= memory_limit`` (default 1 GiB), else ``"coo"``.
+    and ``dense_bytes <= dense_limit`` (default 1 GiB), else ``"coo"``.
 
     Above ~25% density a dense array is smaller than COO (coordinates cost at least as much as
     the value per entry) and far faster to accumulate into.
@@ -110,22 +181,26 @@ def choose_output_format(est_density: float, dense_bytes: int, memory_limit: int
     >>> choose_output_format(0.9, 10**12)   # too big to densify
     'coo'
     """
-    limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else parse_bytes(memory_limit)
+    limit = _dense_limit(dense_limit, memory_limit, "choose_output_format")
     return "dense" if est_density > OUTPUT_DENSE_THRESHOLD and dense_bytes <= limit else "coo"
 
 
-def choose_method(a: OperandStats, b: OperandStats, est: PairEstimate, memory_limit: int) -> str:
+def choose_method(a: OperandStats, b: OperandStats, est: PairEstimate, dense_limit: int) -> str:
     """Engine for one pairwise step (rule in the module docstring).
 
     >>> from flexsparse.contract.stats import dense_stats
     >>> a, b = dense_stats("ij", (4, 5)), dense_stats("jk", (5, 6))
-    >>> choose_method(a, b, estimate_pair(a, b, "ik"), DEFAULT_MEMORY_LIMIT)
+    >>> choose_method(a, b, estimate_pair(a, b, "ik"), DEFAULT_DENSE_LIMIT)
     'dense'
     """
     if a.is_dense and b.is_dense:
         return "dense"
+    for w, d in ((a, b), (b, a)):
+        if w.format in STRUCTURED_METHODS and d.is_dense and \
+                structured_kernel(w.indices, d.indices, est.out_indices) is not None:
+            return w.format
     densified = (a.size + b.size + est.cells) * est.itemsize
-    if min(a.density, b.density) > DENSE_THRESHOLD and densified <= memory_limit:
+    if min(a.density, b.density) > DENSE_THRESHOLD and densified <= dense_limit:
         return "dense"
     if a.is_dense or b.is_dense:
         return "spmm"
@@ -176,8 +251,11 @@ class ContractionStep:
         est_nnz, est_density: estimated result entries and density.
         est_cost: work of the chosen engine (the planner's objective).
         est_bytes: memory of the result in ``out_format``.
-        method: ``"dense"``, ``"gustavson"``, ``"dot"`` or ``"spmm"``.
+        method: ``"dense"``, ``"gustavson"``, ``"dot"``, ``"spmm"`` or a structured format
+            (``"block"``, ``"nm"``, ``"hss"``).
         out_format: ``"coo"`` or ``"dense"``.
+        kernel: the kernel that runs the step (:func:`step_kernel`), e.g. ``"spgemm"`` or
+            ``"HSS.matmul"``.
     """
 
     lhs: int
@@ -194,6 +272,7 @@ class ContractionStep:
     est_bytes: int
     method: str
     out_format: str
+    kernel: str = ""
 
     @property
     def subscripts(self) -> str:
@@ -215,7 +294,7 @@ class EinsumPlan:
         est_nnz, est_density: of the final result.
         out_format: :func:`choose_output_format` of the final result (the ``format="auto"``
             choice).
-        memory_limit: bytes allowed for dense steps and dense results.
+        dense_limit: bytes allowed for dense steps and dense results.
     """
 
     spec: EinsumSpec
@@ -228,7 +307,14 @@ class EinsumPlan:
     est_nnz: float
     est_density: float
     out_format: str
-    memory_limit: int
+    dense_limit: int
+
+    @property
+    def memory_limit(self) -> int:
+        """Deprecated name of :attr:`dense_limit`."""
+        warnings.warn("EinsumPlan.memory_limit is deprecated; use dense_limit", DeprecationWarning,
+                      stacklevel=2)
+        return self.dense_limit
 
     @property
     def path(self) -> list[tuple[int, int]]:
@@ -261,10 +347,10 @@ class EinsumPlan:
             lines.append(f"  unary operand {u.operand}: {u.in_indices}->{u.out_indices} ({what}), "
                          f"est nnz {u.est_nnz:.3e}")
         lines += [rule, f"{'step':>4}  {'contraction':<24}{'method':<11}{'est flops':>11}{'est nnz':>11}"
-                        f"{'density':>11}  format", rule]
+                        f"{'density':>11}  {'format':<7} kernel", rule]
         for k, s in enumerate(self.steps):
             lines.append(f"{k:>4}  {s.subscripts:<24}{s.method:<11}{s.est_flops:>11.3e}{s.est_nnz:>11.3e}"
-                         f"{s.est_density:>11.3e}  {s.out_format}")
+                         f"{s.est_density:>11.3e}  {s.out_format:<7} {s.kernel}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -295,10 +381,10 @@ class _Search:
 
     CACHE_SIZE = 256
 
-    def __init__(self, output: str, operands: list[OperandStats], memory_limit: int):
+    def __init__(self, output: str, operands: list[OperandStats], dense_limit: int):
         self.output = output
         self.operands = operands
-        self.memory_limit = memory_limit
+        self.dense_limit = dense_limit
         self._cache: OrderedDict[tuple[int, int, str], _Pair] = OrderedDict()
 
     def keep(self, a: OperandStats, b: OperandStats, outside: set[str], final: bool) -> str:
@@ -317,8 +403,8 @@ class _Search:
             self._cache.move_to_end(key)
             return hit
         est = estimate_pair(a, b, keep)
-        method = choose_method(a, b, est, self.memory_limit)
-        fmt = choose_output_format(est.density, est.dense_bytes, self.memory_limit)
+        method = choose_method(a, b, est, self.dense_limit)
+        fmt = choose_output_format(est.density, est.dense_bytes, self.dense_limit)
         res = result_stats(est, dense=fmt == "dense")
         hit = _Pair(a, b, est, method, fmt, method_cost(method, est, a, b), res)
         self._cache[key] = hit
@@ -527,22 +613,15 @@ def _check_stats(spec: EinsumSpec, stats: Sequence[OperandStats]) -> None:
 
 
 def _preprocess(spec: EinsumSpec, stats: Sequence[OperandStats]) -> tuple[list[OperandStats], list[UnaryStep]]:
+    """Apply :meth:`EinsumSpec.reductions` (the one term normalisation) to the statistics."""
     n = spec.n_operands
     ops, unary = [], []
-    squeezed_of = ["".join(i for i in s.indices if i in spec.broadcast[k]) for k, s in enumerate(stats)]
-    # After squeezing, an index may be left in one operand only: it is summed there.
-    present = [set(s.indices) - set(q) for s, q in zip(stats, squeezed_of)]
-    for k, (s, term) in enumerate(zip(stats, spec.inputs)):
-        squeezed = squeezed_of[k]
-        others = set(spec.output).union(*(p for j, p in enumerate(present) if j != k))
-        summed = "".join(i for i in s.indices if i in present[k] and i not in others)
-        kept = "".join(i for i in s.indices if i not in squeezed and i not in summed)
-        out = spec.output if n == 1 else kept
-        t = squeeze_stats(s, squeezed) if squeezed else s
-        t = _reorder(project_stats(t, kept), out)
-        diagonal = "".join(i for i in spec.repeated(k) if i not in squeezed)
-        if diagonal or squeezed or summed or out != term:
-            unary.append(UnaryStep(k, term, out, diagonal, squeezed, summed, float(t.nnz)))
+    for k, (s, red) in enumerate(zip(stats, spec.reductions())):
+        out = spec.output if n == 1 else red.kept
+        t = squeeze_stats(s, red.squeezed) if red.squeezed else s
+        t = _reorder(project_stats(t, red.kept), out)
+        if not red.is_identity or out != red.term:
+            unary.append(UnaryStep(k, red.term, out, red.diagonal, red.squeezed, red.summed, float(t.nnz)))
         ops.append(t)
     return ops, unary
 
@@ -577,20 +656,48 @@ def _replay(spec: EinsumSpec, search: _Search, path: list[tuple[int, int]]) -> l
         e = p.est
         nbytes = e.dense_bytes if p.out_format == "dense" else e.coo_bytes
         steps.append(ContractionStep(i, j, a.indices, b.indices, e.out_indices, e.contracted, e.batch,
-                                     e.flops, e.nnz, e.density, p.cost, nbytes, p.method, p.out_format))
+                                     e.flops, e.nnz, e.density, p.cost, nbytes, p.method, p.out_format,
+                                     step_kernel(p.method, a, b, e.out_indices)))
         ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [p.result]
     return steps
 
 
+def check_optimize(optimize: Any, n_operands: int) -> str:
+    """Validate ``optimize`` for ``n_operands`` operands up front; return the optimizer's name.
+
+    ``True``/``False`` name ``"auto"``/``"left"``; a string must be registered in
+    :data:`OPTIMIZERS`; a sequence is an explicit path (``"explicit"``), checked step by step.
+
+    >>> check_optimize(True, 3), check_optimize([(0, 1), (0, 1)], 3)
+    ('auto', 'explicit')
+    >>> check_optimize("fastest", 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown optimizer 'fastest'; valid names: auto, greedy, left, optimal (or an explicit path)
+    """
+    if isinstance(optimize, bool):
+        return "auto" if optimize else "left"
+    if isinstance(optimize, str):
+        if optimize not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
+                             "(or an explicit path)")
+        return optimize
+    if isinstance(optimize, Sequence):
+        _normalize_path(optimize, n_operands)
+        return "explicit"
+    raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
+
+
 def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any = "auto", *,
-                memory_limit: int | str | None = None) -> EinsumPlan:
+                dense_limit: int | str | None = None, memory_limit: int | str | None = None) -> EinsumPlan:
     """Plan ``spec`` from per-operand statistics.
 
     Args:
         spec: from :func:`flexsparse.contract.parser.parse_einsum`.
         stats: one :class:`OperandStats` per operand (``stats.operand_stats(spec.inputs[k], op)``).
         optimize: an optimizer name (:data:`OPTIMIZERS`), ``True``/``False``, or an explicit path.
-        memory_limit: bytes (or ``"512MB"``) a dense step or dense result may use; default 1 GiB.
+        dense_limit: bytes (or ``"512MB"``) a dense step or dense result may use; default 1 GiB.
+        memory_limit: deprecated name of ``dense_limit``.
 
     Returns:
         The frozen :class:`EinsumPlan`.
@@ -612,19 +719,11 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
     """
     if not isinstance(spec, EinsumSpec):
         raise TypeError(f"spec must be an EinsumSpec (see parse_einsum), not {type(spec).__name__}")
-    limit = DEFAULT_MEMORY_LIMIT if memory_limit is None else parse_bytes(memory_limit)
+    limit = _dense_limit(dense_limit, memory_limit, "plan_einsum")
     _check_stats(spec, stats)
+    name = check_optimize(optimize, spec.n_operands)
     if isinstance(optimize, bool):
         optimize = "auto" if optimize else "left"
-    if isinstance(optimize, str):
-        if optimize not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimize!r}; valid names: {', '.join(sorted(OPTIMIZERS))} "
-                             "(or an explicit path)")
-        name = optimize
-    elif isinstance(optimize, Sequence):
-        name = "explicit"
-    else:
-        raise TypeError(f"optimize must be an optimizer name, a bool or a path, not {type(optimize).__name__}")
     ops, unary = _preprocess(spec, stats)
     search = _Search(spec.output, ops, limit)
     n = len(ops)
@@ -646,13 +745,14 @@ def plan_einsum(spec: EinsumSpec, stats: Sequence[OperandStats], optimize: Any =
         spec=spec, optimizer=name, unary=tuple(unary), operand_indices=tuple(o.indices for o in ops),
         steps=tuple(steps), est_flops=float(sum(s.est_flops for s in steps)),
         est_cost=float(sum(s.est_cost for s in steps)), est_nnz=nnz, est_density=density,
-        out_format=choose_output_format(density, cells * itemsize, limit), memory_limit=limit)
+        out_format=choose_output_format(density, cells * itemsize, limit), dense_limit=limit)
 
 
 def path_cost(spec: EinsumSpec, stats: Sequence[OperandStats], path: Sequence[tuple[int, int]], *,
-              memory_limit: int | str | None = None) -> float:
+              dense_limit: int | str | None = None, memory_limit: int | str | None = None) -> float:
     """Estimated total work of ``path`` under ``stats`` (compare paths found under other stats)."""
-    return plan_einsum(spec, stats, list(path), memory_limit=memory_limit).est_cost
+    limit = _dense_limit(dense_limit, memory_limit, "path_cost")
+    return plan_einsum(spec, stats, list(path), dense_limit=limit).est_cost
 
 
 def _shape_of(op: Any) -> tuple[int, ...]:
@@ -661,13 +761,15 @@ def _shape_of(op: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in (op.shape if hasattr(op, "shape") else np.shape(op)))
 
 
-def einsum_path(*operands: Any, optimize: Any = "auto",
+def einsum_path(*operands: Any, optimize: Any = "auto", dense_limit: int | str | None = None,
                 memory_limit: int | str | None = None) -> tuple[list[Any], str]:
     """Plan an einsum on actual operands, returning ``(['einsum_path', (i, j), ...], report)``.
 
     Accepts ``einsum_path("ij,jk->ik", a, b)`` or NumPy's interleaved
     ``einsum_path(a, [0, 1], b, [1, 2], [0, 2])``; operands may be ``COO``, SciPy sparse or
-    dense arrays. The only function here that reads data (via ``stats.operand_stats``).
+    dense arrays, or any flexsparse format (structured steps report their kernel, e.g.
+    ``HSS.matmul``). ``dense_limit`` is the planner's dense cap (``memory_limit`` is its deprecated
+    name). The only function here that reads data (via ``stats.operand_stats``).
 
     Example:
         >>> import numpy as np
@@ -686,6 +788,6 @@ def einsum_path(*operands: Any, optimize: Any = "auto",
         subscripts, ops = parse_interleaved(operands)
     spec = parse_einsum(subscripts, [_shape_of(o) for o in ops])
     stats = [operand_stats(term, op) for term, op in zip(spec.inputs, ops)]
-    plan = plan_einsum(spec, stats, optimize, memory_limit=memory_limit)
+    plan = plan_einsum(spec, stats, optimize, dense_limit=_dense_limit(dense_limit, memory_limit, "einsum_path"))
     path: list[Any] = ["einsum_path", *plan.path] if plan.steps else ["einsum_path", (0,)]
     return path, plan.report()

@@ -41,13 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse.contract.parser import FrozenSizes
 
 __all__ = ["SKETCH_WIDTH", "OperandStats", "dense_stats", "operand_stats", "rows_per_bucket"]
 
 #: Longest exact slice-count vector kept per index; longer modes are folded modulo this width.
 SKETCH_WIDTH = 1 << 16
-_MARK_LIMIT = 1 << 26  # above this many coordinates, count distinct values with np.unique
 
 
 def rows_per_bucket(size: int, width: int | None = None) -> np.ndarray:
@@ -79,6 +79,10 @@ class OperandStats:
         counts: per index, the slice-count sketch ``float64 [min(size, SKETCH_WIDTH)]``
             (read-only); ``None`` means uniform (dense operands).
         exact: ``True`` when measured from data, ``False`` for planner estimates.
+        format: the storage the executor receives: ``"dense"``, ``"coo"`` (every general
+            sparse format is contracted as COO) or a structured format name (``"block"``,
+            ``"nm"``, ``"hss"``) for an untransformed structured operand; derived statistics
+            (projections, estimates) are ``"coo"`` or ``"dense"``.
     """
 
     indices: str
@@ -89,8 +93,11 @@ class OperandStats:
     distinct: FrozenSizes = field(default_factory=FrozenSizes)
     counts: Mapping[str, np.ndarray | None] = field(default_factory=dict)
     exact: bool = True
+    format: str = "coo"
 
     def __post_init__(self) -> None:
+        if self.is_dense and self.format != "dense":
+            object.__setattr__(self, "format", "dense")
         if len(set(self.indices)) != len(self.indices):
             raise ValueError(f"OperandStats indices must be distinct, got {self.indices!r}")
         if len(self.shape) != len(self.indices):
@@ -140,7 +147,7 @@ class OperandStats:
         return float(self.n_distinct(idx) * np.sum(c * c / r) / self.nnz ** 2)
 
     def __repr__(self) -> str:
-        kind = "dense" if self.is_dense else "sparse"
+        kind = self.format
         return (f"OperandStats({self.indices!r}, shape={self.shape}, nnz={self.nnz}, {kind}, "
                 f"density={self.density:.3g}{'' if self.exact else ', estimated'})")
 
@@ -162,7 +169,7 @@ def _sketch(coord: np.ndarray, size: int) -> tuple[np.ndarray, int]:
         distinct = int(np.count_nonzero(counts))
     else:
         counts = np.bincount(c % w, minlength=w).astype(np.float64)
-        if size <= _MARK_LIMIT:
+        if size <= _limits.DISTINCT_MARK_MAX:
             mark = np.zeros(size, dtype=bool)
             mark[c] = True
             distinct = int(np.count_nonzero(mark))
@@ -214,6 +221,12 @@ def operand_stats(indices: str, tensor: Any) -> OperandStats:
 
     if not isinstance(indices, str):
         raise TypeError(f"indices must be a str, not {type(indices).__name__}")
+    fmt = "coo"
+    structured = getattr(tensor, "general", True) is False  # BlockSparse, NM, HSS
+    if structured:
+        fmt = tensor.format
+    if hasattr(tensor, "to_coo") and not hasattr(tensor, "coords"):  # CSR, CSC, CSF, structured
+        tensor = tensor.to_coo()
     if hasattr(tensor, "coords") and hasattr(tensor, "shape") and hasattr(tensor, "data"):
         coords = np.asarray(tensor.coords)
         shape = tuple(int(n) for n in tensor.shape)
@@ -251,4 +264,6 @@ def operand_stats(indices: str, tensor: Any) -> OperandStats:
     distinct: dict[str, int] = {}
     for m, (i, n) in enumerate(zip(idx, dshape)):
         counts[i], distinct[i] = _sketch(coords[m], n)
-    return OperandStats(idx, dshape, nnz, False, dtype.itemsize, FrozenSizes(distinct), counts, True)
+    if structured and len(axes) < len(indices):
+        fmt = "coo"  # a diagonal of a structured matrix is contracted as COO
+    return OperandStats(idx, dshape, nnz, False, dtype.itemsize, FrozenSizes(distinct), counts, True, fmt)

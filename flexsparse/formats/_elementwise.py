@@ -10,7 +10,7 @@ Algorithms (all vectorised NumPy, nothing per nonzero in Python):
 * broadcasting of size-1 modes replicates entries: ``nnz_out = nnz * prod(expansions)``.
 * ``reshape_coords``: split old/new shapes into groups with equal products (as NumPy
   does for views), then per group build a mixed-radix linear index and re-split it. The
-  index is int64 when the group's product is < 2**63, else Python ints in an object
+  index is int64 when the group's product fits (:func:`flexsparse._limits.fits_int64`), else Python ints in an object
   array (correct for any size, ~50x slower; only hit when one group itself overflows).
 """
 
@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from flexsparse._limits import fits_int64
 from flexsparse._util import index_dtype_for
 from flexsparse.formats import _sort
 
@@ -72,7 +73,7 @@ def reshape_coords(coords: np.ndarray, old: tuple[int, ...], new: tuple[int, ...
         if i1 - i0 == 1 and j1 - j0 == 1:
             out[j0] = coords[i0]
             continue
-        big = group_size >= 2**63
+        big = not fits_int64(group_size)
         lin = np.zeros(nnz, dtype=object if big else np.int64)
         for m in range(i0, i1):
             # lin = lin * extent + c   (mixed radix, mode i1-1 fastest)

@@ -3,11 +3,11 @@
 Coordinates are ``coords: [ndim, nnz]`` (one row per mode). Ordering is lexicographic
 by mode 0, then mode 1, ... (row-major order of the dense index space).
 
-Algorithm: runs of consecutive modes whose extents multiply to < 2**63 (checked with
+Algorithm: runs of consecutive modes whose extents multiply to < 2**62 (checked with
 Python ints) are packed into one int64 key each; several keys are folded into one
 through dense ranks (a rank is < nnz, so rank * extent fits int64), and one stable
 ``argsort`` orders the columns (O(k * nnz log nnz) for k keys). When the whole index
-space fits, ``prod(shape) < 2**63``, the single key is the row-major linear index.
+space fits, ``prod(shape) < 2**62``, the single key is the row-major linear index.
 FROSTT Flickr's 1.05e22-cell space packs into 2 keys and no key ever overflows.
 Duplicate detection compares neighbouring columns mode by mode (O(ndim * nnz)).
 """
@@ -18,29 +18,19 @@ import math
 
 import numpy as np
 
-__all__ = ["fits_int64", "linear_key", "packed_keys", "lex_order", "group_starts", "is_lex_sorted"]
+from flexsparse._limits import fits_int64
 
-_INT64_LIMIT = 2**63
-
-
-def fits_int64(shape: tuple[int, ...]) -> bool:
-    """True when every linear index of ``shape`` fits a signed int64 (Python-int check).
-
-    >>> fits_int64((320_000, 28_000_000, 1_600_000, 731))
-    False
-    >>> fits_int64((1000, 1000))
-    True
-    """
-    return math.prod(int(s) for s in shape) < _INT64_LIMIT
+__all__ = ["linear_key", "packed_keys", "lex_order", "group_starts", "is_lex_sorted"]
 
 
 def linear_key(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Row-major linear index ``[nnz]`` int64 of ``coords: [ndim, nnz]``.
 
     Raises:
-        ValueError: if ``prod(shape) >= 2**63`` (the key would overflow).
+        ValueError: if ``prod(shape)`` fails :func:`flexsparse._limits.fits_int64` (the key
+            could overflow); a single mode is always its own key.
     """
-    if not fits_int64(shape):
+    if len(shape) > 1 and not fits_int64(*shape):
         raise ValueError(f"shape {tuple(shape)} has {math.prod(shape)} elements: "
                          "a linear int64 key would overflow")
     key = np.zeros(coords.shape[1], dtype=np.int64)
@@ -53,7 +43,8 @@ def linear_key(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def packed_keys(coords: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
     """Pack runs of consecutive modes into as few int64 keys ``[nnz]`` as possible.
 
-    Modes are grouped greedily from mode 0 while the group's product stays < 2**63, so
+    Modes are grouped greedily from mode 0 while the group's product fits int64 (see
+    :func:`flexsparse._limits.fits_int64`), so
     comparing the keys lexicographically equals comparing the coordinates. Flickr
     (320K x 28M x 1.6M x 731) packs into 2 keys: (320K * 28M) and (1.6M * 731).
 
@@ -68,7 +59,7 @@ def _packed_keys_with_sizes(coords, shape):
     keys, start, prod = [], 0, 1
     ndim = len(shape)
     for m in range(ndim + 1):
-        if m == ndim or (m > start and prod * int(shape[m]) >= _INT64_LIMIT):
+        if m == ndim or (m > start and not fits_int64(prod, shape[m])):
             if m > start:
                 keys.append((linear_key(coords[start:m], tuple(shape[start:m])), prod))
             start, prod = m, 1
@@ -112,9 +103,9 @@ def lex_order(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     # several keys (about 1.5x on a Flickr-shaped tensor).
     running, bound = keys[0]
     for key, size in keys[1:]:
-        if bound * size >= _INT64_LIMIT:
+        if not fits_int64(bound, size):
             running, bound = _dense_rank(running)
-        if bound * size >= _INT64_LIMIT:  # only when nnz * size >= 2**63: rank this key too
+        if not fits_int64(bound, size):  # only when nnz * size overflows: rank this key too
             key, size = _dense_rank(key)
         running = running * np.int64(size) + key
         bound *= size

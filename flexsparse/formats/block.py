@@ -22,7 +22,7 @@ products switch to dense BLAS on a dense copy computed once and cached on the ob
 >>> W = np.zeros((5, 6), dtype=np.float32); W[0, 0] = 1; W[4, 5] = 2
 >>> B = BlockSparse.from_dense(W, (2, 4))
 >>> B
-BlockSparse(shape=(5, 6), block=(2, 4), n_blocks=2, density=0.3333, dtype=float32)
+<BlockSparse shape=(5, 6) nnz=10 density=33.3% dtype=float32 block=(2, 4) n_blocks=2>
 >>> np.array_equal(B.todense(), W)
 True
 >>> X = np.ones((6, 3), dtype=np.float32)
@@ -36,6 +36,9 @@ import warnings
 from typing import Any
 
 import numpy as np
+
+from flexsparse import _limits
+from flexsparse.formats.base import SparseArray, dense_bytes_check, is_identity_2d
 
 __all__ = ["BlockSparse", "StructuredMatrix", "check_float_dtype"]
 
@@ -59,17 +62,22 @@ def check_float_dtype(dtype: Any, what: str = "values") -> np.dtype:
     return dt
 
 
-class StructuredMatrix:
+class StructuredMatrix(SparseArray):
     """Shared behaviour of :class:`BlockSparse`, ``HSS`` and ``NM`` (a 2-D ``(M, K)`` matrix).
 
-    Subclasses provide ``todense``, ``_coo_parts`` (rows, cols, vals of stored slots inside
-    the logical shape), ``nnz``, ``values``, ``_sparse_*`` kernel launchers and
-    ``DENSE_CROSSOVER`` (the density above which dense BLAS is used).
+    Subclasses provide ``_todense``, ``_coo_parts`` (rows, cols, vals of stored slots inside
+    the logical shape), ``nnz``, ``values``, ``with_values``, ``from_coo``, ``_sparse_*``
+    kernel launchers and ``DENSE_CROSSOVER`` (the density above which dense BLAS is used).
 
     ``backend`` selects how products run: ``"auto"`` (sparse kernel below the crossover
     density, cached dense BLAS above), ``"sparse"`` or ``"dense"``.
+
+    Values are float32 or float64 only: ``astype`` to another dtype, or building from
+    integer/complex data, raises ``TypeError``. Arithmetic that leaves the pattern (``W + W2``,
+    ``W * 1j``, a transpose of N:M/HSS) returns a :class:`~flexsparse.formats.coo.COO`.
     """
 
+    general = False
     DENSE_CROSSOVER: float = 1.0
     #: makes ``ndarray @ W`` defer to ``W.__rmatmul__`` instead of NumPy's matmul ufunc
     __array_ufunc__ = None
@@ -87,11 +95,16 @@ class StructuredMatrix:
         """Stored kept slots inside the logical shape."""
         return int(self._coo_parts()[0].shape[0])
 
-    @property
-    def density(self) -> float:
-        """``nnz / (M * K)`` (stored kept slots inside the logical shape); 0 for empty shapes."""
-        M, K = self.shape
-        return self.nnz / (M * K) if M * K else 0.0
+    def todense(self, max_bytes: int | None = None) -> np.ndarray:
+        """Dense ``(M, K)`` array (padding dropped; size-guarded like :meth:`COO.todense`)."""
+        dense_bytes_check(self.shape, self.dtype, max_bytes)
+        return self._todense()
+
+    def _data(self) -> np.ndarray:
+        return self.values
+
+    def _with_data(self, data: np.ndarray):
+        return self.with_values(np.asarray(data).reshape(self.values.shape))
 
     @property
     def backend(self) -> str:
@@ -127,12 +140,12 @@ class StructuredMatrix:
 
     def to_coo(self):
         """Nonzero entries as a :class:`flexsparse.formats.coo.COO` (explicit zeros dropped)."""
+        from flexsparse._util import index_dtype_for
         from flexsparse.formats.coo import COO
 
         rows, cols, vals = self._coo_parts()
         keep = vals != 0
-        idx = np.dtype(np.int32) if max(self.shape) < 2**31 else np.dtype(np.int64)
-        coords = np.stack([rows[keep], cols[keep]]).astype(idx)
+        coords = np.stack([rows[keep], cols[keep]]).astype(index_dtype_for(self.shape))
         return COO(coords, vals[keep].copy(), tuple(self.shape))
 
     def to_scipy(self, format: str = "csr"):
@@ -234,36 +247,6 @@ class StructuredMatrix:
         return self._sparse_sampled(np.ascontiguousarray(dY.T, dtype=dt),
                                     np.ascontiguousarray(X.T, dtype=dt))
 
-    def __matmul__(self, other: Any):
-        if type(other).__module__.startswith("torch"):
-            return self._torch_apply(other, self.matmul)
-        other_arr = np.asarray(other)
-        if other_arr.ndim == 1:
-            return self.matmul(other_arr[:, None])[:, 0]
-        return self.matmul(other_arr)
-
-    def __rmatmul__(self, other: Any):
-        if type(other).__module__.startswith("torch"):
-            return self._torch_apply(other, self.linear_grad_input)
-        other_arr = np.asarray(other)
-        if other_arr.ndim == 1:
-            return self.linear_grad_input(other_arr[None, :])[0]
-        return self.linear_grad_input(other_arr)
-
-    @staticmethod
-    def _torch_apply(t, fn):
-        """Run ``fn`` on a torch tensor's NumPy copy and return a tensor on ``t``'s device."""
-        import torch
-
-        arr = t.detach().cpu().numpy()
-        vec = arr.ndim == 1
-        if vec:
-            arr = arr[:, None] if fn.__name__ == "matmul" else arr[None, :]
-        out = fn(arr)
-        if vec:
-            out = out[:, 0] if fn.__name__ == "matmul" else out[0]
-        return torch.from_numpy(np.ascontiguousarray(out)).to(t.device)
-
 
 class BlockSparse(StructuredMatrix):
     """Block-sparse matrix; see the module docstring for the layout.
@@ -276,13 +259,10 @@ class BlockSparse(StructuredMatrix):
         block: ``(r, c)`` with ``1 <= r, c <= 128``.
     """
 
-    #: Density (stored slots / M*K) at which dense BLAS becomes faster than the block kernel.
-    #: Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily
-    #: shared cores, so noisy): speedup over dense at 30% / 50% / 70% density was
-    #: 1.39-1.68x / 0.80-1.13x / 1.12x for 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for
-    #: 8x8, 1.51x / 1.03x / 0.91x for 16x16; the crossover lies between 0.4 and 0.5, and
-    #: 0.4 keeps every layout within the 1.1x-of-dense budget.
-    DENSE_CROSSOVER = 0.4
+    format = "block"
+    #: Density (stored slots / M*K) at which dense BLAS becomes faster than the block kernel
+    #: (the measurement is in :mod:`flexsparse._limits`).
+    DENSE_CROSSOVER = _limits.BLOCK_DENSE_CROSSOVER
 
     def __init__(self, indptr: Any, indices: Any, values: Any, shape: tuple[int, int],
                  block: tuple[int, int]):
@@ -414,13 +394,28 @@ class BlockSparse(StructuredMatrix):
         """Same structure, new ``values`` (``[n_blocks, r, c]``)."""
         return BlockSparse(self.indptr, self.indices, values, self.shape, self.block)
 
-    def __repr__(self) -> str:
-        return (f"BlockSparse(shape={self.shape}, block={self.block}, n_blocks={self.n_blocks}, "
-                f"density={self.density:.4f}, dtype={self.dtype})")
+    def _repr_extra(self) -> str:
+        return f"block={self.block} n_blocks={self.n_blocks}"
+
+    @classmethod
+    def from_coo(cls, coo, block: tuple[int, int] | int = (1, 1), layout: Any = None) -> BlockSparse:
+        """Build from a 2-D COO (through its dense form: O(M * K)); see :meth:`from_dense`."""
+        return cls.from_dense(coo.todense(), block, layout)
+
+    def transpose(self, axes=None) -> BlockSparse:
+        """The transpose: a BlockSparse with ``(c, r)`` blocks, each block transposed (O(nnz))."""
+        if is_identity_2d(axes):
+            return self
+        gk = self.grid[1]
+        rows = self.block_rows
+        order = np.lexsort((rows, self.indices))  # by block column, then block row
+        indptr = np.zeros(gk + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.indices, minlength=gk), out=indptr[1:])
+        values = np.ascontiguousarray(self.values[order].transpose(0, 2, 1))
+        return BlockSparse(indptr, rows[order].astype(np.int32), values, self.shape[::-1], self.block[::-1])
 
     # ---------------------------------------------------------- conversion
-    def todense(self) -> np.ndarray:
-        """Dense ``(M, K)`` array (padding dropped)."""
+    def _todense(self) -> np.ndarray:
         (M, K), (r, c) = self.shape, self.block
         gm, gk = self.grid
         tiles = np.zeros((gm, gk, r, c), dtype=self.dtype)
@@ -436,13 +431,18 @@ class BlockSparse(StructuredMatrix):
         inside = (rows < M) & (cols < K)
         return rows[inside], cols[inside], self.values[inside]
 
-    def to_scipy(self, format: str = "bsr"):
-        """SciPy ``bsr_array`` (needs ``M % r == K % c == 0``), ``csr_array`` or ``coo_array``."""
+    def to_scipy(self, format: str | None = None):
+        """SciPy ``bsr_array`` (needs ``M % r == K % c == 0``), ``csr_array`` or ``coo_array``.
+
+        The default is ``"bsr"`` when the shape is a multiple of the block, else ``"csr"``.
+        """
+        (M, K), (r, c) = self.shape, self.block
+        if format is None:
+            format = "csr" if M % r or K % c else "bsr"
         if format != "bsr":
             return super().to_scipy(format)
         import scipy.sparse as sp
 
-        (M, K), (r, c) = self.shape, self.block
         if M % r or K % c:
             raise ValueError(f"scipy BSR needs the shape {self.shape} to be a multiple of the block "
                              f"{self.block}; use to_scipy('csr')")

@@ -25,11 +25,12 @@ import numbers
 
 import numpy as np
 
+from flexsparse._util import check_numeric_dtype
 from flexsparse.formats.coo import COO
 from flexsparse.formats.fiber import CSF
 
-__all__ = ["as_coo", "from_numpy", "to_numpy", "from_scipy", "to_scipy", "from_pydata", "to_pydata",
-           "from_torch", "to_torch", "SCIPY_FORMATS"]
+__all__ = ["as_coo", "is_foreign_sparse", "from_numpy", "to_numpy", "from_scipy", "to_scipy", "from_pydata",
+           "to_pydata", "from_torch", "to_torch", "SCIPY_FORMATS"]
 
 #: Formats accepted by :func:`to_scipy`.
 SCIPY_FORMATS = ("coo", "csr", "csc", "bsr", "dia", "lil", "dok")
@@ -110,8 +111,10 @@ def from_pydata(x) -> COO:
     sparse = _require("sparse", "peers")
     if not isinstance(x, sparse.SparseArray):
         raise TypeError(f"from_pydata expects a pydata sparse array, got {type(x).__name__}")
-    if x.fill_value != 0:
-        raise ValueError(f"pydata array has fill_value {x.fill_value}; only 0 is representable")
+    check_numeric_dtype(x.dtype, "pydata array")
+    fill = np.asarray(x.fill_value)
+    if fill.shape != () or bool(fill != 0):  # nan fill values compare unequal: refused too
+        raise ValueError(f"pydata array has fill_value {fill.item()!r}; only 0 is representable")
     c = x if isinstance(x, sparse.COO) else x.asformat("coo")
     return COO(np.asarray(c.coords), np.asarray(c.data), tuple(int(s) for s in c.shape))
 
@@ -178,6 +181,22 @@ def to_torch(t, layout: str = "coo"):
 
 
 # ---------------------------------------------------------------------- dispatcher
+def is_foreign_sparse(x) -> bool:
+    """True for the other libraries' tensors :func:`as_coo` converts: SciPy sparse matrices and
+    arrays, pydata/sparse arrays and torch tensors (their own checks then name any problem).
+
+    >>> import scipy.sparse as sp
+    >>> is_foreign_sparse(sp.eye(2)), is_foreign_sparse(np.eye(2))
+    (True, False)
+    """
+    root = _module_root(x)
+    if root == "scipy":
+        import scipy.sparse as sp
+
+        return bool(sp.issparse(x))
+    return root in ("sparse", "torch")
+
+
 def as_coo(x) -> COO:
     """Convert any supported sparse or dense input to :class:`COO` (COO inputs returned as is).
 
@@ -186,7 +205,7 @@ def as_coo(x) -> COO:
     >>> as_coo([1, 2])
     Traceback (most recent call last):
     ...
-    TypeError: cannot convert list to a flexsparse COO; expected COO, CSF, a NumPy array, a scipy.sparse matrix/array, a pydata sparse array or a torch tensor
+    TypeError: cannot convert list to a flexsparse COO; expected COO, CSF, a NumPy array, ...
     """
     if isinstance(x, COO):
         return x

@@ -36,18 +36,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, index_dtype_for
 from flexsparse.formats import _sort
+from flexsparse.formats._elementwise import reshape_coords
+from flexsparse.formats.base import DenseTooLargeError, SparseArray, dense_bytes_check
 
 __all__ = ["COO", "DenseTooLargeError", "DENSE_LIMIT_BYTES", "normalize_shape"]
 
-#: ``todense()`` refuses results larger than this many bytes unless ``max_bytes`` is raised.
-DENSE_LIMIT_BYTES = 4 * 2**30
-_MAX_EXTENT = 2**63 - 1
-
-
-class DenseTooLargeError(ValueError, MemoryError):
-    """Raised instead of allocating an absurdly large dense array (a ValueError and a MemoryError)."""
+#: ``todense()`` refuses results larger than this many bytes unless ``max_bytes`` is raised
+#: (kept under this name for compatibility; the value lives in :mod:`flexsparse._limits`).
+DENSE_LIMIT_BYTES = _limits.TODENSE_MAX_BYTES
+_MAX_EXTENT = _limits.INT64_MAX
 
 
 def normalize_shape(shape, what: str = "shape") -> tuple[int, ...]:
@@ -84,16 +84,7 @@ def _check_extents(shape: tuple[int, ...]) -> None:
                              f"range (max {_MAX_EXTENT})")
 
 
-def _dense_bytes_check(shape: tuple[int, ...], dtype: np.dtype, max_bytes: int | None) -> None:
-    limit = DENSE_LIMIT_BYTES if max_bytes is None else int(max_bytes)
-    size = math.prod(shape) * np.dtype(dtype).itemsize
-    if size > limit:
-        raise DenseTooLargeError(
-            f"refusing to densify a tensor of shape {shape} and dtype {np.dtype(dtype)}: "
-            f"it would take {size:.3e} bytes (limit {limit:.3e}; pass max_bytes= to raise it)")
-
-
-class COO:
+class COO(SparseArray):
     """Sparse tensor in coordinate format: ``coords: [ndim, nnz]``, ``data: [nnz]``.
 
     Args:
@@ -116,7 +107,6 @@ class COO:
     [1.0, 5.0]
     """
 
-    __array_priority__ = 20.0
     format = "coo"
 
     def __init__(self, coords, data, shape=None, *, canonical: bool | None = None, copy: bool = False):
@@ -199,10 +189,6 @@ class COO:
 
     # ------------------------------------------------------------------ properties
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
     def nnz(self) -> int:
         """Number of stored entries (including explicit zeros)."""
         return int(self.data.shape[0])
@@ -212,33 +198,9 @@ class COO:
         return self.data.dtype
 
     @property
-    def size(self) -> int:
-        """Number of cells of the dense index space (a Python int, may exceed 2**63)."""
-        return math.prod(self.shape)
-
-    @property
-    def density(self) -> float:
-        """``nnz / prod(shape)`` (0.0 for an empty index space)."""
-        size = self.size
-        return self.nnz / size if size else 0.0
-
-    @property
     def nbytes(self) -> int:
         """Bytes of values plus index metadata (``data.nbytes + coords.nbytes``)."""
         return int(self.data.nbytes + self.coords.nbytes)
-
-    @property
-    def T(self) -> COO:
-        return self.transpose()
-
-    def __repr__(self) -> str:
-        return (f"<COO shape={self.shape} nnz={self.nnz} density={100 * self.density:.3g}% "
-                f"dtype={self.dtype}>")
-
-    def __len__(self) -> int:
-        if self.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
-        return self.shape[0]
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -267,8 +229,25 @@ class COO:
         return cls(np.zeros((len(shape), 0), dtype=index_dtype_for(shape)), np.zeros(0, dtype=dtype),
                    shape, canonical=True)
 
+    @classmethod
+    def from_coo(cls, coo: COO) -> COO:
+        """``coo`` itself (the identity conversion of :class:`~flexsparse.formats.base.SparseArray`)."""
+        if not isinstance(coo, COO):
+            raise TypeError(f"COO.from_coo expects a COO, got {type(coo).__name__}")
+        return coo
+
+    def to_coo(self) -> COO:
+        return self
+
     def copy(self) -> COO:
         return COO(self.coords.copy(), self.data.copy(), self.shape, canonical=self.canonical)
+
+    def _data(self) -> np.ndarray:
+        return self.data
+
+    def _with_data(self, data: np.ndarray) -> COO:
+        check_numeric_dtype(data.dtype, "data")
+        return self._new(self.coords, data, canonical=self.canonical)
 
     def _new(self, coords, data, shape=None, canonical=False) -> COO:
         """Internal constructor that skips bounds checks (inputs known valid)."""
@@ -294,7 +273,10 @@ class COO:
         starts = _sort.group_starts(coords)
         if self.nnz and not starts.all():
             idx = np.flatnonzero(starts)
-            data = np.add.reduceat(data, idx) if data.dtype != bool else np.logical_or.reduceat(data, idx)
+            # summed in the tensor's own dtype (as todense() does): np.add.reduceat would widen
+            # small integers to int64; booleans OR, as np.add.at on a bool array does
+            data = np.add.reduceat(data, idx, dtype=data.dtype) if data.dtype != bool else \
+                np.logical_or.reduceat(data, idx)
             coords = coords[:, idx]
         return self._new(coords, data, canonical=True)
 
@@ -313,7 +295,7 @@ class COO:
             DenseTooLargeError: (a ValueError and MemoryError) if the array would exceed
                 ``max_bytes`` (default :data:`DENSE_LIMIT_BYTES` = 4 GiB).
         """
-        _dense_bytes_check(self.shape, self.dtype, max_bytes)
+        dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
         if self.nnz:
             if self.ndim == 0:
@@ -328,11 +310,6 @@ class COO:
             else:
                 np.add.at(out, tuple(self.coords), self.data)  # duplicates must accumulate
         return out
-
-    def __array__(self, dtype=None, copy=None):
-        # Size-guarded through todense(): huge tensors raise instead of densifying silently.
-        out = self.todense()
-        return out if dtype is None else out.astype(dtype, copy=False)
 
     # ------------------------------------------------------------------ structure
     def transpose(self, axes: Sequence[int] | None = None) -> COO:
@@ -354,8 +331,6 @@ class COO:
         and each group is re-indexed with int64 mixed-radix arithmetic, falling back to
         Python-int (object) arithmetic only for a group that itself exceeds int64.
         """
-        from flexsparse.formats._elementwise import reshape_coords
-
         if isinstance(shape, (numbers.Integral, np.integer)):
             shape = (shape,)
         shape = list(shape)
@@ -373,15 +348,6 @@ class COO:
                              f"{new_shape} (size {math.prod(new_shape)})")
         coords = reshape_coords(self.coords, self.shape, new_shape)
         return self._new(coords, self.data, new_shape, canonical=self.canonical)
-
-    def astype(self, dtype, copy: bool = True) -> COO:
-        dtype = check_numeric_dtype(dtype, "astype target")
-        if dtype == self.dtype and not copy:
-            return self
-        return self._new(self.coords, self.data.astype(dtype), canonical=self.canonical)
-
-    def conj(self) -> COO:
-        return self._new(self.coords, np.conj(self.data), canonical=self.canonical)
 
     def sum(self, axis=None, keepdims: bool = False):
         """Sum over ``axis`` (None, int or tuple), with NumPy's result dtype.
@@ -412,59 +378,3 @@ class COO:
         # Keeping a prefix of modes of a canonical tensor preserves order but not uniqueness.
         res = self._new(np.ascontiguousarray(coords), self.data.astype(out_dtype), shape, canonical=False)
         return res.sum_duplicates()
-
-    # ------------------------------------------------------------------ arithmetic
-    def __neg__(self) -> COO:
-        return self._new(self.coords, -self.data, canonical=self.canonical)
-
-    def __pos__(self) -> COO:
-        return self
-
-    def __abs__(self) -> COO:
-        return self._new(self.coords, np.abs(self.data), canonical=self.canonical)
-
-    def __add__(self, other):
-        from flexsparse.formats._elementwise import add
-
-        return add(self, other)
-
-    def __radd__(self, other):
-        from flexsparse.formats._elementwise import add
-
-        return add(self, other)
-
-    def __sub__(self, other):
-        from flexsparse.formats._elementwise import add
-
-        return add(self, -other if isinstance(other, COO) else np.negative(other))
-
-    def __rsub__(self, other):
-        from flexsparse.formats._elementwise import add
-
-        return add(-self, other)
-
-    def __mul__(self, other):
-        from flexsparse.formats._elementwise import multiply
-
-        return multiply(self, other)
-
-    def __rmul__(self, other):
-        from flexsparse.formats._elementwise import multiply
-
-        return multiply(self, other)
-
-    def __truediv__(self, other):
-        if isinstance(other, (numbers.Number, np.number)) or np.ndim(other) == 0 and not isinstance(other, COO):
-            return self._new(self.coords, self.data / other, canonical=self.canonical)
-        raise TypeError("a sparse tensor can only be divided by a scalar "
-                        f"(dividing by {type(other).__name__} would fill the zeros with nan/inf)")
-
-    def __matmul__(self, other):
-        from flexsparse.contract.execute import matmul
-
-        return matmul(self, other)
-
-    def __rmatmul__(self, other):
-        from flexsparse.contract.execute import matmul
-
-        return matmul(other, self)

@@ -1,10 +1,12 @@
-"""CSR: the 2-D compressed-sparse-row matrix that the contraction engines take and produce.
+"""CSR and CSC: the 2-D compressed sparse row / column formats (the package's one CSR type).
 
 The einsum executor reduces every pairwise sparse contraction to 2-D matrices and hands
 the engines (:mod:`~flexsparse.kernels.cpu.spgemm`, :mod:`~flexsparse.kernels.cpu.dot`,
-:mod:`~flexsparse.kernels.cpu.spmm`) raw CSR buffers held by :class:`CSR`.
+:mod:`~flexsparse.kernels.cpu.spmm`) and the tiler (:mod:`flexsparse.tiling`) raw CSR buffers
+held by :class:`CSR`; SciPy operands are converted to it (:meth:`CSR.from_scipy`). Both
+classes are :class:`~flexsparse.formats.base.SparseArray` formats (``"csr"``, ``"csc"``).
 
-Layout (``n_rows, n_cols = shape``, ``nnz = indptr[-1]``):
+Layout of :class:`CSR` (``n_rows, n_cols = shape``, ``nnz = indptr[-1]``):
 
 * ``indptr: int64[n_rows + 1]`` -- row ``i`` owns positions ``indptr[i]:indptr[i+1]``;
   ``indptr[0] == 0``, non-decreasing.
@@ -12,6 +14,13 @@ Layout (``n_rows, n_cols = shape``, ``nnz = indptr[-1]``):
   With ``sorted_indices=True`` (the default) they are strictly increasing within each
   row (sorted, no duplicates), which the dot-product engine requires.
 * ``data: [nnz]`` -- any numeric dtype (bool, int, float, complex).
+
+:class:`CSC` stores the same arrays for the transpose: ``indptr: int64[n_cols + 1]``,
+``indices: [nnz]`` row ids, so ``CSC(indptr, indices, data, (m, n))`` is exactly
+``CSR(indptr, indices, data, (n, m)).T`` and the two convert into each other's transpose
+without copying (:meth:`CSC.T`, :meth:`CSR.tocsc`). Against a 2-D
+:class:`~flexsparse.formats.fiber.CSF` (which lists only non-empty rows), CSR keeps a pointer
+for every row, which is what row-parallel kernels index.
 
 Entries are *structural*: a stored zero is an entry like any other (the engines never
 skip a multiplication because of its value, so NaN/inf propagate as in NumPy).
@@ -36,9 +45,12 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from flexsparse._util import check_numeric_dtype, index_dtype_for
 
-__all__ = ["CSR"]
+from flexsparse._limits import fits_int64
+from flexsparse._util import check_numeric_dtype, index_dtype_for
+from flexsparse.formats.base import SparseArray, dense_bytes_check, is_identity_2d
+
+__all__ = ["CSC", "CSR"]
 
 
 def _as_index(arr: Any, what: str) -> np.ndarray:
@@ -54,8 +66,8 @@ def _as_index(arr: Any, what: str) -> np.ndarray:
     return a.astype(np.int32 if small else np.int64)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class CSR:
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class CSR(SparseArray):
     """A 2-D sparse matrix in compressed-sparse-row form (see the module docstring).
 
     Attributes:
@@ -72,8 +84,10 @@ class CSR:
     >>> CSR(np.array([0, 2]), np.array([1, 0]), np.ones(2), (1, 3))
     Traceback (most recent call last):
     ...
-    ValueError: CSR indices of row 0 are not strictly increasing at position 1 (1 then 0); sort them or pass sorted_indices=False
+    ValueError: CSR indices of row 0 are not strictly increasing at position 1 (1 then 0); sort them ...
     """
+
+    format = "csr"
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -171,13 +185,24 @@ class CSR:
     def dtype(self) -> np.dtype:
         return self.data.dtype
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of ``data + indices + indptr``."""
+        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes)
+
     def row_lengths(self) -> np.ndarray:
         """``int64[n_rows]`` number of stored entries per row."""
         return np.diff(self.indptr)
 
-    def __repr__(self) -> str:
-        return (f"CSR(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
-                f"index_dtype={self.indices.dtype}, sorted_indices={self.sorted_indices})")
+    def _repr_extra(self) -> str:
+        return "" if self.sorted_indices else "sorted_indices=False"
+
+    def _data(self) -> np.ndarray:
+        return self.data
+
+    def _with_data(self, data: np.ndarray) -> CSR:
+        check_numeric_dtype(data.dtype, "CSR data")
+        return CSR._trusted(self.indptr, self.indices, data, self.shape, self.sorted_indices)
 
     # ------------------------------------------------------------ conversions
     @classmethod
@@ -186,7 +211,7 @@ class CSR:
 
         >>> import scipy.sparse as sp
         >>> CSR.from_scipy(sp.csr_array(np.eye(2)))
-        CSR(shape=(2, 2), nnz=2, dtype=float64, index_dtype=int32, sorted_indices=True)
+        <CSR shape=(2, 2) nnz=2 density=50% dtype=float64>
         """
         import scipy.sparse as sp
 
@@ -201,20 +226,53 @@ class CSR:
         idx_dt = index_dtype_for(m.shape[1])
         return cls(m.indptr.astype(np.int64), m.indices.astype(idx_dt, copy=False), m.data, m.shape, True)
 
-    def to_scipy(self) -> Any:
-        """Return a ``scipy.sparse.csr_array`` sharing (or copying) the buffers."""
+    def to_scipy(self, format: str = "csr") -> Any:
+        """A SciPy sparse array; ``"csr"`` (default) shares the buffers."""
         import scipy.sparse as sp
 
         out = sp.csr_array((self.data, self.indices, self.indptr), shape=self.shape)
         out.has_sorted_indices = self.sorted_indices
-        return out
+        return out if format == "csr" else super().to_scipy(format)
 
-    def toarray(self) -> np.ndarray:
-        """Dense ``[n_rows, n_cols]`` copy (duplicates are summed)."""
+    def todense(self, max_bytes: int | None = None) -> np.ndarray:
+        """Dense ``[n_rows, n_cols]`` copy (duplicates are summed; size-guarded)."""
+        dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
         rows = np.repeat(np.arange(self.n_rows), self.row_lengths())
         np.add.at(out, (rows, self.indices), self.data)
         return out
+
+    def toarray(self) -> np.ndarray:
+        """Dense ``[n_rows, n_cols]`` copy (SciPy's name for :meth:`todense`)."""
+        return self.todense()
+
+    def row_ids(self) -> np.ndarray:
+        """``int64[nnz]``: the row of every stored entry."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.row_lengths())
+
+    def to_coo(self):
+        """COO with the same entries (canonical when indices are sorted)."""
+        from flexsparse.formats.coo import COO
+
+        coords = np.empty((2, self.nnz), dtype=index_dtype_for(self.shape))
+        coords[0] = self.row_ids()
+        coords[1] = self.indices
+        return COO(coords, self.data, self.shape, canonical=True if self.sorted_indices else None)
+
+    @classmethod
+    def from_coo(cls, coo) -> CSR:
+        """CSR of a 2-D COO (duplicates summed, indices sorted)."""
+        if coo.ndim != 2:
+            raise ValueError(f"CSR holds 2-D matrices, got a COO of shape {coo.shape}")
+        c = coo.sum_duplicates()
+        indptr = np.zeros(c.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(c.coords[0], minlength=c.shape[0]), out=indptr[1:])
+        return cls(indptr, c.coords[1].astype(index_dtype_for(c.shape[1]), copy=False), c.data, c.shape, True)
+
+    def tocsc(self) -> CSC:
+        """The same matrix as :class:`CSC` (a counting-sort transpose, O(nnz + n_rows + n_cols))."""
+        t = self.transpose()
+        return CSC._trusted(t.indptr, t.indices, t.data, self.shape, t.sorted_indices)
 
     @classmethod
     def from_coo_arrays(cls, rows: Any, cols: Any, vals: Any, shape: tuple[int, int],
@@ -248,7 +306,7 @@ class CSR:
         check_numeric_dtype(vals.dtype, "vals")
         rows = rows.astype(np.int64, copy=False)
         cols = cols.astype(np.int64, copy=False)
-        if n_rows * n_cols < 2**62:
+        if fits_int64(n_rows, n_cols):
             key = rows * n_cols + cols
             order = np.argsort(key, kind="stable")
             key = key[order]
@@ -267,17 +325,122 @@ class CSR:
         np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
         return cls(indptr, c.astype(index_dtype_for(n_cols)), v, shape, not has_dup)
 
-    def transpose(self) -> CSR:
+    def transpose(self, axes=None) -> CSR:
         """CSR of the transpose (= CSC of ``self``) by a counting sort; see :func:`transpose_csr`."""
+        if is_identity_2d(axes):
+            return self
         n_rows, n_cols = self.shape
         out_indptr = np.empty(n_cols + 1, dtype=np.int64)
         out_indices = np.empty(self.nnz, dtype=index_dtype_for(n_rows))
         out_data = np.empty(self.nnz, dtype=self.dtype)
-        from flexsparse.kernels.cpu.transpose import transpose_csr
+        from flexsparse.kernels.cpu.transpose import transpose_csr  # numba: compiled on first use
 
         transpose_csr(self.indptr, self.indices, self.data, n_cols, out_indptr, out_indices, out_data)
         return CSR._trusted(out_indptr, out_indices, out_data, (n_cols, n_rows), self.sorted_indices)
 
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class CSC(SparseArray):
+    """A 2-D sparse matrix in compressed-sparse-column form (see the module docstring).
+
+    Attributes:
+        indptr: ``int64[n_cols + 1]`` column pointers.
+        indices: ``int32 | int64 [nnz]`` row ids.
+        data: ``[nnz]`` numeric values.
+        shape: ``(n_rows, n_cols)``.
+        sorted_indices: whether row ids are strictly increasing in every column.
+
+    >>> m = CSC(np.array([0, 1, 1, 2]), np.array([1, 0]), np.array([5.0, 6.0]), (2, 3))
+    >>> m.todense().tolist()
+    [[0.0, 0.0, 6.0], [5.0, 0.0, 0.0]]
+    >>> m.T
+    <CSR shape=(3, 2) nnz=2 density=33.3% dtype=float64>
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+    sorted_indices: bool = True
+
+    format = "csc"
+
+    def __post_init__(self) -> None:
+        t = CSR(self.indptr, self.indices, self.data, tuple(self.shape)[::-1], self.sorted_indices)
+        for name in ("indptr", "indices", "data", "sorted_indices"):
+            object.__setattr__(self, name, getattr(t, name))
+        object.__setattr__(self, "shape", t.shape[::-1])
+
+    @classmethod
+    def _trusted(cls, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                 shape: tuple[int, int], sorted_indices: bool) -> CSC:
+        obj = object.__new__(cls)
+        for name, value in (("indptr", indptr), ("indices", indices), ("data", data),
+                            ("shape", (int(shape[0]), int(shape[1]))),
+                            ("sorted_indices", bool(sorted_indices))):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    def _csr_of_transpose(self) -> CSR:
+        return CSR._trusted(self.indptr, self.indices, self.data, self.shape[::-1], self.sorted_indices)
+
+    def validate(self) -> None:
+        """The layout of the module docstring (the CSR checks on the transposed shape)."""
+        self._csr_of_transpose().validate()
+
     @property
-    def T(self) -> CSR:
-        return self.transpose()
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.indices.nbytes + self.indptr.nbytes)
+
+    def _data(self) -> np.ndarray:
+        return self.data
+
+    def _with_data(self, data: np.ndarray) -> CSC:
+        check_numeric_dtype(data.dtype, "CSC data")
+        return CSC._trusted(self.indptr, self.indices, data, self.shape, self.sorted_indices)
+
+    def transpose(self, axes=None) -> SparseArray:
+        """The transpose as a :class:`CSR` sharing the arrays (no copy)."""
+        if is_identity_2d(axes):
+            return self
+        return self._csr_of_transpose()
+
+    def tocsr(self) -> CSR:
+        """The same matrix as :class:`CSR` (a counting-sort transpose)."""
+        return self._csr_of_transpose().transpose()
+
+    def todense(self, max_bytes: int | None = None) -> np.ndarray:
+        return self._csr_of_transpose().todense(max_bytes).T.copy()
+
+    def to_coo(self):
+        return self._csr_of_transpose().to_coo().transpose()
+
+    @classmethod
+    def from_coo(cls, coo) -> CSC:
+        """CSC of a 2-D COO (duplicates summed, indices sorted)."""
+        if coo.ndim != 2:
+            raise ValueError(f"CSC holds 2-D matrices, got a COO of shape {coo.shape}")
+        t = CSR.from_coo(coo.transpose())
+        return cls._trusted(t.indptr, t.indices, t.data, coo.shape, True)
+
+    def to_scipy(self, format: str = "csc") -> Any:
+        """A SciPy sparse array; ``"csc"`` (default) shares the buffers."""
+        import scipy.sparse as sp
+
+        out = sp.csc_array((self.data, self.indices, self.indptr), shape=self.shape)
+        out.has_sorted_indices = self.sorted_indices
+        return out if format == "csc" else super().to_scipy(format)
+
+    @classmethod
+    def from_scipy(cls, m: Any) -> CSC:
+        """Convert any SciPy sparse matrix/array (sums duplicates, sorts indices)."""
+        t = CSR.from_scipy(m.T if hasattr(m, "T") else m)
+        return cls._trusted(t.indptr, t.indices, t.data, t.shape[::-1], True)

@@ -33,12 +33,12 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from flexsparse._util import check_numeric_dtype, index_dtype_for
+from flexsparse.formats.base import SparseArray
 from flexsparse.formats.coo import COO, normalize_shape
 
 __all__ = ["CSF", "LastModeFibers"]
@@ -63,7 +63,7 @@ class LastModeFibers(tuple):
     values = property(lambda self: self[3])
 
 
-class CSF:
+class CSF(SparseArray):
     """Compressed sparse fiber tensor; see the module docstring for the layout.
 
     Build with :meth:`CSF.from_coo`; the raw constructor takes the arrays and validates.
@@ -136,10 +136,6 @@ class CSF:
 
     # ------------------------------------------------------------------ properties
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
     def nnz(self) -> int:
         return int(self.values.shape[0])
 
@@ -148,18 +144,37 @@ class CSF:
         return self.values.dtype
 
     @property
-    def density(self) -> float:
-        size = math.prod(self.shape)
-        return self.nnz / size if size else 0.0
-
-    @property
     def nbytes(self) -> int:
         """Bytes of values plus all ``fptr``/``fids`` index arrays."""
         return int(self.values.nbytes + sum(p.nbytes for p in self.fptr) + sum(f.nbytes for f in self.fids))
 
-    def __repr__(self) -> str:
-        return (f"<CSF shape={self.shape} nnz={self.nnz} density={100 * self.density:.3g}% "
-                f"dtype={self.dtype} mode_order={self.mode_order}>")
+    def _repr_extra(self) -> str:
+        return f"mode_order={self.mode_order}"
+
+    def _data(self) -> np.ndarray:
+        return self.values
+
+    def _with_data(self, data: np.ndarray) -> CSF:
+        return CSF(self.fptr, self.fids, data, self.shape, self.mode_order)
+
+    def _like(self, coo: COO) -> CSF:
+        return CSF.from_coo(coo, self.mode_order if coo.ndim == self.ndim else None)
+
+    def transpose(self, axes: Sequence[int] | None = None) -> CSF:
+        """Permuted modes, sharing every array: only ``shape`` and ``mode_order`` change (O(ndim)).
+
+        >>> t = CSF.from_coo(COO([[0, 1], [2, 0]], [1.0, 2.0], shape=(2, 3)))
+        >>> t.T.shape, t.T.mode_order, t.T.todense().tolist() == t.todense().T.tolist()
+        ((3, 2), (1, 0), True)
+        """
+        d = self.ndim
+        axes = tuple(range(d))[::-1] if axes is None else tuple(int(a) for a in axes)
+        if len(axes) != d or sorted(a % d for a in axes) != list(range(d)) or \
+                any(not -d <= a < d for a in axes):
+            raise ValueError(f"axes {axes} is not a permutation of the {d} modes of shape {self.shape}")
+        axes = tuple(a % d for a in axes)
+        return CSF(self.fptr, self.fids, self.values, tuple(self.shape[a] for a in axes),
+                   tuple(axes.index(m) for m in self.mode_order))
 
     # ------------------------------------------------------------------ conversion
     @classmethod
@@ -230,10 +245,6 @@ class CSF:
     def todense(self, max_bytes: int | None = None) -> np.ndarray:
         """Dense array (size-guarded like :meth:`COO.todense`)."""
         return self.to_coo().todense(max_bytes=max_bytes)
-
-    def __array__(self, dtype=None, copy=None):
-        out = self.todense()
-        return out if dtype is None else out.astype(dtype, copy=False)
 
     def last_mode_fibers(self) -> LastModeFibers:
         """The last level as a CSR over the flattened leading modes (FLAASH operand).

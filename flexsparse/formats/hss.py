@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse.formats.block import StructuredMatrix, check_float_dtype
 
 __all__ = ["HSS", "HSSPattern"]
@@ -223,12 +224,10 @@ class HSS(StructuredMatrix):
         pattern: an :class:`HSSPattern` or its string form (``"3:4->2:4"``).
     """
 
-    #: Density at which dense BLAS beats the HSS/N:M kernel. Measured by
-    #: ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, fp32, 2 heavily shared
-    #: cores, so noisy): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4
-    #: (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4
-    #: (0.25), <= 0.6x from 1/3 up. Patterns from 1:4 (0.25) up go to BLAS under "auto".
-    DENSE_CROSSOVER = 0.22
+    format = "hss"
+    #: Density at which dense BLAS beats the HSS/N:M kernel (the measurement is in
+    #: :mod:`flexsparse._limits`).
+    DENSE_CROSSOVER = _limits.HSS_DENSE_CROSSOVER
 
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], pattern: Any):
         self.pattern = HSSPattern.parse(pattern)
@@ -345,13 +344,16 @@ class HSS(StructuredMatrix):
         out.validate()
         return out
 
-    def __repr__(self) -> str:
-        return (f"HSS(shape={self.shape}, pattern='{self.pattern}', density={self.density:.4f}, "
-                f"dtype={self.dtype})")
+    def _repr_extra(self) -> str:
+        return f"pattern='{self.pattern}'"
+
+    @classmethod
+    def from_coo(cls, coo, pattern: Any = "1:1") -> HSS:
+        """Build from a 2-D COO that respects ``pattern`` (through its dense form: O(M * K))."""
+        return cls.from_dense(coo.todense(), pattern)
 
     # ---------------------------------------------------------- conversion
-    def todense(self) -> np.ndarray:
-        """Dense ``(M, K)`` array (padding dropped)."""
+    def _todense(self) -> np.ndarray:
         M, K = self.shape
         dense = np.zeros((M, self.n_top * self.pattern.span), dtype=self.dtype)
         if self.values.size:

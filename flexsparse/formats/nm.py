@@ -15,7 +15,7 @@ whole groups (the padding is never visible). Products cost ``O(nnz * N)`` throug
 >>> W = np.array([[1., 0., 0., 2., 0., 3.]], dtype=np.float32)
 >>> A = NM.from_dense(W, 2, 4)
 >>> A
-NM(shape=(1, 6), n=2, m=4, density=0.6667, dtype=float32)
+<NM shape=(1, 6) nnz=4 density=66.7% dtype=float32 n=2 m=4>
 >>> A.positions.tolist()
 [[[0, 3], [0, 1]]]
 >>> np.array_equal(A.todense(), W)
@@ -53,6 +53,8 @@ class NM(HSS):
         n, m: keep ``n`` of every ``m``.
     """
 
+    format = "nm"
+
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], n: int, m: int):
         self.n, self.m = _check_nm(n, m)
         if not isinstance(positions, (tuple, list)):
@@ -76,6 +78,10 @@ class NM(HSS):
         (n, m), = pattern.levels
         return cls(values, positions, shape, n, m)
 
-    def __repr__(self) -> str:
-        return (f"NM(shape={self.shape}, n={self.n}, m={self.m}, density={self.density:.4f}, "
-                f"dtype={self.dtype})")
+    def _repr_extra(self) -> str:
+        return f"n={self.n} m={self.m}"
+
+    @classmethod
+    def from_coo(cls, coo, n: int = 1, m: int = 1) -> NM:  # type: ignore[override]
+        """Build from a 2-D COO whose every ``m``-group holds at most ``n`` nonzeros."""
+        return cls.from_dense(coo.todense(), n, m)

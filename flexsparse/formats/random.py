@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flexsparse._limits import INT64_MAX
 from flexsparse._util import check_numeric_dtype, index_dtype_for
 from flexsparse.formats import _sort
 from flexsparse.formats.coo import COO, normalize_shape
@@ -87,7 +88,7 @@ def _uniform_weights(rng, extent, **_):
 # ---------------------------------------------------------------------- power law
 def _random_bijection(rng, extent: int):
     """``r -> (a * r + b) mod extent`` with gcd(a, extent) = 1: a permutation in O(1) memory."""
-    a_max = min(extent - 1, (2**63 - 1) // max(extent, 1))  # keep a * r inside int64
+    a_max = min(extent - 1, INT64_MAX // max(extent, 1))  # keep a * r inside int64
     a = 1
     if a_max > 1:
         for _ in range(64):

@@ -11,12 +11,32 @@ these small modules.
 (512.0, 64.0, 64.0)
 """
 
-from flexsparse.model.arch import (Architecture, ComputeUnit, SparseFeature, StorageLevel, dump_architecture,
-                                   list_presets, load_architecture, load_architecture_text)
+from flexsparse.model.arch import (
+    Architecture,
+    ComputeUnit,
+    SparseFeature,
+    StorageLevel,
+    dump_architecture,
+    list_presets,
+    load_architecture,
+    load_architecture_text,
+)
 from flexsparse.model.designs import DESIGNS, compare, evaluate, get_design, list_designs, register_design
 from flexsparse.model.report import Report, combine, format_table, print_table
-from flexsparse.model.workload import (HSS, Actual, Banded, ContractionWorkload, LayerList, MatmulWorkload,
-                                       PowerLaw, Structured, Uniform, list_workloads, load_workload, with_operands)
+from flexsparse.model.workload import (
+    HSS,
+    Actual,
+    Banded,
+    ContractionWorkload,
+    LayerList,
+    MatmulWorkload,
+    PowerLaw,
+    Structured,
+    Uniform,
+    list_workloads,
+    load_workload,
+    with_operands,
+)
 
 __all__ = [
     "Architecture", "ComputeUnit", "SparseFeature", "StorageLevel", "dump_architecture", "list_presets",

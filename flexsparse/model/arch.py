@@ -23,7 +23,7 @@ its file line. Cost: linear in the size of the YAML text.
 >>> load_architecture_text("name: x\\nclock_ghz: 1\\nbogus: 3\\n")
 Traceback (most recent call last):
 ...
-ValueError: <string>: line 3: unknown key 'bogus' in architecture; valid keys: clock_ghz, compute, design_params, levels, name, sparse, word_bits
+ValueError: <string>: line 3: unknown key 'bogus' in architecture; valid keys: clock_ghz, compute, ...
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class SparseFeature:
         if self.operand not in ("A", "B", "Z"):
             raise ValueError(f"sparse feature: operand must be A, B or Z, got {self.operand!r}")
         if self.level not in level_names + ("compute",):
-            raise ValueError(f"sparse feature: unknown level {self.level!r}; valid: {', '.join(level_names + ('compute',))}")
+            raise ValueError(f"sparse feature: unknown level {self.level!r}; "
+                             f"valid: {', '.join(level_names + ('compute',))}")
         if self.format not in FORMATS:
             raise ValueError(f"sparse feature: unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
         if self.action not in ACTIONS:
@@ -198,7 +199,8 @@ class Architecture:
         for lv in self.levels:
             if lv.name == name:
                 return lv
-        raise ValueError(f"architecture {self.name!r} has no level {name!r}; valid: {', '.join(lv.name for lv in self.levels)}")
+        raise ValueError(f"architecture {self.name!r} has no level {name!r}; "
+                         f"valid: {', '.join(lv.name for lv in self.levels)}")
 
     def feature(self, operand: str, level: str | None = None) -> SparseFeature | None:
         """The sparse feature of ``operand`` at ``level`` (first match when ``level`` is None)."""

@@ -1,6 +1,6 @@
 """``flexsparse model``: evaluate one design, compare designs, or run the fidelity checks.
 
-Usage (the lead mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
+Usage (``flexsparse.cli`` mounts ``app`` with ``main_app.add_typer(app, name="model")``)::
 
     flexsparse model --design highlight --workload resnet50 [--weights 4:6->2:4] [--activations 0.5]
     flexsparse model compare --designs dense,stc,dstc,highlight --workload resnet50 --out plots/

@@ -179,7 +179,8 @@ def level_energy(arch: Architecture, traffic: Traffic) -> dict[str, float]:
     """pJ per level: bytes read x read energy + bytes written x write energy."""
     out = {}
     for lv in arch.levels:
-        out[lv.name] = traffic.reads.get(lv.name, 0.0) * lv.read_energy_pj + traffic.writes.get(lv.name, 0.0) * lv.write_energy_pj
+        out[lv.name] = (traffic.reads.get(lv.name, 0.0) * lv.read_energy_pj
+                        + traffic.writes.get(lv.name, 0.0) * lv.write_energy_pj)
     return out
 
 

@@ -98,7 +98,8 @@ def combine(design: str, workload: str, parts: Sequence[Report]) -> Report:
         for k, v in p.energy_by_level.items():
             levels[k] = levels.get(k, 0.0) + v
     traffic = sum(p.dram_bytes for p in parts)
-    util = (sum(p.buffer_utilization * p.dram_bytes for p in parts) / traffic) if traffic else parts[0].buffer_utilization
+    util = (sum(p.buffer_utilization * p.dram_bytes for p in parts) / traffic) if traffic \
+        else parts[0].buffer_utilization
     return Report(design, workload, cycles=sum(p.cycles for p in parts), clock_hz=parts[0].clock_hz,
                   energy_by_level=levels, compute_energy_pj=sum(p.compute_energy_pj for p in parts),
                   dram_bytes=traffic, buffer_utilization=util,

@@ -24,8 +24,17 @@ import numpy as np
 
 from flexsparse.model.arch import Architecture, load_architecture
 from flexsparse.model.designs import evaluate
-from flexsparse.model.workload import (HSS, Actual, ContractionWorkload, MatmulWorkload, PowerLaw, Structured,
-                                       Uniform, load_workload, with_operands)
+from flexsparse.model.workload import (
+    HSS,
+    Actual,
+    ContractionWorkload,
+    MatmulWorkload,
+    PowerLaw,
+    Structured,
+    Uniform,
+    load_workload,
+    with_operands,
+)
 
 __all__ = ["DSTC_TABLE", "HSS_DEGREES", "sparseloop_golden", "dstc_table", "highlight_sweep", "tailors_compare",
            "flaash_sweep", "flaash_balance", "geomean", "powerlaw_matrix", "extensor_arch"]
@@ -63,7 +72,8 @@ def dstc_table(size: int = 4096, bandwidth_factor: float = 16.0) -> dict[str, An
     raw = {}
     for da in DSTC_TABLE:
         for db in (1.0, 0.4):
-            raw[(da, db)] = evaluate("dstc", MatmulWorkload("dstc", size, size, size, Uniform(da), Uniform(db)), arch).cycles
+            w = MatmulWorkload("dstc", size, size, size, Uniform(da), Uniform(db))
+            raw[(da, db)] = evaluate("dstc", w, arch).cycles
     scale = 4600.0 / raw[(1.0, 1.0)]
     rows = []
     for da, (c1, c2) in DSTC_TABLE.items():
@@ -114,7 +124,8 @@ def tailors_compare(matrix: Any, name: str = "matrix", arch: Architecture | None
         "speedup_vs_n": reps["n"].cycles / ob.cycles, "speedup_vs_p": p.cycles / ob.cycles,
         "energy_vs_n": reps["n"].energy_pj / ob.energy_pj, "energy_vs_p": p.energy_pj / ob.energy_pj,
         "overflow_rate": ob.extras["overflow_rate"], "overflow_rate_nonempty": ob.extras["overflow_rate_nonempty"],
-        "sampling_fraction_of_prescient": ob.extras["preprocessing_bytes"] / max(p.extras["preprocessing_bytes"], 1e-300),
+        "sampling_fraction_of_prescient":
+            ob.extras["preprocessing_bytes"] / max(p.extras["preprocessing_bytes"], 1e-300),
         "tile_edges": {s: r.extras["tile_edge"] for s, r in reps.items()},
         "b90_occupancy_fraction": {s: r.extras["b90_occupancy_fraction"] for s, r in reps.items()},
         "bumped_bytes": ob.bumped_bytes, "overbooked_tiles": ob.overbooked_tiles, "tiles": ob.tiles,
@@ -141,7 +152,8 @@ def flaash_sweep(densities: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05),
             w = ContractionWorkload(c.name, c.a_shape, c.b_shape, Uniform(d), Uniform(d))
             dense = evaluate("dense", w, _dense_like(128))
             for e in engines:
-                arch = base.replace(compute=replace(base.compute, count=e), design_params={**base.design_params, "engines": e})
+                arch = base.replace(compute=replace(base.compute, count=e),
+                                    design_params={**base.design_params, "engines": e})
                 r = evaluate("flaash", w, arch, seed=seed)
                 rows.append({"shape": c.name, "density": d, "engines": e, "cycles": r.cycles,
                              "nnz": r.extras["nnz"], "dense_cycles": dense.cycles,

@@ -29,6 +29,8 @@ from typing import Any, Union
 import numpy as np
 import yaml
 
+from flexsparse._limits import fits_int64
+
 __all__ = [
     "Uniform", "Structured", "HSS", "Banded", "PowerLaw", "Actual", "DensityModel",
     "MatmulWorkload", "ContractionWorkload", "Workload", "as_actual", "operand_model",
@@ -71,7 +73,8 @@ class Structured:
     kind = "structured"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.g, (int, np.integer)) and isinstance(self.h, (int, np.integer))) or not 0 <= self.g <= self.h or self.h < 1:
+        ints = isinstance(self.g, (int, np.integer)) and isinstance(self.h, (int, np.integer))
+        if not ints or not 0 <= self.g <= self.h or self.h < 1:
             raise ValueError(f"Structured needs integers 0 <= g <= h, h >= 1; got g={self.g}, h={self.h}")
 
     @property
@@ -156,7 +159,8 @@ class Banded:
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """Skewed degrees: P(row i) ~ (i+1)^-alpha, same for columns (Chung-Lu), randomly permuted."""
+    """Skewed degrees: P(row of rank r) ~ (r+1)^-alpha, same for columns (Chung-Lu), ranks
+    scattered by a random bijection; sampled by :func:`flexsparse.random`."""
 
     density: float
     alpha: float = 0.8
@@ -168,24 +172,14 @@ class PowerLaw:
             raise ValueError(f"PowerLaw.alpha must be in [0, 3), got {self.alpha}")
 
     def sample(self, shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Random (rows, cols), about ``density * m * n`` distinct nonzeros."""
+        """Random (rows, cols): ``round(density * m * n)`` distinct nonzeros drawn by
+        :func:`flexsparse.random` (``distribution="powerlaw"``, the package's one generator)."""
+        from flexsparse.formats.random import random
+
         m, n = shape
-        target = int(round(self.density * m * n))
-        pr = (np.arange(1, m + 1, dtype=float)) ** -self.alpha
-        pc = (np.arange(1, n + 1, dtype=float)) ** -self.alpha
-        pr, pc = np.cumsum(pr / pr.sum()), np.cumsum(pc / pc.sum())
-        keys = np.empty(0, dtype=np.int64)
-        for _ in range(8):  # duplicates are dropped; a few rounds reach the target
-            need = target - keys.size
-            if need <= 0:
-                break
-            draw = int(need * 1.3) + 16
-            r = np.minimum(np.searchsorted(pr, rng.random(draw)), m - 1)
-            c = np.minimum(np.searchsorted(pc, rng.random(draw)), n - 1)
-            keys = np.unique(np.concatenate([keys, r.astype(np.int64) * n + c]))
-        keys = rng.permutation(keys)[:target]
-        prow, pcol = rng.permutation(m), rng.permutation(n)
-        return prow[keys // n], pcol[keys % n]
+        t = random((m, n), nnz=int(round(self.density * m * n)), seed=rng, distribution="powerlaw",
+                   alpha=self.alpha)
+        return t.coords[0].astype(np.int64), t.coords[1].astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,7 +236,7 @@ def as_actual(x: Any) -> Actual:
         else:
             raise TypeError(f"expected a COO tensor, a SciPy sparse matrix or a NumPy array, got {type(x).__name__}")
     if coords.shape[1]:
-        lin = np.ravel_multi_index(tuple(coords), shape) if math.prod(shape) < 2**62 else None
+        lin = np.ravel_multi_index(tuple(coords), shape) if fits_int64(*shape) else None
         if lin is not None:
             order = np.unique(lin)
             coords = np.stack(np.unravel_index(order, shape)).astype(np.int64)
@@ -267,7 +261,7 @@ def operand_model(x: Any) -> DensityModel:
             return makers[kind](**spec)
         except TypeError as exc:
             raise ValueError(f"bad parameters for density model {kind!r}: {exc}") from None
-    if hasattr(x, "pattern") and hasattr(getattr(x, "pattern"), "levels"):  # flexsparse HSS format
+    if hasattr(x, "pattern") and hasattr(x.pattern, "levels"):  # flexsparse HSS format
         return HSS(tuple(tuple(p) for p in x.pattern.levels))
     return as_actual(x)
 
@@ -309,7 +303,8 @@ class MatmulWorkload:
         if len(A.shape) != 2 or len(B.shape) != 2:
             raise ValueError(f"matmul operands must be 2-D, got shapes {A.shape} and {B.shape}")
         if A.shape[1] != B.shape[0]:
-            raise ValueError(f"inner sizes differ: A is {A.shape}, B is {B.shape} (A.shape[1]={A.shape[1]} != B.shape[0]={B.shape[0]})")
+            raise ValueError(f"inner sizes differ: A is {A.shape}, B is {B.shape} "
+                             f"(A.shape[1]={A.shape[1]} != B.shape[0]={B.shape[0]})")
         return cls(name, A.shape[0], A.shape[1], B.shape[1], A, B)
 
     @property
@@ -386,7 +381,8 @@ class ContractionWorkload:
         for op, want in (("a", self.a_shape), ("b", self.b_shape)):
             model = getattr(self, op)
             if isinstance(model, Actual) and model.shape != want:
-                raise ValueError(f"contraction {self.name!r}: operand {op.upper()} has shape {model.shape}, expected {want}")
+                raise ValueError(f"contraction {self.name!r}: operand {op.upper()} has shape {model.shape}, "
+                                 f"expected {want}")
 
     @property
     def layers(self) -> tuple[ContractionWorkload, ...]:
@@ -399,7 +395,8 @@ class ContractionWorkload:
         conv = []
         for model, shape in ((self.a, self.a_shape), (self.b, self.b_shape)):
             if isinstance(model, Actual):
-                lead = np.ravel_multi_index(tuple(model.coords[:-1]), shape[:-1]) if len(shape) > 1 else np.zeros(model.nnz, np.int64)
+                lead = np.ravel_multi_index(tuple(model.coords[:-1]), shape[:-1]) if len(shape) > 1 \
+                    else np.zeros(model.nnz, np.int64)
                 conv.append((lead, model.coords[-1]))
             else:
                 conv.append(model)

@@ -16,11 +16,12 @@ from flexsparse.tiling.strategies import (
     Tile,
     TilePlan,
     TileStatistics,
+    TilingRefusedError,
     get_strategy,
     register_strategy,
 )
 from flexsparse.tiling.workingset import ByteModel
 
 __all__ = ["STRATEGIES", "ByteModel", "IncompleteResultError", "LazyResult",
-           "MemoryLimitError", "Tile", "TilePlan", "TileStatistics", "TilingReport",
+           "MemoryLimitError", "Tile", "TilePlan", "TileStatistics", "TilingRefusedError", "TilingReport",
            "get_strategy", "register_strategy", "tiled_spgemm"]

@@ -1,12 +1,13 @@
 """The one adapter between the tiler and the rest of flexsparse (operands, results, reference).
 
-* :func:`as_operand` accepts a :class:`flexsparse.formats.csr.CSR` or any SciPy
-  sparse matrix/array (converted to CSR, O(nnz)) and exposes its raw buffers.
+* :func:`as_operand` accepts any 2-D flexsparse format (:class:`~flexsparse.formats.csr.CSR`
+  as is; CSC, COO, CSF, structured converted, O(nnz)) or any SciPy sparse matrix/array
+  (through :meth:`CSR.from_scipy`): every operand is the package's one CSR type.
 * :func:`make_result` builds the output in the caller's family: a flexsparse ``CSR``
   when an operand was one, else a SciPy ``csr_array``/``csr_matrix``.
 * :func:`reference_spgemm` is the *untiled* product (the flexsparse engine
-  :func:`flexsparse.kernels.cpu.spgemm.spgemm` when importable, else SciPy), used by the
-  benchmarks and tests as the unbounded run.
+  :func:`flexsparse.kernels.cpu.spgemm.spgemm`), used by the benchmarks and tests as the
+  unbounded run.
 
 The tiled executor itself computes with the capacity-bounded kernel of
 :mod:`flexsparse.tiling.kernels`, because Tailors needs a kernel that stops when its
@@ -21,23 +22,24 @@ from typing import Any
 import numpy as np
 
 from flexsparse._util import check_numeric_dtype
+from flexsparse.formats.base import SparseArray
+from flexsparse.formats.csr import CSC, CSR
 
 __all__ = ["Operand", "as_operand", "make_result", "reference_spgemm"]
 
 
 @dataclass(frozen=True)
 class Operand:
-    """Raw CSR buffers of one operand: ``indptr [n+1]``, ``indices [nnz]``, ``data [nnz]``."""
+    """One operand of the tiler: its :class:`CSR` and the family its result is returned in."""
 
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    shape: tuple[int, int]
+    csr: CSR
     family: str  # "flexsparse" | "scipy-array" | "scipy-matrix"
 
-    @property
-    def nnz(self) -> int:
-        return int(self.indptr[-1]) if self.indptr.size else 0
+    indptr = property(lambda self: self.csr.indptr)
+    indices = property(lambda self: self.csr.indices)
+    data = property(lambda self: self.csr.data)
+    shape = property(lambda self: self.csr.shape)
+    nnz = property(lambda self: self.csr.nnz)
 
 
 def _is_scipy(x: Any) -> bool:
@@ -49,36 +51,27 @@ def _is_scipy(x: Any) -> bool:
 
 
 def as_operand(x: Any, name: str) -> Operand:
-    """Raw CSR buffers of ``x`` (flexsparse ``CSR`` or SciPy sparse); ``name`` is for errors."""
+    """``x`` (a 2-D flexsparse format or SciPy sparse) as a :class:`CSR`; ``name`` is for errors."""
     if _is_scipy(x):
         import scipy.sparse as sp
         if len(x.shape) != 2:
             raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
-        m = x.tocsr()
-        check_numeric_dtype(m.dtype, name)
+        check_numeric_dtype(x.dtype, name)
         family = "scipy-array" if isinstance(x, sp.sparray) else "scipy-matrix"
-        return Operand(m.indptr.astype(np.int64, copy=False), m.indices, m.data,
-                       (int(m.shape[0]), int(m.shape[1])), family)
-    if all(hasattr(x, f) for f in ("indptr", "indices", "data", "shape")):
-        shape = tuple(int(s) for s in x.shape)
-        if len(shape) != 2:
-            raise ValueError(f"{name} must be 2-D, got shape {shape}")
-        indptr = np.asarray(x.indptr)
-        if indptr.shape != (shape[0] + 1,):
-            raise ValueError(f"{name}.indptr has shape {indptr.shape}, expected ({shape[0] + 1},)")
-        data = np.asarray(x.data)
-        check_numeric_dtype(data.dtype, name)
-        return Operand(indptr.astype(np.int64, copy=False), np.asarray(x.indices), data,
-                       (shape[0], shape[1]), "flexsparse")
-    raise TypeError(f"{name} must be a flexsparse CSR or a SciPy sparse matrix, "
-                    f"got {type(x).__name__}")
+        return Operand(CSR.from_scipy(x), family)
+    if isinstance(x, SparseArray):
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+        csr = x if isinstance(x, CSR) else x.tocsr() if isinstance(x, CSC) else CSR.from_coo(x.to_coo())
+        return Operand(csr, "flexsparse")
+    raise TypeError(f"{name} must be a 2-D flexsparse format (CSR, CSC, COO, ...) or a SciPy sparse "
+                    f"matrix, got {type(x).__name__}")
 
 
 def make_result(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
                 shape: tuple[int, int], family: str) -> Any:
     """The product in the caller's family; ``indices`` must be sorted within rows."""
     if family == "flexsparse":
-        from flexsparse.formats.csr import CSR
         return CSR(indptr, indices, data, shape)
     import scipy.sparse as sp
     cls = sp.csr_array if family == "scipy-array" else sp.csr_matrix
@@ -88,19 +81,7 @@ def make_result(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
 
 
 def reference_spgemm(a: Any, b: Any, threads: int | None = None) -> Any:
-    """Untiled ``a @ b`` with the flexsparse engine when available, else SciPy.
+    """Untiled ``a @ b`` (a :class:`CSR`) with the flexsparse engine on ``threads`` threads."""
+    from flexsparse.kernels.cpu.spgemm import spgemm
 
-    ``threads`` is passed to the engine (SciPy is single-threaded anyway).
-    """
-    try:
-        from flexsparse.formats.csr import CSR
-        from flexsparse.kernels.cpu.spgemm import spgemm
-    except ImportError:
-        spgemm = None
-    if spgemm is not None:
-        ca = a if isinstance(a, CSR) else CSR.from_scipy(a)
-        cb = b if isinstance(b, CSR) else CSR.from_scipy(b)
-        return spgemm(ca, cb, threads=threads)
-    sa = a if _is_scipy(a) else a.to_scipy()
-    sb = b if _is_scipy(b) else b.to_scipy()
-    return sa.tocsr() @ sb.tocsr()
+    return spgemm(as_operand(a, "a").csr, as_operand(b, "b").csr, threads=threads)

@@ -11,13 +11,19 @@ error nor a re-plan (Tailors). A single row that alone does not fit is split int
 halves, then into contracted-id halves (partial sums, added on assembly). The result is
 the unbounded product, entry for entry (structural nonzeros, sorted column indices).
 
-Memory: the kernel's workspace is the dense accumulator (one value + one int64 stamp per
-column of the widest panel), one int64 stamp per contracted id of the widest id window,
-and an output buffer of at most ``limit / e`` entries whose touched pages never exceed the
-largest executed tile's output; the operands are not copied. With ``out=`` each finished
-tile goes to disk (buffered up to ``limit / 16`` bytes), so the process stays within
-about ``1.07 x limit`` of working memory; without ``out=`` the assembled result is held in
-memory as well (O(nnz C), outside the limit).
+Memory: the limit is spent in two phases that never overlap (the first phase's arrays are
+freed before the second starts). (1) Statistics and planning: every array the strategy
+gathers is charged as it is made (:meth:`TileStatistics.reserve`) against the limit minus
+``reserved`` (what the caller holds for this product, e.g. its operands' conversion), and
+a plan that would need more is refused with :class:`MemoryLimitError`. (2) Tiles: their
+working sets fit ``limit - reserved - limit / 16`` (the last sixteenth buffers finished
+tiles for ``out=``). The kernel's workspace is the dense accumulator (one value + one int64
+stamp per column of the widest panel), one int64 stamp per contracted id of the widest id
+window, and an output buffer of at most ``limit / e`` entries whose touched pages never
+exceed the largest executed tile's output; the operands are read in place. Bookkeeping is
+charged against ``max(limit, SMALL_BYTES)`` (:func:`~.workingset.accounted_limit`). With
+``out=`` the process thus stays within the limit; without it the assembled result is held
+in memory as well (O(nnz C): it is the return value).
 
 Cost: O(flops) for the products, plus what the strategy spends choosing the grid (reported
 as the sampling/counting cost), plus the work of bumped rows' first attempt.
@@ -31,11 +37,12 @@ as the sampling/counting cost), plus the work of bumped rows' first attempt.
 >>> tiled_spgemm(a, b, memory_limit=50)
 Traceback (most recent call last):
 ...
-flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum workable limit is 108 bytes
+flexsparse.tiling.executor.MemoryLimitError: memory_limit=50 bytes is too small for one row of work: the minimum ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -48,22 +55,28 @@ import numpy as np
 
 from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
 from flexsparse.tiling.engine import as_operand
-from flexsparse.tiling.kernels import spgemm_csr_csr_bounded
+from flexsparse.tiling.kernels import spgemm_csr_csr_bounded, spgemm_csr_csr_flops_total
 from flexsparse.tiling.outfile import DiskSink, MemorySink, check_output_target
 from flexsparse.tiling.report import TilingReport
 from flexsparse.tiling.strategies import TileStatistics, get_strategy
-from flexsparse.tiling.workingset import ByteModel, fixed_bytes, minimum_limit
+from flexsparse.tiling.workingset import ByteModel, accounted_limit, fixed_bytes, minimum_limit
 
 __all__ = ["MemoryLimitError", "tiled_spgemm"]
 
 
 class MemoryLimitError(MemoryError):
-    """The memory limit cannot hold even one row of work; ``minimum`` is the smallest that can."""
+    """The memory limit cannot hold the work; ``minimum`` is the smallest limit that can.
 
-    def __init__(self, limit: int, minimum: int) -> None:
+    ``detail`` says what does not fit (by default: one row of work).
+    """
+
+    def __init__(self, limit: int, minimum: int, detail: str = "") -> None:
         self.limit, self.minimum = limit, minimum
-        super().__init__(f"memory_limit={limit} bytes is too small for one row of work: "
-                         f"the minimum workable limit is {minimum} bytes")
+        why = detail or "too small for one row of work"
+        super().__init__(f"memory_limit={limit} bytes is {why}: the minimum workable limit is "
+                         f"{minimum} bytes" if not detail else
+                         f"memory_limit={limit} bytes cannot hold the work: {why} "
+                         f"(the minimum workable limit is about {minimum} bytes)")
 
 
 def _maxrss_bytes() -> int:
@@ -79,7 +92,8 @@ def _family(a_fam: str, b_fam: str) -> str:
 
 def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "overbook",
                  overbook: float = 0.10, out: str | os.PathLike | None = None, seed: int = 0,
-                 progress: bool = False, trace_memory: bool = False
+                 progress: bool = False, trace_memory: bool = False, reserved: int = 0,
+                 out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
                  ) -> tuple[Any, TilingReport]:
     """``a @ b`` computed tile by tile so that no tile's working set exceeds ``memory_limit``.
 
@@ -94,6 +108,12 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         seed: seed of the sampling.
         progress: show a ``rich`` progress bar over tiles.
         trace_memory: also measure the ``tracemalloc`` peak (slower).
+        reserved: bytes the caller already holds for this product (its operands' conversion,
+            other live results), charged to ``memory_limit`` before anything else.
+        out_shape, out_layout: with ``out``, the shape of the tensor the product stores and the
+            :class:`~flexsparse.formats.store.MatrixLayout` decoding its row/column ids into that
+            tensor's coordinates (how ``einsum(out=...)`` stores its result); default: the
+            ``m x n`` matrix itself.
 
     Returns:
         ``(result, report)``: the product (flexsparse ``CSR`` if an operand was one, else
@@ -125,13 +145,25 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
     dtype = result_dtype(A.data.dtype, B.data.dtype)
     idx_dtype = index_dtype_for((n,))
     bm = ByteModel.for_output(dtype, idx_dtype)
+    # The budget, phase by phase (freed arrays go back to the system, so phases do not add):
+    # statistics and planning get what the caller does not hold; the tiles get that minus
+    # the disk sink's buffer (1/16 of the limit), and never more than the limit itself.
+    # Below SMALL_BYTES the bookkeeping is not charged (accounted_limit).
+    reserved = max(0, int(reserved))
+    sink_bytes = limit // 16 if out is not None else 0
     minimum = minimum_limit(bm)
-    if limit < minimum:
-        raise MemoryLimitError(limit, minimum)
+    ws_limit = min(limit, accounted_limit(limit) - reserved - sink_bytes)
+    if ws_limit < minimum:
+        if reserved:
+            raise MemoryLimitError(limit, minimum + reserved + sink_bytes,
+                                   f"{reserved:,} bytes are held by the operands' conversion and other live "
+                                   f"results, leaving less than one row of work ({minimum} bytes)")
+        raise MemoryLimitError(limit, minimum + sink_bytes)
     family = _family(A.family, B.family)
+    stats_budget = accounted_limit(limit) - reserved
     if out is not None:
-        # upper bound of the output size: every multiply a distinct entry (O(nnzA))
-        flops_total = int(np.bincount(A.indices, minlength=k)[:k] @ np.diff(B.indptr)) if k else 0
+        # upper bound of the output size: every multiply a distinct entry (O(nnzA), no workspace)
+        flops_total = int(spgemm_csr_csr_flops_total(A.indices, B.indptr)) if k and A.nnz else 0
         check_output_target(out, min(m * n, flops_total) * bm.elem + (m + 1) * bm.ptr_bytes)
     started_tracing = trace_memory and not tracemalloc.is_tracing()
     if started_tracing:
@@ -139,16 +171,20 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
     if trace_memory:
         tracemalloc.reset_peak()
     try:
-        stats = TileStatistics(A, B, bm)
-        plan = strategy(stats, limit, overbook=float(overbook), seed=seed)
+        stats = TileStatistics(A, B, bm, budget=stats_budget, limit=limit)
+        plan = strategy(stats, ws_limit, overbook=float(overbook), seed=seed)
+        # the tiles need neither the statistics nor the plan's predictions: free them first
+        stats_peak = stats.peak
+        del stats
+        plan = dataclasses.replace(plan, predicted_ws=())
         if out is None:
             sink = MemorySink()
-            figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, sink, progress)
+            figures = _execute(A, B, plan, bm, ws_limit, dtype, idx_dtype, sink, progress)
             result = sink.finish((m, n), dtype, idx_dtype, family)
         else:
-            with DiskSink(out, flush_bytes=limit // 16) as dsink:
-                figures = _execute(A, B, plan, bm, limit, dtype, idx_dtype, dsink, progress)
-                result = dsink.commit((m, n), dtype, idx_dtype, family)
+            with DiskSink(out, sink_bytes, (m, n), dtype, family, out_layout, out_shape) as dsink:
+                figures = _execute(A, B, plan, bm, ws_limit, dtype, idx_dtype, dsink, progress)
+                result = dsink.commit()
         traced = tracemalloc.get_traced_memory()[1] if trace_memory else None
     finally:
         if started_tracing:
@@ -161,7 +197,8 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         overbooked_tiles=figures["overbooked"], bumped_bytes=figures["bumped"],
         passes=figures["passes"], mean_utilisation=figures["util"],
         peak_ws_bytes=figures["peak"], rss_growth_bytes=max(0, _maxrss_bytes() - rss0),
-        traced_peak_bytes=traced, sampled_rows=plan.sampled_rows)
+        traced_peak_bytes=traced, sampled_rows=plan.sampled_rows, reserved_bytes=reserved,
+        statistics_bytes=stats_peak)
     return result, report
 
 

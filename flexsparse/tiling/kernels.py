@@ -17,9 +17,10 @@ range of output columns ``[c0, c1)``), reading the operands' raw CSR buffers in 
   sort of its columns; O(column window + k window) workspace (int64 stamps and the
   dense accumulator).
 
-* :func:`spgemm_csr_csr_flops` / :func:`spgemm_csr_csr_touched`: the cheap per-row and
-  per-tile statistics (multiplies per row and panel; distinct B rows a row tile touches),
-  O(nnzA) time without O(nnzA) temporaries.
+* :func:`spgemm_csr_csr_flops` / :func:`spgemm_csr_csr_touched` /
+  :func:`csr_row_window_counts`: the cheap per-row and per-tile statistics (multiplies per
+  row and panel; distinct B rows a row tile touches; entries per row and column window),
+  O(nnzA) time without O(nnz) temporaries (the tiler charges its statistics to the limit).
 
 Entries are structural (a product that sums to zero is kept as an explicit zero),
 matching the engine in :mod:`flexsparse.kernels.cpu.spgemm`.
@@ -29,8 +30,8 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["spgemm_csr_csr_bounded", "spgemm_csr_csr_flops", "spgemm_csr_csr_symbolic",
-           "spgemm_csr_csr_touched"]
+__all__ = ["csr_row_window_counts", "spgemm_csr_csr_bounded", "spgemm_csr_csr_flops",
+           "spgemm_csr_csr_flops_total", "spgemm_csr_csr_symbolic", "spgemm_csr_csr_touched"]
 
 
 @njit(cache=True, nogil=True)
@@ -231,3 +232,32 @@ def spgemm_csr_csr_touched(a_indptr, a_indices, row_size, k_width, nnz_b_panels,
                 out_u[t, w] += 1
                 for q in range(n_p):
                     out_nb[t, w, q] += nnz_b_panels[k, q]
+
+
+@njit(cache=True, nogil=True)
+def csr_row_window_counts(indptr, indices, width, out):
+    """Entries of every CSR row inside every column window: ``out[i, w]`` counts the entries
+    of row ``i`` with ``indices // width == w``.
+
+    Args:
+        indptr, indices: the CSR structure.
+        width: window width (>= 1).
+        out: ``int64[n_rows, n_windows]``, overwritten. O(nnz + n_rows * n_windows) time,
+            no workspace.
+    """
+    n_w = out.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for w in range(n_w):
+            out[i, w] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            out[i, indices[p] // width] += 1
+
+
+@njit(cache=True, nogil=True)
+def spgemm_csr_csr_flops_total(a_indices, b_indptr):
+    """Multiplies of the whole product ``A @ B``: ``sum_p nnzB(row a_indices[p])``, O(nnzA), no workspace."""
+    total = 0
+    for p in range(a_indices.shape[0]):
+        k = a_indices[p]
+        total += b_indptr[k + 1] - b_indptr[k]
+    return total

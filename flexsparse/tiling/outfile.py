@@ -1,18 +1,13 @@
-"""Where tiled products go: in memory, or on disk tile by tile with a manifest written last.
+"""Where tiled products go: in memory, or on disk tile by tile in the flexsparse store format.
 
-Layouts (``m x n`` output, tiles are CSR *pieces* covering rows ``[r0, r1)``, any
-column window; pieces may repeat rows, repeated coordinates are summed on load):
-
-* directory ``out/``: ``part-NNNNN.npz`` files, each holding ``meta: int64[n_pieces, 5]``
-  (``r0, r1, c0, c1, partial`` per piece; ``partial`` = 1 for a partial sum over a window
-  of the contracted ids) and ``indptr_j: int64[r1-r0+1]``, ``indices_j: [nnz_j]``,
-  ``data_j: [nnz_j]``; then ``manifest.json``. Parts are written as
-  ``part-NNNNN.npz.partial`` (each atomically), renamed when the run succeeds, and the
-  manifest is written *last* (atomic rename). A directory without a manifest is an
-  interrupted run and is refused by :class:`LazyResult`.
-* file ``out.npz``: one zip (stored, no compression) with the same arrays as members
-  ``pNNNNN_meta.npy``, ``pNNNNN_indptr_j.npy`` ... and ``manifest.json``, written to a
-  hidden ``.partial`` temporary and renamed onto ``out.npz`` only when complete.
+On disk the product is a ``"csr"`` store of :mod:`flexsparse.formats.store` (the one on-disk
+format of the package; read back by ``fs.load`` in any process): each tile holds CSR *pieces*
+covering rows ``[r0, r1)`` and a column window (``meta`` = ``r0, r1, c0, c1, partial`` per
+piece; ``partial`` = 1 for a partial sum over a window of the contracted ids; repeated
+coordinates are summed on load), and the manifest -- written last, atomically -- records the
+shape, dtype and how row/column ids decode into the coordinates of the stored tensor (the
+identity for a plain ``a @ b``; the einsum output's key tables for ``einsum(out=...)``). A
+store without a complete manifest is an interrupted run and is refused.
 
 A disk sink buffers finished pieces up to ``flush_bytes`` (the executor passes 1/16 of
 the memory limit) and writes larger pieces straight from the kernel's buffers, so the
@@ -22,34 +17,32 @@ unless some pieces are partial sums (then O(nnz log nnz)).
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flexsparse._util import atomic_write
+from flexsparse._util import index_dtype_for
+from flexsparse.formats.store import (
+    IncompleteResultError,
+    MatrixLayout,
+    StoredTensor,
+    TileWriter,
+    is_zip_target,
+)
 from flexsparse.tiling.engine import make_result
 
 __all__ = ["DiskSink", "IncompleteResultError", "LazyResult", "MemorySink", "assemble",
            "check_output_target"]
 
-MANIFEST = "manifest.json"
 _PIECE_OVERHEAD = 512   # bytes of Python objects around one buffered piece (tuple, 3 arrays)
-FORMAT = "flexsparse-tiled-csr"
 
 # ((r0, r1, c0, c1, partial), indptr [r1-r0+1], indices [nnz], data [nnz]); partial = 1
 # when the piece is a partial sum over a window of the contracted ids
 Piece = tuple[tuple[int, int, int, int, int], np.ndarray, np.ndarray, np.ndarray]
-
-
-class IncompleteResultError(ValueError):
-    """The on-disk result has no complete manifest (an interrupted or foreign run)."""
 
 
 def assemble(pieces: list[Piece], shape: tuple[int, int], dtype: np.dtype,
@@ -107,18 +100,8 @@ class MemorySink:
         return make_result(ip, ix, d, shape, family)
 
 
-def _write_npy(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
-    """Store ``arr`` as an ``.npy`` member without copying it (``np.save`` would copy in
-    16 MiB chunks, doubling the memory of a large tile)."""
-    arr = np.ascontiguousarray(arr)
-    with zf.open(name, "w", force_zip64=True) as fh:
-        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-        if arr.size:
-            fh.write(memoryview(arr.reshape(-1)).cast("B"))
-
-
 def _is_npz(path: Path) -> bool:
-    return path.suffix.lower() == ".npz"
+    return is_zip_target(path)
 
 
 def check_output_target(out: str | os.PathLike, estimated_bytes: int) -> Path:
@@ -156,46 +139,32 @@ def check_output_target(out: str | os.PathLike, estimated_bytes: int) -> Path:
 
 
 class DiskSink:
-    """Writes pieces to ``out`` (directory or ``.npz``) as they finish; use as a context.
+    """Writes pieces to the store ``out`` (directory or ``.npz``) as they finish; use as a context.
 
-    Leaving the ``with`` block by an exception deletes what was written; only a clean
-    :meth:`commit` renames the parts and writes the manifest.
+    Each flush of the buffer is one tile of the store. Leaving the ``with`` block by an
+    exception deletes what was written; only a clean :meth:`commit` writes the manifest.
     """
 
-    def __init__(self, out: str | os.PathLike, flush_bytes: int) -> None:
+    def __init__(self, out: str | os.PathLike, flush_bytes: int, shape: tuple[int, int],
+                 dtype: np.dtype, family: str, layout: MatrixLayout | None = None,
+                 tensor_shape: tuple[int, ...] | None = None) -> None:
         self.path = Path(out)
         self.flush_bytes = max(0, int(flush_bytes))
         self._buf: list[Piece] = []
         self._buf_bytes = 0
-        self._parts: list[dict[str, Any]] = []
-        self._stack = contextlib.ExitStack()
-        self._zip: zipfile.ZipFile | None = None
-        self._nnz = 0
-        self._partial = False
+        self._n_tiles = 0
+        layout = MatrixLayout.identity(shape) if layout is None else layout
+        self._writer = TileWriter(out, shape if tensor_shape is None else tensor_shape, dtype, "csr",
+                                  layout=layout, family=family)
         self.committed = False
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> DiskSink:
-        if _is_npz(self.path):
-            f = self._stack.enter_context(atomic_write(self.path, "wb"))
-            self._zip = self._stack.enter_context(
-                zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True))
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            # a stale manifest would make this directory look complete mid-run
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / MANIFEST).unlink()
-            for old in self.path.glob("part-*.npz*"):
-                old.unlink()
+        self._writer.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and self._zip is None:
-            for p in self.path.glob("part-*.npz.partial"):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        self._stack.__exit__(exc_type, exc, tb)
-        return False
+        return self._writer.__exit__(exc_type, exc, tb)
 
     # -- writing ---------------------------------------------------------------
     def add(self, meta: tuple[int, int, int, int, int], indptr: np.ndarray,
@@ -218,112 +187,59 @@ class DiskSink:
             self._buf, self._buf_bytes = [], 0
 
     def _write_part(self, pieces: list[Piece]) -> None:
-        j = len(self._parts)
         arrays: dict[str, np.ndarray] = {
             "meta": np.array([p[0] for p in pieces], dtype=np.int64).reshape(-1, 5)}
         for i, (_, ip, ix, d) in enumerate(pieces):
-            arrays[f"indptr_{i}"], arrays[f"indices_{i}"], arrays[f"data_{i}"] = ip, ix, d
-        nnz = int(sum(p[2].size for p in pieces))
-        self._nnz += nnz
-        if self._zip is not None:
-            for key, arr in arrays.items():
-                _write_npy(self._zip, f"p{j:05d}_{key}.npy", arr)
-            self._parts.append({"prefix": f"p{j:05d}", "pieces": len(pieces), "nnz": nnz})
-        else:
-            name = f"part-{j:05d}.npz"
-            with atomic_write(self.path / (name + ".partial"), "wb") as fh, \
-                    zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for key, arr in arrays.items():
-                    _write_npy(zf, key + ".npy", arr)
-            self._parts.append({"file": name, "pieces": len(pieces), "nnz": nnz})
-        self._partial = self._partial or any(p[0][4] for p in pieces)
+            arrays[f"indptr_{i}"], arrays[f"indices_{i}"], arrays[f"values_{i}"] = ip, ix, d
+        self._writer.write_tile(self._n_tiles, arrays)
+        self._n_tiles += 1
 
-    def commit(self, shape: tuple[int, int], dtype: np.dtype, index_dtype: np.dtype,
-               family: str) -> LazyResult:
-        """Flush, finalise the parts and write the manifest last; return the lazy handle."""
+    def commit(self) -> LazyResult:
+        """Flush and write the manifest last; return the lazy handle."""
         self._flush()
-        manifest = {"format": FORMAT, "version": 1, "shape": list(shape),
-                    "dtype": np.dtype(dtype).str, "index_dtype": np.dtype(index_dtype).str,
-                    "family": family, "stored": self._nnz, "partial_sums": self._partial,
-                    "parts": self._parts, "complete": True}
-        text = json.dumps(manifest, indent=1)
-        if self._zip is not None:
-            self._zip.writestr(MANIFEST, text)
-            self._stack.close()   # closes the zip, fsyncs and renames onto the final name
-        else:
-            for part in self._parts:
-                os.replace(self.path / (part["file"] + ".partial"), self.path / part["file"])
-            with atomic_write(self.path / MANIFEST, "w") as fh:
-                fh.write(text)
+        self._writer.commit()
         self.committed = True
         return LazyResult(self.path)
 
 
-class LazyResult:
+class LazyResult(StoredTensor):
     """Handle on a completed on-disk tiled product; :meth:`load` reads it into memory.
+
+    It is a :class:`~flexsparse.formats.store.StoredTensor` whose :meth:`load` returns the
+    matricised product in the caller's family (flexsparse ``CSR`` or SciPy CSR);
+    ``fs.load(path)`` reads the same store as a COO of the stored tensor.
 
     Raises:
         IncompleteResultError: ``path`` has no complete manifest (interrupted run).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        try:
-            if _is_npz(self.path):
-                with zipfile.ZipFile(self.path) as zf:
-                    text = zf.read(MANIFEST).decode()
-            else:
-                text = (self.path / MANIFEST).read_text()
-            manifest = json.loads(text)
-        except (FileNotFoundError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
-            raise IncompleteResultError(
-                f"{self.path} is not a complete tiled result: no readable {MANIFEST} "
-                "(the run that wrote it was interrupted, or it is not a flexsparse output)"
-            ) from None
-        if manifest.get("format") != FORMAT or not manifest.get("complete"):
-            raise IncompleteResultError(f"{self.path}: manifest is not a complete {FORMAT}")
-        self.manifest = manifest
-        self.shape: tuple[int, int] = tuple(manifest["shape"])
-        self._nnz: int | None = None if manifest["partial_sums"] else int(manifest["stored"])
-        self.dtype = np.dtype(manifest["dtype"])
-        self.index_dtype = np.dtype(manifest["index_dtype"])
-
-    @property
-    def nnz(self) -> int:
-        """Stored entries of the product (read from the manifest; when the run wrote
-        partial sums over id windows, counted once by assembling the result)."""
-        if self._nnz is None:
-            self._nnz = int(self.load().nnz)
-        return self._nnz
+        super().__init__(path)
+        if self.encoding != "csr":
+            raise ValueError(f"{self.path} holds a {self.encoding!r} store, not a tiled product; "
+                             "read it with flexsparse.load")
+        mat = self.manifest["matrix"]
+        self.shape = tuple(int(s) for s in mat["shape"])  # type: ignore[assignment]
+        self.index_dtype = index_dtype_for((self.shape[1],))
 
     def __repr__(self) -> str:
         return f"LazyResult({str(self.path)!r}, shape={self.shape}, nnz={self.nnz}, dtype={self.dtype})"
 
-    def _pieces(self) -> list[Piece]:
-        pieces: list[Piece] = []
-        if _is_npz(self.path):
-            with zipfile.ZipFile(self.path) as zf:
-                def get(name: str) -> np.ndarray:
-                    with zf.open(name + ".npy") as fh:
-                        return np.lib.format.read_array(fh, allow_pickle=False)
-                for part in self.manifest["parts"]:
-                    pre = part["prefix"]
-                    meta = get(f"{pre}_meta")
-                    for i, row in enumerate(meta):
-                        pieces.append((tuple(int(x) for x in row), get(f"{pre}_indptr_{i}"),
-                                       get(f"{pre}_indices_{i}"), get(f"{pre}_data_{i}")))
-        else:
-            for part in self.manifest["parts"]:
-                f = self.path / part["file"]
-                if not f.exists():
-                    raise IncompleteResultError(f"{self.path}: part {part['file']} is missing")
-                with np.load(f, allow_pickle=False) as z:
-                    for i, row in enumerate(z["meta"]):
-                        pieces.append((tuple(int(x) for x in row), z[f"indptr_{i}"],
-                                       z[f"indices_{i}"], z[f"data_{i}"]))
-        return pieces
+    def _all_pieces(self) -> list[Piece]:
+        with self._opened() as zf:
+            return [p for tile in self.manifest["tiles"] for p in self.pieces(tile, zf)]
 
     def load(self) -> Any:
         """The product in memory (flexsparse ``CSR`` or SciPy CSR, as the inputs were)."""
-        ip, ix, d = assemble(self._pieces(), self.shape, self.dtype, self.index_dtype)
-        return make_result(ip, ix, d, self.shape, self.manifest["family"])
+        ip, ix, d = assemble(self._all_pieces(), self.shape, self.dtype, self.index_dtype)
+        return make_result(ip, ix, d, self.shape, self.manifest["matrix"]["family"])
+
+    @property
+    def nnz(self) -> int:
+        if self._nnz is None:
+            self._nnz = int(self.load().nnz)
+        return self._nnz
+
+    def load_tensor(self) -> Any:
+        """The stored tensor as a COO (what ``fs.load`` returns)."""
+        return StoredTensor.load(self)

@@ -67,6 +67,9 @@ class TilingReport:
         rss_growth_bytes: measured growth of ``ru_maxrss`` (bytes) over the call.
         traced_peak_bytes: measured ``tracemalloc`` peak (bytes) or ``None``.
         sampled_rows: output rows counted symbolically to choose the plan.
+        reserved_bytes: bytes the caller held for this product (operand conversions, live
+            results), charged to the limit before the tiles.
+        statistics_bytes: peak bytes of the statistics the strategy gathered (charged too).
     """
 
     strategy: str
@@ -86,6 +89,8 @@ class TilingReport:
     rss_growth_bytes: int
     traced_peak_bytes: int | None
     sampled_rows: int = 0
+    reserved_bytes: int = 0
+    statistics_bytes: int = 0
 
     @property
     def sampling_fraction(self) -> float:
@@ -106,6 +111,8 @@ class TilingReport:
             ("passes", f"{self.passes}"),
             ("mean buffer utilisation", f"{100 * self.mean_utilisation:.1f}%"),
             ("peak working set (estimated)", _fmt_bytes(self.peak_ws_bytes)),
+            ("held by the caller / statistics", f"{_fmt_bytes(self.reserved_bytes)} / "
+                                                f"{_fmt_bytes(self.statistics_bytes)}"),
             ("RSS high-water growth (measured)", _fmt_bytes(self.rss_growth_bytes)),
             ("tracemalloc peak (measured)", _fmt_bytes(self.traced_peak_bytes)),
             ("time", f"{self.total_seconds:.4f} s"),

@@ -44,8 +44,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ByteModel", "accumulator_bytes", "dense_tile_bytes", "fixed_bytes",
-           "minimum_limit", "row_bytes", "tile_bytes"]
+from flexsparse import _limits
+
+__all__ = ["ByteModel", "SMALL_BYTES", "accounted_limit", "accumulator_bytes", "dense_tile_bytes",
+           "fixed_bytes", "minimum_limit", "row_bytes", "tile_bytes"]
+
+#: Bookkeeping allocations are checked against ``max(limit, SMALL_BYTES)`` (see
+#: :data:`flexsparse._limits.SMALL_BYTES`); tile working sets always fit the limit itself.
+SMALL_BYTES = _limits.SMALL_BYTES
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ def dense_tile_bytes(bm: ByteModel, rows: int, cw: int, kw: int) -> int:
     """``WS`` of a ``rows x kw x cw`` tile if both operands were dense (no zeros)."""
     return int(tile_bytes(bm, rows, cw, kw, nnz_a=rows * kw, b_rows=kw, nnz_b=kw * cw,
                           nnz_c=rows * cw))
+
+
+def accounted_limit(limit: int) -> int:
+    """The budget bookkeeping allocations are checked against: ``max(limit, SMALL_BYTES)``."""
+    return max(int(limit), SMALL_BYTES)
 
 
 def minimum_limit(bm: ByteModel) -> int:

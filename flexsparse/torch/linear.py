@@ -133,7 +133,8 @@ class SparseLinear(nn.Module):
                 del self._buffers[name]
         for name, arr in _structure_arrays(W, kind).items():
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(arr)).to(device=device))
-        vals = torch.from_numpy(np.ascontiguousarray(W.values)).to(dtype=dtype or torch.get_default_dtype(), device=device)
+        vals = torch.from_numpy(np.ascontiguousarray(W.values)).to(dtype=dtype or torch.get_default_dtype(),
+                                                                   device=device)
         self.values = nn.Parameter(vals)
         self._meta = self._meta_of(W, kind)
         self._skeleton_cache = None

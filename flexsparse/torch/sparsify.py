@@ -19,8 +19,9 @@ layer shapes, parameters kept and bytes (dense versus sparse, values + index met
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Union
 
 try:
     from torch import nn

@@ -24,6 +24,8 @@ def test_einsum_and_info_on_files(tmp_path):
     res = runner.invoke(app, ["info", str(tmp_path / "c.npz")])
     assert res.exit_code == 0, res.output
     assert "nnz" in res.output and "(30, 20)" in res.output
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "flexsparse store" in text and "encoding coo" in text
 
 
 def test_einsum_cli_memory_limit_report(tmp_path):
@@ -34,8 +36,12 @@ def test_einsum_cli_memory_limit_report(tmp_path):
                               "--memory-limit", "100kB", "--report"])
     assert res.exit_code == 0, res.output
     assert "tiles" in res.output.lower()
-    c = fs.load(tmp_path / "c.npz")
+    c = fs.load(tmp_path / "c.npz")   # streamed tile by tile into the store
     np.testing.assert_allclose(c.todense(), a.todense() @ a.todense())
+    res = runner.invoke(app, ["info", str(tmp_path / "c.npz")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "encoding csr" in text and "(200, 200)" in text
 
 
 def test_einsum_cli_bad_file(tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from flexsparse.contract.cost import estimate_pair, method_cost
 from flexsparse.contract.parser import parse_einsum
 from flexsparse.contract.plan import (
-    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_DENSE_LIMIT,
     OPTIMIZERS,
     EinsumPlan,
     choose_method,
@@ -227,36 +227,36 @@ def test_sparsity_aware_order_beats_dense_size_order():
 # ------------------------------------------------------------------------------ engine rules
 def test_engine_rule():
     dd = dense_stats("ij", (50, 60)), dense_stats("jk", (60, 70))
-    assert choose_method(*dd, estimate_pair(*dd, "ik"), DEFAULT_MEMORY_LIMIT) == "dense"
+    assert choose_method(*dd, estimate_pair(*dd, "ik"), DEFAULT_DENSE_LIMIT) == "dense"
     s = operand_stats("ij", sp.random(500, 600, 0.001, random_state=1))
     t = operand_stats("jk", sp.random(600, 700, 0.001, random_state=2))
     d = dense_stats("jk", (600, 70))
-    assert choose_method(s, d, estimate_pair(s, d, "ik"), DEFAULT_MEMORY_LIMIT) == "spmm"
-    assert choose_method(s, t, estimate_pair(s, t, "ik"), DEFAULT_MEMORY_LIMIT) == "gustavson"
+    assert choose_method(s, d, estimate_pair(s, d, "ik"), DEFAULT_DENSE_LIMIT) == "spmm"
+    assert choose_method(s, t, estimate_pair(s, t, "ik"), DEFAULT_DENSE_LIMIT) == "gustavson"
     u = operand_stats("ij", sp.random(500, 600, 0.001, random_state=3))
-    assert choose_method(s, u, estimate_pair(s, u, ""), DEFAULT_MEMORY_LIMIT) == "dot"
+    assert choose_method(s, u, estimate_pair(s, u, ""), DEFAULT_DENSE_LIMIT) == "dot"
     # small result: "dot" exactly when its fibre merges cost less than Gustavson's work
     e = estimate_pair(s, u, "i")
     cheaper = "dot" if method_cost("dot", e, s, u) < method_cost("gustavson", e, s, u) else "gustavson"
-    assert choose_method(s, u, e, DEFAULT_MEMORY_LIMIT) == cheaper
+    assert choose_method(s, u, e, DEFAULT_DENSE_LIMIT) == cheaper
     thick = operand_stats("ij", sp.random(100, 120, 0.5, random_state=4))
     thick2 = operand_stats("jk", sp.random(120, 90, 0.5, random_state=5))
     e = estimate_pair(thick, thick2, "ik")
-    assert choose_method(thick, thick2, e, DEFAULT_MEMORY_LIMIT) == "dense"
+    assert choose_method(thick, thick2, e, DEFAULT_DENSE_LIMIT) == "dense"
     cheaper = "dot" if method_cost("dot", e, thick, thick2) < method_cost("gustavson", e, thick, thick2) \
         else "gustavson"
     assert choose_method(thick, thick2, e, 1000) == cheaper       # memory guard; output small
     tall = operand_stats("ij", sp.random(300, 4, 0.5, random_state=6))
     wide = operand_stats("jk", sp.random(4, 300, 0.5, random_state=7))
     e = estimate_pair(tall, wide, "ik")
-    assert choose_method(tall, wide, e, DEFAULT_MEMORY_LIMIT) == "dense"
+    assert choose_method(tall, wide, e, DEFAULT_DENSE_LIMIT) == "dense"
     assert choose_method(tall, wide, e, 1000) == "gustavson"     # memory guard; output large
 
 
 def test_output_format_rule():
     assert choose_output_format(0.26, 10**6) == "dense"
     assert choose_output_format(0.24, 10**6) == "coo"
-    assert choose_output_format(0.9, 2 * DEFAULT_MEMORY_LIMIT) == "coo"
+    assert choose_output_format(0.9, 2 * DEFAULT_DENSE_LIMIT) == "coo"
     assert choose_output_format(0.9, 2000, "1kB") == "coo"
     assert choose_output_format(0.9, 2000, "1MB") == "dense"
     with pytest.raises(ValueError, match="malformed size"):
@@ -340,7 +340,9 @@ def test_stats_must_match_the_spec():
         plan_einsum(spec, [np.ones((2, 3)), b])
     with pytest.raises(TypeError, match="spec must be an EinsumSpec"):
         plan_einsum("ij,jk->ik", [a, b])
-    assert plan_einsum(spec, [a, b], memory_limit="1kB").memory_limit == 1000
+    assert plan_einsum(spec, [a, b], dense_limit="1kB").dense_limit == 1000
+    with pytest.warns(DeprecationWarning, match="dense_limit"):  # the old name still works
+        assert plan_einsum(spec, [a, b], memory_limit="1kB").dense_limit == 1000
     assert isinstance(a, OperandStats)
 
 
@@ -403,4 +405,4 @@ def test_self_contraction_with_small_output_prefers_gustavson():
     e = estimate_pair(a, b, "im")
     assert e.cells <= 4 * (a.nnz + b.nnz)  # small enough that the old count-only rule said "dot"
     assert method_cost("gustavson", e, a, b) < method_cost("dot", e, a, b)
-    assert choose_method(a, b, e, DEFAULT_MEMORY_LIMIT) == "gustavson"
+    assert choose_method(a, b, e, DEFAULT_DENSE_LIMIT) == "gustavson"

@@ -7,8 +7,18 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 
-from flexsparse.formats.convert import (SCIPY_FORMATS, as_coo, from_numpy, from_pydata, from_scipy,
-                                        from_torch, to_numpy, to_pydata, to_scipy, to_torch)
+from flexsparse.formats.convert import (
+    SCIPY_FORMATS,
+    as_coo,
+    from_numpy,
+    from_pydata,
+    from_scipy,
+    from_torch,
+    to_numpy,
+    to_pydata,
+    to_scipy,
+    to_torch,
+)
 from flexsparse.formats.coo import COO
 from flexsparse.formats.fiber import CSF
 

@@ -9,22 +9,9 @@ import scipy.sparse as sp
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.dot import GALLOP_RATIO, dot_csr_csr
 
+from ..conftest import rand_csr
+
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
-
-
-def rand_csr(rng, shape, density, dtype=np.float64):
-    m, n = shape
-    total = int(round(density * m * n))
-    flat = rng.choice(m * n, total, replace=False) if total else np.zeros(0, dtype=np.int64)
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        vals = np.ones(total, dtype=bool)
-    elif dtype.kind in "iu":
-        vals = (rng.integers(1, 5, total) * rng.choice([-1, 1], total)).astype(dtype)
-    else:
-        vals = rng.standard_normal(total) + (1j * rng.standard_normal(total) if dtype.kind == "c" else 0)
-        vals = vals.astype(dtype)
-    return CSR.from_coo_arrays(flat // max(n, 1), flat % max(n, 1), vals, shape)
 
 
 def pattern(x: CSR):

@@ -12,34 +12,9 @@ from hypothesis import strategies as st
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, DENSE_SMALL_COLS, get_accumulator, spgemm
 
+from ..conftest import rand_csr
+
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
-
-
-def rand_values(rng, n, dtype):
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return np.ones(n, dtype=bool)
-    if dtype.kind in "iu":
-        return (rng.integers(1, 5, n) * rng.choice([-1, 1], n)).astype(dtype)
-    v = rng.standard_normal(n)
-    if dtype.kind == "c":
-        v = v + 1j * rng.standard_normal(n)
-    return v.astype(dtype)
-
-
-def rand_csr(rng, shape, density, dtype=np.float64, powerlaw=False):
-    """Random CSR; ``powerlaw`` draws row lengths from a Pareto law (a few huge rows)."""
-    m, n = shape
-    if powerlaw and m and n:
-        lengths = np.minimum(n, (rng.pareto(1.2, m) * max(1.0, density * n)).astype(np.int64))
-        rows = np.repeat(np.arange(m), lengths)
-        cols = np.concatenate([rng.choice(n, k, replace=False) for k in lengths]) if lengths.sum() else \
-            np.zeros(0, dtype=np.int64)
-    else:
-        total = int(round(density * m * n))
-        flat = rng.choice(m * n, total, replace=False) if total else np.zeros(0, dtype=np.int64)
-        rows, cols = flat // max(n, 1), flat % max(n, 1)
-    return CSR.from_coo_arrays(rows, cols, rand_values(rng, len(rows), dtype), shape)
 
 
 def pattern(x: CSR):

@@ -8,7 +8,7 @@ import pytest
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.spmm import dense_dense, spmm_csr_dense, spmm_dense_csr
 
-from .test_spgemm import rand_csr
+from ..conftest import rand_csr
 
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
 

@@ -10,8 +10,21 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexsparse.model import (HSS, Actual, MatmulWorkload, Structured, Uniform, compare, dump_architecture, evaluate,
-                              list_designs, list_presets, load_architecture, load_architecture_text, load_workload)
+from flexsparse.model import (
+    HSS,
+    Actual,
+    MatmulWorkload,
+    Structured,
+    Uniform,
+    compare,
+    dump_architecture,
+    evaluate,
+    list_designs,
+    list_presets,
+    load_architecture,
+    load_architecture_text,
+    load_workload,
+)
 from flexsparse.model.dataflow import fragment_ceil_sums, storage_bits, tile_occupancy
 from flexsparse.model.workload import ContractionWorkload, as_actual
 
@@ -189,7 +202,8 @@ def test_report_invariants(m, k, n, da, db, design):
 
 
 def test_designs_registry_and_errors():
-    assert {"dense", "stc", "dstc", "highlight", "extensor-n", "extensor-p", "extensor-ob", "flaash"} <= set(list_designs())
+    want = {"dense", "stc", "dstc", "highlight", "extensor-n", "extensor-p", "extensor-ob", "flaash"}
+    assert want <= set(list_designs())
     w = MatmulWorkload("w", 64, 64, 64, HSS(((4, 6), (2, 4))), 1.0)
     with pytest.raises(ValueError, match="unknown design 'tpu'; valid: dense"):
         evaluate("tpu", w)

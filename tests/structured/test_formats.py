@@ -144,7 +144,7 @@ def test_block_layout_keeps_given_blocks():
 def test_block_density_ragged():
     B = BlockSparse.from_dense(np.ones((5, 6), np.float32), (4, 4))
     assert B.nnz == 30 and B.density == pytest.approx(1.0)
-    assert "block=(4, 4)" in repr(B) and "density=1.0000" in repr(B)
+    assert "block=(4, 4)" in repr(B) and "density=100%" in repr(B)
 
 
 def test_block_scipy_bsr_and_torch():
@@ -225,7 +225,7 @@ def test_hss_roundtrip(dtype, spec, shape):
     for i, q in enumerate(H.positions):
         assert q.dtype == np.uint8 and q.shape == (M, n_top) + Gs[:i + 1]
     np.testing.assert_array_equal(H.todense(), W)
-    # column formula from the brief, recomputed independently
+    # the column formula of the HSS layout, recomputed independently
     cols = np.zeros(H.values.shape, dtype=np.int64) + (np.arange(n_top) * p.span).reshape(1, -1, *([1] * len(Gs)))
     for i, q in enumerate(H.positions):
         cols += q.astype(np.int64).reshape(q.shape + (1,) * (len(Gs) - 1 - i)) * p.strides[i]
@@ -295,7 +295,7 @@ def test_nm_layout_and_errors():
     recon = np.zeros((6, 24), np.float32)
     np.put_along_axis(recon, cols.reshape(6, -1), A.values.reshape(6, -1), axis=1)
     np.testing.assert_array_equal(recon[:, :21], W)
-    assert "n=2, m=8" in repr(A)
+    assert "n=2 m=8" in repr(A)
     B = NM(A.values, A.positions, A.shape, 2, 8)  # bare positions array accepted
     np.testing.assert_array_equal(B.todense(), W)
     assert isinstance(A.with_values(A.values * 3), NM)

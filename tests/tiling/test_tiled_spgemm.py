@@ -12,19 +12,14 @@ from flexsparse.formats.csr import CSR
 from flexsparse.tiling import STRATEGIES, tiled_spgemm
 from flexsparse.tiling.workingset import ByteModel, minimum_limit
 
+from ..conftest import rand_csr
+
 DTYPES = [np.float32, np.float64, np.int64, np.complex128]
 
 
-def rand_csr(m, n, density, dtype, seed):
-    """Random CSR with values that never cancel (positive reals / ints, complex off-axis)."""
-    rng = np.random.default_rng(seed)
-    mat = sp.random(m, n, density=density, format="csr", random_state=seed)
-    vals = rng.integers(1, 5, size=mat.nnz) if np.dtype(dtype).kind == "i" else \
-        rng.random(mat.nnz) + 0.5
-    if np.dtype(dtype).kind == "c":
-        vals = vals * (1 + 0.5j)
-    mat.data = vals.astype(dtype)
-    return mat
+def scipy_csr(m, n, density, dtype, seed):
+    """Random SciPy CSR whose values never cancel (the shared generator, positive values)."""
+    return rand_csr(seed, (m, n), density, dtype, positive=True, scipy=True)
 
 
 def oracle(a, b):
@@ -49,8 +44,8 @@ def assert_same(c, a, b):
 @pytest.mark.parametrize("tiling", sorted(STRATEGIES))
 @pytest.mark.parametrize("limit", ["3KiB", "20KiB", "300KiB", 10**9])
 def test_every_strategy_and_limit_matches_unbounded(tiling, limit):
-    a = rand_csr(70, 45, 0.08, np.float64, 1)
-    b = rand_csr(45, 60, 0.1, np.float64, 2)
+    a = scipy_csr(70, 45, 0.08, np.float64, 1)
+    b = scipy_csr(45, 60, 0.1, np.float64, 2)
     c, rep = tiled_spgemm(a, b, memory_limit=limit, tiling=tiling)
     assert_same(c, a, b)
     assert rep.strategy == tiling
@@ -61,8 +56,8 @@ def test_every_strategy_and_limit_matches_unbounded(tiling, limit):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
 def test_dtypes_and_densities(dtype, density):
-    a = rand_csr(23, 17, density, dtype, 3)
-    b = rand_csr(17, 29, density, dtype, 4)
+    a = scipy_csr(23, 17, density, dtype, 3)
+    b = scipy_csr(17, 29, density, dtype, 4)
     c, rep = tiled_spgemm(a, b, memory_limit="6KiB", tiling="overbook")
     assert c.dtype == np.result_type(a.dtype, b.dtype)
     assert_same(c, a, b)
@@ -71,16 +66,16 @@ def test_dtypes_and_densities(dtype, density):
 
 
 def test_mixed_dtypes_promote_like_numpy():
-    a = rand_csr(20, 15, 0.2, np.float32, 5)
-    b = rand_csr(15, 12, 0.2, np.int64, 6)
+    a = scipy_csr(20, 15, 0.2, np.float32, 5)
+    b = scipy_csr(15, 12, 0.2, np.int64, 6)
     c, _ = tiled_spgemm(a, b, memory_limit="4KiB")
     assert c.dtype == np.result_type(np.float32, np.int64)
     assert_same(c, a, b)
 
 
 def test_bool_product_is_structural_or():
-    a = rand_csr(20, 15, 0.2, np.float64, 7).astype(bool)
-    b = rand_csr(15, 12, 0.2, np.float64, 8).astype(bool)
+    a = scipy_csr(20, 15, 0.2, np.float64, 7).astype(bool)
+    b = scipy_csr(15, 12, 0.2, np.float64, 8).astype(bool)
     c, _ = tiled_spgemm(a, b, memory_limit="3KiB")
     ref = (a @ b).tocsr()
     assert c.dtype == np.bool_
@@ -91,8 +86,8 @@ def test_bool_product_is_structural_or():
 @pytest.mark.parametrize("shape", [(0, 5, 7), (6, 0, 7), (6, 5, 0), (1, 1, 1), (1, 40, 3), (40, 1, 1)])
 def test_empty_and_ragged_shapes(shape):
     m, k, n = shape
-    a = rand_csr(m, k, 0.5, np.float64, 9)
-    b = rand_csr(k, n, 0.5, np.float64, 10)
+    a = scipy_csr(m, k, 0.5, np.float64, 9)
+    b = scipy_csr(k, n, 0.5, np.float64, 10)
     for tiling in STRATEGIES:
         c, rep = tiled_spgemm(a, b, memory_limit="2KiB", tiling=tiling)
         assert c.shape == (m, n)
@@ -100,8 +95,8 @@ def test_empty_and_ragged_shapes(shape):
 
 
 def test_flexsparse_csr_in_csr_out_and_scipy_array_family():
-    a = rand_csr(30, 20, 0.1, np.float64, 11)
-    b = rand_csr(20, 25, 0.1, np.float64, 12)
+    a = scipy_csr(30, 20, 0.1, np.float64, 11)
+    b = scipy_csr(20, 25, 0.1, np.float64, 12)
     c, _ = tiled_spgemm(CSR.from_scipy(a), CSR.from_scipy(b), memory_limit="4KiB")
     assert isinstance(c, CSR)
     c.validate()
@@ -115,8 +110,8 @@ def test_flexsparse_csr_in_csr_out_and_scipy_array_family():
 
 @pytest.mark.jitless
 def test_tiny_through_kernels_jitless():
-    a = rand_csr(6, 5, 0.4, np.float64, 13)
-    b = rand_csr(5, 4, 0.4, np.float64, 14)
+    a = scipy_csr(6, 5, 0.4, np.float64, 13)
+    b = scipy_csr(5, 4, 0.4, np.float64, 14)
     for tiling in ("overbook", "prescient"):
         c, _ = tiled_spgemm(a, b, memory_limit=400, tiling=tiling)
         assert_same(c, a, b)
@@ -125,8 +120,8 @@ def test_tiny_through_kernels_jitless():
 @pytest.mark.jitless
 def test_tiny_partial_sums_jitless():
     # a 200-byte limit forces id windows (partial sums added on assembly)
-    a = rand_csr(4, 6, 0.6, np.int64, 15)
-    b = rand_csr(6, 3, 0.6, np.int64, 16)
+    a = scipy_csr(4, 6, 0.6, np.int64, 15)
+    b = scipy_csr(6, 3, 0.6, np.int64, 16)
     c, rep = tiled_spgemm(a, b, memory_limit=200, tiling="conservative")
     assert rep.k_size < 6
     assert_same(c, a, b)
@@ -138,8 +133,8 @@ def test_tiny_partial_sums_jitless():
 def test_random_limits_never_change_the_result(seed, frac, tiling, overbook):
     rng = np.random.default_rng(seed)
     m, k, n = (int(x) for x in rng.integers(1, 30, size=3))
-    a = rand_csr(m, k, float(rng.random()) * 0.5, np.float64, seed)
-    b = rand_csr(k, n, float(rng.random()) * 0.5, np.float64, seed + 1)
+    a = scipy_csr(m, k, float(rng.random()) * 0.5, np.float64, seed)
+    b = scipy_csr(k, n, float(rng.random()) * 0.5, np.float64, seed + 1)
     lo = minimum_limit(ByteModel(8, 4))
     limit = int(lo + frac ** 3 * 40_000)
     c, rep = tiled_spgemm(a, b, memory_limit=limit, tiling=tiling, overbook=overbook, seed=seed)
@@ -148,6 +143,6 @@ def test_random_limits_never_change_the_result(seed, frac, tiling, overbook):
 
 
 def test_progress_bar_runs():
-    a = rand_csr(40, 30, 0.1, np.float64, 17)
+    a = scipy_csr(40, 30, 0.1, np.float64, 17)
     c, rep = tiled_spgemm(a, a.T.tocsr(), memory_limit="3KiB", progress=True)
     assert_same(c, a, a.T.tocsr())

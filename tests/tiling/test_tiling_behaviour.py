@@ -18,6 +18,7 @@ from flexsparse.tiling import (
     MemoryLimitError,
     TilePlan,
     TileStatistics,
+    TilingRefusedError,
     TilingReport,
     get_strategy,
     tiled_spgemm,
@@ -87,11 +88,14 @@ def test_overbook_uses_fewer_tiles_and_more_buffer_than_conservative():
     from flexsparse.tiling.cli import load_matrix
     a = load_matrix("powerlaw", n=2000, nnz=8000, seed=5)     # power-law graph, A @ A
     b = a
-    _, ob = tiled_spgemm(a, b, memory_limit="128KiB", tiling="overbook")
-    _, co = tiled_spgemm(a, b, memory_limit="128KiB", tiling="conservative")
+    _, ob = tiled_spgemm(a, b, memory_limit="1MiB", tiling="overbook")
+    _, co = tiled_spgemm(a, b, memory_limit="1MiB", tiling="conservative")
     assert ob.tiles * 3 <= co.tiles
     assert ob.mean_utilisation >= 2 * co.mean_utilisation
     assert ob.sampled_rows < 2000
+    # under 128 KiB its dense-sized tiles number ~20K (about 60x overbook's time): refused up front
+    with pytest.raises(TilingRefusedError, match=r"declines .* more than 20x"):
+        tiled_spgemm(a, b, memory_limit="128KiB", tiling="conservative")
 
 
 # --------------------------------------------------------------------------- hand-computed
@@ -205,7 +209,8 @@ def test_bad_arguments():
         tiled_spgemm(a, a, memory_limit="1MiB", overbook=1.5)
     with pytest.raises(ValueError, match="a is 4x4 .* but b is 3x3"):
         tiled_spgemm(a, diag(3), memory_limit="1MiB")
-    with pytest.raises(TypeError, match="b must be a flexsparse CSR or a SciPy sparse matrix, got ndarray"):
+    with pytest.raises(TypeError, match=r"b must be a 2-D flexsparse format \(CSR, CSC, COO, ...\) or a SciPy "
+                                        r"sparse matrix, got ndarray"):
         tiled_spgemm(a, np.eye(4), memory_limit="1MiB")
     with pytest.raises(TypeError, match="tiling must be a strategy name"):
         tiled_spgemm(a, a, memory_limit="1MiB", tiling=3)
@@ -310,6 +315,6 @@ def test_interrupted_write_leaves_nothing_complete(tmp_path, name, monkeypatch):
         assert list(tmp_path.iterdir()) == []
     else:
         assert not (target / "manifest.json").exists()
-        assert not list(target.glob("part-*.npz"))
+        assert not list(target.glob("tile-*.npz"))
     with pytest.raises(IncompleteResultError, match="not a complete tiled result"):
         LazyResult(target)

@@ -1,7 +1,8 @@
-"""The ``tile-bench`` command function (wired by the lead as ``flexsparse tile-bench``)."""
+"""The ``tile-bench`` command function (registered by flexsparse.cli as ``flexsparse tile-bench``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import scipy.sparse as sp
 import typer
@@ -34,13 +35,15 @@ def test_tile_bench_npz_input_and_disk_output(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c.npz").exists()
     assert "OK" in res.output
+    import flexsparse as fs  # the product is a flexsparse store: fs.load reads it
+    np.testing.assert_allclose(fs.load(tmp_path / "c.npz").todense(), (m @ m).toarray())
 
 
 def test_tile_bench_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="neither 'powerlaw' nor an existing file"):
         load_matrix(str(tmp_path / "missing.mat"))
     (tmp_path / "m.txt").write_text("1 2 3")
-    with pytest.raises(ValueError, match=r"must be a \.mat \(SuiteSparse\) or \.npz"):
+    with pytest.raises(ValueError, match=r"must be a \.mat \(SuiteSparse\), \.npz, \.mtx or \.tns file"):
         load_matrix(str(tmp_path / "m.txt"))
     res = CliRunner().invoke(_app(), ["tile-bench", "--n", "50", "--nnz", "100", "--limit", "lots"])
     assert res.exit_code != 0

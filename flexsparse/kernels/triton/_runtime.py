@@ -13,8 +13,9 @@ Kernel bodies are kept as undecorated functions and wrapped by ``kernel_for`` on
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 __all__ = ["require_triton", "kernel_for", "interpreter_ready", "use_interpreter", "acc_dtype", "next_pow2"]
 
@@ -50,7 +51,7 @@ def use_interpreter(device_type: str) -> bool:
     return ready
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernel_for(fn: Callable) -> Any:
     """The launchable Triton kernel for the plain function ``fn`` (decorated once, cached).
 

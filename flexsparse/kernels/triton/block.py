@@ -35,8 +35,7 @@ try:  # the kernel bodies resolve ``tl`` from this module's globals when compile
 except ImportError:  # the wrappers raise a clear ImportError through require_triton()
     tl = None
 
-from flexsparse.kernels.triton._runtime import (
-    acc_dtype, kernel_for, next_pow2, require_triton, use_interpreter)
+from flexsparse.kernels.triton._runtime import acc_dtype, kernel_for, next_pow2, require_triton, use_interpreter
 
 __all__ = ["matmul_block_dense", "sampled_dense_dense_block"]
 

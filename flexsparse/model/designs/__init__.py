@@ -11,7 +11,7 @@ valid ones. Cost: that of the design (O(1) statistical, O(nnz log nnz) on actual
 >>> evaluate("tpu", MatmulWorkload("g", 8, 8, 8))
 Traceback (most recent call last):
 ...
-ValueError: unknown design 'tpu'; valid: dense, dstc, extensor-n, extensor-ob, extensor-p, flaash, flaash-cb, generic, highlight, stc
+ValueError: unknown design 'tpu'; valid: dense, dstc, extensor-n, extensor-ob, extensor-p, ...
 """
 
 from __future__ import annotations

@@ -28,8 +28,16 @@ import math
 import numpy as np
 
 from flexsparse.model.arch import Architecture, SparseFeature
-from flexsparse.model.dataflow import (binom_ceil_mean, fragment_ceil_sums, gemm_traffic, hss_levels,
-                                       is_gh_compatible, level_cycles, level_energy, storage_bits)
+from flexsparse.model.dataflow import (
+    binom_ceil_mean,
+    fragment_ceil_sums,
+    gemm_traffic,
+    hss_levels,
+    is_gh_compatible,
+    level_cycles,
+    level_energy,
+    storage_bits,
+)
 from flexsparse.model.report import Report
 from flexsparse.model.workload import Actual, MatmulWorkload
 
@@ -63,7 +71,8 @@ def _finish(design: str, arch: Architecture, w: MatmulWorkload, compute_cycles: 
     cycles = max(compute_cycles, level_cycles(arch, tr))
     levels = level_energy(arch, tr)
     cu = arch.compute
-    compute_pj = energy_macs * (cu.mac_energy_pj + cu.overhead_energy_pj) + (executed - energy_macs) * cu.gated_energy_pj
+    compute_pj = (energy_macs * (cu.mac_energy_pj + cu.overhead_energy_pj)
+                  + (executed - energy_macs) * cu.gated_energy_pj)
     c = w.count
     eff = w.effectual_macs()
     return Report(design, w.name, cycles=cycles * c, clock_hz=arch.clock_hz,

@@ -1,0 +1,158 @@
+"""Shared pieces of the benchmark scripts: timers, matrix loaders, the power-law generator.
+
+Timers (all return seconds, warm: callers run the function once before timing):
+
+* :func:`median_time` -- median of ``repeat`` runs (the tables of BENCHMARKS.md);
+* :func:`min_time` -- minimum of ``repeat`` runs (least disturbed by other load);
+* :func:`timed` -- ``(median seconds, last result)``;
+* :func:`best_pair` -- minimum of two functions run interleaved (ratios under shared load).
+
+Loaders (each skips, with a printed message, what is not available, so every script runs on
+a fresh clone): :func:`snap_matrices` (``../shared/data/*.mat``, the SuiteSparse copies of
+SNAP graphs), :func:`pyamg_matrices` (the examples pyamg ships), :func:`pygsp_matrices` (the
+graphs pygsp ships), and :func:`power_law_graph`, a generated graph drawn by
+:func:`flexsparse.random` (the package's one power-law generator).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: ``../shared/data`` next to the repository (absent on a fresh clone).
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------------- timers
+def _runs(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    times, out = [], None
+    for _ in range(max(1, int(repeat))):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn``."""
+    return statistics.median(_runs(fn, repeat)[0])
+
+
+def min_time(fn: Callable[[], Any], repeat: int) -> float:
+    """Minimum wall time of ``repeat`` calls of ``fn``."""
+    return min(_runs(fn, repeat)[0])
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """``(median wall time, result of the last call)`` of ``repeat`` calls."""
+    times, out = _runs(fn, repeat)
+    return statistics.median(times), out
+
+
+def best_pair(fn: Callable[[], Any], other: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Minimum times of ``fn`` and ``other`` over ``repeat`` interleaved rounds (after a warm-up)."""
+    fn()
+    other()
+    tf = to = math.inf
+    for _ in range(max(1, int(repeat))):
+        tf = min(tf, min_time(fn, 1))
+        to = min(to, min_time(other, 1))
+    return tf, to
+
+
+def geomean(xs: Iterable[float]) -> float:
+    """Geometric mean of the positive values (nan when there is none)."""
+    xs = [x for x in xs if x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------- matrices
+def load_mat(path: Path):
+    """The ``Problem.A`` matrix of a SuiteSparse ``.mat`` file as a SciPy CSR array (float64)."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    return sp.csr_array(scipy.io.loadmat(path)["Problem"][0, 0]["A"]).astype(np.float64)
+
+
+def snap_matrices(names: Iterable[str] = ("ca-GrQc", "ca-HepTh"), data: Path | None = None) -> dict:
+    """``{name: csr_array}`` of the SNAP graphs found in ``data`` (default :data:`DATA`)."""
+    data = DATA if data is None else Path(data)
+    out = {}
+    for name in names:
+        path = data / f"{name}.mat"
+        if path.exists():
+            out[name] = load_mat(path)
+        else:
+            print(f"[skip] {name}: {path} not found")
+    return out
+
+
+def pyamg_matrices(names: Iterable[str] | None = None) -> dict:
+    """``{"pyamg:<name>": csr_array}`` of the examples pyamg ships (all of them by default)."""
+    import scipy.sparse as sp
+
+    try:
+        import pyamg.gallery as gallery
+    except ImportError:
+        print("[skip] pyamg not installed (pip install flexsparse[peers])")
+        return {}
+    if names is None:
+        names = sorted(p.stem for p in (Path(gallery.__file__).parent / "example_data").glob("*.mat"))
+    out = {}
+    for name in names:
+        try:
+            out[f"pyamg:{name}"] = sp.csr_array(gallery.load_example(name)["A"])
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"[skip] pyamg {name}: {exc}")
+    return out
+
+
+def pygsp_matrices(names: Iterable[str] = ("Minnesota", "Bunny", "Airfoil", "Logo")) -> dict:
+    """``{"pygsp:<name>": csr_array}`` of the graphs pygsp ships (weight matrices)."""
+    import logging
+
+    import scipy.sparse as sp
+
+    try:
+        logging.getLogger("pygsp").setLevel(logging.ERROR)
+        from pygsp import graphs
+    except ImportError:
+        print("[skip] pygsp not installed (pip install flexsparse[peers])")
+        return {}
+    out = {}
+    for name in names:
+        try:
+            out[f"pygsp:{name}"] = sp.csr_array(getattr(graphs, name)().W)
+        except Exception as exc:  # noqa: BLE001
+            print(f"[skip] pygsp {name}: {exc}")
+    return out
+
+
+def power_law_graph(n: int, nnz: int, alpha: float = 0.8, seed: int = 0, symmetric: bool = True,
+                    values: str = "random"):
+    """A SciPy CSR ``n x n`` power-law graph drawn by ``flexsparse.random(distribution="powerlaw")``.
+
+    ``nnz`` distinct entries are drawn (then mirrored when ``symmetric``, so about ``2 * nnz``);
+    row and column popularity follow ``rank ** -alpha``. ``values``: ``"random"`` (uniform in
+    (0, 1]) or ``"ones"``.
+    """
+    import scipy.sparse as sp
+
+    import flexsparse as fs
+
+    g = fs.to_scipy(fs.random((n, n), nnz=nnz, seed=seed, distribution="powerlaw", alpha=alpha), "csr")
+    if symmetric:
+        g = (g + g.T).tocsr()
+        g.sum_duplicates()
+    if values == "ones":
+        g.data[:] = 1.0
+    else:
+        g.data[:] = 1.0 - np.random.default_rng(seed + 1).random(g.nnz)
+    return sp.csr_array(g)

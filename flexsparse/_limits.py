@@ -1,0 +1,158 @@
+"""Every named threshold of flexsparse that a user sees or that more than one module uses.
+
+Each constant says what it bounds and the measurement (or the arithmetic) that set it.
+Constants private to one kernel (accumulator switches such as
+``kernels.cpu.spgemm.DENSE_SMALL_COLS``, the tiler's flush fraction, the text parser's 2**53)
+stay beside their kernel. Machine of the measurements: the project's standard 2-vCPU
+(AMD EPYC) / 24 GiB VM, NumPy 2.4 with OpenBLAS, numba 0.68; command lines are given so they
+can be re-run (``benchmarks/bench_limits.py`` reproduces the einsum thresholds).
+
+Memory caps are policies rather than crossovers: they keep one call's temporaries a small
+fraction of the 24 GiB machine that up to six processes share, and each says which fraction.
+
+Overflow: :func:`fits_int64` is the one guard every module uses before forming a row-major
+linear key (``key = c0 * s1 + c1 ...``) or any product of extents in int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "AUTO_DENSE_MAX_BYTES",
+    "BLAS_MIN_DENSITY",
+    "BLOCK_DENSE_CROSSOVER",
+    "CONSERVATIVE_MAX_SLOWDOWN",
+    "DEMO_DENSE_PEER_MAX_BYTES",
+    "DENSE_OPERAND_MAX_BYTES",
+    "DENSE_OUTPUT_MIN_DENSITY",
+    "DENSE_STEP_MAX_BYTES",
+    "DISTINCT_MARK_MAX",
+    "DOT_CELLS_PER_NNZ",
+    "DOT_DENSE_MAX_CELLS",
+    "HSS_DENSE_CROSSOVER",
+    "INT64_LINEAR_MAX",
+    "INT64_MAX",
+    "NONFINITE_DENSE_LOOPS",
+    "NONFINITE_DENSE_MAX_BYTES",
+    "SMALL_BYTES",
+    "TODENSE_MAX_BYTES",
+    "fits_int64",
+]
+
+_GiB = 2**30
+_MiB = 2**20
+
+# ---------------------------------------------------------------------- integer ranges
+#: Largest int64 value: the coordinate range of every format (a mode may be this long).
+INT64_MAX = 2**63 - 1
+#: A row-major linear key is formed only when the product of its extents is below this:
+#: one bit of headroom under 2**63 keeps ``key * extent + coord`` and the difference of two
+#: keys inside int64 (arithmetic, not a measurement).
+INT64_LINEAR_MAX = 2**62
+
+
+def fits_int64(*extents: int) -> bool:
+    """Whether ``prod(extents) < INT64_LINEAR_MAX`` (exact: Python ints never overflow).
+
+    The one overflow guard: callers form int64 linear keys only when it holds, and otherwise
+    fall back to per-mode sorts (``np.lexsort``) or Python-int arithmetic.
+
+    >>> fits_int64(2**31, 2**30), fits_int64(2**31, 2**31), fits_int64()
+    (True, False, True)
+    """
+    return math.prod(int(e) for e in extents) < INT64_LINEAR_MAX
+
+
+# ---------------------------------------------------------------------- einsum engine choice
+#: Both operands of a pairwise step at least this dense (and the step within
+#: :data:`DENSE_STEP_MAX_BYTES`): densify and use BLAS. Measured 2026-11-29 with
+#: ``python benchmarks/bench_limits.py --repeat 7`` (two 600x600 float64 COO, ``ij,jk->ik``,
+#: numba and OpenBLAS on 1 thread, load average ~5): dense/gustavson time 4.3 at density 0.05,
+#: 1.7 at 0.1, 0.43 at 0.2, 0.18 at 0.3 -- the crossover of a square product lies between 0.1
+#: and 0.2. The value stays at 0.3: lowering it changes every planner path and wants non-square
+#: and batched steps measured as well; at 0.3 BLAS is already 5x faster on the square case, so
+#: no operand pair above it stays sparse.
+BLAS_MIN_DENSITY = 0.3
+#: A result estimated denser than this is assembled and stored dense (``format="auto"`` and
+#: the ``dense_out`` of ``spmm`` steps). Measured with the same command (``spmm`` of a
+#: 4000x4000 sparse A with a dense 4000x256, result density d): dense assembly takes 0.9x the
+#: COO time at d = 0.05, 0.2-0.45x from 0.2 up; the COO result takes 16 B per entry against
+#: 8 B per dense cell, i.e. 0.5x the dense bytes at d = 0.25 and 0.8x at 0.4. Dense is faster
+#: at every density, so the threshold is a memory choice: up to a quarter full, a result
+#: keeps at most half the dense footprint.
+DENSE_OUTPUT_MIN_DENSITY = 0.25
+#: Inner products (the ``dot`` engine) are considered only when the result has at most this
+#: many cells per stored operand entry; above it Gustavson is the only candidate and no
+#: statistics are gathered. A pre-filter, not a crossover: where it admits ``dot``, the cost
+#: model of :mod:`flexsparse.contract.cost` still decides between ``dot`` and ``gustavson``; 4
+#: bounds the dot engine's dense output to a few times the operands' entries (not measured
+#: separately).
+DOT_CELLS_PER_NNZ = 4
+#: The ``dot`` engine writes a dense ``rows x cols`` array; it runs only when that has at most
+#: this many cells: 2**26 cells x 8 B = 512 MiB of float64, 1/48 of the machine.
+DOT_DENSE_MAX_CELLS = 2**26
+
+# ---------------------------------------------------------------------- memory caps (policies)
+#: The planner's dense cap: a ``dense`` step (densified operands plus the dense result) or a
+#: dense intermediate may take at most this many bytes (1 GiB = 1/24 of the machine). Not to be
+#: confused with ``memory_limit=``, which is always the tiling budget of sparse x sparse steps.
+DENSE_STEP_MAX_BYTES = 1 * _GiB
+#: ``format="auto"`` returns a dense final result only when it takes at most this many bytes
+#: (2 GiB: a final result may be twice an intermediate, as the caller keeps only it).
+AUTO_DENSE_MAX_BYTES = 2 * _GiB
+#: A COO operand at least :data:`BLAS_MIN_DENSITY` dense is contracted by BLAS only when its
+#: dense form takes at most this many bytes: two such operands plus a result of the same size
+#: stay within :data:`DENSE_STEP_MAX_BYTES` (3 x 256 MiB + headroom).
+DENSE_OPERAND_MAX_BYTES = 256 * _MiB
+#: With inf/nan in an operand, NumPy's answer is reproduced bit for bit by running
+#: ``numpy.einsum`` on the densified operands when they and the result take at most this many
+#: bytes together (512 MiB, half of :data:`DENSE_STEP_MAX_BYTES`; with ``memory_limit=`` that
+#: limit instead); larger calls take the exact by-terms evaluation of
+#: :mod:`flexsparse.contract._nonfinite`.
+NONFINITE_DENSE_MAX_BYTES = 512 * _MiB
+#: ... and only when its loop nest has at most this many products: ``numpy.einsum``'s own loops
+#: (no BLAS) ran a 512^3 float64 ``ij,jk->ik`` holding an inf (1.3e8 products) in 0.18 s, min of
+#: 3, 2026-11-29, load average ~11 (``python -c "import numpy as np, time; a = np.random.rand(512,
+#: 512); a[0, 0] = np.inf; t = time.perf_counter(); np.einsum('ij,jk->ik', a, a);
+#: print(time.perf_counter() - t)"``), so the dense reference stays well under a second.
+NONFINITE_DENSE_LOOPS = 2**27
+#: ``memory_limit=`` charges bookkeeping allocations (operand conversions, tiling statistics,
+#: non-finite corrections) against ``max(limit, SMALL_BYTES)``: below 1 MiB a process's
+#: resident size moves by the interpreter's own allocations (importing NumPy alone maps tens
+#: of MiB), so a tighter charge would refuse work for noise. Tile working sets always fit the
+#: limit itself.
+SMALL_BYTES = 1 * _MiB
+#: ``todense()``/``np.asarray`` refuse results above this many bytes unless ``max_bytes=`` is
+#: raised (4 GiB = 1/6 of the machine: an accidental densification of a FROSTT tensor
+#: raises ``DenseTooLargeError`` instead of swapping).
+TODENSE_MAX_BYTES = 4 * _GiB
+#: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
+#: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
+DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+
+# ---------------------------------------------------------------------- tiling
+#: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
+#: (:mod:`flexsparse.tiling.strategies`, fitted within 2x of measured times) puts it beyond this
+#: multiple of ``tiling="overbook"``'s time: on a 300K-row power-law graph under 1/8 of the
+#: unbounded peak it would run ~15 million tiles (about 2000 s against 2 s).
+CONSERVATIVE_MAX_SLOWDOWN = 20
+
+# ---------------------------------------------------------------------- statistics
+#: ``operand_stats`` counts the distinct coordinates of a mode with a bool mark array (one byte
+#: per coordinate of the mode) up to this extent -- 64 MiB at 2**26 -- and with ``np.unique``
+#: (O(nnz log nnz), O(nnz) memory) beyond it (arithmetic: the mark array stays under 64 MiB).
+DISTINCT_MARK_MAX = 2**26
+
+# ---------------------------------------------------------------------- structured formats
+#: Density (stored slots / M*K) above which ``BlockSparse`` products use a cached dense copy and
+#: BLAS. Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, float32, 2 shared
+#: cores): speedup over dense at 30% / 50% / 70% density was 1.39-1.68x / 0.80-1.13x / 1.12x for
+#: 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for 8x8, 1.51x / 1.03x / 0.91x for 16x16; the
+#: crossover lies between 0.4 and 0.5, and 0.4 keeps every layout within 1.1x of dense.
+BLOCK_DENSE_CROSSOVER = 0.4
+#: The same for ``HSS`` and ``NM``. Measured by ``benchmarks/bench_structured.py`` (same set-up):
+#: speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4 (0.143), 0.9-1.45x for
+#: 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4 (0.25), <= 0.6x from 1/3 up;
+#: patterns from 1:4 (0.25) up go to BLAS under ``backend="auto"``.
+HSS_DENSE_CROSSOVER = 0.22
