@@ -43,13 +43,12 @@ True
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

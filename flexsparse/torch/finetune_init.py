@@ -32,8 +32,8 @@ rewrites the kept weights and the bias).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 try:
     import torch

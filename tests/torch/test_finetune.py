@@ -10,11 +10,17 @@ nn = torch.nn
 
 from flexsparse import prune_mask  # noqa: E402
 from flexsparse.torch import SparseLinear  # noqa: E402
-from flexsparse.torch.finetune import (  # noqa: E402
-    LOSSES, FinetuneSummary, finetune)
+from flexsparse.torch.finetune import LOSSES, FinetuneSummary, finetune  # noqa: E402
 from flexsparse.torch.finetune_init import pattern_span, token_rows  # noqa: E402
 from flexsparse.torch.finetune_methods import (  # noqa: E402
-    BDWP, METHODS, SRSTE, Masked, MaskedLinear, StraightThroughLinear, resolve_method)
+    BDWP,
+    METHODS,
+    SRSTE,
+    Masked,
+    MaskedLinear,
+    StraightThroughLinear,
+    resolve_method,
+)
 
 PATTERNS = [("2:4", None, 0.5), ("4:6->1:4", None, 1 / 6), ("block:4x4", 0.5, 0.5)]
 
