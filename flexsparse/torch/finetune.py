@@ -345,7 +345,8 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
         teacher: the dense reference (default: a frozen copy of ``model`` taken first).
         output: picks the tensor the loss compares from the model output (key or callable).
         hidden: module selectors (globs / callables on qualified names) whose outputs are
-            matched too (normalised MSE, averaged, times ``hidden_weight``).
+            matched too (normalised MSE, averaged, times ``hidden_weight``); when they are
+            sequential blocks (transformer layers) the calibration runs them one at a time.
         lr, weight_decay, warmup, schedule: AdamW and its learning-rate schedule
             (``warmup``: fraction of training).
         include, exclude: which ``nn.Linear`` layers to sparsify (as ``sparsify``).
@@ -420,7 +421,8 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
         calib = list(calibration) if not isinstance(calibration, int) else (
             list(batches.seq[:calibration]) if batches.seq is not None else [])
         model.eval()
-        init_masks(init, model, teacher, layers, calib if init == "sparsegpt" else [], damp=damp)
+        init_masks(init, model, teacher, layers, calib if init == "sparsegpt" else [], damp=damp,
+                   blocks=hidden_names)
         for ml in layers.values():
             meth.init_layer(ml)
         init_seconds = clock() - t0

@@ -224,6 +224,64 @@ def test_sparsegpt_init_block_pattern_and_local_target():
                                                                   "block:8x8", density=0.25))
 
 
+class Blocks(nn.Module):
+    """Residual blocks taking (h, scale) like transformer layers take (hidden, attention mask)."""
+
+    class Block(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.q, self.k = nn.Linear(d, d), nn.Linear(d, d)
+            self.up, self.down = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+        def forward(self, h, scale, gain=1.0):
+            a = torch.tanh(self.q(h) * self.k(h)) * scale
+            return (h + gain * self.down(torch.relu(self.up(h + a)))), a
+
+    def __init__(self, d=24, n=3):
+        super().__init__()
+        self.inp = nn.Linear(d, d)
+        self.layers = nn.ModuleList(self.Block(d) for _ in range(n))
+        self.head = nn.Linear(d, 8)
+
+    def forward(self, x):
+        h = self.inp(x)
+        scale = torch.full((1,), 0.5)
+        for layer in self.layers:
+            h = layer(h, scale, gain=0.7)[0]
+        return self.head(h)
+
+
+@pytest.mark.parametrize("pattern,density", [("2:4", None), ("block:4x4", 0.5)])
+def test_sparsegpt_blocks_match_whole_model_runs(pattern, density):
+    from flexsparse.torch.finetune_init import init_masks
+    gen = torch.Generator().manual_seed(2)
+    data = [torch.randn(40, 24, generator=gen) for _ in range(3)]
+    results = []
+    for blocks in ([], ["layers.0", "layers.1", "layers.2"]):
+        torch.manual_seed(0)
+        model = Blocks()
+        teacher = Blocks()
+        teacher.load_state_dict(model.state_dict())
+        layers = {}
+        for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
+            ml = MaskedLinear(lin, pattern, density, Masked())
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, ml)
+            layers[name] = ml
+        init_masks("sparsegpt", model, teacher, layers, data, blocks=blocks)
+        results.append({n: (ml.weight.detach().clone(), ml.bias.detach().clone(), ml.mask.clone())
+                        for n, ml in layers.items()})
+        with torch.no_grad():
+            err = sum(float((model(x) - teacher(x)).pow(2).mean()) for x in data)
+        results[-1]["err"] = err
+    for n in results[0]:
+        if n == "err":
+            continue
+        for a, b in zip(results[0][n], results[1][n]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert results[1]["err"] == pytest.approx(results[0]["err"], rel=1e-3)
+
+
 def test_deterministic_with_seed():
     results = []
     for _ in range(2):
