@@ -61,6 +61,10 @@ SWEEP_BLOCK = 128
 MAX_ADAPTIVE_SPAN = 512
 
 
+#: Refit the kept weights by exact least squares after the sweep chose the mask.
+REFIT = True
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the wanted input is captured."""
 
@@ -331,9 +335,30 @@ def _sparsegpt(model: nn.Module, teacher: nn.Module | None, layers: dict[str, Ma
                                      for a, k in inputs[which]]
 
 
-def _reconstruct(layer: MaskedLinear, H: torch.Tensor, C: torch.Tensor | None, damp: float) -> None:
-    """Least-squares target map from ``H`` and ``C`` (``None``: the layer's own weights), then
-    the OBS sweep; installs weights, bias and mask."""
+def _refit(R: torch.Tensor, Hc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Exact least squares of every row on its kept columns: ``w_S = Hc[S, S]^-1 R[i, S]``.
+
+    Rows with the same kept set share one Cholesky factorisation (block rows, for blocks).
+    """
+    out = torch.zeros_like(R)
+    keep = mask.to(torch.bool)
+    supports, which = torch.unique(keep, dim=0, return_inverse=True)
+    for u in range(supports.shape[0]):
+        rows = torch.nonzero(which == u).flatten()
+        cols = torch.nonzero(supports[u]).flatten()
+        if cols.numel() == 0:
+            continue
+        L = torch.linalg.cholesky(Hc[cols[:, None], cols[None, :]])
+        rhs = R[rows[:, None], cols[None, :]].T
+        out[rows[:, None], cols[None, :]] = torch.cholesky_solve(rhs, L).T
+    return out
+
+
+def _reconstruct(layer: MaskedLinear, H: torch.Tensor, C: torch.Tensor | None, damp: float,
+                 refit: bool | None = None) -> None:
+    """Least-squares target map from ``H`` and ``C`` (``None``: the layer's own weights), the
+    OBS sweep that chooses the mask, then (``refit``) the exact least squares of the kept
+    weights on that mask; installs weights, bias and mask."""
     W = layer.weight.detach().to("cpu", torch.float64)
     M, K = W.shape
     has_bias = layer.bias is not None
@@ -376,6 +401,8 @@ def _reconstruct(layer: MaskedLinear, H: torch.Tensor, C: torch.Tensor | None, d
             Q1[:, j], E1[:, j] = q, err
         Wc[:, i:e] = Q1
         Wc[:, e:] -= E1 @ U[i:e, e:]
+    if REFIT if refit is None else refit:
+        Wc = _refit(Wstar @ Hc, Hc, mask)
     with torch.no_grad():
         layer.weight.copy_(Wc[:, :K].to(layer.weight.dtype))
         if has_bias:

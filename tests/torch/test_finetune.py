@@ -282,6 +282,22 @@ def test_sparsegpt_blocks_match_whole_model_runs(pattern, density):
     assert results[1]["err"] == pytest.approx(results[0]["err"], rel=1e-3)
 
 
+def test_refit_is_exact_least_squares_on_the_mask():
+    from flexsparse.torch.finetune_init import _refit
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 9, dtype=torch.float64, generator=gen)
+    X[:, -1] = 1
+    Y = torch.randn(200, 5, dtype=torch.float64, generator=gen)
+    mask = (torch.rand(5, 9, generator=gen) < 0.5).double()
+    mask[:, -1] = 1
+    mask[1] = mask[0]           # rows sharing a support share one factorisation
+    W = _refit(Y.T @ X, X.T @ X, mask)
+    for i in range(5):
+        S = torch.nonzero(mask[i]).flatten()
+        torch.testing.assert_close(W[i, S], torch.linalg.lstsq(X[:, S], Y[:, i]).solution)
+        assert torch.all(W[i][mask[i] == 0] == 0)
+
+
 def test_deterministic_with_seed():
     results = []
     for _ in range(2):
