@@ -1,189 +1,225 @@
-"""Structured sparsity on the CPU: block-sparse, N:M and HSS times dense vs dense BLAS.
+"""Structured sparsity on the CPU: block-sparse, N:M and HSS products against dense BLAS.
 
-Problem: ``W [4096, 4096] @ X [4096, 256]``, float32 (the shape of a transformer MLP weight
-times a batch of 256 tokens). ``W`` is random normal, pruned by magnitude
-(``flexsparse.prune``) or given a random block layout; ``X`` random normal.
+Target table (``W`` 4096x4096 float32, pruned by magnitude with ``flexsparse.prune`` or
+given a random block layout; ``X`` random normal):
 
-Headline rows (targets of flexsparse issue 3):
-  * dense BLAS (``np.matmul``) -- the baseline;
-  * block 32x32 at 10% of blocks: speedup over dense (target >= 5x, i.e. <= 2x the ideal
-    ``dense time x density``) and over torch BSR on the CPU (``to_sparse_bsr`` + ``@``,
-    target >= 1.5x);
-  * N:M 1:4 and HSS 4:6->1:4 (density 1/6): target >= 2x over dense;
-  * dense layouts through the classes (all blocks stored; ``prune(W, "dense")``), backend
-    ``"auto"``: target <= 1.1x dense time.
-Sweep: block sizes 8/16/32/64 over block densities, N:M and HSS patterns, all with the
-sparse kernel forced (``backend="sparse"``) so the crossover to dense is visible; the plot
-(speedup over dense vs density) goes to ``benchmarks/results/structured_speedup.png`` and
-the numbers to ``benchmarks/results/structured.json``.
+* ``W @ X`` for ``X: [4096, 256]``;
+* the ``linear`` orientation ``X @ W.T`` for ``X: [B, 4096]``, ``B`` in 1, 8, 64, 256;
 
-Timing: each case is timed interleaved with the dense product (best of ``reps`` each), so
-the speedup compares runs taken under the same machine load. On a shared 2-core machine
-absolute times are noisy; the ratios less so.
+for 1:4, 2:4, HSS 4:6->1:4, blocks 32x32 at 10% and blocks 8x8 at 10% of the blocks, with
+the sparse kernel forced (``backend="sparse"``). Each case reports the time, the best
+dense time of the same orientation measured in the same run (the minimum over NumPy's
+BLAS and ``torch`` on the same number of threads: ``W @ X``, ``X @ W.T``, ``(W @ X.T).T``
+and ``torch.matmul`` / ``torch.nn.functional.linear``), the speed-up over it and
+``time / ideal`` with ``ideal = dense time x density``.
 
-Run: ``python benchmarks/bench_structured.py [--quick] [--no-plot] [--size 4096] [--n 256]``.
+Timing: every case is timed interleaved with its dense baselines (best of ``--reps``
+each, after a warm-up), so all ratios compare runs taken under the same machine load; on
+a shared machine absolute times are noisy, the ratios less so. ``--sweep`` adds the
+crossover sweep (speed-up vs density for block sizes and N:M/HSS patterns), which sets
+``DENSE_CROSSOVER`` in the formats.
+
+Output: a markdown table on stdout, ``benchmarks/results/structured.json`` and
+``benchmarks/results/structured.md``.
+
+Run: ``python benchmarks/bench_structured.py [--threads 2] [--reps 7] [--size 4096] [--sweep]
+[--clock cpu]`` (``--threads 1 --clock cpu`` gives ratios that a busy shared machine barely
+disturbs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _common import best_pair  # noqa: E402
-
-from flexsparse._util import atomic_write  # noqa: E402
-from flexsparse.formats.block import BlockSparse  # noqa: E402
-from flexsparse.formats.layouts import make_layout  # noqa: E402
-from flexsparse.prune import prune  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
+CASES = [("1:4", None), ("2:4", None), ("4:6->1:4", None), ("block:32x32", 0.1), ("block:8x8", 0.1)]
+BATCHES = (1, 8, 64, 256)
 
 
-def torch_bsr(W: np.ndarray, block: int, X: np.ndarray):
-    """Callable running torch's CPU BSR product, or ``None`` without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    import warnings
-
-    torch.set_num_threads(2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        tw = torch.from_numpy(W).to_sparse_bsr((block, block))
-    tx = torch.from_numpy(X)
-    return lambda: tw @ tx
+def _threads_from_argv(argv) -> int:
+    """``--threads`` must be known before NumPy loads OpenBLAS (it reads the env once)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--threads"):
+            return int(a.split("=", 1)[1] if "=" in a else argv[i + 1])
+    return 2
 
 
 def main(argv=None) -> int:
+    threads = _threads_from_argv(argv)
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from flexsparse._util import atomic_write
+    from flexsparse.formats.block import BlockSparse
+    from flexsparse.formats.layouts import make_layout
+    from flexsparse.prune import prune
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer sweep points and repetitions")
-    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=7, help="timed runs per case (best is kept)")
     ap.add_argument("--size", type=int, default=4096, help="M = K (default 4096)")
-    ap.add_argument("--n", type=int, default=256, help="columns of X (default 256)")
+    ap.add_argument("--n", type=int, default=256, help="columns of X for W @ X (default 256)")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="linear batch sizes")
+    ap.add_argument("--cases", default=None, help="comma-separated subset, e.g. '1:4,block:8x8'")
+    ap.add_argument("--sweep", action="store_true", help="also run the crossover sweep")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or process CPU time (robust on a shared machine, but only "
+                         "meaningful with --threads 1: idle OpenMP threads spin)")
     args = ap.parse_args(argv)
-    reps = 3 if args.quick else 5
+    import numba
+
+    numba.set_num_threads(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # torch is optional: NumPy's BLAS is then the only baseline
+        torch = None
+
     M = K = args.size
-    N = args.n
     rng = np.random.default_rng(0)
     W = rng.standard_normal((M, K)).astype(np.float32)
-    X = rng.standard_normal((K, N)).astype(np.float32)
-    dense = lambda: W @ X  # noqa: E731
-    rows: list[dict] = []
+    X = rng.standard_normal((K, args.n)).astype(np.float32)
+    batches = [int(b) for b in args.batches.split(",") if b]
+    Xb = {b: rng.standard_normal((b, K)).astype(np.float32) for b in batches}
+    tW = torch.from_numpy(W) if torch is not None else None
 
-    section = ["headline"]
+    def dense_fns(orient, b=None):
+        """Dense baselines of one orientation: name -> callable."""
+        if orient == "matmul":
+            fns = {"numpy W@X": lambda: W @ X}
+            if torch is not None:
+                tX = torch.from_numpy(X)
+                fns["torch.matmul"] = lambda: torch.matmul(tW, tX)
+            return fns
+        x = Xb[b]
+        fns = {"numpy X@W.T": lambda: x @ W.T, "numpy (W@X.T).T": lambda: (W @ x.T).T}
+        if torch is not None:
+            tx = torch.from_numpy(x)
+            fns["torch linear"] = lambda: torch.nn.functional.linear(tx, tW)
+        return fns
 
-    def record(name, kind, density, fn, extra=None):
-        t, td = best_pair(fn, dense, reps)
-        row = dict(name=name, kind=kind, section=section[0], density=float(density), ms=1e3 * t, dense_ms=1e3 * td,
-                   speedup=td / t, vs_ideal=t / (td * density) if density else float("nan"))
-        row.update(extra or {})
-        rows.append(row)
-        print(f"{name:<28} density {density:6.3f}  {1e3 * t:8.2f} ms  dense {1e3 * td:7.2f} ms  "
-              f"speedup {td / t:5.2f}x  time/ideal {row['vs_ideal']:5.2f}"
-              + "".join(f"  {k} {v:.2f}" for k, v in (extra or {}).items()), flush=True)
-        return row
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
-    print(f"W [{M}, {K}] @ X [{K}, {N}] float32; best of {reps}, interleaved with dense; "
-          "shared 2-core machine (noisy)\n--- headline ---")
-    # block 32x32 at 10%
-    grid = (-(-M // 32), -(-K // 32))
-    B = BlockSparse.from_dense(W, 32, layout=make_layout("random", grid, 0.1, seed=0))
-    B.backend = "sparse"
-    tb = torch_bsr(B.todense(), 32, X)
-    extra = {}
-    if tb is not None:
-        t_ours, t_torch = best_pair(lambda: B.matmul(X), tb, reps)
-        extra = {"vs_torch_bsr": t_torch / t_ours, "torch_bsr_ms": 1e3 * t_torch}
-    record("block 32x32 @10%", "block32", B.block_density, lambda: B.matmul(X), extra)
-    for spec in ("1:4", "4:6->1:4"):
-        S = prune(W, spec)
+    def timed(fns: dict, reps: int) -> dict:
+        """Best-of-``reps`` seconds of each callable, runs interleaved after a warm-up."""
+        for f in fns.values():
+            f()
+        best = {k: np.inf for k in fns}
+        for _ in range(reps):
+            for k, f in fns.items():
+                t0 = clock()
+                f()
+                best[k] = min(best[k], clock() - t0)
+        return best
+
+    def build(spec, density, seed=0):
+        if spec.startswith("block"):
+            b = int(spec.split(":")[1].split("x")[0])
+            grid = (-(-M // b), -(-K // b))
+            S = BlockSparse.from_dense(W, b, layout=make_layout("random", grid, density, seed=seed))
+        else:
+            S = prune(W, spec)
         S.backend = "sparse"
-        record(f"{'N:M' if '->' not in spec else 'HSS'} {spec}", "nm" if "->" not in spec else "hss",
-               S.pattern.density, lambda S=S: S.matmul(X))
-    Bd = BlockSparse.from_dense(W, 32, layout=np.ones(grid, bool))
-    record("block 32x32 dense (auto)", "dense-layout", 1.0, lambda: Bd.matmul(X))
-    Hd = prune(W, "dense")
-    record("prune(W,'dense') (auto)", "dense-layout", 1.0, lambda: Hd.matmul(X))
-    Bl = BlockSparse.from_dense(W, 32, layout=np.ones(grid, bool))
-    record("block dense, linear (auto)", "dense-layout", 1.0, lambda: Bl.linear(X.T))
+        return S
 
-    print("--- sweep (sparse kernel forced) ---")
-    section[0] = "sweep"
-    densities = [0.05, 0.1, 0.3, 0.5] if args.quick else [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7]
-    blocks = [8, 32] if args.quick else [8, 16, 32, 64]
-    for b in blocks:
-        g = (-(-M // b), -(-K // b))
-        for d in densities:
-            S = BlockSparse.from_dense(W, b, layout=make_layout("random", g, d, seed=1))
-            S.backend = "sparse"
-            record(f"block {b}x{b}", f"block{b}", S.block_density, lambda S=S: S.matmul(X))
-    patterns = (["1:8", "1:4", "2:4", "4:6->1:4", "3:4->2:4"] if args.quick else
-                ["1:8", "1:4", "2:4", "3:4", "4:7->1:4", "4:6->1:4", "4:5->1:4", "3:4->2:4",
-                 "4:6->2:4"])
-    for spec in patterns:
-        S = prune(W, spec)
-        S.backend = "sparse"
-        record(f"{'HSS' if '->' in spec else 'N:M'} {spec}", "hss" if "->" in spec else "nm",
-               S.pattern.density, lambda S=S: S.matmul(X))
+    def label(spec, density):
+        if spec.startswith("block"):
+            return f"block {spec.split(':')[1]} @{density:.0%}"
+        return ("HSS " if "->" in spec else "N:M ") + spec
 
-    print("--- crossover (largest swept density where the sparse kernel still beats dense) ---")
-    sweep = [r for r in rows if r["section"] == "sweep"]
-    for kind in sorted({r["kind"] for r in sweep}):
-        pts = sorted((r["density"], r["speedup"]) for r in sweep if r["kind"] == kind)
-        wins = [d for d, s in pts if s >= 1.0]
-        print(f"{kind:<10} {max(wins) if wins else 'none':>6}   " +
-              "  ".join(f"{d:.3f}:{s:.2f}x" for d, s in pts))
+    rows = []
+    cases = CASES if args.cases is None else [(c, 0.1 if c.startswith("block") else None)
+                                              for c in args.cases.split(",")]
+    print(f"# W [{M}x{K}] float32, {threads} threads, best of {args.reps}, {args.clock} clock; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    for spec, density in cases:
+        S = build(spec, density)
+        d = S.density
+        for orient, b in [("matmul", None)] + [("linear", b) for b in batches]:
+            fn = (lambda S=S: S.matmul(X)) if orient == "matmul" else (lambda S=S, b=b: S.linear(Xb[b]))
+            dense = dense_fns(orient, b)
+            t = timed({"sparse": fn, **dense}, args.reps)
+            t_sparse = t.pop("sparse")
+            best_name = min(t, key=t.get)
+            td = t[best_name]
+            row = dict(case=label(spec, density), orient=f"W@X (N={args.n})" if orient == "matmul"
+                       else f"linear B={b}", density=d, ms=1e3 * t_sparse, dense_ms=1e3 * td,
+                       dense_best=best_name, dense_all={k: 1e3 * v for k, v in t.items()},
+                       speedup=td / t_sparse, time_over_ideal=t_sparse / (td * d) if d else float("nan"))
+            rows.append(row)
+            print(f"{row['case']:<22} {row['orient']:<14} {row['ms']:8.2f} ms  dense {row['dense_ms']:8.2f} ms "
+                  f"({best_name})  speed-up {row['speedup']:5.2f}x  time/ideal {row['time_over_ideal']:5.2f}",
+                  flush=True)
 
+    if args.sweep:
+        rows += sweep(build, X, dense_fns, timed, args.reps)
+
+    md = markdown(rows, M, K, args.n, threads, args.reps, args.clock)
+    print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = dict(M=M, K=K, N=N, dtype="float32", reps=reps, quick=args.quick,
-                note="shared 2-core machine; timings noisy")
+    meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,
+                load=os.getloadavg()[0], date=time.strftime("%Y-%m-%d %H:%M"),
+                numpy_blas=_numpy_blas(np), torch_blas=_torch_blas(torch))
     with atomic_write(RESULTS / "structured.json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    if not args.no_plot:
-        plot(rows, RESULTS / "structured_speedup.png", meta)
+    with atomic_write(RESULTS / "structured.md", "w") as f:
+        f.write(md + "\n")
     return 0
 
 
-def plot(rows, path: Path, meta) -> None:
-    """Speedup over dense vs density, one line per block size / family."""
-    import matplotlib
+def sweep(build, X, dense_fns, timed, reps):
+    """Speed-up of the forced sparse kernel over dense BLAS across densities (crossover)."""
+    rows = []
+    print("--- crossover sweep (W @ X, sparse kernel forced) ---", flush=True)
+    specs = [(f"block:{b}x{b}", d) for b in (8, 32) for d in (0.3, 0.5, 0.7)]
+    specs += [(p, None) for p in ("1:8", "2:4", "3:4", "4:6->2:4", "3:4->2:4", "5:8", "6:8")]
+    for spec, density in specs:
+        S = build(spec, density, seed=1)
+        t = timed({"sparse": lambda S=S: S.matmul(X), **dense_fns("matmul")}, reps)
+        ts = t.pop("sparse")
+        td = min(t.values())
+        rows.append(dict(case=f"sweep {spec}" + (f" @{density:.0%}" if density else ""), orient="W@X",
+                         density=S.density, ms=1e3 * ts, dense_ms=1e3 * td, speedup=td / ts,
+                         time_over_ideal=ts / (td * S.density)))
+        print(f"{spec:<14} density {S.density:.3f}  speed-up {td / ts:5.2f}x", flush=True)
+    return rows
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = [r for r in rows if r["section"] == "sweep"]
-    kinds = sorted({r["kind"] for r in rows})
-    for kind in kinds:
-        pts = sorted((r["density"], r["speedup"]) for r in rows if r["kind"] == kind)
-        style = "o-" if kind.startswith("block") else "s"
-        ax.plot(*zip(*pts), style, label=kind)
-        if not kind.startswith("block"):
-            for r in rows:
-                if r["kind"] == kind:
-                    ax.annotate(r["name"].split(" ", 1)[1], (r["density"], r["speedup"]),
-                                fontsize=7, xytext=(3, 3), textcoords="offset points")
-    d = np.linspace(0.02, 1, 100)
-    ax.plot(d, 1 / d, "k:", lw=1, label="ideal 1/density")
-    ax.axhline(1.0, color="grey", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="density (fraction of weights kept)",
-           ylabel="speedup over dense BLAS",
-           title=f"W[{meta['M']}x{meta['K']}] @ X[{meta['K']}x{meta['N']}], fp32, 2 cores (noisy)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)  # matplotlib writes the file itself; rename makes it atomic
-    tmp.replace(path)
-    plt.close(fig)
-    print(f"plot: {path}")
+def markdown(rows, M, K, N, threads, reps, clock="wall") -> str:
+    out = [f"W [{M}x{K}] float32, {threads} threads, best of {reps} ({clock} clock), same run as the "
+           "dense baseline (best of NumPy/OpenBLAS and torch).", "",
+           "| case | orientation | density | time (ms) | best dense (ms) | speed-up | time / ideal |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['case']} | {r['orient']} | {r['density']:.3f} | {r['ms']:.2f} | {r['dense_ms']:.2f} "
+                   f"| {r['speedup']:.2f}x | {r['time_over_ideal']:.2f} |")
+    return "\n".join(out)
+
+
+def _numpy_blas(np) -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older NumPy: no dict mode
+        return "unknown"
+
+
+def _torch_blas(torch) -> str:
+    if torch is None:
+        return "none"
+    cfg = torch.__config__.show()
+    return "MKL" if "Math Kernel Library" in cfg else "other"
 
 
 if __name__ == "__main__":

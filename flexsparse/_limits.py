@@ -29,14 +29,27 @@ __all__ = [
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "HSS_DENSE_CROSSOVER",
+    "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
+    "LANES_L1_BLOCK_BYTES",
+    "LANES_L2_BLOCK_BYTES",
+    "MAX_DISTRIBUTED_TILES",
+    "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "OUTER_MAX_BYTES",
+    "PARALLEL_MIN_MACS",
     "SMALL_BYTES",
+    "TILES_PER_THREAD",
+    "TILE_MEMORY_FACTOR",
     "TODENSE_MAX_BYTES",
+    "WORKER_BASELINE_BYTES",
+    "WORKER_MEMORY_FRACTION",
     "fits_int64",
 ]
 
@@ -93,6 +106,17 @@ DOT_CELLS_PER_NNZ = 4
 #: this many cells: 2**26 cells x 8 B = 512 MiB of float64, 1/48 of the machine.
 DOT_DENSE_MAX_CELLS = 2**26
 
+#: A sparse x sparse step runs as outer products into per-thread dense results
+#: (:mod:`flexsparse.kernels.cpu.outer`) when those results (values + a byte mask, all threads)
+#: take at most this many bytes -- and, unless they are under 1 MiB, at most half the operands'
+#: bytes, so the workspace never dominates the call's memory. Measured with
+#: ``fs.einsum("abcd,ebcd->ae", X, X)`` on power-law float32 X of 500K entries, one thread,
+#: outer vs Gustavson: (183, 24, 1140, 1717): 29 vs 67 ms (167 KB workspace); (800, ...): 37 vs
+#: 74 ms (3.2 MB); (1600, ...): 56 vs 77 ms (12.8 MB); (n, 24, 77, 32) with 7 multiply-adds per
+#: result cell: n = 1000, 68 vs 125 ms (5 MB); n = 2000, 170 vs 161 ms (20 MB) -- the crossover
+#: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
+OUTER_MAX_BYTES = 8 * _MiB
+
 # ---------------------------------------------------------------------- memory caps (policies)
 #: The planner's dense cap: a ``dense`` step (densified operands plus the dense result) or a
 #: dense intermediate may take at most this many bytes (1 GiB = 1/24 of the machine). Not to be
@@ -146,13 +170,59 @@ DISTINCT_MARK_MAX = 2**26
 
 # ---------------------------------------------------------------------- structured formats
 #: Density (stored slots / M*K) above which ``BlockSparse`` products use a cached dense copy and
-#: BLAS. Measured by ``benchmarks/bench_structured.py`` (4096x4096 @ 4096x256, float32, 2 shared
-#: cores): speedup over dense at 30% / 50% / 70% density was 1.39-1.68x / 0.80-1.13x / 1.12x for
-#: 32x32 blocks, 1.21-1.82x / 0.94-1.11x / 0.82x for 8x8, 1.51x / 1.03x / 0.91x for 16x16; the
-#: crossover lies between 0.4 and 0.5, and 0.4 keeps every layout within 1.1x of dense.
-BLOCK_DENSE_CROSSOVER = 0.4
-#: The same for ``HSS`` and ``NM``. Measured by ``benchmarks/bench_structured.py`` (same set-up):
-#: speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x for 4:7->1:4 (0.143), 0.9-1.45x for
-#: 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for 1:4 (0.25), <= 0.6x from 1/3 up;
-#: patterns from 1:4 (0.25) up go to BLAS under ``backend="auto"``.
+#: BLAS. Measured 2026-11-29 for the register-tiled block kernel (``W @ X``, 1024x4096 @
+#: 4096x256, float32, one thread, CPU time against OpenBLAS sgemm on a busy 2-core machine):
+#: speed-up at 30% / 50% / 70% density 2.23x / 1.27x / 0.72x for 32x32 blocks and 2.44x /
+#: 1.28x / 0.94x for 8x8; the crossover lies between 0.5 and 0.7.
+BLOCK_DENSE_CROSSOVER = 0.6
+#: The same for ``HSS`` and ``NM`` where the gather kernels run (no AVX-512, or a pattern whose
+#: kept slots span more columns than one register). Measured by ``benchmarks/bench_structured.py``
+#: (4096x4096 @ 4096x256, 2 shared cores): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x
+#: for 4:7->1:4 (0.143), 0.9-1.45x for 4:6->1:4 (0.167), 1.16x for 4:5->1:4 (0.2), 0.70-1.17x for
+#: 1:4 (0.25), <= 0.6x from 1/3 up; patterns from 1:4 (0.25) up go to BLAS under ``"auto"``.
 HSS_DENSE_CROSSOVER = 0.22
+#: The same for the lane-select kernels (``flexsparse.kernels.cpu.lanes``). Measured 2026-11-29
+#: (``X @ W.T``, W 1024x4096, X 256x4096, float32, one thread, CPU time against OpenBLAS):
+#: 3:4->2:4 (0.375) 1.66x, 2:4 (0.5) 1.28x, 5:8 (0.625) 1.05x, 3:4 (0.75) 0.85x, 6:8 0.90x.
+HSS_LANES_DENSE_CROSSOVER = 0.6
+#: Bytes of packed activations one block of the lane-select kernels keeps in L2 (1 MiB per
+#: core here) and bytes of one operand's packed window data kept in L1 (32 KiB). Measured
+#: (1024x4096 weight, 256 rows, one thread): L1 8/16/32 KiB and L2 128 KiB-4 MiB moved the
+#: speed-up by under 10% (within the machine's noise); these are the middle settings.
+LANES_L2_BLOCK_BYTES = 512 * 1024
+LANES_L1_BLOCK_BYTES = 16 * 1024
+#: Structured products with fewer multiply-adds than this (stored values x batch rows) run
+#: serially. Measured 2026-11-29 (4096x4096 1:4 weight, one activation row: 4.2M MACs, on
+#: the shared 2-core machine at load 9-11): 1.5 ms on one thread, 50-85 ms on two -- each
+#: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
+#: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
+PARALLEL_MIN_MACS = 2**23
+
+# ---------------------------------------------------------------------- distributed
+#: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker
+#: at 80% of its limit and its nanny restarts it at 95%, so planning for 70% leaves the
+#: transient copies of a result being sent (and measurement noise) under the pause threshold.
+WORKER_MEMORY_FRACTION = 0.7
+#: Resident memory of an idle worker process after importing flexsparse and loading the SpGEMM
+#: kernels from numba's cache (measured: 183 MiB RSS on the standard VM, dask 2026.8, numba 0.68,
+#: by ``client.run`` of ``psutil.Process().memory_info().rss`` after one small product), rounded up.
+WORKER_BASELINE_BYTES = 256 * _MiB
+#: A tile's memory over its working-set model (:mod:`flexsparse.tiling.workingset`): the product's
+#: buffers plus one copy of the result piece while it is serialised for sending (arithmetic; the
+#: oversized R-MAT product of ``benchmarks/bench_distributed.py --only big`` peaked at 0.65x of its
+#: 2 GB workers with it, BENCHMARKS.md section 9).
+TILE_MEMORY_FACTOR = 2.0
+#: Smallest tile budget handed to the strategies (below it, per-task overhead dominates).
+DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
+#: Tile budget when the workers have no memory limit (dask ``memory_limit=0``).
+DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
+#: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
+#: slow or lost worker delays at most a small share of the product.
+TILES_PER_THREAD = 4
+#: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
+#: transfer overhead per task against ~5 ns per multiply-add).
+MIN_TILE_FLOPS = 2_000_000
+#: Most tiles one distributed product may have: the dask scheduler spends ~1 ms per task, so
+#: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
+#: sparse product can ask for millions).
+MAX_DISTRIBUTED_TILES = 20_000

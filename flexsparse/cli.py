@@ -46,6 +46,9 @@ def einsum_cmd(
     report: bool = typer.Option(False, help="Print the tiling report."),
     threads: Optional[int] = typer.Option(None, min=1, help="Worker threads (at least 1)."),
     show_path: bool = typer.Option(False, "--path", help="Print the contraction path and its estimates."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Run on a local dask cluster of this many worker "
+                                          "processes (--memory-limit: each worker's memory)."),
+    scheduler: Optional[str] = typer.Option(None, help="Run on the dask cluster at this address (tcp://host:8786)."),
 ) -> None:
     """Contract tensors stored in files and write the result (atomically)."""
     import time
@@ -59,8 +62,16 @@ def einsum_cmd(
         typer.echo(fs.einsum_path(spec, *tensors)[1])
     t0 = time.perf_counter()
     kwargs = dict(format="coo", threads=threads)
-    stream = memory_limit is not None and output.suffix in ("", ".npz")
-    if memory_limit is not None:
+    on_cluster = workers is not None or scheduler is not None
+    stream = (memory_limit is not None or on_cluster) and output.suffix in ("", ".npz")
+    if on_cluster:  # the tiles run on dask workers; a .npz/directory result is written tile by tile
+        from flexsparse import distributed
+
+        result, reports = distributed.einsum(
+            spec, *tensors, workers=workers, address=scheduler, format="coo", tiling=tiling,
+            worker_memory=memory_limit if scheduler is None else None, progress=report,
+            out=output if stream else None, return_report=True)
+    elif memory_limit is not None:
         kwargs.update(memory_limit=memory_limit, tiling=tiling, progress=report, return_report=True)
         if stream:  # bounded memory end to end: the result goes to the store tile by tile
             kwargs.update(out=output)

@@ -20,12 +20,18 @@ estimated peak does not fit is refused up front (:class:`~flexsparse.tiling.Memo
 A dense x dense step whose operands and result fit runs dense; any other dense operand is
 converted to COO (charged). Intermediates are charged to the steps after them.
 
+Where the product runs is pluggable: :data:`PRODUCT_RUNNER` (a context variable, unset by
+default) may hold a callable with the signature of :func:`flexsparse.tiling.tiled_spgemm`;
+:mod:`flexsparse.distributed` sets it for the duration of one call so the same einsum semantics
+run with each product's tiles spread over a cluster.
+
 Cost: that of the tiled SpGEMM, plus O(nnz) for each conversion (O(nnz log nnz) when a
 sorted copy is needed); the options are validated before any work.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 from dataclasses import dataclass, field
@@ -37,7 +43,13 @@ import numpy as np
 from flexsparse._util import parse_bytes
 from flexsparse.formats.store import KeyDecoder, MatrixLayout, StoredTensor, write_coo
 
-__all__ = ["TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes", "save_result"]
+__all__ = ["PRODUCT_RUNNER", "TilingOptions", "bounded_pair", "make_tiling_options", "owned_bytes",
+           "save_result"]
+
+#: A callable with the signature of :func:`flexsparse.tiling.tiled_spgemm` (returning ``(result,
+#: report)``) that runs the products of :func:`bounded_pair` in the current context instead of
+#: this process; ``None`` (the default) runs them here.
+PRODUCT_RUNNER: contextvars.ContextVar = contextvars.ContextVar("flexsparse_product_runner", default=None)
 
 
 @dataclass
@@ -49,6 +61,7 @@ class TilingOptions:
     overbook: float
     progress: bool
     out: Path | None = None
+    out_dtype: np.dtype | None = None  # the einsum result's dtype, which a streamed store records
     reports: list = field(default_factory=list)
     inputs: list = field(default_factory=list)  # the caller's arrays: not charged to the limit
 
@@ -250,11 +263,12 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
             KeyDecoder(tuple(final.index(c) for c in row_letters), row_ks.sizes, row_ks.table),
             KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(col_letters)),
                        col_ks.sizes, col_ks.table))
-    result, report = tiled_spgemm(A, B, memory_limit=opts.limit, tiling=opts.strategy, overbook=opts.overbook,
-                                  out=opts.out if stream else None, progress=opts.progress,
-                                  reserved=reserved + held,
-                                  out_shape=tuple(sizes[c] for c in final) if stream else None,
-                                  out_layout=layout)
+    product = PRODUCT_RUNNER.get() or tiled_spgemm
+    result, report = product(A, B, memory_limit=opts.limit, tiling=opts.strategy, overbook=opts.overbook,
+                             out=opts.out if stream else None, progress=opts.progress,
+                             reserved=reserved + held,
+                             out_shape=tuple(sizes[c] for c in final) if stream else None,
+                             out_layout=layout, out_dtype=opts.out_dtype if stream else None)
     opts.reports.append(report)
     if stream:
         return StoredTensor(opts.out), final

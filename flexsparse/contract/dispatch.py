@@ -42,6 +42,7 @@ from flexsparse.contract import execute
 from flexsparse.formats import _elementwise
 from flexsparse.formats.base import SparseArray, register_dispatch
 from flexsparse.formats.block import StructuredMatrix
+from flexsparse.formats.coo import register_array_function
 
 __all__ = ["apply_operator"]
 
@@ -132,3 +133,17 @@ def apply_operator(op: str, a: SparseArray, b: Any) -> Any:
 
 
 register_dispatch(apply_operator)
+
+
+def _np_tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
+    return execute.tensordot(a, b, axes=axes, format="coo")
+
+
+def _np_einsum(*operands: Any, **kwargs: Any) -> Any:
+    kwargs.pop("optimize", None)   # NumPy's path options; the planner chooses its own path
+    return execute.einsum(*operands, **kwargs)
+
+
+# np.tensordot / np.einsum on COO (what dask.array calls on COO chunks) run the sparse engine
+register_array_function(np.tensordot, _np_tensordot)
+register_array_function(np.einsum, _np_einsum)

@@ -16,12 +16,20 @@ Algorithm:
    to the Triton kernels of :mod:`flexsparse.gpu`).
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
-   linear key that could overflow). Putting the batch modes into both the row and the column
-   keys makes cross-batch products structurally zero, so batched contractions need no loop.
+   linear key that could overflow, grouped by bitmap ranks, radix sorts and counting sorts;
+   an operand contracted with itself is grouped once). Putting the batch modes into both the
+   row and the column keys makes cross-batch products structurally zero, so batched
+   contractions need no loop. A matrix product (one mode per key) runs the 2-D SpGEMM of
+   :mod:`flexsparse.kernels.cpu.spgemm` and decodes its CSR; a high-order step runs
+   :mod:`flexsparse.kernels.cpu.outer` when its whole result fits the cache-sized budget of
+   :data:`flexsparse._limits.OUTER_MAX_BYTES` (outer products into a dense accumulator), else
+   :mod:`flexsparse.kernels.cpu.sptc` (Gustavson writing COO coordinates directly). Both emit
+   canonical COO: no output sort.
 5. The result is returned dense or sparse by the ``format`` rule (:func:`choose_format`).
 
-Cost: each sparse step is O(nnz(A) + nnz(B)) for key grouping (O(n log n) when keys must be
-ranked) plus the kernel's O(flops + nnz(C)); dense steps are BLAS.
+Cost: each sparse step is O(nnz(A) + nnz(B)) for key grouping (plus O(space / 64) for a
+bitmap rank or O(n * bits / 11) for a radix rank when keys must be compacted, O(n log n)
+beyond int64) plus the kernel's O(flops + nnz(C) * ndim(C)); dense steps are BLAS.
 
 >>> import numpy as np, flexsparse as fs
 >>> a = fs.COO.from_numpy(np.array([[1.0, 0, 2], [0, 3, 0]]))
@@ -41,7 +49,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import make_tiling_options, save_result
-from flexsparse.contract._keys import KeySpace, group_keys, split_groups
+from flexsparse.contract._keys import KeySpace, group_modes, split_modes
 from flexsparse.contract.parser import TermReduction
 from flexsparse.contract.plan import (
     DENSE_THRESHOLD,
@@ -196,22 +204,18 @@ def _transpose_to(op: COO | np.ndarray, idx: str, target: str) -> COO | np.ndarr
 
 # ---------------------------------------------------------------------- matricisation
 def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tuple[int, int]):
-    """CSR from unique (row, col) pairs; skips the sort when they are already in order."""
+    """CSR from unique (row, col) pairs by a stable counting sort on the row ids.
+
+    Callers pass the entries of a canonical operand, whose column ids then ascend within
+    every row (both ids are order-preserving key ranks): the rows come out sorted.
+    """
     from flexsparse.formats.csr import CSR
+    from flexsparse.kernels.cpu.grouping import csr_from_ids
 
     n_rows, n_cols = shape
-    if _limits.fits_int64(n_rows, n_cols):
-        key = row_ids * n_cols + col_ids
-        if key.size > 1 and not bool(np.all(key[1:] > key[:-1])):
-            order = np.argsort(key, kind="stable")
-            row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
-    else:
-        order = np.lexsort((col_ids, row_ids))
-        row_ids, col_ids, vals = row_ids[order], col_ids[order], vals[order]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_ids, minlength=n_rows), out=indptr[1:])
-    idt = np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64
-    return CSR._trusted(indptr, col_ids.astype(idt, copy=False), vals, (n_rows, n_cols), True)
+    idt = np.dtype(np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
+    indptr, indices, data = csr_from_ids(row_ids, col_ids, vals, n_rows, idt)
+    return CSR._trusted(indptr, indices, data, (n_rows, n_cols), True)
 
 
 def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
@@ -222,8 +226,8 @@ def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
     return batch, contr, free_a, free_b
 
 
-def _rows_of(t: COO, idx: str, letters: str) -> list[np.ndarray]:
-    return [t.coords[idx.index(c)] for c in letters]
+def _modes(idx: str, letters: str) -> list[int]:
+    return [idx.index(c) for c in letters]
 
 
 def _trusted_coo(coords: list[np.ndarray], vals: np.ndarray, shape: tuple[int, ...],
@@ -249,13 +253,50 @@ def _assemble(row_ks: KeySpace, col_ks: KeySpace, rows: np.ndarray, cols: np.nda
 
 
 def _assemble_csr(row_ks: KeySpace, col_ks: KeySpace, C: Any, n_batch: int,
-                  shape: tuple[int, ...]) -> COO:
-    """:func:`_assemble` for a CSR product: each non-empty row's key is decoded once, then repeated."""
-    counts = np.diff(C.indptr)
-    nonempty = np.flatnonzero(counts)
-    rows = [np.repeat(c, counts[nonempty]) for c in row_ks.decode(nonempty)]
-    coords = rows + col_ks.decode(C.indices)[n_batch:]
-    return _trusted_coo(coords, C.data, shape, C.sorted_indices)
+                  shape: tuple[int, ...], threads: int | None = None) -> COO:
+    """:func:`_assemble` for a CSR product, in one parallel pass: every row copies its decoded
+    key, every column id is looked up in the column key's coordinate table."""
+    from flexsparse.kernels.cpu.grouping import assemble_coo
+    from flexsparse.kernels.cpu.partition import thread_scope
+
+    idt = index_dtype_for(shape)
+    with thread_scope(threads):
+        coords = assemble_coo(C.indptr, C.indices, row_ks.coord_table(idt), col_ks.coord_table(idt),
+                              n_batch, idt)
+    return COO._new(None, coords, C.data, shape, C.sorted_indices)
+
+
+def _outer_fits(n_cells: int, dtype: np.dtype, a: COO, b: COO, threads: int | None) -> bool:
+    """The outer-product engine's rule (:data:`flexsparse._limits.OUTER_MAX_BYTES`)."""
+    import numba
+
+    from flexsparse.kernels.cpu.outer import outer_workspace_bytes
+
+    work = outer_workspace_bytes(n_cells, 1, max(dtype.itemsize, 8 if dtype == np.bool_ else 1),
+                                 threads or numba.get_num_threads())
+    operands = a.coords.nbytes + a.data.nbytes + b.coords.nbytes + b.data.nbytes
+    return work <= _limits.OUTER_MAX_BYTES and (work <= 2**20 or 2 * work <= operands)
+
+
+def _outer(a: COO, a_rows: np.ndarray, a_cols: np.ndarray, B: Any, row_ks: KeySpace, col_ks: KeySpace,
+           k_ks: KeySpace, n_batch: int, shape: tuple[int, ...], dtype: np.dtype, x_is_x: bool,
+           threads: int | None) -> COO:
+    """Outer-product engine (:mod:`flexsparse.kernels.cpu.outer`): the result fits in cache."""
+    from flexsparse.kernels.cpu.outer import outer_csr_csr
+    from flexsparse.kernels.cpu.partition import thread_scope
+
+    if x_is_x:  # X x X: A grouped by k is B itself
+        at_ptr, at_idx, at_val = B.indptr, B.indices, B.data
+    else:
+        at = _csr(a_cols, a_rows, a.data.astype(dtype, copy=False), (k_ks.n_ids, row_ks.n_ids))
+        at_ptr, at_idx, at_val = at.indptr, at.indices, at.data
+    idt = index_dtype_for(shape)
+    work = np.dtype(np.int64) if dtype == np.bool_ else dtype
+    with thread_scope(threads):
+        coords, vals = outer_csr_csr(at_ptr, at_idx, at_val, B.indptr, B.indices, B.data, row_ks.n_ids,
+                                     col_ks.n_ids, row_ks.coord_table(idt), col_ks.coord_table(idt),
+                                     n_batch, idt, work)
+    return COO._new(None, coords, vals.astype(dtype, copy=False), shape, True)
 
 
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
@@ -264,32 +305,60 @@ def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, in
     batch, contr, free_a, free_b = _split(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
     sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
-    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
-    k_ks, a_cols, b_rows = split_groups(_rows_of(a, ai, batch + contr), _rows_of(b, bi, batch + contr),
-                                        sz(batch + contr), a.nnz, b.nnz)
-    col_ks, b_cols = group_keys(_rows_of(b, bi, batch + free_b), sz(batch + free_b), b.nnz)
+    rows_a, rows_b = _modes(ai, batch + free_a), _modes(bi, batch + free_b)
+    row_ks, a_rows = group_modes(a.coords, rows_a, sz(batch + free_a))
+    k_ks, a_cols, b_rows = split_modes(a.coords, _modes(ai, batch + contr), b.coords,
+                                       _modes(bi, batch + contr), sz(batch + contr))
+    if a.coords is b.coords and rows_a == rows_b:  # X x X: the free keys are the same grouping
+        col_ks, b_cols = row_ks, a_rows
+    else:
+        col_ks, b_cols = group_modes(b.coords, rows_b, sz(batch + free_b))
     dtype = result_dtype(a.dtype, b.dtype)
-    A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
     B = _csr(b_rows, b_cols, b.data.astype(dtype, copy=False), (k_ks.n_ids, col_ks.n_ids))
     res_idx = batch + free_a + free_b
     res_shape = sz(res_idx)
     n_cells = row_ks.n_ids * col_ks.n_ids
+    # Matrix products (one mode per key, no batch) stay on the 2-D SpGEMM path below.
+    high_order = bool(batch) or len(free_a) > 1 or len(free_b) > 1 or len(contr) > 1
+    if high_order and _outer_fits(n_cells, dtype, a, b, threads):
+        x_is_x = col_ks is row_ks and b_rows is a_cols and a.data is b.data
+        return _outer(a, a_rows, a_cols, B, row_ks, col_ks, k_ks, len(batch), res_shape, dtype,
+                      x_is_x, threads), res_idx
+    A = _csr(a_rows, a_cols, a.data.astype(dtype, copy=False), (row_ks.n_ids, k_ks.n_ids))
     if method == "dot" and n_cells <= _limits.DOT_DENSE_MAX_CELLS and not batch:
         from flexsparse.kernels.cpu.dot import dot_csr_csr
 
         dense = dot_csr_csr(A, B.transpose())
         r, c = np.nonzero(dense)
         return _assemble(row_ks, col_ks, r, c, dense[r, c], len(batch), res_shape, True), res_idx
+    if high_order:
+        # High-order step: the SpTC kernel writes COO coordinates directly.
+        return _sptc(A, B, row_ks, col_ks, len(batch), res_shape, dtype, threads), res_idx
     from flexsparse.kernels.cpu.spgemm import spgemm
 
     C = spgemm(A, B, threads=threads)
-    return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape), res_idx
+    return _assemble_csr(row_ks, col_ks, C, len(batch), res_shape, threads), res_idx
+
+
+def _sptc(A: Any, B: Any, row_ks: KeySpace, col_ks: KeySpace, n_batch: int, shape: tuple[int, ...],
+          dtype: np.dtype, threads: int | None) -> COO:
+    """Gustavson SpTC emitting COO (:mod:`flexsparse.kernels.cpu.sptc`); canonical output."""
+    from flexsparse.kernels.cpu.partition import thread_scope
+    from flexsparse.kernels.cpu.sptc import sptc_csr_csr
+
+    idt = index_dtype_for(shape)
+    work = np.dtype(np.int64) if dtype == np.bool_ else dtype
+    with thread_scope(threads):
+        coords, vals = sptc_csr_csr(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data, B.n_cols,
+                                    row_ks.coord_table(idt), col_ks.coord_table(idt), n_batch, idt, work)
+    return COO._new(None, coords, vals.astype(dtype, copy=False), shape, True)
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
                        threads: int | None, dense_out: bool) -> tuple[COO | np.ndarray, str]:
     """Sparse x dense: A's (batch, contracted) keys index rows of the reshaped dense operand."""
     from flexsparse.kernels.cpu import spmm as spk
+    from flexsparse.kernels.cpu.grouping import linear_key
 
     batch, contr, free_a, free_d = _split(ai, di, out)
     a = _canonical(a)
@@ -299,11 +368,8 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     d2 = np.ascontiguousarray(_transpose_to(d, di, batch + contr + free_d), dtype=dtype)
     bk, f = math.prod(sz(batch + contr)), math.prod(sz(free_d))
     d2 = d2.reshape(bk, f)
-    row_ks, a_rows = group_keys(_rows_of(a, ai, batch + free_a), sz(batch + free_a), a.nnz)
-    lin = np.zeros(a.nnz, dtype=np.int64)
-    for c in batch + contr:
-        lin *= sizes[c]
-        lin += a.coords[ai.index(c)]
+    row_ks, a_rows = group_modes(a.coords, _modes(ai, batch + free_a), sz(batch + free_a))
+    lin = linear_key(a.coords, _modes(ai, batch + contr), sz(batch + contr))
     A = _csr(a_rows, lin, a.data.astype(dtype, copy=False), (row_ks.n_ids, bk))
     C = spk.spmm_csr_dense(A, d2, threads=threads) if f else np.zeros((row_ks.n_ids, 0), dtype)
     res_idx = batch + free_a + free_d
@@ -607,6 +673,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
+        tiling_opts.out_dtype = dtype  # a streamed result is stored in the result dtype
         tiling_opts.inputs = [a for op in ops for a in
                               ((op.coords, op.data) if isinstance(op, COO) else (op._data(),)
                                if isinstance(op, SparseArray) else (op,))]
@@ -668,7 +735,14 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
     sizes = dict(spec.sizes)
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
-        dense = [(op.todense() if isinstance(op, SparseArray) else op, idx) for op, idx in work]
+        densified: dict[int, np.ndarray] = {}  # the same operand twice is densified once
+        dense = []
+        for op, idx in work:
+            if isinstance(op, SparseArray):
+                if id(op) not in densified:
+                    densified[id(op)] = op.todense()
+                op = densified[id(op)]
+            dense.append((op, idx))
         if len(dense) == 2:
             (x, xi), (y, yi) = dense
             return _pair_dense(x, xi, y, yi, spec.output, sizes)
@@ -692,9 +766,14 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
                 return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
                              spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
-        if isinstance(x, COO) and isinstance(y, COO) and cells > DOT_FACTOR * (x.nnz + y.nnz):
+        batch, contr, free_x, free_y = _split(xi, yi, spec.output)
+        high_order = bool(batch) or len(free_x) > 1 or len(free_y) > 1 or len(contr) > 1
+        if isinstance(x, COO) and isinstance(y, COO) and (
+                cells > DOT_FACTOR * (x.nnz + y.nnz) or
+                (high_order and _outer_fits(cells, result_dtype(x.dtype, y.dtype), x, y, threads))):
             # Too many output cells for inner products: Gustavson is the only candidate, and
             # the output format is decided from the real nnz afterwards; no statistics needed.
+            # A result that fits in cache goes to the outer-product engine (in _pair_sparse).
             return _pair(x, xi, y, yi, spec.output, sizes, "gustavson", threads, False, tiling_opts,
                          spec.output if stream_final else None)
         sx, sy = operand_stats(xi, x), operand_stats(yi, y)
@@ -758,8 +837,8 @@ def tensordot(a: Any, b: Any, axes: int | Sequence = 2, *, format: str = "auto",
             raise ValueError(f"axes lengths differ: {len(ax_a)} for a and {len(ax_b)} for b")
     if na + nb > len(_LETTERS):
         raise ValueError(f"tensordot supports at most {len(_LETTERS)} dimensions in total")
-    ax_a = [x % na if na else x for x in ax_a]
-    ax_b = [x % nb if nb else x for x in ax_b]
+    ax_a = [_axis(x, na, "a") for x in ax_a]
+    ax_b = [_axis(x, nb, "b") for x in ax_b]
     la = list(_LETTERS[:na])
     lb = list(_LETTERS[na:na + nb])
     for x, y in zip(ax_a, ax_b):
@@ -767,6 +846,15 @@ def tensordot(a: Any, b: Any, axes: int | Sequence = 2, *, format: str = "auto",
     out = "".join(c for m, c in enumerate(la) if m not in ax_a) + \
         "".join(c for m, c in enumerate(lb) if m not in ax_b)
     return einsum(f"{''.join(la)},{''.join(lb)}->{out}", a, b, format=format, threads=threads)
+
+
+def _axis(x: Any, ndim: int, name: str) -> int:
+    """``x`` as an axis of an ``ndim``-D operand (negative counts from the end), or ValueError."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"tensordot axes must be ints, got {x!r} for operand {name}")
+    if not -ndim <= x < ndim:
+        raise ValueError(f"axis {x} is out of bounds for operand {name} with {ndim} dimension(s)")
+    return int(x) % ndim
 
 
 def matmul(a: Any, b: Any, *, format: str = "auto", threads: int | None = None) -> Any:

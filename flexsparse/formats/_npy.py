@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["FileFormatError", "read_member"]
 
-_KIND_NAMES = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex"}
+_KIND_NAMES = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex", "S": "bytes", "U": "str"}
 
 
 class FileFormatError(ValueError):

@@ -13,8 +13,9 @@ must hold zeros (``validate`` checks it), is never visible (``todense`` returns 
 shape) and products ignore it.
 
 Products (``matmul``, ``linear``, ``linear_grad_input``, ``sampled_grad``) run the numba
-kernels of :mod:`flexsparse.kernels.cpu.block`: cost ``O(n_blocks * r * c * N)`` flops, i.e.
-proportional to the number of stored blocks. Above a measured crossover density the
+kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` and
+``linear_grad_input`` between two threaded transposes): cost ``O(n_blocks * r * c * N)``
+flops, i.e. proportional to the number of stored blocks. Above a measured crossover density the
 products switch to dense BLAS on a dense copy computed once and cached on the object
 (``_dense_cache``; memory ``M * K`` values), so a dense layout never costs more than dense.
 
@@ -213,15 +214,25 @@ class StructuredMatrix(SparseArray):
             return self._dense().astype(Y.dtype, copy=False).T @ Y
         return self._sparse_tmatmul(Y)
 
-    def linear(self, X: Any) -> np.ndarray:
-        """``X @ W.T`` (``nn.Linear`` forward): ``X: [B, K]`` -> ``[B, M]``."""
+    def linear(self, X: Any, bias: Any = None) -> np.ndarray:
+        """``X @ W.T (+ bias)`` (``nn.Linear`` forward): ``X: [B, K]``, ``bias: [M]`` -> ``[B, M]``."""
         X = self._operand(X, "X")
         self._check_rows(X, self.shape[1], 1, "linear", "X")
+        if bias is not None:
+            bias = np.asarray(bias)
+            if bias.shape != (self.shape[0],):
+                raise ValueError(f"linear: bias must have shape ({self.shape[0]},), got {bias.shape}")
+            bias = bias.astype(X.dtype, copy=False)
         if self._use_dense():
             # (W @ X.T).T: OpenBLAS ran X @ W.T 1.35x slower than W @ X for X [256, 4096],
             # W [4096, 4096] (bench machine); this orientation matches W @ X.
-            return np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
-        return np.ascontiguousarray(self._sparse_matmul(np.ascontiguousarray(X.T)).T)
+            out = np.ascontiguousarray((self._dense().astype(X.dtype, copy=False) @ X.T).T)
+        else:
+            out = self._sparse_linear(X, bias)
+            bias = None  # added by the kernel
+        if bias is not None:
+            out += bias
+        return out
 
     def linear_grad_input(self, dY: Any) -> np.ndarray:
         """``dY @ W`` (input gradient of ``linear``): ``dY: [B, M]`` -> ``[B, K]``."""
@@ -229,7 +240,9 @@ class StructuredMatrix(SparseArray):
         self._check_rows(dY, self.shape[0], 1, "linear_grad_input", "dY")
         if self._use_dense():
             return dY @ self._dense().astype(dY.dtype, copy=False)
-        return np.ascontiguousarray(self._sparse_tmatmul(np.ascontiguousarray(dY.T)).T)
+        from flexsparse.kernels.cpu.lanes import transpose
+
+        return transpose(self._sparse_tmatmul(transpose(dY)))
 
     def sampled_grad(self, dY: Any, X: Any) -> np.ndarray:
         """Weight gradient on kept slots only: ``dY: [B, M]``, ``X: [B, K]``.
@@ -244,8 +257,16 @@ class StructuredMatrix(SparseArray):
         if dY.shape[0] != X.shape[0]:
             raise ValueError(f"sampled_grad: batch sizes differ: dY {dY.shape} vs X {X.shape}")
         dt = np.result_type(dY.dtype, X.dtype)
-        return self._sparse_sampled(np.ascontiguousarray(dY.T, dtype=dt),
-                                    np.ascontiguousarray(X.T, dtype=dt))
+        return self._sparse_sampled(np.ascontiguousarray(dY, dtype=dt), np.ascontiguousarray(X, dtype=dt))
+
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """``X @ W.T (+ bias)`` by the ``W @ X`` kernel between two threaded transposes."""
+        from flexsparse.kernels.cpu.lanes import transpose
+
+        out = transpose(self._sparse_matmul(transpose(X)))
+        if bias is not None:
+            out += bias
+        return out
 
 
 class BlockSparse(StructuredMatrix):
@@ -475,8 +496,9 @@ class BlockSparse(StructuredMatrix):
 
         return run_tmatmul(self.indptr, self.indices, self._vals(Y.dtype), Y, self.shape, self.block)
 
-    def _sparse_sampled(self, dYT: np.ndarray, XT: np.ndarray) -> np.ndarray:
+    def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_sampled
+        from flexsparse.kernels.cpu.lanes import transpose
 
-        return run_sampled(self.indptr, self.indices, dYT, XT, self.shape, self.block,
-                           self.values.dtype)
+        return run_sampled(self.indptr, self.indices, transpose(dY), transpose(X), self.shape,
+                           self.block, self.values.dtype)

@@ -300,13 +300,14 @@ class COO(SparseArray):
         if self.nnz:
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
+            elif self.dtype.kind in "iufc":
+                # one compiled pass, linear index computed on the fly (the dense array exists,
+                # so it fits int64); duplicates of a non-canonical tensor accumulate in order
+                from flexsparse.kernels.cpu.scatter import scatter_coo_dense
+
+                scatter_coo_dense(self.coords, self.data, out, self.canonical)
             elif self.canonical:
                 out[tuple(self.coords)] = self.data  # unique coordinates: plain scatter
-            elif self.dtype.kind == "f":
-                # duplicates must accumulate: bincount over linear indices is ~10x faster than
-                # np.add.at (the dense array exists, so its linear index fits int64)
-                lin = np.ravel_multi_index(tuple(self.coords), self.shape)
-                out.reshape(-1)[:] = np.bincount(lin, weights=self.data, minlength=out.size)
             else:
                 np.add.at(out, tuple(self.coords), self.data)  # duplicates must accumulate
         return out
@@ -378,3 +379,155 @@ class COO(SparseArray):
         # Keeping a prefix of modes of a canonical tensor preserves order but not uniqueness.
         res = self._new(np.ascontiguousarray(coords), self.data.astype(out_dtype), shape, canonical=False)
         return res.sum_duplicates()
+
+    # ------------------------------------------------------------------ NumPy protocols (dask chunks)
+    # One block: basic slicing and the NumPy functions dask.array calls on chunks
+    # (concatenate, stack, sum, tensordot, ...), so a COO can be a dask.array chunk type.
+    def __getitem__(self, key) -> COO:
+        """Basic indexing: ints, slices (any step), ``...`` and ``None``; a COO of the selection.
+
+        Cost O(ndim * nnz). Integer and boolean *arrays* (fancy indexing) are not supported.
+
+        >>> t = COO.from_numpy(np.arange(12.0).reshape(3, 4))
+        >>> t[1:, ::2].todense().tolist()
+        [[4.0, 6.0], [8.0, 10.0]]
+        >>> t[None, 2].shape
+        (1, 4)
+        """
+        return _getitem(self, key)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if not all(issubclass(t, (COO, np.ndarray)) for t in types):
+            return NotImplemented
+        impl = _ARRAY_FUNCTIONS.get(func)
+        if impl is None:
+            # every other NumPy function sees the dense array, as before this protocol existed
+            # (``__array__``, size-guarded)
+            impl = getattr(func, "_implementation", None)
+            if impl is None:
+                return NotImplemented
+        return impl(*args, **kwargs)
+
+
+def _index_key(key, ndim: int) -> list:
+    """``key`` expanded to one entry per output position (ints, slices, None), ``...`` filled."""
+    key = key if isinstance(key, tuple) else (key,)
+    for k in key:
+        if not (k is None or k is Ellipsis or isinstance(k, slice)
+                or (isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, bool))):
+            raise TypeError(f"COO supports basic indexing only (ints, slices, ..., None), got {type(k).__name__}")
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    n_axes = sum(k is not None and k is not Ellipsis for k in key)
+    if n_axes > ndim:
+        raise IndexError(f"too many indices: tensor is {ndim}-dimensional, but {n_axes} were indexed")
+    out = []
+    for k in key:
+        if k is Ellipsis:
+            out.extend([slice(None)] * (ndim - n_axes))
+        else:
+            out.append(k)
+    if Ellipsis not in key:
+        out.extend([slice(None)] * (ndim - n_axes))
+    return out
+
+
+def _getitem(t: COO, key) -> COO:
+    keep = np.ones(t.nnz, dtype=bool)
+    coords, shape = [], []
+    axis, ordered = 0, True
+    for k in _index_key(key, t.ndim):
+        if k is None:
+            coords.append(None)
+            shape.append(1)
+            continue
+        c, n = t.coords[axis], t.shape[axis]
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            size = len(range(start, stop, step))
+            if step > 0:
+                keep &= (c >= start) & (c < stop) & ((c - start) % step == 0)
+                coords.append((c - start) // step)
+            else:
+                keep &= (c <= start) & (c > stop) & ((start - c) % (-step) == 0)
+                coords.append((start - c) // (-step))
+                ordered = ordered and size <= 1
+            shape.append(size)
+        else:
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            keep &= c == i % n
+        axis += 1
+    nnz = int(keep.sum())
+    idt = index_dtype_for(tuple(shape))
+    stacked = np.zeros((len(shape), nnz), dtype=idt)
+    for m, c in enumerate(coords):
+        if c is not None:
+            stacked[m] = c[keep]
+    return t._new(stacked, t.data[keep], tuple(shape), canonical=t.canonical and ordered)
+
+
+def _as_coo(x) -> COO:
+    return x if isinstance(x, COO) else COO.from_numpy(np.asarray(x))
+
+
+def _concatenate(arrays, axis=0, out=None, dtype=None, **_) -> COO:
+    """``np.concatenate`` of COO (or dense) tensors of equal ndim."""
+    arrays = [_as_coo(a) for a in arrays]
+    if not arrays:
+        raise ValueError("need at least one array to concatenate")
+    ndim = arrays[0].ndim
+    if axis is None:
+        arrays, axis, ndim = [a.reshape(-1) for a in arrays], 0, 1
+    axis = int(axis) % max(ndim, 1)
+    for a in arrays:
+        if a.ndim != ndim or any(s != arrays[0].shape[m] for m, s in enumerate(a.shape) if m != axis):
+            raise ValueError(f"all input array dimensions except for the concatenation axis must match: "
+                             f"{[x.shape for x in arrays]} along axis {axis}")
+    offsets = np.cumsum([0] + [a.shape[axis] for a in arrays])
+    shape = list(arrays[0].shape)
+    shape[axis] = int(offsets[-1])
+    idt = index_dtype_for(tuple(shape))
+    coords = np.concatenate([a.coords.astype(idt) for a in arrays], axis=1) if arrays else None
+    coords[axis] += np.repeat(offsets[:-1], [a.nnz for a in arrays]).astype(idt)
+    vtype = np.result_type(*[a.dtype for a in arrays]) if dtype is None else np.dtype(dtype)
+    data = np.concatenate([a.data.astype(vtype, copy=False) for a in arrays])
+    canonical = axis == 0 and all(a.canonical for a in arrays)
+    return COO._new(None, coords, data, tuple(shape), canonical)
+
+
+def _stack(arrays, axis=0, out=None, **_) -> COO:
+    arrays = [_as_coo(a) for a in arrays]
+    ndim = arrays[0].ndim + 1
+    axis = int(axis) % ndim
+    expanded = [a[(slice(None),) * axis + (None,)] for a in arrays]
+    return _concatenate(expanded, axis=axis)
+
+
+def _sum(a, axis=None, dtype=None, out=None, keepdims=False, **_):
+    res = _as_coo(a).sum(axis=axis, keepdims=keepdims)
+    return res.astype(dtype) if dtype is not None else res
+
+
+def _matmul(a, b, **_):
+    return a @ b            # the operator dispatch (installed by flexsparse.contract.dispatch)
+
+
+#: NumPy function -> implementation on COO; the contraction engine adds ``np.tensordot`` and
+#: ``np.einsum`` (:func:`register_array_function`, from :mod:`flexsparse.contract.dispatch`:
+#: formats never import the engine).
+_ARRAY_FUNCTIONS = {
+    np.concatenate: _concatenate,
+    np.stack: _stack,
+    np.sum: _sum,
+    np.matmul: _matmul,
+    np.dot: _matmul,
+    np.transpose: lambda a, axes=None: _as_coo(a).transpose(axes),
+    np.reshape: lambda a, shape=None, order="C", **kw: _as_coo(a).reshape(kw.get("newshape", shape)),
+}
+
+
+def register_array_function(func, impl) -> None:
+    """Make ``func(...)`` (a NumPy function) run ``impl`` when a COO is among its arguments."""
+    _ARRAY_FUNCTIONS[func] = impl

@@ -23,8 +23,11 @@ used by the accelerator model.
 
 Conversion (``from_dense``) keeps, at every level (innermost first), the sub-groups that
 hold a nonzero, filling the remaining slots with the lowest-index empty ones; it is
-``O(M * K * L)``. Products run the numba kernels of :mod:`flexsparse.kernels.cpu.hss`
-(``O(nnz * N)``; empty level-0 groups and zero slots are skipped).
+``O(M * K * L)``. Products cost ``O(nnz * N)``: ``linear``, ``matmul`` and
+``sampled_grad`` run the lane-select kernels of :mod:`flexsparse.kernels.cpu.lanes`
+(values and column offsets packed once in tile order; needs AVX-512 and every kept
+slot's column range within one register), otherwise, and for ``W.T`` products, the gather
+kernels of :mod:`flexsparse.kernels.cpu.hss` (empty level-0 groups and zero slots skipped).
 
 >>> import numpy as np
 >>> p = HSSPattern.parse("3:4->2:4")
@@ -225,9 +228,12 @@ class HSS(StructuredMatrix):
     """
 
     format = "hss"
-    #: Density at which dense BLAS beats the HSS/N:M kernel (the measurement is in
+    #: Density at which dense BLAS beats the HSS/N:M gather kernel (no AVX-512, or a
+    #: pattern wider than a register) (the measurement is in
     #: :mod:`flexsparse._limits`).
     DENSE_CROSSOVER = _limits.HSS_DENSE_CROSSOVER
+    #: Same, for patterns the lane-select kernels (:mod:`flexsparse.kernels.cpu.lanes`) run.
+    LANES_CROSSOVER = _limits.HSS_LANES_DENSE_CROSSOVER
 
     def __init__(self, values: Any, positions: Any, shape: tuple[int, int], pattern: Any):
         self.pattern = HSSPattern.parse(pattern)
@@ -341,6 +347,8 @@ class HSS(StructuredMatrix):
         out = copy.copy(self)  # shares positions and the structure caches (_cols, _nnz)
         out.values = np.ascontiguousarray(values)
         out._dense_cache = None
+        # share the packed index (structure), not the packed values
+        out._lane_cache = {k: [e[0], e[1], None, None] for k, e in getattr(self, "_lane_cache", {}).items()}
         out.validate()
         return out
 
@@ -368,6 +376,44 @@ class HSS(StructuredMatrix):
         return rows[inside], cols[inside], self.values.reshape(M, self.n_top * self.pattern.kept)[inside]
 
     # -------------------------------------------------------------- kernels
+    def _use_dense(self) -> bool:
+        if self.backend != "auto":
+            return self.backend == "dense"
+        from flexsparse.kernels.cpu.lanes import lane_plan
+
+        has_lanes = lane_plan(self.pattern.levels, self.dtype.itemsize) is not None
+        return self.density >= (self.LANES_CROSSOVER if has_lanes else self.DENSE_CROSSOVER)
+
+    def invalidate_cache(self) -> None:
+        """Drop the cached dense copy and packed values; call it after writing to ``values``."""
+        super().invalidate_cache()
+        for entry in getattr(self, "_lane_cache", {}).values():
+            entry[2] = entry[3] = None
+
+    def _lanes(self, dt: np.dtype):
+        """``(plan, pi, pv, S)`` of the lane-select kernels for dtype ``dt``, or ``None``.
+
+        The tile-order index ``pi`` is built once per dtype (the structure is fixed); the
+        tile-order values ``pv`` are re-packed when ``values`` is a different array.
+        """
+        from flexsparse.kernels.cpu import lanes
+
+        dt = np.dtype(dt)
+        cache = self.__dict__.setdefault("_lane_cache", {})
+        entry = cache.get(dt.str)
+        if entry is None:
+            plan = lanes.lane_plan(self.pattern.levels, dt.itemsize)
+            pi = None if plan is None else lanes.pack_index(self.columns(), plan, dt)
+            entry = cache[dt.str] = [plan, pi, None, None]
+        if entry[0] is None:
+            return None
+        M = self.shape[0]
+        S = self.n_top * self.pattern.kept
+        if entry[3] is not self.values:
+            entry[2] = lanes.pack_values(self._vals(dt).reshape(M, S), entry[0])
+            entry[3] = self.values
+        return entry[0], entry[1], entry[2], S
+
     def _kernel_args(self, dt: np.dtype):
         """``(cols int32|int64 [M, S], vals [M, S], flags uint8 [M, S // inner], inner)``.
 
@@ -384,18 +430,45 @@ class HSS(StructuredMatrix):
         return cols, vals, np.ascontiguousarray(flags), inner
 
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
+        lane = self._lanes(X.dtype)
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_linear
+
+            plan, pi, pv, S = lane
+            return run_linear(pv, pi, plan, S, X, self.shape[0], trans_in=True, trans_out=True)
         from flexsparse.kernels.cpu.hss import run_matmul
 
         return run_matmul(*self._kernel_args(X.dtype), X, self.pattern.span, self.pattern.kept)
 
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        lane = self._lanes(X.dtype)
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_linear
+
+            plan, pi, pv, S = lane
+            return run_linear(pv, pi, plan, S, X, self.shape[0], bias=bias)
+        return super()._sparse_linear(X, bias)
+
     def _sparse_tmatmul(self, Y: np.ndarray) -> np.ndarray:
-        from flexsparse.kernels.cpu.hss import run_tmatmul
+        from flexsparse.kernels.cpu.hss import run_tmatmul_csr, transposed_csr
 
-        return run_tmatmul(*self._kernel_args(Y.dtype), Y, self.shape[1])
+        tcsr = getattr(self, "_tcsr", None)
+        if tcsr is None:  # structure only: built once, shared by with_values copies
+            tcsr = self._tcsr = transposed_csr(self.columns(), self.shape[1])
+        indptr, rows, order = tcsr
+        return run_tmatmul_csr(indptr, rows, self._vals(Y.dtype).reshape(-1)[order], Y, self.shape[1])
 
-    def _sparse_sampled(self, dYT: np.ndarray, XT: np.ndarray) -> np.ndarray:
-        from flexsparse.kernels.cpu.hss import run_sampled
+    def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
+        lane = self._lanes(dY.dtype)
+        M = self.shape[0]
+        if lane is not None:
+            from flexsparse.kernels.cpu.lanes import run_sampled, unpack_values
 
-        cols = self._kernel_args(self.dtype)[0]
-        out = run_sampled(cols, dYT, XT)
+            plan, pi, _, S = lane
+            out = unpack_values(run_sampled(pi, plan, S, dY, X), M, S)
+        else:
+            from flexsparse.kernels.cpu.hss import run_sampled
+            from flexsparse.kernels.cpu.lanes import transpose
+
+            out = run_sampled(self._kernel_args(self.dtype)[0], transpose(dY), transpose(X))
         return out.astype(self.dtype, copy=False).reshape(self.values.shape)

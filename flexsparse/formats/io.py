@@ -20,8 +20,8 @@ store):
 
 * ``.mtx`` -- Matrix Market (2-D). The ``coordinate`` format (real/integer/complex/pattern;
   general/symmetric/skew-symmetric/hermitian) is parsed here so errors carry line
-  numbers; the dense ``array`` format goes through ``scipy.io.mmread``. Written as
-  ``coordinate general``.
+  numbers, and so is the dense ``array`` format (column-major values; the lower triangle
+  only for a declared symmetry). Written as ``coordinate general``.
 * ``.npz`` or a directory -- the flexsparse store (:mod:`flexsparse.formats.store`), the one
   on-disk format of tensors and results: ``save`` writes it (one ``"coo"`` tile), and
   ``einsum(out=...)``/``tiled_spgemm(out=...)`` write it tile by tile; ``load`` reads any of
@@ -77,7 +77,7 @@ from flexsparse.formats._npy import FileFormatError, read_member
 from flexsparse.formats.coo import COO, normalize_shape
 from flexsparse.formats.store import StoredTensor, is_store, write_coo
 
-__all__ = ["FORMATS", "FileFormatError", "NPZ_SCHEMA", "load", "save"]
+__all__ = ["FORMATS", "FileFormatError", "NPZ_SCHEMA", "SCIPY_NPZ_SCHEMA", "load", "save"]
 
 #: Supported file extensions (a directory is read as a store).
 FORMATS = (".tns", ".mtx", ".npz")
@@ -397,16 +397,7 @@ def _load_mtx(path, raw: bytes, dtype) -> COO:
         raise FileFormatError(f"{path}:1: unknown field {field!r}; valid: {', '.join(_MM_FIELDS)}")
     if sym not in _MM_SYMMETRY:
         raise FileFormatError(f"{path}:1: unknown symmetry {sym!r}; valid: {', '.join(_MM_SYMMETRY)}")
-    if fmt == "array":
-        import scipy.io
-
-        try:
-            dense = scipy.io.mmread(str(path))
-        except Exception as exc:  # scipy's parser gives no line numbers; keep its message
-            raise FileFormatError(f"{path}:1: malformed Matrix Market array file: {exc}") from exc
-        out = COO.from_numpy(np.asarray(dense))
-        return out if dtype is None else out.astype(dtype)
-    if fmt != "coordinate":
+    if fmt not in ("coordinate", "array"):
         raise FileFormatError(f"{path}:1: unknown format {fmt!r}; valid: coordinate, array")
     body = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
     text = _Text(b"\n" + _strip_comments(body, b"%"), path)  # keep the banner's line for numbering
@@ -415,8 +406,11 @@ def _load_mtx(path, raw: bytes, dtype) -> COO:
         raise FileFormatError(f"{path}:{text.n_lines}: missing the 'rows cols nnz' size line")
     s = int(nonblank[0])
     size = _shape_line(text, s, "size line fields")
-    if len(size) != 3:
-        raise text.fail(s, f"size line must be 'rows cols nnz', got {len(size)} fields")
+    if len(size) != (2 if fmt == "array" else 3):
+        raise text.fail(s, f"size line must be {'rows cols' if fmt == 'array' else 'rows cols nnz'}, "
+                        f"got {len(size)} fields")
+    if fmt == "array":
+        return _load_mtx_array(text, s, size, field, sym, dtype)
     n_rows, n_cols_m, nnz = size
     shape = (n_rows, n_cols_m)
     width = 2 + _MM_FIELDS[field]
@@ -443,12 +437,64 @@ def _load_mtx(path, raw: bytes, dtype) -> COO:
         vals = table[:, 2]
     if sym != "general":
         off = idx[:, 0] != idx[:, 1]
-        mirrored = {"symmetric": vals[off], "skew-symmetric": -vals[off], "hermitian": np.conj(vals[off])}[sym]
         idx = np.vstack([idx, idx[off][:, ::-1]])
-        vals = np.concatenate([vals, mirrored])
+        vals = np.concatenate([vals, _mirrored(text, vals[off], sym, lines[off])])
     if dtype is not None:
         vals = vals.astype(dtype)
     return COO(idx.T.copy(), vals, shape)
+
+
+def _mirrored(text: _Text, vals: np.ndarray, sym: str, lines: np.ndarray) -> np.ndarray:
+    """The values a symmetric/skew-symmetric/hermitian file implies across the diagonal;
+    negating the most negative integer (which has no positive counterpart) is an error."""
+    if sym == "skew-symmetric":
+        if vals.dtype.kind == "i" and (vals == np.iinfo(vals.dtype).min).any():
+            ln = int(lines[np.argmax(vals == np.iinfo(vals.dtype).min)])
+            raise text.fail(ln, f"skew-symmetric value {np.iinfo(vals.dtype).min} has no negation in "
+                            f"{vals.dtype}")
+        return -vals
+    return np.conj(vals) if sym == "hermitian" else vals
+
+
+def _load_mtx_array(text: _Text, size_line: int, size: tuple[int, ...], field: str, sym: str, dtype) -> COO:
+    """The dense ``array`` format: one value per line, column by column (only the lower triangle,
+    without the diagonal for skew-symmetric, when a symmetry is declared)."""
+    n_rows, n_cols = size
+    if field == "pattern":
+        raise text.fail(0, "the 'array' format has no 'pattern' field")
+    if sym != "general" and n_rows != n_cols:
+        raise text.fail(size_line, f"a {sym} matrix must be square, got {n_rows} x {n_cols}")
+    width = _MM_FIELDS[field]
+    lines = _data_lines(text, size_line + 1, width, f"{width} value field(s)")
+    if sym == "general":
+        expected = n_rows * n_cols
+    else:
+        expected = n_rows * (n_rows - 1) // 2 + (n_rows if sym != "skew-symmetric" else 0)
+    if lines.size != expected:
+        raise text.fail(size_line, f"a {n_rows} x {n_cols} {sym} array holds {expected} values, but "
+                        f"{lines.size} lines follow")
+    table = _parse_numbers(text, lines, width)
+    natural = np.dtype({"complex": np.complex128, "integer": np.int64}.get(field, np.float64))
+    if field == "complex":
+        vals = np.empty(lines.size, dtype=np.complex128)  # by parts: 1j * inf would be nan+infj
+        vals.real, vals.imag = table[:, 0], table[:, 1]
+    elif field == "integer":
+        first_tok = int(np.searchsorted(text.tok_line, lines[0])) if lines.size else 0
+        want = np.dtype(dtype) if dtype is not None and np.dtype(dtype).kind in "iu" else natural
+        vals = _integers(text, np.arange(first_tok, first_tok + lines.size), table[:, 0], "value", want)
+    else:
+        vals = table[:, 0]
+    if sym == "general":
+        cols, rows = np.divmod(np.arange(expected, dtype=np.int64), n_rows) if n_rows else (
+            np.zeros(0, np.int64), np.zeros(0, np.int64))
+    else:  # column j lists rows j.. (j+1.. for skew-symmetric): the upper triangle of the transpose
+        cols, rows = np.triu_indices(n_rows, k=1 if sym == "skew-symmetric" else 0)
+        off = rows != cols
+        cols, rows = np.concatenate([cols, rows[off]]), np.concatenate([rows, cols[off]])
+        vals = np.concatenate([vals, _mirrored(text, vals[off], sym, lines[off])])
+    keep = vals != 0
+    vals = vals[keep] if dtype is None else vals[keep].astype(dtype)
+    return COO(np.stack([rows[keep], cols[keep]]), vals, (n_rows, n_cols)).sum_duplicates()
 
 
 def _save_mtx(f, t: COO) -> None:
@@ -499,7 +545,7 @@ def _load_npz(path) -> COO:
                                       "arrays only)")
             members[info.filename[:-4]] = info
         if "format_version" not in members and {"format", "shape", "data"} <= set(members):
-            return _load_scipy_npz(path)
+            return _load_scipy_npz(path, zf, members)
         for key in ("format_version", "shape", "data"):
             if key not in members:
                 raise FileFormatError(f"{path}: not a flexsparse .npz (missing {key!r}; has {sorted(members)})")
@@ -537,15 +583,26 @@ def _load_npz(path) -> COO:
         raise FileFormatError(f"{path}: {exc}") from None
 
 
-def _load_scipy_npz(path) -> COO:
-    """A ``scipy.sparse.save_npz`` file (any of its formats) as a COO."""
+#: ``scipy.sparse.save_npz`` members: name -> (allowed dtype kinds, ndim or None for any).
+SCIPY_NPZ_SCHEMA = {"format": ("SU", 0), "shape": ("iu", 1), "data": ("biufc", None), "indices": ("iu", 1),
+                    "indptr": ("iu", 1), "row": ("iu", 1), "col": ("iu", 1), "coords": ("iu", 2),
+                    "offsets": ("iu", 1), "_is_array": ("b", 0)}
+
+
+def _load_scipy_npz(path, zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> COO:
+    """A ``scipy.sparse.save_npz`` file (any of its formats) as a COO; every member's header is
+    checked against :data:`SCIPY_NPZ_SCHEMA` before SciPy reads the file."""
     import scipy.sparse as sp
 
     from flexsparse.formats.convert import from_scipy
 
+    for key, info in members.items():
+        if key not in SCIPY_NPZ_SCHEMA:
+            raise FileFormatError(f"{path}: unexpected member {key!r} in a SciPy sparse .npz")
+        read_member(zf, info, path, repr(key), *SCIPY_NPZ_SCHEMA[key])
     try:
         m = sp.load_npz(path)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
         raise FileFormatError(f"{path}: malformed SciPy sparse .npz: {exc}") from None
     return from_scipy(m)
 
@@ -556,6 +613,8 @@ def _save_npz(path, t: COO) -> None:
 
 # ---------------------------------------------------------------------- dispatch
 def _format_of(path, format) -> str:
+    if not os.fspath(path):
+        raise ValueError("the path is empty")
     if not format and Path(path).is_dir():
         return "store"
     if format is not None and not isinstance(format, str):
@@ -642,7 +701,7 @@ def _guarded(path, fn, *args):
         return fn(*args)
     except FileFormatError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError, UnicodeError,
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError, UnicodeError, AttributeError,
             zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError, RuntimeError) as exc:
         msg = str(exc)
         if msg.startswith(f"{path}:"):  # already names the file

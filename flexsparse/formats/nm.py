@@ -8,8 +8,9 @@ Every group of ``m`` consecutive columns of a row keeps at most ``n`` entries
 * ``positions: [M_rows, ceil(K/m), n]`` uint8, strictly increasing, ``< m``.
 
 Column of ``values[r, g, j]`` is ``g*m + positions[r, g, j]``; ``K`` is padded with zeros to
-whole groups (the padding is never visible). Products cost ``O(nnz * N)`` through
-:mod:`flexsparse.kernels.cpu.hss` (via :mod:`flexsparse.kernels.cpu.nm`).
+whole groups (the padding is never visible). Products cost ``O(nnz * N)`` through the
+lane-select kernels of :mod:`flexsparse.kernels.cpu.lanes` (the gather kernels of
+:mod:`flexsparse.kernels.cpu.hss` without AVX-512), exactly as for HSS.
 
 >>> import numpy as np
 >>> W = np.array([[1., 0., 0., 2., 0., 3.]], dtype=np.float32)

@@ -58,7 +58,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +69,13 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse._util import atomic_write, index_dtype_for
 from flexsparse.formats._npy import FileFormatError, read_member
 from flexsparse.formats.coo import COO, normalize_shape
 
 __all__ = ["FORMAT", "MANIFEST", "IncompleteResultError", "KeyDecoder", "MatrixLayout", "StoredTensor",
-           "TileWriter", "is_store", "write_coo"]
+           "TileWriter", "check_store_directory", "is_store", "write_coo"]
 
 FORMAT = "flexsparse"
 VERSION = 2
@@ -156,6 +160,22 @@ def is_zip_target(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".npz"
 
 
+def check_store_directory(path: str | os.PathLike) -> None:
+    """Refuse to write a directory store where it would mix with other files: ``path`` must be
+    new, empty, or already a store (whose manifest and tiles are then replaced).
+
+    Raises:
+        ValueError: ``path`` is the empty path, or an existing non-empty directory that is not
+            a flexsparse store.
+    """
+    if not str(path):
+        raise ValueError("the output path is empty")
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not is_store(path):
+        raise ValueError(f"{path}: is a non-empty directory that is not a flexsparse store; refusing to "
+                         "write tiles into it (name a new directory or a .npz file)")
+
+
 class TileWriter:
     """Writes a store tile by tile; use as a context manager and finish with :meth:`commit`.
 
@@ -198,6 +218,7 @@ class TileWriter:
             self._zip = self._stack.enter_context(
                 zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True))
         else:
+            check_store_directory(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):  # a stale manifest would look complete
                 (self.path / MANIFEST).unlink()
@@ -232,7 +253,9 @@ class TileWriter:
         """Write tile ``tile_id`` (replacing an earlier write of the same id).
 
         ``"coo"``: ``{"coords": [ndim, nnz], "values": [nnz]}``; ``"csr"``: ``{"meta": int64[p, 5],
-        "indptr_j", "indices_j", "values_j" for j < p}``.
+        "indptr_j", "indices_j", "values_j" for j < p}``. Values are stored in the writer's
+        ``dtype`` (a product computed in a wider type -- bool counts, float16 in float32 -- is
+        cast per tile: partial sums of counts stay nonzero, so a bool result is exact).
         """
         tile_id = int(tile_id)
         if self.encoding == "coo":
@@ -241,7 +264,8 @@ class TileWriter:
             if coords.shape != (len(self.shape), values.shape[0]):
                 raise ValueError(f"tile {tile_id}: coords must be [ndim={len(self.shape)}, nnz={values.shape[0]}], "
                                  f"got {coords.shape}")
-            arrays = {"coords": coords.astype(self.index_dtype, copy=False), "values": values}
+            arrays = {"coords": coords.astype(self.index_dtype, copy=False),
+                      "values": values.astype(self.dtype, copy=False)}
             nnz, pieces = int(values.shape[0]), 1
         else:
             meta = np.asarray(arrays["meta"], dtype=np.int64).reshape(-1, 5)
@@ -249,6 +273,8 @@ class TileWriter:
             nnz = int(sum(np.asarray(arrays[f"indices_{j}"]).shape[0] for j in range(pieces)))
             self._partial = self._partial or bool(meta[:, 4].any())
             arrays = dict(arrays, meta=meta)
+            for j in range(pieces):  # the values are stored in the manifest's dtype
+                arrays[f"values_{j}"] = np.asarray(arrays[f"values_{j}"]).astype(self.dtype, copy=False)
         name = self._write_arrays(f"tile-{tile_id:06d}", arrays)
         self._tiles[tile_id] = {"id": tile_id, "name": name, "nnz": nnz, "pieces": pieces}
 
@@ -290,6 +316,30 @@ def write_coo(path: str | os.PathLike, coo: COO, tile_nnz: int | None = None) ->
 
 
 # ---------------------------------------------------------------------- reading
+#: Schema of the ``.npy`` members of a tile or decode group: name prefix -> (dtype kinds, ndim).
+_MEMBER_SCHEMA = {"coords": ("iu", 2), "values": ("biufc", 1), "meta": ("iu", 2), "indptr": ("iu", 1),
+                  "indices": ("iu", 1), "rows": ("iu", 2), "cols": ("iu", 2)}
+_GROUP_NAME = re.compile(r"^(tile-\d{6}(~\d+)?|decode)$")
+#: What a damaged container or member raises while it is read; reported as a FileFormatError.
+_CONTENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError, AttributeError,
+                   zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError, json.JSONDecodeError)
+
+
+@contextlib.contextmanager
+def _content_errors(path: Path) -> Iterator[None]:
+    """Report any error about the content of the store at ``path`` as a :class:`FileFormatError`
+    naming it (the loader contract: no other library's exception escapes a reader)."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except _CONTENT_ERRORS as exc:
+        msg = str(exc)
+        if msg.startswith(f"{path}:"):
+            raise FileFormatError(msg) from None
+        raise FileFormatError(f"{path}: {type(exc).__name__}: {msg}") from None
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         if is_zip_target(path):
@@ -297,21 +347,106 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                 text = zf.read(MANIFEST).decode()
         else:
             text = (path / MANIFEST).read_text()
-        return json.loads(text)
-    except (FileNotFoundError, NotADirectoryError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        manifest = json.loads(text)
+    except (FileNotFoundError, NotADirectoryError, KeyError, zipfile.BadZipFile, json.JSONDecodeError,
+            UnicodeDecodeError, EOFError, zlib.error):
         raise IncompleteResultError(
             f"{path}: not a complete tiled result: no readable {MANIFEST} (the run that wrote it "
             "was interrupted, or it is not a flexsparse output)") from None
+    if not isinstance(manifest, dict):
+        raise FileFormatError(f"{path}: {MANIFEST} holds a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def _is_int(x: Any, lo: int = 0) -> bool:
+    """A JSON integer in ``[lo, 2**63)`` (``bool`` is not one)."""
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= _limits.INT64_MAX
+
+
+def _check_manifest(path: Path, m: dict[str, Any]) -> None:
+    """Validate every field of a complete manifest against the schema in the module docstring;
+    a FileFormatError names the field (nothing is read from a tile that the manifest cannot
+    describe)."""
+    def bad(field: str, want: str) -> FileFormatError:
+        return FileFormatError(f"{path}: {MANIFEST}: field {field!r} must be {want}, got {m.get(field)!r:.80}")
+
+    shape = m.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(x) for x in shape):
+        raise bad("shape", "a list of ints in [0, 2**63)")
+    for field in ("dtype", "index_dtype"):
+        try:
+            dt = np.dtype(m.get(field)) if isinstance(m.get(field), str) else None
+        except TypeError:
+            dt = None
+        if dt is None or dt.kind not in ("biufc" if field == "dtype" else "iu") or dt.fields is not None:
+            raise bad(field, "a numeric dtype string" if field == "dtype" else "an integer dtype string")
+    if m.get("encoding") not in ENCODINGS:
+        raise bad("encoding", " or ".join(repr(e) for e in ENCODINGS))
+    if not _is_int(m.get("stored")):
+        raise bad("stored", "an int >= 0")
+    for field in ("canonical", "partial_sums"):
+        if not isinstance(m.get(field), bool):
+            raise bad(field, "true or false")
+    tiles = m.get("tiles")
+    if not isinstance(tiles, list):
+        raise bad("tiles", "a list")
+    for t in tiles:
+        if not (isinstance(t, dict) and _is_int(t.get("id")) and _is_int(t.get("nnz")) and _is_int(t.get("pieces"))
+                and isinstance(t.get("name"), str) and _GROUP_NAME.match(t["name"])):
+            raise FileFormatError(f"{path}: {MANIFEST}: malformed tile entry {t!r:.120} (expected id, "
+                                  "name 'tile-NNNNNN', nnz and pieces)")
+    if m["encoding"] == "coo":
+        return
+    mat = m.get("matrix")
+    ndim = len(shape)
+    if not isinstance(mat, dict) or not isinstance(mat.get("shape"), list) or len(mat["shape"]) != 2 or \
+            not all(_is_int(x) for x in mat["shape"]):
+        raise bad("matrix", "an object with a 2-int 'shape'")
+    covered = []
+    for key, n_ids in (("rows", mat["shape"][0]), ("cols", mat["shape"][1])):
+        d = mat.get(key)
+        ok = isinstance(d, dict) and isinstance(d.get("axes"), list) and isinstance(d.get("sizes"), list) \
+            and len(d["axes"]) == len(d["sizes"]) and all(_is_int(a, -1) and a < ndim for a in d["axes"]) \
+            and all(_is_int(x) for x in d["sizes"]) and d.get("table") in (None, "rows", "cols")
+        if not ok:
+            raise FileFormatError(f"{path}: {MANIFEST}: malformed matrix {key!r} decoder {d!r:.120}")
+        for a, size in zip(d["axes"], d["sizes"]):
+            if a >= 0:
+                covered.append(a)
+                if size > shape[a]:
+                    raise FileFormatError(f"{path}: {MANIFEST}: matrix {key} mode of size {size} exceeds "
+                                          f"the extent {shape[a]} of axis {a}")
+        if d["table"] is None and n_ids > int(np.prod(d["sizes"], dtype=object)):
+            raise FileFormatError(f"{path}: {MANIFEST}: matrix has {n_ids} {key} but its {key} decoder "
+                                  f"spans only {int(np.prod(d['sizes'], dtype=object))} ids")
+    if sorted(covered) != list(range(ndim)):
+        raise FileFormatError(f"{path}: {MANIFEST}: the matrix decoders fill axes {sorted(covered)}; "
+                              f"every axis of the {ndim}-D tensor must be filled exactly once")
+
+
+def _check_bounds(path: Path, tile: str, coords: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Every coordinate of a tile lies inside ``shape`` (one min/max per mode)."""
+    if coords.shape[1] == 0:
+        return
+    lo, hi = coords.min(axis=1), coords.max(axis=1)
+    for mode, extent in enumerate(shape):
+        if lo[mode] < 0 or hi[mode] >= extent:
+            raise FileFormatError(f"{path}: {tile}: coordinate {int(lo[mode] if lo[mode] < 0 else hi[mode])} "
+                                  f"out of bounds for mode {mode} with extent {extent}")
 
 
 def is_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory or zip holding a flexsparse manifest (complete or not)."""
+    """Whether ``path`` is a directory or zip holding a flexsparse manifest (complete or not);
+    ``False`` for a file that is not a readable zip."""
     path = Path(path)
     if path.is_dir():
         return (path / MANIFEST).exists() or any(path.glob("tile-*.npz"))
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            return MANIFEST in zf.namelist()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return MANIFEST in zf.namelist()
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error, struct.error):
+        return False
     return False
 
 
@@ -327,17 +462,22 @@ class StoredTensor:
         self.path = Path(path)
         manifest = _read_manifest(self.path)
         if manifest.get("format") == "flexsparse-tiled-csr":
-            raise ValueError(f"{self.path} was written by an older flexsparse (flexsparse-tiled-csr v1, "
-                             "without index decoding); re-run the computation to write it again")
+            raise FileFormatError(f"{self.path}: written by an older flexsparse (flexsparse-tiled-csr v1, "
+                                  "without index decoding); re-run the computation to write it again")
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"{self.path}: manifest format {manifest.get('format')!r} is not {FORMAT!r}")
-        if int(manifest.get("version", 0)) > VERSION:
-            raise ValueError(f"{self.path}: store version {manifest['version']} is newer than this "
-                             f"flexsparse reads ({VERSION})")
-        if not manifest.get("complete"):
+            raise FileFormatError(f"{self.path}: manifest format {manifest.get('format')!r:.80} is not {FORMAT!r}")
+        if not _is_int(manifest.get("version")):
+            raise FileFormatError(f"{self.path}: {MANIFEST}: field 'version' must be an int, "
+                                  f"got {manifest.get('version')!r:.80}")
+        if manifest["version"] > VERSION:
+            raise FileFormatError(f"{self.path}: store version {manifest['version']} is newer than this "
+                                  f"flexsparse reads ({VERSION})")
+        if manifest.get("complete") is not True:
             raise IncompleteResultError(f"{self.path}: manifest is not marked complete")
+        _check_manifest(self.path, manifest)
         self.manifest = manifest
-        self.shape: tuple[int, ...] = tuple(int(s) for s in manifest["shape"])
+        self.shape: tuple[int, ...] = tuple(manifest["shape"])
+        self._stored_shape = self.shape  # the tensor the tiles decode to (LazyResult's shape differs)
         self.dtype = np.dtype(manifest["dtype"])
         self.index_dtype = np.dtype(manifest["index_dtype"])
         self.encoding: str = manifest["encoding"]
@@ -371,13 +511,25 @@ class StoredTensor:
         """The matricised layout of a ``"csr"`` store (key tables read on first use)."""
         if self._layout is None and self.encoding == "csr":
             mat = self.manifest["matrix"]
-            tables = self._read_group("decode") if any(mat[k]["table"] for k in ("rows", "cols")) else {}
+            with _content_errors(self.path):
+                tables = self._read_group("decode") if any(mat[k]["table"] for k in ("rows", "cols")) else {}
 
-            def dec(spec: dict[str, Any]) -> KeyDecoder:
-                return KeyDecoder(tuple(spec["axes"]), tuple(spec["sizes"]),
-                                  tables[spec["table"]] if spec["table"] else None)
+            def dec(key: str, n_ids: int) -> KeyDecoder:
+                spec = mat[key]
+                table = None
+                if spec["table"]:
+                    table = tables.get(spec["table"])
+                    if table is None or table.shape[0] != len(spec["sizes"]) or table.shape[1] < n_ids:
+                        raise FileFormatError(f"{self.path}: decode table {spec['table']!r} is missing or does "
+                                              f"not hold {len(spec['sizes'])} x {n_ids} coordinates")
+                    for row, size in zip(table, spec["sizes"]):
+                        if row.size and (row.min() < 0 or row.max() >= size):
+                            raise FileFormatError(f"{self.path}: decode table {spec['table']!r} holds a "
+                                                  f"coordinate outside [0, {size})")
+                return KeyDecoder(tuple(spec["axes"]), tuple(spec["sizes"]), table)
 
-            self._layout = MatrixLayout(tuple(mat["shape"]), dec(mat["rows"]), dec(mat["cols"]))
+            m, n = mat["shape"]
+            self._layout = MatrixLayout((m, n), dec("rows", m), dec("cols", n))
         return self._layout
 
     # -- raw access -------------------------------------------------------------
@@ -404,7 +556,7 @@ class StoredTensor:
         if zf is not None:
             out = {}
             for member in self._members.get(name, ()):  # headers checked before any array is made
-                out[member[len(name) + 1:-4]] = read_member(zf, member, self.path, repr(member))
+                out[member[len(name) + 1:-4]] = self._member(zf, member, member[len(name) + 1:-4])
             if not out:
                 raise IncompleteResultError(f"{self.path}: member group {name!r} is missing")
             return out
@@ -412,14 +564,58 @@ class StoredTensor:
         if not f.exists():
             raise IncompleteResultError(f"{self.path}: {f.name} is missing")
         with zipfile.ZipFile(f) as z:
-            return {m[:-4]: read_member(z, m, f, repr(m)) for m in z.namelist() if m.endswith(".npy")}
+            return {m[:-4]: self._member(z, m, m[:-4], f.name) for m in z.namelist() if m.endswith(".npy")}
+
+    def _member(self, zf: zipfile.ZipFile, member: str, key: str, where: str = "") -> np.ndarray:
+        """One ``.npy`` member, its header checked against :data:`_MEMBER_SCHEMA` first."""
+        schema = _MEMBER_SCHEMA.get(key.rpartition("_")[0] if key[-1:].isdigit() else key)
+        if schema is None:
+            raise FileFormatError(f"{self.path}: unexpected member {member!r}{f' in {where}' if where else ''}")
+        return read_member(zf, member, self.path, repr(f"{where}:{member}" if where else member), *schema)
+
+    def _tile_arrays(self, tile: dict[str, Any], zf: zipfile.ZipFile | None) -> dict[str, np.ndarray]:
+        arrays = self._read_group(tile["name"], zf)
+        need = ("coords", "values") if self.encoding == "coo" else ("meta",)
+        missing = [k for k in need if k not in arrays]
+        if missing:
+            raise FileFormatError(f"{self.path}: {tile['name']} lacks {', '.join(missing)}")
+        return arrays
 
     def pieces(self, tile: dict[str, Any], zf: zipfile.ZipFile | None = None
                ) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
-        """CSR pieces ``((r0, r1, c0, c1, partial), indptr, indices, values)`` of a ``"csr"`` tile."""
-        arrays = self._read_group(tile["name"], zf)
-        return [(tuple(int(x) for x in row), arrays[f"indptr_{j}"], arrays[f"indices_{j}"], arrays[f"values_{j}"])
-                for j, row in enumerate(arrays["meta"])]
+        """CSR pieces ``((r0, r1, c0, c1, partial), indptr, indices, values)`` of a ``"csr"`` tile,
+        each checked: rows and columns inside the matrix, monotone row pointers that match the
+        lengths of the column ids and values."""
+        with _content_errors(self.path):
+            return self._pieces(tile, zf)
+
+    def _pieces(self, tile: dict[str, Any], zf: zipfile.ZipFile | None
+                ) -> list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
+        arrays = self._tile_arrays(tile, zf)
+        name = tile["name"]
+        meta = arrays["meta"]
+        m, n = self.manifest["matrix"]["shape"]
+        if meta.shape[1:] != (5,):
+            raise FileFormatError(f"{self.path}: {name}: meta has shape {meta.shape}; expected [pieces, 5]")
+        out = []
+        for j, row in enumerate(meta.tolist()):
+            r0, r1, c0, c1, _ = row
+            parts = [arrays.get(f"{k}_{j}") for k in ("indptr", "indices", "values")]
+            if any(p is None for p in parts):
+                raise FileFormatError(f"{self.path}: {name}: piece {j} lacks its indptr/indices/values")
+            ip, ix, vals = parts
+            if not (0 <= r0 <= r1 <= m and 0 <= c0 <= c1 <= n):
+                raise FileFormatError(f"{self.path}: {name}: piece {j} spans rows [{r0}, {r1}) and columns "
+                                      f"[{c0}, {c1}) outside the {m} x {n} matrix")
+            if ip.shape[0] != r1 - r0 + 1 or ip[0] != 0 or ip[-1] != ix.shape[0] or ix.shape != vals.shape \
+                    or (ip.shape[0] > 1 and (np.diff(ip) < 0).any()):
+                raise FileFormatError(f"{self.path}: {name}: piece {j} has inconsistent row pointers "
+                                      f"({ip.shape[0]} pointers for {r1 - r0} rows, {ix.shape[0]} column ids, "
+                                      f"{vals.shape[0]} values)")
+            if ix.size and (ix.min() < 0 or ix.max() >= n):
+                raise FileFormatError(f"{self.path}: {name}: piece {j} has a column id outside [0, {n})")
+            out.append((tuple(row), ip, ix, vals))
+        return out
 
     # -- tensor access ----------------------------------------------------------
     def tiles(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -427,27 +623,39 @@ class StoredTensor:
 
         Coordinates are those of the stored tensor; tiles of a result with partial sums may
         repeat a coordinate (their values add up).
+
+        Raises:
+            FileFormatError: a tile that is missing, damaged or inconsistent with the manifest
+                (raised when that tile is reached).
         """
         lay = self.layout
-        with self._opened() as zf:
+        with _content_errors(self.path), self._opened() as zf:
             yield from self._tiles(zf, lay)
 
     def _tiles(self, zf: zipfile.ZipFile | None, lay: MatrixLayout | None
                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        shape = self._stored_shape
         for tile in self.manifest["tiles"]:
             if self.encoding == "coo":
-                arrays = self._read_group(tile["name"], zf)
-                yield arrays["coords"], arrays["values"]
+                arrays = self._tile_arrays(tile, zf)
+                coords, values = arrays["coords"], arrays["values"]
+                if coords.shape != (len(shape), values.shape[0]):
+                    raise FileFormatError(f"{self.path}: {tile['name']}: coords of shape {coords.shape} do not "
+                                          f"match {values.shape[0]} values of a {len(shape)}-D tensor")
+                _check_bounds(self.path, tile["name"], coords, shape)
+                yield coords.astype(self.index_dtype, copy=False), values.astype(self.dtype, copy=False)
                 continue
-            parts = self.pieces(tile, zf)
+            parts = self._pieces(tile, zf)
             if not parts:
-                yield np.zeros((self.ndim, 0), self.index_dtype), np.zeros(0, self.dtype)
+                yield np.zeros((len(shape), 0), self.index_dtype), np.zeros(0, self.dtype)
                 continue
             rows = np.concatenate([np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(ip))
                                    for (r0, r1, *_), ip, _, _ in parts])
             cols = np.concatenate([ix for _, _, ix, _ in parts])
             vals = np.concatenate([v for *_, v in parts]).astype(self.dtype, copy=False)
-            yield lay.coords(rows, cols, self.ndim, self.index_dtype), vals
+            coords = lay.coords(rows, cols, len(shape), self.index_dtype)
+            _check_bounds(self.path, tile["name"], coords, shape)
+            yield coords, vals
 
     def load(self) -> COO:
         """The whole tensor as a canonical :class:`~flexsparse.formats.coo.COO`."""
@@ -461,4 +669,6 @@ class StoredTensor:
         else:
             cat, vals = np.zeros((self.ndim, 0), self.index_dtype), np.zeros(0, self.dtype)
         canonical = True if self.manifest.get("canonical") else None
-        return COO(cat, vals.astype(self.dtype, copy=False), self.shape, canonical=canonical).sum_duplicates()
+        with _content_errors(self.path):  # e.g. a canonical flag that the coordinates contradict
+            return COO(cat, vals.astype(self.dtype, copy=False), self._stored_shape,
+                       canonical=canonical).sum_duplicates()

@@ -1,4 +1,9 @@
-"""flexsparse.model: an analytical model of sparse tensor accelerators (Sparseloop-style).
+"""flexsparse.model: analytical models of sparse tensor accelerators.
+
+Two parts: :mod:`flexsparse.model.sparseloop`, a Sparseloop-compatible engine (Sparseloop/
+Timeloop inputs, validated against the Sparseloop MICRO'22 artifact, design studies with
+sensitivity; see MODEL.md), and the quick single-buffer design models exported here, whose
+checks are unit checks (:mod:`flexsparse.model.validation`).
 
 Counts (reads, writes, MACs, metadata) come from a dataflow and the data or a density model;
 time from bandwidth and compute limits; energy from counts x per-access energies

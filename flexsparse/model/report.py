@@ -131,13 +131,14 @@ def format_table(reports: Iterable[Report], baseline: str | None = None) -> list
 
 
 def print_table(reports: Iterable[Report], title: str = "", baseline: str | None = None, console: Any = None) -> None:
-    """Print :func:`format_table` with rich."""
-    from rich.console import Console
+    """Print :func:`format_table` with rich (full width outside a terminal: nothing is cut)."""
     from rich.table import Table
+
+    from flexsparse.model.sparseloop.report import table_console
     rows = format_table(reports, baseline)
     table = Table(title=title or None)
     for h in rows[0]:
-        table.add_column(h, justify="left" if h == "design" else "right")
+        table.add_column(h, justify="left" if h == "design" else "right", no_wrap=True)
     for r in rows[1:]:
         table.add_row(*r)
-    (console or Console()).print(table)
+    (console or table_console()).print(table)

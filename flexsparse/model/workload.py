@@ -423,13 +423,26 @@ class LayerList:
         return sum(w.algorithmic_macs for w in self.layers)
 
 
-Workload = Union[MatmulWorkload, ContractionWorkload, LayerList]
+@dataclass(frozen=True)
+class LayerListC:
+    """A named list of contractions (the TCL shapes)."""
+
+    name: str
+    layers: tuple[ContractionWorkload, ...]
+
+    @property
+    def algorithmic_macs(self) -> int:
+        """Sum over contractions."""
+        return sum(w.algorithmic_macs for w in self.layers)
+
+
+Workload = Union[MatmulWorkload, ContractionWorkload, LayerList, LayerListC]
 
 
 def with_operands(w: Workload, a: Any = None, b: Any = None) -> Workload:
     """Copy of ``w`` with operand models replaced (weights only on layers with ``weights=True``)."""
-    if isinstance(w, LayerList):
-        return LayerList(w.name, tuple(with_operands(x, a, b) for x in w.layers))
+    if isinstance(w, (LayerList, LayerListC)):
+        return type(w)(w.name, tuple(with_operands(x, a, b) for x in w.layers))
     changes = {}
     if a is not None and getattr(w, "weights", True):
         changes["a"] = operand_model(a)
@@ -499,16 +512,3 @@ def load_workload(name_or_path: str | Path) -> Workload:
     if contr and not layers:
         return contr[0] if len(contr) == 1 else LayerListC(name, tuple(contr))
     return LayerList(name, tuple(layers))
-
-
-@dataclass(frozen=True)
-class LayerListC:
-    """A named list of contractions (the TCL shapes)."""
-
-    name: str
-    layers: tuple[ContractionWorkload, ...]
-
-    @property
-    def algorithmic_macs(self) -> int:
-        """Sum over contractions."""
-        return sum(w.algorithmic_macs for w in self.layers)

@@ -94,7 +94,7 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
                  overbook: float = 0.10, out: str | os.PathLike | None = None, seed: int = 0,
                  progress: bool = False, trace_memory: bool = False, reserved: int = 0,
                  out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
-                 ) -> tuple[Any, TilingReport]:
+                 out_dtype: Any = None) -> tuple[Any, TilingReport]:
     """``a @ b`` computed tile by tile so that no tile's working set exceeds ``memory_limit``.
 
     Args:
@@ -114,6 +114,9 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
             :class:`~flexsparse.formats.store.MatrixLayout` decoding its row/column ids into that
             tensor's coordinates (how ``einsum(out=...)`` stores its result); default: the
             ``m x n`` matrix itself.
+        out_dtype: with ``out``, the dtype the store records, each tile's values cast to it as
+            it is written (``einsum`` computes bool as counts and float16 in float32, and stores
+            its result dtype); default: the product's dtype.
 
     Returns:
         ``(result, report)``: the product (flexsparse ``CSR`` if an operand was one, else
@@ -182,7 +185,8 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
             figures = _execute(A, B, plan, bm, ws_limit, dtype, idx_dtype, sink, progress)
             result = sink.finish((m, n), dtype, idx_dtype, family)
         else:
-            with DiskSink(out, sink_bytes, (m, n), dtype, family, out_layout, out_shape) as dsink:
+            store_dtype = dtype if out_dtype is None else np.dtype(out_dtype)
+            with DiskSink(out, sink_bytes, (m, n), store_dtype, family, out_layout, out_shape) as dsink:
                 figures = _execute(A, B, plan, bm, ws_limit, dtype, idx_dtype, dsink, progress)
                 result = dsink.commit()
         traced = tracemalloc.get_traced_memory()[1] if trace_memory else None

@@ -31,6 +31,7 @@ from flexsparse.formats.store import (
     MatrixLayout,
     StoredTensor,
     TileWriter,
+    check_store_directory,
     is_zip_target,
 )
 from flexsparse.tiling.engine import make_result
@@ -108,7 +109,8 @@ def check_output_target(out: str | os.PathLike, estimated_bytes: int) -> Path:
     """Fail *before any work* if ``out`` cannot receive about ``estimated_bytes``.
 
     Raises:
-        ValueError: ``out`` names an existing file that is not ``.npz`` / a non-directory.
+        ValueError: ``out`` names an existing file that is not ``.npz`` / a non-directory, or
+            a non-empty directory that is not a store.
         PermissionError: the target directory is not writable.
         OSError: (``ENOSPC``) the file system has less free space than the estimate.
     """
@@ -122,6 +124,7 @@ def check_output_target(out: str | os.PathLike, estimated_bytes: int) -> Path:
     else:
         if path.exists() and not path.is_dir():
             raise ValueError(f"out={str(path)!r} exists and is neither a directory nor a .npz file")
+        check_store_directory(out)
         directory = path
         probe = path
         while not probe.exists():

@@ -3,7 +3,7 @@
 The weight's structure (which blocks / which slots are kept) is fixed; only its kept
 ``values`` are a differentiable tensor. Forward and backward:
 
-- forward ``Y = X @ W.T (+ b)`` -- ``W.linear``;
+- forward ``Y = X @ W.T (+ b)`` -- ``W.linear`` (the bias is added by the kernel's final copy);
 - input gradient ``dX = dY @ W`` -- ``W.linear_grad_input`` (the sparse transpose product);
 - values gradient ``dV[slot(m, k)] = sum_b dY[b, m] * X[b, k]`` on kept slots only --
   ``W.sampled_grad`` (a sampled dense-dense product; the pruned positions get no gradient,
@@ -122,8 +122,9 @@ class _NumbaOps:
             self.W = weight.with_values(v)
             self.W.backend = weight.backend  # keep the caller's sparse/dense dispatch
 
-    def linear(self, x2: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.W.linear(_to_numpy(x2))))
+    def linear(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b = None if bias is None else _to_numpy(bias)
+        return torch.from_numpy(np.ascontiguousarray(self.W.linear(_to_numpy(x2), b)))
 
     def grad_input(self, dy: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.W.linear_grad_input(_to_numpy(dy))))
@@ -143,8 +144,9 @@ class _TritonOps:
         self.structure = structure if structure is not None else gpu.DeviceStructure.from_weight(
             weight, values.device)
 
-    def linear(self, x2):
-        return self.gpu.linear(self.W, x2, values=self.values, structure=self.structure)
+    def linear(self, x2, bias):
+        y = self.gpu.linear(self.W, x2, values=self.values, structure=self.structure)
+        return y if bias is None else y + bias
 
     def grad_input(self, dy):
         return self.gpu.linear_grad_input(self.W, dy, values=self.values, structure=self.structure)
@@ -168,9 +170,7 @@ class StructuredLinearFunction(torch.autograd.Function):
             ops = _NumbaOps(weight, values)
         else:
             ops = _TritonOps(weight, values, structure)
-        y = ops.linear(x2).to(device=x2.device, dtype=x2.dtype)
-        if bias is not None:
-            y = y + bias
+        y = ops.linear(x2, bias).to(device=x2.device, dtype=x2.dtype)  # bias added inside
         ctx.ops = ops
         ctx.has_bias = bias is not None
         ctx.values_dtype = values.dtype

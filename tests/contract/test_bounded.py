@@ -48,3 +48,19 @@ def test_bounded_bad_options(tmp_path):
         fs.einsum("ij,jk->ik", a, a, out=tmp_path / "x.npz")
     with pytest.raises(MemoryError, match="minimum"):
         fs.einsum("ij,jk->ik", a, a, memory_limit=16)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.float16, np.int8, np.complex64])
+@pytest.mark.parametrize("name", ["c.npz", "c"])
+def test_streamed_result_is_stored_in_the_result_dtype(tmp_path, dtype, name):
+    # bool runs as int64 counts and float16 in float32; the store must hold the result dtype
+    a = (fs.random((60, 60), 0.1, seed=1).todense() != 0).astype(dtype)
+    want = np.einsum("ij,jk->ik", a, a)
+    lazy = fs.einsum("ij,jk->ik", COO.from_numpy(a), COO.from_numpy(a), memory_limit="64kB",
+                     out=tmp_path / name)
+    assert lazy.dtype == want.dtype
+    got = fs.load(tmp_path / name)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.todense(), want)
+    for _, values in lazy.tiles():
+        assert values.dtype == want.dtype

@@ -152,3 +152,14 @@ def test_pydata_operands_give_our_errors():
 def test_threads_validated_up_front(threads):
     with pytest.raises(ValueError, match="threads"):
         fs.einsum("i,i->", C(np.ones(3)), C(np.ones(3)), threads=threads)
+
+
+@pytest.mark.parametrize("axes, match", [(([5], [0]), "axis 5 is out of bounds for operand a"),
+                                         (([0], [-3]), "axis -3 is out of bounds for operand b"),
+                                         (([1.5], [0]), "must be ints")])
+def test_tensordot_axis_out_of_range_is_an_error(axes, match):
+    # an out-of-range axis used to wrap around (5 % 3 == 2) and contract the wrong modes
+    a, b = np.ones((2, 3, 4)), np.ones((4, 3))
+    with pytest.raises((ValueError, TypeError), match=match):
+        fs.tensordot(fs.COO.from_numpy(a), b, axes=axes)
+    np.testing.assert_array_equal(fs.tensordot(a, b, axes=([-1], [-2])), np.tensordot(a, b, axes=([-1], [-2])))

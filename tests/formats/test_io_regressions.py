@@ -195,3 +195,67 @@ def test_killed_save_leaves_nothing(tmp_path, sig):
     proc.stdin.close()
     proc.stdout.close()
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------ .mtx array format (parsed here, not by SciPy)
+def test_mtx_array_with_extra_values_is_an_error_not_a_crash(tmp_path):
+    # scipy.io.mmread corrupts the heap on this file (an abort a few allocations later); the
+    # loader parses the array format itself and counts the values against the size line
+    p = tmp_path / "s.mtx"
+    p.write_text("%%MatrixMarket matrix array complex skew-symmetric\n% a comment\n1 1\n1 1\n")
+    code = textwrap.dedent(f"""
+        import flexsparse as fs
+        for _ in range(300):
+            try:
+                fs.load({str(p)!r})
+            except ValueError as exc:
+                msg = str(exc)
+            x = [bytes(k % 50 + 1) for k in range(200)]
+        print(msg)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.strip().startswith(f"{p}:3: a 1 x 1 skew-symmetric array holds 0 values")
+
+
+@pytest.mark.parametrize("sym, values, want", [
+    ("general", ["1", "2", "0", "4", "5", "6"], [[1, 4], [2, 5], [0, 6]]),
+    ("symmetric", ["1", "2", "3", "4", "5", "6"], [[1, 2, 3], [2, 4, 5], [3, 5, 6]]),
+    ("skew-symmetric", ["1", "2", "3"], [[0, -1, -2], [1, 0, -3], [2, 3, 0]]),
+])
+def test_mtx_array_values_are_column_major(tmp_path, sym, values, want):
+    want = np.array(want, dtype=np.int64)
+    p = tmp_path / "a.mtx"
+    p.write_text(f"%%MatrixMarket matrix array integer {sym}\n{want.shape[0]} {want.shape[1]}\n"
+                 + "\n".join(values) + "\n")
+    t = fs.load(p)
+    assert t.dtype == np.int64
+    np.testing.assert_array_equal(t.todense(), want)
+
+
+@pytest.mark.parametrize("body, match", [
+    ("2 2\n1\n2\nx\n4\n", r":5: cannot parse 'x'"),
+    ("2 2\n1\n2\n3\n", r":2: a 2 x 2 general array holds 4 values, but 3 lines follow"),
+    ("2 3\n1\n", r":2: a symmetric matrix must be square"),
+    ("2\n", r":2: size line must be rows cols"),
+])
+def test_mtx_array_errors_name_the_line(tmp_path, body, match):
+    p = tmp_path / "e.mtx"
+    sym = "symmetric" if "square" in match else "general"
+    p.write_text(f"%%MatrixMarket matrix array real {sym}\n{body}")
+    _raises(p, match)
+
+
+def test_mtx_skew_symmetric_integer_negation_overflow(tmp_path):
+    p = tmp_path / "k.mtx"
+    p.write_text("%%MatrixMarket matrix coordinate integer skew-symmetric\n2 2 1\n2 1 -9223372036854775808\n")
+    _raises(p, r":3: skew-symmetric value -9223372036854775808 has no negation")
+
+
+# ------------------------------------------------------------ SciPy .npz members checked first
+@pytest.mark.parametrize("fmt", [np.array(1.5 + 2j), np.array(3.0), np.array(True), np.array([b"csr"])])
+def test_scipy_npz_with_a_non_string_format_is_a_file_error(tmp_path, fmt):
+    p = tmp_path / "sp.npz"
+    np.savez(p, format=fmt, shape=np.array([2, 2]), data=np.ones(1), indices=np.array([0]),
+             indptr=np.array([0, 1, 1]))
+    _raises(p, "member 'format' has")

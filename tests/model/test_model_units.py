@@ -307,14 +307,14 @@ def test_round_robin_closed_form_matches_brute_force(I, J, k):
         engine_loads(la, lb, k, "random", 1.0, 1.0)
 
 
-def test_cli_bare_needs_design_and_validate_writes_plots(tmp_path):
+def test_cli_bare_needs_design_and_unit_checks_write_plots(tmp_path):
     from typer.testing import CliRunner
     runner = CliRunner()
     res = runner.invoke(_main(), ["model", "--workload", "resnet50"])
     assert res.exit_code != 0 and "give --design and --workload" in res.output
     res = runner.invoke(_main(), ["model", "--design", "highlight", "--workload", "resnet50", "--weights", "2:8"])
     assert res.exit_code != 0 and "highlight supports HSS" in res.output
-    res = runner.invoke(_main(), ["model", "validate", "--out", str(tmp_path)])
+    res = runner.invoke(_main(), ["model", "unit-checks", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     for name in ("dstc.png", "edp_vs_sparsity_resnet50.png", "flaash.png", "speedup_dnn.png", "speedup_extensor.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

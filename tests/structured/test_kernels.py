@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from flexsparse.formats.block import BlockSparse
 from flexsparse.formats.hss import HSS
 from flexsparse.formats.nm import NM
-from flexsparse.kernels.cpu import nm as nm_kernels
 from flexsparse.prune import prune
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -156,21 +155,26 @@ def test_dense_cache_and_invalidate():
     np.testing.assert_allclose(S @ X, 2 * D)
 
 
-def test_nm_kernel_wrappers():
-    A = prune(_rand((7, 22), np.float64, 4), "3:8")
-    D = A.todense()
-    X = _rand((22, 5), np.float64, 5)
-    Y = _rand((7, 5), np.float64, 6)
-    np.testing.assert_allclose(nm_kernels.matmul_nm_dense(A.values, A.positions, 8, 22, X), D @ X)
-    np.testing.assert_allclose(nm_kernels.tmatmul_nm_dense(A.values, A.positions, 8, 22, Y), D.T @ Y)
-    g = nm_kernels.sddmm_nm_dense(A.positions, 8, 22, Y, X)  # dYT [M, B], XT [K, B]
-    np.testing.assert_allclose(g, A.sampled_grad(Y.T, X.T))
-    with pytest.raises(ValueError, match=r"X must have shape \(22, N\), got \(21, 5\)"):
-        nm_kernels.matmul_nm_dense(A.values, A.positions, 8, 22, X[:21])
-    with pytest.raises(ValueError, match=r"Y must have shape \(7, N\)"):
-        nm_kernels.tmatmul_nm_dense(A.values, A.positions, 8, 22, X)
-    with pytest.raises(ValueError, match="do not match W"):
-        nm_kernels.sddmm_nm_dense(A.positions, 8, 22, Y, X.T)
+@pytest.mark.parametrize("kind", ["block:8x8", "block:5x3", "block:32x32", "2:4", "4:6->1:4"])
+@pytest.mark.parametrize("N", [1, 15, 17, 64, 70, 129])
+def test_register_tile_edges(kind, N):
+    """Every column slice width (wide / one register / masked) and ragged rows and columns."""
+    S, D = _make(kind, 45, 67, np.float32, 2, 0.5)
+    S.backend = "sparse"
+    _check_all_ops(S, D, np.float32, N=N, seed=N)
+
+
+@pytest.mark.parametrize("kind", ["1:4", "2:4", "3:8", "4:6->1:4", "2:3->1:2->1:2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_fallback_matches_dense(monkeypatch, kind, dtype):
+    """Without AVX-512 (or for patterns wider than a register) the gather kernels run."""
+    from flexsparse.kernels.cpu import lanes
+
+    monkeypatch.setattr(lanes, "has_avx512", lambda: False)
+    S, D = _make(kind, 23, 41, dtype, 5, 0.5)
+    S.backend = "sparse"
+    assert S._lanes(dtype) is None
+    _check_all_ops(S, D, dtype, N=9, seed=4)
 
 
 # Tiny inputs that go through every numba kernel; CI re-runs them with NUMBA_DISABLE_JIT=1.
@@ -198,10 +202,24 @@ def test_jitless_nm_group_skipping():
 def test_hss_matmul_many_k_blocks(monkeypatch, kind):
     """Tiny K-blocks and row tasks: every (row block, K-block) boundary is crossed."""
     from flexsparse.kernels.cpu import hss as hss_kernels
+    from flexsparse.kernels.cpu import lanes
 
+    monkeypatch.setattr(lanes, "has_avx512", lambda: False)  # the gather kernels
     monkeypatch.setattr(hss_kernels, "X_BLOCK_BYTES", 1)  # one top-level group per K-block
     monkeypatch.setattr(hss_kernels, "ROWS_PER_TASK", 3)
     S, D = _make(kind, 10, 45, np.float64, 3, 0.5)
     S.backend = "sparse"
     X = _rand((45, 5), np.float64, 9)
     np.testing.assert_allclose(S.matmul(X), D @ X, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["block:8x8", "2:4", "4:6->1:4", "3:8"])
+@pytest.mark.parametrize("backend", ["sparse", "dense"])
+def test_linear_with_bias(kind, backend):
+    S, D = _make(kind, 19, 40, np.float32, 3, 0.5)
+    S.backend = backend
+    X = _rand((13, 40), np.float32, 4)
+    b = _rand((19,), np.float32, 5)
+    np.testing.assert_allclose(S.linear(X, b), X @ D.T + b, **TOL[np.float32])
+    with pytest.raises(ValueError, match=r"bias must have shape \(19,\)"):
+        S.linear(X, b[:3])

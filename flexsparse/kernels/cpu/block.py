@@ -1,102 +1,145 @@
 """Numba CPU kernels for block-sparse (BSR-like) times dense.
 
 Inputs are the raw :class:`~flexsparse.formats.block.BlockSparse` buffers: ``indptr:
-int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``; the wrappers pad the dense
-operand with zero rows to whole blocks (only when the shape is ragged) and slice the
-result back, so the kernels see ``X: [gk*c, N]`` and write ``out: [gm*r, N]``.
+int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical shape
+``(M, K)`` (``gm = ceil(M/r)`` block rows; padding rows/columns of edge blocks hold 0).
 
-* ``matmul_block_dense``: ``out = W @ X``. Block rows in parallel; each block adds
-  ``values[b] @ X[bc*c:(bc+1)*c]`` into its ``r`` output rows with a register-blocked loop:
-  4 output rows x 4 rows of ``X`` per pass over ``N`` (16 FMAs per 4 loads of ``X`` and 4
-  load/stores of ``out``); the ``N`` loop is contiguous and vectorises. ``O(nb*r*c*N)``.
-  BLAS (``np.dot``) is not called per block: inside a numba parallel region it collides
-  with OpenBLAS's own threads (OpenBLAS warns "Detect OpenMP Loop and this application may
-  hang"), and the register-blocked loop measured faster anyway (32x32 blocks at 10%: 12.9 ms
-  vs 24 ms for np.dot per block and 15.7 ms for one gathered gemm per block row, busy machine).
-* ``tmatmul_block_dense``: ``out = W.T @ Y``; blocks visited column by column (a CSC order
-  the wrapper computes with one stable argsort, ``O(nb log nb)``), block columns in
-  parallel, each block adds ``values[b].T @ Y[rows]``.
-* ``sddmm_block_dense``: ``grad[b] = dYT[rows_b] @ XT[cols_b].T`` (weight gradient on stored
-  blocks only), blocks in parallel; ``O(nb*r*c*B)``.
+* :func:`matmul_block_dense`: ``out[M, N] = W @ X`` for ``X: [K, N]``. A register tile
+  is 4 output rows x one slice of ``X``'s columns (64 float32 / 32 float64 = four 64-byte
+  registers each, then one register, then a masked one for the ragged end); it stays in
+  registers over every stored block of the block row, so ``out`` is written once. Per
+  column ``k`` of a block: one load of ``X[k, slice]`` (4 registers) serves 4 broadcast
+  weights (16 FMAs per 4 vector loads + 4 broadcasts; a dense GEMM micro-kernel with the
+  block-column indirection outside the ``k`` loop). Block rows are split over threads by
+  estimated work (stored blocks + 1 per block row, contiguous, equal cost).
+  ``O(nb * r * c * N)``.
+* ``W.T @ Y`` runs the same kernel on the transposed block structure
+  (:func:`transpose_blocks`: a stable sort of the blocks by column, ``O(nb log nb)``,
+  values transposed per block).
+* :func:`sddmm_block_dense`: ``grad[b] = dYT[rows_b] @ XT[cols_b].T`` (weight gradient on
+  stored blocks only), blocks in parallel; ``O(nb * r * c * B)``.
+
+BLAS is not called per block: inside a numba parallel region it collides with OpenBLAS's
+own threads, and a 32x32x256 product is too small to amortise a call and its packing.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["matmul_block_dense", "run_matmul", "run_sampled", "run_tmatmul",
-           "sddmm_block_dense", "tmatmul_block_dense"]
+from flexsparse import _limits
+from flexsparse.kernels.cpu.simd import vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
+
+__all__ = ["matmul_block_dense", "run_matmul", "run_sampled", "run_tmatmul", "sddmm_block_dense",
+           "transpose_blocks"]
 
 
-@njit(cache=True, fastmath=True)
-def _accum(out, o0, X, x0, V, nr, nc):
-    """``out[o0:o0+nr] += V[:nr, :nc] @ X[x0:x0+nc]`` (``V`` may be a transposed view)."""
+@njit(cache=True, fastmath=True, inline="always")
+def _tile4_wide(indptr, indices, values, X, out, br, i0, j0, K, M):
+    """Rows ``i0..i0+3`` of block row ``br`` x columns ``j0 : j0 + 256 bytes`` of ``X``."""
+    _, r, c = values.shape
     N = X.shape[1]
-    i = 0
-    while i + 4 <= nr:
-        p0, p1, p2, p3 = out[o0 + i], out[o0 + i + 1], out[o0 + i + 2], out[o0 + i + 3]
-        k = 0
-        while k + 4 <= nc:
-            y0, y1, y2, y3 = X[x0 + k], X[x0 + k + 1], X[x0 + k + 2], X[x0 + k + 3]
-            a0, a1, a2, a3 = V[i, k], V[i, k + 1], V[i, k + 2], V[i, k + 3]
-            b0, b1, b2, b3 = V[i + 1, k], V[i + 1, k + 1], V[i + 1, k + 2], V[i + 1, k + 3]
-            c0, c1, c2, c3 = V[i + 2, k], V[i + 2, k + 1], V[i + 2, k + 2], V[i + 2, k + 3]
-            d0, d1, d2, d3 = V[i + 3, k], V[i + 3, k + 1], V[i + 3, k + 2], V[i + 3, k + 3]
-            for j in range(N):
-                t0, t1, t2, t3 = y0[j], y1[j], y2[j], y3[j]
-                p0[j] += a0 * t0 + a1 * t1 + a2 * t2 + a3 * t3
-                p1[j] += b0 * t0 + b1 * t1 + b2 * t2 + b3 * t3
-                p2[j] += c0 * t0 + c1 * t1 + c2 * t2 + c3 * t3
-                p3[j] += d0 * t0 + d1 * t1 + d2 * t2 + d3 * t3
-            k += 4
-        while k < nc:
-            y = X[x0 + k]
-            a, b, c, d = V[i, k], V[i + 1, k], V[i + 2, k], V[i + 3, k]
-            for j in range(N):
-                t = y[j]
-                p0[j] += a * t
-                p1[j] += b * t
-                p2[j] += c * t
-                p3[j] += d * t
-            k += 1
-        i += 4
-    while i < nr:
-        p = out[o0 + i]
-        k = 0
-        while k + 4 <= nc:
-            y0, y1, y2, y3 = X[x0 + k], X[x0 + k + 1], X[x0 + k + 2], X[x0 + k + 3]
-            a0, a1, a2, a3 = V[i, k], V[i, k + 1], V[i, k + 2], V[i, k + 3]
-            for j in range(N):
-                p[j] += a0 * y0[j] + a1 * y1[j] + a2 * y2[j] + a3 * y3[j]
-            k += 4
-        while k < nc:
-            y = X[x0 + k]
-            a = V[i, k]
-            for j in range(N):
-                p[j] += a * y[j]
-            k += 1
-        i += 1
+    a0 = vzeros(X, 256)
+    a1 = vzeros(X, 256)
+    a2 = vzeros(X, 256)
+    a3 = vzeros(X, 256)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        for k in range(min(c, K - k0)):
+            x = vload(X, (k0 + k) * N + j0, 256)
+            a0 = vfma(a0, vsplat(values[b, i0, k], 256), x)
+            a1 = vfma(a1, vsplat(values[b, i0 + 1, k], 256), x)
+            a2 = vfma(a2, vsplat(values[b, i0 + 2, k], 256), x)
+            a3 = vfma(a3, vsplat(values[b, i0 + 3, k], 256), x)
+    m = br * r + i0
+    if m < M:
+        vstore(out, m * N + j0, a0)
+    if m + 1 < M:
+        vstore(out, (m + 1) * N + j0, a1)
+    if m + 2 < M:
+        vstore(out, (m + 2) * N + j0, a2)
+    if m + 3 < M:
+        vstore(out, (m + 3) * N + j0, a3)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _tile4_narrow(indptr, indices, values, X, out, br, i0, j0, K, M):
+    """Rows ``i0..i0+3`` x one 64-byte register of columns from ``j0`` (masked at ``N``)."""
+    _, r, c = values.shape
+    N = X.shape[1]
+    n = N - j0
+    a0 = vzeros(X, 64)
+    a1 = vzeros(X, 64)
+    a2 = vzeros(X, 64)
+    a3 = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        for k in range(min(c, K - k0)):
+            x = vload_n(X, (k0 + k) * N + j0, 64, n)
+            a0 = vfma(a0, vsplat(values[b, i0, k], 64), x)
+            a1 = vfma(a1, vsplat(values[b, i0 + 1, k], 64), x)
+            a2 = vfma(a2, vsplat(values[b, i0 + 2, k], 64), x)
+            a3 = vfma(a3, vsplat(values[b, i0 + 3, k], 64), x)
+    m = br * r + i0
+    if m < M:
+        vstore_n(out, m * N + j0, a0, n)
+    if m + 1 < M:
+        vstore_n(out, (m + 1) * N + j0, a1, n)
+    if m + 2 < M:
+        vstore_n(out, (m + 2) * N + j0, a2, n)
+    if m + 3 < M:
+        vstore_n(out, (m + 3) * N + j0, a3, n)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _row1(indptr, indices, values, X, out, br, i, j0, K, M):
+    """One row ``i`` of block row ``br`` x one 64-byte register of columns (masked)."""
+    _, r, c = values.shape
+    N = X.shape[1]
+    n = N - j0
+    a = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        for k in range(min(c, K - k0)):
+            a = vfma(a, vsplat(values[b, i, k], 64), vload_n(X, (k0 + k) * N + j0, 64, n))
+    m = br * r + i
+    if m < M:
+        vstore_n(out, m * N + j0, a, n)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def matmul_block_dense(indptr, indices, values, X, out):
-    gm = indptr.shape[0] - 1
-    _, r, c = values.shape
-    for br in prange(gm):
-        for b in range(indptr[br], indptr[br + 1]):
-            _accum(out, br * r, X, indices[b] * c, values[b], r, c)
-    return out
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def tmatmul_block_dense(colptr, order, brows, indices, values, Y, out):
-    gk = colptr.shape[0] - 1
-    _, r, c = values.shape
-    for bc in prange(gk):
-        for q in range(colptr[bc], colptr[bc + 1]):
-            b = order[q]
-            _accum(out, bc * c, Y, brows[b] * r, values[b].T, c, r)
+def matmul_block_dense(indptr, indices, values, X, out, bounds):
+    """``out = W @ X`` (``out: [M, N]`` fully written); thread ``p`` runs block rows
+    ``bounds[p]:bounds[p+1]``."""
+    _, r, _ = values.shape
+    K, N = X.shape
+    M = out.shape[0]
+    wide = 256 // X.itemsize
+    lanes = 64 // X.itemsize
+    for p in prange(bounds.shape[0] - 1):
+        for br in range(bounds[p], bounds[p + 1]):
+            j0 = 0
+            while j0 + wide <= N:
+                i0 = 0
+                while i0 + 4 <= r:
+                    _tile4_wide(indptr, indices, values, X, out, br, i0, j0, K, M)
+                    i0 += 4
+                while i0 < r:
+                    for jj in range(j0, j0 + wide, lanes):
+                        _row1(indptr, indices, values, X, out, br, i0, jj, K, M)
+                    i0 += 1
+                j0 += wide
+            while j0 < N:
+                i0 = 0
+                while i0 + 4 <= r:
+                    _tile4_narrow(indptr, indices, values, X, out, br, i0, j0, K, M)
+                    i0 += 4
+                while i0 < r:
+                    _row1(indptr, indices, values, X, out, br, i0, j0, K, M)
+                    i0 += 1
+                j0 += lanes
     return out
 
 
@@ -104,12 +147,13 @@ def tmatmul_block_dense(colptr, order, brows, indices, values, Y, out):
 def sddmm_block_dense(brows, indices, dYT, XT, grad):
     nb, r, c = grad.shape
     B = dYT.shape[1]
+    M, K = dYT.shape[0], XT.shape[0]
     for b in prange(nb):
         r0 = brows[b] * r
         c0 = indices[b] * c
-        for i in range(r):
+        for i in range(min(r, M - r0)):
             dy = dYT[r0 + i]
-            for k in range(c):
+            for k in range(min(c, K - c0)):
                 x = XT[c0 + k]
                 acc = dy[0] * 0
                 for t in range(B):
@@ -118,51 +162,60 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
     return grad
 
 
-def _pad_rows(A: np.ndarray, rows: int) -> np.ndarray:
-    """``A`` with zero rows appended up to ``rows`` (no copy when already that tall)."""
-    if A.shape[0] == rows:
-        return A
-    P = np.zeros((rows,) + A.shape[1:], dtype=A.dtype)
-    P[:A.shape[0]] = A
-    return P
+# serial twin (``prange`` runs as ``range``); a plain function when jit is off
+_matmul_serial = njit(cache=True, fastmath=True)(
+    getattr(matmul_block_dense, "py_func", matmul_block_dense))
 
 
-def _grid(shape, block):
-    (M, K), (r, c) = shape, block
-    return -(-M // r), -(-K // c)
+def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:
+    """Contiguous split of the block rows into equal estimated work (blocks + 1 per row)."""
+    from flexsparse.kernels.cpu.partition import cost_partition
+
+    gm = indptr.shape[0] - 1
+    parts = 1 if serial else max(1, min(numba.get_num_threads(), gm))
+    return cost_partition(np.diff(indptr) + 1, parts).bounds
 
 
 def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
     """``W @ X`` -> ``[M, N]`` (``X`` C-contiguous ``[K, N]`` in ``values.dtype``)."""
-    (M, _), (r, c) = shape, block
-    gm, gk = _grid(shape, block)
-    out = np.zeros((gm * r, X.shape[1]), dtype=X.dtype)
-    if out.size and values.shape[0]:
-        matmul_block_dense(indptr, indices, values, _pad_rows(X, gk * c), out)
-    return out[:M]
+    M = shape[0]
+    out = np.empty((M, X.shape[1]), dtype=X.dtype)
+    if out.size == 0:
+        return out
+    if values.shape[0] == 0 or X.shape[0] == 0:
+        out[:] = 0
+        return out
+    # too little work to pay for waking the thread team: run serially (a twin kernel)
+    serial = values.size * X.shape[1] < _limits.PARALLEL_MIN_MACS
+    kernel = _matmul_serial if serial else matmul_block_dense
+    return kernel(indptr, indices, values, X, out, _bounds(indptr, serial))
+
+
+def transpose_blocks(indptr, indices, values, shape, block):
+    """Block structure of ``W.T``: ``(indptr, indices, values, shape, block)`` (stable sort by column)."""
+    (M, K), (r, c) = shape, block
+    gm, gk = -(-M // r), -(-K // c)
+    brows = np.repeat(np.arange(gm, dtype=np.int32), np.diff(indptr))
+    order = np.argsort(indices, kind="stable")
+    t_indptr = np.zeros(gk + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=gk), out=t_indptr[1:])
+    t_values = np.ascontiguousarray(values[order].transpose(0, 2, 1))
+    return t_indptr, brows[order], t_values, (K, M), (c, r)
 
 
 def run_tmatmul(indptr, indices, values, Y, shape, block) -> np.ndarray:
     """``W.T @ Y`` -> ``[K, N]`` (``Y`` C-contiguous ``[M, N]`` in ``values.dtype``)."""
-    (_, K), (r, c) = shape, block
-    gm, gk = _grid(shape, block)
-    out = np.zeros((gk * c, Y.shape[1]), dtype=Y.dtype)
-    if out.size and values.shape[0]:
-        brows = np.repeat(np.arange(gm, dtype=np.int64), np.diff(indptr))
-        order = np.argsort(indices, kind="stable")
-        colptr = np.zeros(gk + 1, dtype=np.int64)
-        np.cumsum(np.bincount(indices, minlength=gk), out=colptr[1:])
-        tmatmul_block_dense(colptr, order, brows, indices, values, _pad_rows(Y, gm * r), out)
-    return out[:K]
+    t = transpose_blocks(indptr, indices, values, shape, block)
+    return run_matmul(t[0], t[1], t[2], Y, t[3], t[4])
 
 
 def run_sampled(indptr, indices, dYT, XT, shape, block, dtype) -> np.ndarray:
     """Gradient on stored blocks, ``[nb, r, c]`` in ``dtype`` (padding slots get 0)."""
     (r, c) = block
-    gm, gk = _grid(shape, block)
+    gm = -(-shape[0] // r)
     nb = indices.shape[0]
     grad = np.zeros((nb, r, c), dtype=dYT.dtype)
     if nb and dYT.shape[1]:
         brows = np.repeat(np.arange(gm, dtype=np.int64), np.diff(indptr))
-        sddmm_block_dense(brows, indices, _pad_rows(dYT, gm * r), _pad_rows(XT, gk * c), grad)
+        sddmm_block_dense(brows, indices, dYT, XT, grad)
     return grad.astype(dtype, copy=False)

@@ -1,4 +1,8 @@
-"""Numba CPU kernels for HSS (and N:M, its one-level case) times dense.
+"""Numba CPU gather kernels for HSS (and N:M, its one-level case) times dense.
+
+``W.T @ Y`` always runs here; ``W @ X``, ``X @ W.T`` and the sampled gradient run here only
+where the lane-select kernels of :mod:`flexsparse.kernels.cpu.lanes` do not apply (no
+AVX-512, or a pattern whose kept slots span more columns than one register holds).
 
 The wrapper flattens an HSS matrix to fixed-width rows: ``cols: int32[M, S]`` and
 ``vals: [M, S]`` with ``S = n_top * prod(G_i)`` slots per row (an ELL-like layout that the
@@ -14,26 +18,34 @@ each kept level-0 group (``inner = prod(G_i, i >= 1)`` slots) holds a nonzero.
   pass over the output row adds ``sum_q v_q * X[c_q, :]`` for 8 gathered rows of ``X``
   (8 loads of ``X`` per load and store of ``out``; the ``N`` loop is contiguous and
   vectorises). ``O(nnz * N)`` flops.
-* ``tmatmul_hss_dense``: ``out[K, N] = W.T @ Y`` with ``Y: [M, N]`` (scatter-add into rows
-  of ``out``); parallel over column tiles of ``N`` so no two threads write one element.
+* ``tmatmul_csr_dense``: ``out[K, N] = W.T @ Y`` with ``Y: [M, N]`` on the column-major
+  (transposed CSR) order of the kept slots, which the format builds once (a stable sort
+  of the slot columns, ``O(nnz log nnz)``): row ``k`` of ``out`` gathers ``v * Y[m, :]``
+  over the slots of column ``k``; a register tile of 64 float32 (32 float64) columns,
+  two accumulator sets for two slots in flight; rows split over threads by slot count.
+* ``tmatmul_hss_dense``: the same by scatter-add into rows of ``out`` (parallel over column
+  tiles of ``N``); kept for reference and the tests.
 * ``sddmm_hss_dense``: ``out[m, s] = dot(dYT[m], XT[cols[m, s]])`` (sampled dense-dense
   product: the weight gradient on kept slots only; slots in the padding get 0).
   ``O(M * S * B)``.
 
 Measured (benchmarks/bench_structured.py, 4096x4096 @ 4096x256 fp32, 2 heavily shared
-cores): the gather-axpy runs at roughly a quarter of BLAS sgemm throughput per kept value
-(time / ideal 3.4-5.3), so N:M 1:8 and HSS 4:7->1:4 beat dense by 1.2-1.5x while 1:4 only
-breaks even; each kept value costs one load of ``X`` per FMA, where sgemm reuses a loaded
-value from registers many times.
+cores, before the lane-select kernels existed): the gather-axpy runs at roughly a quarter
+of BLAS sgemm throughput per kept value (time / ideal 3.4-5.3), so N:M 1:8 and HSS
+4:7->1:4 beat dense by 1.2-1.5x while 1:4 only breaks even; each kept value costs one load
+of ``X`` per FMA, where sgemm reuses a loaded value from registers many times.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["matmul_hss_dense", "run_matmul", "run_sampled", "run_tmatmul",
-           "sddmm_hss_dense", "tmatmul_hss_dense"]
+from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
+
+__all__ = ["matmul_hss_dense", "run_matmul", "run_sampled", "run_tmatmul", "run_tmatmul_csr",
+           "sddmm_hss_dense", "tmatmul_csr_dense", "tmatmul_hss_dense", "transposed_csr"]
 
 
 @njit(cache=True, fastmath=True)
@@ -116,6 +128,67 @@ def tmatmul_hss_dense(cols, vals, flags, inner, Y, out, n_tile):
                 for j in range(j1 - j0):
                     o[j] += v * y[j]
     return out
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def tmatmul_csr_dense(indptr, rows, vals, Y, out, bounds):
+    """``out[k, :] = sum_p vals[p] * Y[rows[p], :]`` over ``p`` in ``indptr[k]:indptr[k+1]``;
+    thread ``q`` runs rows ``bounds[q]:bounds[q+1]``; ``out`` fully written."""
+    N = Y.shape[1]
+    wide = 256 // Y.itemsize
+    for q in prange(bounds.shape[0] - 1):
+        for k in range(bounds[q], bounds[q + 1]):
+            p0, p1 = indptr[k], indptr[k + 1]
+            j0 = 0
+            while j0 + wide <= N:
+                a = vzeros(Y, 256)
+                b = vzeros(Y, 256)
+                p = p0
+                while p + 2 <= p1:
+                    a = vfma(a, vsplat(vals[p], 256), vload(Y, rows[p] * N + j0, 256))
+                    b = vfma(b, vsplat(vals[p + 1], 256), vload(Y, rows[p + 1] * N + j0, 256))
+                    p += 2
+                if p < p1:
+                    a = vfma(a, vsplat(vals[p], 256), vload(Y, rows[p] * N + j0, 256))
+                vstore(out, k * N + j0, vadd(a, b))
+                j0 += wide
+            while j0 < N:
+                n = N - j0
+                a = vzeros(Y, 64)
+                for p in range(p0, p1):
+                    a = vfma(a, vsplat(vals[p], 64), vload_n(Y, rows[p] * N + j0, 64, n))
+                vstore_n(out, k * N + j0, a, n)
+                j0 += 64 // Y.itemsize
+    return out
+
+
+def transposed_csr(cols: np.ndarray, K: int):
+    """Column-major order of the kept slots: ``(indptr int64[K+1], rows int32[n], order int64[n])``.
+
+    ``cols: [M, S]`` slot columns; slots in the padding (``>= K``) are left out; ``order``
+    indexes the flattened ``[M, S]`` values. ``O(M S log(M S))``.
+    """
+    M, S = cols.shape
+    flat = cols.reshape(-1)
+    keep = np.flatnonzero(flat < K)
+    order = keep[np.argsort(flat[keep], kind="stable")]
+    indptr = np.zeros(K + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat[keep], minlength=K), out=indptr[1:])
+    rows = (order // max(S, 1)).astype(np.int32 if M < 2**31 else np.int64)
+    return indptr, rows, order
+
+
+def run_tmatmul_csr(indptr, rows, vals_t, Y, K):
+    """``W.T @ Y`` -> ``[K, N]`` from :func:`transposed_csr` and the values in that order."""
+    from flexsparse.kernels.cpu.partition import cost_partition
+
+    out = np.empty((K, Y.shape[1]), dtype=Y.dtype)
+    if out.size == 0:
+        return out
+    parts = max(1, min(numba.get_num_threads(), K))
+    bounds = cost_partition(np.diff(indptr) + 1, parts).bounds
+    return tmatmul_csr_dense(indptr, rows, np.ascontiguousarray(vals_t, dtype=Y.dtype),
+                             np.ascontiguousarray(Y), out, bounds)
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -1,0 +1,86 @@
+"""COO -> dense: scatter every stored entry to its row-major linear index, computed on the fly.
+
+Algorithm: ``out.flat[sum_m coords[m, t] * strides[m]] (+)= data[t]``, one pass over the
+entries with no int64 index array materialised (NumPy's ``ravel_multi_index`` + ``bincount``
+builds two). Coordinates that may repeat (a non-canonical COO) are summed serially in input
+order, as ``bincount`` does; unique coordinates are stored by a parallel loop once there are
+enough of them to pay for the thread launch.
+
+Formats: ``coords [ndim, nnz]`` of any integer dtype, ``data [nnz]`` numeric (bool is
+excluded by the caller); ``out`` a zeroed C-contiguous array viewed flat.
+
+Cost: O(nnz * ndim) time, no workspace.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatter_unique_kernel"]
+
+#: Unique coordinates are scattered by a parallel loop from this many entries. The scatter is
+#: bound by memory traffic (~1.4 ns per entry on one core of the 2-core test VM: 165K
+#: chemistry integrals in 0.23 ms). On that machine a parallel scatter of those 165K entries
+#: made the BLAS call that follows 20x slower (22 ms instead of 0.6 ms, numba's OpenMP
+#: threads and OpenBLAS's competing for the two cores), so only scatters of millions of
+#: entries, which take milliseconds themselves, run in parallel.
+PARALLEL_MIN_NNZ = 1 << 22
+
+
+@njit(cache=True)
+def scatter_add_kernel(coords, data, strides, out):
+    """``out[lin(t)] += data[t]`` for every entry, in order (duplicates accumulate)."""
+    k = coords.shape[0]
+    if k == 3:  # the common tensor order, with the strides in registers
+        s0 = strides[0]
+        s1 = strides[1]
+        c0 = coords[0]
+        c1 = coords[1]
+        c2 = coords[2]
+        for t in range(data.shape[0]):
+            out[np.int64(c0[t]) * s0 + np.int64(c1[t]) * s1 + np.int64(c2[t])] += data[t]
+        return
+    for t in range(data.shape[0]):
+        lin = np.int64(0)
+        for m in range(k):
+            lin += np.int64(coords[m, t]) * strides[m]
+        out[lin] += data[t]
+
+
+@njit(cache=True, parallel=True)
+def scatter_unique_kernel(coords, data, strides, chunk, out):
+    """``out[lin(t)] = data[t]`` for unique coordinates, in parallel chunks of entries."""
+    k = coords.shape[0]
+    n = data.shape[0]
+    for c in prange((n + chunk - 1) // chunk):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        if k == 3:
+            s0 = strides[0]
+            s1 = strides[1]
+            c0 = coords[0]
+            c1 = coords[1]
+            c2 = coords[2]
+            for t in range(lo, hi):
+                out[np.int64(c0[t]) * s0 + np.int64(c1[t]) * s1 + np.int64(c2[t])] = data[t]
+        else:
+            for t in range(lo, hi):
+                lin = np.int64(0)
+                for m in range(k):
+                    lin += np.int64(coords[m, t]) * strides[m]
+                out[lin] = data[t]
+
+
+def scatter_coo_dense(coords: np.ndarray, data: np.ndarray, out: np.ndarray, unique: bool) -> None:
+    """Scatter a COO's entries into the zeroed C-contiguous ``out`` (its shape gives the strides)."""
+    strides = np.ones(out.ndim, dtype=np.int64)
+    for m in range(out.ndim - 2, -1, -1):
+        strides[m] = strides[m + 1] * out.shape[m + 1]
+    flat = out.reshape(-1)
+    threads = numba.get_num_threads()
+    if unique and data.shape[0] >= PARALLEL_MIN_NNZ and threads > 1:
+        scatter_unique_kernel(coords, data, strides, np.int64(-(-data.shape[0] // threads)), flat)
+    else:
+        scatter_add_kernel(coords, data, strides, flat)

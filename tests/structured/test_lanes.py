@@ -1,0 +1,144 @@
+"""Lane-select kernels (N:M / HSS, AVX-512) against dense NumPy: plans, packing, ragged shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flexsparse.kernels.cpu import lanes
+from flexsparse.prune import prune
+
+pytestmark = pytest.mark.skipif(not lanes.has_avx512(), reason="lane-select kernels need AVX-512")
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
+PATTERNS = ["1:4", "2:4", "3:8", "1:1", "4:6->1:4", "3:4->2:4", "2:3->1:2->1:2", "1:16"]
+
+
+def _setup(spec, M, K, dtype, seed, fill=None):
+    rng = np.random.default_rng(seed)
+    S = prune(rng.standard_normal((M, K)).astype(dtype), spec)
+    if fill is not None:
+        S = S.with_values(np.full_like(S.values, fill))
+        S = S.with_values(np.where(S.columns().reshape(S.values.shape) < K, S.values, 0))
+    plan = lanes.lane_plan(S.pattern.levels, np.dtype(dtype).itemsize)
+    return S, plan
+
+
+@pytest.mark.parametrize("spec, windows", [("1:4", ((0, 4), (0,))), ("2:4", ((0, 8), (0,))),
+                                            ("4:6->1:4", ((0, 2, 4), (0, 8))), ("3:8", ((0, 6), (0,)))])
+def test_plan_windows(spec, windows):
+    plan = lanes.lane_plan(prune(np.ones((1, 48)), spec).pattern.levels, 4)
+    assert (plan.wslot, plan.wbase) == windows
+    assert plan.lanes == 16 and plan.sg_span % 16 in (0, 8)
+
+
+def test_no_plan_when_a_slot_range_is_too_wide():
+    assert lanes.lane_plan(((4, 6), (1, 4)), 8) is None  # 12-column range > 8 float64 lanes
+    assert lanes.lane_plan(((1, 32),), 4) is None
+    assert lanes.lane_plan(((1, 4),), 2) is None  # float16: no kernel
+
+
+@pytest.mark.parametrize("spec", PATTERNS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_roundtrip_and_index_range(spec, dtype):
+    S, plan = _setup(spec, 21, 50, dtype, 1)
+    if plan is None:
+        pytest.skip("pattern wider than a register at this dtype")
+    vals = S.values.reshape(21, -1)
+    pv = lanes.pack_values(vals, plan)
+    pi = lanes.pack_index(S.columns(), plan, dtype)
+    assert pv.shape == pi.shape and pv.shape[2] == plan.lanes
+    assert pi.dtype == (np.int32 if dtype == np.float32 else np.int64)
+    assert pi.min() >= 0 and pi.max() < plan.lanes
+    np.testing.assert_array_equal(lanes.unpack_values(pv, 21, vals.shape[1]), vals)
+
+
+def test_pack_index_rejects_a_foreign_layout():
+    S, plan = _setup("1:4", 16, 32, np.float32, 0)
+    cols = S.columns().copy()
+    cols[0, 0] = 31  # slot 0 can only hold a column of the first group
+    with pytest.raises(ValueError, match="outside its lane window"):
+        lanes.pack_index(cols, plan, np.float32)
+
+
+@pytest.mark.parametrize("spec", PATTERNS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M, K, B", [(37, 53, 1), (16, 64, 8), (33, 100, 9), (5, 3, 17), (64, 49, 24)])
+def test_linear_sampled_match_dense(spec, dtype, M, K, B):
+    S, plan = _setup(spec, M, K, dtype, M + K + B)
+    if plan is None:
+        pytest.skip("pattern wider than a register at this dtype")
+    D = S.todense()
+    rng = np.random.default_rng(B)
+    X = rng.standard_normal((B, K)).astype(dtype)
+    dY = rng.standard_normal((B, M)).astype(dtype)
+    vals = S.values.reshape(M, -1)
+    Sl = vals.shape[1]
+    pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, dtype)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, X, M), X @ D.T, **tol)
+    np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, X, M, trans_out=True), D @ X.T, **tol)
+    XT = np.ascontiguousarray(X.T)
+    np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, XT, M, trans_in=True, trans_out=True),
+                               D @ XT, **tol)
+    G = lanes.unpack_values(lanes.run_sampled(pi, plan, Sl, dY, X), M, Sl)
+    cols = S.columns()
+    full = dY.T @ X
+    want = np.where(cols < K, full[np.arange(M)[:, None], np.minimum(cols, K - 1)], 0)
+    np.testing.assert_allclose(G, want, **tol)
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.0])
+def test_none_kept_and_all_kept(fill):
+    """All kept slots zero, and every kept slot 1 (the ragged padding slots stay 0)."""
+    S, plan = _setup("2:4", 19, 30, np.float32, 3, fill=fill)
+    S.backend = "sparse"
+    X = np.random.default_rng(0).standard_normal((7, 30)).astype(np.float32)
+    np.testing.assert_allclose(S.linear(X), X @ S.todense().T, rtol=2e-4, atol=2e-4)
+    assert S._lanes(np.float32) is not None
+
+
+def test_dense_pattern_and_empty_rows():
+    W = np.random.default_rng(0).standard_normal((20, 40)).astype(np.float32)
+    W[3] = 0  # an empty row
+    for spec in ("1:1", "4:4"):
+        S = prune(W, spec)
+        S.backend = "sparse"
+        X = np.random.default_rng(1).standard_normal((40, 5)).astype(np.float32)
+        np.testing.assert_allclose(S @ X, W @ X, rtol=2e-4, atol=2e-4)
+
+
+def test_values_repacked_after_invalidate():
+    S, _ = _setup("1:4", 16, 32, np.float32, 0)
+    S.backend = "sparse"
+    X = np.eye(32, dtype=np.float32)
+    np.testing.assert_allclose(S @ X, S.todense(), rtol=1e-6)
+    S.values[...] *= 2  # in place: stale until invalidated
+    S.invalidate_cache()
+    np.testing.assert_allclose(S @ X, S.todense(), rtol=1e-6)
+    T = S.with_values(S.values * 3)  # a new object shares the index, not the values
+    np.testing.assert_allclose(T @ X, T.todense(), rtol=1e-6)
+    np.testing.assert_allclose(S @ X, S.todense(), rtol=1e-6)
+
+
+def test_transpose_helper():
+    A = np.arange(70000, dtype=np.float32).reshape(350, 200)
+    np.testing.assert_array_equal(lanes.transpose(A), A.T)
+    np.testing.assert_array_equal(lanes.transpose(A[:10, :7]), A[:10, :7].T)
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "block:8x8", "block:5x3"])
+def test_parallel_kernels(monkeypatch, spec):
+    """Small products run serial twins; force the threaded kernels (several parts) too."""
+    from flexsparse import _limits
+
+    monkeypatch.setattr(_limits, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((70, 90)).astype(np.float32)
+    S = prune(W, spec, density=0.5) if spec.startswith("block") else prune(W, spec)
+    S.backend = "sparse"
+    D = S.todense()
+    X = rng.standard_normal((90, 33)).astype(np.float32)
+    Xb = rng.standard_normal((20, 90)).astype(np.float32)
+    np.testing.assert_allclose(S @ X, D @ X, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(S.linear(Xb), Xb @ D.T, rtol=2e-4, atol=2e-4)
