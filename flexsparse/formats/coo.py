@@ -300,9 +300,10 @@ class COO(SparseArray):
         if self.nnz:
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
-            elif self.dtype.kind in "iufc":
+            elif self.dtype.kind in "iufc" and self.dtype != np.float16:
                 # one compiled pass, linear index computed on the fly (the dense array exists,
-                # so it fits int64); duplicates of a non-canonical tensor accumulate in order
+                # so it fits int64); duplicates of a non-canonical tensor accumulate in order.
+                # numba has no float16 type: half precision takes the NumPy scatter below
                 from flexsparse.kernels.cpu.scatter import scatter_coo_dense
 
                 scatter_coo_dense(self.coords, self.data, out, self.canonical)

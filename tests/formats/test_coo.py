@@ -347,3 +347,17 @@ def test_matmul_delegates_to_engine():
     b = np.arange(12.0).reshape(3, 4)
     got = COO.from_numpy(a) @ COO.from_numpy(b)
     np.testing.assert_allclose(np.asarray(got.todense() if hasattr(got, "todense") else got), a @ b)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.int8, np.complex64, np.bool_])
+@pytest.mark.parametrize("canonical", [True, False])
+def test_todense_every_numeric_dtype(dtype, canonical):
+    # half precision has no numba type and must take the NumPy scatter
+    coords = np.array([[0, 1, 1, 2], [2, 0, 0, 1]]) if not canonical else np.array([[0, 1, 2], [2, 0, 1]])
+    data = np.arange(1, coords.shape[1] + 1).astype(dtype)
+    t = COO(coords, data, (3, 3))
+    expect = np.zeros((3, 3), dtype=dtype)
+    np.add.at(expect, tuple(coords), data)
+    got = t.todense()
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expect)
