@@ -23,6 +23,9 @@
      by group during the sweep (``prune_mask`` on the group's columns, saliency
      ``w^2 / U_jj^2``); block masks, whose choice is global, up front from
      ``|w| / sqrt(diag(H^-1))`` (block norm = summed saliency).
+  5. when rows share their kept sets (blocks: one per block row, at most
+     :data:`REFIT_MAX_SUPPORTS`), the kept weights are refit by exact least squares on the
+     mask, ``w_S = H[S, S]^-1 C[i, S]``: one Cholesky factorisation per distinct kept set.
 
   Cost per layer: ``O(N K^2)`` for ``H`` (``N`` tokens), ``O(K^3)`` for the inverse and
   the Cholesky factor, ``O(M K^2)`` for the sweep; plus, per group of layers sharing an
@@ -63,6 +66,13 @@ MAX_ADAPTIVE_SPAN = 512
 
 #: Refit the kept weights by exact least squares after the sweep chose the mask.
 REFIT = True
+
+#: The refit costs one Cholesky factorisation per distinct kept set of a row, so it runs
+#: only when rows share their kept sets (blocks: one set per block row). N:M and HSS give
+#: every row its own set: on MiniLM that is 384 factorisations of 768x768 for each FFN
+#: output layer, and the whole-model init had not finished after 8 CPU minutes (2 threads,
+#: 2026-11-29) where the sweep alone takes seconds per layer.
+REFIT_MAX_SUPPORTS = 64
 
 
 class _Stop(Exception):
@@ -357,8 +367,9 @@ def _refit(R: torch.Tensor, Hc: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 def _reconstruct(layer: MaskedLinear, H: torch.Tensor, C: torch.Tensor | None, damp: float,
                  refit: bool | None = None) -> None:
     """Least-squares target map from ``H`` and ``C`` (``None``: the layer's own weights), the
-    OBS sweep that chooses the mask, then (``refit``) the exact least squares of the kept
-    weights on that mask; installs weights, bias and mask."""
+    OBS sweep that chooses the mask, then (``refit``; default: when at most
+    :data:`REFIT_MAX_SUPPORTS` distinct kept sets) the exact least squares of the kept weights
+    on that mask; installs weights, bias and mask."""
     W = layer.weight.detach().to("cpu", torch.float64)
     M, K = W.shape
     has_bias = layer.bias is not None
@@ -401,7 +412,9 @@ def _reconstruct(layer: MaskedLinear, H: torch.Tensor, C: torch.Tensor | None, d
             Q1[:, j], E1[:, j] = q, err
         Wc[:, i:e] = Q1
         Wc[:, e:] -= E1 @ U[i:e, e:]
-    if REFIT if refit is None else refit:
+    if refit is None:
+        refit = REFIT and torch.unique(mask.to(torch.bool), dim=0).shape[0] <= REFIT_MAX_SUPPORTS
+    if refit:
         Wc = _refit(Wstar @ Hc, Hc, mask)
     with torch.no_grad():
         layer.weight.copy_(Wc[:, :K].to(layer.weight.dtype))

@@ -298,6 +298,26 @@ def test_refit_is_exact_least_squares_on_the_mask():
         assert torch.all(W[i][mask[i] == 0] == 0)
 
 
+@pytest.mark.parametrize("pattern, density", [("block:8x8", 0.25), ("2:4", None)])
+def test_refit_runs_only_when_rows_share_kept_sets(monkeypatch, pattern, density):
+    from flexsparse.torch import finetune_init
+    refit_rows = []
+    real = finetune_init._refit
+    monkeypatch.setattr(finetune_init, "_refit", lambda *a: refit_rows.append(a[2].shape[0]) or real(*a))
+    model, data = _setup()
+    layers = {}
+    for name in ("fc1", "fc2"):
+        ml = MaskedLinear(getattr(model, name), pattern, density, Masked())
+        setattr(model, name, ml)
+        layers[name] = ml
+    finetune_init.init_masks("sparsegpt", model, None, layers, data, target="local")
+    for ml in layers.values():   # fc1 has 96 rows, fc2 24: rows tell the layers apart
+        sets = torch.unique(ml.mask.to(torch.bool), dim=0).shape[0]
+        assert (ml.mask.shape[0] in refit_rows) == (sets <= finetune_init.REFIT_MAX_SUPPORTS)
+    if pattern == "2:4":         # 96 rows of 2:4 over 48 columns: nearly every row its own set
+        assert 96 not in refit_rows
+
+
 def test_deterministic_with_seed():
     results = []
     for _ in range(2):
