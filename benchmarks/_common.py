@@ -17,7 +17,11 @@ graphs pygsp ships), and :func:`power_law_graph`, a generated graph drawn by
 from __future__ import annotations
 
 import math
+import os
+import platform
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -156,3 +160,57 @@ def power_law_graph(n: int, nnz: int, alpha: float = 0.8, seed: int = 0, symmetr
     else:
         g.data[:] = 1.0 - np.random.default_rng(seed + 1).random(g.nnz)
     return sp.csr_array(g)
+
+
+# ---------------------------------------------------------------------- run context
+def machine() -> str:
+    """CPU model, core count and memory of this machine (Linux ``/proc``; best effort elsewhere)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{mem}"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (``uptime``), or ``"n/a"``."""
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "n/a"
+
+
+#: Environment variables that set thread counts, shown in the command line of :func:`run_context`.
+_THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def command_line() -> str:
+    """This process's command line, led by the thread-count variables set in its environment:
+    call it before the script sets any of them itself."""
+    env = [f"{v}={os.environ[v]}" for v in _THREAD_VARS if v in os.environ]
+    return " ".join(env + [shlex.quote(a) for a in [Path(sys.executable).name] + sys.argv])
+
+
+def run_context(start_load: str, command: str | None = None) -> str:
+    """Markdown lines naming the date, machine, load (at start and now), command and versions:
+    printed above every results table so it can be pasted into BENCHMARKS.md as it is."""
+    import numba
+
+    cmd = command if command is not None else command_line()
+    versions = f"Python {sys.version.split()[0]}, NumPy {np.__version__}, numba {numba.__version__}"
+    return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+            f"- machine: {machine()}; {versions}\n"
+            f"- load average (1/5/15 min): {start_load} at start, {load_average()} at the end\n"
+            f"- command: `{cmd}`")

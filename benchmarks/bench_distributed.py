@@ -12,12 +12,16 @@ processes >= 1.6x faster than one; peak RSS of each worker <= 1.1x its memory li
 product completes. Side by side: ``dask.array.tensordot`` on pydata/sparse chunks of the same
 inputs (time and peak worker memory; failures recorded as results).
 
-Times are minima over ``--repeat`` warm runs; every cluster is fresh per configuration, worker
-peak memory is the process high-water mark (``ru_maxrss``) read from each worker after the run.
-Usage::
+Times are minima over ``--repeat`` warm runs of a call given a running cluster (``client=``);
+every cluster is fresh per configuration; one call that starts its own embedded cluster is
+timed separately (start-up). CPU seconds of the calling process (client and scheduler) and of
+the workers are taken around the best run: the serial part of a call, robust under load, and
+the Amdahl bound of two workers ``(S + P) / (S + P / 2)`` from one worker's figures. Worker
+peak memory is each worker's resident high-water mark (``VmHWM``) after the runs. The last
+lines are a markdown table of every target with its ratio. Usage::
 
     python benchmarks/bench_distributed.py [--scale 15] [--repeat 3] [--worker-memory 3GB] [--big]
-                                           [--json out.json]
+                                           [--no-peers] [--no-startup] [--json out.json]
 """
 
 from __future__ import annotations
@@ -74,22 +78,39 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _min_time(fn, repeat):
-    best, out = float("inf"), None
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, every thread included."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _min_time(fn, repeat, worker_cpu=None):
+    """``(best wall seconds, result, CPU seconds of the calling process, CPU seconds of the workers)``
+    of the run with the best wall time; CPU time counts work done, whatever else runs on the
+    machine, so it shows where the work went even under load."""
+    best, out, cpu, wcpu = float("inf"), None, 0.0, 0.0
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        w0 = worker_cpu() if worker_cpu else 0.0
+        c0, t0 = _cpu_seconds(), time.perf_counter()
+        res = fn()
+        t, c = time.perf_counter() - t0, _cpu_seconds() - c0
+        w = (worker_cpu() - w0) if worker_cpu else 0.0
+        if t < best:
+            best, out, cpu, wcpu = t, res, c, w
+    return best, out, cpu, wcpu
 
 
 def in_process(spec, ops, threads, repeat):
     fs.einsum(spec, *ops, threads=threads)           # warm (compile)
-    return _min_time(lambda: fs.einsum(spec, *ops, threads=threads), repeat)
+    best, out, cpu, _ = _min_time(lambda: fs.einsum(spec, *ops, threads=threads), repeat)
+    return best, out, cpu
 
 
 def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
-    """(best seconds, result, peak RSS of each worker, reports) on a fresh LocalCluster of processes."""
+    """``{seconds, result, peaks, reports, client_cpu, worker_cpu}`` of the best of ``repeat`` warm
+    calls on a fresh LocalCluster of worker processes passed in with ``client=`` (what a user with
+    a running cluster sees; the scheduler runs in this process, so its CPU time counts as the
+    client's). ``peaks``: each worker's resident high-water mark."""
     from distributed import Client, LocalCluster
 
     from flexsparse import distributed as fd
@@ -98,17 +119,30 @@ def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
                       dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
         c.run(lambda: fs.einsum("ij,jk->ik", fs.random((50, 50), 0.1, seed=0), fs.random((50, 50), 0.1, seed=1),
                                 memory_limit="1MB"))        # compile the kernels in every worker
+
+        def worker_cpu():
+            return float(sum(c.run(_cpu_seconds).values()))
+
         kwargs = dict(client=c, progress=False, return_report=True)
         if out is not None:
             kwargs["out"] = out
-            t0 = time.perf_counter()
-            res, reports = fd.einsum(spec, *ops, **kwargs)
-            best = time.perf_counter() - t0
+            repeat = 1
         else:
             fd.einsum(spec, *ops, **kwargs)                  # warm
-            best, (res, reports) = _min_time(lambda: fd.einsum(spec, *ops, **kwargs), repeat)
+        best, (res, reports), cpu, wcpu = _min_time(lambda: fd.einsum(spec, *ops, **kwargs), repeat, worker_cpu)
         peaks = sorted(c.run(_peak_rss).values())
-    return best, res, peaks, reports
+    return {"seconds": best, "result": res, "peaks": peaks, "reports": reports, "client_cpu": cpu,
+            "worker_cpu": wcpu}
+
+
+def embedded_startup(spec, ops, workers, worker_memory):
+    """Seconds of one call that starts (and stops) its own embedded cluster, against the same call
+    on a running cluster: the difference is the start-up a one-off call pays."""
+    from flexsparse import distributed as fd
+
+    t0 = time.perf_counter()
+    fd.einsum(spec, *ops, workers=workers, worker_memory=worker_memory, progress=False)
+    return time.perf_counter() - t0
 
 
 def dask_pydata(spec_axes, a, b, chunks, worker_memory, workers=2):
@@ -151,32 +185,71 @@ def row(name, **kw):
     return {"name": name, **kw}
 
 
-def run_workload(name, spec, ops, axes, chunks, args, results):
+def run_workload(name, spec, ops, axes, chunks, args, results, table):
     from flexsparse._util import parse_bytes
 
     wm = parse_bytes(args.worker_memory)
-    t_in1, ref = in_process(spec, ops, 1, args.repeat)
-    t_in2, _ = in_process(spec, ops, 2, args.repeat)
-    t1, r1, p1, rep1 = on_cluster(spec, ops, 1, wm, args.repeat)
-    t2, r2, p2, rep2 = on_cluster(spec, ops, 2, wm, args.repeat)
-    ok = _same(r2, ref)
-    tiles = getattr(rep2[0], "tiles", None) if rep2 else None
-    results.append(row(f"{name}: in-process 1 thread / 2 threads", seconds=f"{t_in1:.3f} / {t_in2:.3f}"))
+    t_in1, ref, cpu_in1 = in_process(spec, ops, 1, args.repeat)
+    t_in2, _, _ = in_process(spec, ops, 2, args.repeat)
+    one = on_cluster(spec, ops, 1, wm, args.repeat)
+    two = on_cluster(spec, ops, 2, wm, args.repeat)
+    t1, t2 = one["seconds"], two["seconds"]
+    ok = _same(two["result"], ref) and _same(one["result"], ref)
+    rep = [r for r in one["reports"] if getattr(r, "strategy", "local") != "local"]
+    tiles = getattr(two["reports"][0], "tiles", None) if two["reports"] else None
+    results.append(row(f"{name}: in-process 1 thread / 2 threads", seconds=f"{t_in1:.3f} / {t_in2:.3f}",
+                       cpu_1thread=f"{cpu_in1:.3f}"))
     results.append(row(f"{name}: 1 worker / 2 workers", seconds=f"{t1:.3f} / {t2:.3f}",
                        one_worker_over_engine=f"{t1 / t_in1:.2f}", speedup_2w=f"{t1 / t2:.2f}",
-                       tiles=tiles, equal=ok))
-    if rep1 and hasattr(rep1[0], "received_bytes"):
-        r = rep1[0]
-        results.append(row(f"{name}: 1 worker: product / gathered / assembly",
-                           seconds=f"{r.total_seconds:.3f}", received_mb=f"{r.received_bytes / 2**20:.0f}",
-                           assembly=f"{r.assemble_seconds:.3f}", planning=f"{r.plan_seconds:.3f}"))
-    results.append(row(f"{name}: worker peak RSS / limit", one_worker=f"{max(p1) / wm:.2f}",
-                       two_workers=f"{max(p2) / wm:.2f}", peak_mb=f"{max(p1 + p2) / 2**20:.0f}"))
+                       tiles=tiles, equal=ok, gather=getattr(two["reports"][0], "gather", None)
+                       if two["reports"] else None))
+    # where the work went: CPU seconds of the calling process (client + scheduler) and of the workers
+    s1, p1 = one["client_cpu"], one["worker_cpu"]
+    s2, p2 = two["client_cpu"], two["worker_cpu"]
+    amdahl = (s1 + p1) / (s1 + p1 / 2) if s1 + p1 > 0 else float("nan")
+    results.append(row(f"{name}: CPU s client / workers", one_worker=f"{s1:.3f} / {p1:.3f}",
+                       two_workers=f"{s2:.3f} / {p2:.3f}", amdahl_bound_2w=f"{amdahl:.2f}"))
+    if rep:
+        r = rep[0]
+        results.append(row(f"{name}: 1 worker: product / planning / gathering",
+                           seconds=f"{r.total_seconds:.3f} / {r.plan_seconds:.3f} / {r.assemble_seconds:.3f}",
+                           received_mb=f"{r.received_bytes / 2**20:.1f}",
+                           shared_mb=f"{getattr(r, 'shared_bytes', 0) / 2**20:.1f}"))
+    pk1, pk2 = max(one["peaks"]) / wm, max(two["peaks"]) / wm
+    results.append(row(f"{name}: worker peak RSS / limit", one_worker=f"{pk1:.2f}",
+                       two_workers=f"{pk2:.2f}", peak_mb=f"{max(one['peaks'] + two['peaks']) / 2**20:.0f}"))
+    table.append((f"{name}: 1 worker / in-process engine (1 thread)", "<= 1.3x", f"{t1 / t_in1:.2f}x",
+                  t1 / t_in1 <= 1.3, f"{t1:.3f} s / {t_in1:.3f} s"))
+    if rep:
+        table.append((f"{name}: 2 workers speed-up over 1", ">= 1.6x", f"{t1 / t2:.2f}x", t1 / t2 >= 1.6,
+                      f"{t1:.3f} s / {t2:.3f} s; CPU client {s1:.2f} s + workers {p1:.2f} s "
+                      f"(Amdahl bound {amdahl:.2f}x)"))
+    else:   # below local_flops: the call ran wholly in the calling process, no worker took part
+        table.append((f"{name}: 2 workers speed-up over 1", ">= 1.6x", "n/a", None,
+                      f"ran in process (below local_flops): {t1:.4f} s / {t2:.4f} s"))
+    table.append((f"{name}: worker peak RSS / limit", "<= 1.1", f"{max(pk1, pk2):.2f}", max(pk1, pk2) <= 1.1,
+                  f"limit {wm / 2**30:.1f} GiB"))
+    table.append((f"{name}: result equals the in-process engine's", "equal", str(ok), ok, ""))
+    if args.startup:
+        t_emb = embedded_startup(spec, ops, 2, wm)
+        results.append(row(f"{name}: one call with an embedded 2-worker cluster", seconds=f"{t_emb:.2f}",
+                           startup=f"{t_emb - t2:.2f}"))
     if args.peers:
         secs, peaks, err = dask_pydata(axes, ops[0], ops[1], chunks, wm)
         results.append(row(f"{name}: dask.array + pydata tensordot (2 workers)",
                            seconds=f"{secs:.3f}", peak=f"{max(peaks) / wm:.2f}" if peaks else "n/a",
                            error=err or "none"))
+        table.append((f"{name}: dask.array + pydata (2 workers) / flexsparse (2 workers)", "side by side",
+                      f"{secs / t2:.1f}x" if not err else "failed", True,
+                      f"{secs:.2f} s, peak {max(peaks) / wm:.2f} of limit" if peaks else (err or "")))
+
+
+def print_table(table):
+    """Every target as one markdown row: measured ratio and whether it holds."""
+    print("\n| target | goal | measured | holds | detail |\n|---|---|---|---|---|")
+    for name, goal, got, holds, detail in table:
+        verdict = "n/a" if holds is None else "yes" if holds else "NO"
+        print(f"| {name} | {goal} | {got} | {verdict} | {detail} |")
 
 
 def main(argv=None):
@@ -190,27 +263,31 @@ def main(argv=None):
     ap.add_argument("--big-edge-factor", type=int, default=13)
     ap.add_argument("--big-worker-memory", default="2GB")
     ap.add_argument("--no-peers", dest="peers", action="store_false")
+    ap.add_argument("--no-startup", dest="startup", action="store_false",
+                    help="skip timing one call that starts its own embedded cluster")
     ap.add_argument("--only", choices=["rmat", "4d", "big"], default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  load {os.getloadavg()[0]:.1f}  cores {os.cpu_count()}")
-    results = []
+    results, table = [], []
     if args.only in (None, "rmat"):
         a = rmat(args.scale, args.edge_factor)
         print(f"R-MAT scale {args.scale}: {a.shape[0]:,} vertices, nnz {a.nnz:,}, A @ A flops {flops_of(a):,}")
         n = a.shape[0]
-        run_workload("rmat A@A", "ij,jk->ik", [a, a], 1, ((n // 4, n), (n, n // 4)), args, results)
+        run_workload("rmat A@A", "ij,jk->ik", [a, a], 1, ((n // 4, n), (n, n // 4)), args, results, table)
     if args.only in (None, "4d"):
         x = fs.random((100, 80, 60, 40), 1e-3, seed=1, distribution="powerlaw")
         run_workload("4-D ijkl,mjkl->im", "ijkl,mjkl->im", [x, x], ([1, 2, 3], [1, 2, 3]),
-                     ((25, 80, 60, 40), (25, 80, 60, 40)), args, results)
+                     ((25, 80, 60, 40), (25, 80, 60, 40)), args, results, table)
     if args.big or args.only == "big":
-        run_big(args, results)
+        run_big(args, results, table)
+    print(f"# load at the end {os.getloadavg()[0]:.1f}")
+    print_table(table)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
-def run_big(args, results):
+def run_big(args, results, table):
     """An output larger than a worker's memory, streamed to disk tile by tile."""
     from flexsparse._util import parse_bytes
 
@@ -219,12 +296,17 @@ def run_big(args, results):
     wm = parse_bytes(args.big_worker_memory)
     tmp = Path(tempfile.mkdtemp(prefix="fs-big-", dir=os.environ.get("TMPDIR", "/tmp")))
     try:
-        t, res, peaks, reports = on_cluster("ij,jk->ik", [a, a], 2, wm, 1, out=tmp / "c")
+        r = on_cluster("ij,jk->ik", [a, a], 2, wm, 1, out=tmp / "c")
+        res, peaks, reports = r["result"], r["peaks"], r["reports"]
         out_bytes = res.nnz * 12
-        results.append(row("big A@A streamed to out=", seconds=f"{t:.1f}", nnz=f"{res.nnz:,}",
+        results.append(row("big A@A streamed to out=", seconds=f"{r['seconds']:.1f}", nnz=f"{res.nnz:,}",
                            output_gb=f"{out_bytes / 1e9:.2f}", worker_limit_gb=f"{wm / 1e9:.2f}",
                            peak_over_limit=f"{max(peaks) / wm:.2f}",
+                           cpu_client_workers=f"{r['client_cpu']:.1f} / {r['worker_cpu']:.1f}",
                            tiles=getattr(reports[0], "tiles", None)))
+        table.append(("big A@A (output > worker memory) streamed to out=", "completes, peak <= 1.1",
+                      f"{max(peaks) / wm:.2f}", max(peaks) / wm <= 1.1,
+                      f"{r['seconds']:.1f} s, {out_bytes / 1e9:.2f} GB out, limit {wm / 1e9:.1f} GB"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,6 +10,7 @@ Targets (2-core machine):
 Times are warm medians (``--repeat``); JIT compile is reported apart. Usage::
 
     python benchmarks/bench_einsum.py [--quick] [--repeat 5] [--data ../shared/data] [--json out.json]
+    python benchmarks/bench_einsum.py --sections chemistry     # one section only
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import best_pair, geomean, pyamg_matrices, pygsp_matrices, snap_matrices
+from _common import best_pair, geomean, load_average, pyamg_matrices, pygsp_matrices, run_context, snap_matrices
 from _common import timed as timeit
 
 import flexsparse as fs
@@ -168,13 +169,25 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--einsum-timeout", type=float, default=300.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--sections", default="spgemm,high_order,chemistry",
+                    help="comma-separated subset of spgemm,high_order,chemistry")
     args = ap.parse_args(argv)
+    start_load = load_average()
     data = args.data if args.data.is_dir() else None
-
-    sections = {"spgemm": bench_spgemm(data, args.quick, args.repeat),
-                "high_order": bench_high_order(args.quick, args.repeat, args.einsum_timeout),
-                "chemistry": chemistry(data, args.repeat)}
+    runners = {"spgemm": lambda: bench_spgemm(data, args.quick, args.repeat),
+               "high_order": lambda: bench_high_order(args.quick, args.repeat, args.einsum_timeout),
+               "chemistry": lambda: chemistry(data, args.repeat)}
+    wanted = [s for s in args.sections.split(",") if s]
+    unknown = [s for s in wanted if s not in runners]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(runners)}")
+    sections = {name: runners[name]() for name in wanted}
     first = first_call()
+    blas = [f"{v}={os.environ[v]}" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if v in os.environ]
+    blas_threads = ", ".join(blas) if blas else "threads: library default (all cores)"
+    print(f"\n{run_context(start_load)}\n- threads: numba {__import__('numba').get_num_threads()}, "
+          f"BLAS {blas_threads}; times: median of --repeat runs, chemistry: min of interleaved rounds")
     for title, rows in sections.items():
         print(f"\n## {title}")
         print("| workload | flexsparse ms | peer | peer ms | flexsparse/peer | first call s | correct |")
@@ -188,7 +201,6 @@ def main(argv=None):
         for peer, ratios in by_peer.items():
             print(f"geomean flexsparse/{peer}: {geomean(ratios):.3f} (max {max(ratios):.3f})")
     print(f"\nfirst call in a fresh process (import + 2 einsums, warm cache): {first:.2f} s")
-    print(f"threads: numba {__import__('numba').get_num_threads()}, cpus {os.cpu_count()}")
     if args.json:
         args.json.write_text(json.dumps({"sections": sections, "first_call_s": first}, indent=1))
 

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import command_line, load_average, run_context
 
 SHAPES = {"chicago": (6186, 24, 77, 32), "nips": (2482, 2862, 14036, 17),
           "uber": (183, 24, 1140, 1717), "vast": (165427, 11374, 2, 100, 89)}
@@ -257,6 +258,7 @@ def main(argv=None):
                     help="also measure flexsparse's peak RSS growth per product (fresh process, Linux)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    start_load, command = load_average(), command_line()
 
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     import numba
@@ -326,13 +328,15 @@ def main(argv=None):
             pd_s = row.get("pydata_note") or "-" if pd is None else f"{pd * 1e3:.1f}ms"
             print(f"{row['case']:16s} nnz={X.nnz:>8d} flops={fl:.2e} out={row['nnz_out']:>10d} "
                   f"fs={t_fs * 1e3:9.1f}ms sparta={sp_s} pydata={pd_s} agree={row.get('agree')}", flush=True)
-    print_table(rows, args.threads)
+    print_table(rows, args.threads, start_load, command)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
 
 
-def print_table(rows, threads):
-    print(f"\n{threads} threads, float32, min of warm runs. Sparta = its [Total time] (EXPERIMENT_MODES=3).\n")
+def print_table(rows, threads, start_load, command=None):
+    print(f"\n{run_context(start_load, command)}\n- {threads} thread(s) (flexsparse threads={threads}, "
+          f"Sparta -t {threads} OMP_NUM_THREADS={threads}), float32, min of warm runs; Sparta = its [Total time] "
+          "(EXPERIMENT_MODES=3)\n")
     print("| case | nnz(X) | flops | nnz(out) | flexsparse ms | Sparta ms | pydata ms | fs/Sparta | fs/pydata "
           "| agree |")
     print("|---|---|---|---|---|---|---|---|---|---|")

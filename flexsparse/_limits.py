@@ -24,15 +24,20 @@ __all__ = [
     "BLOCK_DENSE_CROSSOVER",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
+    "DEMO_RMAT_MAX_FLOPS",
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_MIN_FLOPS",
     "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
+    "GATHER_INLINE_KEY_BYTES",
+    "GATHER_SHM_MIN_BYTES",
     "HSS_DENSE_CROSSOVER",
+    "HUB_SPLIT_FACTOR",
     "HSS_LANES_DENSE_CROSSOVER",
     "INT64_LINEAR_MAX",
     "INT64_MAX",
@@ -154,6 +159,13 @@ TODENSE_MAX_BYTES = 4 * _GiB
 #: ``flexsparse demo`` runs its NumPy peer (which densifies operands and result) only for
 #: workloads within this many bytes (512 MiB, as :data:`NONFINITE_DENSE_MAX_BYTES`).
 DEMO_DENSE_PEER_MAX_BYTES = 512 * _MiB
+#: ``flexsparse demo``'s R-MAT row multiplies every ``k``-th row of the graph by the whole graph,
+#: ``k`` the smallest power of two that keeps the multiply-adds within this cap (2**24, 16.8M).
+#: The full square of R-MAT scale 18, edge factor 8 (Graph500 a, b, c = 0.57, 0.19, 0.19) is
+#: 868M multiply-adds and 496M result entries (~6 GB per result, SciPy 113 s on the shared
+#: 2-core VM); under the cap each library's result is ~100 MB and one call well under a second
+#: on a quiet machine, while the right operand keeps the graph's 2**18 rows and hub rows.
+DEMO_RMAT_MAX_FLOPS = 1 << 24
 
 # ---------------------------------------------------------------------- tiling
 #: ``tiling="conservative"`` (dense-sized tiles) refuses up front when the executor's cost model
@@ -219,6 +231,11 @@ DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
 #: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
 #: slow or lost worker delays at most a small share of the product.
 TILES_PER_THREAD = 4
+#: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
+#: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
+#: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
+#: the others; 1.5 keeps that tail under half a block (arithmetic, no measurement).
+HUB_SPLIT_FACTOR = 1.5
 #: Multiply-adds below which one more tile is not worth a task (~1-2 ms of scheduler and
 #: transfer overhead per task against ~5 ns per multiply-add).
 MIN_TILE_FLOPS = 2_000_000
@@ -226,3 +243,15 @@ MIN_TILE_FLOPS = 2_000_000
 #: 20,000 tasks already cost tens of seconds of scheduling (a ``conservative`` plan of a large
 #: sparse product can ask for millions).
 MAX_DISTRIBUTED_TILES = 20_000
+#: Multiply-adds below which a distributed product runs in the calling process: one distributed
+#: call costs a few scheduler round trips (scatter, submit, gather: ~10-20 ms on a quiet
+#: 2-core VM, more under load), the time the in-process SpGEMM takes for about this many
+#: multiply-adds (~100-150 M/s on one core, ``benchmarks/bench_distributed.py``). PLACEHOLDER
+DISTRIBUTED_MIN_FLOPS = 2_000_000
+#: Predicted result bytes from which a distributed product's result is gathered in two phases
+#: through shared memory (:mod:`flexsparse.distributed._gather`); below, the pieces come back over
+#: the network in one round trip. PLACEHOLDER
+GATHER_SHM_MIN_BYTES = 4 * _MiB
+#: Key-space tables up to this size travel inline with every placing task; larger ones are
+#: scattered once to every worker.
+GATHER_INLINE_KEY_BYTES = 256 * 1024

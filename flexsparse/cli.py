@@ -25,12 +25,14 @@ def _load(path: Path, index_base: Optional[int], header: Optional[bool]):
 
 @app.command()
 def demo(quick: bool = typer.Option(False, help="Smaller workloads (seconds, not minutes)."),
-         repeat: int = typer.Option(3, min=1, help="Timed repetitions per workload (median is shown)."),
+         repeat: int = typer.Option(5, min=1, help="Interleaved timing rounds per workload (minimum is shown)."),
+         threads: Optional[int] = typer.Option(None, min=1, help="Threads of flexsparse, GraphBLAS and MKL "
+                                               "(default: numba's thread count)."),
          ) -> None:
     """Run real contractions on shipped/generated data and compare with every installed peer."""
     from flexsparse.demo import run_demo
 
-    run_demo(quick=quick, repeat=repeat)
+    run_demo(quick=quick, repeat=repeat, threads=threads)
 
 
 @app.command("einsum")

@@ -23,7 +23,9 @@ converted to COO (charged). Intermediates are charged to the steps after them.
 Where the product runs is pluggable: :data:`PRODUCT_RUNNER` (a context variable, unset by
 default) may hold a callable with the signature of :func:`flexsparse.tiling.tiled_spgemm`;
 :mod:`flexsparse.distributed` sets it for the duration of one call so the same einsum semantics
-run with each product's tiles spread over a cluster.
+run with each product's tiles spread over a cluster. A runner with a true ``decodes`` attribute
+is also given ``decode=(row key space, column key space, batch modes, result shape)`` and may
+return the step's COO itself (laid out where the product ran) instead of the CSR product.
 
 Cost: that of the tiled SpGEMM, plus O(nnz) for each conversion (O(nnz log nnz) when a
 sorted copy is needed); the options are validated before any work.
@@ -264,14 +266,19 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
             KeyDecoder(tuple(-1 if t < len(batch) else final.index(c) for t, c in enumerate(col_letters)),
                        col_ks.sizes, col_ks.table))
     product = PRODUCT_RUNNER.get() or tiled_spgemm
+    # a runner that ``decodes`` lays the result out as this step's COO itself (on its workers)
+    decode = {"decode": (row_ks, col_ks, len(batch), res_shape)} \
+        if getattr(product, "decodes", False) and not stream else {}
     result, report = product(A, B, memory_limit=opts.limit, tiling=opts.strategy, overbook=opts.overbook,
                              out=opts.out if stream else None, progress=opts.progress,
                              reserved=reserved + held,
                              out_shape=tuple(sizes[c] for c in final) if stream else None,
-                             out_layout=layout, out_dtype=opts.out_dtype if stream else None)
+                             out_layout=layout, out_dtype=opts.out_dtype if stream else None, **decode)
     opts.reports.append(report)
     if stream:
         return StoredTensor(opts.out), final
+    if isinstance(result, COO):
+        return result, res_idx
     return _assemble_csr(row_ks, col_ks, result, len(batch), res_shape), res_idx
 
 

@@ -159,13 +159,20 @@ def _row_model(s: OperandStats, x: str, cols: float, flops: float) -> tuple[floa
     return float(per_bucket.sum()), per_bucket
 
 
-def estimate_pair(a: OperandStats, b: OperandStats, out_indices: str) -> PairEstimate:
+def estimate_pair(a: OperandStats, b: OperandStats, out_indices: str, same_source: bool = False) -> PairEstimate:
     """Estimate flops, nnz, density and memory of contracting ``a`` and ``b`` into ``out_indices``.
 
     Args:
         a, b: operand statistics (distinct indices each).
         out_indices: indices kept; must be a subset of ``a.indices + b.indices`` and contain every
             index found in only one operand.
+        same_source: ``a`` and ``b`` are the same tensor, each shared index on the same mode of it
+            (a self-contraction such as ``ijkl,mjkl->im``). The shared coordinates are then
+            perfectly correlated rather than independent: an entry meets every entry of its
+            fibre (the entries sharing its shared coordinates), itself included, so
+            ``flops = sum_f c_f**2 >= nA**2 / dS`` (Cauchy-Schwarz over the ``dS`` non-empty
+            fibres, estimated by :func:`project_stats`) -- at least ``nA``, where the
+            independence product of several shared indices can fall far below it.
 
     Raises:
         ValueError: ``out_indices`` names an unknown index, repeats one, drops a private index,
@@ -211,6 +218,9 @@ def estimate_pair(a: OperandStats, b: OperandStats, out_indices: str) -> PairEst
             for d in dots:
                 flops *= d / (na * nb)
             flops = min(flops, min(dots))
+            if same_source:
+                fibres = max(1.0, float(project_stats(a, "".join(x for x in ia if x in shared)).nnz))
+                flops = max(flops, min(na * na / fibres, min(dots)))
         rows_a = min(na, math.prod(float(a.n_distinct(x)) for x in fa))
         rows_b = min(nb, math.prod(float(b.n_distinct(x)) for x in fb))
         overlaps = {x: _overlap(a, b, x) for x in shared}

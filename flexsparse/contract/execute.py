@@ -40,6 +40,7 @@ array([[5., 0.],
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +51,7 @@ from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
-from flexsparse.contract.parser import TermReduction
+from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum
 from flexsparse.contract.plan import (
     DENSE_THRESHOLD,
     DOT_FACTOR,
@@ -394,44 +395,6 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
-def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
-                dtype: np.dtype) -> np.ndarray:
-    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
-
-    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
-    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
-    """
-    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
-    op = op.astype(dtype, copy=False)
-    direct = _transpose_to(op, idx, batch + rows + cols)
-    if direct.flags.c_contiguous:
-        return direct.reshape(sz(batch), sz(rows), sz(cols))
-    swapped = _transpose_to(op, idx, batch + cols + rows)
-    if swapped.flags.c_contiguous:
-        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
-    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
-
-
-def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
-                ) -> tuple[np.ndarray, str]:
-    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
-
-    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
-    away by the unary pass, so every index is batch, contracted or free. Operands are passed
-    as (possibly transposed) views, so BLAS reads them in place.
-    """
-    batch, contr, free_x, free_y = _split(xi, yi, out)
-    dtype = result_dtype(x.dtype, y.dtype)
-    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
-    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
-    if dtype.kind in "fc":
-        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
-    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
-        res = np.einsum("bik,bkj->bij", xm, ym)
-    idx = batch + free_x + free_y
-    return res.reshape(tuple(sizes[c] for c in idx)), idx
-
-
 def structured_backend(x: Any) -> str:
     """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
     (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
@@ -590,7 +553,13 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
     else:
         res = np.asarray(res).astype(dtype, copy=False)
     if fmt == "auto":
-        nnz = res.nnz if sparse else int(np.count_nonzero(res))
+        if sparse:
+            nnz = res.nnz
+        else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
+            from flexsparse.contract.plan import OUTPUT_DENSE_THRESHOLD
+            from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
+
+            nnz = count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
         dense = res.todense() if sparse else res
@@ -652,7 +621,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
     3.0
     """
-    from flexsparse.contract.parser import parse_einsum, parse_interleaved
+    from flexsparse.contract.parser import parse_interleaved
     from flexsparse.kernels.cpu.partition import check_threads
 
     if format not in _FORMATS:
@@ -666,7 +635,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if gpu_res is not None:
         return (gpu_res, []) if return_report else gpu_res
     ops = [_as_operand(x, k) for k, x in enumerate(operands)]
-    spec = parse_einsum(subscripts, [tuple(op.shape) for op in ops])
+    spec = _parsed(subscripts, tuple(tuple(int(n) for n in op.shape) for op in ops))
     check_optimize(optimize, spec.n_operands)
     dtype = result_dtype(*[op.dtype for op in ops])
     work = compute_dtype(dtype)
@@ -699,6 +668,21 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> EinsumSpec:
+    """:func:`~flexsparse.contract.parser.parse_einsum`, remembered per (subscripts, shapes):
+    the spec is frozen and hashable, and parsing plus :func:`_reductions` took ~40% of the
+    fixed cost of a call (about 30 of 70 us on one core of the 2-core test VM), which
+    matters for sub-millisecond products such as the chemistry contractions."""
+    return parse_einsum(subscripts, shapes)
+
+
+@functools.lru_cache(maxsize=256)
+def _reductions(spec: EinsumSpec) -> tuple[TermReduction, ...]:
+    """``spec.reductions()``, remembered per spec (see :func:`_parsed`)."""
+    return spec.reductions()
+
+
 def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
     """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
     if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
@@ -706,8 +690,6 @@ def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out
     for k in (0, 1):
         w, t = operands[k], operands[1 - k]
         if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
-            from flexsparse.contract.parser import parse_einsum
-
             spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
             wi, ti = spec.inputs[k], spec.inputs[1 - k]
             kernel = structured_kernel(wi, ti, spec.output)
@@ -722,13 +704,12 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
     returns the last result and its index order."""
-    from flexsparse.contract.parser import parse_einsum
     from flexsparse.contract.plan import plan_einsum
     from flexsparse.contract.stats import operand_stats
 
     # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
     # another operand or the output needs.
-    work = [_unary(op, red, dtype) for op, red in zip(ops, spec.reductions())]
+    work = [_unary(op, red, dtype) for op, red in zip(ops, _reductions(spec))]
     if len(work) == 1:
         op, idx = work[0]
         return op, idx

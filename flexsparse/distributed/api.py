@@ -35,12 +35,29 @@ def _tile_memory(tile_memory: Any) -> int | None:
     return None if tile_memory is None else parse_bytes(tile_memory)
 
 
+def _small(subscripts: str, operands: Any, local_flops: int | None) -> bool:
+    """Whether the multiply-adds of every sparse x sparse step together stay below ``local_flops``:
+    counted exactly for two COO operands (:func:`~.stats_plan.pair_flops`), else estimated from
+    statistics (:func:`~.stats_plan.sparse_flops`); operands neither can read are not small."""
+    from flexsparse import _limits
+    from flexsparse.distributed.stats_plan import pair_flops, sparse_flops
+
+    limit = _limits.DISTRIBUTED_MIN_FLOPS if local_flops is None else local_flops
+    if limit <= 0:
+        return False
+    try:
+        flops = pair_flops(subscripts, *operands) if len(operands) == 2 else None
+        return (sparse_flops(subscripts, *operands) if flops is None else flops) < limit
+    except (TypeError, ValueError):  # the engine raises its own error for these
+        return False
+
+
 def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | None = None,
            workers: int | None = None, worker_memory: int | str | None = None,
            out: str | os.PathLike | None = None, progress: bool = True, as_dask: bool = False,
            format: str = "auto", optimize: Any = "auto", tiling: str = "overbook",
            overbook: float = 0.10, tile_memory: int | str | None = None,
-           return_report: bool = False) -> Any:
+           local_flops: int | None = None, return_report: bool = False) -> Any:
     """:func:`flexsparse.einsum` with its sparse x sparse products run as tiles on dask.distributed.
 
     Args:
@@ -61,6 +78,12 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
         tiling, overbook: the tiling strategy (registered name) and its overbooking fraction.
         tile_memory: the working-set budget of one tile (default: derived from each worker's
             memory limit, its threads and the operands resident on it).
+        local_flops: sparse x sparse products of fewer multiply-adds run in the calling process,
+            where they take less time than the round trips of sending them out (default
+            :data:`flexsparse._limits.DISTRIBUTED_MIN_FLOPS`; ``0`` sends every product out). A
+            call whose steps together are estimated below it (statistics only,
+            :func:`~flexsparse.distributed.stats_plan.sparse_flops`) runs wholly in process,
+            with the in-process engine's own kernels.
         return_report: also return the per-product reports (``(result, reports)``).
 
     Returns:
@@ -75,12 +98,15 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
     """
     from flexsparse.contract._bounded import PRODUCT_RUNNER
     from flexsparse.contract.execute import einsum as local_einsum
-    from flexsparse.distributed.cluster import connect, worker_resources
+    from flexsparse.distributed.cluster import connect
     from flexsparse.distributed.runner import ProductRunner
 
     if as_dask and out is not None:
         raise ValueError("as_dask=True returns the result as a dask array; it cannot also go to out=")
     budget = _tile_memory(tile_memory)
+    if local_flops is not None and (isinstance(local_flops, bool) or not isinstance(local_flops, int)
+                                    or local_flops < 0):
+        raise ValueError(f"local_flops must be a non-negative int, got {local_flops!r}")
     reports: list[Any] = []
     with connect(client, address, workers, worker_memory) as c:
         from flexsparse.distributed.shards import resolve_operands, shard_einsum
@@ -89,11 +115,14 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
         if sharded is not None:
             res = shard_einsum(c, subscripts, ops, sharded, format=format, optimize=optimize,
                                out=out, progress=progress, reports=reports)
+        elif out is None and _small(subscripts, ops, local_flops):
+            # the whole call is smaller than the round trips of sending one product out: the
+            # in-process engine runs it, as flexsparse.einsum would
+            res, reports = local_einsum(subscripts, *ops, format=format, optimize=optimize, return_report=True)
         else:
             from flexsparse.distributed.cluster import _available_memory
 
-            resources = worker_resources(c)
-            runner = ProductRunner(c, resources, progress=progress, tile_memory=budget)
+            runner = ProductRunner(c, progress=progress, tile_memory=budget, local_flops=local_flops)
             token = PRODUCT_RUNNER.set(runner)
             try:
                 # memory_limit bounds what this process does itself (matricising, steps with a

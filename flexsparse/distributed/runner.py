@@ -2,26 +2,41 @@
 
 :class:`ProductRunner` is what :func:`flexsparse.distributed.einsum` installs as the einsum
 engine's product runner (:data:`flexsparse.contract._bounded.PRODUCT_RUNNER`): every tiled
-step ``C = A @ B`` of the plan comes here as two CSR matrices.
+step ``C = A @ B`` of the plan comes here as two CSR matrices, with the key spaces that
+decode the product's row and column ids into the einsum result's coordinates.
 
 Algorithm:
 
+0. A product of fewer than ``local_flops`` multiply-adds
+   (:data:`~flexsparse._limits.DISTRIBUTED_MIN_FLOPS` by default) runs in the calling
+   process: it would take less time than the scheduler round trips of one distributed call.
 1. Plan (:mod:`.tiles`): the registered strategy sizes the grid against the tile budget,
    rows are re-cut by work, groups (output blocks) are assigned to workers (LPT).
-2. Data: every B panel is scattered once to all workers (``broadcast``: a lost worker leaves
-   the other copies); each A block is scattered once to the worker its group is assigned to.
-   Tasks reference these futures: no operand is embedded in a task graph.
+2. Data, each sent once: every B panel is scattered to all workers (``broadcast``: a lost
+   worker leaves the other copies); each group's rows of A go to the worker its group is
+   assigned to as a zero-copy row slice (the tiles cut their contracted-id windows on the
+   worker). When A is B (a self-product ``X @ X``) and B is one panel, A is not sent at all:
+   the tiles cut their rows from the broadcast copy. No operand is embedded in a task graph.
 3. Tasks: one :func:`._tasks.run_tile` per tile; a group's partial sums over id windows are
-   added by a binary tree of :func:`._tasks.add_pieces`; with ``out=`` the root writes the
-   group's tile file (:func:`._tasks.write_piece`) and only its manifest entry comes back.
-4. Completion: results are taken as they finish (memory is released at once). A group that
-   fails because a worker was lost (its A block went with it) is resubmitted with its blocks
-   scattered again, up to :data:`MAX_GROUP_ATTEMPTS` times; a :class:`~._tasks.TileError`
-   (bad data) cancels everything, removes the partial output and is raised. Ctrl-C cancels
-   every future of the product and removes the partial output.
+   added by a binary tree of :func:`._tasks.add_pieces`.
+4. Result, never copied or decoded by the calling process when its workers share its host
+   (:mod:`._gather`): each group's entry count comes back, the calling process allocates
+   the result once in shared memory, and each worker writes its pieces there in the final
+   layout (the einsum's COO coordinates, or CSR); a worker on another host sends its piece
+   (compact CSR) instead. Small results (below :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`)
+   come back over the network in one phase. With ``out=`` each group's root writes its tile
+   file (:func:`._tasks.write_piece`) and only its manifest entry comes back.
+5. Completion: results are taken as they finish. A group that fails because a worker was
+   lost (its data went with it) is resubmitted with its blocks scattered again, up to
+   :data:`MAX_GROUP_ATTEMPTS` times (its pieces are deterministic, so counts taken before
+   the loss stay valid); a :class:`~._tasks.TileError` (bad data) cancels everything, removes
+   the partial output and is raised. Ctrl-C cancels every future of the product and removes
+   the partial output.
 
-Cost: the strategy's sampling plus O(nnzA + nnzB) on the client to cut the blocks; the
-products run in parallel on the workers; O(nnzC) to gather (none with ``out=``).
+Cost on the calling process: the strategy's sampling and O(m + nnzA) for the exact row
+flops; O(m) to cut row slices; O(1) per group to place the result through shared memory
+(O(nnz) for pieces that come over the network). The products, partial sums and result
+layout run in parallel on the workers.
 """
 
 from __future__ import annotations
@@ -34,8 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
-from flexsparse.distributed import _store, _tasks
+from flexsparse.distributed import _gather, _store, _tasks
 from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
@@ -50,7 +66,7 @@ class DistributedReport:
     """Figures of one distributed product.
 
     Attributes:
-        strategy: the tiling strategy that sized the grid.
+        strategy: the tiling strategy that sized the grid (``"local"``: run in the calling process).
         limit: the tile budget (bytes).
         shape: ``(m, k, n)`` of the matricised product.
         tiles, groups, tasks: tiles (products), output blocks, tasks submitted.
@@ -58,9 +74,12 @@ class DistributedReport:
         resubmitted: groups submitted again after a lost worker.
         workers: workers the groups were assigned to.
         balance: busiest worker's estimated work over the mean.
-        received_bytes: bytes of result pieces gathered by the caller (0 with ``out=``).
-        plan_seconds, assemble_seconds, total_seconds: planning, assembling the gathered pieces
-            into one matrix, and the wall time of the product.
+        gather: how the result came back: ``"shared memory"`` (written by the workers),
+            ``"network"`` (pieces sent to the caller), ``"out="`` (tile files) or ``"local"``.
+        received_bytes: bytes of result pieces the caller received over the network.
+        shared_bytes: bytes the workers wrote into the result's shared-memory buffer.
+        plan_seconds, assemble_seconds, total_seconds: planning, gathering the result (from
+            the last product's end), and the wall time of the product.
     """
 
     strategy: str
@@ -77,6 +96,8 @@ class DistributedReport:
     plan_seconds: float
     assemble_seconds: float
     total_seconds: float
+    gather: str = "network"
+    shared_bytes: int = 0
 
     def __str__(self) -> str:
         m, k, n = self.shape
@@ -86,43 +107,36 @@ class DistributedReport:
                 f"{self.bounded_tiles} bounded)\n"
                 f"  workers / balance   {self.workers} / {self.balance:.2f}\n"
                 f"  resubmitted groups  {self.resubmitted}\n"
-                f"  received            {self.received_bytes:,} B\n"
-                f"  planning / assembly / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
+                f"  result gathered by  {self.gather} ({self.received_bytes:,} B received, "
+                f"{self.shared_bytes:,} B written in shared memory)\n"
+                f"  planning / gathering / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
                 f"{self.total_seconds:.3f} s")
 
 
-def _block(x: Any, r0: int, r1: int, k0: int, k1: int) -> Any:
-    """Rows ``[r0, r1)`` of CSR ``x`` restricted to columns ``[k0, k1)`` (columns rebased)."""
-    from flexsparse.formats.csr import CSR
-
-    lo, hi = int(x.indptr[r0]), int(x.indptr[r1])
-    indptr = x.indptr[r0:r1 + 1] - lo
-    indices, data = x.indices[lo:hi], x.data[lo:hi]
-    if k0 > 0 or k1 < x.shape[1]:
-        keep = (indices >= k0) & (indices < k1)
-        kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-        indptr = kept[indptr]                     # entries kept before each row's start
-        indices = indices[keep] - np.asarray(k0, dtype=indices.dtype)
-        data = data[keep]
-    else:
-        indices, data = indices.copy(), data.copy()
-    return CSR._trusted(np.ascontiguousarray(indptr, dtype=np.int64), indices, data,
-                        (r1 - r0, k1 - k0), x.sorted_indices)
+def _same_buffer(u: np.ndarray, v: np.ndarray) -> bool:
+    return (u.dtype == v.dtype and u.shape == v.shape and u.strides == v.strides
+            and u.__array_interface__["data"][0] == v.__array_interface__["data"][0])
 
 
-def _concatenate_rows(pieces: list[Any], m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR buffers of full-width pieces over disjoint row ranges: one copy of each array (O(nnz))."""
-    pieces = sorted(pieces, key=lambda p: p[0][0])
-    indptr = np.zeros(m + 1, dtype=np.int64)
-    base = 0
-    for (r0, r1, _, _, _), ip, _, _ in pieces:
-        indptr[r0 + 1:r1 + 1] = ip[1:] + base
-        base += int(ip[-1])
-    # rows no piece covers (none in a plan, but keep the pointers monotone) repeat the previous end
-    np.maximum.accumulate(indptr, out=indptr)
-    indices = np.concatenate([p[2] for p in pieces]) if pieces else np.zeros(0, np.int32)
-    data = np.concatenate([p[3] for p in pieces]) if pieces else np.zeros(0)
-    return indptr, indices, data
+def same_matrix(x: Any, y: Any) -> bool:
+    """Whether CSR ``x`` and ``y`` hold the same matrix in the same buffers (``X @ X``)."""
+    return (x.shape == y.shape and _same_buffer(x.indices, y.indices) and _same_buffer(x.data, y.data)
+            and (x.indptr is y.indptr or np.array_equal(x.indptr, y.indptr)))
+
+
+def _coo_layout(decode: Any) -> tuple[str, Any]:
+    """``(layout, keys)`` for a result the engine decodes with ``decode`` = ``(row key space,
+    column key space, batch modes, result shape)``: a plain 2-D product (one-mode direct keys,
+    no batch) is gathered as CSR when a COO can be backed by a CSR (``COO.from_csr``), else
+    as COO coordinates."""
+    from flexsparse.formats.coo import COO
+
+    row_ks, col_ks, n_batch, shape = decode
+    plain = (n_batch == 0 and len(shape) == 2 and row_ks.table is None and col_ks.table is None
+             and len(row_ks.sizes) == 1 and len(col_ks.sizes) == 1)
+    if plain and hasattr(COO, "from_csr"):
+        return "csr", None
+    return "coo", (row_ks, col_ks, n_batch)
 
 
 class ProductRunner:
@@ -130,37 +144,72 @@ class ProductRunner:
 
     Args:
         client: a ``distributed.Client``.
-        resources: the workers (:func:`~flexsparse.distributed.cluster.worker_resources`).
+        resources: the workers (:func:`~flexsparse.distributed.cluster.worker_resources`); ``None``:
+            asked from the scheduler when the first product is planned (a call whose products
+            all run locally never asks).
         progress: show a progress bar over output blocks (rich).
         tile_memory: the tile budget in bytes; ``None`` derives it from the workers' memory.
+        local_flops: products with fewer multiply-adds run in the calling process (``None``:
+            :data:`~flexsparse._limits.DISTRIBUTED_MIN_FLOPS`; 0 sends every product to the cluster).
     """
 
-    def __init__(self, client: Any, resources: WorkerResources, progress: bool = False,
-                 tile_memory: int | None = None) -> None:
+    #: :func:`flexsparse.contract._bounded.bounded_pair` passes ``decode=`` (the key spaces of the
+    #: step): the result comes back as the step's COO, laid out by the workers.
+    decodes = True
+
+    def __init__(self, client: Any, resources: WorkerResources | None = None, progress: bool = False,
+                 tile_memory: int | None = None, local_flops: int | None = None) -> None:
         self.client = client
-        self.resources = resources
+        self._resources = resources
         self.progress = progress
         self.tile_memory = tile_memory
+        self.local_flops = _limits.DISTRIBUTED_MIN_FLOPS if local_flops is None else int(local_flops)
         self.plans: list[ProductPlan] = []
 
     # ------------------------------------------------------------------ planning
-    def plan(self, A: Any, B: Any, strategy: str, overbook: float) -> ProductPlan:
-        """Tiles of ``A @ B`` (flexsparse CSR) for the attached workers."""
-        from flexsparse.tiling import ByteModel, TileStatistics, get_strategy
+    @property
+    def resources(self) -> WorkerResources:
+        if self._resources is None:
+            from flexsparse.distributed.cluster import worker_resources
+
+            self._resources = worker_resources(self.client)
+        return self._resources
+
+    @staticmethod
+    def statistics(A: Any, B: Any) -> Any:
+        """The count-only statistics of ``A @ B`` the plan is made from."""
+        from flexsparse.tiling import ByteModel, TileStatistics
         from flexsparse.tiling.engine import as_operand
+
+        bm = ByteModel.for_output(result_dtype(A.dtype, B.dtype), index_dtype_for((B.shape[1],)))
+        return TileStatistics(as_operand(A, "a"), as_operand(B, "b"), bm)
+
+    def plan(self, A: Any, B: Any, strategy: str, overbook: float, stats: Any = None) -> ProductPlan:
+        """Tiles of ``A @ B`` (flexsparse CSR) for the attached workers.
+
+        When even the whole product's working set, with every multiply-add counted as an
+        output entry, fits the tile budget, the grid is one tile without asking the strategy
+        (its sampling is serial work in the calling process); otherwise the strategy sizes it.
+        """
+        from flexsparse.tiling import TilePlan, get_strategy
+        from flexsparse.tiling.workingset import tile_bytes
 
         m, k = A.shape
         n = B.shape[1]
-        dtype = result_dtype(A.dtype, B.dtype)
-        bm = ByteModel.for_output(dtype, index_dtype_for((n,)))
+        stats = self.statistics(A, B) if stats is None else stats
+        bm = stats.byte_model
         res = self.resources
         if self.tile_memory is not None:
             limit = int(self.tile_memory)
         else:
             resident = B.nbytes + A.nbytes // max(1, res.n_workers)
             limit = tile_budget(res.min_memory, max(res.threads), resident)
-        stats = TileStatistics(as_operand(A, "a"), as_operand(B, "b"), bm)
-        grid = get_strategy(strategy)(stats, limit, overbook=overbook, seed=0)
+        get_strategy(strategy)
+        whole = tile_bytes(bm, m, n, k, A.nnz, k, B.nnz, float(stats.flops(1).sum())) if m and n else 0
+        if whole <= limit:
+            grid = TilePlan(strategy, (m, k, n), limit, max(1, m), max(1, n), max(1, k))
+        else:
+            grid = get_strategy(strategy)(stats, limit, overbook=overbook, seed=0)
         k_bounds = uniform_bounds(k, grid.k_size) if k else np.array([0, 0])
         col_bounds = uniform_bounds(n, grid.col_size)
         n_c, n_k = len(col_bounds) - 1, len(k_bounds) - 1
@@ -188,58 +237,71 @@ class ProductRunner:
     # ------------------------------------------------------------------ running
     def __call__(self, a: Any, b: Any, *, memory_limit: Any = None, tiling: str = "overbook",
                  overbook: float = 0.10, out: Path | None = None, progress: bool = False,
-                 out_shape: tuple[int, ...] | None = None, out_layout: Any = None,
+                 out_shape: tuple[int, ...] | None = None, out_layout: Any = None, decode: Any = None,
                  out_dtype: Any = None, **_: Any) -> tuple[Any, DistributedReport]:
         """``a @ b`` on the cluster, with the call signature of :func:`flexsparse.tiling.tiled_spgemm`.
 
         ``memory_limit`` and ``reserved`` describe the calling process and are not used here: the
         tiles are planned against the workers' budget (``tile_memory`` or their memory limits).
+        ``decode``: ``(row KeySpace, column KeySpace, batch modes, result shape)`` of the einsum
+        step (:attr:`decodes`); the result is then that step's COO, laid out by the workers.
+        Without it (or for a product run locally) the result is the CSR product. ``out_dtype``:
+        the dtype a store written with ``out=`` records (the einsum result's; default the product's).
         """
         from flexsparse.tiling.engine import as_operand
-        from flexsparse.tiling.outfile import assemble
 
         t0 = time.perf_counter()
         A, B = as_operand(a, "a").csr, as_operand(b, "b").csr
         if A.shape[1] != B.shape[0]:
             raise ValueError(f"shapes do not match for a @ b: {A.shape} and {B.shape}")
-        plan = self.plan(A, B, tiling, float(overbook))
+        stats = self.statistics(A, B)
+        if out is None and (A.shape[0] == 0 or float(stats.flops(1).sum()) < self.local_flops):
+            return self._local(A, B, t0)
+        plan = self.plan(A, B, tiling, float(overbook), stats)
         self.plans.append(plan)
         t_plan = time.perf_counter() - t0
         m, _, n = plan.shape
         dtype = result_dtype(A.dtype, B.dtype)
-        idx_dtype = index_dtype_for((n,))
         run = _Run(self, plan, A, B, out)
         try:
-            results = run.execute()
+            if out is not None:
+                from flexsparse.formats.store import MatrixLayout
+
+                entries: dict[int, Any] = {}
+                run.collect(run.submit(list(range(plan.n_groups)), "write"), "write", entries.__setitem__)
+                t_asm = time.perf_counter()
+                layout = out_layout if out_layout is not None else MatrixLayout.identity((m, n))
+                store_dtype = dtype if out_dtype is None else np.dtype(out_dtype)  # the einsum result's
+                result = _store.commit(Path(out), run.directory, [entries[g] for g in sorted(entries)],
+                                       out_shape or (m, n), store_dtype, layout)
+                gather = "out="
+            else:
+                result, t_asm = run.gather(dtype, decode)
+                gather = "shared memory" if run.path is not None else "network"
         except BaseException:
             run.cancel()
             raise
-        t_asm = time.perf_counter()
-        received = 0
-        if out is not None:
-            from flexsparse.formats.store import MatrixLayout
-
-            layout = out_layout if out_layout is not None else MatrixLayout.identity((m, n))
-            store_dtype = dtype if out_dtype is None else np.dtype(out_dtype)  # the einsum result's
-            result = _store.commit(Path(out), run.directory, results, out_shape or (m, n), store_dtype, layout)
-        else:
-            from flexsparse.formats.csr import CSR
-
-            received = sum(int(p[1].nbytes + p[2].nbytes + p[3].nbytes) for p in results)
-            ip, ix, d = _concatenate_rows(results, m, n) if plan.col_bounds == (0, n) else \
-                assemble(results, (m, n), dtype, idx_dtype)
-            # the buffers come from the kernels (sorted, in bounds): no second validation pass
-            result = CSR._trusted(ip, ix.astype(idx_dtype, copy=False), d.astype(dtype, copy=False),
-                                  (m, n), True)
+        finally:
+            run.close()
         report = DistributedReport(plan.strategy, plan.limit, plan.shape, len(plan.tiles), plan.n_groups,
-                                   plan.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
-                                   plan.n_workers, plan.balance, received, t_plan,
-                                   time.perf_counter() - t_asm, time.perf_counter() - t0)
+                                   run.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
+                                   plan.n_workers, plan.balance, run.received, t_plan,
+                                   time.perf_counter() - t_asm, time.perf_counter() - t0, gather, run.shared)
         return result, report
+
+    def _local(self, A: Any, B: Any, t0: float) -> tuple[Any, DistributedReport]:
+        """A product too small for the cluster, run here (as the in-process engine would)."""
+        from flexsparse.kernels.cpu.spgemm import spgemm
+
+        c = spgemm(A, B)
+        m, k = A.shape
+        report = DistributedReport("local", 0, (m, k, B.shape[1]), 0, 0, 0, 0, 0, 0, 1.0, 0, 0.0, 0.0,
+                                   time.perf_counter() - t0, "local", 0)
+        return c, report
 
 
 class _Run:
-    """The futures of one product: submission, resubmission, collection, cancellation."""
+    """The futures of one product: submission, resubmission, collection, gathering, cancellation."""
 
     def __init__(self, runner: ProductRunner, plan: ProductPlan, A: Any, B: Any, out: Path | None) -> None:
         self.client, self.plan, self.A, self.B = runner.client, plan, A, B
@@ -248,23 +310,39 @@ class _Run:
         self.out = out
         self.directory = _store.prepare(out) if out is not None else None
         self.token = uuid.uuid4().hex[:12]
-        self.panels: dict[tuple[int, int], Any] = {}
+        self.panels: dict[tuple[int, int, int, int], Any] = {}
         self.futures: dict[int, list[Any]] = {}
+        self.roots: dict[int, Any] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
         self._seen_workers = list(self.addresses)
         self.resubmitted = 0
+        self.n_tasks = 0
+        # A is B and B is sent whole: the tiles cut A's rows from B's broadcast copy
+        n = plan.shape[2]
+        self.self_product = plan.n_k == 1 and len(plan.col_bounds) == 2 and same_matrix(A, B)
+        # a row's entries are split over column panels (or a hub row's column sub-panels)
+        self.per_row = any(t.c0 != 0 or t.c1 != n for t in plan.tiles)
+        # gathering state (set by gather)
+        self.path: str | None = None
+        self.target: _gather.Target | None = None
+        self.dst: dict[int, Any] = {}
+        self.keys: Any = None
+        self.extra: list[Any] = []
+        self.received = 0
+        self.shared = 0
 
-    def _panel(self, ki: int, ci: int) -> Any:
-        fut = self.panels.get((ki, ci))
+    # ------------------------------------------------------------------ data
+    def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
+        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once."""
+        fut = self.panels.get((k0, k1, c0, c1))
         if fut is None or fut.status in ("lost", "error", "cancelled"):
-            p = self.plan
-            block = _block(self.B, p.k_bounds[ki], p.k_bounds[ki + 1], p.col_bounds[ci], p.col_bounds[ci + 1])
+            block = _tasks.block(self.B, k0, k1, c0, c1)
             try:
                 fut = self.client.scatter(block, broadcast=True, hash=False)
             except (OSError, KeyError):  # a worker went away during the broadcast
                 self._live()
                 fut = self.client.scatter(block, broadcast=True, hash=False)
-            self.panels[(ki, ci)] = fut
+            self.panels[(k0, k1, c0, c1)] = fut
         return fut
 
     def _live(self) -> list[str]:
@@ -278,15 +356,23 @@ class _Run:
             self.addresses = worker_resources(self.client).addresses
         return list(self.addresses)
 
-    def _scatter_blocks(self, groups: list[int]) -> dict[int, list[Any]]:
-        """A blocks of ``groups``, scattered in one call per worker; ``{group: [future per tile]}``."""
+    def _a_sources(self, groups: list[int]) -> dict[int, tuple[Any, int, bool]]:
+        """``{group: (future of the CSR its tiles cut A from, first row in it, scattered for it)}``.
+
+        A group's rows are a zero-copy row slice of A (only the row pointers are new), sent in
+        one call per worker; a self-product sends nothing (the rows are cut from B's copy).
+        """
         p = self.plan
+        if self.self_product:
+            whole = self._panel(0, p.shape[1], 0, p.shape[2])
+            return {g: (whole, 0, False) for g in groups}   # rows cut at their own index
         by_worker: dict[str, list[tuple[int, Any]]] = {}
+        k = p.shape[1]
         for g in groups:
+            t = p.group_tiles(g)[0]
             addr = self.addresses[p.worker_of_group[g] % len(self.addresses)]
-            for t in p.group_tiles(g):
-                by_worker.setdefault(addr, []).append((g, _block(self.A, t.r0, t.r1, t.k0, t.k1)))
-        out: dict[int, list[Any]] = {g: [] for g in groups}
+            by_worker.setdefault(addr, []).append((g, _tasks.block(self.A, t.r0, t.r1, 0, k)))
+        out: dict[int, tuple[Any, int, bool]] = {}
         for addr, items in by_worker.items():
             try:
                 futs = self.client.scatter([blk for _, blk in items], workers=[addr], hash=False)
@@ -294,56 +380,86 @@ class _Run:
                 self._live()
                 futs = self.client.scatter([blk for _, blk in items], hash=False)
             for (g, _), f in zip(items, futs):
-                out[g].append(f)
+                out[g] = (f, p.group_tiles(g)[0].r0, True)
         return out
 
-    def submit(self, groups: list[int]) -> dict[Any, int]:
-        """Submit the tiles, addition trees and writes of ``groups``; ``{final future: group}``."""
+    # ------------------------------------------------------------------ tasks
+    def _stage_task(self, g: int, root: Any, stage: str) -> Any:
+        """The task after group ``g``'s root for ``stage`` (``piece``: the root itself)."""
+        c, attempt = self.client, int(self.attempts[g]) - 1
+        key = f"fs-{stage}-{self.token}-{g}-{attempt}"
+        if stage == "piece":
+            return root
+        self.n_tasks += 1
+        if stage == "count":
+            return c.submit(_tasks.count_piece, root, self.per_row, key=key, pure=False)
+        if stage == "place":
+            return c.submit(_tasks.place_piece, root, self.target, self.dst[g], self.keys, f"group {g}",
+                            key=key, pure=False)
+        return c.submit(_tasks.write_piece, root, str(self.directory), g, f"group {g}", key=key, pure=False)
+
+    def submit(self, groups: list[int], stage: str) -> dict[Any, int]:
+        """Submit the tiles, addition trees and ``stage`` task of ``groups``; ``{final future: group}``."""
         c, p = self.client, self.plan
-        blocks = self._scatter_blocks(groups)
+        sources = self._a_sources(groups)
         finals = {}
         for g in groups:
             attempt = int(self.attempts[g])
             self.attempts[g] += 1
+            src, row0, scattered = sources[g]
             leaves = []
-            for ki, (t, a_blk) in enumerate(zip(p.group_tiles(g), blocks[g])):
-                b_pan = self._panel(ki, p.col_bounds.index(t.c0))
+            for t in p.group_tiles(g):
+                # a hub block's column sub-panel is cut on the worker from its panel's copy
+                ci = int(np.searchsorted(p.col_bounds, t.c0, side="right")) - 1
+                pc0, pc1 = int(p.col_bounds[ci]), int(p.col_bounds[ci + 1])
+                b_pan = self._panel(t.k0, t.k1, pc0, pc1)
+                b_cut = None if (t.c0, t.c1) == (pc0, pc1) else (t.c0 - pc0, t.c1 - pc0)
                 meta = (t.r0, t.r1, t.c0, t.c1, int(p.n_k > 1))
-                leaves.append(c.submit(_tasks.run_tile, a_blk, b_pan, meta, p.shape[2], p.limit, t.bounded,
-                                       t.describe(), key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
+                cut = None if (scattered and p.n_k == 1) else (t.r0 - row0, t.r1 - row0, t.k0, t.k1)
+                leaves.append(c.submit(_tasks.run_tile, src, b_pan, meta, p.shape[2], p.limit, t.bounded,
+                                       t.describe(), cut, b_cut, key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
                                        pure=False))
-            level, depth = leaves, 0
+            level, depth, adds = leaves, 0, []
             while len(level) > 1:
                 nxt = [c.submit(_tasks.add_pieces, level[i], level[i + 1], p.shape[2], f"group {g}",
                                 key=f"fs-add-{self.token}-{g}-{depth}-{i}-{attempt}", pure=False)
                        for i in range(0, len(level) - 1, 2)]
+                adds += nxt
                 if len(level) % 2:
                     nxt.append(level[-1])
                 level, depth = nxt, depth + 1
             root = level[0]
-            if self.directory is not None:
-                root = c.submit(_tasks.write_piece, root, str(self.directory), g, f"group {g}",
-                                key=f"fs-write-{self.token}-{g}-{attempt}", pure=False)
-            self.futures[g] = blocks[g] + leaves + [root]
-            finals[root] = g
+            self.n_tasks += len(leaves) + len(adds)
+            self.roots[g] = root
+            final = self._stage_task(g, root, stage)
+            self.futures[g] = ([src] if scattered else []) + leaves + adds + [final]
+            finals[final] = g
         return finals
 
-    def execute(self) -> list[Any]:
-        """Every group's piece (or manifest entry with ``out=``), in group order."""
+    def advance(self, groups: list[int], stage: str) -> dict[Any, int]:
+        """The ``stage`` task of each group, after the root computed in an earlier stage."""
+        finals = {}
+        for g in groups:
+            final = self._stage_task(g, self.roots[g], stage)
+            self.futures[g] = [self.roots[g], final]
+            finals[final] = g
+        return finals
+
+    def collect(self, finals: dict[Any, int], stage: str, on_result: Any) -> None:
+        """Wait for ``finals`` (``{future: group}``), passing each result to ``on_result(group, value)``;
+        groups whose worker was lost are resubmitted (their whole chain, data scattered again)."""
         from distributed import as_completed
 
         p = self.plan
-        if p.n_groups == 0:
-            return []
-        finals = self.submit(list(range(p.n_groups)))
-        results: list[Any] = [None] * p.n_groups
+        if not finals:
+            return
         bar = task = None
-        if self.progress:
+        if self.progress and stage != "place":
             from rich.progress import Progress
 
             bar = Progress(transient=True)
             bar.start()
-            task = bar.add_task("tiles", total=p.n_groups)
+            task = bar.add_task("tiles", total=len(finals))
         try:
             pending = as_completed(list(finals))
             for fut in pending:
@@ -356,8 +472,12 @@ class _Run:
                 except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
                     exc = e
                 if exc is None:
-                    results[g] = res if self.directory is not None else _tasks.finished(res)
-                    self.futures.pop(g, None)
+                    on_result(g, res)
+                    if stage == "count":      # the root stays for the placing stage
+                        self.futures[g] = [self.roots[g]]
+                    else:
+                        self.futures.pop(g, None)
+                        self.roots.pop(g, None)
                     fut.release()
                     if bar is not None:
                         bar.advance(task)
@@ -373,18 +493,145 @@ class _Run:
                     # the cluster changed: B's copies may name a dead worker; scatter them afresh
                     self._seen_workers = list(self.addresses)
                     self.panels = {}
-                new = self.submit([g])
+                new = self.submit([g], stage)
                 finals.update(new)
                 pending.update(new)
         finally:
             if bar is not None:
                 bar.stop()
-        return results
+
+    # ------------------------------------------------------------------ gathering
+    def _destinations(self, counts: dict[int, Any]) -> tuple[dict[int, Any], int, np.ndarray | None]:
+        """``(dst per group, total entries, row pointers or None)`` in row-major order.
+
+        One column panel: groups are whole row ranges, each placed contiguously (``dst`` an int).
+        Several: a row's entries are its panels' in column order (``dst`` the row starts of a
+        group's rows; the row pointers come from the per-row counts).
+        """
+        p = self.plan
+        order = sorted(counts, key=lambda g: (p.group_tiles(g)[0].c0, p.group_tiles(g)[0].r0))
+        if not self.per_row:
+            dst, pos = {}, 0
+            for g in order:
+                dst[g] = pos
+                pos += int(counts[g])
+            return dst, pos, None
+        m = p.shape[0]
+        per_row = np.zeros(m, dtype=np.int64)
+        for g in order:
+            t = p.group_tiles(g)[0]
+            per_row[t.r0:t.r1] += counts[g]
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(per_row, out=indptr[1:])
+        running = indptr[:-1].copy()
+        dst = {}
+        for g in order:
+            t = p.group_tiles(g)[0]
+            dst[g] = running[t.r0:t.r1].copy()
+            running[t.r0:t.r1] += counts[g]
+        return dst, int(indptr[-1]), indptr
+
+    def _fill_uncovered(self, indptr: np.ndarray, dst: dict[int, Any], counts: dict[int, Any]) -> None:
+        """Row pointers of the rows no group covers (rows without a multiply-add): each
+        repeats the end of the block before it."""
+        p = self.plan
+        end_row, offset = 0, 0
+        indptr[0] = 0
+        for g in sorted(dst, key=lambda g: p.group_tiles(g)[0].r0):
+            t = p.group_tiles(g)[0]
+            if t.r0 > end_row:
+                indptr[end_row + 1:t.r0 + 1] = offset
+            end_row, offset = t.r1, int(dst[g]) + int(counts[g])
+        if end_row < p.shape[0]:
+            indptr[end_row + 1:] = offset
+
+    def _keys_arg(self, keys: Any) -> Any:
+        """The key spaces as a task argument: inline when small, else scattered once to every worker."""
+        if keys is None:
+            return None
+        size = sum(getattr(ks.table, "nbytes", 0) + sum(getattr(c, "nbytes", 0)
+                                                        for c in vars(ks).get("_direct_table", []))
+                   for ks in keys[:2])
+        if size <= _limits.GATHER_INLINE_KEY_BYTES:
+            return keys
+        fut = self.client.scatter(keys, broadcast=True, hash=False)
+        self.extra.append(fut)
+        return fut
+
+    def gather(self, dtype: np.dtype, decode: Any) -> tuple[Any, float]:
+        """The product (a CSR, or with ``decode`` the einsum step's COO) and when gathering began."""
+        from flexsparse.formats.coo import COO
+        from flexsparse.formats.csr import CSR
+
+        p = self.plan
+        m, _, n = p.shape
+        layout, keys = ("csr", None) if decode is None else _coo_layout(decode)
+        shape = (m, n) if decode is None else tuple(decode[3])
+        idt = index_dtype_for((n,)) if layout == "csr" else index_dtype_for(shape)
+        groups = list(range(p.n_groups))
+        predicted = float(sum(p.out_bytes))
+        two_phase = predicted >= _limits.GATHER_SHM_MIN_BYTES and _gather.shm_free() >= 2 * predicted
+        counts: dict[int, Any] = {}
+        pieces: dict[int, Any] = {}
+        if two_phase:
+            self.collect(self.submit(groups, "count"), "count", counts.__setitem__)
+        else:
+            self.collect(self.submit(groups, "piece"), "piece", pieces.__setitem__)
+            for g, piece in pieces.items():
+                counts[g] = np.diff(piece[1]) if self.per_row else int(piece[1][-1])
+                self.received += sum(int(x.nbytes) for x in piece[1:])
+        t_asm = time.perf_counter()
+        dst, nnz, indptr = self._destinations(counts)
+        target = _gather.Target(None, layout, m, nnz, len(shape), idt.str, np.dtype(dtype).str)
+        self.path = _gather.create(target.nbytes) if two_phase else None
+        if self.path is not None:
+            target = _gather.Target(self.path, layout, m, nnz, len(shape), idt.str, np.dtype(dtype).str)
+            buffer: Any = _gather.map_target(target)
+        else:
+            buffer = np.empty(target.nbytes, dtype=np.uint8)
+        out = _gather.arrays(buffer, target)
+        sink = _gather.ArraySink(out)
+        if layout == "csr":
+            if indptr is None:  # one panel: each group writes its rows' pointers, here the others
+                self._fill_uncovered(out["indptr"], dst, counts)
+            else:
+                out["indptr"][:] = indptr
+        if two_phase:
+            self.target, self.dst, self.keys = target, dst, self._keys_arg(keys)
+
+            def placed(g: int, piece: Any) -> None:
+                if piece is None:
+                    self.shared += sum(int(v) for v in _piece_bytes(counts[g], target))
+                    return
+                self.received += sum(int(x.nbytes) for x in piece[1:])
+                _gather.place(sink, target, piece, dst[g], keys)
+
+            self.collect(self.advance(groups, "place"), "place", placed)
+        else:
+            for g, piece in pieces.items():
+                _gather.place(sink, target, piece, dst[g], keys)
+            pieces.clear()
+        if layout == "csr":
+            csr = CSR._trusted(out["indptr"], out["indices"], out["data"], (m, n), True)
+            return (csr if decode is None else COO.from_csr(csr)), t_asm
+        return COO._new(None, out["coords"], out["data"], shape, True), t_asm
+
+    # ------------------------------------------------------------------ ending
+    def close(self) -> None:
+        """Remove the result's shared-memory file name (its memory lives on in the result's arrays)."""
+        _gather.release(self.path)
 
     def cancel(self) -> None:
         """Cancel every future of the product and remove what it wrote."""
-        futs = [f for fs in self.futures.values() for f in fs] + list(self.panels.values())
+        futs = [f for fs in self.futures.values() for f in fs] + list(self.panels.values()) + self.extra
         if futs:
             self.client.cancel(futs)
         if self.directory is not None:
             _store.abort(Path(self.out), self.directory, list(range(self.plan.n_groups)))
+
+
+def _piece_bytes(count: Any, target: _gather.Target) -> tuple[int, int]:
+    """Bytes a piece of ``count`` entries (or per-row counts) fills in ``target`` (index, values)."""
+    nnz = int(np.sum(count))
+    idx = np.dtype(target.index_dtype).itemsize * (target.ndim if target.layout == "coo" else 1)
+    return nnz * idx, nnz * np.dtype(target.value_dtype).itemsize

@@ -14,7 +14,10 @@ both sparse:
   indices of the left operand; ids: the contracted indices; columns: the right operand's);
   the slice-count sketch of the leading row index gives the per-row entries (one planning
   row per sketch bucket), the flops are spread in proportion (the cost model's independence
-  assumption), the output per multiply-add is the cost model's ``nnz / flops``;
+  assumption), the output per multiply-add is the cost model's ``nnz / flops``; a step whose
+  two operands are the same array over the same modes (a self-contraction such as
+  ``ijkl,mjkl->im``) is estimated with ``same_source`` (every entry meets at least itself:
+  :func:`~flexsparse.contract.cost.estimate_pair`);
 * the tile budget is :func:`~flexsparse.distributed.cluster.tile_budget` of ``worker_memory``
   after the resident operands; column panels and id windows follow the strategies' rule
   (accumulator <= 1/4 of the budget, id stamps <= 1/8), the row count what the working sets
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,7 +39,7 @@ import numpy as np
 from flexsparse._util import index_dtype_for, parse_bytes
 from flexsparse.distributed.tiles import ProductPlan, build_plan
 
-__all__ = ["DistributedPlan", "StepPlan", "plan", "powerlaw_stats"]
+__all__ = ["DistributedPlan", "StepPlan", "pair_flops", "plan", "powerlaw_stats", "sparse_flops"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,15 @@ def powerlaw_stats(indices: str, shape: tuple[int, ...], nnz: int, alpha: float 
                         FrozenSizes(distinct), counts, exact=False)
 
 
+def _same_source(x: Any, y: Any) -> bool:
+    """Whether two step operands are the same array over the same modes, each shared index on the
+    same mode of it (``ijkl,mjkl``: every entry then meets itself)."""
+    if x is None or y is None or x[0] != y[0]:
+        return False
+    (_, mx), (_, my) = x, y
+    return sorted(mx.values()) == sorted(my.values()) and all(my[c] == m for c, m in mx.items() if c in my)
+
+
 def _relabel(s: Any, letters: str) -> Any:
     from flexsparse.contract.parser import FrozenSizes
 
@@ -215,10 +228,6 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
     Raises:
         ValueError: bad spec, sizes, ``workers`` or ``worker_memory``; unknown ``tiling``.
     """
-    from flexsparse.contract.cost import estimate_pair, project_stats, result_stats
-    from flexsparse.contract.parser import parse_einsum
-    from flexsparse.contract.plan import plan_einsum
-    from flexsparse.contract.stats import OperandStats, operand_stats
     from flexsparse.distributed.cluster import tile_budget
     from flexsparse.tiling.strategies import get_strategy
 
@@ -226,8 +235,30 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     memory = parse_bytes(worker_memory)
-    shapes = [tuple(op.shape) for op in operands]
-    spec = parse_einsum(subscripts, shapes)
+
+    def limit_of(resident: float) -> int:
+        return tile_budget(memory, threads_per_worker, int(resident))
+
+    steps = []
+    for x, y, out_indices, est in _step_estimates(subscripts, operands):
+        if not x.is_dense and not y.is_dense:
+            shape, tiles = _step_tiles(x, y, out_indices, est, limit_of, workers, threads_per_worker, overbook)
+            steps.append(StepPlan(x.indices, y.indices, out_indices, shape, est.flops, est.nnz, tiles))
+    result = DistributedPlan(subscripts, workers, threads_per_worker, memory, tuple(steps))
+    if show:
+        print(result)
+    return result
+
+
+def _step_estimates(subscripts: str, operands: tuple[Any, ...]) -> Any:
+    """``(lhs stats, rhs stats, output indices, PairEstimate)`` of every pairwise step of the
+    in-process planner's path, from statistics only (operands: arrays or :class:`OperandStats`)."""
+    from flexsparse.contract.cost import estimate_pair, project_stats, result_stats
+    from flexsparse.contract.parser import parse_einsum
+    from flexsparse.contract.plan import plan_einsum
+    from flexsparse.contract.stats import OperandStats, operand_stats
+
+    spec = parse_einsum(subscripts, [tuple(op.shape) for op in operands])
     stats = []
     for k, op in enumerate(operands):
         if isinstance(op, OperandStats):
@@ -236,24 +267,67 @@ def plan(subscripts: str, *operands: Any, workers: int = 64, worker_memory: int 
             from flexsparse.contract.execute import _as_operand
 
             stats.append(operand_stats(spec.inputs[k], _as_operand(op, k)))
-    eplan = plan_einsum(spec, stats, optimize="auto")
-    work = [project_stats(s, idx) if s.indices != idx else s for s, idx in zip(stats, eplan.operand_indices)]
-
-    def limit_of(resident: float) -> int:
-        return tile_budget(memory, threads_per_worker, int(resident))
-
-    steps = []
-    for step in eplan.steps:
+    keep = [""] * len(operands)
+    if len(operands) == 2 and all(len(set(i)) == len(i) for i in spec.inputs) and not any(spec.broadcast):
+        # one step, no path to search: each operand keeps what the other or the result needs
+        (ia, ib), out = spec.inputs, spec.output
+        keep = ["".join(c for c in ia if c in ib or c in out), "".join(c for c in ib if c in ia or c in out)]
+    if all(keep):
+        operand_indices, steps = keep, [SimpleNamespace(lhs=0, rhs=1, out_indices=spec.output, out_format=None)]
+    else:
+        eplan = plan_einsum(spec, stats, optimize="auto")
+        operand_indices, steps = list(eplan.operand_indices), list(eplan.steps)
+    work = [project_stats(s, idx) if s.indices != idx else s for s, idx in zip(stats, operand_indices)]
+    # where each operand's indices sit in the array it came from (an intermediate: None)
+    origin: list[Any] = [(id(op), {c: spec.inputs[k].index(c) for c in idx})
+                         for k, (op, idx) in enumerate(zip(operands, operand_indices))]
+    for step in steps:
         x, y = work[step.lhs], work[step.rhs]
+        same = _same_source(origin[step.lhs], origin[step.rhs])
         for p in sorted((step.lhs, step.rhs), reverse=True):
             work.pop(p)
-        est = estimate_pair(x, y, step.out_indices)
-        if not x.is_dense and not y.is_dense:
-            shape, tiles = _step_tiles(x, y, step.out_indices, est, limit_of, workers,
-                                       threads_per_worker, overbook)
-            steps.append(StepPlan(x.indices, y.indices, step.out_indices, shape, est.flops, est.nnz, tiles))
+            origin.pop(p)
+        est = estimate_pair(x, y, step.out_indices, same_source=same)
+        yield x, y, step.out_indices, est
         work.append(result_stats(est, step.out_format == "dense"))
-    result = DistributedPlan(subscripts, workers, threads_per_worker, memory, tuple(steps))
-    if show:
-        print(result)
-    return result
+        origin.append(None)
+
+
+def sparse_flops(subscripts: str, *operands: Any) -> float:
+    """Estimated multiply-adds of the sparse x sparse steps of ``einsum(subscripts, *operands)``
+    (statistics only, O(nnz) per operand; a self-contraction counts every entry meeting itself)."""
+    return float(sum(est.flops for x, y, _, est in _step_estimates(subscripts, operands)
+                     if not x.is_dense and not y.is_dense))
+
+
+def pair_flops(subscripts: str, a: Any, b: Any) -> int | None:
+    """Multiply-adds of the one step of a two-operand einsum of flexsparse COO tensors, counted
+    exactly: the entries of ``b`` per value of the shared indices (a bincount over their
+    linearised coordinates), summed over the entries of ``a``. O(nnz + cells of the shared indices); ``None`` (count
+    unavailable) for other operands, repeated or broadcast indices, or shared indices of more
+    cells than four times the entries (and 2**18). An upper bound of the engine's own count, which first
+    sums away indices the other operand and the result do not need."""
+    from flexsparse.contract.parser import parse_einsum
+    from flexsparse.formats.coo import COO
+
+    if not (isinstance(a, COO) and isinstance(b, COO)):
+        return None
+    spec = parse_einsum(subscripts, [a.shape, b.shape])
+    ia, ib = spec.inputs
+    if len(set(ia)) != len(ia) or len(set(ib)) != len(ib) or any(spec.broadcast):
+        return None
+    shared = [c for c in ia if c in ib]
+    if not shared:
+        return a.nnz * b.nnz
+    cells = math.prod(spec.sizes[c] for c in shared)
+    if cells > max(4 * (a.nnz + b.nnz), 1 << 18):     # a bincount of 2**18 cells: ~0.1 ms
+        return None
+
+    def keys(t: Any, idx: str) -> np.ndarray:
+        return np.ravel_multi_index(tuple(t.coords[idx.index(c)] for c in shared),
+                                    tuple(spec.sizes[c] for c in shared))
+
+    kb = keys(b, ib)
+    same = a is b and all(ia.index(c) == ib.index(c) for c in shared)     # a self-contraction
+    # each entry of a meets every entry of b with its shared coordinates
+    return int(np.bincount(kb, minlength=cells)[kb if same else keys(a, ia)].sum())

@@ -9,14 +9,18 @@ Algorithm (no arrays are touched here beyond the count arrays of the statistics)
 2. Rows are re-cut into ranges of equal estimated work (``flops + nnzA`` per row, exact
    counts), at least :data:`~flexsparse._limits.TILES_PER_THREAD` per worker thread when the
    product is large enough (:data:`~flexsparse._limits.MIN_TILE_FLOPS` per tile): on power-law
-   matrices a uniform row size leaves one tile with the hubs and most of the work.
+   matrices a uniform row size leaves one tile with the hubs and most of the work. A block
+   still above :data:`~flexsparse._limits.HUB_SPLIT_FACTOR` times the mean block's work (a hub
+   row, which no row cut splits) is cut into column sub-panels of about the mean work (its
+   multiply-adds assumed even over its columns); the worker cuts them from its panel's copy.
 3. Every tile's working set is predicted with the formula of
    :mod:`flexsparse.tiling.workingset` (output = sampled output/flops ratio x exact flops);
    a tile predicted over the budget runs on its worker with the bounded kernel (Tailors
    absorption), the others with the fast SpGEMM.
 4. A *group* is one (row range, column panel) block of the output; its tiles over the
-   contracted-id windows are partial sums, added by a binary tree of tasks. Groups are
-   assigned to workers by longest-processing-time first on their work.
+   contracted-id windows are partial sums, added by a binary tree of tasks. Blocks without
+   a multiply-add (the off-diagonal blocks of a batch product, empty rows) get no group.
+   Groups are assigned to workers by longest-processing-time first on their work.
 
 :func:`rows_from_stats` gives the same per-row arrays from :class:`OperandStats` sketches
 alone (for :func:`flexsparse.distributed.plan` at paper scale).
@@ -28,6 +32,7 @@ the assignment of T groups to W workers.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,6 +221,10 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
     row_bounds = balanced_bounds(work_rows, max(n_mem, n_bal)) if m else np.array([0, 0])
     cs_flops = np.vstack([np.zeros((1, n_c)), np.cumsum(flops_rows, axis=0)]) if m else np.zeros((1, n_c))
     cs_a = np.concatenate([[0.0], np.cumsum(nnz_a_rows, dtype=np.float64)])
+    block_fl = np.diff(cs_flops[row_bounds], axis=0) if m else np.zeros((0, n_c))   # [ranges, n_c]
+    block_na = np.diff(cs_a[row_bounds]) if m else np.zeros(0)
+    busy = block_fl > 0
+    mean_work = float(((block_fl + block_na[:, None]) * busy).sum() / max(1, int(busy.sum())))
     tiles: list[TileSpec] = []
     group_work, a_bytes, out_bytes = [], [], []
     g = 0
@@ -223,22 +232,31 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
         c0, c1 = int(col_bounds[ci]), int(col_bounds[ci + 1])
         for ri in range(len(row_bounds) - 1):
             r0, r1 = int(row_bounds[ri]), int(row_bounds[ri + 1])
-            fl = float(cs_flops[r1, ci] - cs_flops[r0, ci])
-            na = float(cs_a[r1] - cs_a[r0])
-            w = 0.0
-            for ki in range(n_k):
-                k0, k1 = int(k_bounds[ki]), int(k_bounds[ki + 1])
-                f_t, na_t = fl / n_k, na / n_k
-                nb = min(f_t, float(nnz_b_panels[ki, ci]))
-                ws = ((c1 - c0) * (value_bytes + 8) + (k1 - k0) * 8 + 3 * ptr_bytes
-                      + 2 * ptr_bytes * (r1 - r0) + ptr_bytes * min(na_t, k1 - k0)
-                      + (na_t + nb + ratio * f_t) * elem)
-                tiles.append(TileSpec(len(tiles), g, r0, r1, k0, k1, c0, c1, f_t, na_t, ws, ws > limit))
-                w += f_t + na_t
-            group_work.append(w)
-            a_bytes.append(na * elem + 8 * (r1 - r0 + 1) * n_k)
-            out_bytes.append(ratio * fl * elem + 8 * (r1 - r0 + 1))
-            g += 1
+            fl, na = float(block_fl[ri, ci]), float(block_na[ri])
+            if fl <= 0:      # no multiply-add lands in this block: no output, no task
+                continue
+            # a block far above the mean (a hub row, which row cuts cannot split) is cut into
+            # column sub-panels, multiply-adds assumed even over its columns
+            parts = 1
+            if fl + na > _limits.HUB_SPLIT_FACTOR * mean_work and c1 - c0 > 1:
+                parts = int(min(c1 - c0, math.ceil((fl + na) / mean_work)))
+            cuts = np.unique(np.linspace(c0, c1, parts + 1).astype(np.int64))
+            for s0, s1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                frac = (s1 - s0) / (c1 - c0)
+                w = 0.0
+                for ki in range(n_k):
+                    k0, k1 = int(k_bounds[ki]), int(k_bounds[ki + 1])
+                    f_t, na_t = fl * frac / n_k, na / n_k
+                    nb = min(f_t, float(nnz_b_panels[ki, ci]) * frac)
+                    ws = ((s1 - s0) * (value_bytes + 8) + (k1 - k0) * 8 + 3 * ptr_bytes
+                          + 2 * ptr_bytes * (r1 - r0) + ptr_bytes * min(na_t, k1 - k0)
+                          + (na_t + nb + ratio * f_t) * elem)
+                    tiles.append(TileSpec(len(tiles), g, r0, r1, k0, k1, s0, s1, f_t, na_t, ws, ws > limit))
+                    w += f_t + na_t
+                group_work.append(w)
+                a_bytes.append(na * elem + 8 * (r1 - r0 + 1) * n_k)
+                out_bytes.append(ratio * fl * frac * elem + 8 * (r1 - r0 + 1))
+                g += 1
     worker = assign_lpt(np.asarray(group_work), n_workers)
     b_bytes = float(nnz_b_panels.sum()) * elem + 8 * (k + 1) * n_c
     return ProductPlan(shape, strategy, int(limit), int(strategy_tiles), tuple(int(x) for x in row_bounds),

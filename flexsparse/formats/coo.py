@@ -298,14 +298,14 @@ class COO(SparseArray):
         dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
         if self.nnz:
+            from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, scatter_coo_dense
+
             if self.ndim == 0:
                 out[()] = self.data.sum(dtype=self.dtype)
-            elif self.dtype.kind in "iufc" and self.dtype != np.float16:
+            elif self.dtype in COMPILED_DTYPES:
                 # one compiled pass, linear index computed on the fly (the dense array exists,
                 # so it fits int64); duplicates of a non-canonical tensor accumulate in order.
-                # numba has no float16 type: half precision takes the NumPy scatter below
-                from flexsparse.kernels.cpu.scatter import scatter_coo_dense
-
+                # Types numba lacks (float16, longdouble) take the NumPy scatter below
                 scatter_coo_dense(self.coords, self.data, out, self.canonical)
             elif self.canonical:
                 out[tuple(self.coords)] = self.data  # unique coordinates: plain scatter

@@ -1,4 +1,4 @@
-"""The typer CLI: einsum on files, info, demo --quick."""
+"""The typer CLI: einsum on files, info (the demo: tests/cli/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -52,15 +52,6 @@ def test_einsum_cli_bad_file(tmp_path):
     assert res.exit_code != 0
     assert "bad.tns:2" in str(res.exception)
     assert not (tmp_path / "o.npz").exists()
-
-
-def test_demo_quick_runs_and_checks():
-    from flexsparse.demo import run_demo
-
-    rows = run_demo(quick=True, repeat=1)
-    assert len(rows) >= 4
-    assert all(r.get("correct", True) for r in rows)
-    assert all(r["flexsparse_s"] > 0 for r in rows)
 
 
 def test_main_reports_user_errors_without_traceback(tmp_path, capsys, monkeypatch):

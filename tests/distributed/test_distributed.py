@@ -40,6 +40,12 @@ def client():
         yield c
 
 
+def einsum(*args, **kwargs):
+    """:func:`flexsparse.distributed.einsum` sending even these small products to the cluster."""
+    kwargs.setdefault("local_flops", 0)
+    return fd.einsum(*args, **kwargs)
+
+
 def dense(x):
     if hasattr(x, "load"):
         x = x.load()
@@ -77,7 +83,7 @@ SPECS = [
 def test_matches_in_process_einsum(client, case, dims, density, seed, budget, strategy):
     spec, modes = case
     ops = [sprand(tuple(dims[m] for m in mode), density, seed + k) for k, mode in enumerate(modes)]
-    got = fd.einsum(spec, *ops, client=client, tile_memory=budget, tiling=strategy, progress=False)
+    got = einsum(spec, *ops, client=client, tile_memory=budget, tiling=strategy, progress=False)
     np.testing.assert_allclose(dense(got), reference(spec, *ops), rtol=1e-10, atol=1e-12)
 
 
@@ -85,20 +91,20 @@ def test_matches_in_process_einsum(client, case, dims, density, seed, budget, st
 def test_dtypes_and_dense_operands(client, dtype):
     a = sprand((40, 30), 0.1, 1, dtype)
     b = sprand((30, 20), 0.1, 2, dtype)
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=4_000, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=4_000, progress=False)
     ref = fs.einsum("ij,jk->ik", a, b)
     assert dense(got).dtype == np.asarray(dense(ref)).dtype
     np.testing.assert_allclose(dense(got), dense(ref), rtol=1e-5)
     # a dense operand: that step runs in the calling process with the same semantics
     d = np.random.default_rng(0).random((20, 5)).astype(np.float64)
-    np.testing.assert_allclose(dense(fd.einsum("ij,jk,kl->il", a, b, d, client=client, progress=False)),
+    np.testing.assert_allclose(dense(einsum("ij,jk,kl->il", a, b, d, client=client, progress=False)),
                                reference("ij,jk,kl->il", a, b, d), rtol=1e-5)
 
 
 def test_power_law_tiles_are_balanced_and_partial_sums_reduced(client):
     a = fs.random((600, 500), nnz=6_000, seed=3, distribution="powerlaw")
     b = fs.random((500, 400), nnz=6_000, seed=4, distribution="powerlaw")
-    got, reports = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=6_000, format="coo",
+    got, reports = einsum("ij,jk->ik", a, b, client=client, tile_memory=6_000, format="coo",
                              progress=False, return_report=True)
     (rep,) = reports
     assert rep.tiles > rep.groups > 1            # id windows: partial sums added by a tree
@@ -111,7 +117,7 @@ def test_scipy_and_pydata_operands(client):
     sparse = pytest.importorskip("sparse")
     a = sp.random_array((50, 40), density=0.1, format="csr", rng=0)
     b = sparse.COO.from_numpy(sp.random_array((40, 30), density=0.1, rng=1).toarray())
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, progress=False)
     np.testing.assert_allclose(dense(got), a.toarray() @ b.todense(), rtol=1e-12)
 
 
@@ -121,7 +127,7 @@ def test_out_streams_tiles_in_the_tiled_format(client, tmp_path, name):
     a = sprand((80, 60), 0.08, 5)
     b = sprand((60, 70), 0.08, 6)
     target = tmp_path / name
-    got = fd.einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, out=target, progress=False)
+    got = einsum("ij,jk->ik", a, b, client=client, tile_memory=5_000, out=target, progress=False)
     np.testing.assert_allclose(dense(got), reference("ij,jk->ik", a, b), rtol=1e-12)
     again = fs.load(target)                      # what a fresh process reads
     np.testing.assert_allclose(again.todense(), reference("ij,jk->ik", a, b), rtol=1e-12)
@@ -173,7 +179,7 @@ def test_bad_data_names_the_tile_and_leaves_no_output(client, tmp_path):
     sh, x = _corrupt_shards(tmp_path)
     out = tmp_path / "out.npz"
     with pytest.raises(fd.TileError, match=r"tile 1: shard \[.*shard-00001"):
-        fd.einsum("ij,jk->ik", fd.Shards(tmp_path / "x"), x.T, client=client, out=out, progress=False)
+        einsum("ij,jk->ik", fd.Shards(tmp_path / "x"), x.T, client=client, out=out, progress=False)
     assert not out.exists()
 
 
@@ -189,7 +195,7 @@ def test_ctrl_c_cancels_the_futures(client, monkeypatch):
     monkeypatch.setattr(distributed, "as_completed", Interrupting)
     a = sprand((200, 150), 0.05, 8)
     with pytest.raises(KeyboardInterrupt):
-        fd.einsum("ij,kj->ik", a, a, client=client, tile_memory=3_000, progress=False)
+        einsum("ij,kj->ik", a, a, client=client, tile_memory=3_000, progress=False)
     monkeypatch.setattr(distributed, "as_completed", real)
     deadline = time.time() + 10
     while time.time() < deadline and any(k.startswith("fs-") for k in client.processing()
@@ -217,7 +223,7 @@ def test_killed_worker_process_gives_the_same_result(tmp_path):
             started.set()
 
         threading.Thread(target=kill_when_running, daemon=True).start()
-        got, reports = fd.einsum("ij,kj->ik", a, a, client=c, tile_memory=300_000, out=tmp_path / "o",
+        got, reports = einsum("ij,kj->ik", a, a, client=c, tile_memory=300_000, out=tmp_path / "o",
                                  format="coo", progress=False, return_report=True)
         assert started.wait(30)
         assert victim not in c.run(os.getpid).values()
@@ -233,7 +239,7 @@ def test_killed_worker_process_gives_the_same_result(tmp_path):
 def test_embedded_local_cluster_of_processes_and_cli(tmp_path):
     a = sprand((60, 50), 0.1, 9)
     b = sprand((50, 40), 0.1, 10)
-    got = fd.einsum("ij,jk->ik", a, b, workers=2, worker_memory="1GB", progress=False)
+    got = einsum("ij,jk->ik", a, b, workers=2, worker_memory="1GB", progress=False)
     np.testing.assert_allclose(dense(got), reference("ij,jk->ik", a, b), rtol=1e-12)
     from typer.testing import CliRunner
 
@@ -250,15 +256,15 @@ def test_embedded_local_cluster_of_processes_and_cli(tmp_path):
 def test_cluster_arguments_are_checked(client):
     a = sprand((4, 4), 0.5, 1)
     with pytest.raises(ValueError, match="either client= or address="):
-        fd.einsum("ij,jk->ik", a, a, client=client, address="tcp://127.0.0.1:1")
+        einsum("ij,jk->ik", a, a, client=client, address="tcp://127.0.0.1:1")
     with pytest.raises(ValueError, match="workers must be a positive int"):
-        fd.einsum("ij,jk->ik", a, a, workers=0)
+        einsum("ij,jk->ik", a, a, workers=0)
     with pytest.raises(ValueError, match="cannot change the cluster"):
-        fd.einsum("ij,jk->ik", a, a, client=client, workers=2)
+        einsum("ij,jk->ik", a, a, client=client, workers=2)
     with pytest.raises(ValueError, match="unknown tiling strategy"):
-        fd.einsum("ij,jk->ik", a, a, client=client, tiling="greedy")
+        einsum("ij,jk->ik", a, a, client=client, tiling="greedy")
     with pytest.raises(ValueError, match="as_dask"):
-        fd.einsum("ij,jk->ik", a, a, client=client, as_dask=True, out="x")
+        einsum("ij,jk->ik", a, a, client=client, as_dask=True, out="x")
 
 
 # ---------------------------------------------------------------------- shards
@@ -271,7 +277,7 @@ def test_shards_round_trip_and_einsum(client, tmp_path):
     assert all(again.read(i).shape == x.shape for i in range(4))
     y = sprand((30, 20, 10), 0.1, 12)
     for spec in ("ijk,jkl->il", "ijk,jkl->ijl"):            # sharded along a contracted / kept index
-        got = fd.einsum(spec, again, y, client=client, progress=False)
+        got = einsum(spec, again, y, client=client, progress=False)
         np.testing.assert_allclose(dense(got), reference(spec, x, y), rtol=1e-12)
 
 
@@ -330,12 +336,12 @@ def test_einsum_takes_dask_arrays_of_sparse_chunks(client):
         "scipy": da.from_array(sp.csr_matrix(x.todense()), chunks=(20, 40), asarray=False),
     }
     for name, dx in chunks.items():
-        got = fd.einsum("ij,jk->ik", dx, y, client=client, progress=False)
+        got = einsum("ij,jk->ik", dx, y, client=client, progress=False)
         np.testing.assert_allclose(dense(got), ref, rtol=1e-12, err_msg=name)
     dy = da.from_array(y, chunks=(10, 30), asarray=False)
-    np.testing.assert_allclose(dense(fd.einsum("ij,jk->ik", chunks["flexsparse"], dy, client=client,
+    np.testing.assert_allclose(dense(einsum("ij,jk->ik", chunks["flexsparse"], dy, client=client,
                                                progress=False)), ref, rtol=1e-12)
-    res = fd.einsum("ij,jk->ik", x, y, client=client, as_dask=True, format="coo", progress=False)
+    res = einsum("ij,jk->ik", x, y, client=client, as_dask=True, format="coo", progress=False)
     assert isinstance(res, da.Array)
     np.testing.assert_allclose(res.compute().todense(), ref, rtol=1e-12)
 
@@ -380,7 +386,7 @@ def test_balanced_bounds_and_lpt():
 
 
 def test_operand_blocks_match_dense_slices():
-    from flexsparse.distributed.runner import _block
+    from flexsparse.distributed._tasks import block as _block
     from flexsparse.formats.csr import CSR
 
     rng = np.random.default_rng(0)
@@ -394,3 +400,83 @@ def test_operand_blocks_match_dense_slices():
         blk = _block(CSR.from_scipy(x), r0, r1, k0, k1)
         blk.validate()
         np.testing.assert_array_equal(blk.todense(), x.toarray()[r0:r1, k0:k1])
+
+
+def test_hub_block_is_cut_into_column_sub_panels(client):
+    from flexsparse.distributed.runner import ProductRunner
+    from flexsparse.distributed.tiles import build_plan
+
+    # planning alone: one row carries most of the work
+    flops = np.ones((100, 1))
+    flops[40] = 400.0
+    p = build_plan(shape=(100, 50, 64), strategy="overbook", limit=1 << 30, strategy_tiles=1, row_size=10,
+                   k_bounds=np.array([0, 50]), col_bounds=np.array([0, 64]), flops_rows=flops,
+                   nnz_a_rows=np.ones(100), nnz_b_panels=np.array([[500.0]]), ratio=1.0, elem=16,
+                   value_bytes=8, n_workers=2, threads=2)
+    hub = [t for t in p.tiles if t.r0 <= 40 < t.r1]
+    assert len(hub) > 1 and hub[0].c0 == 0 and hub[-1].c1 == 64
+    assert all(u.c1 == v.c0 for u, v in zip(hub, hub[1:]))          # sub-panels cover the columns
+    assert all(t.c0 == 0 and t.c1 == 64 for t in p.tiles if not t.r0 <= 40 < t.r1)
+    # and run: a hub row over a small tile budget, against the in-process product
+    rng = np.random.default_rng(3)
+    a = sp.random_array((300, 200), density=0.01, format="csr", rng=4).tolil()
+    a[77, :] = rng.random(200)
+    a = a.tocsr()
+    b = sp.random_array((200, 150), density=0.05, format="csr", rng=5)
+    runner = ProductRunner(client, tile_memory=20_000, local_flops=0)
+    from flexsparse.formats.csr import CSR
+
+    c, report = runner(CSR.from_scipy(a), CSR.from_scipy(b))
+    (plan,) = runner.plans
+    assert any(t.c0 > 0 for t in plan.tiles if t.r0 <= 77 < t.r1)
+    np.testing.assert_allclose(c.todense(), (a @ b).toarray(), rtol=1e-12)
+    # A is B: the self-product path with sub-panels
+    x = CSR.from_scipy(sp.random_array((150, 150), density=0.05, format="csr", rng=6).tolil().tocsr())
+    runner = ProductRunner(client, tile_memory=20_000, local_flops=0)
+    c, _ = runner(x, x)
+    assert runner.plans[0].n_groups > 1       # rows cut from the one broadcast copy at their own index
+    np.testing.assert_allclose(c.todense(), (x.to_scipy() @ x.to_scipy()).toarray(), rtol=1e-12)
+    xs = fs.from_scipy(x.to_scipy())
+    res = einsum("ij,jk->ik", xs, xs, client=client, tile_memory=20_000, progress=False)
+    np.testing.assert_allclose(dense(res), reference("ij,jk->ik", xs, xs), rtol=1e-12)
+
+
+def test_self_contraction_estimate_counts_every_entry_meeting_itself():
+    from flexsparse.distributed.stats_plan import powerlaw_stats
+
+    s = powerlaw_stats("ijkl", (532_924, 17_262_471, 2_480_308, 1_443), 140_126_181)
+    p = fd.plan("ijkl,mjkl->im", s, s, workers=64, worker_memory="16GB", show=False)
+    (step,) = p.steps
+    assert step.est_flops >= 140_126_181          # each entry at least meets itself
+    other = powerlaw_stats("mjkl", (532_924, 17_262_471, 2_480_308, 1_443), 140_126_181)
+    q = fd.plan("ijkl,mjkl->im", s, other, workers=64, worker_memory="16GB", show=False)
+    assert q.steps[0].est_flops < step.est_flops      # independent operands keep the independence estimate
+
+
+@pytest.mark.parametrize("spec", ["ij,jk->ik", "ij,kj->ik", "ijk,mjk->im", "ijk,ikl->ijl", "ij,kl->ijkl", "ij,ij->"])
+@pytest.mark.parametrize("density", [0.0, 0.05, 1.0])
+def test_pair_flops_counts_every_multiply_add(spec, density):
+    from flexsparse.distributed.stats_plan import pair_flops, sparse_flops
+
+    ins = spec.split("->")[0].split(",")
+    size = {c: 3 + i for i, c in enumerate(sorted(set("".join(ins))))}
+    a = sprand(tuple(size[c] for c in ins[0]), density, 1)
+    b = sprand(tuple(size[c] for c in ins[1]), density, 2)
+    want = np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(b) != 0, dtype=np.int64)
+    assert pair_flops(spec, a, b) == want
+    if ins[0] == ins[1].replace(ins[1][0], ins[0][0]) or spec == "ij,ij->":
+        assert pair_flops(spec, a, a) == np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(a) != 0,
+                                                   dtype=np.int64)
+    assert pair_flops(spec, dense(a), b) is None                     # not COO: no count
+    assert sparse_flops(spec, a, b) >= 0
+
+
+def test_small_call_runs_in_process_and_large_one_goes_out(client):
+    x = fs.random((30, 20, 10), 0.05, seed=3, distribution="powerlaw")
+    res, reports = fd.einsum("ijk,mjk->im", x, x, client=client, progress=False, return_report=True)
+    assert not any(hasattr(r, "gather") for r in reports)            # no product was sent out
+    np.testing.assert_allclose(dense(res), reference("ijk,mjk->im", x, x), rtol=1e-12)
+    res, reports = fd.einsum("ijk,mjk->im", x, x, client=client, progress=False, return_report=True,
+                             local_flops=0)
+    assert [r.gather for r in reports] in (["network"], ["shared memory"])
+    np.testing.assert_allclose(dense(res), reference("ijk,mjk->im", x, x), rtol=1e-12)

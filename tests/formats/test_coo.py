@@ -349,7 +349,7 @@ def test_matmul_delegates_to_engine():
     np.testing.assert_allclose(np.asarray(got.todense() if hasattr(got, "todense") else got), a @ b)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.int8, np.complex64, np.bool_])
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, np.float32, np.int8, np.complex64, np.bool_])
 @pytest.mark.parametrize("canonical", [True, False])
 def test_todense_every_numeric_dtype(dtype, canonical):
     # half precision has no numba type and must take the NumPy scatter

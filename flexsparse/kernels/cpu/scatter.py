@@ -18,7 +18,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense", "scatter_unique_kernel"]
+__all__ = ["COMPILED_DTYPES", "PARALLEL_MIN_NNZ", "scatter_add_kernel", "scatter_coo_dense",
+           "scatter_unique_kernel"]
+
+#: Value types the compiled scatter takes: numba has no float16 or longdouble type.
+COMPILED_DTYPES = frozenset(np.dtype(t) for t in (
+    np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float32, np.float64, np.complex64, np.complex128))
 
 #: Unique coordinates are scattered by a parallel loop from this many entries. The scatter is
 #: bound by memory traffic (~1.4 ns per entry on one core of the 2-core test VM: 165K
@@ -74,7 +80,14 @@ def scatter_unique_kernel(coords, data, strides, chunk, out):
 
 
 def scatter_coo_dense(coords: np.ndarray, data: np.ndarray, out: np.ndarray, unique: bool) -> None:
-    """Scatter a COO's entries into the zeroed C-contiguous ``out`` (its shape gives the strides)."""
+    """Scatter a COO's entries into the zeroed C-contiguous ``out`` (its shape gives the strides).
+
+    Raises:
+        TypeError: values of a type outside :data:`COMPILED_DTYPES`.
+    """
+    if data.dtype not in COMPILED_DTYPES or out.dtype != data.dtype:
+        raise TypeError(f"scatter_coo_dense takes values of one of {sorted(str(d) for d in COMPILED_DTYPES)} "
+                        f"matching out; got {data.dtype} into {out.dtype}")
     strides = np.ones(out.ndim, dtype=np.int64)
     for m in range(out.ndim - 2, -1, -1):
         strides[m] = strides[m + 1] * out.shape[m + 1]
