@@ -48,7 +48,7 @@ import numpy as np
 from flexsparse import _limits
 
 __all__ = ["Workload", "workloads", "run_demo", "time_call", "time_interleaved", "best_marks",
-           "render_table", "rmat_graph"]
+           "render_table"]
 
 #: Column name of flexsparse in the timing tables.
 FLEXSPARSE = "flexsparse"
@@ -135,35 +135,6 @@ def best_marks(times: dict[str, float | None]) -> dict[str, Any]:
     return {"best": [k for k, v in ran.items() if v == t_min], "best_peer": best_peer, "ratio": ratio}
 
 
-def rmat_graph(scale: int, edge_factor: int = 8, seed: int = 0, a: float = 0.57, b: float = 0.19,
-               c: float = 0.19):
-    """SciPy CSR adjacency of an R-MAT (Graph500) graph of ``2**scale`` vertices.
-
-    ``edge_factor * 2**scale`` edges each pick, bit by bit, a quadrant with probabilities
-    ``a, b, c, 1 - a - b - c``; vertex labels are permuted at random (so hubs are scattered),
-    repeated edges are kept once, values are uniform in [0, 1). O(scale * edges) time.
-    """
-    import scipy.sparse as sp
-
-    if not 0 <= scale <= 30 or edge_factor < 0 or min(a, b, c) < 0 or a + b + c > 1:
-        raise ValueError(f"rmat_graph: bad parameters scale={scale}, edge_factor={edge_factor}, a={a}, b={b}, c={c}")
-    rng = np.random.default_rng(seed)
-    n = 1 << scale
-    m = edge_factor * n
-    rows = np.zeros(m, dtype=np.int64)
-    cols = np.zeros(m, dtype=np.int64)
-    for bit in range(scale):
-        u = rng.random(m)
-        rows |= (u >= a + b).astype(np.int64) << bit
-        cols |= (((u >= a) & (u < a + b)) | (u >= a + b + c)).astype(np.int64) << bit
-    perm = rng.permutation(n)
-    g = sp.csr_array((np.ones(m), (perm[rows], perm[cols])), shape=(n, n))
-    g.sum_duplicates()
-    g.sort_indices()
-    g.data = rng.random(g.nnz)
-    return g
-
-
 def _row_stride(a, b, max_flops: int) -> tuple[int, int]:
     """Smallest power of two ``k`` with ``flops(a[::k] @ b) <= max_flops``, and those flops."""
     row_len_b = np.diff(b.indptr)
@@ -181,7 +152,7 @@ def _rmat_workload(quick: bool, seed: int) -> Workload:
     import flexsparse as fs
 
     scale, ef = (12, 8) if quick else (18, 8)
-    g = rmat_graph(scale, ef, seed=seed)
+    g = fs.to_scipy(fs.rmat(scale, ef, seed=seed), "csr")
     k, flops = _row_stride(g, g, _limits.DEMO_RMAT_MAX_FLOPS)
     lhs = sp.csr_array(g[::k]) if k > 1 else g
     rows = f"every {k}th row @ A" if k > 1 else "A @ A"

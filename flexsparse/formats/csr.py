@@ -238,11 +238,15 @@ class CSR(SparseArray):
         """Dense ``[n_rows, n_cols]`` copy (duplicates are summed; size-guarded). One pass
         over the entries into lazily zeroed memory (:func:`~flexsparse.kernels.cpu.densify.csr_to_dense`)."""
         from flexsparse.kernels.cpu.densify import csr_to_dense
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
 
         dense_bytes_check(self.shape, self.dtype, max_bytes)
         out = np.zeros(self.shape, dtype=self.dtype)
-        if self.nnz:
+        if self.nnz and self.dtype in COMPILED_DTYPES:
             csr_to_dense(self.indptr, self.indices, self.data, out)
+        elif self.nnz:  # value types numba lacks (bool, float16, longdouble): NumPy's scatter
+            rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+            np.add.at(out, (rows, self.indices), self.data)
         return out
 
     def sorted(self, threads: int | None = None) -> CSR:

@@ -103,3 +103,16 @@ def test_csf_from_csr():
     c.validate()
     np.testing.assert_array_equal(c.todense(), dense)
     assert 4 not in c.fids[0].tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, np.bool_, np.int8, np.complex64])
+def test_todense_of_every_value_type(dtype):
+    # value types numba lacks (float16, longdouble) take NumPy's scatter; duplicates add up
+    indptr, indices = np.array([0, 3, 3, 5]), np.array([2, 0, 2, 1, 1])
+    data = np.array([1, 2, 3, 4, 5]).astype(dtype)
+    expect = np.zeros((3, 3), dtype=dtype)
+    np.add.at(expect, (np.repeat(np.arange(3), np.diff(indptr)), indices), data)
+    csr = CSR(indptr, indices, data, (3, 3), sorted_indices=False)
+    for got in (csr.todense(), COO.from_csr(csr).todense()):
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, expect)
