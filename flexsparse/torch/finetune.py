@@ -62,7 +62,7 @@ except ImportError as exc:  # optional dependency
 from flexsparse.torch.finetune_init import INITS, call_model, init_masks, token_rows
 from flexsparse.torch.finetune_methods import METHODS, MaskedLinear, Method, resolve_method
 from flexsparse.torch.linear import SparseLinear
-from flexsparse.torch.sparsify import LayerSummary, Selector, _selectors
+from flexsparse.torch.sparsify import LayerSummary, LayerTotals, Selector, _selectors
 
 __all__ = ["FinetuneSummary", "LOSSES", "METHODS", "INITS", "RESULTS", "SCHEDULES", "finetune"]
 
@@ -156,7 +156,7 @@ def _resolve_output(output: str | Callable | None) -> Callable[[Any], torch.Tens
 
 # ---------------------------------------------------------------------------- summary
 @dataclass(frozen=True)
-class FinetuneSummary:
+class FinetuneSummary(LayerTotals):
     """What :func:`finetune` did; ``str()`` is a plain report, ``__rich__`` a rich Table.
 
     ``seconds`` / ``cpu_seconds``: wall-clock and process CPU time of the whole call;
@@ -181,22 +181,6 @@ class FinetuneSummary:
     losses: tuple[float, ...]
     mask_refreshes: int
     layers: tuple[LayerSummary, ...]
-
-    @property
-    def params_dense(self) -> int:
-        return sum(layer.params_dense for layer in self.layers)
-
-    @property
-    def params_kept(self) -> int:
-        return sum(layer.params_kept for layer in self.layers)
-
-    @property
-    def weights_kept(self) -> int:
-        return sum(layer.weight_kept for layer in self.layers)
-
-    @property
-    def weights_total(self) -> int:
-        return sum(layer.weight_total for layer in self.layers)
 
     @property
     def kept_fraction(self) -> float:

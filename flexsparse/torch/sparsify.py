@@ -30,7 +30,7 @@ except ImportError as exc:  # optional dependency
 
 from flexsparse.torch.linear import SparseLinear
 
-__all__ = ["LayerSummary", "SparsifySummary", "sparsify"]
+__all__ = ["LayerSummary", "LayerTotals", "SparsifySummary", "sparsify"]
 
 Selector = Union[str, Callable[[str], bool], Iterable[Union[str, Callable[[str], bool]]], None]
 
@@ -62,12 +62,9 @@ class LayerSummary:
         return self.weight_kept + self.bias
 
 
-@dataclass(frozen=True)
-class SparsifySummary:
-    """What :func:`sparsify` replaced; ``str()`` is a plain table, ``__rich__`` a rich Table."""
+class LayerTotals:
+    """Totals over the ``layers`` (a tuple of :class:`LayerSummary`) of a summary dataclass."""
 
-    pattern: str
-    density: float | None
     layers: tuple[LayerSummary, ...]
 
     @property
@@ -79,12 +76,29 @@ class SparsifySummary:
         return sum(layer.params_kept for layer in self.layers)
 
     @property
+    def weights_kept(self) -> int:
+        return sum(layer.weight_kept for layer in self.layers)
+
+    @property
+    def weights_total(self) -> int:
+        return sum(layer.weight_total for layer in self.layers)
+
+    @property
     def bytes_dense(self) -> int:
         return sum(layer.bytes_dense for layer in self.layers)
 
     @property
     def bytes_sparse(self) -> int:
         return sum(layer.bytes_sparse for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class SparsifySummary(LayerTotals):
+    """What :func:`sparsify` replaced; ``str()`` is a plain table, ``__rich__`` a rich Table."""
+
+    pattern: str
+    density: float | None
+    layers: tuple[LayerSummary, ...]
 
     def _rows(self) -> list[tuple[str, ...]]:
         rows = [(layer.name, f"{layer.out_features}x{layer.in_features}", f"{layer.density:.3f}",
