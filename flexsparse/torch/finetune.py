@@ -187,14 +187,6 @@ class FinetuneSummary(LayerTotals):
         """Kept fraction of the trained layers' weights (biases excluded)."""
         return self.weights_kept / self.weights_total if self.weights_total else 0.0
 
-    @property
-    def bytes_dense(self) -> int:
-        return sum(layer.bytes_dense for layer in self.layers)
-
-    @property
-    def bytes_sparse(self) -> int:
-        return sum(layer.bytes_sparse for layer in self.layers)
-
     def _rows(self) -> list[tuple[str, str]]:
         dens = f" density={self.density}" if self.density is not None else ""
         return [
