@@ -604,7 +604,8 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
                                                n_threads, idx_dtype, work_dtype)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
-    return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort)
+    # a product without entries is sorted whatever was asked (as the empty-operand return above)
+    return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort or c_indices.shape[0] == 0)
 
 
 def _threads_for(total: int, n_threads: int) -> int:
