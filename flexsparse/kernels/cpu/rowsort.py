@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 
-__all__ = ["SMALL_ROW", "bucket_rows_kernel", "sort_csr_rows", "sort_csr_rows_kernel", "sort_row_pairs"]
+__all__ = ["SMALL_ROW", "bucket_rows_kernel", "insertion_sort", "sort_csr_rows", "sort_csr_rows_kernel", "sort_row_pairs"]
 
 #: Rows up to this many entries are insertion-sorted.
 SMALL_ROW = 32
@@ -42,7 +42,7 @@ _SERIAL_NNZ = 1 << 16
 
 
 @njit(cache=True, inline="always")
-def _insertion(keys, vals, lo, hi):
+def insertion_sort(keys, vals, lo, hi):
     for i in range(lo + 1, hi):
         k = keys[i]
         v = vals[i]
@@ -62,7 +62,7 @@ def sort_row_pairs(keys, vals, lo, hi, skeys, svals, counts):
     ``counts: int64[257]`` otherwise)."""
     n = hi - lo
     if n <= SMALL_ROW:
-        _insertion(keys, vals, lo, hi)
+        insertion_sort(keys, vals, lo, hi)
         return
     kmin = keys[lo]
     kmax = keys[lo]
@@ -118,8 +118,11 @@ def _sort_range(r0, r1, indptr, indices, data):
     svals = np.empty(m, dtype=data.dtype)
     counts = np.empty(257, dtype=np.int64)
     for i in range(r0, r1):
-        if indptr[i + 1] - indptr[i] > 1:
+        n = indptr[i + 1] - indptr[i]
+        if n > SMALL_ROW:
             sort_row_pairs(indices, data, indptr[i], indptr[i + 1], skeys, svals, counts)
+        elif n > 1:  # inline: a call per row cost more than sorting a short row
+            insertion_sort(indices, data, indptr[i], indptr[i + 1])
 
 
 @njit(cache=True, parallel=True)

@@ -98,7 +98,7 @@ from flexsparse.kernels.cpu._spgemm_rows import (
     hash_table_size,
 )
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
-from flexsparse.kernels.cpu.rowsort import sort_row_pairs
+from flexsparse.kernels.cpu.rowsort import SMALL_ROW, insertion_sort, sort_row_pairs
 
 __all__ = [
     "ACCUMULATORS",
@@ -289,7 +289,10 @@ def _rows_position(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices
             n = np.int64(fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
                                       b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
         if sort and n > 1:
-            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
         pos += n
         if i + 1 < r_hi:
             c_indptr[i + 1] = pos
@@ -319,7 +322,10 @@ def _rows_value(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a
             n = np.int64(fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
                                       b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos))
         if sort and n > 1:
-            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
         pos += n
         if i + 1 < r_hi:
             c_indptr[i + 1] = pos
@@ -348,7 +354,10 @@ def _rows_hash(r0, r1, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b
             n = np.int64(fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
                                        b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
         if sort and n > 1:
-            sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
         pos += n
         if i + 1 < r_hi:
             c_indptr[i + 1] = pos
