@@ -201,7 +201,8 @@ def main(argv=None) -> int:
                       f"{cos.mean().item():.4f}", f"{cos.min().item():.4f}", f"{summary.steps}",
                       f"{summary.epochs:.2f}", f"{wall / 60:.2f}", f"{cpu / 60:.2f}",
                       f"{load0:.1f}-{load1:.1f}", f"{summary.bytes_sparse / 1e6:.2f} / {summary.bytes_dense / 1e6:.2f}")
-        rows.append(f"| {spec} | {summary.method}, lr {recipe['lr']:g}, seed {args.seed} | {summary.steps} | "
+        rows.append(f"| {spec} | {summary.method}, lr {recipe['lr']:g}, init {args.init} "
+                    f"({summary.init_seconds:.0f} s), batch {args.batch}, seed {args.seed} | {summary.steps} | "
                     f"{cos_before:.3f} | {cos.mean().item():.3f} (min {cos.min().item():.3f}) | "
                     f"{wall / 60:.1f} | {cpu / 60:.1f} | {load0:.1f}-{load1:.1f} | "
                     f"{summary.bytes_sparse / 1e6:.2f} / {summary.bytes_dense / 1e6:.2f} |")

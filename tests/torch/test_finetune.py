@@ -209,6 +209,28 @@ def test_sparsegpt_init_beats_magnitude_one_shot():
     assert errs["sparsegpt"] < 0.5 * errs["magnitude"]
 
 
+def test_sparsegpt_reconstructs_on_one_thread_and_restores_threads(monkeypatch):
+    from flexsparse.torch import finetune_init
+
+    seen = []
+    real = finetune_init._reconstruct
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_init, "_reconstruct", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, data = _setup()
+        finetune(model, "2:4", data, steps=0, init="sparsegpt", calibration=2, progress=False)
+        assert seen == [finetune_init.RECONSTRUCT_THREADS] * 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_sparsegpt_init_block_pattern_and_local_target():
     model, data = _setup()
     from flexsparse.torch.finetune_init import init_masks
@@ -448,3 +470,4 @@ def test_mapping_batches_hidden_losses_and_padding():
 def test_pattern_span():
     assert pattern_span("1:4") == 4 and pattern_span("3:4->2:4") == 16
     assert pattern_span("block:8") is None and pattern_span("dense") is None
+
