@@ -39,6 +39,11 @@ from flexsparse.kernels.cpu.spgemm_dense import estimate_nnz, spgemm_dense_trust
 
 __all__ = ["matmul_2d", "product_plan"]
 
+#: Dense results up to this many bytes are attempted without the sampled nnz estimate: a failed
+#: attempt costs less than the estimate (pygsp DavidSensorNet64, 64 x 64: estimate 6 us of a
+#: 20 us product).
+_SMALL_DENSE_BYTES = 1 << 18
+
 
 @functools.lru_cache(maxsize=1024)
 def product_plan(spec: Any) -> tuple[bool, bool, bool] | None:
@@ -90,8 +95,8 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     ``(None, row flops or None)``.
 
     Under ``"auto"`` the dense kernel runs only when ``sum_i min(flops_i, n_cols)``, an upper
-    bound of nnz, and an estimate from the exact counts of 512 sampled rows reach the dense
-    density (a dense attempt that fails costs the dense bytes: pyamg local_disc_galerkin,
+    bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 512
+    sampled rows reach the dense density (a dense attempt that fails costs the dense bytes: pyamg local_disc_galerkin,
     12 % dense, passes the bound); if the result then holds fewer nonzero values
     than that, it is dropped and the sparse kernel decides on its stored entries (the
     ``"auto"`` rule counts entries, and entries that cancel are still entries).
@@ -103,8 +108,9 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     flops, _ = count_flops(left, right, threads)
     if fmt == "auto":
         bound = int(np.minimum(flops, shape[1]).sum())
-        if choose_format(bound, shape, dtype.itemsize) != "dense" or \
-                choose_format(int(estimate_nnz(left, right)), shape, dtype.itemsize) != "dense":
+        if choose_format(bound, shape, dtype.itemsize) != "dense" or (
+                cells * dtype.itemsize > _SMALL_DENSE_BYTES
+                and choose_format(int(estimate_nnz(left, right)), shape, dtype.itemsize) != "dense"):
             return None, flops
     out = spgemm_dense_trusted(left, right, flops, work, threads)
     if fmt == "auto" and choose_format(int(np.count_nonzero(out)), shape, dtype.itemsize) != "dense":

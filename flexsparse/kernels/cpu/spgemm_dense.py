@@ -37,25 +37,33 @@ from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 from flexsparse.kernels.cpu.spgemm import count_flops
 
-__all__ = ["estimate_nnz", "sampled_row_nnz", "spgemm_csr_csr_dense", "spgemm_dense", "spgemm_dense_trusted"]
+__all__ = ["estimate_nnz", "sampled_row_nnz", "spgemm_csr_csr_dense", "spgemm_csr_csr_dense_rows", "spgemm_dense",
+           "spgemm_dense_trusted"]
 
 #: Products below this many multiply-adds run on one thread (a parallel launch costs more).
 _PARALLEL_MIN_FLOPS = 1 << 16
 
 
+@njit(cache=True)
+def spgemm_csr_csr_dense_rows(r0, r1, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, out):
+    """Add rows ``r0:r1`` of ``A @ B`` into ``out`` (zeroed ``[n_rows, n_cols]``), one thread."""
+    one = np.uint64(1)
+    for i in range(r0, r1):
+        row = out[i]
+        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
+            k = np.uint64(a_indices[p])
+            av = a_data[p]
+            for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + one])):
+                row[np.uint64(b_indices[q])] += av * b_data[q]
+
+
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_dense(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, bounds, out):
-    """Add ``A @ B`` into ``out`` (zeroed ``[n_rows, n_cols]``); thread ``w`` computes rows
-    ``bounds[w]:bounds[w+1]`` (``bounds: int64[n_workers + 1]``)."""
-    one = np.uint64(1)
+    """:func:`spgemm_csr_csr_dense_rows` with thread ``w`` on rows ``bounds[w]:bounds[w+1]``
+    (``bounds: int64[n_workers + 1]``)."""
     for w in prange(bounds.shape[0] - 1):
-        for i in range(bounds[w], bounds[w + 1]):
-            row = out[i]
-            for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
-                k = np.uint64(a_indices[p])
-                av = a_data[p]
-                for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + one])):
-                    row[np.uint64(b_indices[q])] += av * b_data[q]
+        spgemm_csr_csr_dense_rows(bounds[w], bounds[w + 1], a_indptr, a_indices, a_data, b_indptr, b_indices,
+                                  b_data, out)
 
 
 @njit(cache=True)
@@ -117,11 +125,14 @@ def spgemm_dense_trusted(a: CSR, b: CSR, flops: np.ndarray, work: np.dtype, thre
     out = np.zeros((a.n_rows, b.n_cols), dtype=work)
     if out.size == 0 or a.indptr[-1] == 0 or b.indptr[-1] == 0:
         return out
+    a_data = a.data.astype(work, copy=False)
+    b_data = b.data.astype(work, copy=False)
     total = int(flops.sum())
     n_threads = 1 if total < _PARALLEL_MIN_FLOPS else (numba.get_num_threads() if threads is None else threads)
-    bounds = _cost_partition_trusted(flops + 1, n_threads, 1).bounds if n_threads > 1 else \
-        np.array([0, a.n_rows], dtype=np.int64)
-    with thread_scope(n_threads if n_threads == 1 else threads):
-        spgemm_csr_csr_dense(a.indptr, a.indices, a.data.astype(work, copy=False), b.indptr, b.indices,
-                             b.data.astype(work, copy=False), bounds, out)
+    if n_threads == 1:  # no parallel launch
+        spgemm_csr_csr_dense_rows(0, a.n_rows, a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, out)
+        return out
+    bounds = _cost_partition_trusted(flops + 1, n_threads, 1).bounds
+    with thread_scope(threads):
+        spgemm_csr_csr_dense(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, bounds, out)
     return out
