@@ -85,7 +85,7 @@ def sampled_row_nnz(a_indptr, a_indices, b_indptr, b_indices, n_cols, step):
     return rows, total
 
 
-def estimate_nnz(a: CSR, b: CSR, samples: int = 512) -> float:
+def estimate_nnz(a: CSR, b: CSR, samples: int = 64) -> float:
     """nnz of ``a @ b`` estimated from the exact counts of ``samples`` evenly spaced rows."""
     if a.n_rows == 0:
         return 0.0
