@@ -96,10 +96,10 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
 
     Under ``"auto"`` the dense kernel runs only when ``sum_i min(flops_i, n_cols)``, an upper
     bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 64
-    sampled rows reach the dense density (a dense attempt that fails costs the dense bytes: pyamg local_disc_galerkin,
-    12 % dense, passes the bound); if the result then holds fewer nonzero values
-    than that, it is dropped and the sparse kernel decides on its stored entries (the
-    ``"auto"`` rule counts entries, and entries that cancel are still entries).
+    evenly spaced rows reach the dense density: a dense attempt that fails costs the dense
+    bytes (pyamg local_disc_galerkin, 12 % dense, passes the bound). If the result then holds
+    fewer nonzero values than that, it is dropped and the sparse kernel decides on its stored
+    entries (the ``"auto"`` rule counts entries, and entries that cancel are still entries).
     """
     shape = (left.shape[0], right.shape[1])
     cells = shape[0] * shape[1]
