@@ -10,11 +10,13 @@ from the block's output offset, so
   product's flops, of which only the ``nnz(C)`` written slots are ever touched (the rest
   costs address space, not memory), then the buffers are trimmed
   (:func:`spgemm_csr_csr_serial`, and :func:`_run` on one thread);
-* ``t`` threads count (:func:`spgemm_csr_csr_symbolic`, all threads) only the rows before
-  the last thread's block -- the offsets the other blocks need -- then compute every block
-  in one pass (:func:`spgemm_csr_csr_numeric`). On two threads that is a quarter of a
-  symbolic pass instead of a whole one. Blocks that would need more than
-  :data:`ONE_PASS_MAX_BYTES` of room are counted too (a classic symbolic + numeric pair).
+* ``t`` threads compute every block in one pass (:func:`spgemm_csr_csr_numeric`): the
+  first thread writes its rows *down* from the second block's offset into room for its
+  flops below it (last row first; the result starts where its first row lands), the last
+  thread up from its offset into room for its flops, and only the blocks in between are
+  counted first (:func:`spgemm_csr_csr_symbolic`, all threads) -- none on two threads.
+  Blocks that would need more than :data:`ONE_PASS_MAX_BYTES` of room are counted too
+  (a classic symbolic + numeric pair).
 
 The symbolic pass costs 20-50 % of the numeric one (measured: 3-D Poisson 11 vs 23 ms,
 R-MAT scale 14 12 vs 50 ms, one thread), which is what these one-pass blocks save.
@@ -740,7 +742,8 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     ``ONE_PASS_MAX_BYTES`` of room are counted too. The result starts where worker 0's
     first row landed; the buffers are trimmed at its end.
 
-    The counted quarter of a symbolic pass this saves on two threads measured ... of the time.
+    On two threads this saves the quarter of a symbolic pass that counting worker 0's rows on
+    both threads took (a symbolic pass costs 20-50 % of the numeric one, module docstring).
 
     NumPy allocates large outputs and the workspaces: large blocks get transparent huge pages
     (numba's allocator does not), which made first-touch page faults ~4x cheaper (5.2M
