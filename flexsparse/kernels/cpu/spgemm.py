@@ -90,6 +90,13 @@ from numba import njit, prange
 
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_output import (
+    POPULATE_SLACK,
+    SMALL_PAGES_MAX_BYTES,
+    estimate_nnz,
+    output_buffers,
+    trim,
+)
 from flexsparse.kernels.cpu._spgemm_rows import (
     count_row_dense,
     count_row_hash,
@@ -110,7 +117,6 @@ __all__ = [
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
-    "SMALL_PAGES_MAX_BYTES",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
     "count_flops",
@@ -152,13 +158,6 @@ ONE_PASS_MAX_BYTES = 8 * 2**30
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
-#: Output buffers of at most this many bytes of capacity come from numba's allocator (4 KiB
-#: pages) rather than NumPy's, which asks for transparent huge pages from 4 MiB up: a product
-#: touches only its nnz(C) slots of the capacity, but a huge page is resident as a whole, which
-#: added up to 2 MiB per buffer (pyamg local_disc_galerkin, 1.4 MB result: peak RSS growth
-#: 3.4 MB with huge pages, 1.5 MB without). Above it, huge pages made first-touch faults ~4x
-#: cheaper and their rounding is small next to the result.
-SMALL_PAGES_MAX_BYTES = 64 * 2**20
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
@@ -599,12 +598,6 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     return c_indptr, c_indices[:nnz], c_data[:nnz]
 
 
-@njit(cache=True)
-def _empty_like(n, like):
-    """``np.empty(n, like.dtype)`` from numba's allocator (glibc ``malloc``: no huge pages)."""
-    return np.empty(n, dtype=like.dtype)
-
-
 # --------------------------------------------------------------------------- wrapper
 def _check_csr(x: object, name: str) -> CSR:
     if not isinstance(x, CSR):
@@ -717,17 +710,6 @@ def _threads_for(total: int, n_threads: int) -> int:
     return 1 if total < PARALLEL_MIN_FLOPS else n_threads
 
 
-def _trim(arr: np.ndarray, n: int) -> np.ndarray:
-    """``arr[:n]``, giving the unused tail back to the allocator when ``arr`` owns its buffer."""
-    if arr.shape[0] == n:
-        return arr
-    try:
-        arr.resize(n, refcheck=False)  # realloc: shrinks in place (mremap for large blocks)
-        return arr
-    except ValueError:
-        return arr[:n]
-
-
 def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int, rule: Callable,
          code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -773,12 +755,14 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         np.cumsum(counted, out=counted)
         counted += c_indptr[lo]
     capacity = int(c_indptr[hi]) + (int(flops[hi:].sum()) if hi < n_rows else 0)
-    if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: RSS follows nnz(C)
-        c_indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
-        c_data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
-    else:
-        c_indices = np.empty(capacity, dtype=idx_dtype)
-        c_data = np.empty(capacity, dtype=work_dtype)
+    ranges = []
+    if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: the expected writes
+        per_flop = estimate_nnz(a, b) / max(total, 1) * POPULATE_SLACK
+        if back0:
+            ranges.append((room0 - per_flop * room0, room0))
+        ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
+        ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
+    c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
     nd = n_cols if use_dense.any() else 0
     nv = nd if code != 1 else 0
     tag = np.zeros((n_threads, nd), dtype=np.uint64)
@@ -795,4 +779,4 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         c_indptr -= start
     global LAST_TRACE, LAST_START
     LAST_TRACE, LAST_START = trace, start
-    return c_indptr, _trim(c_indices, end)[start:], _trim(c_data, end)[start:]
+    return c_indptr, trim(c_indices, end)[start:], trim(c_data, end)[start:]
