@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from flexsparse.contract._keys import group_modes, split_modes
 from flexsparse.formats.coo import COO
 from flexsparse.kernels.cpu import grouping
-from flexsparse.kernels.cpu.scatter import nonfinite_kernel, scatter_add_kernel, scatter_coo_dense, scatter_unique_kernel
+from flexsparse.kernels.cpu.scatter import (
+    nonfinite_kernel,
+    scatter_add_kernel,
+    scatter_coo_dense,
+    scatter_unique_kernel,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
