@@ -30,9 +30,9 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse import _limits
-from flexsparse.kernels.cpu.simd import vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
+from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
-__all__ = ["matmul_block_dense", "run_matmul", "run_sampled", "run_tmatmul", "sddmm_block_dense",
+__all__ = ["linear_block_dense", "matmul_block_dense", "run_linear", "run_matmul", "run_sampled", "run_tmatmul", "sddmm_block_dense",
            "transpose_blocks"]
 
 
@@ -143,6 +143,134 @@ def matmul_block_dense(indptr, indices, values, X, out, bounds):
     return out
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M):
+    """Batch rows ``t0..t0+7`` x outputs ``br*r + i0`` : 128 bytes on (all inside ``M``)."""
+    _, c, r = vt.shape
+    lanes = 64 // vt.itemsize
+    a00 = vzeros(X, 64)
+    a01 = vzeros(X, 64)
+    a10 = vzeros(X, 64)
+    a11 = vzeros(X, 64)
+    a20 = vzeros(X, 64)
+    a21 = vzeros(X, 64)
+    a30 = vzeros(X, 64)
+    a31 = vzeros(X, 64)
+    a40 = vzeros(X, 64)
+    a41 = vzeros(X, 64)
+    a50 = vzeros(X, 64)
+    a51 = vzeros(X, 64)
+    a60 = vzeros(X, 64)
+    a61 = vzeros(X, 64)
+    a70 = vzeros(X, 64)
+    a71 = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        off = b * c * r + i0
+        for k in range(min(c, K - k0)):
+            v0 = vload(vt, off, 64)
+            v1 = vload(vt, off + lanes, 64)
+            off += r
+            x = vsplat(X[t0, k0 + k], 64)
+            a00 = vfma(a00, x, v0)
+            a01 = vfma(a01, x, v1)
+            x = vsplat(X[t0 + 1, k0 + k], 64)
+            a10 = vfma(a10, x, v0)
+            a11 = vfma(a11, x, v1)
+            x = vsplat(X[t0 + 2, k0 + k], 64)
+            a20 = vfma(a20, x, v0)
+            a21 = vfma(a21, x, v1)
+            x = vsplat(X[t0 + 3, k0 + k], 64)
+            a30 = vfma(a30, x, v0)
+            a31 = vfma(a31, x, v1)
+            x = vsplat(X[t0 + 4, k0 + k], 64)
+            a40 = vfma(a40, x, v0)
+            a41 = vfma(a41, x, v1)
+            x = vsplat(X[t0 + 5, k0 + k], 64)
+            a50 = vfma(a50, x, v0)
+            a51 = vfma(a51, x, v1)
+            x = vsplat(X[t0 + 6, k0 + k], 64)
+            a60 = vfma(a60, x, v0)
+            a61 = vfma(a61, x, v1)
+            x = vsplat(X[t0 + 7, k0 + k], 64)
+            a70 = vfma(a70, x, v0)
+            a71 = vfma(a71, x, v1)
+    m = br * r + i0
+    if bias.shape[0]:
+        b0 = vload(bias, m, 64)
+        b1 = vload(bias, m + lanes, 64)
+        a00, a01, a10, a11 = vadd(a00, b0), vadd(a01, b1), vadd(a10, b0), vadd(a11, b1)
+        a20, a21, a30, a31 = vadd(a20, b0), vadd(a21, b1), vadd(a30, b0), vadd(a31, b1)
+        a40, a41, a50, a51 = vadd(a40, b0), vadd(a41, b1), vadd(a50, b0), vadd(a51, b1)
+        a60, a61, a70, a71 = vadd(a60, b0), vadd(a61, b1), vadd(a70, b0), vadd(a71, b1)
+    o = t0 * M + m
+    vstore(out, o, a00)
+    vstore(out, o + lanes, a01)
+    vstore(out, o + M, a10)
+    vstore(out, o + M + lanes, a11)
+    vstore(out, o + 2 * M, a20)
+    vstore(out, o + 2 * M + lanes, a21)
+    vstore(out, o + 3 * M, a30)
+    vstore(out, o + 3 * M + lanes, a31)
+    vstore(out, o + 4 * M, a40)
+    vstore(out, o + 4 * M + lanes, a41)
+    vstore(out, o + 5 * M, a50)
+    vstore(out, o + 5 * M + lanes, a51)
+    vstore(out, o + 6 * M, a60)
+    vstore(out, o + 6 * M + lanes, a61)
+    vstore(out, o + 7 * M, a70)
+    vstore(out, o + 7 * M + lanes, a71)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M):
+    """Batch row ``t`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
+    _, c, r = vt.shape
+    a = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        off = b * c * r + i0
+        for k in range(min(c, K - k0)):
+            a = vfma(a, vsplat(X[t, k0 + k], 64), vload_n(vt, off, 64, n))
+            off += r
+    m = br * r + i0
+    if bias.shape[0]:
+        a = vadd(a, vload_n(bias, m, 64, n))
+    vstore_n(out, t * M + m, a, n)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def linear_block_dense(indptr, indices, vt, X, bias, out, bounds):
+    """``out = X @ W.T (+ bias)`` for ``X: [B, K]``, ``out: [B, M]`` fully written, from the
+    transposed blocks ``vt: [nb, c, r]``; thread ``p`` runs block rows ``bounds[p]:bounds[p+1]``."""
+    _, _, r = vt.shape
+    B, K = X.shape
+    M = out.shape[1]
+    lanes = 64 // X.itemsize
+    for p in prange(bounds.shape[0] - 1):
+        for br in range(bounds[p], bounds[p + 1]):
+            m0 = br * r
+            t0 = 0
+            while t0 + 8 <= B:
+                i0 = 0
+                while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
+                    _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M)
+                    i0 += 2 * lanes
+                while i0 < r and m0 + i0 < M:
+                    n = min(lanes, r - i0, M - m0 - i0)
+                    for t in range(t0, t0 + 8):
+                        _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M)
+                    i0 += lanes
+                t0 += 8
+            for t in range(t0, B):
+                i0 = 0
+                while i0 < r and m0 + i0 < M:
+                    _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0),
+                              K, M)
+                    i0 += lanes
+    return out
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def sddmm_block_dense(brows, indices, dYT, XT, grad):
     nb, r, c = grad.shape
@@ -165,6 +293,8 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
 # serial twin (``prange`` runs as ``range``); a plain function when jit is off
 _matmul_serial = njit(cache=True, fastmath=True)(
     getattr(matmul_block_dense, "py_func", matmul_block_dense))
+_linear_serial = njit(cache=True, fastmath=True)(
+    getattr(linear_block_dense, "py_func", linear_block_dense))
 
 
 def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:
@@ -189,6 +319,23 @@ def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
     serial = values.size * X.shape[1] < _limits.PARALLEL_MIN_MACS
     kernel = _matmul_serial if serial else matmul_block_dense
     return kernel(indptr, indices, values, X, out, _bounds(indptr, serial))
+
+
+def run_linear(indptr, indices, vt, X, shape, bias=None) -> np.ndarray:
+    """``X @ W.T (+ bias)`` -> ``[B, M]`` from the transposed blocks ``vt: [nb, c, r]``
+    (``X`` C-contiguous ``[B, K]`` in ``vt.dtype``; ``bias``: ``[M]`` or ``None``)."""
+    M = shape[0]
+    B = X.shape[0]
+    out = np.empty((B, M), dtype=X.dtype)
+    if out.size == 0:
+        return out
+    if vt.shape[0] == 0 or X.shape[1] == 0:
+        out[:] = 0 if bias is None else bias
+        return out
+    bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
+    serial = vt.size * B < _limits.PARALLEL_MIN_MACS
+    kernel = _linear_serial if serial else linear_block_dense
+    return kernel(indptr, indices, vt, X, bias, out, _bounds(indptr, serial))
 
 
 def transpose_blocks(indptr, indices, values, shape, block):
