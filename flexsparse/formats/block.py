@@ -13,8 +13,10 @@ must hold zeros (``validate`` checks it), is never visible (``todense`` returns 
 shape) and products ignore it.
 
 Products (``matmul``, ``linear``, ``linear_grad_input``, ``sampled_grad``) run the numba
-kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` and
-``linear_grad_input`` between two threaded transposes): cost ``O(n_blocks * r * c * N)``
+kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` reads ``X`` in
+place against a cached copy of the blocks transposed (``_tvals_cache``, ``[n_blocks, c, r]``)
+when ``r`` fills a 64-byte register or the batch is small, else it and ``linear_grad_input``
+run between two threaded transposes): cost ``O(n_blocks * r * c * N)``
 flops, i.e. proportional to the number of stored blocks. Above a measured crossover density the
 products switch to dense BLAS on a dense copy computed once and cached on the object
 (``_dense_cache``; memory ``M * K`` values), so a dense layout never costs more than dense.
@@ -485,7 +487,32 @@ class BlockSparse(StructuredMatrix):
                                            torch.from_numpy(self.values), size=self.shape,
                                            check_invariants=True)
 
+    def invalidate_cache(self) -> None:
+        """Drop the cached dense copy and transposed blocks; call it after writing to ``values``
+        in place."""
+        super().invalidate_cache()
+        self._tvals_cache = None
+
+    def _tvals(self, dt: np.dtype) -> np.ndarray:
+        """Blocks transposed, ``[n_blocks, c, r]`` in ``dt``, for the ``linear`` kernel: computed
+        once, cached (memory: one more copy of ``values``)."""
+        cache = getattr(self, "_tvals_cache", None)
+        if cache is None or cache.dtype != dt:
+            cache = np.ascontiguousarray(self._vals(dt).transpose(0, 2, 1))
+            self._tvals_cache = cache
+        return cache
+
     # -------------------------------------------------------------- kernels
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """``X @ W.T (+ bias)``: the direct kernel on the transposed blocks when a block row
+        fills a register or the batch is small, else ``W @ X.T`` between two transposes."""
+        if (self.block[0] * X.itemsize >= _limits.BLOCK_LINEAR_DIRECT_BYTES
+                or X.shape[0] < _limits.BLOCK_LINEAR_DIRECT_MAX_ROWS):
+            from flexsparse.kernels.cpu.block import run_linear
+
+            return run_linear(self.indptr, self.indices, self._tvals(X.dtype), X, self.shape, bias)
+        return super()._sparse_linear(X, bias)
+
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_matmul
 

@@ -32,115 +32,170 @@ from numba import njit, prange
 from flexsparse import _limits
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
-__all__ = ["linear_block_dense", "matmul_block_dense", "run_linear", "run_matmul", "run_sampled", "run_tmatmul", "sddmm_block_dense",
-           "transpose_blocks"]
+__all__ = ["linear_block_dense", "matmul_block_dense", "pack_panels", "run_linear", "run_matmul",
+           "run_sampled", "run_tmatmul", "sddmm_block_dense", "transpose_blocks"]
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tile4_wide(indptr, indices, values, X, out, br, i0, j0, K, M):
-    """Rows ``i0..i0+3`` of block row ``br`` x columns ``j0 : j0 + 256 bytes`` of ``X``."""
+def _tile8x2(indptr, indices, values, xp, out, br, i0, jp, n, K, M):
+    """Rows ``i0..i0+7`` of block row ``br`` x panel ``jp`` (``n`` of its columns are real)."""
     _, r, c = values.shape
-    N = X.shape[1]
-    a0 = vzeros(X, 256)
-    a1 = vzeros(X, 256)
-    a2 = vzeros(X, 256)
-    a3 = vzeros(X, 256)
+    N = out.shape[1]
+    w = xp.shape[2]
+    lanes = w // 2
+    a00 = vzeros(xp, 64)
+    a01 = vzeros(xp, 64)
+    a10 = vzeros(xp, 64)
+    a11 = vzeros(xp, 64)
+    a20 = vzeros(xp, 64)
+    a21 = vzeros(xp, 64)
+    a30 = vzeros(xp, 64)
+    a31 = vzeros(xp, 64)
+    a40 = vzeros(xp, 64)
+    a41 = vzeros(xp, 64)
+    a50 = vzeros(xp, 64)
+    a51 = vzeros(xp, 64)
+    a60 = vzeros(xp, 64)
+    a61 = vzeros(xp, 64)
+    a70 = vzeros(xp, 64)
+    a71 = vzeros(xp, 64)
     for b in range(indptr[br], indptr[br + 1]):
         k0 = indices[b] * c
+        off = (jp * K + k0) * w
         for k in range(min(c, K - k0)):
-            x = vload(X, (k0 + k) * N + j0, 256)
-            a0 = vfma(a0, vsplat(values[b, i0, k], 256), x)
-            a1 = vfma(a1, vsplat(values[b, i0 + 1, k], 256), x)
-            a2 = vfma(a2, vsplat(values[b, i0 + 2, k], 256), x)
-            a3 = vfma(a3, vsplat(values[b, i0 + 3, k], 256), x)
+            x0 = vload(xp, off, 64)
+            x1 = vload(xp, off + lanes, 64)
+            off += w
+            v = vsplat(values[b, i0 + 0, k], 64)
+            a00 = vfma(a00, v, x0)
+            a01 = vfma(a01, v, x1)
+            v = vsplat(values[b, i0 + 1, k], 64)
+            a10 = vfma(a10, v, x0)
+            a11 = vfma(a11, v, x1)
+            v = vsplat(values[b, i0 + 2, k], 64)
+            a20 = vfma(a20, v, x0)
+            a21 = vfma(a21, v, x1)
+            v = vsplat(values[b, i0 + 3, k], 64)
+            a30 = vfma(a30, v, x0)
+            a31 = vfma(a31, v, x1)
+            v = vsplat(values[b, i0 + 4, k], 64)
+            a40 = vfma(a40, v, x0)
+            a41 = vfma(a41, v, x1)
+            v = vsplat(values[b, i0 + 5, k], 64)
+            a50 = vfma(a50, v, x0)
+            a51 = vfma(a51, v, x1)
+            v = vsplat(values[b, i0 + 6, k], 64)
+            a60 = vfma(a60, v, x0)
+            a61 = vfma(a61, v, x1)
+            v = vsplat(values[b, i0 + 7, k], 64)
+            a70 = vfma(a70, v, x0)
+            a71 = vfma(a71, v, x1)
     m = br * r + i0
-    if m < M:
-        vstore(out, m * N + j0, a0)
-    if m + 1 < M:
-        vstore(out, (m + 1) * N + j0, a1)
-    if m + 2 < M:
-        vstore(out, (m + 2) * N + j0, a2)
-    if m + 3 < M:
-        vstore(out, (m + 3) * N + j0, a3)
+    o = m * N + jp * w
+    if n == w and m + 8 <= M:
+        vstore(out, o + 0 * N, a00)
+        vstore(out, o + 0 * N + lanes, a01)
+        vstore(out, o + 1 * N, a10)
+        vstore(out, o + 1 * N + lanes, a11)
+        vstore(out, o + 2 * N, a20)
+        vstore(out, o + 2 * N + lanes, a21)
+        vstore(out, o + 3 * N, a30)
+        vstore(out, o + 3 * N + lanes, a31)
+        vstore(out, o + 4 * N, a40)
+        vstore(out, o + 4 * N + lanes, a41)
+        vstore(out, o + 5 * N, a50)
+        vstore(out, o + 5 * N + lanes, a51)
+        vstore(out, o + 6 * N, a60)
+        vstore(out, o + 6 * N + lanes, a61)
+        vstore(out, o + 7 * N, a70)
+        vstore(out, o + 7 * N + lanes, a71)
+    else:
+        rows = min(8, M - m)
+        n0 = min(n, lanes)
+        if 0 < rows:
+            vstore_n(out, o + 0 * N, a00, n0)
+            vstore_n(out, o + 0 * N + lanes, a01, n - lanes)
+        if 1 < rows:
+            vstore_n(out, o + 1 * N, a10, n0)
+            vstore_n(out, o + 1 * N + lanes, a11, n - lanes)
+        if 2 < rows:
+            vstore_n(out, o + 2 * N, a20, n0)
+            vstore_n(out, o + 2 * N + lanes, a21, n - lanes)
+        if 3 < rows:
+            vstore_n(out, o + 3 * N, a30, n0)
+            vstore_n(out, o + 3 * N + lanes, a31, n - lanes)
+        if 4 < rows:
+            vstore_n(out, o + 4 * N, a40, n0)
+            vstore_n(out, o + 4 * N + lanes, a41, n - lanes)
+        if 5 < rows:
+            vstore_n(out, o + 5 * N, a50, n0)
+            vstore_n(out, o + 5 * N + lanes, a51, n - lanes)
+        if 6 < rows:
+            vstore_n(out, o + 6 * N, a60, n0)
+            vstore_n(out, o + 6 * N + lanes, a61, n - lanes)
+        if 7 < rows:
+            vstore_n(out, o + 7 * N, a70, n0)
+            vstore_n(out, o + 7 * N + lanes, a71, n - lanes)
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tile4_narrow(indptr, indices, values, X, out, br, i0, j0, K, M):
-    """Rows ``i0..i0+3`` x one 64-byte register of columns from ``j0`` (masked at ``N``)."""
+def _row1x2(indptr, indices, values, xp, out, br, i, jp, n, K, M):
+    """Row ``i`` of block row ``br`` x panel ``jp`` (``n`` real columns)."""
     _, r, c = values.shape
-    N = X.shape[1]
-    n = N - j0
-    a0 = vzeros(X, 64)
-    a1 = vzeros(X, 64)
-    a2 = vzeros(X, 64)
-    a3 = vzeros(X, 64)
+    N = out.shape[1]
+    w = xp.shape[2]
+    lanes = w // 2
+    a0 = vzeros(xp, 64)
+    a1 = vzeros(xp, 64)
     for b in range(indptr[br], indptr[br + 1]):
         k0 = indices[b] * c
+        off = (jp * K + k0) * w
         for k in range(min(c, K - k0)):
-            x = vload_n(X, (k0 + k) * N + j0, 64, n)
-            a0 = vfma(a0, vsplat(values[b, i0, k], 64), x)
-            a1 = vfma(a1, vsplat(values[b, i0 + 1, k], 64), x)
-            a2 = vfma(a2, vsplat(values[b, i0 + 2, k], 64), x)
-            a3 = vfma(a3, vsplat(values[b, i0 + 3, k], 64), x)
-    m = br * r + i0
-    if m < M:
-        vstore_n(out, m * N + j0, a0, n)
-    if m + 1 < M:
-        vstore_n(out, (m + 1) * N + j0, a1, n)
-    if m + 2 < M:
-        vstore_n(out, (m + 2) * N + j0, a2, n)
-    if m + 3 < M:
-        vstore_n(out, (m + 3) * N + j0, a3, n)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _row1(indptr, indices, values, X, out, br, i, j0, K, M):
-    """One row ``i`` of block row ``br`` x one 64-byte register of columns (masked)."""
-    _, r, c = values.shape
-    N = X.shape[1]
-    n = N - j0
-    a = vzeros(X, 64)
-    for b in range(indptr[br], indptr[br + 1]):
-        k0 = indices[b] * c
-        for k in range(min(c, K - k0)):
-            a = vfma(a, vsplat(values[b, i, k], 64), vload_n(X, (k0 + k) * N + j0, 64, n))
+            v = vsplat(values[b, i, k], 64)
+            a0 = vfma(a0, v, vload(xp, off, 64))
+            a1 = vfma(a1, v, vload(xp, off + lanes, 64))
+            off += w
     m = br * r + i
     if m < M:
-        vstore_n(out, m * N + j0, a, n)
+        vstore_n(out, m * N + jp * w, a0, min(n, lanes))
+        vstore_n(out, m * N + jp * w + lanes, a1, n - lanes)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def matmul_block_dense(indptr, indices, values, X, out, bounds):
-    """``out = W @ X`` (``out: [M, N]`` fully written); thread ``p`` runs block rows
-    ``bounds[p]:bounds[p+1]``."""
+def matmul_block_dense(indptr, indices, values, xp, out, bounds):
+    """``out = W @ X`` (``out: [M, N]`` fully written) from the column panels ``xp`` of ``X``
+    (:func:`pack_panels`); thread ``p`` runs block rows ``bounds[p]:bounds[p+1]``."""
     _, r, _ = values.shape
-    K, N = X.shape
-    M = out.shape[0]
-    wide = 256 // X.itemsize
-    lanes = 64 // X.itemsize
+    P, K, w = xp.shape
+    M, N = out.shape
     for p in prange(bounds.shape[0] - 1):
         for br in range(bounds[p], bounds[p + 1]):
-            j0 = 0
-            while j0 + wide <= N:
+            for jp in range(P):
+                n = min(w, N - jp * w)
                 i0 = 0
-                while i0 + 4 <= r:
-                    _tile4_wide(indptr, indices, values, X, out, br, i0, j0, K, M)
-                    i0 += 4
+                while i0 + 8 <= r:
+                    _tile8x2(indptr, indices, values, xp, out, br, i0, jp, n, K, M)
+                    i0 += 8
                 while i0 < r:
-                    for jj in range(j0, j0 + wide, lanes):
-                        _row1(indptr, indices, values, X, out, br, i0, jj, K, M)
+                    _row1x2(indptr, indices, values, xp, out, br, i0, jp, n, K, M)
                     i0 += 1
-                j0 += wide
-            while j0 < N:
-                i0 = 0
-                while i0 + 4 <= r:
-                    _tile4_narrow(indptr, indices, values, X, out, br, i0, j0, K, M)
-                    i0 += 4
-                while i0 < r:
-                    _row1(indptr, indices, values, X, out, br, i0, j0, K, M)
-                    i0 += 1
-                j0 += lanes
     return out
+
+
+@njit(parallel=True, cache=True)
+def _pack_panels(X, xp):
+    """``xp[p, k, j] = X[k, p*w + j]`` (0 past ``N``), rows in parallel."""
+    K, N = X.shape
+    P, _, w = xp.shape
+    for k in prange(K):
+        for p in range(P):
+            j0 = p * w
+            n = min(w, N - j0)
+            for j in range(n):
+                xp[p, k, j] = X[k, j0 + j]
+            for j in range(n, w):
+                xp[p, k, j] = 0
+    return xp
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -223,6 +278,54 @@ def _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M):
+    """Batch rows ``t0..t0+7`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
+    _, c, r = vt.shape
+    a0 = vzeros(X, 64)
+    a1 = vzeros(X, 64)
+    a2 = vzeros(X, 64)
+    a3 = vzeros(X, 64)
+    a4 = vzeros(X, 64)
+    a5 = vzeros(X, 64)
+    a6 = vzeros(X, 64)
+    a7 = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        off = b * c * r + i0
+        for k in range(min(c, K - k0)):
+            v = vload_n(vt, off, 64, n)
+            off += r
+            a0 = vfma(a0, vsplat(X[t0 + 0, k0 + k], 64), v)
+            a1 = vfma(a1, vsplat(X[t0 + 1, k0 + k], 64), v)
+            a2 = vfma(a2, vsplat(X[t0 + 2, k0 + k], 64), v)
+            a3 = vfma(a3, vsplat(X[t0 + 3, k0 + k], 64), v)
+            a4 = vfma(a4, vsplat(X[t0 + 4, k0 + k], 64), v)
+            a5 = vfma(a5, vsplat(X[t0 + 5, k0 + k], 64), v)
+            a6 = vfma(a6, vsplat(X[t0 + 6, k0 + k], 64), v)
+            a7 = vfma(a7, vsplat(X[t0 + 7, k0 + k], 64), v)
+    m = br * r + i0
+    if bias.shape[0]:
+        bv = vload_n(bias, m, 64, n)
+        a0 = vadd(a0, bv)
+        a1 = vadd(a1, bv)
+        a2 = vadd(a2, bv)
+        a3 = vadd(a3, bv)
+        a4 = vadd(a4, bv)
+        a5 = vadd(a5, bv)
+        a6 = vadd(a6, bv)
+        a7 = vadd(a7, bv)
+    o = t0 * M + m
+    vstore_n(out, o + 0 * M, a0, n)
+    vstore_n(out, o + 1 * M, a1, n)
+    vstore_n(out, o + 2 * M, a2, n)
+    vstore_n(out, o + 3 * M, a3, n)
+    vstore_n(out, o + 4 * M, a4, n)
+    vstore_n(out, o + 5 * M, a5, n)
+    vstore_n(out, o + 6 * M, a6, n)
+    vstore_n(out, o + 7 * M, a7, n)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M):
     """Batch row ``t`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
     _, c, r = vt.shape
@@ -258,8 +361,7 @@ def linear_block_dense(indptr, indices, vt, X, bias, out, bounds):
                     i0 += 2 * lanes
                 while i0 < r and m0 + i0 < M:
                     n = min(lanes, r - i0, M - m0 - i0)
-                    for t in range(t0, t0 + 8):
-                        _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M)
+                    _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M)
                     i0 += lanes
                 t0 += 8
             for t in range(t0, B):
@@ -293,6 +395,7 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
 # serial twin (``prange`` runs as ``range``); a plain function when jit is off
 _matmul_serial = njit(cache=True, fastmath=True)(
     getattr(matmul_block_dense, "py_func", matmul_block_dense))
+_pack_serial = njit(cache=True)(getattr(_pack_panels, "py_func", _pack_panels))
 _linear_serial = njit(cache=True, fastmath=True)(
     getattr(linear_block_dense, "py_func", linear_block_dense))
 
@@ -318,7 +421,18 @@ def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
     # too little work to pay for waking the thread team: run serially (a twin kernel)
     serial = values.size * X.shape[1] < _limits.PARALLEL_MIN_MACS
     kernel = _matmul_serial if serial else matmul_block_dense
-    return kernel(indptr, indices, values, X, out, _bounds(indptr, serial))
+    return kernel(indptr, indices, values, pack_panels(X, serial), out, _bounds(indptr, serial))
+
+
+def pack_panels(X: np.ndarray, serial: bool = False) -> np.ndarray:
+    """Column panels of ``X: [K, N]``: ``[ceil(N / w), K, w]`` with ``w`` = two 64-byte
+    registers of columns, zero-padded; a panel's rows for one block column are contiguous."""
+    K, N = X.shape
+    w = 128 // X.itemsize
+    if N == w:
+        return X.reshape(1, K, w)
+    xp = np.empty((-(-N // w), K, w), dtype=X.dtype)
+    return (_pack_serial if serial else _pack_panels)(X, xp)
 
 
 def run_linear(indptr, indices, vt, X, shape, bias=None) -> np.ndarray:
