@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse import _limits
+from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
 __all__ = ["linear_block_dense", "matmul_block_dense", "pack_panels", "run_linear", "run_matmul",
@@ -392,12 +393,10 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
     return grad
 
 
-# serial twin (``prange`` runs as ``range``); a plain function when jit is off
-_matmul_serial = njit(cache=True, fastmath=True)(
-    getattr(matmul_block_dense, "py_func", matmul_block_dense))
-_pack_serial = njit(cache=True)(getattr(_pack_panels, "py_func", _pack_panels))
-_linear_serial = njit(cache=True, fastmath=True)(
-    getattr(linear_block_dense, "py_func", linear_block_dense))
+# serial twins (``prange`` runs as ``range``), cached apart from the threaded kernels
+_matmul_serial = serial_twin(matmul_block_dense, fastmath=True)
+_pack_serial = serial_twin(_pack_panels)
+_linear_serial = serial_twin(linear_block_dense, fastmath=True)
 
 
 def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:

@@ -62,6 +62,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from flexsparse import _limits
+from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
 
 __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
@@ -658,9 +659,9 @@ def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
 # ---------------------------------------------------------------------- wrappers
 # Serial twins (``prange`` runs as ``range``) for products too small to pay for waking
 # the thread team (see ``_limits.PARALLEL_MIN_MACS``).
-_pack_x_serial = njit(cache=True)(getattr(_pack_x, "py_func", _pack_x))  # plain function when jit is off
-_linear_serial = njit(cache=True, fastmath=True)(
-    getattr(linear_hss_lanes, "py_func", linear_hss_lanes))
+# Each twin is cached apart from its threaded kernel (:mod:`flexsparse.kernels.cpu._twin`).
+_pack_x_serial = serial_twin(_pack_x)
+_linear_serial = serial_twin(linear_hss_lanes, fastmath=True)
 
 
 def _bounds(T: int, serial: bool = False) -> np.ndarray:
