@@ -15,8 +15,9 @@ shape) and products ignore it.
 Products (``matmul``, ``linear``, ``linear_grad_input``, ``sampled_grad``) run the numba
 kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` reads ``X`` in
 place against a cached copy of the blocks transposed (``_tvals_cache``, ``[n_blocks, c, r]``)
-when ``r`` fills a 64-byte register or the batch is small, else it and ``linear_grad_input``
-run between two threaded transposes): cost ``O(n_blocks * r * c * N)``
+when ``r`` fills a 64-byte register or the batch is small, else between two threaded
+transposes; ``linear_grad_input`` likewise, as ``linear`` of ``W.T`` whose transposed blocks
+are the blocks in column order): cost ``O(n_blocks * r * c * N)``
 flops, i.e. proportional to the number of stored blocks. Above a measured crossover density the
 products switch to dense BLAS on a dense copy computed once and cached on the object
 (``_dense_cache``; memory ``M * K`` values), so a dense layout never costs more than dense.
@@ -242,6 +243,10 @@ class StructuredMatrix(SparseArray):
         self._check_rows(dY, self.shape[0], 1, "linear_grad_input", "dY")
         if self._use_dense():
             return dY @ self._dense().astype(dY.dtype, copy=False)
+        return self._sparse_linear_grad_input(dY)
+
+    def _sparse_linear_grad_input(self, dY: np.ndarray) -> np.ndarray:
+        """``dY @ W`` by ``W.T @ dY.T`` between two threaded transposes."""
         from flexsparse.kernels.cpu.lanes import transpose
 
         return transpose(self._sparse_tmatmul(transpose(dY)))
@@ -512,6 +517,17 @@ class BlockSparse(StructuredMatrix):
 
             return run_linear(self.indptr, self.indices, self._tvals(X.dtype), X, self.shape, bias)
         return super()._sparse_linear(X, bias)
+
+    def _sparse_linear_grad_input(self, dY: np.ndarray) -> np.ndarray:
+        """``dY @ W``: the direct ``linear`` kernel on ``W.T`` (its transposed blocks are these
+        blocks in column order) under the same rule as :meth:`_sparse_linear`."""
+        if (self.block[1] * dY.itemsize >= _limits.BLOCK_LINEAR_DIRECT_BYTES
+                or dY.shape[0] < _limits.BLOCK_LINEAR_DIRECT_MAX_ROWS):
+            from flexsparse.kernels.cpu.block import run_linear_grad_input
+
+            return run_linear_grad_input(self.indptr, self.indices, self._vals(dY.dtype), dY, self.shape,
+                                         self.block)
+        return super()._sparse_linear_grad_input(dY)
 
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_matmul

@@ -34,7 +34,8 @@ from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
 __all__ = ["linear_block_dense", "matmul_block_dense", "pack_panels", "run_linear", "run_matmul",
-           "run_sampled", "run_tmatmul", "sddmm_block_dense", "transpose_blocks"]
+           "run_linear_grad_input", "run_sampled", "run_tmatmul", "sddmm_block_dense", "transpose_blocks",
+           "transpose_structure"]
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -200,7 +201,7 @@ def _pack_panels(X, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M):
+def _lin_tile8x2(indptr, indices, order, vt, X, bias, out, br, i0, t0, K, M):
     """Batch rows ``t0..t0+7`` x outputs ``br*r + i0`` : 128 bytes on (all inside ``M``)."""
     _, c, r = vt.shape
     lanes = 64 // vt.itemsize
@@ -222,7 +223,7 @@ def _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M):
     a71 = vzeros(X, 64)
     for b in range(indptr[br], indptr[br + 1]):
         k0 = indices[b] * c
-        off = b * c * r + i0
+        off = (order[b] if order.shape[0] else b) * c * r + i0
         for k in range(min(c, K - k0)):
             v0 = vload(vt, off, 64)
             v1 = vload(vt, off + lanes, 64)
@@ -279,7 +280,7 @@ def _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M):
+def _lin_tile8x1(indptr, indices, order, vt, X, bias, out, br, i0, t0, n, K, M):
     """Batch rows ``t0..t0+7`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
     _, c, r = vt.shape
     a0 = vzeros(X, 64)
@@ -292,7 +293,7 @@ def _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M):
     a7 = vzeros(X, 64)
     for b in range(indptr[br], indptr[br + 1]):
         k0 = indices[b] * c
-        off = b * c * r + i0
+        off = (order[b] if order.shape[0] else b) * c * r + i0
         for k in range(min(c, K - k0)):
             v = vload_n(vt, off, 64, n)
             off += r
@@ -327,13 +328,13 @@ def _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M):
+def _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, n, K, M):
     """Batch row ``t`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
     _, c, r = vt.shape
     a = vzeros(X, 64)
     for b in range(indptr[br], indptr[br + 1]):
         k0 = indices[b] * c
-        off = b * c * r + i0
+        off = (order[b] if order.shape[0] else b) * c * r + i0
         for k in range(min(c, K - k0)):
             a = vfma(a, vsplat(X[t, k0 + k], 64), vload_n(vt, off, 64, n))
             off += r
@@ -344,9 +345,10 @@ def _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, n, K, M):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_block_dense(indptr, indices, vt, X, bias, out, bounds):
+def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds):
     """``out = X @ W.T (+ bias)`` for ``X: [B, K]``, ``out: [B, M]`` fully written, from the
-    transposed blocks ``vt: [nb, c, r]``; thread ``p`` runs block rows ``bounds[p]:bounds[p+1]``."""
+    transposed blocks ``vt: [nb, c, r]`` (block ``b`` of the structure is ``vt[order[b]]``, or
+    ``vt[b]`` when ``order`` is empty); thread ``p`` runs block rows ``bounds[p]:bounds[p+1]``."""
     _, _, r = vt.shape
     B, K = X.shape
     M = out.shape[1]
@@ -358,17 +360,17 @@ def linear_block_dense(indptr, indices, vt, X, bias, out, bounds):
             while t0 + 8 <= B:
                 i0 = 0
                 while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
-                    _lin_tile8x2(indptr, indices, vt, X, bias, out, br, i0, t0, K, M)
+                    _lin_tile8x2(indptr, indices, order, vt, X, bias, out, br, i0, t0, K, M)
                     i0 += 2 * lanes
                 while i0 < r and m0 + i0 < M:
                     n = min(lanes, r - i0, M - m0 - i0)
-                    _lin_tile8x1(indptr, indices, vt, X, bias, out, br, i0, t0, n, K, M)
+                    _lin_tile8x1(indptr, indices, order, vt, X, bias, out, br, i0, t0, n, K, M)
                     i0 += lanes
                 t0 += 8
             for t in range(t0, B):
                 i0 = 0
                 while i0 < r and m0 + i0 < M:
-                    _lin_row1(indptr, indices, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0),
+                    _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0),
                               K, M)
                     i0 += lanes
     return out
@@ -434,9 +436,10 @@ def pack_panels(X: np.ndarray, serial: bool = False) -> np.ndarray:
     return (_pack_serial if serial else _pack_panels)(X, xp)
 
 
-def run_linear(indptr, indices, vt, X, shape, bias=None) -> np.ndarray:
+def run_linear(indptr, indices, vt, X, shape, bias=None, order=None) -> np.ndarray:
     """``X @ W.T (+ bias)`` -> ``[B, M]`` from the transposed blocks ``vt: [nb, c, r]``
-    (``X`` C-contiguous ``[B, K]`` in ``vt.dtype``; ``bias``: ``[M]`` or ``None``)."""
+    (``X`` C-contiguous ``[B, K]`` in ``vt.dtype``; ``bias``: ``[M]`` or ``None``; ``order``:
+    block ``b`` of the structure is ``vt[order[b]]``, identity when ``None``)."""
     M = shape[0]
     B = X.shape[0]
     out = np.empty((B, M), dtype=X.dtype)
@@ -446,21 +449,37 @@ def run_linear(indptr, indices, vt, X, shape, bias=None) -> np.ndarray:
         out[:] = 0 if bias is None else bias
         return out
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
+    order = np.zeros(0, dtype=np.int64) if order is None else np.ascontiguousarray(order, dtype=np.int64)
     serial = vt.size * B < _limits.PARALLEL_MIN_MACS
     kernel = _linear_serial if serial else linear_block_dense
-    return kernel(indptr, indices, vt, X, bias, out, _bounds(indptr, serial))
+    return kernel(indptr, indices, order, vt, X, bias, out, _bounds(indptr, serial))
 
 
-def transpose_blocks(indptr, indices, values, shape, block):
-    """Block structure of ``W.T``: ``(indptr, indices, values, shape, block)`` (stable sort by column)."""
+def transpose_structure(indptr, indices, shape, block):
+    """Block structure of ``W.T``: ``(indptr, indices, order)`` where block ``j`` of ``W.T`` is
+    block ``order[j]`` of ``W`` transposed (a stable sort of the blocks by column, ``O(nb log nb)``)."""
     (M, K), (r, c) = shape, block
     gm, gk = -(-M // r), -(-K // c)
     brows = np.repeat(np.arange(gm, dtype=np.int32), np.diff(indptr))
     order = np.argsort(indices, kind="stable")
     t_indptr = np.zeros(gk + 1, dtype=np.int64)
     np.cumsum(np.bincount(indices, minlength=gk), out=t_indptr[1:])
+    return t_indptr, brows[order], order
+
+
+def transpose_blocks(indptr, indices, values, shape, block):
+    """Block structure of ``W.T``: ``(indptr, indices, values, shape, block)`` (stable sort by column)."""
+    t_indptr, t_indices, order = transpose_structure(indptr, indices, shape, block)
     t_values = np.ascontiguousarray(values[order].transpose(0, 2, 1))
-    return t_indptr, brows[order], t_values, (K, M), (c, r)
+    return t_indptr, t_indices, t_values, shape[::-1], block[::-1]
+
+
+def run_linear_grad_input(indptr, indices, values, dY, shape, block) -> np.ndarray:
+    """``dY @ W`` -> ``[B, K]`` for ``dY: [B, M]``: :func:`run_linear` of ``W.T``, whose
+    transposed blocks are ``W``'s own blocks in column order (read through ``order``: no copy,
+    no transposes)."""
+    t_indptr, t_indices, order = transpose_structure(indptr, indices, shape, block)
+    return run_linear(t_indptr, t_indices, values, dY, shape[::-1], order=order)
 
 
 def run_tmatmul(indptr, indices, values, Y, shape, block) -> np.ndarray:
