@@ -4,23 +4,31 @@ Inputs are the raw :class:`~flexsparse.formats.block.BlockSparse` buffers: ``ind
 int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical shape
 ``(M, K)`` (``gm = ceil(M/r)`` block rows; padding rows/columns of edge blocks hold 0).
 
-* :func:`matmul_block_dense`: ``out[M, N] = W @ X`` for ``X: [K, N]``. A register tile
-  is 4 output rows x one slice of ``X``'s columns (64 float32 / 32 float64 = four 64-byte
-  registers each, then one register, then a masked one for the ragged end); it stays in
-  registers over every stored block of the block row, so ``out`` is written once. Per
-  column ``k`` of a block: one load of ``X[k, slice]`` (4 registers) serves 4 broadcast
-  weights (16 FMAs per 4 vector loads + 4 broadcasts; a dense GEMM micro-kernel with the
-  block-column indirection outside the ``k`` loop). Block rows are split over threads by
-  estimated work (stored blocks + 1 per block row, contiguous, equal cost).
-  ``O(nb * r * c * N)``.
-* ``W.T @ Y`` runs the same kernel on the transposed block structure
-  (:func:`transpose_blocks`: a stable sort of the blocks by column, ``O(nb log nb)``,
-  values transposed per block).
+* :func:`matmul_block_dense`: ``out[M, N] = W @ X`` for ``X: [K, N]``, read as column
+  panels (:func:`pack_panels`: ``[ceil(N/w), K, w]``, ``w`` = two 64-byte registers of
+  columns, zero-padded; one pass over ``X``), so the ``c x w`` slice that a block multiplies
+  is one contiguous run. A register tile is 8 output rows x one panel (16 accumulators); it
+  stays in registers over every stored block of the block row, so ``out`` is written once.
+  Per column ``k`` of a block: two loads of the panel row serve 8 broadcast weights (16 FMAs
+  per 2 loads + 8 broadcasts). Rows past the last multiple of 8 run one at a time.
+* :func:`linear_block_dense`: ``out[B, M] = X @ W.T (+ bias)`` for ``X: [B, K]`` read in
+  place, from the blocks transposed (``vt: [nb, c, r]``, cached by the format): a tile is 8
+  batch rows x 128 bytes of one block row's outputs (then one masked register; single
+  batch rows for the ragged end); per ``k``: two loads of ``vt`` serve 8 broadcast
+  activations. ``dY @ W`` is the same kernel on ``W.T``'s structure
+  (:func:`transpose_structure`), whose transposed blocks are ``W``'s own blocks read through
+  the column order (no copy).
+* ``W.T @ Y`` runs :func:`matmul_block_dense` on the transposed block structure
+  (:func:`transpose_blocks`: a stable sort of the blocks by column, ``O(nb log nb)``, values
+  transposed per block).
 * :func:`sddmm_block_dense`: ``grad[b] = dYT[rows_b] @ XT[cols_b].T`` (weight gradient on
   stored blocks only), blocks in parallel; ``O(nb * r * c * B)``.
 
-BLAS is not called per block: inside a numba parallel region it collides with OpenBLAS's
-own threads, and a 32x32x256 product is too small to amortise a call and its packing.
+Block rows are split over threads by estimated work (stored blocks + 1 per block row,
+contiguous, equal cost); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins.
+Cost ``O(nb * r * c * N)`` flops for every product. BLAS is not called per block: inside a
+numba parallel region it collides with OpenBLAS's own threads, and a 32x32x256 product is
+too small to amortise a call and its packing.
 """
 
 from __future__ import annotations
