@@ -541,7 +541,5 @@ class BlockSparse(StructuredMatrix):
 
     def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_sampled
-        from flexsparse.kernels.cpu.lanes import transpose
 
-        return run_sampled(self.indptr, self.indices, transpose(dY), transpose(X), self.shape,
-                           self.block, self.values.dtype)
+        return run_sampled(self.indptr, self.indices, dY, X, self.shape, self.block, self.values.dtype)

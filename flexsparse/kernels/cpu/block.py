@@ -21,8 +21,11 @@ int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical 
 * ``W.T @ Y`` runs :func:`matmul_block_dense` on the transposed block structure
   (:func:`transpose_blocks`: a stable sort of the blocks by column, ``O(nb log nb)``, values
   transposed per block).
-* :func:`sddmm_block_dense`: ``grad[b] = dYT[rows_b] @ XT[cols_b].T`` (weight gradient on
-  stored blocks only), blocks in parallel; ``O(nb * r * c * B)``.
+* :func:`sampled_block_dense`: ``grad[b] = dY[:, rows_b].T @ X[:, cols_b]`` (weight
+  gradient on stored blocks only) from ``dY: [B, M]`` and ``X: [B, K]`` read in place: a
+  tile is 8 block rows x 128 bytes of block columns, accumulated over the batch in passes of
+  ``SAMPLED_BATCH_ROWS`` (per batch row: two loads of ``X`` serve 8 broadcast ``dY`` values);
+  blocks split evenly over threads; ``O(nb * r * c * B)``.
 
 Block rows are split over threads by estimated work (stored blocks + 1 per block row,
 contiguous, equal cost); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins.
@@ -41,8 +44,12 @@ from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
+#: Batch rows per pass of the sampled-gradient kernel: a 32x32 block's activation and
+#: output-gradient panels (160 bytes a row in float32) stay in L2 across its row tiles.
+SAMPLED_BATCH_ROWS = 1024
+
 __all__ = ["linear_block_dense", "matmul_block_dense", "pack_panels", "run_linear", "run_matmul",
-           "run_linear_grad_input", "run_sampled", "run_tmatmul", "sddmm_block_dense", "transpose_blocks",
+           "run_linear_grad_input", "run_sampled", "run_tmatmul", "sampled_block_dense", "transpose_blocks",
            "transpose_structure"]
 
 
@@ -384,22 +391,130 @@ def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds):
     return out
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _sg_tile8x2(dY, X, grad, b, m, k, i0, j0, n, t0, t1):
+    """``grad[b, i0:i0+8, j0:j0+n] += dY[t0:t1, m:m+8].T @ X[t0:t1, k:k+n]`` (``n <= 2 lanes``)
+    on panels: ``dY`` row ``t`` of the block row at ``m + t * r``, ``X``'s at ``k + t * c``."""
+    _, r, c = grad.shape
+    lanes = 64 // X.itemsize
+    K = c
+    n0 = min(n, lanes)
+    n1 = n - n0
+    a00 = vzeros(X, 64)
+    a01 = vzeros(X, 64)
+    a10 = vzeros(X, 64)
+    a11 = vzeros(X, 64)
+    a20 = vzeros(X, 64)
+    a21 = vzeros(X, 64)
+    a30 = vzeros(X, 64)
+    a31 = vzeros(X, 64)
+    a40 = vzeros(X, 64)
+    a41 = vzeros(X, 64)
+    a50 = vzeros(X, 64)
+    a51 = vzeros(X, 64)
+    a60 = vzeros(X, 64)
+    a61 = vzeros(X, 64)
+    a70 = vzeros(X, 64)
+    a71 = vzeros(X, 64)
+    for t in range(t0, t1):
+        x0 = vload_n(X, t * K + k, 64, n0)
+        x1 = vload_n(X, t * K + k + lanes, 64, n1)
+        d = vsplat(dY.flat[m + t * r + 0], 64)
+        a00 = vfma(a00, d, x0)
+        a01 = vfma(a01, d, x1)
+        d = vsplat(dY.flat[m + t * r + 1], 64)
+        a10 = vfma(a10, d, x0)
+        a11 = vfma(a11, d, x1)
+        d = vsplat(dY.flat[m + t * r + 2], 64)
+        a20 = vfma(a20, d, x0)
+        a21 = vfma(a21, d, x1)
+        d = vsplat(dY.flat[m + t * r + 3], 64)
+        a30 = vfma(a30, d, x0)
+        a31 = vfma(a31, d, x1)
+        d = vsplat(dY.flat[m + t * r + 4], 64)
+        a40 = vfma(a40, d, x0)
+        a41 = vfma(a41, d, x1)
+        d = vsplat(dY.flat[m + t * r + 5], 64)
+        a50 = vfma(a50, d, x0)
+        a51 = vfma(a51, d, x1)
+        d = vsplat(dY.flat[m + t * r + 6], 64)
+        a60 = vfma(a60, d, x0)
+        a61 = vfma(a61, d, x1)
+        d = vsplat(dY.flat[m + t * r + 7], 64)
+        a70 = vfma(a70, d, x0)
+        a71 = vfma(a71, d, x1)
+    g = (b * grad.shape[1] + i0) * c + j0
+    o = g + 0 * c
+    vstore_n(grad, o, vadd(a00, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a01, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 1 * c
+    vstore_n(grad, o, vadd(a10, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a11, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 2 * c
+    vstore_n(grad, o, vadd(a20, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a21, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 3 * c
+    vstore_n(grad, o, vadd(a30, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a31, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 4 * c
+    vstore_n(grad, o, vadd(a40, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a41, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 5 * c
+    vstore_n(grad, o, vadd(a50, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a51, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 6 * c
+    vstore_n(grad, o, vadd(a60, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a61, vload_n(grad, o + lanes, 64, n1)), n1)
+    o = g + 7 * c
+    vstore_n(grad, o, vadd(a70, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a71, vload_n(grad, o + lanes, 64, n1)), n1)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _sg_row1x2(dY, X, grad, b, m, k, i, j0, n, t0, t1):
+    """One row of :func:`_sg_tile8x2`."""
+    _, r, c = grad.shape
+    lanes = 64 // X.itemsize
+    K = c
+    n0 = min(n, lanes)
+    n1 = n - n0
+    a0 = vzeros(X, 64)
+    a1 = vzeros(X, 64)
+    for t in range(t0, t1):
+        d = vsplat(dY.flat[m + t * r], 64)
+        a0 = vfma(a0, d, vload_n(X, t * K + k, 64, n0))
+        a1 = vfma(a1, d, vload_n(X, t * K + k + lanes, 64, n1))
+    o = (b * grad.shape[1] + i) * c + j0
+    vstore_n(grad, o, vadd(a0, vload_n(grad, o, 64, n0)), n0)
+    vstore_n(grad, o + lanes, vadd(a1, vload_n(grad, o + lanes, 64, n1)), n1)
+
+
 @njit(parallel=True, cache=True, fastmath=True)
-def sddmm_block_dense(brows, indices, dYT, XT, grad):
-    nb, r, c = grad.shape
-    B = dYT.shape[1]
-    M, K = dYT.shape[0], XT.shape[0]
-    for b in prange(nb):
-        r0 = brows[b] * r
-        c0 = indices[b] * c
-        for i in range(min(r, M - r0)):
-            dy = dYT[r0 + i]
-            for k in range(min(c, K - c0)):
-                x = XT[c0 + k]
-                acc = dy[0] * 0
-                for t in range(B):
-                    acc += dy[t] * x[t]
-                grad[b, i, k] = acc
+def sampled_block_dense(brows, indices, dYp, Xp, grad, tb, bounds):
+    """``grad[b] += dY[:, rows_b].T @ X[:, cols_b]`` from the block-row panels of ``dY``
+    (``dYp: [gm, B, r]``) and block-column panels of ``X`` (``Xp: [gk, B, c]``, zero-padded;
+    :func:`pack_panels`), so a block streams two contiguous panels. ``grad: [nb, r, c]`` is
+    zeroed by the caller; padding slots stay 0. Tiles of 8 block rows x 128 bytes of block
+    columns accumulate over ``tb`` batch rows at a time; thread ``p`` runs blocks
+    ``bounds[p]:bounds[p+1]``."""
+    _, r, c = grad.shape
+    _, B, _ = Xp.shape
+    w = 128 // Xp.itemsize
+    for p in prange(bounds.shape[0] - 1):
+        for b in range(bounds[p], bounds[p + 1]):
+            m0 = brows[b] * B * r
+            k0 = indices[b] * B * c
+            for t0 in range(0, B, tb):
+                t1 = min(B, t0 + tb)
+                for j0 in range(0, c, w):
+                    n = min(w, c - j0)
+                    i0 = 0
+                    while i0 + 8 <= r:
+                        _sg_tile8x2(dYp, Xp, grad, b, m0 + i0, k0 + j0, i0, j0, n, t0, t1)
+                        i0 += 8
+                    while i0 < r:
+                        _sg_row1x2(dYp, Xp, grad, b, m0 + i0, k0 + j0, i0, j0, n, t0, t1)
+                        i0 += 1
     return grad
 
 
@@ -407,6 +522,7 @@ def sddmm_block_dense(brows, indices, dYT, XT, grad):
 _matmul_serial = serial_twin(matmul_block_dense, fastmath=True)
 _pack_serial = serial_twin(_pack_panels)
 _linear_serial = serial_twin(linear_block_dense, fastmath=True)
+_sampled_serial = serial_twin(sampled_block_dense, fastmath=True)
 
 
 def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:
@@ -433,11 +549,12 @@ def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
     return kernel(indptr, indices, values, pack_panels(X, serial), out, _bounds(indptr, serial))
 
 
-def pack_panels(X: np.ndarray, serial: bool = False) -> np.ndarray:
-    """Column panels of ``X: [K, N]``: ``[ceil(N / w), K, w]`` with ``w`` = two 64-byte
-    registers of columns, zero-padded; a panel's rows for one block column are contiguous."""
+def pack_panels(X: np.ndarray, serial: bool = False, width: int | None = None) -> np.ndarray:
+    """Column panels of ``X: [K, N]``: ``[ceil(N / w), K, w]`` with ``w = width`` columns
+    (default: two 64-byte registers), zero-padded; a panel's rows for one block column are
+    contiguous."""
     K, N = X.shape
-    w = 128 // X.itemsize
+    w = 128 // X.itemsize if width is None else width
     if N == w:
         return X.reshape(1, K, w)
     xp = np.empty((-(-N // w), K, w), dtype=X.dtype)
@@ -496,13 +613,21 @@ def run_tmatmul(indptr, indices, values, Y, shape, block) -> np.ndarray:
     return run_matmul(t[0], t[1], t[2], Y, t[3], t[4])
 
 
-def run_sampled(indptr, indices, dYT, XT, shape, block, dtype) -> np.ndarray:
-    """Gradient on stored blocks, ``[nb, r, c]`` in ``dtype`` (padding slots get 0)."""
+def run_sampled(indptr, indices, dY, X, shape, block, dtype) -> np.ndarray:
+    """Gradient on stored blocks, ``[nb, r, c]`` in ``dtype`` (padding slots get 0), from
+    C-contiguous ``dY: [B, M]`` and ``X: [B, K]`` of one float dtype (packed into block
+    panels first: one pass over each)."""
     (r, c) = block
     gm = -(-shape[0] // r)
     nb = indices.shape[0]
-    grad = np.zeros((nb, r, c), dtype=dYT.dtype)
-    if nb and dYT.shape[1]:
+    grad = np.zeros((nb, r, c), dtype=dY.dtype)
+    if nb and dY.shape[0]:
         brows = np.repeat(np.arange(gm, dtype=np.int64), np.diff(indptr))
-        sddmm_block_dense(brows, indices, dYT, XT, grad)
+        serial = grad.size * dY.shape[0] < _limits.PARALLEL_MIN_MACS
+        parts = 1 if serial else max(1, min(numba.get_num_threads(), nb))
+        bounds = np.linspace(0, nb, parts + 1).round().astype(np.int64)
+        dYp = pack_panels(dY, serial, width=r)
+        Xp = pack_panels(X, serial, width=c)
+        (_sampled_serial if serial else sampled_block_dense)(brows, indices, dYp, Xp, grad, SAMPLED_BATCH_ROWS,
+                                                             bounds)
     return grad.astype(dtype, copy=False)
