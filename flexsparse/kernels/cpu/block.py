@@ -343,6 +343,30 @@ def _lin_tile8x1(indptr, indices, order, vt, X, bias, out, br, i0, t0, n, K, M):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _lin_row1x2(indptr, indices, order, vt, X, bias, out, br, i0, t, K, M):
+    """Batch row ``t`` x 128 bytes of outputs from ``br*r + i0`` (all inside ``M``): each
+    cache line of ``vt`` is read once, two independent accumulator chains."""
+    _, c, r = vt.shape
+    lanes = 64 // vt.itemsize
+    a0 = vzeros(X, 64)
+    a1 = vzeros(X, 64)
+    for b in range(indptr[br], indptr[br + 1]):
+        k0 = indices[b] * c
+        off = (order[b] if order.shape[0] else b) * c * r + i0
+        for k in range(min(c, K - k0)):
+            x = vsplat(X[t, k0 + k], 64)
+            a0 = vfma(a0, x, vload(vt, off, 64))
+            a1 = vfma(a1, x, vload(vt, off + lanes, 64))
+            off += r
+    m = br * r + i0
+    if bias.shape[0]:
+        a0 = vadd(a0, vload(bias, m, 64))
+        a1 = vadd(a1, vload(bias, m + lanes, 64))
+    vstore(out, t * M + m, a0)
+    vstore(out, t * M + m + lanes, a1)
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, n, K, M):
     """Batch row ``t`` x ``n <= lanes`` outputs from ``br*r + i0`` (one masked register)."""
     _, c, r = vt.shape
@@ -384,6 +408,9 @@ def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds):
                 t0 += 8
             for t in range(t0, B):
                 i0 = 0
+                while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
+                    _lin_row1x2(indptr, indices, order, vt, X, bias, out, br, i0, t, K, M)
+                    i0 += 2 * lanes
                 while i0 < r and m0 + i0 < M:
                     _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0),
                               K, M)
@@ -526,12 +553,17 @@ _sampled_serial = serial_twin(sampled_block_dense, fastmath=True)
 
 
 def _bounds(indptr: np.ndarray, serial: bool = False) -> np.ndarray:
-    """Contiguous split of the block rows into equal estimated work (blocks + 1 per row)."""
-    from flexsparse.kernels.cpu.partition import cost_partition
-
+    """Contiguous split of the block rows into equal estimated work (blocks + 1 per row):
+    the prefix sums ``indptr[i] + i`` cut at the rows nearest to equal shares (the rule of
+    :func:`~flexsparse.kernels.cpu.partition.cost_partition`, without its bookkeeping,
+    which cost ~0.1 ms a call)."""
     gm = indptr.shape[0] - 1
     parts = 1 if serial else max(1, min(numba.get_num_threads(), gm))
-    return cost_partition(np.diff(indptr) + 1, parts).bounds
+    if parts == 1:
+        return np.array([0, gm], dtype=np.int64)
+    cum = indptr + np.arange(gm + 1)  # work before row i
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts)
+    return np.concatenate(([0], cuts, [gm])).astype(np.int64)
 
 
 def run_matmul(indptr, indices, values, X, shape, block) -> np.ndarray:
