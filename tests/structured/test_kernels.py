@@ -231,7 +231,8 @@ def test_linear_with_bias(kind, backend):
 @pytest.mark.parametrize("parallel", [False, True])
 def test_block_linear_direct_and_panels(monkeypatch, kind, dtype, B, parallel):
     """``linear`` from the transposed blocks (8-row x 1-2 register tiles, masked output and
-    batch edges, bias) and ``W @ X`` on column panels, serial twins and threaded kernels."""
+    batch edges, bias), ``W @ X`` on column panels, ``dY @ W`` and the sampled gradient,
+    serial twins and threaded kernels."""
     from flexsparse import _limits
 
     if parallel:
@@ -244,6 +245,17 @@ def test_block_linear_direct_and_panels(monkeypatch, kind, dtype, B, parallel):
     np.testing.assert_allclose(S.linear(X, b), X @ D.T + b, **TOL[dtype])
     np.testing.assert_allclose(S.matmul(X.T), D @ X.T, **TOL[dtype])
     np.testing.assert_allclose(S.linear_grad_input(X[:, :77]), X[:, :77] @ D, **TOL[dtype])
+    # sampled gradient in several batch passes: stored slots get dY.T @ X, the rest 0
+    from flexsparse.kernels.cpu import block as block_kernels
+
+    monkeypatch.setattr(block_kernels, "SAMPLED_BATCH_ROWS", 3)
+    dY = _rand((B, 77), dtype, 3)
+    Sg = S.with_values(S.sampled_grad(dY, X))  # validates: padding slots hold 0
+    rows, cols, _ = Sg._coo_parts()
+    G = Sg.todense()
+    np.testing.assert_allclose(G[rows, cols], (dY.T @ X)[rows, cols], **TOL[dtype])
+    G[rows, cols] = 0
+    assert not np.any(G)
 
 
 def test_block_transposed_cache_invalidate():
