@@ -22,6 +22,8 @@ __all__ = [
     "AUTO_DENSE_MAX_BYTES",
     "BLAS_MIN_DENSITY",
     "BLOCK_DENSE_CROSSOVER",
+    "BLOCK_LINEAR_DIRECT_BYTES",
+    "BLOCK_LINEAR_DIRECT_MAX_ROWS",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
     "DEMO_RMAT_MAX_FLOPS",
@@ -189,6 +191,15 @@ DISTINCT_MARK_MAX = 2**26
 #: speed-up at 30% / 50% / 70% density 2.23x / 1.27x / 0.72x for 32x32 blocks and 2.44x /
 #: 1.28x / 0.94x for 8x8; the crossover lies between 0.5 and 0.7.
 BLOCK_DENSE_CROSSOVER = 0.6
+#: ``BlockSparse.linear`` (``X @ W.T``) runs the direct kernel on the transposed blocks when a
+#: block row holds at least this many bytes of outputs (one 64-byte register) or ``X`` has
+#: fewer than ``BLOCK_LINEAR_DIRECT_MAX_ROWS`` rows; otherwise ``W @ X.T`` between two
+#: transposes. Measured 2026-11-29 (4096x4096 @10% of the blocks, float32, one thread, CPU
+#: time, direct / transposes ms): 32x32 B=1 0.44/1.36, B=64 2.49/4.14, B=256 10.7/16.7;
+#: 16x16 B=64 3.13/4.62, B=256 13.8/16.2; 8x8 (half a register) B=1 0.40/1.48, B=8 1.05/1.77,
+#: B=64 6.89/4.25, B=256 29.2/16.8.
+BLOCK_LINEAR_DIRECT_BYTES = 64
+BLOCK_LINEAR_DIRECT_MAX_ROWS = 16
 #: The same for ``HSS`` and ``NM`` where the gather kernels run (no AVX-512, or a pattern whose
 #: kept slots span more columns than one register). Measured by ``benchmarks/bench_structured.py``
 #: (4096x4096 @ 4096x256, 2 shared cores): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x
