@@ -81,8 +81,8 @@ def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
     return csr.transpose() if transposed else csr
 
 
-def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None
-              ) -> Any:
+def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
+              product: Any = None) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
     spec is not a plain product of two 2-D sparse operands, or when its output has so few
     cells that the planner should weigh the dot-product and dense engines (the general
@@ -92,6 +92,9 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
     ``dtype``: float16 in float32, booleans counted in int64) and is cast to ``dtype``.
     Duplicate entries of an operand are kept and meet the kernel's accumulator, which sums
     their products: the same as summing them first, in any ring (booleans as counts).
+
+    ``product``: ``(left CSR, right CSR, sort) -> CSR`` computing the SpGEMM elsewhere (the
+    distributed runner's tiles); ``None`` runs :func:`spgemm_trusted` here.
     """
     if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
         return None
@@ -107,7 +110,10 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
-    c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
+    if product is None:
+        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
+    else:
+        c = product(left, right, fmt == "csf")
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":
