@@ -73,6 +73,9 @@ def _min_time(fn, repeat, worker_cpu=None):
     machine, so it shows where the work went even under load."""
     best, out, cpu, wcpu = float("inf"), None, 0.0, 0.0
     for _ in range(repeat):
+        # the previous result is freed before the clock starts: rebinding ``res`` to the new one
+        # would free it inside the timed window (a 290 MB shared-memory result takes ~0.1 s to unmap)
+        res = None
         w0 = worker_cpu() if worker_cpu else 0.0
         c0, t0 = _cpu_seconds(), time.perf_counter()
         res = fn()

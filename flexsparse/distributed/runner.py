@@ -342,6 +342,7 @@ class _Run:
         self.extra: list[Any] = []
         self.received = 0
         self.shared = 0
+        self.gathered = False
         # pieces with rows in sorted column order (gather clears it for a plain product)
         self.sort = True
 
@@ -604,7 +605,7 @@ class _Run:
         self.path = _gather.create(target.nbytes) if two_phase else None
         if self.path is not None:
             target = _gather.Target(self.path, layout, m, nnz, len(shape), idt.str, np.dtype(dtype).str)
-            buffer: Any = _gather.map_target(target)
+            buffer: Any = _gather.map_target(target, keep=True)
         else:
             buffer = np.empty(target.nbytes, dtype=np.uint8)
         out = _gather.arrays(buffer, target)
@@ -629,6 +630,7 @@ class _Run:
             for g, piece in pieces.items():
                 _gather.place(sink, target, piece, dst[g], keys)
             pieces.clear()
+        self.gathered = True   # the file now lives with the result (kept for reuse when it is freed)
         if layout == "csr":
             csr = CSR._trusted(out["indptr"], out["indices"], out["data"], (m, n), self.sort)
             return (csr if decode is None else COO.from_csr(csr)), t_asm
@@ -636,8 +638,10 @@ class _Run:
 
     # ------------------------------------------------------------------ ending
     def close(self) -> None:
-        """Remove the result's shared-memory file name (its memory lives on in the result's arrays)."""
-        _gather.release(self.path)
+        """Remove the shared-memory file of a product that failed; a gathered result's file
+        lives with its arrays and is kept for reuse when they are freed (:mod:`._gather`)."""
+        if not self.gathered:
+            _gather.release(self.path)
 
     def cancel(self) -> None:
         """Cancel every future of the product and remove what it wrote."""
