@@ -290,9 +290,9 @@ def rss_child(index: int, args: argparse.Namespace) -> None:
     import flexsparse as fs
 
     case = build_suite(args.quick, args.flop_cap, args.seed)[index]()  # only this case is built
-    # load every kernel the product may run (JIT cache) outside the measurement: a product of
-    # the same dtypes that takes the serial and the parallel paths
-    for n, nnz in ((64, 256), (1 << 17, 1 << 19)):
+    # load every kernel the product may run (JIT cache) outside the measurement: products of
+    # the same dtypes that take the serial and the parallel paths, with sparse and dense results
+    for n, nnz in ((64, 256), (64, 1500), (600, 36000), (1 << 17, 1 << 19)):
         w = fs.as_coo(sp.random_array((n, n), density=nnz / n**2, rng=0, format="csr", dtype=case.a.dtype))
         fs.einsum("ij,jk->ik", w, w)
         del w

@@ -16,7 +16,8 @@ path reaches the kernel without coordinates or key grouping:
   sorted output is needed (``format="csf"``), and the result is a COO backed by the
   product's CSR (``format="auto"``/``"coo"``, coordinates built only when read), that
   CSR (``format="csr"``), a 2-D CSF, or a dense array (``format="dense"``, or ``"auto"``
-  above the dense-output density).
+  above the dense-output density) computed straight into the array by
+  :mod:`~flexsparse.kernels.cpu.spgemm_dense` (no sparse intermediate).
 
 Cost: O(1) Python work on top of the kernel's O(nnz(A) + nnz(B) + flops), plus
 O(nnz + n) per operand that needs a row count, bucketing or transpose.
@@ -33,9 +34,15 @@ from flexsparse.contract.execute import choose_format
 from flexsparse.contract.plan import DOT_FACTOR
 from flexsparse.formats.coo import COO
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import spgemm_trusted
+from flexsparse.kernels.cpu.spgemm import count_flops, spgemm_trusted
+from flexsparse.kernels.cpu.spgemm_dense import estimate_nnz, spgemm_dense_trusted
 
 __all__ = ["matmul_2d", "product_plan"]
+
+#: Dense results up to this many bytes are attempted without the sampled nnz estimate: a failed
+#: attempt costs less than the estimate (pygsp DavidSensorNet64, 64 x 64: estimate 6 us of a
+#: 20 us product).
+_SMALL_DENSE_BYTES = 1 << 18
 
 
 @functools.lru_cache(maxsize=1024)
@@ -81,6 +88,36 @@ def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
     return csr.transpose() if transposed else csr
 
 
+def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(dense left @ right, row flops)`` when the result is dense (``fmt="dense"``, or
+    ``"auto"`` and at least the dense-output density of cells nonzero), else
+    ``(None, row flops or None)``.
+
+    Under ``"auto"`` the dense kernel runs only when ``sum_i min(flops_i, n_cols)``, an upper
+    bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 64
+    evenly spaced rows reach the dense density: a dense attempt that fails costs the dense
+    bytes (pyamg local_disc_galerkin, 12 % dense, passes the bound). If the result then holds
+    fewer nonzero values than that, it is dropped and the sparse kernel decides on its stored
+    entries (the ``"auto"`` rule counts entries, and entries that cancel are still entries).
+    """
+    shape = (left.shape[0], right.shape[1])
+    cells = shape[0] * shape[1]
+    if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
+        return None, None  # dense at no density (empty, or beyond the dense cap)
+    flops, _ = count_flops(left, right, threads)
+    if fmt == "auto":
+        bound = int(np.minimum(flops, shape[1]).sum())
+        if choose_format(bound, shape, dtype.itemsize) != "dense" or (
+                cells * dtype.itemsize > _SMALL_DENSE_BYTES
+                and choose_format(int(estimate_nnz(left, right)), shape, dtype.itemsize) != "dense"):
+            return None, flops
+    out = spgemm_dense_trusted(left, right, flops, work, threads)
+    if fmt == "auto" and choose_format(int(np.count_nonzero(out)), shape, dtype.itemsize) != "dense":
+        return None, flops
+    return (out if out.dtype == dtype else out.astype(dtype)), flops
+
+
 def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
               product: Any = None) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
@@ -110,10 +147,15 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
-    if product is None:
-        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads)
-    else:
+    if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
         c = product(left, right, fmt == "csf")
+    else:
+        flops = None
+        if fmt in ("auto", "dense"):
+            out, flops = _dense_product(left, right, fmt, dtype, work, threads)
+            if out is not None:
+                return out
+        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, flops=flops)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

@@ -154,3 +154,48 @@ def test_property_against_numpy(m, k, n, seed, spec, threads):
               for t in ins]
     got = fs.einsum(spec, *[COO.from_numpy(x) for x in arrays], threads=threads)
     np.testing.assert_allclose(fs.to_numpy(got), np.einsum(spec, *arrays), atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.int64, np.bool_])
+def test_dense_results_come_from_the_dense_kernel(monkeypatch, threads, dtype):
+    """A product that is dense (auto) or asked dense: the dense kernel runs, with no sparse
+    intermediate, and the result equals NumPy's; a sparse auto result never runs it."""
+    import flexsparse.contract._matmul2d as m2d
+
+    calls = []
+    real = m2d.spgemm_dense_trusted
+    monkeypatch.setattr(m2d, "spgemm_dense_trusted", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(m2d, "spgemm_trusted", lambda *a, **k: pytest.fail("sparse kernel ran"))
+    rng = np.random.default_rng(5)
+    a, b = _sparse(rng, (300, 200), 0.05), _sparse(rng, (200, 250), 0.05)
+    a.data, b.data = a.data * 7 + 1, b.data * 7 + 1  # nonzero in every dtype
+    a, b = a.astype(dtype), b.astype(dtype)
+    ref = a.toarray() @ b.toarray()
+    for fmt in ("auto", "dense"):
+        got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format=fmt, threads=threads)
+        assert isinstance(got, np.ndarray) and got.dtype == ref.dtype
+        np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert len(calls) == 2
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(m2d, "spgemm_dense_trusted", lambda *a: calls.append(1) or real(*a))
+    s = _sparse(rng, (300, 300), 0.002)
+    got = fs.einsum("ij,jk->ik", fs.as_coo(s), fs.as_coo(s), threads=threads)
+    assert isinstance(got, COO) and not calls
+
+
+def test_auto_result_that_only_looks_dense_stays_sparse(monkeypatch):
+    """Entries that cancel leave stored entries: when the dense result holds fewer nonzeros
+    than the dense density but the stored entries reach it, the sparse kernel decides (as
+    without the dense kernel)."""
+    import flexsparse.contract._matmul2d as m2d
+
+    monkeypatch.setattr(m2d, "estimate_nnz", lambda a, b: float(a.shape[0] * b.shape[1]))
+    n = 40
+    a = sp.csr_array(np.kron(np.eye(n // 2), [[1.0, 1.0]]))  # [n/2, n]
+    b = sp.csr_array(np.tile([[1.0], [-1.0]], (n // 2, n)))  # rows pairwise opposite: A @ B == 0
+    got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b))
+    ref = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format="coo")
+    assert isinstance(got, np.ndarray) == (ref.nnz > 0.25 * ref.size)
+    np.testing.assert_array_equal(np.asarray(got if isinstance(got, np.ndarray) else got.todense()), 0)

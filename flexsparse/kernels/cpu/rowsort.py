@@ -33,7 +33,8 @@ from numba import njit, prange
 
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 
-__all__ = ["SMALL_ROW", "bucket_rows_kernel", "insertion_sort", "sort_csr_rows", "sort_csr_rows_kernel", "sort_row_pairs"]
+__all__ = ["SMALL_ROW", "bucket_rows_kernel", "insertion_sort", "sort_csr_rows", "sort_csr_rows_kernel",
+           "sort_row_pairs"]
 
 #: Rows up to this many entries are insertion-sorted.
 SMALL_ROW = 32

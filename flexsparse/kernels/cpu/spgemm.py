@@ -108,8 +108,10 @@ __all__ = [
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
+    "SMALL_PAGES_MAX_BYTES",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
+    "count_flops",
     "get_accumulator",
     "spgemm",
     "spgemm_csr_csr_numeric",
@@ -148,6 +150,13 @@ ONE_PASS_MAX_BYTES = 8 * 2**30
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
+#: Output buffers of at most this many bytes of capacity come from numba's allocator (4 KiB
+#: pages) rather than NumPy's, which asks for transparent huge pages from 4 MiB up: a product
+#: touches only its nnz(C) slots of the capacity, but a huge page is resident as a whole, which
+#: added up to 2 MiB per buffer (pyamg local_disc_galerkin, 1.4 MB result: peak RSS growth
+#: 3.4 MB with huge pages, 1.5 MB without). Above it, huge pages made first-touch faults ~4x
+#: cheaper and their rounding is small next to the result.
+SMALL_PAGES_MAX_BYTES = 64 * 2**20
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
@@ -520,6 +529,12 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     return c_indptr, c_indices[:nnz], c_data[:nnz]
 
 
+@njit(cache=True)
+def _empty_like(n, like):
+    """``np.empty(n, like.dtype)`` from numba's allocator (glibc ``malloc``: no huge pages)."""
+    return np.empty(n, dtype=like.dtype)
+
+
 # --------------------------------------------------------------------------- wrapper
 def _check_csr(x: object, name: str) -> CSR:
     if not isinstance(x, CSR):
@@ -570,11 +585,25 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
     return spgemm_trusted(a, b, rule, VARIANTS[variant], bool(sort), threads)
 
 
+def count_flops(a: CSR, b: CSR, threads: int | None = None) -> tuple[np.ndarray, int]:
+    """``(flops, total)``: the multiply-adds of every output row of ``a @ b``
+    (``int64[a.n_rows]``) and their sum; on all threads when ``a`` is large."""
+    n_rows = a.shape[0]
+    flops = np.empty(n_rows, dtype=np.int64)
+    if a.indptr[-1] < _PARALLEL_FLOPS_NNZ:
+        return flops, int(_row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows))
+    n_threads = numba.get_num_threads() if threads is None else threads
+    with thread_scope(threads):  # equal shares of A's entries
+        bounds = np.searchsorted(a.indptr, np.linspace(0, a.indptr[-1], n_threads + 1)).astype(np.int64)
+        bounds[0], bounds[-1] = 0, n_rows
+        return flops, int(_row_flops_parallel(a.indptr, a.indices, b.indptr, flops, bounds))
+
+
 def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, sort: bool = False,
-                   threads: int | None = None) -> CSR:
+                   threads: int | None = None, flops: np.ndarray | None = None) -> CSR:
     """:func:`spgemm` without the argument checks, for callers that established them (the
     einsum path): CSR operands of matching inner size, a rule, a variant code, valid
-    ``threads``."""
+    ``threads``, and optionally the flops of every output row already counted."""
     out_dtype = np.result_type(a.data.dtype, b.data.dtype)
     work_dtype = _INT64 if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.shape[0], b.shape[1]
@@ -584,15 +613,10 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
                             np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
     a_data = a.data.astype(work_dtype, copy=False)
     b_data = b.data.astype(work_dtype, copy=False)
-    flops = np.empty(n_rows, dtype=np.int64)
-    if a.indptr[-1] < _PARALLEL_FLOPS_NNZ:
-        total = _row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows)
+    if flops is None:
+        flops, total = count_flops(a, b, threads)
     else:
-        n_threads = numba.get_num_threads() if threads is None else threads
-        with thread_scope(threads):  # equal shares of A's entries
-            bounds = np.searchsorted(a.indptr, np.linspace(0, a.indptr[-1], n_threads + 1)).astype(np.int64)
-            bounds[0], bounds[-1] = 0, n_rows
-            total = _row_flops_parallel(a.indptr, a.indices, b.indptr, flops, bounds)
+        total = int(flops.sum())
     if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
@@ -668,8 +692,12 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
                                 cpart.bounds, cpart.worker_bounds, cdense, marker, c_indptr[1:])
         np.cumsum(c_indptr[1:counted + 1], out=c_indptr[1:counted + 1])
     capacity = int(c_indptr[counted]) + (int(flops[counted:].sum()) if counted < n_rows else 0)
-    c_indices = np.empty(capacity, dtype=idx_dtype)
-    c_data = np.empty(capacity, dtype=work_dtype)
+    if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: RSS follows nnz(C)
+        c_indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
+        c_data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
+    else:
+        c_indices = np.empty(capacity, dtype=idx_dtype)
+        c_data = np.empty(capacity, dtype=work_dtype)
     nd = n_cols if use_dense.any() else 0
     nv = nd if code != 1 else 0
     tag = np.zeros((n_threads, nd), dtype=np.uint64)
