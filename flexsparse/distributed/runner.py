@@ -27,8 +27,9 @@ Algorithm:
    come back over the network in one phase. When a result is freed its shared-memory file is
    kept for the next one (:mod:`._gather`). A plain 2-D product (``ij,jk->ik`` and its
    transposes, through :meth:`ProductRunner.plain_product`) keeps each row in the kernel's
-   first-touch column order, as the in-process engine does; a COO result is canonical. With ``out=`` each group's root writes its tile
-   file (:func:`._tasks.write_piece`) and only its manifest entry comes back.
+   first-touch column order, as the in-process engine does; a COO result is canonical. With
+   ``out=`` each group's root writes its tile file (:func:`._tasks.write_piece`) and only its
+   manifest entry comes back.
 5. Completion: results are taken as they finish. A group that fails because a worker was
    lost (its data went with it) is resubmitted with its blocks scattered again, up to
    :data:`MAX_GROUP_ATTEMPTS` times (its pieces are deterministic, so counts taken before
