@@ -49,7 +49,7 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
-from flexsparse.contract._bounded import make_tiling_options, save_result
+from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
 from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum
 from flexsparse.contract.plan import (
@@ -686,13 +686,17 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     else:
         distinct = {id(op): op for op in ops}.values()  # an operand passed twice is scanned once
         nonfinite = spec.n_operands > 1 and any(_has_nonfinite(op) for op in distinct)
-    if (len(ops) == 2 and tiling_opts is None and not nonfinite
+    # a product runner that takes plain products (the distributed one) computes this SpGEMM
+    runner = PRODUCT_RUNNER.get() if out is None else None
+    plain = getattr(runner, "plain_product", None)
+    if (len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite
             and not all(_dense_enough(op) for op in ops)):
         from flexsparse.contract import _matmul2d
 
-        res = _matmul2d.matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads)
+        res = _matmul2d.matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
+                                  product=None if tiling_opts is None else plain)
         if res is not None:
-            return (res, []) if return_report else res
+            return (res, tiling_opts.reports if tiling_opts is not None else []) if return_report else res
     if nonfinite:
         from flexsparse.contract._nonfinite import evaluate_nonfinite
 
