@@ -99,35 +99,13 @@ def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int,
     return best
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, int | None]:
     """``(fn(), bytes)``: the peak resident set size during ``fn`` minus the resident set
-    size before it. Resets the kernel's high-water mark first (``/proc/self/clear_refs``,
-    Linux >= 4.0); ``None`` where that is not available."""
-    import gc
+    size before it (:func:`flexsparse._rss.peak_growth`); ``None`` where the peak cannot be
+    reset."""
+    from flexsparse._rss import peak_growth
 
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return fn(), None
-    before = _status_kib("VmRSS")
-    out = fn()
-    peak = _status_kib("VmHWM")
-    if before is None or peak is None:
-        return out, None
-    return out, (peak - before) * 1024
+    return peak_growth(fn)
 
 
 def geomean(xs: Iterable[float]) -> float:

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from _common import power_law_graph
 
+from flexsparse import _rss
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 STRATEGIES = ("unbounded", "unbounded-mt", "conservative", "prescient", "overbook")
@@ -100,44 +102,13 @@ def unbounded_ws(a, b) -> int:
 
 
 # ----------------------------------------------------------------------------- child
-def _maxrss() -> int:
-    import resource
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r) if sys.platform == "darwin" else int(r) * 1024
-
-
-def _proc_status(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _start_peak() -> tuple[str, int]:
-    """Begin a peak measurement; returns (method, baseline bytes).
-
-    ``ru_maxrss`` is a high-water mark: a transient peak while loading/generating the data
-    would hide the run's own peak. On Linux the high-water mark (VmHWM) is reset by
-    writing 5 to /proc/self/clear_refs, so the run's peak is measured from the current
-    resident size. Elsewhere fall back to ``ru_maxrss`` (growth may then read low).
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        rss = _proc_status("VmRSS")
-        if rss is not None and _proc_status("VmHWM") is not None:
-            return "VmHWM", rss
-    except OSError:
-        pass
-    return "ru_maxrss", _maxrss()
-
-
-def _peak(method: str) -> int:
-    return (_proc_status("VmHWM") or 0) if method == "VmHWM" else _maxrss()
+    """Begin a peak measurement; returns (method, baseline bytes): VmHWM reset to the current
+    resident size (:func:`flexsparse._rss.reset_peak`), or ``ru_maxrss`` where that is not
+    possible (growth may then read low)."""
+    if _rss.reset_peak():
+        return "VmHWM", _rss.resident_bytes()
+    return "ru_maxrss", _rss.peak_bytes()
 
 
 def child(cfg: dict) -> dict:
@@ -166,7 +137,7 @@ def child(cfg: dict) -> dict:
         t0 = time.perf_counter()
         c = reference_spgemm(a, b, threads=None if strategy.endswith("-mt") else 1)
         res["seconds"] = time.perf_counter() - t0
-        res["growth"] = _peak(method) - base
+        res["growth"] = _rss.peak_bytes() - base
         res.update(tiles=1, util=cfg["ws_full"] / limit, sampling=0.0, nnz=int(c.nnz),
                    overbooked=0, passes=1, peak_ws=cfg["ws_full"])
         return res
@@ -176,13 +147,13 @@ def child(cfg: dict) -> dict:
             with tempfile.TemporaryDirectory() as d:
                 lazy, rep = tiled_spgemm(a, b, memory_limit=limit, tiling=strategy,
                                          out=os.path.join(d, "c"))
-                res["growth"] = _peak(method) - base
+                res["growth"] = _rss.peak_bytes() - base
                 res["nnz"] = lazy.nnz
         else:
             c, rep = tiled_spgemm(a, b, memory_limit=limit, tiling=strategy)
             res["nnz"] = int(c.nnz)
     except TilingRefusedError as exc:   # conservative declines products it would take > 20x on
-        res.update(refused=str(exc), growth=_peak(method) - base, nnz=None, seconds=0.0, sampling=0.0,
+        res.update(refused=str(exc), growth=_rss.peak_bytes() - base, nnz=None, seconds=0.0, sampling=0.0,
                    tiles=0, planned=0, util=0.0, overbooked=0, passes=0, peak_ws=0)
         return res
     res.update(seconds=rep.total_seconds, sampling=rep.sampling_seconds, tiles=rep.tiles,

@@ -22,6 +22,8 @@ __all__ = [
     "AUTO_DENSE_MAX_BYTES",
     "BLAS_MIN_DENSITY",
     "BLOCK_DENSE_CROSSOVER",
+    "BLOCK_LINEAR_DIRECT_BYTES",
+    "BLOCK_LINEAR_DIRECT_MAX_ROWS",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
     "DEMO_RMAT_MAX_FLOPS",
@@ -35,6 +37,7 @@ __all__ = [
     "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
     "GATHER_INLINE_KEY_BYTES",
+    "GATHER_POOL_BYTES",
     "GATHER_SHM_MIN_BYTES",
     "HSS_DENSE_CROSSOVER",
     "HUB_SPLIT_FACTOR",
@@ -189,6 +192,15 @@ DISTINCT_MARK_MAX = 2**26
 #: speed-up at 30% / 50% / 70% density 2.23x / 1.27x / 0.72x for 32x32 blocks and 2.44x /
 #: 1.28x / 0.94x for 8x8; the crossover lies between 0.5 and 0.7.
 BLOCK_DENSE_CROSSOVER = 0.6
+#: ``BlockSparse.linear`` (``X @ W.T``) runs the direct kernel on the transposed blocks when a
+#: block row holds at least this many bytes of outputs (one 64-byte register) or ``X`` has
+#: fewer than ``BLOCK_LINEAR_DIRECT_MAX_ROWS`` rows; otherwise ``W @ X.T`` between two
+#: transposes. Measured 2026-11-29 (4096x4096 @10% of the blocks, float32, one thread, CPU
+#: time, direct / transposes ms): 32x32 B=1 0.44/1.36, B=64 2.49/4.14, B=256 10.7/16.7;
+#: 16x16 B=64 3.13/4.62, B=256 13.8/16.2; 8x8 (half a register) B=1 0.40/1.48, B=8 1.05/1.77,
+#: B=64 6.89/4.25, B=256 29.2/16.8.
+BLOCK_LINEAR_DIRECT_BYTES = 64
+BLOCK_LINEAR_DIRECT_MAX_ROWS = 16
 #: The same for ``HSS`` and ``NM`` where the gather kernels run (no AVX-512, or a pattern whose
 #: kept slots span more columns than one register). Measured by ``benchmarks/bench_structured.py``
 #: (4096x4096 @ 4096x256, 2 shared cores): speedup over dense 1.22-1.51x for 1:8 (0.125), 1.38x
@@ -255,8 +267,12 @@ DISTRIBUTED_MIN_TILE_BYTES = 4 * _MiB
 #: Tile budget when the workers have no memory limit (dask ``memory_limit=0``).
 DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
 #: Tiles per worker thread the row ranges are cut into (beyond what memory needs), so that a
-#: slow or lost worker delays at most a small share of the product.
-TILES_PER_THREAD = 4
+#: slow or lost worker delays at most a share of the product. Each tile is three tasks (product,
+#: count, placing) of ~4-5 ms of the calling process's scheduler CPU: on 2 workers, R-MAT scale 15
+#: ``A @ A``, 4 per thread (24 tasks) cost 0.14-0.20 s of client CPU per call, 2 per thread
+#: (12 tasks) 0.085-0.093 s and 1 (6 tasks) 0.075-0.085 s (2026-11-29, load 7.7, CPU time of
+#: the calling process over 6 calls); rows are cut by exact work, so 2 keeps the balance.
+TILES_PER_THREAD = 2
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
@@ -278,6 +294,11 @@ DISTRIBUTED_MIN_FLOPS = 2_000_000
 #: through shared memory (:mod:`flexsparse.distributed._gather`); below, the pieces come back over
 #: the network in one round trip. PLACEHOLDER
 GATHER_SHM_MIN_BYTES = 4 * _MiB
+#: Bytes of shared-memory result files kept for reuse after their results are freed
+#: (:mod:`flexsparse.distributed._gather`): the workers then write into existing 4 KiB tmpfs pages,
+#: 290 MB in 0.06 s of CPU against 0.13-0.16 s into fresh ones (``pwrite``, standard VM,
+#: 2026-11-29); 1 GiB holds a few results of the benchmark's R-MAT size.
+GATHER_POOL_BYTES = 1 * _GiB
 #: Key-space tables up to this size travel inline with every placing task; larger ones are
 #: scattered once to every worker.
 GATHER_INLINE_KEY_BYTES = 256 * 1024

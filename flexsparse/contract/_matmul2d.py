@@ -118,8 +118,8 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     return (out if out.dtype == dtype else out.astype(dtype)), flops
 
 
-def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None
-              ) -> Any:
+def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
+              product: Any = None) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
     spec is not a plain product of two 2-D sparse operands, or when its output has so few
     cells that the planner should weigh the dot-product and dense engines (the general
@@ -129,6 +129,9 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
     ``dtype``: float16 in float32, booleans counted in int64) and is cast to ``dtype``.
     Duplicate entries of an operand are kept and meet the kernel's accumulator, which sums
     their products: the same as summing them first, in any ring (booleans as counts).
+
+    ``product``: ``(left CSR, right CSR, sort) -> CSR`` computing the SpGEMM elsewhere (the
+    distributed runner's tiles); ``None`` runs :func:`spgemm_trusted` here.
     """
     if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
         return None
@@ -144,12 +147,15 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
-    flops = None
-    if fmt in ("auto", "dense"):
-        out, flops = _dense_product(left, right, fmt, dtype, work, threads)
-        if out is not None:
-            return out
-    c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, flops=flops)
+    if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
+        c = product(left, right, fmt == "csf")
+    else:
+        flops = None
+        if fmt in ("auto", "dense"):
+            out, flops = _dense_product(left, right, fmt, dtype, work, threads)
+            if out is not None:
+                return out
+        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, flops=flops)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

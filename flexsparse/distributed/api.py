@@ -133,6 +133,7 @@ def einsum(subscripts: str, *operands: Any, client: Any = None, address: str | N
                     overbook=overbook, out=out, progress=False, return_report=True)
             finally:
                 PRODUCT_RUNNER.reset(token)
+            reports = list(reports) + runner.plain_reports
     if as_dask:
         from flexsparse.distributed.chunks import to_dask
 

@@ -24,8 +24,12 @@ Algorithm:
    the result once in shared memory, and each worker writes its pieces there in the final
    layout (the einsum's COO coordinates, or CSR); a worker on another host sends its piece
    (compact CSR) instead. Small results (below :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`)
-   come back over the network in one phase. With ``out=`` each group's root writes its tile
-   file (:func:`._tasks.write_piece`) and only its manifest entry comes back.
+   come back over the network in one phase. When a result is freed its shared-memory file is
+   kept for the next one (:mod:`._gather`). A plain 2-D product (``ij,jk->ik`` and its
+   transposes, through :meth:`ProductRunner.plain_product`) keeps each row in the kernel's
+   first-touch column order, as the in-process engine does; a COO result is canonical. With
+   ``out=`` each group's root writes its tile file (:func:`._tasks.write_piece`) and only its
+   manifest entry comes back.
 5. Completion: results are taken as they finish. A group that fails because a worker was
    lost (its data went with it) is resubmitted with its blocks scattered again, up to
    :data:`MAX_GROUP_ATTEMPTS` times (its pieces are deterministic, so counts taken before
@@ -165,6 +169,8 @@ class ProductRunner:
         self.tile_memory = tile_memory
         self.local_flops = _limits.DISTRIBUTED_MIN_FLOPS if local_flops is None else int(local_flops)
         self.plans: list[ProductPlan] = []
+        #: reports of the plain products run through :meth:`plain_product`
+        self.plain_reports: list[DistributedReport] = []
 
     # ------------------------------------------------------------------ planning
     @property
@@ -238,7 +244,7 @@ class ProductRunner:
     def __call__(self, a: Any, b: Any, *, memory_limit: Any = None, tiling: str = "overbook",
                  overbook: float = 0.10, out: Path | None = None, progress: bool = False,
                  out_shape: tuple[int, ...] | None = None, out_layout: Any = None, decode: Any = None,
-                 out_dtype: Any = None, **_: Any) -> tuple[Any, DistributedReport]:
+                 out_dtype: Any = None, sort: bool = True, **_: Any) -> tuple[Any, DistributedReport]:
         """``a @ b`` on the cluster, with the call signature of :func:`flexsparse.tiling.tiled_spgemm`.
 
         ``memory_limit`` and ``reserved`` describe the calling process and are not used here: the
@@ -247,6 +253,8 @@ class ProductRunner:
         step (:attr:`decodes`); the result is then that step's COO, laid out by the workers.
         Without it (or for a product run locally) the result is the CSR product. ``out_dtype``:
         the dtype a store written with ``out=`` records (the einsum result's; default the product's).
+        ``sort=False`` (a CSR result only) leaves each row's columns in the kernel's first-touch
+        order, as the in-process engine returns a plain product.
         """
         from flexsparse.tiling.engine import as_operand
 
@@ -256,7 +264,7 @@ class ProductRunner:
             raise ValueError(f"shapes do not match for a @ b: {A.shape} and {B.shape}")
         stats = self.statistics(A, B)
         if out is None and (A.shape[0] == 0 or float(stats.flops(1).sum()) < self.local_flops):
-            return self._local(A, B, t0)
+            return self._local(A, B, t0, sort)
         plan = self.plan(A, B, tiling, float(overbook), stats)
         self.plans.append(plan)
         t_plan = time.perf_counter() - t0
@@ -276,7 +284,7 @@ class ProductRunner:
                                        out_shape or (m, n), store_dtype, layout)
                 gather = "out="
             else:
-                result, t_asm = run.gather(dtype, decode)
+                result, t_asm = run.gather(dtype, decode, sort)
                 gather = "shared memory" if run.path is not None else "network"
         except BaseException:
             run.cancel()
@@ -289,11 +297,19 @@ class ProductRunner:
                                    time.perf_counter() - t_asm, time.perf_counter() - t0, gather, run.shared)
         return result, report
 
-    def _local(self, A: Any, B: Any, t0: float) -> tuple[Any, DistributedReport]:
+    def plain_product(self, a: Any, b: Any, sort: bool) -> Any:
+        """``a @ b`` (CSR) for the einsum engine's plain 2-D product path
+        (:func:`flexsparse.contract._matmul2d.matmul_2d`): rows sorted only when ``sort`` asks,
+        as the in-process engine computes it; the report goes to :attr:`plain_reports`."""
+        c, report = self(a, b, sort=sort)
+        self.plain_reports.append(report)
+        return c
+
+    def _local(self, A: Any, B: Any, t0: float, sort: bool = True) -> tuple[Any, DistributedReport]:
         """A product too small for the cluster, run here (as the in-process engine would)."""
         from flexsparse.kernels.cpu.spgemm import spgemm
 
-        c = spgemm(A, B)
+        c = spgemm(A, B, sort=sort)
         m, k = A.shape
         report = DistributedReport("local", 0, (m, k, B.shape[1]), 0, 0, 0, 0, 0, 0, 1.0, 0, 0.0, 0.0,
                                    time.perf_counter() - t0, "local", 0)
@@ -330,6 +346,9 @@ class _Run:
         self.extra: list[Any] = []
         self.received = 0
         self.shared = 0
+        self.gathered = False
+        # pieces with rows in sorted column order (gather clears it for a plain product)
+        self.sort = True
 
     # ------------------------------------------------------------------ data
     def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
@@ -417,8 +436,8 @@ class _Run:
                 meta = (t.r0, t.r1, t.c0, t.c1, int(p.n_k > 1))
                 cut = None if (scattered and p.n_k == 1) else (t.r0 - row0, t.r1 - row0, t.k0, t.k1)
                 leaves.append(c.submit(_tasks.run_tile, src, b_pan, meta, p.shape[2], p.limit, t.bounded,
-                                       t.describe(), cut, b_cut, key=f"fs-tile-{self.token}-{t.tile}-{attempt}",
-                                       pure=False))
+                                       t.describe(), cut, b_cut, self.sort,
+                                       key=f"fs-tile-{self.token}-{t.tile}-{attempt}", pure=False))
             level, depth, adds = leaves, 0, []
             while len(level) > 1:
                 nxt = [c.submit(_tasks.add_pieces, level[i], level[i + 1], p.shape[2], f"group {g}",
@@ -558,8 +577,9 @@ class _Run:
         self.extra.append(fut)
         return fut
 
-    def gather(self, dtype: np.dtype, decode: Any) -> tuple[Any, float]:
-        """The product (a CSR, or with ``decode`` the einsum step's COO) and when gathering began."""
+    def gather(self, dtype: np.dtype, decode: Any, sort: bool = True) -> tuple[Any, float]:
+        """The product (a CSR, or with ``decode`` the einsum step's COO) and when gathering began;
+        ``sort=False``: a CSR result keeps its rows in first-touch column order."""
         from flexsparse.formats.coo import COO
         from flexsparse.formats.csr import CSR
 
@@ -569,6 +589,9 @@ class _Run:
         shape = (m, n) if decode is None else tuple(decode[3])
         idt = index_dtype_for((n,)) if layout == "csr" else index_dtype_for(shape)
         groups = list(range(p.n_groups))
+        # a CSR result may keep the kernel's first-touch column order when asked (partial sums
+        # are added sorted; a COO result is canonical: its rows are sorted)
+        self.sort = sort or layout != "csr" or p.n_k > 1
         predicted = float(sum(p.out_bytes))
         two_phase = predicted >= _limits.GATHER_SHM_MIN_BYTES and _gather.shm_free() >= 2 * predicted
         counts: dict[int, Any] = {}
@@ -586,7 +609,7 @@ class _Run:
         self.path = _gather.create(target.nbytes) if two_phase else None
         if self.path is not None:
             target = _gather.Target(self.path, layout, m, nnz, len(shape), idt.str, np.dtype(dtype).str)
-            buffer: Any = _gather.map_target(target)
+            buffer: Any = _gather.map_target(target, keep=True)
         else:
             buffer = np.empty(target.nbytes, dtype=np.uint8)
         out = _gather.arrays(buffer, target)
@@ -611,15 +634,18 @@ class _Run:
             for g, piece in pieces.items():
                 _gather.place(sink, target, piece, dst[g], keys)
             pieces.clear()
+        self.gathered = True   # the file now lives with the result (kept for reuse when it is freed)
         if layout == "csr":
-            csr = CSR._trusted(out["indptr"], out["indices"], out["data"], (m, n), True)
+            csr = CSR._trusted(out["indptr"], out["indices"], out["data"], (m, n), self.sort)
             return (csr if decode is None else COO.from_csr(csr)), t_asm
         return COO._new(None, out["coords"], out["data"], shape, True), t_asm
 
     # ------------------------------------------------------------------ ending
     def close(self) -> None:
-        """Remove the result's shared-memory file name (its memory lives on in the result's arrays)."""
-        _gather.release(self.path)
+        """Remove the shared-memory file of a product that failed; a gathered result's file
+        lives with its arrays and is kept for reuse when they are freed (:mod:`._gather`)."""
+        if not self.gathered:
+            _gather.release(self.path)
 
     def cancel(self) -> None:
         """Cancel every future of the product and remove what it wrote."""

@@ -13,8 +13,11 @@ must hold zeros (``validate`` checks it), is never visible (``todense`` returns 
 shape) and products ignore it.
 
 Products (``matmul``, ``linear``, ``linear_grad_input``, ``sampled_grad``) run the numba
-kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` and
-``linear_grad_input`` between two threaded transposes): cost ``O(n_blocks * r * c * N)``
+kernels of :mod:`flexsparse.kernels.cpu.block` (register-tiled; ``linear`` reads ``X`` in
+place against a cached copy of the blocks transposed (``_tvals_cache``, ``[n_blocks, c, r]``)
+when ``r`` fills a 64-byte register or the batch is small, else between two threaded
+transposes; ``linear_grad_input`` likewise, as ``linear`` of ``W.T`` whose transposed blocks
+are the blocks in column order): cost ``O(n_blocks * r * c * N)``
 flops, i.e. proportional to the number of stored blocks. Above a measured crossover density the
 products switch to dense BLAS on a dense copy computed once and cached on the object
 (``_dense_cache``; memory ``M * K`` values), so a dense layout never costs more than dense.
@@ -240,6 +243,10 @@ class StructuredMatrix(SparseArray):
         self._check_rows(dY, self.shape[0], 1, "linear_grad_input", "dY")
         if self._use_dense():
             return dY @ self._dense().astype(dY.dtype, copy=False)
+        return self._sparse_linear_grad_input(dY)
+
+    def _sparse_linear_grad_input(self, dY: np.ndarray) -> np.ndarray:
+        """``dY @ W`` by ``W.T @ dY.T`` between two threaded transposes."""
         from flexsparse.kernels.cpu.lanes import transpose
 
         return transpose(self._sparse_tmatmul(transpose(dY)))
@@ -485,7 +492,43 @@ class BlockSparse(StructuredMatrix):
                                            torch.from_numpy(self.values), size=self.shape,
                                            check_invariants=True)
 
+    def invalidate_cache(self) -> None:
+        """Drop the cached dense copy and transposed blocks; call it after writing to ``values``
+        in place."""
+        super().invalidate_cache()
+        self._tvals_cache = None
+
+    def _tvals(self, dt: np.dtype) -> np.ndarray:
+        """Blocks transposed, ``[n_blocks, c, r]`` in ``dt``, for the ``linear`` kernel: computed
+        once, cached (memory: one more copy of ``values``)."""
+        cache = getattr(self, "_tvals_cache", None)
+        if cache is None or cache.dtype != dt:
+            cache = np.ascontiguousarray(self._vals(dt).transpose(0, 2, 1))
+            self._tvals_cache = cache
+        return cache
+
     # -------------------------------------------------------------- kernels
+    def _sparse_linear(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """``X @ W.T (+ bias)``: the direct kernel on the transposed blocks when a block row
+        fills a register or the batch is small, else ``W @ X.T`` between two transposes."""
+        if (self.block[0] * X.itemsize >= _limits.BLOCK_LINEAR_DIRECT_BYTES
+                or X.shape[0] < _limits.BLOCK_LINEAR_DIRECT_MAX_ROWS):
+            from flexsparse.kernels.cpu.block import run_linear
+
+            return run_linear(self.indptr, self.indices, self._tvals(X.dtype), X, self.shape, bias)
+        return super()._sparse_linear(X, bias)
+
+    def _sparse_linear_grad_input(self, dY: np.ndarray) -> np.ndarray:
+        """``dY @ W``: the direct ``linear`` kernel on ``W.T`` (its transposed blocks are these
+        blocks in column order) under the same rule as :meth:`_sparse_linear`."""
+        if (self.block[1] * dY.itemsize >= _limits.BLOCK_LINEAR_DIRECT_BYTES
+                or dY.shape[0] < _limits.BLOCK_LINEAR_DIRECT_MAX_ROWS):
+            from flexsparse.kernels.cpu.block import run_linear_grad_input
+
+            return run_linear_grad_input(self.indptr, self.indices, self._vals(dY.dtype), dY, self.shape,
+                                         self.block)
+        return super()._sparse_linear_grad_input(dY)
+
     def _sparse_matmul(self, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_matmul
 
@@ -498,7 +541,5 @@ class BlockSparse(StructuredMatrix):
 
     def _sparse_sampled(self, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
         from flexsparse.kernels.cpu.block import run_sampled
-        from flexsparse.kernels.cpu.lanes import transpose
 
-        return run_sampled(self.indptr, self.indices, transpose(dY), transpose(X), self.shape,
-                           self.block, self.values.dtype)
+        return run_sampled(self.indptr, self.indices, dY, X, self.shape, self.block, self.values.dtype)

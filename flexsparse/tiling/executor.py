@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
-import sys
 import time
 import tracemalloc
 from collections import deque
@@ -53,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse._rss import peak_bytes
 from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
 from flexsparse.tiling.engine import as_operand
 from flexsparse.tiling.kernels import spgemm_csr_csr_bounded, spgemm_csr_csr_flops_total
@@ -77,11 +76,6 @@ class MemoryLimitError(MemoryError):
                          f"{minimum} bytes" if not detail else
                          f"memory_limit={limit} bytes cannot hold the work: {why} "
                          f"(the minimum workable limit is about {minimum} bytes)")
-
-
-def _maxrss_bytes() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r) if sys.platform == "darwin" else int(r) * 1024
 
 
 def _family(a_fam: str, b_fam: str) -> str:
@@ -131,7 +125,7 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
             before any work).
     """
     t_start = time.perf_counter()
-    rss0 = _maxrss_bytes()
+    rss0 = peak_bytes()
     limit = parse_bytes(memory_limit)
     if not isinstance(tiling, str):
         raise TypeError(f"tiling must be a strategy name (str), not {type(tiling).__name__}")
@@ -200,7 +194,7 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
         sampling_seconds=plan.sampling_seconds, total_seconds=total,
         overbooked_tiles=figures["overbooked"], bumped_bytes=figures["bumped"],
         passes=figures["passes"], mean_utilisation=figures["util"],
-        peak_ws_bytes=figures["peak"], rss_growth_bytes=max(0, _maxrss_bytes() - rss0),
+        peak_ws_bytes=figures["peak"], rss_growth_bytes=max(0, peak_bytes() - rss0),
         traced_peak_bytes=traced, sampled_rows=plan.sampled_rows, reserved_bytes=reserved,
         statistics_bytes=stats_peak)
     return result, report

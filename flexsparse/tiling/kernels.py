@@ -13,9 +13,13 @@ range of output columns ``[c0, c1)``), reading the operands' raw CSR buffers in 
   of one tile in order into a preallocated output buffer and *stops* at the first row
   whose working set (see :mod:`flexsparse.tiling.workingset`) would exceed the byte
   budget; the caller bumps the remaining rows into a later pass. O(flops) time plus, per
-  output row, a walk of its touched column span when the row fills 1/16 of it, else a
-  sort of its columns; O(column window + k window) workspace (int64 stamps and the
-  dense accumulator).
+  output row, a walk of its touched column span when the row fills 1/8 of it, else a
+  sort of its columns (insertion up to 32 entries, the engine's radix sort beyond);
+  O(column window + k window) workspace (int64 stamps and the dense accumulator) plus
+  radix scratch of twice the longest sorted row. The accumulation is the engine's
+  branch-free value accumulator: R-MAT scale 15 ``A @ A`` (24M entries) in 0.38 s on one
+  thread against 0.76 s with a test per entry and a sort per row, and 0.35 s for the
+  engine's sorted product (:mod:`flexsparse.kernels.cpu.spgemm`), 2026-11-29.
 
 * :func:`spgemm_csr_csr_flops` / :func:`spgemm_csr_csr_touched` /
   :func:`csr_row_window_counts`: the cheap per-row and per-tile statistics (multiplies per
@@ -28,7 +32,12 @@ matching the engine in :mod:`flexsparse.kernels.cpu.spgemm`.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
+
+from flexsparse.kernels.cpu.rowsort import sort_row_pairs
+
+_U1 = np.uint64(1)
 
 __all__ = ["csr_row_window_counts", "spgemm_csr_csr_bounded", "spgemm_csr_csr_flops",
            "spgemm_csr_csr_flops_total", "spgemm_csr_csr_symbolic", "spgemm_csr_csr_touched"]
@@ -85,16 +94,25 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
         stamp0: first stamp to use; stamps must exceed every value in ``seen``/``mark``.
         seen: ``int64[k1-k0]`` first-touch stamps of B rows (values < stamp0 = unseen).
         mark: ``int64[>= c1-c0]`` accumulator occupancy stamps (values < stamp0 = free).
-        spa: ``[>= c1-c0]`` dense accumulator (result dtype).
+        spa: ``[>= c1-c0]`` dense accumulator (result dtype), zero on entry (left zero).
         out_indptr: ``int64[r1-r0+1]``; ``out_indices``/``out_data``: output buffers,
             capacity ``len(out_indices)`` entries.
         totals: ``int64[6]`` overwritten with (rows done, nnz out, nnz of A read,
             nnz of B rows touched, B rows touched, working-set bytes of the done part).
 
+    The accumulation is the engine's branch-free value accumulator
+    (:func:`flexsparse.kernels.cpu._spgemm_rows.fill_row_acc`): every product is added to
+    ``spa``, and the column is appended to the row's list in ``out_indices`` whether or not it
+    is new, the list growing only when it is -- a B row whose entries might not all fit the
+    remaining capacity takes a checked loop instead. With a test and a store per new column
+    this ran 3.6x slower than the engine on an R-MAT graph (unpredictable branches).
+
     Returns:
         The next unused stamp.
     """
     cap = out_indices.shape[0]
+    cw = c1 - c0
+    ucw = np.uint64(cw)
     ws = fixed_bytes
     pos = 0
     a_nnz = 0
@@ -104,14 +122,15 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     done = 0
     stamp = stamp0
     tile_stamp = stamp0  # B rows first touched in this tile carry a stamp >= tile_stamp
+    skeys = np.empty(0, dtype=out_indices.dtype)   # radix-sort scratch, grown with the longest row
+    svals = np.empty(0, dtype=out_data.dtype)
+    counts = np.empty(257, dtype=np.int64)
     for i in range(r0, r1):
         stamp += 1
         row_a = 0
         new_b = 0
         new_b_rows = 0
-        nnz_row = 0
-        lo = c1 - c0
-        hi = -1
+        t = 0               # the row's columns so far, listed at out_indices[pos:pos + t]
         overflow = False
         for p in range(a_indptr[i], a_indptr[i + 1]):
             k = a_indices[p]
@@ -124,52 +143,97 @@ def spgemm_csr_csr_bounded(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
                 seen[kk] = stamp
                 new_b_rows += 1
             av = a_data[p]
-            for s in range(b_indptr[k], b_indptr[k + 1]):
-                j = b_indices[s]
-                if j < c0 or j >= c1:
-                    continue
-                if first:
-                    new_b += 1
-                jj = j - c0
-                if mark[jj] != stamp:
-                    if pos + nnz_row >= cap:
-                        overflow = True
-                        break
-                    mark[jj] = stamp
-                    lo = min(lo, jj)
-                    hi = max(hi, jj)
-                    spa[jj] = av * b_data[s]
-                    out_indices[pos + nnz_row] = jj
-                    nnz_row += 1
-                else:
+            q0 = b_indptr[k]
+            q1 = b_indptr[k + 1]
+            in_window = 0
+            if pos + t + (q1 - q0) <= cap:   # room for every entry: no capacity test per entry
+                # unsigned indices: one compare tests the window, and numba adds no
+                # negative-index wraparound to the accesses
+                base = np.uint64(pos)
+                ut = np.uint64(t)
+                n_in = np.uint64(0)
+                for s in range(np.uint64(q0), np.uint64(q1)):
+                    jj = np.uint64(b_indices[s] - c0)
+                    if jj >= ucw:
+                        continue
+                    n_in += _U1
                     spa[jj] += av * b_data[s]
+                    new = mark[jj] != stamp
+                    mark[jj] = stamp
+                    out_indices[base + ut] = jj   # kept only when new (the count then moves past it)
+                    ut += np.uint64(new)
+                t = np.int64(ut)
+                in_window = np.int64(n_in)
+            else:
+                for s in range(q0, q1):
+                    jj = b_indices[s] - c0
+                    if jj < 0 or jj >= cw:
+                        continue
+                    in_window += 1
+                    if mark[jj] != stamp:
+                        if pos + t >= cap:
+                            overflow = True
+                            break
+                        mark[jj] = stamp
+                        out_indices[pos + t] = jj
+                        t += 1
+                    spa[jj] += av * b_data[s]
+            if first:
+                new_b += in_window
             if overflow:
                 break
-        row_bytes = (2 * ptr_bytes + (row_a + new_b + nnz_row) * elem_bytes
+        row_bytes = (2 * ptr_bytes + (row_a + new_b + t) * elem_bytes
                      + new_b_rows * ptr_bytes)
         if overflow or ws + row_bytes > budget:
-            # bump this row and the rest: forget the B rows it touched first
+            # bump this row and the rest: clear its accumulator, forget the B rows it touched first
+            for u in range(pos, pos + t):
+                spa[out_indices[u]] = 0
             for p in range(a_indptr[i], a_indptr[i + 1]):
                 k = a_indices[p]
                 if k >= k0 and k < k1 and seen[k - k0] == stamp:
                     seen[k - k0] = tile_stamp - 1
             break
-        if nnz_row > 0 and hi - lo < 16 * nnz_row:
-            # dense enough: walk the touched span of the accumulator in column order
-            t = pos
-            for jj in range(lo, hi + 1):
-                if mark[jj] == stamp:
-                    out_indices[t] = jj + c0
-                    out_data[t] = spa[jj]
-                    t += 1
-        else:
-            seg = out_indices[pos:pos + nnz_row]
-            seg.sort()
-            for t in range(nnz_row):
-                jj = out_indices[pos + t]
-                out_data[pos + t] = spa[jj]
-                out_indices[pos + t] = jj + c0
-        pos += nnz_row
+        lo = cw
+        hi = -1
+        for u in range(pos, pos + t):
+            jj = out_indices[u]
+            lo = min(lo, jj)
+            hi = max(hi, jj)
+        if t > 0 and hi - lo < 8 * t:
+            # dense enough: walk the touched span of the accumulator in column order without a
+            # branch -- every slot is written, the position moves past the marked ones only
+            # (the slots between lo and hi never write past the row's last entry)
+            q = np.uint64(pos)
+            for jj in range(np.uint64(lo), np.uint64(hi) + _U1):
+                out_indices[q] = np.int64(jj) + c0
+                out_data[q] = spa[jj]
+                spa[jj] = 0
+                q += np.uint64(mark[jj] == stamp)
+        elif t <= 32:   # insertion sort in the loop: a call per short row costs more than it
+            for u in range(pos + 1, pos + t):
+                key = out_indices[u]
+                v = u - 1
+                while v >= pos and out_indices[v] > key:
+                    out_indices[v + 1] = out_indices[v]
+                    v -= 1
+                out_indices[v + 1] = key
+            for u in range(pos, pos + t):
+                jj = out_indices[u]
+                out_data[u] = spa[jj]
+                spa[jj] = 0
+                out_indices[u] = jj + c0
+        else:   # the engine's LSD radix sort of (column, value) pairs
+            for u in range(pos, pos + t):
+                jj = out_indices[u]
+                out_data[u] = spa[jj]
+                spa[jj] = 0
+            if skeys.shape[0] < t:
+                skeys = np.empty(2 * t, dtype=out_indices.dtype)
+                svals = np.empty(2 * t, dtype=out_data.dtype)
+            sort_row_pairs(out_indices, out_data, pos, pos + t, skeys, svals, counts)
+            for u in range(pos, pos + t):
+                out_indices[u] += c0
+        pos += t
         ws += row_bytes
         a_nnz += row_a
         b_nnz += new_b

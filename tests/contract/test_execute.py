@@ -267,3 +267,25 @@ def test_property_matches_numpy(problem):
     rng = np.random.default_rng(seed)
     arrays = [_rand(s, d, dtype, rng) for s, d in zip(shapes, dens)]
     _check(spec, *arrays, kinds=kinds)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("where", [0, 1, None])
+def test_dense_enough_coo_nonfinite_like_numpy(dtype, where):
+    """Dense-enough COO operands are densified before the inf/nan check (the scatter reports
+    it): an inf in either operand, or in a duplicate pair, still gives NumPy's result."""
+    rng = np.random.default_rng(11)
+    a = _rand((4, 5, 6), 0.6, dtype, rng)
+    b = _rand((3, 5, 6), 0.6, dtype, rng)
+    if where is not None:
+        (a, b)[where][1, 2, 3] = np.inf
+    ca = COO.from_numpy(a)
+    # b as a non-canonical COO: every entry split into two halves (duplicates summed)
+    cb = COO.from_numpy(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cb = COO(np.hstack([cb.coords, cb.coords]), np.hstack([cb.data / 2, cb.data / 2]), b.shape, canonical=False)
+        expected = np.einsum("abQ,icQ->abic", a, cb.todense())
+        for fmt in ("auto", "dense"):
+            got = _dense(fs.einsum("abQ,icQ->abic", ca, cb, format=fmt))
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+            np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=1e-5)

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from flexsparse.contract._keys import group_modes, split_modes
 from flexsparse.formats.coo import COO
 from flexsparse.kernels.cpu import grouping
-from flexsparse.kernels.cpu.scatter import scatter_add_kernel, scatter_coo_dense, scatter_unique_kernel
+from flexsparse.kernels.cpu.scatter import (
+    nonfinite_kernel,
+    scatter_add_kernel,
+    scatter_coo_dense,
+    scatter_unique_kernel,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
@@ -159,3 +164,31 @@ def test_bitmap_rank_path():
     assert uniq[:n].tolist() == want.tolist() and ids.tolist() == inv.tolist()
     ids2, uniq2 = grouping.radix_rank(keys, 1000)
     assert ids2.tolist() == inv.tolist() and uniq2.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int64])
+@pytest.mark.parametrize("bad", [None, np.inf, -np.inf, np.nan])
+def test_scatter_reports_nonfinite(dtype, bad):
+    rng = np.random.default_rng(7)
+    shape = (6, 5, 4)
+    coords = np.vstack(np.unravel_index(rng.choice(120, 50, replace=False), shape))
+    vals = rng.standard_normal(50).astype(dtype) if np.dtype(dtype).kind != "i" else rng.integers(-9, 9, 50)
+    if bad is not None and np.dtype(dtype).kind != "i":
+        vals[17] = bad
+    want = bad is not None and np.dtype(dtype).kind != "i"
+    strides = np.array([20, 4, 1], dtype=np.int64)
+    flat = coords.T @ strides
+    coords4 = np.vstack([coords, np.zeros_like(coords[:1])])  # 4 modes: the general loop
+    strides4 = np.append(strides, 0)
+    for kernel in (lambda o: scatter_add_kernel(coords, vals, strides, o),
+                   lambda o: scatter_add_kernel(coords4, vals, strides4, o),
+                   lambda o: scatter_unique_kernel(coords, vals, strides, np.int64(16), o),
+                   lambda o: scatter_unique_kernel(coords4, vals, strides4, np.int64(16), o)):
+        out = np.zeros(120, dtype=vals.dtype)
+        assert bool(kernel(out)) is want
+        expected = np.zeros(120, dtype=vals.dtype)
+        expected[flat] = vals
+        np.testing.assert_array_equal(out, expected)
+    assert bool(nonfinite_kernel(vals)) is want
+    out = np.zeros(shape, dtype=vals.dtype)
+    assert scatter_coo_dense(coords, vals, out, False) is want

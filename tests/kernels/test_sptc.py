@@ -52,6 +52,7 @@ def _check(coords, vals, c, n_row_modes, n_col_modes, col_skip):
     ((40, 30), (30, 50), 0.2, 0.15),       # dense accumulator, short rows (summary bitmap)
     ((60, 80), (80, 200), 0.5, 0.5),       # dense accumulator, long rows (word walk)
     ((50, 40), (40, 300_000), 0.05, 0.0005),  # > DENSE_SMALL_COLS columns, sparse rows: hash
+    ((200, 300), (300, 300_000), 0.01, 0.00003),  # hash rows of 2-40 entries: in-loop sort and quicksort
     ((300, 200), (200, 400), 0.3, 0.3),    # > 32K output entries: several scratch flushes
 ])
 def test_sptc_matches_scipy(case, threads):

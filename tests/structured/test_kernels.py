@@ -223,3 +223,50 @@ def test_linear_with_bias(kind, backend):
     np.testing.assert_allclose(S.linear(X, b), X @ D.T + b, **TOL[np.float32])
     with pytest.raises(ValueError, match=r"bias must have shape \(19,\)"):
         S.linear(X, b[:3])
+
+
+@pytest.mark.parametrize("kind", ["block:32x32", "block:16x16", "block:12x7", "block:40x8", "block:8x8"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 7, 8, 9, 16, 17, 40])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_block_linear_direct_and_panels(monkeypatch, kind, dtype, B, parallel):
+    """``linear`` from the transposed blocks (8-row x 1-2 register tiles, masked output and
+    batch edges, bias), ``W @ X`` on column panels, ``dY @ W`` and the sampled gradient,
+    serial twins and threaded kernels."""
+    from flexsparse import _limits
+
+    if parallel:
+        monkeypatch.setattr(_limits, "PARALLEL_MIN_MACS", 0)
+    S, D = _make(kind, 77, 90, dtype, B, 0.5)
+    S.backend = "sparse"
+    X = _rand((B, 90), dtype, 1)
+    b = _rand((77,), dtype, 2)
+    np.testing.assert_allclose(S.linear(X), X @ D.T, **TOL[dtype])
+    np.testing.assert_allclose(S.linear(X, b), X @ D.T + b, **TOL[dtype])
+    np.testing.assert_allclose(S.matmul(X.T), D @ X.T, **TOL[dtype])
+    np.testing.assert_allclose(S.linear_grad_input(X[:, :77]), X[:, :77] @ D, **TOL[dtype])
+    # sampled gradient in several batch passes: stored slots get dY.T @ X, the rest 0
+    from flexsparse.kernels.cpu import block as block_kernels
+
+    monkeypatch.setattr(block_kernels, "SAMPLED_BATCH_ROWS", 3)
+    dY = _rand((B, 77), dtype, 3)
+    Sg = S.with_values(S.sampled_grad(dY, X))  # validates: padding slots hold 0
+    rows, cols, _ = Sg._coo_parts()
+    G = Sg.todense()
+    np.testing.assert_allclose(G[rows, cols], (dY.T @ X)[rows, cols], **TOL[dtype])
+    G[rows, cols] = 0
+    assert not np.any(G)
+
+
+def test_block_transposed_cache_invalidate():
+    S, D = _make("block:16x16", 32, 32, np.float32, 0, 1.0)
+    S.backend = "sparse"
+    X = _rand((4, 32), np.float32, 1)
+    np.testing.assert_allclose(S.linear(X), X @ D.T, **TOL[np.float32])
+    S.values[...] *= 2  # in-place write: the transposed blocks are stale until invalidated
+    S.invalidate_cache()
+    np.testing.assert_allclose(S.linear(X), 2 * (X @ D.T), **TOL[np.float32])
+    # float64 activations: the float32 blocks are transposed again in float64
+    out = S.linear(X.astype(np.float64))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, 2 * (X @ D.T), rtol=1e-5, atol=1e-5)

@@ -123,8 +123,11 @@ def test_values_repacked_after_invalidate():
     np.testing.assert_allclose(S @ X, S.todense(), rtol=1e-6)
 
 
-def test_transpose_helper():
-    A = np.arange(70000, dtype=np.float32).reshape(350, 200)
+@pytest.mark.parametrize("shape", [(350, 200), (200, 350), (8, 9000), (9000, 8), (257, 301), (301, 257)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_helper(shape, dtype):
+    """Both row-group kernels (8 and 16 source rows) with ragged last groups."""
+    A = np.arange(shape[0] * shape[1], dtype=dtype).reshape(shape)
     np.testing.assert_array_equal(lanes.transpose(A), A.T)
     np.testing.assert_array_equal(lanes.transpose(A[:10, :7]), A[:10, :7].T)
 

@@ -10,11 +10,13 @@ from the block's output offset, so
   product's flops, of which only the ``nnz(C)`` written slots are ever touched (the rest
   costs address space, not memory), then the buffers are trimmed
   (:func:`spgemm_csr_csr_serial`, and :func:`_run` on one thread);
-* ``t`` threads count (:func:`spgemm_csr_csr_symbolic`, all threads) only the rows before
-  the last thread's block -- the offsets the other blocks need -- then compute every block
-  in one pass (:func:`spgemm_csr_csr_numeric`). On two threads that is a quarter of a
-  symbolic pass instead of a whole one. Blocks that would need more than
-  :data:`ONE_PASS_MAX_BYTES` of room are counted too (a classic symbolic + numeric pair).
+* ``t`` threads compute every block in one pass (:func:`spgemm_csr_csr_numeric`): the
+  first thread writes its rows *down* from the second block's offset into room for its
+  flops below it (last row first; the result starts where its first row lands), the last
+  thread up from its offset into room for its flops, and only the blocks in between are
+  counted first (:func:`spgemm_csr_csr_symbolic`, all threads) -- none on two threads.
+  Blocks that would need more than :data:`ONE_PASS_MAX_BYTES` of room are counted too
+  (a classic symbolic + numeric pair).
 
 The symbolic pass costs 20-50 % of the numeric one (measured: 3-D Poisson 11 vs 23 ms,
 R-MAT scale 14 12 vs 50 ms, one thread), which is what these one-pass blocks save.
@@ -88,6 +90,13 @@ from numba import njit, prange
 
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_output import (
+    POPULATE_SLACK,
+    SMALL_PAGES_MAX_BYTES,
+    estimate_nnz,
+    output_buffers,
+    trim,
+)
 from flexsparse.kernels.cpu._spgemm_rows import (
     count_row_dense,
     count_row_hash,
@@ -108,7 +117,6 @@ __all__ = [
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
-    "SMALL_PAGES_MAX_BYTES",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
     "count_flops",
@@ -150,13 +158,6 @@ ONE_PASS_MAX_BYTES = 8 * 2**30
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
-#: Output buffers of at most this many bytes of capacity come from numba's allocator (4 KiB
-#: pages) rather than NumPy's, which asks for transparent huge pages from 4 MiB up: a product
-#: touches only its nnz(C) slots of the capacity, but a huge page is resident as a whole, which
-#: added up to 2 MiB per buffer (pyamg local_disc_galerkin, 1.4 MB result: peak RSS growth
-#: 3.4 MB with huge pages, 1.5 MB without). Above it, huge pages made first-touch faults ~4x
-#: cheaper and their rounding is small next to the result.
-SMALL_PAGES_MAX_BYTES = 64 * 2**20
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
@@ -165,6 +166,8 @@ _ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
 _ONE_DENSE_PART.flags.writeable = False
 #: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
 LAST_TRACE = np.empty((0, 4))
+#: Offset of the first entry of the last parallel product in its buffers (see :func:`_run`).
+LAST_START = 0
 
 
 # ------------------------------------------------------------------ accumulator rules
@@ -272,18 +275,29 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
                                                b_indptr, b_indices, keys)
 
 
-# Rows ``r0:r1`` back to back from ``pos``, setting ``c_indptr[i + 1]`` below ``r_hi``; each
-# returns the end of its last row. One function per accumulator: with two accumulators
-# inlined into one loop, LLVM compiled the position-map loop ~1.8x slower (Minnesota), and
-# so did an inlined helper for the single-entry copy -- hence the repeated row skeleton.
+# Rows ``r0:r1`` back to back from ``pos`` (``back``: down to ``pos``, last row first), setting
+# their ``c_indptr`` entries; each returns the new ``pos``. One function per accumulator: with
+# two accumulators inlined into one loop, LLVM compiled the position-map loop ~1.8x slower
+# (Minnesota), and so did an inlined helper for the single-entry copy -- hence the repeated
+# row skeleton, bookkeeping included (as an inlined helper taking the arrays it cost ~60 % more
+# on short rows: tridiagonal 4096, one thread).
+@njit(cache=True, inline="always")
+def _stamp(i, r_hi, back):
+    """A row's stamp: increasing in the order a worker computes its rows (the accumulators
+    read a slot with an older stamp as empty)."""
+    return np.uint64(r_hi - i) if back else np.uint64(i + 1)
+
+
 @njit(cache=True)
-def _rows_position(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+def _rows_position(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                    b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
     """Dense position map (:func:`~._spgemm_rows.fill_row_tag`)."""
-    for i in range(r0, r1):
+    for s in range(r0, r1):
+        i = r0 + r1 - 1 - s if back else s
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
+        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -292,31 +306,44 @@ def _rows_position(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
+                c_indices[base + q] = b_indices[q0 + q]
+                c_data[base + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_tag(np.uint64(i + 1) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
-                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
+            n = np.int64(fill_row_tag(_stamp(i, r_hi, back) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
+                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, base))
+        if back:  # move the row up against pos (the destination lies above: copy from the top)
+            d = pos - n
+            if d != base:
+                for q in range(n - 1, -1, -1):
+                    c_indices[d + q] = c_indices[base + q]
+                    c_data[d + q] = c_data[base + q]
+            base = d
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
+                insertion_sort(c_indices, c_data, base, base + n)
             else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_hi:
-            c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
+        if back:
+            c_indptr[i] = base
+            pos = base
+        else:
+            pos = base + n
+            if i + 1 < r_hi:
+                c_indptr[i + 1] = pos
     return pos
 
 
 @njit(cache=True)
-def _rows_value(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+def _rows_value(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                 b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
                 counts):
     """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
-    for i in range(r0, r1):
+    for s in range(r0, r1):
+        i = r0 + r1 - 1 - s if back else s
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
+        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -325,30 +352,43 @@ def _rows_value(r0, r1, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
+                c_indices[base + q] = b_indices[q0 + q]
+                c_data[base + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_acc(np.uint32(i + 1), a0, a1, a_end, a_indices, a_data, b_indptr,
-                                      b_indices, b_data, marker, acc, scratch, c_indices, c_data, pos))
+            n = np.int64(fill_row_acc(np.uint32(_stamp(i, r_hi, back)), a0, a1, a_end, a_indices, a_data,
+                                      b_indptr, b_indices, b_data, marker, acc, scratch, c_indices, c_data, base))
+        if back:  # move the row up against pos (the destination lies above: copy from the top)
+            d = pos - n
+            if d != base:
+                for q in range(n - 1, -1, -1):
+                    c_indices[d + q] = c_indices[base + q]
+                    c_data[d + q] = c_data[base + q]
+            base = d
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
+                insertion_sort(c_indices, c_data, base, base + n)
             else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_hi:
-            c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
+        if back:
+            c_indptr[i] = base
+            pos = base
+        else:
+            pos = base + n
+            if i + 1 < r_hi:
+                c_indptr[i + 1] = pos
     return pos
 
 
 @njit(cache=True)
-def _rows_hash(r0, r1, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
-               row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
+def _rows_hash(r0, r1, r_hi, pos, back, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+               b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
     """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
-    for i in range(r0, r1):
+    for s in range(r0, r1):
+        i = r0 + r1 - 1 - s if back else s
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
+        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -357,30 +397,44 @@ def _rows_hash(r0, r1, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
+                c_indices[base + q] = b_indices[q0 + q]
+                c_data[base + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices, a_data,
-                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
+            n = np.int64(fill_row_hash(_stamp(i, r_hi, back) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, base))
+        if back:  # move the row up against pos (the destination lies above: copy from the top)
+            d = pos - n
+            if d != base:
+                for q in range(n - 1, -1, -1):
+                    c_indices[d + q] = c_indices[base + q]
+                    c_data[d + q] = c_data[base + q]
+            base = d
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
+                insertion_sort(c_indices, c_data, base, base + n)
             else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_hi:
-            c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
+        if back:
+            c_indptr[i] = base
+            pos = base
+        else:
+            pos = base + n
+            if i + 1 < r_hi:
+                c_indptr[i + 1] = pos
     return pos
 
 
 @njit(cache=True)
-def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
                     marker, acc, trace):
     """Compute the rows of the parts of worker ``w``, back to back from ``c_indptr[r_lo]``
     (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
     but the last; the end of its last row goes to ``trace[3]``. The buffers need the
     worker's flops as capacity past that offset, but only its entries are touched.
+    ``back``: the worker writes its rows *down* from ``c_indptr[r_hi]`` instead (last row
+    first, ``c_indptr[i]`` for every row; ``trace[3]`` receives its first row's offset),
+    into the worker's flops of room below that offset.
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
@@ -415,37 +469,49 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     current = 1 if variant != 2 else 2
     trial = _TRIALS if variant != 0 or dense_flops < _TRIALS * ADAPT_CHUNK else 0
     best = np.full(3, np.inf)
-    pos = c_indptr[r_lo]
-    for part in range(p0, p1):
-        r = bounds[part]
-        end = bounds[part + 1]
+    pos = c_indptr[r_hi] if back else c_indptr[r_lo]
+    for pi in range(p0, p1):
+        part = p0 + p1 - 1 - pi if back else pi
+        lo = bounds[part]
+        hi = bounds[part + 1]
         if not use_dense[part]:
-            r, pos = end, _rows_hash(r, end, r_hi, pos, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                                     b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots,
-                                     skeys, svals, counts)
-        while r < end:
-            stop = end
+            pos = _rows_hash(lo, hi, r_hi, pos, back, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals,
+                             counts)
+            continue
+        while lo < hi:
+            x0 = lo
+            x1 = hi
             if trial < _TRIALS:  # a timed stretch of about ADAPT_CHUNK multiply-adds
                 work = 0
-                stop = r
-                while stop < end and work < ADAPT_CHUNK:
-                    work += row_flops[stop]
-                    stop += 1
+                if back:
+                    x0 = hi
+                    while x0 > lo and work < ADAPT_CHUNK:
+                        x0 -= 1
+                        work += row_flops[x0]
+                else:
+                    x1 = lo
+                    while x1 < hi and work < ADAPT_CHUNK:
+                        work += row_flops[x1]
+                        x1 += 1
                 mark = cycles()
             start = pos
             if current == 1:
-                pos = _rows_position(r, stop, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                pos = _rows_position(x0, x1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
                                      b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag,
                                      skeys, svals, counts)
             else:
-                pos = _rows_value(r, stop, r_hi, pos, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                pos = _rows_value(x0, x1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
                                   b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker,
                                   acc, scratch, skeys, svals, counts)
             if trial < _TRIALS:
-                best[current] = min(best[current], (cycles() - mark) / max(work + pos - start, 1))
+                best[current] = min(best[current], (cycles() - mark) / max(work + abs(pos - start), 1))
                 trial += 1
                 current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
-            r = stop
+            if back:
+                hi = x0
+            else:
+                lo = x1
     trace[0] = current
     trace[1] = best[1]
     trace[2] = best[2]
@@ -479,22 +545,25 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, 
 
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
-                           row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
+                           row_flops, bounds, worker_bounds, use_dense, variant, sort, back0, c_indptr,
                            c_indices, c_data, tag, marker, acc, trace):
-    """Compute ``C = A @ B``, each worker's rows back to back from its first row's offset.
+    """Compute ``C = A @ B``, each worker's rows back to back from its first row's offset
+    (``back0``: worker 0's rows down to the offset of worker 1's first row).
 
     Args are those of :func:`spgemm_csr_csr_symbolic` plus the values ``a_data``,
     ``b_data`` (already of the output dtype), ``variant`` (:data:`VARIANTS`), ``sort``
-    (order each row by column), the output ``c_indptr: int64[n_rows+1]`` holding the
-    offset of every worker's first row (the rest is filled here, but ``c_indptr[-1]``:
-    the end of the last worker, ``trace[-1, 3]``), ``c_indices``/``c_data`` with room
-    for every worker's flops past its offset, zeroed per-worker dense workspaces
+    (order each row by column), ``back0``, the output ``c_indptr: int64[n_rows+1]`` holding
+    the offset of every worker's first row (of worker 1's with ``back0``; the rest is filled
+    here, but ``c_indptr[-1]``: the end of the last worker, ``trace[-1, 3]``; with ``back0``
+    the start of worker 0's rows is ``trace[0, 3]``), ``c_indices``/``c_data`` with room
+    for every worker's flops past its offset (below it for worker 0 with ``back0``), zeroed
+    per-worker dense workspaces
     ``tag: uint64[n_workers, n_cols]``, ``marker: uint32[n_workers, n_cols]`` and
     ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
     ``variant=1``), and ``trace: float64[n_workers, 4]`` (see :func:`_numeric_worker`).
     """
     for w in prange(worker_bounds.shape[0] - 1):
-        _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
+        _numeric_worker(w, back0 and w == 0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                         row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
                         c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
 
@@ -520,19 +589,13 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     c_indices = np.empty(total, dtype=index_like.dtype)
     c_data = np.empty(total, dtype=a_data.dtype)
     trace = np.empty(4)
-    _numeric_worker(0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+    _numeric_worker(0, False, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
                     np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
                     np.zeros(nv, dtype=a_data.dtype), trace)
     nnz = np.int64(trace[3])
     c_indptr[n_rows] = nnz
     return c_indptr, c_indices[:nnz], c_data[:nnz]
-
-
-@njit(cache=True)
-def _empty_like(n, like):
-    """``np.empty(n, like.dtype)`` from numba's allocator (glibc ``malloc``: no huge pages)."""
-    return np.empty(n, dtype=like.dtype)
 
 
 # --------------------------------------------------------------------------- wrapper
@@ -647,30 +710,24 @@ def _threads_for(total: int, n_threads: int) -> int:
     return 1 if total < PARALLEL_MIN_FLOPS else n_threads
 
 
-def _trim(arr: np.ndarray, n: int) -> np.ndarray:
-    """``arr[:n]``, giving the unused tail back to the allocator when ``arr`` owns its buffer."""
-    if arr.shape[0] == n:
-        return arr
-    try:
-        arr.resize(n, refcheck=False)  # realloc: shrinks in place (mremap for large blocks)
-        return arr
-    except ValueError:
-        return arr[:n]
-
-
 def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int, rule: Callable,
          code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Products of at least ``SMALL_FLOPS`` multiply-adds on ``n_threads`` threads.
 
     Every worker writes its contiguous block of rows back to back from the block's output
-    offset, so only the rows before the last worker's block need counting first (phase 1,
-    the symbolic kernel on all threads), and one thread needs no counting at all. The last
-    block is written into room for its flops, of which only the entries are touched (the
-    rest costs address space, not memory); blocks whose flops would need more than
-    ``ONE_PASS_MAX_BYTES`` of room are counted too. Then the buffers are trimmed.
+    offset. Worker 0 writes its rows *down* from worker 1's offset, into room for its flops
+    below it, and the last worker up from its offset, into room for its flops; so only the
+    rows of the workers in between need counting first (phase 1, the symbolic kernel on all
+    threads): none on one or two threads. Only the entries of that room are ever touched
+    (the rest costs address space, not memory); blocks whose flops would need more than
+    ``ONE_PASS_MAX_BYTES`` of room are counted too. The result starts where worker 0's
+    first row landed; the buffers are trimmed at its end.
 
-    NumPy allocates the output and the workspaces: large blocks get transparent huge pages
+    On two threads this saves the quarter of a symbolic pass that counting worker 0's rows on
+    both threads took (a symbolic pass costs 20-50 % of the numeric one, module docstring).
+
+    NumPy allocates large outputs and the workspaces: large blocks get transparent huge pages
     (numba's allocator does not), which made first-touch page faults ~4x cheaper (5.2M
     entries: 22 ms -> 6 ms).
     """
@@ -681,23 +738,31 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
     entry_bytes = idx_dtype.itemsize + work_dtype.itemsize
     last = int(bounds[worker_bounds[-2]])  # first row of the last worker
-    counted = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
+    first = int(bounds[worker_bounds[1]]) if n_threads > 1 else 0  # first row of worker 1
+    room0 = int(flops[:first].sum())
+    back0 = n_threads > 1 and room0 * entry_bytes <= ONE_PASS_MAX_BYTES
+    lo = first if back0 else 0  # rows lo:hi are counted first
+    hi = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
-    c_indptr[0] = 0
-    if counted:
-        cpart = _cost_partition_trusted(flops[:counted] + 1, n_threads, PARTS_PER_WORKER)
+    c_indptr[lo] = room0 if back0 else 0
+    if hi > lo:
+        cpart = _cost_partition_trusted(flops[lo:hi] + 1, n_threads, PARTS_PER_WORKER)
         cdense = _dense_flags(rule, cpart.bounds, cpart.part_costs - np.diff(cpart.bounds), n_cols)
         marker = np.zeros((n_threads, n_cols if cdense.any() else 0), dtype=np.uint32)
         spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,
-                                cpart.bounds, cpart.worker_bounds, cdense, marker, c_indptr[1:])
-        np.cumsum(c_indptr[1:counted + 1], out=c_indptr[1:counted + 1])
-    capacity = int(c_indptr[counted]) + (int(flops[counted:].sum()) if counted < n_rows else 0)
-    if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: RSS follows nnz(C)
-        c_indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
-        c_data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
-    else:
-        c_indices = np.empty(capacity, dtype=idx_dtype)
-        c_data = np.empty(capacity, dtype=work_dtype)
+                                cpart.bounds + lo, cpart.worker_bounds, cdense, marker, c_indptr[1:])
+        counted = c_indptr[lo + 1:hi + 1]
+        np.cumsum(counted, out=counted)
+        counted += c_indptr[lo]
+    capacity = int(c_indptr[hi]) + (int(flops[hi:].sum()) if hi < n_rows else 0)
+    ranges = []
+    if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: the expected writes
+        per_flop = estimate_nnz(a, b) / max(total, 1) * POPULATE_SLACK
+        if back0:
+            ranges.append((room0 - per_flop * room0, room0))
+        ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
+        ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
+    c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
     nd = n_cols if use_dense.any() else 0
     nv = nd if code != 1 else 0
     tag = np.zeros((n_threads, nd), dtype=np.uint64)
@@ -705,10 +770,13 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     acc = np.zeros((n_threads, nv), dtype=work_dtype)
     trace = np.full((n_threads, 4), np.nan)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
-                           flops, bounds, worker_bounds, use_dense, code, sort, c_indptr, c_indices, c_data,
-                           tag, marker, acc, trace)
-    nnz = int(trace[-1, 3])
-    c_indptr[n_rows] = nnz
-    global LAST_TRACE
-    LAST_TRACE = trace
-    return c_indptr, _trim(c_indices, nnz), _trim(c_data, nnz)
+                           flops, bounds, worker_bounds, use_dense, code, sort, back0, c_indptr, c_indices,
+                           c_data, tag, marker, acc, trace)
+    end = int(trace[-1, 3])
+    start = int(trace[0, 3]) if back0 else 0  # where worker 0's first row landed
+    c_indptr[n_rows] = end
+    if start:
+        c_indptr -= start
+    global LAST_TRACE, LAST_START
+    LAST_TRACE, LAST_START = trace, start
+    return c_indptr, trim(c_indices, end)[start:], trim(c_data, end)[start:]

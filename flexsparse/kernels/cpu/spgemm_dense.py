@@ -34,11 +34,11 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_output import estimate_nnz
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 from flexsparse.kernels.cpu.spgemm import count_flops
 
-__all__ = ["estimate_nnz", "sampled_row_nnz", "spgemm_csr_csr_dense", "spgemm_csr_csr_dense_rows", "spgemm_dense",
-           "spgemm_dense_trusted"]
+__all__ = ["estimate_nnz", "spgemm_csr_csr_dense", "spgemm_csr_csr_dense_rows", "spgemm_dense", "spgemm_dense_trusted"]
 
 #: Products below this many multiply-adds run on one thread (a parallel launch costs more).
 _PARALLEL_MIN_FLOPS = 1 << 16
@@ -64,34 +64,6 @@ def spgemm_csr_csr_dense(a_indptr, a_indices, a_data, b_indptr, b_indices, b_dat
     for w in prange(bounds.shape[0] - 1):
         spgemm_csr_csr_dense_rows(bounds[w], bounds[w + 1], a_indptr, a_indices, a_data, b_indptr, b_indices,
                                   b_data, out)
-
-
-@njit(cache=True)
-def sampled_row_nnz(a_indptr, a_indices, b_indptr, b_indices, n_cols, step):
-    """``(rows, entries)``: the number of sampled output rows (every ``step``-th) and their
-    distinct columns in all (a stamped dense marker; O(flops of the sampled rows + n_cols))."""
-    marker = np.zeros(n_cols, dtype=np.int64)
-    one = np.uint64(1)
-    rows = 0
-    total = 0
-    for i in range(0, a_indptr.shape[0] - 1, step):
-        rows += 1
-        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
-            k = np.uint64(a_indices[p])
-            for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + one])):
-                c = np.uint64(b_indices[q])
-                total += marker[c] != i + 1
-                marker[c] = i + 1
-    return rows, total
-
-
-def estimate_nnz(a: CSR, b: CSR, samples: int = 64) -> float:
-    """nnz of ``a @ b`` estimated from the exact counts of ``samples`` evenly spaced rows."""
-    if a.n_rows == 0:
-        return 0.0
-    rows, entries = sampled_row_nnz(a.indptr, a.indices, b.indptr, b.indices, b.n_cols,
-                                    max(1, a.n_rows // samples))
-    return entries / rows * a.n_rows
 
 
 def spgemm_dense(a: CSR, b: CSR, threads: int | None = None) -> np.ndarray:

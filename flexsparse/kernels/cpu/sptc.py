@@ -59,6 +59,10 @@ PARALLEL_MIN_FLOPS = 1 << 20
 #: float32, so a flush's gathers and the scratch stay in L2).
 _SCRATCH = 1 << 15
 _HASH_MUL = 2654435769
+#: Hash rows up to this many entries are insertion-sorted in the loop instead of by a call to
+#: numba's quicksort (a real call per row). One thread, 200K rows x 2**20 columns, rows of 6 /
+#: 12 / 24 entries: 121 -> 87 ms, 284 -> 240 ms, 526 -> 444 ms (interleaved, same process).
+_SHORT_SORT = 32
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _SIX = np.uint64(6)
@@ -329,7 +333,16 @@ def _numeric_worker(w, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
                     if keys[h] != -1:
                         ids[cnt] = keys[h]
                         cnt += 1
-                ids[start:cnt].sort()
+                if cnt - start <= _SHORT_SORT:  # insertion sort in the loop: no call per row
+                    for t in range(start + 1, cnt):
+                        c = ids[t]
+                        j = t - 1
+                        while j >= start and ids[j] > c:
+                            ids[j + 1] = ids[j]
+                            j -= 1
+                        ids[j + 1] = c
+                else:
+                    ids[start:cnt].sort()
                 for t in range(start, cnt):  # values in column order: probe again
                     c = ids[t]
                     h = (c * _HASH_MUL) & mask
