@@ -402,14 +402,16 @@ def test_spgemm_property_all_options(m, k, n, da, db, seed, acc, variant, sort, 
 
 @pytest.mark.parametrize("workers", [2, 3, 4])
 @pytest.mark.parametrize("one_pass", [True, False])
+@pytest.mark.parametrize("two_ended", [True, False])
 @pytest.mark.parametrize("sort", [True, False])
-def test_spgemm_worker_layouts(monkeypatch, workers, one_pass, sort):
-    """Worker 0 writes its rows down from worker 1's offset, the middle workers' rows are
-    counted, the last worker writes into room for its flops (or, without room, everything
-    is counted): any number of workers gives the product (more workers than threads run
-    one after the other)."""
+def test_spgemm_worker_layouts(monkeypatch, workers, one_pass, two_ended, sort):
+    """The last worker writes into room for its flops and the rows before it are counted
+    (with ``TWO_ENDED``, worker 0 writes its rows down from worker 1's offset and only the
+    middle workers' rows are counted; without room, everything is counted): any number of
+    workers gives the product (more workers than threads run one after the other)."""
     if not one_pass:
         monkeypatch.setattr(spgemm_mod, "ONE_PASS_MAX_BYTES", 0)
+    monkeypatch.setattr(spgemm_mod, "TWO_ENDED", two_ended)
     rng = np.random.default_rng(24)
     a = rand_csr(rng, (400, 300), 0.03, powerlaw=True)
     b = rand_csr(rng, (300, 500), 0.03, powerlaw=True)
@@ -421,4 +423,4 @@ def test_spgemm_worker_layouts(monkeypatch, workers, one_pass, sort):
         c = CSR(indptr, indices, data, (a.n_rows, b.n_cols), sorted_indices=sort)
         check_product(c, a, b, sort=sort)
         # worker 0's rows merge entries, so they end up above the start of its room
-        assert (spgemm_mod.LAST_START > 0) == one_pass
+        assert (spgemm_mod.LAST_START > 0) == (one_pass and two_ended)

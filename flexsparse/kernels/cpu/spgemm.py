@@ -10,11 +10,13 @@ from the block's output offset, so
   product's flops, of which only the ``nnz(C)`` written slots are ever touched (the rest
   costs address space, not memory), then the buffers are trimmed
   (:func:`spgemm_csr_csr_serial`, and :func:`_run` on one thread);
-* ``t`` threads compute every block in one pass (:func:`spgemm_csr_csr_numeric`): the
-  first thread writes its rows *down* from the second block's offset into room for its
-  flops below it (last row first; the result starts where its first row lands), the last
-  thread up from its offset into room for its flops, and only the blocks in between are
-  counted first (:func:`spgemm_csr_csr_symbolic`, all threads) -- none on two threads.
+* ``t`` threads count (:func:`spgemm_csr_csr_symbolic`, all threads) only the rows before
+  the last thread's block -- the offsets the other blocks need -- then compute every block
+  in one pass (:func:`spgemm_csr_csr_numeric`). On two threads that is a quarter of a
+  symbolic pass instead of a whole one. With :data:`TWO_ENDED` the first thread writes its
+  rows *down* from the second block's offset into room for its flops below it (last row
+  first; the result starts where its first row lands), so only the blocks between the first
+  and the last are counted -- none on two threads (off by default: see its measurement).
   Blocks that would need more than :data:`ONE_PASS_MAX_BYTES` of room are counted too
   (a classic symbolic + numeric pair).
 
@@ -117,6 +119,7 @@ __all__ = [
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
+    "TWO_ENDED",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
     "count_flops",
@@ -158,6 +161,15 @@ ONE_PASS_MAX_BYTES = 8 * 2**30
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
+#: Worker 0 writes its rows down from worker 1's offset (no counted rows on two threads; see
+#: :func:`_run`). Off: walking its rows last to first, worker 0 prefetched B rows of rows it had
+#: already computed (the prefetch looks ahead in A's entry order), and latency-bound products
+#: lost their second thread (quiet, 2 threads over 1: uniform 2^18 x 8 per row 1.75x -> 0.97x,
+#: 3-D Poisson 1.59x -> 1.39x, pygsp Bunny 1.46x -> 1.27x; R-MAT scale 16 ef 8 1.61x -> 2.00x).
+#: Fills that take the entries last to first and prefetch backwards brought uniform back to
+#: 1.97x, but as a second inlined fill in the row loops they slowed the forward loops on short
+#: rows (one thread, tridiagonal 32768: 1.12 -> 1.45 ms; Minnesota 66 -> 73 us).
+TWO_ENDED = False
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
@@ -716,16 +728,15 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     """Products of at least ``SMALL_FLOPS`` multiply-adds on ``n_threads`` threads.
 
     Every worker writes its contiguous block of rows back to back from the block's output
-    offset. Worker 0 writes its rows *down* from worker 1's offset, into room for its flops
-    below it, and the last worker up from its offset, into room for its flops; so only the
-    rows of the workers in between need counting first (phase 1, the symbolic kernel on all
-    threads): none on one or two threads. Only the entries of that room are ever touched
-    (the rest costs address space, not memory); blocks whose flops would need more than
-    ``ONE_PASS_MAX_BYTES`` of room are counted too. The result starts where worker 0's
+    offset, the last worker into room for its flops, so only the rows before the last
+    worker's block need counting first (phase 1, the symbolic kernel on all threads), and
+    one thread needs no counting at all. With :data:`TWO_ENDED`, worker 0 writes its rows
+    *down* from worker 1's offset, into room for its flops below it, so only the rows of the
+    workers in between are counted: none on two threads (the quarter of a symbolic pass
+    saved; off by default, see :data:`TWO_ENDED`). Only the entries of that room are ever
+    touched (the rest costs address space, not memory); blocks whose flops would need more
+    than ``ONE_PASS_MAX_BYTES`` of room are counted too. The result starts where worker 0's
     first row landed; the buffers are trimmed at its end.
-
-    On two threads this saves the quarter of a symbolic pass that counting worker 0's rows on
-    both threads took (a symbolic pass costs 20-50 % of the numeric one, module docstring).
 
     NumPy allocates large outputs and the workspaces: large blocks get transparent huge pages
     (numba's allocator does not), which made first-touch page faults ~4x cheaper (5.2M
@@ -740,7 +751,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     last = int(bounds[worker_bounds[-2]])  # first row of the last worker
     first = int(bounds[worker_bounds[1]]) if n_threads > 1 else 0  # first row of worker 1
     room0 = int(flops[:first].sum())
-    back0 = n_threads > 1 and room0 * entry_bytes <= ONE_PASS_MAX_BYTES
+    back0 = TWO_ENDED and n_threads > 1 and room0 * entry_bytes <= ONE_PASS_MAX_BYTES
     lo = first if back0 else 0  # rows lo:hi are counted first
     hi = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
