@@ -29,6 +29,8 @@ import functools
 import numpy as np
 from numba import njit
 
+from flexsparse.kernels.cpu._spgemm_rows import count_row_dense
+
 __all__ = ["ESTIMATE_ROWS", "POPULATE_SLACK", "SMALL_PAGES_MAX_BYTES", "estimate_nnz", "output_buffers",
            "populate", "sampled_row_nnz", "trim"]
 
@@ -45,19 +47,14 @@ _PAGE = 4096
 @njit(cache=True)
 def sampled_row_nnz(a_indptr, a_indices, b_indptr, b_indices, n_cols, step):
     """``(rows, entries)``: the number of sampled output rows (every ``step``-th) and their
-    distinct columns in all."""
-    marker = np.zeros(n_cols, dtype=np.int64)
-    one = np.uint64(1)
+    distinct columns in all (the engine's symbolic row count, no prefetch)."""
+    marker = np.zeros(n_cols, dtype=np.uint32)
     rows = 0
     total = 0
     for i in range(0, a_indptr.shape[0] - 1, step):
         rows += 1
-        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
-            k = np.uint64(a_indices[p])
-            for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + one])):
-                c = np.uint64(b_indices[q])
-                total += marker[c] != i + 1
-                marker[c] = i + 1
+        total += count_row_dense(np.uint32(i + 1), a_indptr[i], a_indptr[i + 1], np.uint64(0), a_indices,
+                                 b_indptr, b_indices, marker)
     return rows, total
 
 
