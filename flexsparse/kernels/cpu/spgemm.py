@@ -122,6 +122,7 @@ __all__ = [
     "TWO_ENDED",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
+    "check_operands",
     "count_flops",
     "get_accumulator",
     "spgemm",
@@ -611,10 +612,15 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
 
 
 # --------------------------------------------------------------------------- wrapper
-def _check_csr(x: object, name: str) -> CSR:
-    if not isinstance(x, CSR):
-        raise TypeError(f"spgemm: {name} must be a flexsparse CSR, got {type(x).__name__}")
-    return x
+def check_operands(a: object, b: object, op: str = "spgemm") -> None:
+    """``TypeError`` unless both operands are :class:`CSR`, ``ValueError`` unless their inner
+    dimensions match (messages name ``op``)."""
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, CSR):
+            raise TypeError(f"{op}: {name} must be a flexsparse CSR, got {type(x).__name__}")
+    if a.n_cols != b.n_rows:
+        raise ValueError(f"{op}: inner dimensions differ: a has {a.n_cols} columns (shape {a.shape}) "
+                         f"but b has {b.n_rows} rows (shape {b.shape})")
 
 
 def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_cols: int) -> np.ndarray:
@@ -645,11 +651,7 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
         TypeError: an operand is not a :class:`CSR`.
         ValueError: inner dimensions differ, unknown accumulator/variant or bad ``threads``.
     """
-    _check_csr(a, "a")
-    _check_csr(b, "b")
-    if a.n_cols != b.n_rows:
-        raise ValueError(f"spgemm: inner dimensions differ: a has {a.n_cols} columns (shape {a.shape}) "
-                         f"but b has {b.n_rows} rows (shape {b.shape})")
+    check_operands(a, b)
     if a.n_rows >= _MAX_ROWS:
         raise ValueError(f"spgemm: a has {a.n_rows} rows; the accumulators stamp rows in 32 bits, "
                          f"so at most {_MAX_ROWS - 1} are supported")

@@ -36,7 +36,7 @@ from numba import njit, prange
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_output import estimate_nnz
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
-from flexsparse.kernels.cpu.spgemm import count_flops
+from flexsparse.kernels.cpu.spgemm import check_operands, count_flops
 
 __all__ = ["estimate_nnz", "spgemm_csr_csr_dense", "spgemm_csr_csr_dense_rows", "spgemm_dense", "spgemm_dense_trusted"]
 
@@ -77,12 +77,7 @@ def spgemm_dense(a: CSR, b: CSR, threads: int | None = None) -> np.ndarray:
         TypeError: an operand is not a :class:`CSR`.
         ValueError: inner dimensions differ, or bad ``threads``.
     """
-    for name, x in (("a", a), ("b", b)):
-        if not isinstance(x, CSR):
-            raise TypeError(f"spgemm_dense: {name} must be a flexsparse CSR, got {type(x).__name__}")
-    if a.n_cols != b.n_rows:
-        raise ValueError(f"spgemm_dense: inner dimensions differ: a has {a.n_cols} columns "
-                         f"(shape {a.shape}) but b has {b.n_rows} rows (shape {b.shape})")
+    check_operands(a, b, "spgemm_dense")
     check_threads(threads)
     out_dtype = np.result_type(a.data.dtype, b.data.dtype)
     work = np.dtype(np.int64) if out_dtype == np.bool_ else out_dtype
