@@ -32,6 +32,8 @@ __all__ = [
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DIRECT_GATHER_MAX_GROUPS",
+    "DIRECT_KEPT_MAPPINGS",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
     "DISTRIBUTED_MIN_FLOPS",
     "DISTRIBUTED_MIN_TILE_BYTES",
@@ -273,6 +275,17 @@ DISTRIBUTED_DEFAULT_TILE_BYTES = 256 * _MiB
 #: (12 tasks) 0.085-0.093 s and 1 (6 tasks) 0.075-0.085 s (2026-11-29, load 7.7, CPU time of
 #: the calling process over 6 calls); rows are cut by exact work, so 2 keeps the balance.
 TILES_PER_THREAD = 2
+#: Most output blocks of a plain CSR product that the workers compute straight into the shared-memory
+#: result (:mod:`flexsparse.distributed._direct`: two blocks written toward each other meet without a
+#: copy); a cluster of at most this many threads then takes one tile per thread instead of
+#: :data:`TILES_PER_THREAD`. One worker, R-MAT scale 15 ``A @ A``: the copy into shared memory it
+#: saves was 0.05-0.06 s of the worker's 0.21 s CPU (2026-11-29).
+DIRECT_GATHER_MAX_GROUPS = 2
+#: Result-file mappings a worker keeps for its next direct tiles (:func:`flexsparse.distributed._direct.mapping`):
+#: a kept mapping already holds the pages in its page tables, a fresh one faults each 4 KiB page in
+#: (290 MB: 0.145 s against 0.20 s for the product written into it, one thread, 2026-11-29); two cover
+#: a result file alternating with another.
+DIRECT_KEPT_MAPPINGS = 2
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after

@@ -12,6 +12,8 @@ first-touch order, as the in-process engine returns them).
   absorption) when the plan predicted the tile over its budget. The A block is cut on the
   worker (:func:`block`) from what it was sent: the rows of its group, or the whole
   matrix when A is B (a self-product sends the matrix once). O(flops + nnz) per tile.
+* :func:`run_tile_direct` -- the same product computed straight into the result's
+  shared-memory file (:mod:`._direct`: at most two row blocks, written toward each other).
 * :func:`add_pieces` -- the sum of two partial sums of one block (O(nnz log nnz)).
 * :func:`count_piece` / :func:`place_piece` -- the two phases of gathering
   (:mod:`._gather`): a piece's entry count, then the piece written into the result's
@@ -33,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TileError", "add_pieces", "block", "count_piece", "place_piece", "run_tile", "write_piece"]
+__all__ = ["TileError", "add_pieces", "block", "count_piece", "place_piece", "run_tile", "run_tile_direct",
+           "write_piece"]
 
 Piece = tuple[tuple[int, int, int, int, int], np.ndarray, np.ndarray, np.ndarray]
 
@@ -95,6 +98,21 @@ def run_tile(a: Any, b: Any, meta: tuple[int, int, int, int, int], n_cols: int, 
         if meta[2]:
             indices = indices + np.asarray(meta[2], dtype=indices.dtype)
         return (meta, c.indptr, indices, c.data)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
+        raise TileError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def run_tile_direct(a: Any, b: Any, r0: int, what: str, a_cut: tuple[int, int, int, int] | None,
+                    target: Any, offset: int, back: bool, room: int, sort: bool) -> tuple[int, int]:
+    """One tile (a whole output block) computed into ``target``'s shared-memory file
+    (:func:`._direct.write_tile`): rows down to slot ``offset`` with ``back``, else up from it;
+    returns the ``(start, end)`` slots it filled."""
+    from flexsparse.distributed import _direct
+
+    try:
+        if a_cut is not None:
+            a = block(a, *a_cut)
+        return _direct.write_tile(a, b, target, r0, offset, back, room, sort)
     except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
         raise TileError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 

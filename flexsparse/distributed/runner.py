@@ -55,7 +55,7 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
-from flexsparse.distributed import _gather, _store, _tasks
+from flexsparse.distributed import _direct, _gather, _store, _tasks
 from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
@@ -190,8 +190,13 @@ class ProductRunner:
         bm = ByteModel.for_output(result_dtype(A.dtype, B.dtype), index_dtype_for((B.shape[1],)))
         return TileStatistics(as_operand(A, "a"), as_operand(B, "b"), bm)
 
-    def plan(self, A: Any, B: Any, strategy: str, overbook: float, stats: Any = None) -> ProductPlan:
+    def plan(self, A: Any, B: Any, strategy: str, overbook: float, stats: Any = None,
+             direct: bool = False) -> ProductPlan:
         """Tiles of ``A @ B`` (flexsparse CSR) for the attached workers.
+
+        ``direct``: the result is gathered in memory, so a cluster of at most
+        :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` threads takes one tile per thread
+        (blocks that the workers can compute straight into the result, :mod:`._direct`).
 
         When even the whole product's working set, with every multiply-add counted as an
         output entry, fits the tile budget, the grid is one tile without asking the strategy
@@ -236,7 +241,9 @@ class ProductRunner:
                            col_bounds=col_bounds, flops_rows=flops_rows,
                            nnz_a_rows=stats.nnz_a_rows.astype(np.float64), nnz_b_panels=nnz_b,
                            ratio=ratio, elem=bm.elem, value_bytes=bm.value_bytes,
-                           n_workers=res.n_workers, threads=res.total_threads)
+                           n_workers=res.n_workers, threads=res.total_threads,
+                           max_balance_tiles=_limits.DIRECT_GATHER_MAX_GROUPS
+                           if direct and res.total_threads <= _limits.DIRECT_GATHER_MAX_GROUPS else None)
         check_task_count(len(pplan.tiles), grid.strategy)
         return pplan
 
@@ -265,7 +272,7 @@ class ProductRunner:
         stats = self.statistics(A, B)
         if out is None and (A.shape[0] == 0 or float(stats.flops(1).sum()) < self.local_flops):
             return self._local(A, B, t0, sort)
-        plan = self.plan(A, B, tiling, float(overbook), stats)
+        plan = self.plan(A, B, tiling, float(overbook), stats, direct=out is None)
         self.plans.append(plan)
         t_plan = time.perf_counter() - t0
         m, _, n = plan.shape
@@ -343,6 +350,7 @@ class _Run:
         self.target: _gather.Target | None = None
         self.dst: dict[int, Any] = {}
         self.keys: Any = None
+        self.direct: dict[int, tuple[int, bool, int]] = {}   # group -> (offset, back, room)
         self.extra: list[Any] = []
         self.received = 0
         self.shared = 0
@@ -426,6 +434,17 @@ class _Run:
             attempt = int(self.attempts[g])
             self.attempts[g] += 1
             src, row0, scattered = sources[g]
+            if stage == "direct":   # one tile, computed into the result's file
+                t = p.group_tiles(g)[0]
+                offset, back, room = self.direct[g]
+                cut = None if scattered else (t.r0 - row0, t.r1 - row0, 0, p.shape[1])
+                final = c.submit(_tasks.run_tile_direct, src, self._panel(0, p.shape[1], 0, p.shape[2]), t.r0,
+                                 t.describe(), cut, self.target, offset, back, room, self.sort,
+                                 key=f"fs-direct-{self.token}-{g}-{attempt}", pure=False)
+                self.n_tasks += 1
+                self.futures[g] = ([src] if scattered else []) + [final]
+                finals[final] = g
+                continue
             leaves = []
             for t in p.group_tiles(g):
                 # a hub block's column sub-panel is cut on the worker from its panel's copy
@@ -593,6 +612,12 @@ class _Run:
         # are added sorted; a COO result is canonical: its rows are sorted)
         self.sort = sort or layout != "csr" or p.n_k > 1
         predicted = float(sum(p.out_bytes))
+        if (layout == "csr" and predicted >= _limits.GATHER_SHM_MIN_BYTES and self.direct_plan()
+                and _direct.direct_capable(self.A.dtype, self.B.dtype)):
+            got = self.gather_direct(dtype, idt)
+            if got is not None:
+                csr, t_asm = got
+                return (csr if decode is None else COO.from_csr(csr)), t_asm
         two_phase = predicted >= _limits.GATHER_SHM_MIN_BYTES and _gather.shm_free() >= 2 * predicted
         counts: dict[int, Any] = {}
         pieces: dict[int, Any] = {}
@@ -639,6 +664,56 @@ class _Run:
             csr = CSR._trusted(out["indptr"], out["indices"], out["data"], (m, n), self.sort)
             return (csr if decode is None else COO.from_csr(csr)), t_asm
         return COO._new(None, out["coords"], out["data"], shape, True), t_asm
+
+    def direct_plan(self) -> bool:
+        """Whether the product's blocks can be computed straight into the result (:mod:`._direct`):
+        at most two whole row blocks (one id window, one column panel), none bounded."""
+        p = self.plan
+        return (1 <= p.n_groups <= _limits.DIRECT_GATHER_MAX_GROUPS and p.n_k == 1 and not self.per_row
+                and all(len(p.group_tiles(g)) == 1 and not p.group_tiles(g)[0].bounded for g in range(p.n_groups)))
+
+    def gather_direct(self, dtype: np.dtype, idt: np.dtype) -> tuple[Any, float] | None:
+        """The CSR product computed by the workers straight into one shared-memory file (the
+        first block's rows written down to its multiply-adds' end, the second's up from there;
+        :mod:`._direct`), and when gathering began; ``None`` when no such file can be made."""
+        from flexsparse.formats.csr import CSR
+
+        p = self.plan
+        m, _, n = p.shape
+        order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
+        # room of each block: its exact multiply-adds (float sums of integers), plus a margin
+        rooms = [int(round(p.group_tiles(g)[0].flops)) + 16 for g in order]
+        cap = sum(rooms)
+        target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
+        self.path = _gather.create(target.nbytes)
+        if self.path is None:
+            return None
+        self.target = target = _gather.Target(self.path, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
+        if len(order) == 1:
+            self.direct = {order[0]: (0, False, rooms[0])}
+        else:
+            self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
+        spans: dict[int, tuple[int, int]] = {}
+        self.collect(self.submit(order, "direct"), "direct", spans.__setitem__)
+        t_asm = time.perf_counter()
+        for g0, g1 in zip(order, order[1:]):
+            if spans[g0][1] != spans[g1][0]:
+                raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")
+        start, end = spans[order[0]][0], spans[order[-1]][1]
+        out = _gather.arrays(_gather.map_target(target, keep=True), target)
+        indptr = out["indptr"]
+        # rows no block covers (no multiply-add) repeat the end of the block before them
+        row, pos = 0, start
+        for g in order:
+            t = p.group_tiles(g)[0]
+            indptr[row:t.r0 + 1] = pos
+            row, pos = t.r1, spans[g][1]
+        indptr[row:] = pos
+        if start:
+            indptr -= start
+        self.shared += (end - start) * (np.dtype(idt).itemsize + np.dtype(dtype).itemsize)
+        self.gathered = True
+        return CSR._trusted(indptr, out["indices"][start:end], out["data"][start:end], (m, n), self.sort), t_asm
 
     # ------------------------------------------------------------------ ending
     def close(self) -> None:

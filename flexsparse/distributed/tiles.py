@@ -197,7 +197,7 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
                row_size: int, k_bounds: np.ndarray, col_bounds: np.ndarray,
                flops_rows: np.ndarray, nnz_a_rows: np.ndarray, nnz_b_panels: np.ndarray,
                ratio: float, elem: int, value_bytes: int, n_workers: int, threads: int,
-               ptr_bytes: int = 8) -> ProductPlan:
+               ptr_bytes: int = 8, max_balance_tiles: int | None = None) -> ProductPlan:
     """The balanced, assigned tiles of one product from per-row counts.
 
     Args:
@@ -209,6 +209,7 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
         nnz_b_panels: ``[n_k, n_panels]`` entries of B in each (id window, panel).
         ratio: output entries per multiply-add.
         elem, value_bytes, ptr_bytes: the byte model of the output.
+        max_balance_tiles: at most this many row ranges for balance (memory may still ask more).
     """
     m, k, n = shape
     n_c = max(1, len(col_bounds) - 1)
@@ -218,6 +219,8 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
     n_mem = -(-m // max(1, row_size)) if m else 1
     n_bal = max(1, min(_limits.TILES_PER_THREAD * max(1, threads),
                        int(total_flops // _limits.MIN_TILE_FLOPS)) // (n_c * n_k))
+    if max_balance_tiles is not None:
+        n_bal = max(1, min(n_bal, int(max_balance_tiles)))
     row_bounds = balanced_bounds(work_rows, max(n_mem, n_bal)) if m else np.array([0, 0])
     cs_flops = np.vstack([np.zeros((1, n_c)), np.cumsum(flops_rows, axis=0)]) if m else np.zeros((1, n_c))
     cs_a = np.concatenate([[0.0], np.cumsum(nnz_a_rows, dtype=np.float64)])
