@@ -32,6 +32,7 @@ __all__ = [
     "DENSE_STEP_MAX_BYTES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DIRECT_BACK_WORK_FACTOR",
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
@@ -286,6 +287,11 @@ DIRECT_GATHER_MAX_GROUPS = 2
 #: (290 MB: 0.145 s against 0.20 s for the product written into it, one thread, 2026-11-29); two cover
 #: a result file alternating with another.
 DIRECT_KEPT_MAPPINGS = 2
+#: Work of the first of two directly computed blocks over the second's for equal multiply-adds: it
+#: writes its rows down, so the kernel moves each row once more. R-MAT scale 15 ``A @ A`` cut in
+#: two halves of equal work, one thread each: 0.078-0.093 s written down against 0.066-0.073 s
+#: written up (2026-11-29, ``thread_time``, best of 5).
+DIRECT_BACK_WORK_FACTOR = 1.2
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after

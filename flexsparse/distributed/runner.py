@@ -196,7 +196,8 @@ class ProductRunner:
 
         ``direct``: the result is gathered in memory, so a cluster of at most
         :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` threads takes one tile per thread
-        (blocks that the workers can compute straight into the result, :mod:`._direct`).
+        (blocks that the workers can compute straight into the result, :mod:`._direct`), the
+        first weighted by :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR`.
 
         When even the whole product's working set, with every multiply-add counted as an
         output entry, fits the tile budget, the grid is one tile without asking the strategy
@@ -236,14 +237,17 @@ class ProductRunner:
             rows = np.sort(rng.choice(m, size=min(m, max(64, m // 200)), replace=False))
             counted = float(stats.output_counts(rows, 1)[:, 0, 0].sum())
             ratio = counted / max(1.0, float(flops_rows[rows].sum()))
+        # results gathered in memory on at most two threads: one tile per thread, computed
+        # straight into the result (the first written down, costlier: :mod:`._direct`)
+        few = direct and res.total_threads <= _limits.DIRECT_GATHER_MAX_GROUPS
         pplan = build_plan(shape=(m, k, n), strategy=grid.strategy, limit=limit,
                            strategy_tiles=grid.n_tiles, row_size=grid.row_size, k_bounds=k_bounds,
                            col_bounds=col_bounds, flops_rows=flops_rows,
                            nnz_a_rows=stats.nnz_a_rows.astype(np.float64), nnz_b_panels=nnz_b,
                            ratio=ratio, elem=bm.elem, value_bytes=bm.value_bytes,
                            n_workers=res.n_workers, threads=res.total_threads,
-                           max_balance_tiles=_limits.DIRECT_GATHER_MAX_GROUPS
-                           if direct and res.total_threads <= _limits.DIRECT_GATHER_MAX_GROUPS else None)
+                           max_balance_tiles=res.total_threads if few else None,
+                           first_weight=_limits.DIRECT_BACK_WORK_FACTOR if few else 1.0)
         check_task_count(len(pplan.tiles), grid.strategy)
         return pplan
 

@@ -197,7 +197,8 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
                row_size: int, k_bounds: np.ndarray, col_bounds: np.ndarray,
                flops_rows: np.ndarray, nnz_a_rows: np.ndarray, nnz_b_panels: np.ndarray,
                ratio: float, elem: int, value_bytes: int, n_workers: int, threads: int,
-               ptr_bytes: int = 8, max_balance_tiles: int | None = None) -> ProductPlan:
+               ptr_bytes: int = 8, max_balance_tiles: int | None = None,
+               first_weight: float = 1.0) -> ProductPlan:
     """The balanced, assigned tiles of one product from per-row counts.
 
     Args:
@@ -210,6 +211,8 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
         ratio: output entries per multiply-add.
         elem, value_bytes, ptr_bytes: the byte model of the output.
         max_balance_tiles: at most this many row ranges for balance (memory may still ask more).
+        first_weight: when the rows are cut in two, the first range's work counts this many
+            times (its kernel writes rows down, moving each row once more: :mod:`._direct`).
     """
     m, k, n = shape
     n_c = max(1, len(col_bounds) - 1)
@@ -222,6 +225,11 @@ def build_plan(*, shape: tuple[int, int, int], strategy: str, limit: int, strate
     if max_balance_tiles is not None:
         n_bal = max(1, min(n_bal, int(max_balance_tiles)))
     row_bounds = balanced_bounds(work_rows, max(n_mem, n_bal)) if m else np.array([0, 0])
+    if len(row_bounds) == 3 and first_weight != 1.0:   # cut where first_weight * first = second
+        cum = np.cumsum(work_rows, dtype=np.float64)
+        cut = int(np.searchsorted(cum, cum[-1] / (1.0 + first_weight), side="left")) + 1
+        if 0 < cut < m:
+            row_bounds = np.array([0, cut, m], dtype=np.int64)
     cs_flops = np.vstack([np.zeros((1, n_c)), np.cumsum(flops_rows, axis=0)]) if m else np.zeros((1, n_c))
     cs_a = np.concatenate([[0.0], np.cumsum(nnz_a_rows, dtype=np.float64)])
     block_fl = np.diff(cs_flops[row_bounds], axis=0) if m else np.zeros((0, n_c))   # [ranges, n_c]
