@@ -1,0 +1,194 @@
+"""Tiles computed straight into the shared-memory result (flexsparse.distributed._direct): the
+kernel into given buffers (rows written up or down), two blocks meeting without a gap, kept
+mappings, and distributed results through that path equal to the in-process engine's."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flexsparse as fs
+from flexsparse import _limits
+from flexsparse.distributed import _direct, _gather
+from flexsparse.distributed._tasks import block
+from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu.spgemm import count_flops, spgemm
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(_gather.SHM_DIR), reason="no shared-memory directory")
+
+
+def _as_csr(x) -> CSR:
+    from flexsparse.tiling.engine import as_operand
+
+    return as_operand(x, "a").csr
+
+
+def _rows(indptr, indices, data, start=0):
+    """Every row as a {column: value} dict (order-free)."""
+    return [dict(zip(indices[indptr[i] - start:indptr[i + 1] - start].tolist(),
+                     data[indptr[i] - start:indptr[i + 1] - start].tolist())) for i in range(len(indptr) - 1)]
+
+
+def _two_blocks(a: CSR, b: CSR, cut: int, sort: bool):
+    """``a @ b`` as two blocks meeting at the first one's multiply-adds: (indptr, indices, data, start, end)."""
+    m = a.shape[0]
+    top, bot = block(a, 0, cut, 0, a.shape[1]), block(a, cut, m, 0, a.shape[1])
+    f0, f1 = count_flops(top, b)[1] if cut else 0, count_flops(bot, b)[1] if cut < m else 0
+    dtype = np.result_type(a.dtype, b.dtype)
+    idx = np.dtype(np.int32)
+    indices = np.full(f0 + f1 + 2, -1, dtype=idx)
+    data = np.zeros(f0 + f1 + 2, dtype=dtype)
+    indptr = np.full(m + 1, -1, dtype=np.int64)
+    s0, e0 = _direct.spgemm_into(top, b, indptr[:cut + 1], indices, data, f0, True, f0, sort)
+    s1, e1 = _direct.spgemm_into(bot, b, indptr[cut:], indices, data, f0, False, f1, sort)
+    assert e0 == f0 == s1        # the blocks meet
+    return indptr, indices, data, s0, e1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(1, 40), k=st.integers(1, 30), n=st.integers(1, 50),
+       density=st.sampled_from([0.0, 0.05, 0.3, 1.0]), cut=st.floats(0, 1), sort=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32, np.int64]), seed=st.integers(0, 1000))
+def test_two_blocks_meet_and_equal_the_engine(m, k, n, density, cut, sort, dtype, seed):
+    a = _as_csr(fs.random((m, k), density, seed=seed, dtype=dtype))
+    b = _as_csr(fs.random((k, n), density, seed=seed + 1, dtype=dtype))
+    cut = int(round(cut * m))
+    indptr, indices, data, start, end = _two_blocks(a, b, cut, sort)
+    want = spgemm(a, b, threads=1, sort=True)
+    assert indptr[0] == start and indptr[-1] == end and np.all(np.diff(indptr) >= 0)
+    got = CSR._trusted(indptr - start, indices[start:end], data[start:end], (m, n), sort)
+    assert got.nnz == want.nnz
+    assert _rows(got.indptr, got.indices, got.data) == _rows(want.indptr, want.indices, want.data)
+    if sort:
+        assert all(np.all(np.diff(got.indices[got.indptr[i]:got.indptr[i + 1]]) > 0) for i in range(m))
+
+
+def test_a_block_larger_than_its_room_or_buffers_of_another_dtype_are_refused():
+    a = _as_csr(fs.random((20, 20), 0.3, seed=1))
+    total = count_flops(a, a)[1]
+    ip = np.empty(21, dtype=np.int64)
+    with pytest.raises(ValueError, match="room"):
+        _direct.spgemm_into(a, a, ip, np.empty(total, np.int32), np.empty(total), 0, False, total - 1, False)
+    with pytest.raises(TypeError, match="do not hold"):
+        _direct.spgemm_into(a, a, ip, np.empty(total, np.int64), np.empty(total), 0, False, total, False)
+    with pytest.raises(ValueError, match="slots"):
+        _direct.spgemm_into(a, a, ip[:5], np.empty(total, np.int32), np.empty(total), 0, False, total, False)
+
+
+def _file(nnz: int, n_rows: int = 8) -> _gather.Target:
+    probe = _gather.Target(None, "csr", n_rows, nnz, 2, "<i4", "<f8")
+    path = _gather.create(probe.nbytes)
+    assert path is not None
+    return _gather.Target(path, "csr", n_rows, nnz, 2, "<i4", "<f8")
+
+
+def test_a_mapping_is_kept_for_its_file_and_dropped_when_the_file_goes():
+    _direct.release_mappings()
+    t = _file(10_000)
+    try:
+        first = _direct.mapping(t)
+        assert _direct.mapping(t) is first                  # kept: its pages stay mapped
+        _gather.release(t.path)                             # the file goes (a freed result)
+        u = _file(10_000)
+        try:
+            assert _direct.mapping(u) is not first
+            assert first.closed                             # the removed file's mapping was dropped
+            v = _file(20_000)
+            w = _file(30_000)
+            try:
+                for x in (v, w):
+                    _direct.mapping(x)
+                assert len(_direct._maps) == _limits.DIRECT_KEPT_MAPPINGS
+                assert u.path not in _direct._maps          # the oldest went first
+            finally:
+                _gather.release(v.path)
+                _gather.release(w.path)
+        finally:
+            _gather.release(u.path)
+    finally:
+        _direct.release_mappings()
+    assert not _direct._maps
+
+
+def test_a_mapping_of_a_resized_file_is_made_again():
+    _direct.release_mappings()
+    t = _file(10_000)
+    try:
+        first = _direct.mapping(t)
+        grown = _gather.Target(t.path, "csr", t.n_rows, 20_000, 2, "<i4", "<f8")
+        with pytest.raises(ValueError, match="not this product"):
+            _direct.mapping(grown)                          # the file is still the old size
+        os.truncate(t.path, grown.nbytes)                   # reused for a larger result
+        again = _direct.mapping(grown)
+        assert again is not first and first.closed and len(again) == grown.nbytes
+    finally:
+        _direct.release_mappings()
+        _gather.release(t.path)
+
+
+# ---------------------------------------------------------------------- through the cluster
+pytest.importorskip("distributed")
+from distributed import Client, LocalCluster  # noqa: E402
+
+from flexsparse import distributed as fd  # noqa: E402
+
+
+def _equal(got, want) -> None:
+    got, want = got.sum_duplicates(), want.sum_duplicates()
+    assert got.shape == want.shape
+    assert got.coords.tolist() == want.coords.tolist()
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_through_direct_tiles_equal_the_engine(monkeypatch, threads):
+    """One thread: one tile, written up; two: two tiles meeting; three: more tiles, gathered in
+    two phases. R-MAT has isolated vertices (rows no tile covers)."""
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+    monkeypatch.setattr(_limits, "MIN_TILE_FLOPS", 1)          # a tile per thread even for these
+    a = fs.rmat(11, 8, seed=7)
+    b = fs.rmat(11, 8, seed=8)
+    with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=":0") as cl, \
+            Client(cl) as c:
+        for x, y in ((a, a), (a, b)):
+            got, reports = fd.einsum("ij,jk->ik", x, y, client=c, progress=False, return_report=True,
+                                     local_flops=0)
+            _equal(got, fs.einsum("ij,jk->ik", x, y))
+            (rep,) = reports
+            assert rep.gather == "shared memory"
+            if threads <= _limits.DIRECT_GATHER_MAX_GROUPS:
+                assert rep.groups == threads and rep.tasks == threads    # one task per block, no copy
+            else:
+                assert rep.tasks > rep.groups                            # counted, then placed
+            del got
+            gc.collect()
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(dims=st.lists(st.integers(1, 40), min_size=3, max_size=3), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+       dtype=st.sampled_from([np.float64, np.float32, np.int32, np.bool_]), seed=st.integers(0, 100))
+def test_small_products_through_direct_tiles_equal_the_engine(monkeypatch, two_threads, dims, density, dtype,
+                                                             seed):
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)    # even these go through shared memory,
+    monkeypatch.setattr(_limits, "MIN_TILE_FLOPS", 1)          # in two blocks where they have two rows
+    m, k, n = dims
+    x = fs.random((m, k), density, seed=seed, dtype=dtype)
+    y = fs.random((k, n), density, seed=seed + 1, dtype=dtype)
+    got = fd.einsum("ij,jk->ik", x, y, client=two_threads, progress=False, local_flops=0)
+    want = fs.einsum("ij,jk->ik", x, y)
+    assert type(got) is type(want)
+    dense = [np.asarray(r.todense()) if hasattr(r, "todense") else np.asarray(r) for r in (got, want)]
+    np.testing.assert_allclose(*dense)
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
+            Client(cl) as c:
+        yield c
