@@ -36,6 +36,7 @@ __all__ = [
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "DISTRIBUTED_KEEP_PANEL_BYTES",
     "DISTRIBUTED_MIN_FLOPS",
     "DISTRIBUTED_MIN_TILE_BYTES",
     "DOT_DENSE_MAX_CELLS",
@@ -282,6 +283,11 @@ TILES_PER_THREAD = 2
 #: :data:`TILES_PER_THREAD`. One worker, R-MAT scale 15 ``A @ A``: the copy into shared memory it
 #: saves was 0.05-0.06 s of the worker's 0.21 s CPU (2026-11-29).
 DIRECT_GATHER_MAX_GROUPS = 2
+#: B panels of at most this many bytes stay on the workers after a distributed product (the last
+#: product's, per client), for the next product with the same panel: hashing 3.2 MB took ~2 ms,
+#: scattering it to the workers again 13-19 ms of the calling process (R-MAT scale 15, one worker,
+#: load 5, 2026-11-29). Bounds the memory a client leaves on each worker between calls.
+DISTRIBUTED_KEEP_PANEL_BYTES = 64 * _MiB
 #: Result-file mappings a worker keeps for its next direct tiles (:func:`flexsparse.distributed._direct.mapping`):
 #: a kept mapping already holds the pages in its page tables, a fresh one faults each 4 KiB page in
 #: (290 MB: 0.145 s against 0.20 s for the product written into it, one thread, 2026-11-29); two cover

@@ -302,6 +302,7 @@ class ProductRunner:
             raise
         finally:
             run.close()
+        run.keep_panels()
         report = DistributedReport(plan.strategy, plan.limit, plan.shape, len(plan.tiles), plan.n_groups,
                                    run.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
                                    plan.n_workers, plan.balance, run.received, t_plan,
@@ -327,6 +328,19 @@ class ProductRunner:
         return c, report
 
 
+_GONE = ("lost", "error", "cancelled")
+
+
+def _kept_panels(client: Any) -> dict[str, Any]:
+    """The B panels kept on ``client``'s workers after its last product (content token -> future);
+    held by the client object, so they go with it."""
+    kept = getattr(client, "_flexsparse_panels", None)
+    if kept is None:
+        kept = {}
+        client._flexsparse_panels = kept
+    return kept
+
+
 class _Run:
     """The futures of one product: submission, resubmission, collection, gathering, cancellation."""
 
@@ -338,6 +352,7 @@ class _Run:
         self.directory = _store.prepare(out) if out is not None else None
         self.token = uuid.uuid4().hex[:12]
         self.panels: dict[tuple[int, int, int, int], Any] = {}
+        self.kept: dict[str, Any] = {}      # panels small enough to keep for the next product
         self.futures: dict[int, list[Any]] = {}
         self.roots: dict[int, Any] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
@@ -364,17 +379,37 @@ class _Run:
 
     # ------------------------------------------------------------------ data
     def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
-        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once."""
+        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once.
+
+        A panel of at most :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stays on the
+        workers after the product (the last product's panels, per client): the next product with
+        the same panel (its contents hashed) reuses it instead of sending it again.
+        """
         fut = self.panels.get((k0, k1, c0, c1))
-        if fut is None or fut.status in ("lost", "error", "cancelled"):
+        if fut is None or fut.status in _GONE:
             block = _tasks.block(self.B, k0, k1, c0, c1)
-            try:
-                fut = self.client.scatter(block, broadcast=True, hash=False)
-            except (OSError, KeyError):  # a worker went away during the broadcast
-                self._live()
-                fut = self.client.scatter(block, broadcast=True, hash=False)
+            token = None
+            if block.nbytes <= _limits.DISTRIBUTED_KEEP_PANEL_BYTES:
+                from dask.base import tokenize
+
+                token = tokenize(block.indptr, block.indices, block.data, block.shape, block.sorted_indices)
+                fut = _kept_panels(self.client).get(token)
+            if fut is None or fut.status in _GONE:
+                try:
+                    fut = self.client.scatter(block, broadcast=True, hash=False)
+                except (OSError, KeyError):  # a worker went away during the broadcast
+                    self._live()
+                    fut = self.client.scatter(block, broadcast=True, hash=False)
+            if token is not None:
+                self.kept[token] = fut
             self.panels[(k0, k1, c0, c1)] = fut
         return fut
+
+    def keep_panels(self) -> None:
+        """Keep this product's small panels on the workers for the next product (and only them)."""
+        kept = _kept_panels(self.client)
+        kept.clear()
+        kept.update({t: f for t, f in self.kept.items() if f.status not in _GONE})
 
     def _live(self) -> list[str]:
         """Addresses of the workers attached now (a restarted worker comes back on a new port)."""
