@@ -184,7 +184,8 @@ def test_small_products_through_direct_tiles_equal_the_engine(monkeypatch, two_t
     want = fs.einsum("ij,jk->ik", x, y)
     assert type(got) is type(want)
     dense = [np.asarray(r.todense()) if hasattr(r, "todense") else np.asarray(r) for r in (got, want)]
-    np.testing.assert_allclose(*dense)
+    # float32 sums may be added in another order than the engine's dense path adds them
+    np.testing.assert_allclose(*dense, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.fixture(scope="module")
