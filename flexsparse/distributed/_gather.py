@@ -1,6 +1,7 @@
 """The gathered result of a distributed product, written by the workers into its final buffers.
 
-A product's output blocks (*pieces*, see :mod:`._tasks`) are computed on the workers. The
+A product's output blocks (*pieces*, see :mod:`._tasks`) are computed on the workers (a plain
+CSR product of at most two row blocks is computed straight into the file instead, :mod:`._direct`). The
 calling process must not copy, sort or decode the ``nnz`` entries itself -- that serial
 O(nnz) work is what bounds the speed-up of a cluster -- so the result is gathered in two
 phases (driven by :class:`~flexsparse.distributed.runner.ProductRunner`):

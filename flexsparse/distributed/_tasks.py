@@ -103,12 +103,17 @@ def run_tile(a: Any, b: Any, meta: tuple[int, int, int, int, int], n_cols: int, 
 
 
 def run_tile_direct(a: Any, b: Any, r0: int, what: str, a_cut: tuple[int, int, int, int] | None,
-                    target: Any, offset: int, back: bool, room: int, sort: bool) -> tuple[int, int]:
+                    target: Any, offset: int, back: bool, room: int, sort: bool) -> tuple[int, int] | None:
     """One tile (a whole output block) computed into ``target``'s shared-memory file
     (:func:`._direct.write_tile`): rows down to slot ``offset`` with ``back``, else up from it;
-    returns the ``(start, end)`` slots it filled."""
+    returns the ``(start, end)`` slots it filled, or ``None`` when this worker cannot open the
+    file (another host): the caller then gathers the product another way."""
     from flexsparse.distributed import _direct
 
+    try:
+        _direct.mapping(target)
+    except OSError:
+        return None
     try:
         if a_cut is not None:
             a = block(a, *a_cut)

@@ -17,19 +17,26 @@ Algorithm:
    assigned to as a zero-copy row slice (the tiles cut their contracted-id windows on the
    worker). When A is B (a self-product ``X @ X``) and B is one panel, A is not sent at all:
    the tiles cut their rows from the broadcast copy. No operand is embedded in a task graph.
+   Panels up to :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stay on the workers
+   after the product; the next product of the same client with the same panel (its contents
+   hashed) reuses them instead of sending them again.
 3. Tasks: one :func:`._tasks.run_tile` per tile; a group's partial sums over id windows are
    added by a binary tree of :func:`._tasks.add_pieces`.
-4. Result, never copied or decoded by the calling process when its workers share its host
-   (:mod:`._gather`): each group's entry count comes back, the calling process allocates
-   the result once in shared memory, and each worker writes its pieces there in the final
-   layout (the einsum's COO coordinates, or CSR); a worker on another host sends its piece
-   (compact CSR) instead. Small results (below :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`)
-   come back over the network in one phase. When a result is freed its shared-memory file is
-   kept for the next one (:mod:`._gather`). A plain 2-D product (``ij,jk->ik`` and its
-   transposes, through :meth:`ProductRunner.plain_product`) keeps each row in the kernel's
-   first-touch column order, as the in-process engine does; a COO result is canonical. With
-   ``out=`` each group's root writes its tile file (:func:`._tasks.write_piece`) and only its
-   manifest entry comes back.
+4. Result, never copied or decoded by the calling process when its workers share its host. A
+   plain CSR result of at most :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` whole row
+   blocks (one id window, one column panel; what a cluster of at most two threads gets for a
+   product gathered in memory) is computed by the workers straight into the shared-memory
+   result, the two blocks written toward each other (:mod:`._direct`): one task per block, no
+   copy, no second round trip. Otherwise (:mod:`._gather`) each group's entry count comes back,
+   the calling process allocates the result once in shared memory, and each worker writes its
+   pieces there in the final layout (the einsum's COO coordinates, or CSR); a worker on another
+   host sends its piece (compact CSR) instead. Small results (below
+   :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`) come back over the network in one phase.
+   When a result is freed its shared-memory file is kept for the next one (:mod:`._gather`). A
+   plain 2-D product (``ij,jk->ik`` and its transposes, through
+   :meth:`ProductRunner.plain_product`) keeps each row in the kernel's first-touch column order,
+   as the in-process engine does; a COO result is canonical. With ``out=`` each group's root
+   writes its tile file (:func:`._tasks.write_piece`) and only its manifest entry comes back.
 5. Completion: results are taken as they finish. A group that fails because a worker was
    lost (its data went with it) is resubmitted with its blocks scattered again, up to
    :data:`MAX_GROUP_ATTEMPTS` times (its pieces are deterministic, so counts taken before
@@ -714,7 +721,8 @@ class _Run:
     def gather_direct(self, dtype: np.dtype, idt: np.dtype) -> tuple[Any, float] | None:
         """The CSR product computed by the workers straight into one shared-memory file (the
         first block's rows written down to its multiply-adds' end, the second's up from there;
-        :mod:`._direct`), and when gathering began; ``None`` when no such file can be made."""
+        :mod:`._direct`), and when gathering began; ``None`` when no such file can be made or a
+        worker cannot open it (another host): the product is then gathered in two phases."""
         from flexsparse.formats.csr import CSR
 
         p = self.plan
@@ -734,6 +742,10 @@ class _Run:
             self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
         spans: dict[int, tuple[int, int]] = {}
         self.collect(self.submit(order, "direct"), "direct", spans.__setitem__)
+        if any(span is None for span in spans.values()):   # a worker could not open the file
+            _gather.release(self.path)
+            self.path, self.target, self.direct = None, None, {}
+            return None
         t_asm = time.perf_counter()
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:

@@ -193,3 +193,46 @@ def two_threads():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
             Client(cl) as c:
         yield c
+
+
+def test_small_panels_stay_for_the_next_product_with_the_same_contents(monkeypatch, two_threads):
+    from flexsparse.distributed import runner
+
+    scattered = []
+    real = two_threads.scatter
+
+    def counting(data, *args, **kwargs):
+        scattered.append(type(data).__name__)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(two_threads, "scatter", counting)
+    a, b = fs.rmat(9, 8, seed=1), fs.rmat(9, 8, seed=2)
+    want = [fs.einsum("ij,jk->ik", x, x) for x in (a, b)]
+    _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0), want[0])
+    first = len(scattered)
+    assert first >= 1 and len(runner._kept_panels(two_threads)) == 1
+    _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0), want[0])
+    assert len(scattered) == first                      # the kept panel was reused
+    _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
+    assert len(scattered) == first + 1                  # other contents: sent again
+    (kept,) = runner._kept_panels(two_threads).values()  # and only the last product's are kept
+    two_threads.cancel([kept])                           # a panel gone from the cluster is sent again
+    _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
+    assert len(scattered) == first + 2
+    monkeypatch.setattr(_limits, "DISTRIBUTED_KEEP_PANEL_BYTES", 0)
+    _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
+    assert len(scattered) == first + 3 and not runner._kept_panels(two_threads)
+
+
+def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(monkeypatch, two_threads):
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+
+    def elsewhere(target):
+        raise FileNotFoundError(target.path)          # as on a worker of another host
+
+    monkeypatch.setattr(_direct, "mapping", elsewhere)
+    a = fs.rmat(9, 8, seed=4)
+    got, reports = fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0,
+                             return_report=True)
+    _equal(got, fs.einsum("ij,jk->ik", a, a))
+    assert reports[0].tasks > reports[0].groups       # counted, then placed
