@@ -8,8 +8,9 @@ Algorithm (no arrays are touched here beyond the count arrays of the statistics)
    windows are kept as they are; its row size gives the number of row tiles memory needs.
 2. Rows are re-cut into ranges of equal estimated work (``flops + nnzA`` per row, exact
    counts), at least :data:`~flexsparse._limits.TILES_PER_THREAD` per worker thread when the
-   product is large enough (:data:`~flexsparse._limits.MIN_TILE_FLOPS` per tile): on power-law
-   matrices a uniform row size leaves one tile with the hubs and most of the work. A block
+   product is large enough (:data:`~flexsparse._limits.MIN_TILE_FLOPS` per tile; the caller
+   may cap them, ``max_balance_tiles``, and weight the first of two, ``first_weight``): on
+   power-law matrices a uniform row size leaves one tile with the hubs and most of the work. A block
    still above :data:`~flexsparse._limits.HUB_SPLIT_FACTOR` times the mean block's work (a hub
    row, which no row cut splits) is cut into column sub-panels of about the mean work (its
    multiply-adds assumed even over its columns); the worker cuts them from its panel's copy.
