@@ -296,8 +296,9 @@ DIRECT_KEPT_MAPPINGS = 2
 #: Work of the first of two directly computed blocks over the second's for equal multiply-adds: it
 #: writes its rows down, so the kernel moves each row once more. R-MAT scale 15 ``A @ A`` cut in
 #: two halves of equal work, one thread each: 0.078-0.093 s written down against 0.066-0.073 s
-#: written up (2026-11-29, ``thread_time``, best of 5).
-DIRECT_BACK_WORK_FACTOR = 1.2
+#: written up; with the chunked walk down of the 21:20 kernel 0.073-0.078 s against 0.057-0.062 s
+#: (2026-11-29, ``thread_time``, best of 5, load 6-8).
+DIRECT_BACK_WORK_FACTOR = 1.25
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
