@@ -51,10 +51,11 @@ from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
-from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum
+from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum, parse_interleaved
 from flexsparse.contract.plan import (
     DENSE_THRESHOLD,
     DOT_FACTOR,
+    OUTPUT_DENSE_THRESHOLD,
     check_optimize,
     choose_output_format,
     structured_kernel,
@@ -83,8 +84,10 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
     if not shape:
         return "dense"
     size = math.prod(shape)
-    density = nnz / size if size else 0.0
-    return choose_output_format(density, size * itemsize, AUTO_DENSE_MAX_BYTES)
+    # choose_output_format's rule with the cap inlined: it runs up to three times per call of
+    # a small product, where resolving the cap through parse_bytes cost ~0.5 us each time
+    return "dense" if size and nnz / size > OUTPUT_DENSE_THRESHOLD and size * itemsize <= AUTO_DENSE_MAX_BYTES \
+        else "coo"
 
 
 # ---------------------------------------------------------------------- operand handling
@@ -541,10 +544,9 @@ def _has_nonfinite(op: COO | np.ndarray) -> bool:
     vals = op._data() if isinstance(op, SparseArray) else op
     if vals.dtype.kind not in "fc" or vals.size == 0:
         return False
-    from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel  # numba: on first use
-
-    if vals.flags.c_contiguous and vals.dtype in COMPILED_DTYPES:
-        return bool(nonfinite_kernel(vals.reshape(-1)))  # 18 us against 35 us for the sum below (165K)
+    hot = _hot()  # numba: on first use
+    if vals.flags.c_contiguous and vals.dtype in hot.compiled_dtypes:
+        return bool(hot.nonfinite_kernel(vals.reshape(-1)))  # 18 us against 35 us for the sum below (165K)
     wide = np.complex128 if vals.dtype.kind == "c" else np.float64
     with np.errstate(over="ignore", invalid="ignore"):
         return not bool(np.isfinite(vals.sum(dtype=wide)))
@@ -572,7 +574,6 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
         if sparse:
             nnz = res.nnz
         else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
-            from flexsparse.contract.plan import OUTPUT_DENSE_THRESHOLD
             from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
 
             nnz = count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
@@ -646,12 +647,12 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
     3.0
     """
-    from flexsparse.contract.parser import parse_interleaved
-    from flexsparse.kernels.cpu.partition import check_threads
-
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
-    check_threads(threads)
+    if threads is not None:  # None is valid; the check's module loads numba
+        from flexsparse.kernels.cpu.partition import check_threads
+
+        check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -664,10 +665,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         if id(x) not in seen:
             seen[id(x)] = _as_operand(x, k)
         ops.append(seen[id(x)])
-    spec = _parsed(subscripts, tuple(tuple(int(n) for n in op.shape) for op in ops))
+    spec = _parsed(subscripts, tuple(op.shape for op in ops))
     check_optimize(optimize, spec.n_operands)
-    dtype = result_dtype(*[op.dtype for op in ops])
-    work = compute_dtype(dtype)
+    dtype, work = _dtypes(tuple(op.dtype for op in ops))
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
@@ -678,7 +678,8 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    if spec.n_operands > 1 and tiling_opts is None and all(_dense_enough(op) for op in ops):
+    dense_ops = all(_dense_enough(op) for op in ops)  # unchanged by the densify below
+    if spec.n_operands > 1 and tiling_opts is None and dense_ops:
         # Every operand goes to BLAS (see _run_plan): densify now, and take the inf/nan check
         # from the scatter's own pass instead of a separate scan of the values (abQ,icQ->abic
         # from COO, one thread: 35 of 1250 us saved).
@@ -689,11 +690,8 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None
     plain = getattr(runner, "plain_product", None)
-    if (len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite
-            and not all(_dense_enough(op) for op in ops)):
-        from flexsparse.contract import _matmul2d
-
-        res = _matmul2d.matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
+    if len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite and not dense_ops:
+        res = _hot().matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
                                   product=None if tiling_opts is None else plain)
         if res is not None:
             return (res, tiling_opts.reports if tiling_opts is not None else []) if return_report else res
@@ -721,8 +719,42 @@ def _parsed(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> EinsumSpec:
     """:func:`~flexsparse.contract.parser.parse_einsum`, remembered per (subscripts, shapes):
     the spec is frozen and hashable, and parsing plus :func:`_reductions` took ~40% of the
     fixed cost of a call (about 30 of 70 us on one core of the 2-core test VM), which
-    matters for sub-millisecond products such as the chemistry contractions."""
-    return parse_einsum(subscripts, shapes)
+    matters for sub-millisecond products such as the chemistry contractions. The shapes are
+    the operands' own tuples (an extent equal to a Python int hashes as one, so the key is
+    the same) and are made Python ints only on a miss."""
+    return parse_einsum(subscripts, tuple(tuple(int(n) for n in shape) for shape in shapes))
+
+
+@functools.lru_cache(maxsize=64)
+def _dtypes(dtypes: tuple[np.dtype, ...]) -> tuple[np.dtype, np.dtype]:
+    """``(result dtype, compute dtype)`` of operands of ``dtypes`` (:func:`result_dtype`,
+    :func:`compute_dtype`), remembered: the two took ~3 us of a call's ~30 us fixed cost."""
+    dtype = result_dtype(*dtypes)
+    return dtype, compute_dtype(dtype)
+
+
+class _HotImports:
+    """Modules einsum's per-call path needs that cannot load with this one (numba kernels,
+    the 2-D product module, which imports this one): imported on first use and kept, since a
+    function-level ``from ... import`` costs ~1 us per call even when the module is loaded."""
+
+    def __init__(self) -> None:
+        from flexsparse.contract._matmul2d import matmul_2d
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
+
+        self.matmul_2d = matmul_2d
+        self.compiled_dtypes = COMPILED_DTYPES
+        self.nonfinite_kernel = nonfinite_kernel
+
+
+_HOT: _HotImports | None = None
+
+
+def _hot() -> _HotImports:
+    global _HOT
+    if _HOT is None:
+        _HOT = _HotImports()
+    return _HOT
 
 
 @functools.lru_cache(maxsize=256)
