@@ -574,9 +574,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
         if sparse:
             nnz = res.nnz
         else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
-            from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
-
-            nnz = count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
+            nnz = _hot().count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
         dense = res.todense() if sparse else res
@@ -740,8 +738,10 @@ class _HotImports:
 
     def __init__(self) -> None:
         from flexsparse.contract._matmul2d import matmul_2d
+        from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
         from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
 
+        self.count_nonzero_upto = count_nonzero_upto
         self.matmul_2d = matmul_2d
         self.compiled_dtypes = COMPILED_DTYPES
         self.nonfinite_kernel = nonfinite_kernel
@@ -784,9 +784,6 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
     returns the last result and its index order."""
-    from flexsparse.contract.plan import plan_einsum
-    from flexsparse.contract.stats import operand_stats
-
     # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
     # another operand or the output needs.
     work = [_unary(op, red, dtype) for op, red in zip(ops, _reductions(spec))]
@@ -817,6 +814,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
         from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
+        from flexsparse.contract.stats import operand_stats
 
         (x, xi), (y, yi) = work
         for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
@@ -843,6 +841,9 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
         return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
                      spec.output if stream_final else None)
+    from flexsparse.contract.plan import plan_einsum
+    from flexsparse.contract.stats import operand_stats
+
     reduced = ",".join(idx for _, idx in work) + "->" + spec.output
     rspec = parse_einsum(reduced, [tuple(op.shape) for op, _ in work])
     stats = [operand_stats(idx, op) for op, idx in work]
