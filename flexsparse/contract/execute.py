@@ -688,9 +688,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
     if threads is not None:  # None is valid; the check's module loads numba
-        from flexsparse.kernels.cpu.partition import check_threads
-
-        check_threads(threads)
+        _hot().check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -781,8 +779,10 @@ class _HotImports:
     def __init__(self) -> None:
         from flexsparse.contract._matmul2d import matmul_2d
         from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
+        from flexsparse.kernels.cpu.partition import check_threads
         from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
 
+        self.check_threads = check_threads
         self.count_nonzero_upto = count_nonzero_upto
         self.matmul_2d = matmul_2d
         self.compiled_dtypes = COMPILED_DTYPES
