@@ -599,8 +599,8 @@ def _dense_result_nonfinite(res: Any, unchecked: list) -> bool:
     """Whether an unchecked operand of an all-dense product holds an inf or nan, given the
     product's result ``res`` (see :func:`_densify_checked`): only a result that is not finite
     makes the operands worth scanning (a finite product that overflowed keeps its result)."""
-    return bool(unchecked) and isinstance(res, np.ndarray) and _has_nonfinite(res) and \
-        any(_has_nonfinite(arr) for arr in unchecked)
+    return bool(unchecked) and isinstance(res, (np.ndarray, np.generic)) and _has_nonfinite(np.asarray(res)) \
+        and any(_has_nonfinite(arr) for arr in unchecked)
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:

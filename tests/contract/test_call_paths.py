@@ -92,3 +92,15 @@ def test_frozen_sizes_hash_not_pickled():
     spec = parse_einsum("ij,jk->ik", [(2, 3), (3, 4)])
     hash(spec)
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_three_dense_operands_scalar_result_nonfinite():
+    """Three dense operands (NumPy's optimized einsum path) with a 0-d result: an inf meeting
+    zeros still gives NumPy's value."""
+    a = np.array([np.inf, 1.0, 0.0])
+    b = np.array([0.0, 2.0, 3.0])
+    c = np.array([1.0, 1.0, 1.0])
+    with np.errstate(invalid="ignore"):
+        ref = np.einsum("i,i,i->", a, b, c)
+        got = fs.einsum("i,i,i->", a, b, c)
+    assert np.isnan(ref) and np.isnan(got)
