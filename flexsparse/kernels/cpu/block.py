@@ -28,7 +28,9 @@ int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical 
   blocks split evenly over threads; ``O(nb * r * c * B)``.
 
 Block rows are split over threads by estimated work (stored blocks + 1 per block row,
-contiguous, equal cost); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins.
+contiguous, equal cost); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins,
+and so do ``linear`` products under ``_limits.LINEAR_PARALLEL_MIN_MACS`` (a second thread
+woken right after a torch op starts milliseconds late, see there).
 Cost ``O(nb * r * c * N)`` flops for every product. BLAS is not called per block: inside a
 numba parallel region it collides with OpenBLAS's own threads, and a 32x32x256 product is
 too small to amortise a call and its packing.
@@ -607,7 +609,9 @@ def run_linear(indptr, indices, vt, X, shape, bias=None, order=None) -> np.ndarr
         return out
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     order = np.zeros(0, dtype=np.int64) if order is None else np.ascontiguousarray(order, dtype=np.int64)
-    serial = vt.size * B < _limits.PARALLEL_MIN_MACS
+    # one thread below the limit: the split saves at most half of a few milliseconds, while
+    # the second thread may start several milliseconds late (another OpenMP runtime spinning)
+    serial = vt.size * B < _limits.LINEAR_PARALLEL_MIN_MACS
     kernel = _linear_serial if serial else linear_block_dense
     return kernel(indptr, indices, order, vt, X, bias, out, _bounds(indptr, serial))
 
