@@ -297,3 +297,23 @@ def test_block_linear_thread_choice(monkeypatch, B):
         np.testing.assert_allclose(S.linear(X), X @ D.T, **TOL[np.float32])
         np.testing.assert_allclose(S.linear_grad_input(dY), dY @ D, **TOL[np.float32])
         assert calls == [expected, expected]
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_block_linear_late_thread_taken_over(parts):
+    """The serial twin runs the thread ranges one after the other, as if every thread but
+    the first started after it finished: the first takes the next range from the back, the
+    later ones find their rows done, and every output is still written once correct."""
+    from flexsparse.kernels.cpu import block as block_kernels
+
+    S, D = _make("block:8x8", 61, 50, np.float64, 0, 0.6)
+    X = _rand((11, 50), np.float64, 1)
+    b = _rand((61,), np.float64, 2)
+    gm = S.indptr.shape[0] - 1
+    bounds = np.linspace(0, gm, parts + 1).round().astype(np.int64)
+    done = np.zeros(gm, dtype=np.uint8)
+    out = np.full((11, 61), np.nan)
+    block_kernels._linear_serial(S.indptr, S.indices, np.zeros(0, np.int64), S._tvals(np.dtype(np.float64)),
+                                 X, b, out, bounds, done)
+    np.testing.assert_allclose(out, X @ D.T + b, **TOL[np.float64])
+    assert done.all()
