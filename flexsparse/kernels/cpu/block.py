@@ -29,9 +29,10 @@ int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical 
 
 Block rows are split over threads by estimated work (stored blocks + 1 per block row,
 contiguous, equal cost; in ``linear`` a thread that is done takes the next thread's rows
-from the back, so a thread that starts late loses no time); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins,
-and so do ``linear`` products under ``_limits.LINEAR_PARALLEL_MIN_MACS`` (a second thread
-woken right after a torch op starts milliseconds late, see there).
+from the back, so a thread that starts late loses no time); products under
+``_limits.PARALLEL_MIN_MACS`` run serial twins, and so do ``linear`` products under
+``_limits.LINEAR_PARALLEL_MIN_MACS`` (a second thread woken right after a torch op starts
+milliseconds late, see there).
 Cost ``O(nb * r * c * N)`` flops for every product. BLAS is not called per block: inside a
 numba parallel region it collides with OpenBLAS's own threads, and a 32x32x256 product is
 too small to amortise a call and its packing.
