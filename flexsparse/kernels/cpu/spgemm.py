@@ -447,6 +447,10 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     lo = r_hi if back else r_lo  # rows lo:hi are computed next
     hi = r_hi if back else r_lo
     pos = c_indptr[r_hi] if back else c_indptr[r_lo]  # back: the top of the room
+    room_lo = pos
+    if back:
+        for i in range(r_lo, r_hi):
+            room_lo -= row_flops[i]
     while (lo > r_lo) if back else (hi < r_hi):
         # the next stretch: whole parts, but stretches of ~ADAPT_CHUNK multiply-adds while the
         # dense variants are timed, and chunks of ~BACK_CHUNK when walking down
@@ -474,7 +478,9 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             while lo > bounds[part] and (lo == hi or work + row_flops[lo - 1] <= limit):
                 lo -= 1
                 work += row_flops[lo]
-            start = pos - work  # room for the chunk's flops below pos
+            # compute the chunk at the bottom of the room (the same slots every time, so they stay
+            # in cache) while that keeps it clear of its destination; else right below pos
+            start = room_lo if pos - room_lo >= 2 * work else pos - work
             off = r_hi - hi - lo + 1  # stamps count the rows computed so far
             r_end = hi  # c_indptr[hi] belongs to the chunk above
             chunk_end = np.uint64(a_indptr[hi]) if a_end else a_end
@@ -508,12 +514,17 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             best[current] = min(best[current], (cycles() - mark) / max(work + (end - start), 1))
             trial += 1
             current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
-        if back:  # move the chunk up against pos (the destination lies above: copy from the top)
+        if back:  # move the chunk up against pos
             d = pos - end
-            if d:
+            if d >= end - start:  # clear of each other: a forward copy
+                for q in range(start, end):
+                    c_indices[q + d] = c_indices[q]
+                    c_data[q + d] = c_data[q]
+            elif d:  # the destination overlaps the chunk from above: copy from the top
                 for q in range(end - 1, start - 1, -1):
                     c_indices[q + d] = c_indices[q]
                     c_data[q + d] = c_data[q]
+            if d:
                 for i in range(lo + 1, hi):
                     c_indptr[i] += d
             pos = start + d
