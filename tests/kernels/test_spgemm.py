@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 import flexsparse.kernels.cpu.spgemm as spgemm_mod
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import ACCUMULATORS, ADAPT_CHUNK, DENSE_MAX_COLS, VARIANTS, get_accumulator, spgemm
+from flexsparse.kernels.cpu.spgemm import (
+    ACCUMULATORS,
+    ADAPT_CHUNK,
+    BACK_CHUNK,
+    DENSE_MAX_COLS,
+    PARTS_PER_WORKER,
+    VARIANTS,
+    get_accumulator,
+    spgemm,
+)
 
 from ..conftest import rand_csr
 
@@ -288,13 +297,13 @@ def test_spgemm_every_path_variant_and_order(monkeypatch, path, variant, accumul
 
 @pytest.mark.parametrize("path", ["one-pass", "parallel", "counted"])
 def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path):
-    """A product with enough dense work per thread for the timed trials of both dense
+    """A product with enough dense work per part for the timed trials of both dense
     variants (4 * ADAPT_CHUNK multiply-adds): the result is the same whichever wins."""
     threads = _paths(monkeypatch, path)
     rng = np.random.default_rng(21)
-    n = 1500
-    a = rand_csr(rng, (n, n), 0.02)
-    assert (pattern(a) @ pattern(a)).sum() > 2 * threads * 4 * ADAPT_CHUNK
+    n = 2000
+    a = rand_csr(rng, (n, n), 0.025)
+    assert (pattern(a) @ pattern(a)).sum() > 2 * threads * PARTS_PER_WORKER * 4 * ADAPT_CHUNK
     c = spgemm(a, a, sort=False, threads=threads)
     check_product(c, a, a, sort=False)
     if threads > 1:
@@ -424,3 +433,25 @@ def test_spgemm_worker_layouts(monkeypatch, workers, one_pass, two_ended, sort):
         check_product(c, a, b, sort=sort)
         # worker 0's rows merge entries, so they end up above the start of its room
         assert (spgemm_mod.LAST_START > 0) == (one_pass and two_ended)
+
+
+@pytest.mark.parametrize("accumulator", ["dense", "hash"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("sort", [True, False])
+def test_spgemm_walk_down_in_chunks(monkeypatch, accumulator, variant, sort):
+    """Worker 0 walking down takes many chunks of about BACK_CHUNK multiply-adds, one hub row
+    far above that, and rows without entries; every chunk lands against the one above it."""
+    monkeypatch.setattr(spgemm_mod, "TWO_ENDED", True)
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(25)
+    n = 3000
+    a = sp.random_array((n, n), density=0.01, rng=rng, format="lil")
+    a[5, :] = rng.random(n)  # a hub row with ~n * 30 multiply-adds
+    a[7:40, :] = 0  # empty rows
+    a = CSR.from_scipy(sp.csr_array(a))
+    flops = np.empty(n, dtype=np.int64)
+    total = spgemm_mod._row_flops(a.indptr, a.indices, a.indptr, flops, 0, n)
+    assert flops[5] > 4 * BACK_CHUNK and total > 2 * 16 * BACK_CHUNK
+    c = spgemm(a, a, accumulator=accumulator, variant=variant, sort=sort, threads=2)
+    check_product(c, a, a, sort=sort)
+    assert spgemm_mod.LAST_START > 0  # worker 0's rows merged entries: they start above its room

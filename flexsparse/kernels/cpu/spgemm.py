@@ -13,10 +13,11 @@ from the block's output offset, so
 * ``t`` threads count (:func:`spgemm_csr_csr_symbolic`, all threads) only the rows before
   the last thread's block -- the offsets the other blocks need -- then compute every block
   in one pass (:func:`spgemm_csr_csr_numeric`). On two threads that is a quarter of a
-  symbolic pass instead of a whole one. With :data:`TWO_ENDED` the first thread writes its
-  rows *down* from the second block's offset into room for its flops below it (last row
-  first; the result starts where its first row lands), so only the blocks between the first
-  and the last are counted -- none on two threads (off by default: see its measurement).
+  symbolic pass instead of a whole one. With :data:`TWO_ENDED` (the default) the first
+  thread writes its rows *down* from the second block's offset into room for its flops
+  below it (in chunks of :data:`BACK_CHUNK` multiply-adds, last chunk first, each chunk's
+  rows forward; the result starts where its first row lands), so only the blocks between
+  the first and the last are counted -- none on two threads.
   Blocks that would need more than :data:`ONE_PASS_MAX_BYTES` of room are counted too
   (a classic symbolic + numeric pair).
 
@@ -35,8 +36,8 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
-  both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
-  cycle counter) and keeps the faster for its other rows -- the position map wins on
+  both on the first rows of each part (:data:`ADAPT_CHUNK` multiply-adds each, twice, with
+  the CPU cycle counter) and keeps the faster for the part's other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
   Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread).
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
@@ -120,6 +121,7 @@ __all__ = [
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
     "TWO_ENDED",
+    "BACK_CHUNK",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
     "check_operands",
@@ -144,8 +146,8 @@ PARTS_PER_WORKER = 8
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
 #: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
-#: each variant, then the faster one for the rest of the thread's rows. Threads with
-#: fewer than ``4 * ADAPT_CHUNK`` dense multiply-adds use the position map.
+#: each variant at the start of each dense part, then the faster one for the rest of the
+#: part. Parts with fewer than ``4 * ADAPT_CHUNK`` multiply-adds keep the variant before.
 ADAPT_CHUNK = 1 << 15
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
@@ -163,14 +165,19 @@ _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
 #: Worker 0 writes its rows down from worker 1's offset (no counted rows on two threads; see
-#: :func:`_run`). Off: walking its rows last to first, worker 0 prefetched B rows of rows it had
-#: already computed (the prefetch looks ahead in A's entry order), and latency-bound products
-#: lost their second thread (quiet, 2 threads over 1: uniform 2^18 x 8 per row 1.75x -> 0.97x,
-#: 3-D Poisson 1.59x -> 1.39x, pygsp Bunny 1.46x -> 1.27x; R-MAT scale 16 ef 8 1.61x -> 2.00x).
-#: Fills that take the entries last to first and prefetch backwards brought uniform back to
-#: 1.97x, but as a second inlined fill in the row loops they slowed the forward loops on short
-#: rows (one thread, tridiagonal 32768: 1.12 -> 1.45 ms; Minnesota 66 -> 73 us).
-TWO_ENDED = False
+#: :func:`_run`). Walking its rows one by one last to first, worker 0 prefetched B rows of rows
+#: it had already computed (the prefetch looks ahead in A's entry order) and latency-bound
+#: products lost their second thread (2 threads over 1: uniform 2^18 x 8 per row 1.75x ->
+#: 0.97x); fills walking backwards as well, inlined beside the forward ones, slowed the
+#: forward loops on short rows (tridiagonal 32768: 1.12 -> 1.45 ms). Chunks computed forward
+#: and moved up (:data:`BACK_CHUNK`) keep the forward code: 2 threads over 1, same runs,
+#: counted -> two-ended: R-MAT 16/8 1.93x -> 2.00x, 16/16 1.63x -> 1.79x, 18/16 1.42x -> 1.63x,
+#: uniform 1.57x -> 1.65x, arrow 1.32x -> 1.60x, 3-D Poisson 1.37x -> 1.37x (2026-11-29,
+#: other jobs paused, min of 5, TWO_ENDED toggled in one process).
+TWO_ENDED = True
+#: Multiply-adds per chunk of a worker that walks down (see :func:`_numeric_worker`): the
+#: chunk's rows, at most this many entries, are still in the L2 cache when they are moved up.
+BACK_CHUNK = 1 << 14
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
@@ -288,29 +295,21 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
                                                b_indptr, b_indices, keys)
 
 
-# Rows ``r0:r1`` back to back from ``pos`` (``back``: down to ``pos``, last row first), setting
-# their ``c_indptr`` entries; each returns the new ``pos``. One function per accumulator: with
-# two accumulators inlined into one loop, LLVM compiled the position-map loop ~1.8x slower
-# (Minnesota), and so did an inlined helper for the single-entry copy -- hence the repeated
-# row skeleton, bookkeeping included (as an inlined helper taking the arrays it cost ~60 % more
-# on short rows: tridiagonal 4096, one thread).
-@njit(cache=True, inline="always")
-def _stamp(i, r_hi, back):
-    """A row's stamp: increasing in the order a worker computes its rows (the accumulators
-    read a slot with an older stamp as empty)."""
-    return np.uint64(r_hi - i) if back else np.uint64(i + 1)
-
-
+# Rows ``r0:r1`` back to back from ``pos``, setting ``c_indptr[i + 1]`` for ``i + 1 < r_end``;
+# each returns the new ``pos``. Row ``i`` is stamped ``i + off`` (stamps grow in the order a
+# worker computes its rows: the accumulators read a slot with an older stamp as empty). One
+# function per accumulator: with two accumulators inlined into one loop, LLVM compiled the
+# position-map loop ~1.8x slower (Minnesota), and so did an inlined helper for the
+# single-entry copy -- hence the repeated row skeleton, bookkeeping included (as an inlined
+# helper taking the arrays it cost ~60 % more on short rows: tridiagonal 4096, one thread).
 @njit(cache=True)
-def _rows_position(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+def _rows_position(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                    b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
     """Dense position map (:func:`~._spgemm_rows.fill_row_tag`)."""
-    for s in range(r0, r1):
-        i = r0 + r1 - 1 - s if back else s
+    for i in range(r0, r1):
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
-        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -319,44 +318,31 @@ def _rows_position(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_i
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[base + q] = b_indices[q0 + q]
-                c_data[base + q] = av * b_data[q0 + q]
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_tag(_stamp(i, r_hi, back) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
-                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, base))
-        if back:  # move the row up against pos (the destination lies above: copy from the top)
-            d = pos - n
-            if d != base:
-                for q in range(n - 1, -1, -1):
-                    c_indices[d + q] = c_indices[base + q]
-                    c_data[d + q] = c_data[base + q]
-            base = d
+            n = np.int64(fill_row_tag(np.uint64(i + off) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
+                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, base, base + n)
+                insertion_sort(c_indices, c_data, pos, pos + n)
             else:
-                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
-        if back:
-            c_indptr[i] = base
-            pos = base
-        else:
-            pos = base + n
-            if i + 1 < r_hi:
-                c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
     return pos
 
 
 @njit(cache=True)
-def _rows_value(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+def _rows_value(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                 b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
                 counts):
     """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
-    for s in range(r0, r1):
-        i = r0 + r1 - 1 - s if back else s
+    for i in range(r0, r1):
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
-        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -365,43 +351,30 @@ def _rows_value(r0, r1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indi
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[base + q] = b_indices[q0 + q]
-                c_data[base + q] = av * b_data[q0 + q]
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_acc(np.uint32(_stamp(i, r_hi, back)), a0, a1, a_end, a_indices, a_data,
-                                      b_indptr, b_indices, b_data, marker, acc, scratch, c_indices, c_data, base))
-        if back:  # move the row up against pos (the destination lies above: copy from the top)
-            d = pos - n
-            if d != base:
-                for q in range(n - 1, -1, -1):
-                    c_indices[d + q] = c_indices[base + q]
-                    c_data[d + q] = c_data[base + q]
-            base = d
+            n = np.int64(fill_row_acc(np.uint32(i + off), a0, a1, a_end, a_indices, a_data, b_indptr, b_indices,
+                                      b_data, marker, acc, scratch, c_indices, c_data, pos))
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, base, base + n)
+                insertion_sort(c_indices, c_data, pos, pos + n)
             else:
-                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
-        if back:
-            c_indptr[i] = base
-            pos = base
-        else:
-            pos = base + n
-            if i + 1 < r_hi:
-                c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
     return pos
 
 
 @njit(cache=True)
-def _rows_hash(r0, r1, r_hi, pos, back, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+def _rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
                b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
     """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
-    for s in range(r0, r1):
-        i = r0 + r1 - 1 - s if back else s
+    for i in range(r0, r1):
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
         f = row_flops[i]
-        base = pos - f if back else pos
         if f == 0:
             n = np.int64(0)
         elif a1 - a0 == 1 and b_sorted:
@@ -410,30 +383,19 @@ def _rows_hash(r0, r1, r_hi, pos, back, b_sorted, sort, a_indptr, a_indices, a_d
             q0 = b_indptr[k]
             n = b_indptr[k + 1] - q0
             for q in range(n):
-                c_indices[base + q] = b_indices[q0 + q]
-                c_data[base + q] = av * b_data[q0 + q]
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_hash(_stamp(i, r_hi, back) << np.uint64(32), f, a0, a1, a_indices, a_data,
-                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, base))
-        if back:  # move the row up against pos (the destination lies above: copy from the top)
-            d = pos - n
-            if d != base:
-                for q in range(n - 1, -1, -1):
-                    c_indices[d + q] = c_indices[base + q]
-                    c_data[d + q] = c_data[base + q]
-            base = d
+            n = np.int64(fill_row_hash(np.uint64(i + off) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, base, base + n)
+                insertion_sort(c_indices, c_data, pos, pos + n)
             else:
-                sort_row_pairs(c_indices, c_data, base, base + n, skeys, svals, counts)
-        if back:
-            c_indptr[i] = base
-            pos = base
-        else:
-            pos = base + n
-            if i + 1 < r_hi:
-                c_indptr[i + 1] = pos
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
     return pos
 
 
@@ -445,9 +407,12 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
     but the last; the end of its last row goes to ``trace[3]``. The buffers need the
     worker's flops as capacity past that offset, but only its entries are touched.
-    ``back``: the worker writes its rows *down* from ``c_indptr[r_hi]`` instead (last row
-    first, ``c_indptr[i]`` for every row; ``trace[3]`` receives its first row's offset),
-    into the worker's flops of room below that offset.
+    ``back``: the worker's rows end at ``c_indptr[r_hi]`` instead, in room for its flops
+    below that offset (``c_indptr[i]`` is set for every row; ``trace[3]`` receives its
+    first row's offset): it takes its rows in *chunks* of about :data:`BACK_CHUNK`
+    multiply-adds, last chunk first, computes each chunk's rows forward (so the prefetch,
+    which looks ahead in ``A``'s entry order, stays useful) into the room below the
+    chunk above, and moves the chunk up against it while it is still in cache.
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
@@ -474,57 +439,87 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
     counts = np.empty(257, dtype=np.int64)
-    dense_flops = 0
-    for part in range(p0, p1):
-        if use_dense[part]:
-            for i in range(bounds[part], bounds[part + 1]):
-                dense_flops += row_flops[i]
     current = 1 if variant != 2 else 2
-    trial = _TRIALS if variant != 0 or dense_flops < _TRIALS * ADAPT_CHUNK else 0
+    trial = _TRIALS
     best = np.full(3, np.inf)
-    pos = c_indptr[r_hi] if back else c_indptr[r_lo]
-    for pi in range(p0, p1):
-        part = p0 + p1 - 1 - pi if back else pi
-        lo = bounds[part]
-        hi = bounds[part + 1]
+    timed_part = -1
+    part = p1 - 1 if back else p0
+    lo = r_hi if back else r_lo  # rows lo:hi are computed next
+    hi = r_hi if back else r_lo
+    pos = c_indptr[r_hi] if back else c_indptr[r_lo]  # back: the top of the room
+    while (lo > r_lo) if back else (hi < r_hi):
+        # the next stretch: whole parts, but stretches of ~ADAPT_CHUNK multiply-adds while the
+        # dense variants are timed, and chunks of ~BACK_CHUNK when walking down
+        if back:
+            while bounds[part] >= lo:
+                part -= 1
+        else:
+            while bounds[part + 1] <= hi:
+                part += 1
+        if variant == 0 and part != timed_part and use_dense[part]:
+            # each dense part times the variants afresh: the rows' character drifts along the
+            # matrix (R-MAT: hub rows first), and a walk down starts at the other end
+            timed_part = part
+            part_flops = 0
+            for i in range(bounds[part], bounds[part + 1]):
+                part_flops += row_flops[i]
+            if part_flops >= _TRIALS * ADAPT_CHUNK:
+                trial = 0
+                best[:] = np.inf
+        timed = trial < _TRIALS and use_dense[part]
+        work = 0
+        if back:
+            hi = lo
+            limit = ADAPT_CHUNK if timed else BACK_CHUNK
+            while lo > bounds[part] and (lo == hi or work + row_flops[lo - 1] <= limit):
+                lo -= 1
+                work += row_flops[lo]
+            start = pos - work  # room for the chunk's flops below pos
+            off = r_hi - hi - lo + 1  # stamps count the rows computed so far
+            r_end = hi  # c_indptr[hi] belongs to the chunk above
+            chunk_end = np.uint64(a_indptr[hi]) if a_end else a_end
+        else:
+            lo = hi
+            hi = bounds[part + 1]
+            if timed:
+                hi = lo
+                while hi < bounds[part + 1] and work < ADAPT_CHUNK:
+                    work += row_flops[hi]
+                    hi += 1
+            start = pos
+            off = 1
+            r_end = r_hi
+            chunk_end = a_end
+        if timed:
+            mark = cycles()
         if not use_dense[part]:
-            pos = _rows_hash(lo, hi, r_hi, pos, back, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+            end = _rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                              b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals,
                              counts)
-            continue
-        while lo < hi:
-            x0 = lo
-            x1 = hi
-            if trial < _TRIALS:  # a timed stretch of about ADAPT_CHUNK multiply-adds
-                work = 0
-                if back:
-                    x0 = hi
-                    while x0 > lo and work < ADAPT_CHUNK:
-                        x0 -= 1
-                        work += row_flops[x0]
-                else:
-                    x1 = lo
-                    while x1 < hi and work < ADAPT_CHUNK:
-                        work += row_flops[x1]
-                        x1 += 1
-                mark = cycles()
-            start = pos
-            if current == 1:
-                pos = _rows_position(x0, x1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                                     b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag,
-                                     skeys, svals, counts)
-            else:
-                pos = _rows_value(x0, x1, r_hi, pos, back, a_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                                  b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker,
-                                  acc, scratch, skeys, svals, counts)
-            if trial < _TRIALS:
-                best[current] = min(best[current], (cycles() - mark) / max(work + abs(pos - start), 1))
-                trial += 1
-                current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
-            if back:
-                hi = x0
-            else:
-                lo = x1
+        elif current == 1:
+            end = _rows_position(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                                 b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
+                                 svals, counts)
+        else:
+            end = _rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                              b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc,
+                              scratch, skeys, svals, counts)
+        if timed:
+            best[current] = min(best[current], (cycles() - mark) / max(work + (end - start), 1))
+            trial += 1
+            current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
+        if back:  # move the chunk up against pos (the destination lies above: copy from the top)
+            d = pos - end
+            if d:
+                for q in range(end - 1, start - 1, -1):
+                    c_indices[q + d] = c_indices[q]
+                    c_data[q + d] = c_data[q]
+                for i in range(lo + 1, hi):
+                    c_indptr[i] += d
+            pos = start + d
+            c_indptr[lo] = pos
+        else:
+            pos = end
     trace[0] = current
     trace[1] = best[1]
     trace[2] = best[2]
@@ -735,7 +730,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     one thread needs no counting at all. With :data:`TWO_ENDED`, worker 0 writes its rows
     *down* from worker 1's offset, into room for its flops below it, so only the rows of the
     workers in between are counted: none on two threads (the quarter of a symbolic pass
-    saved; off by default, see :data:`TWO_ENDED`). Only the entries of that room are ever
+    saved, see :data:`TWO_ENDED`). Only the entries of that room are ever
     touched (the rest costs address space, not memory); blocks whose flops would need more
     than ``ONE_PASS_MAX_BYTES`` of room are counted too. The result starts where worker 0's
     first row landed; the buffers are trimmed at its end.
