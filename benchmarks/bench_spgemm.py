@@ -292,7 +292,7 @@ def rss_child(index: int, args: argparse.Namespace) -> None:
     case = build_suite(args.quick, args.flop_cap, args.seed)[index]()  # only this case is built
     # load every kernel the product may run (JIT cache) outside the measurement: products of
     # the same dtypes that take the serial and the parallel paths, with sparse and dense results
-    for n, nnz in ((64, 256), (64, 1500), (600, 36000), (1 << 17, 1 << 19)):
+    for n, nnz in ((64, 256), (128, 1800), (64, 1500), (600, 36000), (1 << 17, 1 << 19)):
         w = fs.as_coo(sp.random_array((n, n), density=nnz / n**2, rng=0, format="csr", dtype=case.a.dtype))
         fs.einsum("ij,jk->ik", w, w)
         del w

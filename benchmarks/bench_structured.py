@@ -23,8 +23,9 @@ Output: a markdown table on stdout, ``benchmarks/results/structured.json`` and
 ``benchmarks/results/structured.md``.
 
 Run: ``python benchmarks/bench_structured.py [--threads 2] [--reps 7] [--size 4096] [--sweep]
-[--clock cpu]`` (``--threads 1 --clock cpu`` gives ratios that a busy shared machine barely
-disturbs).
+[--clock cpu] [--vs-one-thread]`` (``--threads 1 --clock cpu`` gives ratios that a busy shared
+machine barely disturbs; ``--vs-one-thread`` also times every sparse call on one numba thread,
+interleaved, to check that the threaded run is never the slower one).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)), help="linear batch sizes")
     ap.add_argument("--cases", default=None, help="comma-separated subset, e.g. '1:4,block:8x8'")
     ap.add_argument("--sweep", action="store_true", help="also run the crossover sweep")
+    ap.add_argument("--vs-one-thread", action="store_true",
+                    help="also time each sparse call on one numba thread, interleaved (column "
+                         "'1 thread'): does the threaded run beat the serial one?")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or process CPU time (robust on a shared machine, but only "
                          "meaningful with --threads 1: idle OpenMP threads spin)")
@@ -136,6 +140,14 @@ def main(argv=None) -> int:
                 best[k] = min(best[k], clock() - t0)
         return best
 
+    def one_thread(fn):
+        """``fn()`` on one numba thread (NumPy's and torch's thread counts unchanged)."""
+        numba.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(threads)
+
     def build(spec, density, seed=0):
         if spec.startswith("block"):
             b = int(spec.split(":")[1].split("x")[0])
@@ -162,18 +174,22 @@ def main(argv=None) -> int:
         for orient, b in [("matmul", None)] + [("linear", b) for b in batches]:
             fn = (lambda S=S: S.matmul(X)) if orient == "matmul" else (lambda S=S, b=b: S.linear(Xb[b]))
             dense = dense_fns(orient, b)
-            t = timed({"sparse": fn, **dense}, args.reps)
+            one = {"sparse 1 thread": lambda fn=fn: one_thread(fn)} if args.vs_one_thread else {}
+            t = timed({"sparse": fn, **one, **dense}, args.reps)
             t_sparse = t.pop("sparse")
+            t_one = t.pop("sparse 1 thread", None)
             best_name = min(t, key=t.get)
             td = t[best_name]
             row = dict(case=label(spec, density), orient=f"W@X (N={args.n})" if orient == "matmul"
                        else f"linear B={b}", density=d, ms=1e3 * t_sparse, dense_ms=1e3 * td,
                        dense_best=best_name, dense_all={k: 1e3 * v for k, v in t.items()},
                        speedup=td / t_sparse, time_over_ideal=t_sparse / (td * d) if d else float("nan"))
+            if t_one is not None:
+                row["ms_one_thread"] = 1e3 * t_one
             rows.append(row)
             print(f"{row['case']:<22} {row['orient']:<14} {row['ms']:8.2f} ms  dense {row['dense_ms']:8.2f} ms "
-                  f"({best_name})  speed-up {row['speedup']:5.2f}x  time/ideal {row['time_over_ideal']:5.2f}",
-                  flush=True)
+                  f"({best_name})  speed-up {row['speedup']:5.2f}x  time/ideal {row['time_over_ideal']:5.2f}"
+                  + (f"  1 thread {1e3 * t_one:8.2f} ms" if t_one is not None else ""), flush=True)
 
     if args.sweep:
         rows += sweep(build, X, dense_fns, timed, args.reps)
@@ -216,9 +232,14 @@ def markdown(rows, M, K, N, threads, reps, clock="wall") -> str:
            "dense baseline (best of NumPy/OpenBLAS and torch).", "",
            "| case | orientation | density | time (ms) | best dense (ms) | speed-up | time / ideal |",
            "|---|---|---|---|---|---|---|"]
+    one = any("ms_one_thread" in r for r in rows)
+    if one:  # --vs-one-thread: the same sparse call on one numba thread, interleaved
+        out[-2] += " 1 thread (ms) |"
+        out[-1] += "---|"
     for r in rows:
         out.append(f"| {r['case']} | {r['orient']} | {r['density']:.3f} | {r['ms']:.2f} | {r['dense_ms']:.2f} "
-                   f"| {r['speedup']:.2f}x | {r['time_over_ideal']:.2f} |")
+                   f"| {r['speedup']:.2f}x | {r['time_over_ideal']:.2f} |"
+                   + (f" {r['ms_one_thread']:.2f} |" if "ms_one_thread" in r else (" |" if one else "")))
     return "\n".join(out)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "LANES_BATCH_BLOCKS",
     "LANES_IN_PLACE_BYTES",
     "LANES_L2_BLOCK_BYTES",
+    "LINEAR_PARALLEL_MIN_MACS",
     "MAX_DISTRIBUTED_TILES",
     "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
@@ -232,6 +233,27 @@ LANES_IN_PLACE_BYTES = 5 * 2**20
 #: wake-up of an OpenMP team under oversubscription waits for a scheduler slice -- while a
 #: quiet machine gains at most 2x; below 2**23 MACs a serial run takes at most ~2 ms.
 PARALLEL_MIN_MACS = 2**23
+#: The block kernels' ``linear`` orientation (``X @ W.T`` and ``dY @ W``) runs serially below
+#: this many multiply-adds (stored values x batch rows). A split helps only if the second
+#: thread starts at once, and right after a torch op it may not: torch ships its own libgomp
+#: (``torch/lib/libgomp.so.1``) beside numba's (``libgomp.so.1.0.0``), so torch's worker can
+#: keep spinning on the second core (its runtime starts before ``kernels.cpu`` can ask for
+#: passive waiting) while numba's worker, woken for the next region, waits for that core and
+#: numba's master waits at the join. Measured 2026-11-29 (block 32x32 @10%
+#: of 4096x4096, B=64: 107M MACs, two threads; start and end of each thread's share read with
+#: the cycle counter, min / median of 9 at load 3-5): the second thread started 8.2 / 11.9 ms
+#: after the call when a ``torch.nn.functional.linear`` ran just before, 0.05-0.1 ms after a
+#: NumPy/OpenBLAS product or a 50 ms pause; each share took 1.2-1.4 ms either way. The quiet
+#: two-thread benchmark (19:15, load 1.2) gave 7.34 ms at B=64 (one thread: 2.5 ms) and
+#: 0.45 ms at B=8 (one thread: 0.27 ms, the plain wake-up cost). 2**27 MACs is ~3 ms on one
+#: thread (~43 GMAC/s), where a split saves at most ~1.5 ms: B <= 64 of a 4096x4096 layer
+#: with 10% of its blocks stays serial, B=256 (429M, 10 ms -> 5 ms on two threads) does not;
+#: there a late thread's rows are taken over by the other (``linear_block_dense``), so the
+#: call takes about max(one-thread time, start delay) instead of half plus the delay.
+#: The lane-select ``linear`` keeps ``PARALLEL_MIN_MACS``: at a third of the block kernel's
+#: rate per MAC its B=8 products take 2-3 ms on one thread and gained on two in the same
+#: quiet run (1:4 1.54 ms against 2.15 ms on one thread).
+LINEAR_PARALLEL_MIN_MACS = 2**27
 
 # ---------------------------------------------------------------------- sparse x sparse
 #: Matrix products (:mod:`flexsparse.kernels.cpu.spgemm`) with fewer multiply-adds than this

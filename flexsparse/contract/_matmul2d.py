@@ -105,8 +105,11 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     cells = shape[0] * shape[1]
     if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
         return None, None  # dense at no density (empty, or beyond the dense cap)
-    flops, _ = count_flops(left, right, threads)
+    flops, total = count_flops(left, right, threads)
     if fmt == "auto":
+        # the total flops bound the bound: below the dense density, no need to clip every row
+        if choose_format(total, shape, dtype.itemsize) != "dense":
+            return None, flops
         bound = int(np.minimum(flops, shape[1]).sum())
         if choose_format(bound, shape, dtype.itemsize) != "dense" or (
                 cells * dtype.itemsize > _SMALL_DENSE_BYTES

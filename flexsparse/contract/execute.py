@@ -51,10 +51,11 @@ from flexsparse import _limits
 from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
-from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum
+from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum, parse_interleaved
 from flexsparse.contract.plan import (
     DENSE_THRESHOLD,
     DOT_FACTOR,
+    OUTPUT_DENSE_THRESHOLD,
     check_optimize,
     choose_output_format,
     structured_kernel,
@@ -83,8 +84,10 @@ def choose_format(nnz: int, shape: tuple[int, ...], itemsize: int) -> str:
     if not shape:
         return "dense"
     size = math.prod(shape)
-    density = nnz / size if size else 0.0
-    return choose_output_format(density, size * itemsize, AUTO_DENSE_MAX_BYTES)
+    # choose_output_format's rule with the cap inlined: it runs up to three times per call of
+    # a small product, where resolving the cap through parse_bytes cost ~0.5 us each time
+    return "dense" if size and nnz / size > OUTPUT_DENSE_THRESHOLD and size * itemsize <= AUTO_DENSE_MAX_BYTES \
+        else "coo"
 
 
 # ---------------------------------------------------------------------- operand handling
@@ -146,6 +149,8 @@ def _unary(op: COO | np.ndarray, red: TermReduction, dtype: np.dtype, sum_privat
     multiplies every term before summing it).
     """
     idx, bcast = red.term, red.squeezed
+    if not (bcast or red.diagonal or (sum_private and red.summed)):
+        return op, idx  # nothing to apply (the common case: ~3 us of Python saved per operand)
     if isinstance(op, StructuredMatrix) and (bcast or red.diagonal or (sum_private and red.summed)):
         op = op.to_coo()  # a transformed structured matrix is no longer in its pattern
     # 1. size-1 broadcast modes carry no information: drop them.
@@ -446,22 +451,45 @@ def _torch_structured(w: StructuredMatrix, wi: str, t: Any, ti: str, out: str, k
     return res.reshape(shape).permute(*[idx.index(x) for x in out])
 
 
-def _as_batched(op: np.ndarray, idx: str, batch: str, rows: str, cols: str, sizes: dict[str, int],
-                dtype: np.dtype) -> np.ndarray:
+def _perm(idx: str, target: str) -> tuple[int, ...] | None:
+    """The axes taking an operand over ``idx`` to ``target`` order (``None``: already there)."""
+    return None if idx == target else tuple(idx.index(c) for c in target)
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_pair_layout(xi: str, yi: str, out: str, extents: tuple[int, ...]) -> tuple:
+    """What :func:`_pair_dense` needs about a pair, remembered per (indices, sizes) (its
+    string work took ~15 us a call): per operand the axes and ``[B, R, C]`` shape of the
+    (batch, rows, cols) order and of the (batch, cols, rows) order; the result's indices and
+    shape. ``extents`` are the sizes of the indices of ``xi + yi``, in that order."""
+    sizes = dict(zip(xi + yi, extents))
+    batch, contr, free_x, free_y = _split(xi, yi, out)
+    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+
+    def layouts(idx: str, rows: str, cols: str) -> tuple:
+        return (_perm(idx, batch + rows + cols), (sz(batch), sz(rows), sz(cols)),
+                _perm(idx, batch + cols + rows), (sz(batch), sz(cols), sz(rows)))
+
+    res_idx = batch + free_x + free_y
+    return layouts(xi, free_x, contr), layouts(yi, contr, free_y), res_idx, tuple(sizes[c] for c in res_idx)
+
+
+def _as_batched(op: np.ndarray, layout: tuple, dtype: np.dtype) -> np.ndarray:
     """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
 
     Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
-    swap of the last two axes: either is a BLAS-ready view when it matches the stored layout.
+    swap of the last two axes (``layout`` from :func:`_dense_pair_layout`): either is a
+    BLAS-ready view when it matches the stored layout.
     """
-    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
+    perm, shape, perm_swapped, shape_swapped = layout
     op = op.astype(dtype, copy=False)
-    direct = _transpose_to(op, idx, batch + rows + cols)
+    direct = op if perm is None else op.transpose(perm)
     if direct.flags.c_contiguous:
-        return direct.reshape(sz(batch), sz(rows), sz(cols))
-    swapped = _transpose_to(op, idx, batch + cols + rows)
+        return direct.reshape(shape)
+    swapped = op if perm_swapped is None else op.transpose(perm_swapped)
     if swapped.flags.c_contiguous:
-        return swapped.reshape(sz(batch), sz(cols), sz(rows)).swapaxes(1, 2)
-    return np.ascontiguousarray(direct).reshape(sz(batch), sz(rows), sz(cols))
+        return swapped.reshape(shape_swapped).swapaxes(1, 2)
+    return np.ascontiguousarray(direct).reshape(shape)
 
 
 def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
@@ -472,16 +500,15 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
     away by the unary pass, so every index is batch, contracted or free. Operands are passed
     as (possibly transposed) views, so BLAS reads them in place.
     """
-    batch, contr, free_x, free_y = _split(xi, yi, out)
-    dtype = result_dtype(x.dtype, y.dtype)
-    xm = _as_batched(x, xi, batch, free_x, contr, sizes, dtype)
-    ym = _as_batched(y, yi, batch, contr, free_y, sizes, dtype)
+    lx, ly, idx, shape = _dense_pair_layout(xi, yi, out, tuple(sizes[c] for c in xi + yi))
+    dtype = x.dtype if x.dtype == y.dtype and x.dtype.isnative else result_dtype(x.dtype, y.dtype)
+    xm = _as_batched(x, lx, dtype)
+    ym = _as_batched(y, ly, dtype)
     if dtype.kind in "fc":
         res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
     else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
         res = np.einsum("bik,bkj->bij", xm, ym)
-    idx = batch + free_x + free_y
-    return res.reshape(tuple(sizes[c] for c in idx)), idx
+    return res.reshape(shape), idx
 
 
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
@@ -541,24 +568,39 @@ def _has_nonfinite(op: COO | np.ndarray) -> bool:
     vals = op._data() if isinstance(op, SparseArray) else op
     if vals.dtype.kind not in "fc" or vals.size == 0:
         return False
-    from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel  # numba: on first use
-
-    if vals.flags.c_contiguous and vals.dtype in COMPILED_DTYPES:
-        return bool(nonfinite_kernel(vals.reshape(-1)))  # 18 us against 35 us for the sum below (165K)
+    hot = _hot()  # numba: on first use
+    if vals.flags.c_contiguous and vals.dtype in hot.compiled_dtypes:
+        return bool(hot.nonfinite_kernel(vals.reshape(-1)))  # 18 us against 35 us for the sum below (165K)
     wide = np.complex128 if vals.dtype.kind == "c" else np.float64
     with np.errstate(over="ignore", invalid="ignore"):
         return not bool(np.isfinite(vals.sum(dtype=wide)))
 
 
-def _densify_checked(ops: list) -> tuple[list, bool]:
-    """Dense arrays of dense-enough operands (one per distinct operand) and whether any holds
-    an inf or nan (see :func:`_has_nonfinite`)."""
-    done: dict[int, tuple[np.ndarray, bool]] = {}
+def _densify_checked(ops: list) -> tuple[list, bool, list]:
+    """``(arrays, nonfinite, unchecked)``: dense arrays of dense-enough operands (one per
+    distinct operand), whether the scatter that densified a COO found an inf or nan, and the
+    distinct arrays no pass has checked (operands given dense, or densified by a copy).
+
+    The unchecked ones are scanned only if the dense product's result is not finite (see
+    :func:`_dense_result_nonfinite`): an all-dense product sends every stored value into at
+    least one output cell (it multiplies every entry along the other operands' indices), and
+    inf or nan times anything, summed with anything, stays inf or nan. So a finite result
+    proves finite operands, and the scan NumPy does not make leaves the common path
+    (chemistry ``abQ,ijQ->abij`` on dense 24x24x375 operands: ~25 us of a 0.2 ms call)."""
+    done: dict[int, tuple[np.ndarray, bool | None]] = {}
     for op in ops:
         if id(op) not in done:
-            arr, flag = op._todense_checked() if isinstance(op, COO) else (op, None)
-            done[id(op)] = (arr, _has_nonfinite(arr) if flag is None else flag)
-    return [done[id(op)][0] for op in ops], any(flag for _, flag in done.values())
+            done[id(op)] = op._todense_checked() if isinstance(op, COO) else (op, None)
+    return ([done[id(op)][0] for op in ops], any(flag for _, flag in done.values()),
+            [arr for arr, flag in done.values() if flag is None])
+
+
+def _dense_result_nonfinite(res: Any, unchecked: list) -> bool:
+    """Whether an unchecked operand of an all-dense product holds an inf or nan, given the
+    product's result ``res`` (see :func:`_densify_checked`): only a result that is not finite
+    makes the operands worth scanning (a finite product that overflowed keeps its result)."""
+    return bool(unchecked) and isinstance(res, (np.ndarray, np.generic)) and _has_nonfinite(np.asarray(res)) \
+        and any(_has_nonfinite(arr) for arr in unchecked)
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
@@ -572,10 +614,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
         if sparse:
             nnz = res.nnz
         else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
-            from flexsparse.contract.plan import OUTPUT_DENSE_THRESHOLD
-            from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
-
-            nnz = count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
+            nnz = _hot().count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
         dense = res.todense() if sparse else res
@@ -646,12 +685,10 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     >>> float(einsum("i,i->", np.ones(1), np.arange(3.0)))   # size-1 broadcasting on a summed index
     3.0
     """
-    from flexsparse.contract.parser import parse_interleaved
-    from flexsparse.kernels.cpu.partition import check_threads
-
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
-    check_threads(threads)
+    if threads is not None:  # None is valid; the check's module loads numba
+        _hot().check_threads(threads)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -664,10 +701,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         if id(x) not in seen:
             seen[id(x)] = _as_operand(x, k)
         ops.append(seen[id(x)])
-    spec = _parsed(subscripts, tuple(tuple(int(n) for n in op.shape) for op in ops))
+    spec = _parsed(subscripts, tuple(op.shape for op in ops))
     check_optimize(optimize, spec.n_operands)
-    dtype = result_dtype(*[op.dtype for op in ops])
-    work = compute_dtype(dtype)
+    dtype, work = _dtypes(tuple(op.dtype for op in ops))
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
@@ -678,25 +714,28 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    if spec.n_operands > 1 and tiling_opts is None and all(_dense_enough(op) for op in ops):
+    dense_ops = all(_dense_enough(op) for op in ops)  # unchanged by the densify below
+    if spec.n_operands > 1 and tiling_opts is None and dense_ops:
         # Every operand goes to BLAS (see _run_plan): densify now, and take the inf/nan check
         # from the scatter's own pass instead of a separate scan of the values (abQ,icQ->abic
         # from COO, one thread: 35 of 1250 us saved).
-        ops, nonfinite = _densify_checked(ops)
+        ops, nonfinite, unchecked = _densify_checked(ops)
     else:
         distinct = {id(op): op for op in ops}.values()  # an operand passed twice is scanned once
         nonfinite = spec.n_operands > 1 and any(_has_nonfinite(op) for op in distinct)
+        unchecked = []
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None
     plain = getattr(runner, "plain_product", None)
-    if (len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite
-            and not all(_dense_enough(op) for op in ops)):
-        from flexsparse.contract import _matmul2d
-
-        res = _matmul2d.matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
+    if len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite and not dense_ops:
+        res = _hot().matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
                                   product=None if tiling_opts is None else plain)
         if res is not None:
             return (res, tiling_opts.reports if tiling_opts is not None else []) if return_report else res
+    if not nonfinite:
+        res, ri = _run_plan(spec, [_promote(op, work) for op in ops], work, optimize, threads, tiling_opts,
+                            out is not None)
+        nonfinite = _dense_result_nonfinite(res, unchecked)  # then computed again, exactly
     if nonfinite:
         from flexsparse.contract._nonfinite import evaluate_nonfinite
 
@@ -705,9 +744,6 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 
         res, ri = evaluate_nonfinite(subscripts, spec, ops, work, run,
                                      None if tiling_opts is None else tiling_opts.limit)
-    else:
-        ops = [_promote(op, work) for op in ops]
-        res, ri = _run_plan(spec, ops, work, optimize, threads, tiling_opts, out is not None)
     reports = tiling_opts.reports if tiling_opts is not None else []
     if not isinstance(res, StoredTensor):
         res = _finish(_transpose_to(res, ri, spec.output), format, dtype)
@@ -721,8 +757,46 @@ def _parsed(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> EinsumSpec:
     """:func:`~flexsparse.contract.parser.parse_einsum`, remembered per (subscripts, shapes):
     the spec is frozen and hashable, and parsing plus :func:`_reductions` took ~40% of the
     fixed cost of a call (about 30 of 70 us on one core of the 2-core test VM), which
-    matters for sub-millisecond products such as the chemistry contractions."""
-    return parse_einsum(subscripts, shapes)
+    matters for sub-millisecond products such as the chemistry contractions. The shapes are
+    the operands' own tuples (an extent equal to a Python int hashes as one, so the key is
+    the same) and are made Python ints only on a miss."""
+    return parse_einsum(subscripts, tuple(tuple(int(n) for n in shape) for shape in shapes))
+
+
+@functools.lru_cache(maxsize=64)
+def _dtypes(dtypes: tuple[np.dtype, ...]) -> tuple[np.dtype, np.dtype]:
+    """``(result dtype, compute dtype)`` of operands of ``dtypes`` (:func:`result_dtype`,
+    :func:`compute_dtype`), remembered: the two took ~3 us of a call's ~30 us fixed cost."""
+    dtype = result_dtype(*dtypes)
+    return dtype, compute_dtype(dtype)
+
+
+class _HotImports:
+    """Modules einsum's per-call path needs that cannot load with this one (numba kernels,
+    the 2-D product module, which imports this one): imported on first use and kept, since a
+    function-level ``from ... import`` costs ~1 us per call even when the module is loaded."""
+
+    def __init__(self) -> None:
+        from flexsparse.contract._matmul2d import matmul_2d
+        from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
+        from flexsparse.kernels.cpu.partition import check_threads
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
+
+        self.check_threads = check_threads
+        self.count_nonzero_upto = count_nonzero_upto
+        self.matmul_2d = matmul_2d
+        self.compiled_dtypes = COMPILED_DTYPES
+        self.nonfinite_kernel = nonfinite_kernel
+
+
+_HOT: _HotImports | None = None
+
+
+def _hot() -> _HotImports:
+    global _HOT
+    if _HOT is None:
+        _HOT = _HotImports()
+    return _HOT
 
 
 @functools.lru_cache(maxsize=256)
@@ -752,16 +826,13 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
     returns the last result and its index order."""
-    from flexsparse.contract.plan import plan_einsum
-    from flexsparse.contract.stats import operand_stats
-
     # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
     # another operand or the output needs.
     work = [_unary(op, red, dtype) for op, red in zip(ops, _reductions(spec))]
     if len(work) == 1:
         op, idx = work[0]
         return op, idx
-    sizes = dict(spec.sizes)
+    sizes = spec.sizes.as_dict()
     if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
         densified: dict[int, np.ndarray] = {}  # the same operand twice is densified once
@@ -785,6 +856,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         # One possible path: skip the path search, keep the sparsity-aware engine choice.
         from flexsparse.contract.cost import estimate_pair
         from flexsparse.contract.plan import DEFAULT_DENSE_LIMIT, choose_method
+        from flexsparse.contract.stats import operand_stats
 
         (x, xi), (y, yi) = work
         for w, wi, d, di in ((x, xi, y, yi), (y, yi, x, xi)):
@@ -811,6 +883,9 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
         dense_out = choose_output_format(est.density, est.dense_bytes) == "dense"
         return _pair(x, xi, y, yi, spec.output, sizes, method, threads, dense_out, tiling_opts,
                      spec.output if stream_final else None)
+    from flexsparse.contract.plan import plan_einsum
+    from flexsparse.contract.stats import operand_stats
+
     reduced = ",".join(idx for _, idx in work) + "->" + spec.output
     rspec = parse_einsum(reduced, [tuple(op.shape) for op, _ in work])
     stats = [operand_stats(idx, op) for op, idx in work]

@@ -59,12 +59,18 @@ class FrozenSizes(Mapping):
     (3, 2, {'i': 2, 'j': 3})
     """
 
-    __slots__ = ("_items", "_map")
+    __slots__ = ("_items", "_map", "_hash")
 
     def __init__(self, items: Mapping[str, int] | Sequence[tuple[str, int]] = ()):
         pairs = tuple((str(k), int(v)) for k, v in (items.items() if isinstance(items, Mapping) else items))
         object.__setattr__(self, "_items", pairs)
         object.__setattr__(self, "_map", dict(pairs))
+        object.__setattr__(self, "_hash", None)  # computed when first asked (see __hash__)
+
+    def as_dict(self) -> dict[str, int]:
+        """A new plain dict of the sizes (one C-level copy; ``dict(sizes)`` goes through the
+        Mapping protocol, one Python call per index)."""
+        return dict(self._map)
 
     def __getitem__(self, key: str) -> int:
         return self._map[key]
@@ -76,7 +82,16 @@ class FrozenSizes(Mapping):
         return len(self._items)
 
     def __hash__(self) -> int:
-        return hash(frozenset(self._items))
+        # every lookup of a spec in einsum's per-call caches hashes this: computed once, and
+        # left out of pickles (__reduce__), since string hashes differ between processes
+        h = self._hash
+        if h is None:
+            h = hash(frozenset(self._items))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __reduce__(self) -> tuple:
+        return FrozenSizes, (self._items,)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mapping) and dict(self._map) == dict(other)

@@ -237,6 +237,7 @@ def test_block_linear_direct_and_panels(monkeypatch, kind, dtype, B, parallel):
 
     if parallel:
         monkeypatch.setattr(_limits, "PARALLEL_MIN_MACS", 0)
+        monkeypatch.setattr(_limits, "LINEAR_PARALLEL_MIN_MACS", 0)
     S, D = _make(kind, 77, 90, dtype, B, 0.5)
     S.backend = "sparse"
     X = _rand((B, 90), dtype, 1)
@@ -270,3 +271,49 @@ def test_block_transposed_cache_invalidate():
     out = S.linear(X.astype(np.float64))
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, 2 * (X @ D.T), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("B", [1, 9, 64])
+def test_block_linear_thread_choice(monkeypatch, B):
+    """``linear`` runs the serial twin below ``LINEAR_PARALLEL_MIN_MACS`` (stored values x
+    batch rows) and the threaded kernel from it on, with the same result either way; ``dY @ W``
+    follows the same rule."""
+    from flexsparse import _limits
+    from flexsparse.kernels.cpu import block as block_kernels
+
+    S, D = _make("block:32x32", 96, 80, np.float32, 0, 0.5)
+    S.backend = "sparse"
+    X = _rand((B, 80), np.float32, 1)
+    dY = _rand((B, 96), np.float32, 2)
+    calls = []
+    for name in ("_linear_serial", "linear_block_dense"):
+        kernel = getattr(block_kernels, name)
+        monkeypatch.setattr(block_kernels, name,
+                            lambda *a, kernel=kernel, name=name: (calls.append(name), kernel(*a))[1])
+    macs = S.values.size * B
+    for limit, expected in ((macs, "linear_block_dense"), (macs + 1, "_linear_serial")):
+        monkeypatch.setattr(_limits, "LINEAR_PARALLEL_MIN_MACS", limit)
+        calls.clear()
+        np.testing.assert_allclose(S.linear(X), X @ D.T, **TOL[np.float32])
+        np.testing.assert_allclose(S.linear_grad_input(dY), dY @ D, **TOL[np.float32])
+        assert calls == [expected, expected]
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_block_linear_late_thread_taken_over(parts):
+    """The serial twin runs the thread ranges one after the other, as if every thread but
+    the first started after it finished: the first takes the next range from the back, the
+    later ones find their rows done, and every output is still written once correct."""
+    from flexsparse.kernels.cpu import block as block_kernels
+
+    S, D = _make("block:8x8", 61, 50, np.float64, 0, 0.6)
+    X = _rand((11, 50), np.float64, 1)
+    b = _rand((61,), np.float64, 2)
+    gm = S.indptr.shape[0] - 1
+    bounds = np.linspace(0, gm, parts + 1).round().astype(np.int64)
+    done = np.zeros(gm, dtype=np.uint8)
+    out = np.full((11, 61), np.nan)
+    block_kernels._linear_serial(S.indptr, S.indices, np.zeros(0, np.int64), S._tvals(np.dtype(np.float64)),
+                                 X, b, out, bounds, done)
+    np.testing.assert_allclose(out, X @ D.T + b, **TOL[np.float64])
+    assert done.all()

@@ -41,6 +41,7 @@ ESTIMATE_ROWS = 64
 #: The populated range is the estimate times this (an underestimate only costs lazy faults).
 POPULATE_SLACK = 1.1
 _MADV_POPULATE_WRITE = 23
+_MADV_NOHUGEPAGE = 15
 _PAGE = 4096
 
 
@@ -85,9 +86,9 @@ def _madvise():
     return fn
 
 
-def populate(arr: np.ndarray, start: int, stop: int) -> bool:
-    """Fault in the pages of ``arr[start:stop]`` in one call (best effort; ``False`` where the
-    system cannot). Only whole pages inside the range are populated."""
+def _advise(arr: np.ndarray, start: int, stop: int, advice: int) -> bool:
+    """``madvise(advice)`` on the whole pages inside ``arr[start:stop]`` (best effort; ``False``
+    where the system cannot)."""
     fn = _madvise()
     if fn is None or stop <= start:
         return False
@@ -95,7 +96,13 @@ def populate(arr: np.ndarray, start: int, stop: int) -> bool:
     hi = arr.ctypes.data + stop * arr.itemsize
     lo = (lo + _PAGE - 1) & ~(_PAGE - 1)
     hi &= ~(_PAGE - 1)
-    return hi > lo and fn(lo, hi - lo, _MADV_POPULATE_WRITE) == 0
+    return hi > lo and fn(lo, hi - lo, advice) == 0
+
+
+def populate(arr: np.ndarray, start: int, stop: int) -> bool:
+    """Fault in the pages of ``arr[start:stop]`` in one call (best effort; ``False`` where the
+    system cannot). Only whole pages inside the range are populated."""
+    return _advise(arr, start, stop, _MADV_POPULATE_WRITE)
 
 
 def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
@@ -106,6 +113,8 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
         return np.empty(capacity, dtype=idx_dtype), np.empty(capacity, dtype=work_dtype)
     indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
     data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
+    for buf in (indices, data):  # the heap may lie in a range NumPy once advised huge pages for
+        _advise(buf, 0, capacity, _MADV_NOHUGEPAGE)
     for lo, hi in ranges:
         lo, hi = max(0, int(lo)), min(capacity, int(hi))
         populate(indices, lo, hi)

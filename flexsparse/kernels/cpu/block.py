@@ -28,7 +28,11 @@ int64[gm+1]``, ``indices: int32[nb]``, ``values: [nb, r, c]``, with the logical 
   blocks split evenly over threads; ``O(nb * r * c * B)``.
 
 Block rows are split over threads by estimated work (stored blocks + 1 per block row,
-contiguous, equal cost); products under ``_limits.PARALLEL_MIN_MACS`` run serial twins.
+contiguous, equal cost; in ``linear`` a thread that is done takes the next thread's rows
+from the back, so a thread that starts late loses no time); products under
+``_limits.PARALLEL_MIN_MACS`` run serial twins, and so do ``linear`` products under
+``_limits.LINEAR_PARALLEL_MIN_MACS`` (a second thread woken right after a torch op starts
+milliseconds late, see there).
 Cost ``O(nb * r * c * N)`` flops for every product. BLAS is not called per block: inside a
 numba parallel region it collides with OpenBLAS's own threads, and a 32x32x256 product is
 too small to amortise a call and its packing.
@@ -383,38 +387,61 @@ def _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, n, K, M):
     vstore_n(out, t * M + m, a, n)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds):
-    """``out = X @ W.T (+ bias)`` for ``X: [B, K]``, ``out: [B, M]`` fully written, from the
-    transposed blocks ``vt: [nb, c, r]`` (block ``b`` of the structure is ``vt[order[b]]``, or
-    ``vt[b]`` when ``order`` is empty); thread ``p`` runs block rows ``bounds[p]:bounds[p+1]``."""
+@njit(cache=True, fastmath=True, inline="always")
+def _lin_block_row(indptr, indices, order, vt, X, bias, out, br):
+    """Every output of block row ``br`` (all batch rows): 8-row x 1-2 register tiles, then
+    single batch rows for the ragged end."""
     _, _, r = vt.shape
     B, K = X.shape
     M = out.shape[1]
     lanes = 64 // X.itemsize
-    for p in prange(bounds.shape[0] - 1):
+    m0 = br * r
+    t0 = 0
+    while t0 + 8 <= B:
+        i0 = 0
+        while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
+            _lin_tile8x2(indptr, indices, order, vt, X, bias, out, br, i0, t0, K, M)
+            i0 += 2 * lanes
+        while i0 < r and m0 + i0 < M:
+            n = min(lanes, r - i0, M - m0 - i0)
+            _lin_tile8x1(indptr, indices, order, vt, X, bias, out, br, i0, t0, n, K, M)
+            i0 += lanes
+        t0 += 8
+    for t in range(t0, B):
+        i0 = 0
+        while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
+            _lin_row1x2(indptr, indices, order, vt, X, bias, out, br, i0, t, K, M)
+            i0 += 2 * lanes
+        while i0 < r and m0 + i0 < M:
+            _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0), K, M)
+            i0 += lanes
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds, done):
+    """``out = X @ W.T (+ bias)`` for ``X: [B, K]``, ``out: [B, M]`` fully written, from the
+    transposed blocks ``vt: [nb, c, r]`` (block ``b`` of the structure is ``vt[order[b]]``, or
+    ``vt[b]`` when ``order`` is empty).
+
+    Thread ``p`` runs block rows ``bounds[p]:bounds[p+1]`` upwards, then the next thread's
+    range downwards, each until it meets a row marked in ``done`` (``uint8[gm]``, zeroed by
+    the caller): a thread that starts late (its core held by another runtime's spinning
+    worker) finds its range taken from the back. A row taken by both at the meeting point
+    is computed twice into the same outputs with the same values (every output is written,
+    never accumulated), so the unsynchronised marks only cost duplicated work."""
+    P = bounds.shape[0] - 1
+    for p in prange(P):
         for br in range(bounds[p], bounds[p + 1]):
-            m0 = br * r
-            t0 = 0
-            while t0 + 8 <= B:
-                i0 = 0
-                while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
-                    _lin_tile8x2(indptr, indices, order, vt, X, bias, out, br, i0, t0, K, M)
-                    i0 += 2 * lanes
-                while i0 < r and m0 + i0 < M:
-                    n = min(lanes, r - i0, M - m0 - i0)
-                    _lin_tile8x1(indptr, indices, order, vt, X, bias, out, br, i0, t0, n, K, M)
-                    i0 += lanes
-                t0 += 8
-            for t in range(t0, B):
-                i0 = 0
-                while i0 + 2 * lanes <= r and m0 + i0 + 2 * lanes <= M:
-                    _lin_row1x2(indptr, indices, order, vt, X, bias, out, br, i0, t, K, M)
-                    i0 += 2 * lanes
-                while i0 < r and m0 + i0 < M:
-                    _lin_row1(indptr, indices, order, vt, X, bias, out, br, i0, t, min(lanes, r - i0, M - m0 - i0),
-                              K, M)
-                    i0 += lanes
+            if done[br]:
+                break
+            done[br] = 1
+            _lin_block_row(indptr, indices, order, vt, X, bias, out, br)
+        q = (p + 1) % P
+        for br in range(bounds[q + 1] - 1, bounds[q] - 1, -1):
+            if done[br]:
+                break
+            done[br] = 1
+            _lin_block_row(indptr, indices, order, vt, X, bias, out, br)
     return out
 
 
@@ -607,9 +634,12 @@ def run_linear(indptr, indices, vt, X, shape, bias=None, order=None) -> np.ndarr
         return out
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     order = np.zeros(0, dtype=np.int64) if order is None else np.ascontiguousarray(order, dtype=np.int64)
-    serial = vt.size * B < _limits.PARALLEL_MIN_MACS
+    # one thread below the limit: the split saves at most half of a few milliseconds, while
+    # the second thread may start several milliseconds late (another OpenMP runtime spinning)
+    serial = vt.size * B < _limits.LINEAR_PARALLEL_MIN_MACS
     kernel = _linear_serial if serial else linear_block_dense
-    return kernel(indptr, indices, order, vt, X, bias, out, _bounds(indptr, serial))
+    done = np.zeros(indptr.shape[0] - 1, dtype=np.uint8)
+    return kernel(indptr, indices, order, vt, X, bias, out, _bounds(indptr, serial), done)
 
 
 def transpose_structure(indptr, indices, shape, block):
