@@ -160,7 +160,8 @@ class FinetuneSummary(LayerTotals):
     """What :func:`finetune` did; ``str()`` is a plain report, ``__rich__`` a rich Table.
 
     ``seconds`` / ``cpu_seconds``: wall-clock and process CPU time of the whole call;
-    ``init_seconds``: the part spent choosing the first masks (calibration);
+    ``init_seconds`` / ``init_cpu_seconds``: the part spent choosing the first masks
+    (calibration), in ``clock`` units / process CPU seconds;
     ``stopped_by``: ``"steps"``, ``"time"`` or ``"data"``; ``losses``: one per step;
     ``layers``: per layer shapes, weights kept (``.density`` = kept fraction) and bytes.
     """
@@ -175,12 +176,18 @@ class FinetuneSummary(LayerTotals):
     seconds: float
     cpu_seconds: float
     init_seconds: float
+    init_cpu_seconds: float
     stopped_by: str
     loss_start: float
     loss_end: float
     losses: tuple[float, ...]
     mask_refreshes: int
     layers: tuple[LayerSummary, ...]
+
+    @property
+    def train_cpu_per_step(self) -> float:
+        """Process CPU seconds per optimiser step, mask choice excluded (nan without steps)."""
+        return (self.cpu_seconds - self.init_cpu_seconds) / self.steps if self.steps else float("nan")
 
     @property
     def kept_fraction(self) -> float:
@@ -195,7 +202,8 @@ class FinetuneSummary(LayerTotals):
             ("steps", f"{self.steps} ({self.epochs:.2f} epochs; stopped by {self.stopped_by}; "
                       f"{self.mask_refreshes} mask refreshes)"),
             ("time", f"{self.seconds:.1f} s wall, {self.cpu_seconds:.1f} s CPU "
-                     f"({self.init_seconds:.1f} s choosing masks)"),
+                     f"({self.init_seconds:.1f} s, {self.init_cpu_seconds:.1f} CPU-s choosing masks; "
+                     f"{self.train_cpu_per_step:.3f} CPU-s per training step)"),
             ("loss", f"{self.loss_start:.4g} -> {self.loss_end:.4g} (mean of the first / last "
                      f"{min(LOSS_WINDOW, max(1, len(self.losses)))} steps)"),
             ("weights kept", f"{self.weights_kept:,} / {self.weights_total:,}"),
@@ -402,6 +410,7 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
         for ml in layers.values():
             meth.init_layer(ml)
         init_seconds = clock() - t0
+        init_cpu = time.process_time() - t_cpu
 
         # -------- train
         model.train(dropout)
@@ -491,7 +500,7 @@ def finetune(model: nn.Module, pattern: str, data: Any, *, density: float | None
     return FinetuneSummary(
         pattern=pattern, density=density, method=meth.name, init=init, result=result, steps=step,
         epochs=batches.epochs(), seconds=time.perf_counter() - t_wall, cpu_seconds=time.process_time() - t_cpu,
-        init_seconds=init_seconds, stopped_by=stopped_by,
+        init_seconds=init_seconds, init_cpu_seconds=init_cpu, stopped_by=stopped_by,
         loss_start=float(np.mean(losses[:window])) if losses else float("nan"),
         loss_end=float(np.mean(losses[-window:])) if losses else float("nan"),
         losses=tuple(losses), mask_refreshes=meth.refreshes, layers=tuple(summaries))

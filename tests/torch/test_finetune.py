@@ -376,11 +376,15 @@ def test_summary_fields_and_rendering():
     assert summary.bytes_dense == (48 * 96 + 96 + 96 * 24 + 24) * 4
     assert summary.bytes_sparse < summary.bytes_dense
     assert summary.seconds > 0 and summary.cpu_seconds > 0 and summary.init_seconds >= 0
+    assert 0 <= summary.init_cpu_seconds <= summary.cpu_seconds
+    assert summary.train_cpu_per_step == pytest.approx(
+        (summary.cpu_seconds - summary.init_cpu_seconds) / 6)
     assert summary.loss_start == pytest.approx(np.mean(summary.losses[:6]))
     with pytest.raises(AttributeError):
         summary.steps = 3  # frozen
     text = str(summary)
     assert "2:4" in text and "bdwp" in text and "6 (1.50 epochs" in text
+    assert "CPU-s per training step" in text
     from rich.console import Console
     console = Console(record=True, width=160)
     console.print(summary)
