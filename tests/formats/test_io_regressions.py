@@ -174,9 +174,12 @@ def test_saved_file_gets_the_umask_mode(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_save_leaves_nothing(tmp_path, sig):
     """A save killed mid-write leaves neither the final name nor a hidden temporary file."""
+    # Python leaves SIGINT ignored when it starts with it ignored (a job started in the
+    # background by a non-interactive shell): give the child the interactive default
     child = textwrap.dedent(f"""
-        import sys, numpy as np, flexsparse as fs
+        import signal, sys, numpy as np, flexsparse as fs
         from flexsparse.formats import io
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         real = io._save_tns
         def slow(f, t, base, header):
             f.write(b"1 1 1.0\\n")
