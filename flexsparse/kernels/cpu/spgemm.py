@@ -411,8 +411,10 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     below that offset (``c_indptr[i]`` is set for every row; ``trace[3]`` receives its
     first row's offset): it takes its rows in *chunks* of about :data:`BACK_CHUNK`
     multiply-adds, last chunk first, computes each chunk's rows forward (so the prefetch,
-    which looks ahead in ``A``'s entry order, stays useful) into the room below the
-    chunk above, and moves the chunk up against it while it is still in cache.
+    which looks ahead in ``A``'s entry order, stays useful) at the bottom of its room (the
+    same slots for every chunk, so they stay in cache; right below the chunk above once the
+    room left is under twice the chunk's flops), and copies the chunk up against the chunk
+    above.
 
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
