@@ -12,7 +12,8 @@ What those touched slots cost depends on the pages behind them:
   partial huge page is resident as a whole, and since glibc's heap hands out pages that an
   earlier, freed allocation left resident or that lie in a range NumPy once advised huge pages
   for (ca-GrQc, 158K entries: 1.3 MB of a buffer's never-written tail was resident before the
-  kernel ran, in 2 of 3 fresh processes; peak RSS growth 0.88-1.66x its inputs and output): with huge pages the peak RSS growth of mid-sized products was
+  kernel ran, in 2 of 3 fresh processes; peak RSS growth 0.88-1.66x its inputs and output;
+  0.81-0.86x in fresh mappings). With huge pages the peak RSS growth of mid-sized products was
   3.0x (pyamg local_disc_galerkin, 1.4 MB result) and 3.1x (ca-HepTh, 5 MB) their inputs and
   output, against 0.63x and 1.27x with 4 KiB pages. The range each thread is expected to write
   (its flops times the output entries per multiply-add of :data:`ESTIMATE_ROWS` sampled rows,
