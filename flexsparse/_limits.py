@@ -30,6 +30,10 @@ __all__ = [
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
+    "DENSIFY_FILL_MAX_BYTES",
+    "DENSIFY_FILL_MIN_DENSITY",
+    "DENSIFY_MIN_MEAN_RUN",
+    "DENSIFY_RUN_PROBES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
     "DIRECT_BACK_WORK_FACTOR",
@@ -131,6 +135,26 @@ DOT_DENSE_MAX_CELLS = 2**26
 #: result cell: n = 1000, 68 vs 125 ms (5 MB); n = 2000, 170 vs 161 ms (20 MB) -- the crossover
 #: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
 OUTER_MAX_BYTES = 8 * _MiB
+
+# ---------------------------------------------------------------------- densify (COO -> dense)
+#: A canonical COO is densified run by run (``kernels.cpu.densify.sorted_coo_to_dense``: one
+#: copy per run of consecutive cells) when its runs look at least DENSIFY_MIN_MEAN_RUN cells
+#: long on DENSIFY_RUN_PROBES evenly spaced neighbour pairs; otherwise by a store per entry
+#: (``kernels.cpu.scatter``). Each run costs ~40 ns (galloping probes, mispredicted branches,
+#: short vector loops), so on 216K cells, 75% full, one thread, 2026-11-29: mean runs of 8
+#: cells 744 us, 32 cells 235 us, 64 cells 129 us, 261 cells 69 us, against 164 us for the
+#: scatter; the chemistry integrals TEvv (runs of 569): 60 us against 169 us
+#: (sweep recorded in BENCHMARKS.md section 15).
+DENSIFY_RUN_PROBES = 128
+DENSIFY_MIN_MEAN_RUN = 64
+#: ... and writes the zeros between runs itself (into ``np.empty``) from this density on, for
+#: arrays up to DENSIFY_FILL_MAX_BYTES; otherwise ``np.zeros`` provides them. Dense-ish arrays
+#: that glibc serves from its heap (already resident) gain: 1.6 MiB 80% full 55 vs 69 us, 8.8 MiB
+#: 524 vs 823 us; above its largest mmap threshold (32 MiB) every array is fresh pages that
+#: the kernel zeroes on first touch, and writing zeros again lost (32 MiB, 2% full, in whole
+#: fibers: 5.1 vs 2.4 ms). One thread, 2026-11-29, load ~1.
+DENSIFY_FILL_MIN_DENSITY = 0.25
+DENSIFY_FILL_MAX_BYTES = 32 * 2**20
 
 # ---------------------------------------------------------------------- memory caps (policies)
 #: The planner's dense cap: a ``dense`` step (densified operands plus the dense result) or a
