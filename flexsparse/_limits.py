@@ -141,18 +141,18 @@ OUTER_MAX_BYTES = 8 * _MiB
 #: copy per run of consecutive cells) when its runs look at least DENSIFY_MIN_MEAN_RUN cells
 #: long on DENSIFY_RUN_PROBES evenly spaced neighbour pairs; otherwise by a store per entry
 #: (``kernels.cpu.scatter``). Each run costs ~40 ns (galloping probes, mispredicted branches,
-#: short vector loops), so on 216K cells, 75% full, one thread, 2026-11-29: mean runs of 8
-#: cells 744 us, 32 cells 235 us, 64 cells 129 us, 261 cells 69 us, against 164 us for the
-#: scatter; the chemistry integrals TEvv (runs of 569): 60 us against 169 us
-#: (sweep recorded in BENCHMARKS.md section 15).
+#: short vector loops): on 216K cells, 75% full, one thread, 2026-11-30 00:08 UTC, load 3.3,
+#: mean runs of 8 cells took 0.74 ms, 16 cells 0.44, 31 cells 0.24, 64 cells 0.14, 129 cells
+#: 0.09, 261 cells 0.07, against 0.16-0.17 ms for the scatter; the chemistry integrals TEvv
+#: (runs of 569): 0.06 against 0.17 ms (``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
+#: benchmarks/bench_einsum.py --sections densify``; BENCHMARKS.md section 15).
 DENSIFY_RUN_PROBES = 128
 DENSIFY_MIN_MEAN_RUN = 64
 #: ... and writes the zeros between runs itself (into ``np.empty``) from this density on, for
-#: arrays up to DENSIFY_FILL_MAX_BYTES; otherwise ``np.zeros`` provides them. Dense-ish arrays
-#: that glibc serves from its heap (already resident) gain: 1.6 MiB 80% full 55 vs 69 us, 8.8 MiB
-#: 524 vs 823 us; above its largest mmap threshold (32 MiB) every array is fresh pages that
-#: the kernel zeroes on first touch, and writing zeros again lost (32 MiB, 2% full, in whole
-#: fibers: 5.1 vs 2.4 ms). One thread, 2026-11-29, load ~1.
+#: arrays up to DENSIFY_FILL_MAX_BYTES; otherwise ``np.zeros`` provides them. Same command:
+#: 1.6 MiB 81% full 0.05 vs 0.07 ms, 8.8 MiB 80% full 1.00 vs 1.13 ms; at 47 MiB (above glibc's
+#: largest mmap threshold, 32 MiB, every array is fresh pages the kernel zeroes on first touch)
+#: writing the zeros again lost at 5% full (11.1 vs 8.3 ms) and drew at 30-80%.
 DENSIFY_FILL_MIN_DENSITY = 0.25
 DENSIFY_FILL_MAX_BYTES = 32 * 2**20
 
