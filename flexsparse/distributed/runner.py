@@ -204,7 +204,8 @@ class ProductRunner:
         ``direct``: the result is gathered in memory, so a cluster of at most
         :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` threads takes one tile per thread
         (blocks that the workers can compute straight into the result, :mod:`._direct`), the
-        first weighted by :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR`.
+        first weighted by :func:`back_factor` (measured on the workers by the last such product,
+        :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` before).
 
         When even the whole product's working set, with every multiply-add counted as an
         output entry, fits the tile budget, the grid is one tile without asking the strategy
@@ -254,7 +255,7 @@ class ProductRunner:
                            ratio=ratio, elem=bm.elem, value_bytes=bm.value_bytes,
                            n_workers=res.n_workers, threads=res.total_threads,
                            max_balance_tiles=res.total_threads if few else None,
-                           first_weight=_limits.DIRECT_BACK_WORK_FACTOR if few else 1.0)
+                           first_weight=back_factor(self.client, A, B) if few else 1.0)
         check_task_count(len(pplan.tiles), grid.strategy)
         return pplan
 
@@ -338,8 +339,42 @@ class ProductRunner:
 _GONE = ("lost", "error", "cancelled")
 
 
-def _kept_panels(client: Any) -> dict[str, Any]:
-    """The B panels kept on ``client``'s workers after its last product (content token -> future);
+def _product_key(A: Any, B: Any) -> tuple[int, ...]:
+    return (*A.shape, B.shape[1], int(A.nnz), int(B.nnz))
+
+
+def back_factor(client: Any, A: Any, B: Any) -> float:
+    """Work of the first of two direct blocks over the second's per unit of estimated work
+    (:data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` until a product of this shape and
+    these entry counts was measured on ``client``'s workers, :func:`_record_back_factor`)."""
+    return getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B),
+                                                              _limits.DIRECT_BACK_WORK_FACTOR)
+
+
+def _record_back_factor(client: Any, A: Any, B: Any, plan: ProductPlan, order: list[int],
+                        spans: dict[int, Any]) -> None:
+    """Fold the thread CPU seconds the two direct blocks took (per unit of estimated work) into
+    the factor the next such product is cut by: a geometric mean with the previous factor,
+    clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`. CPU time, not wall time:
+    it does not count the time a block waited for a core."""
+    works = [plan.group_tiles(g)[0].flops + plan.group_tiles(g)[0].nnz_a for g in order]
+    secs = [float(spans[g][2]) if len(spans[g]) > 2 else 0.0 for g in order]
+    if min(secs) < _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
+        return   # too short to measure: scheduler noise would dominate
+    measured = (secs[0] / works[0]) / (secs[1] / works[1])
+    factors = getattr(client, "_flexsparse_back_factor", None)
+    if factors is None:
+        factors = client._flexsparse_back_factor = {}
+    key = _product_key(A, B)
+    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
+    factors[key] = float(min(hi, max(lo, (factors.get(key, _limits.DIRECT_BACK_WORK_FACTOR) * measured) ** 0.5)))
+    while len(factors) > _limits.DIRECT_BACK_FACTOR_KEPT:
+        factors.pop(next(iter(factors)))
+
+
+def _kept_panels(client: Any) -> dict[tuple[str, str | None], Any]:
+    """The B panels kept on ``client``'s workers after its last product ((content token, worker
+    address or ``None`` for a broadcast copy) -> future);
     held by the client object, so they go with it."""
     kept = getattr(client, "_flexsparse_panels", None)
     if kept is None:
@@ -358,8 +393,9 @@ class _Run:
         self.out = out
         self.directory = _store.prepare(out) if out is not None else None
         self.token = uuid.uuid4().hex[:12]
-        self.panels: dict[tuple[int, int, int, int], Any] = {}
-        self.kept: dict[str, Any] = {}      # panels small enough to keep for the next product
+        self.panels: dict[tuple[int, int, int, int, str | None], Any] = {}   # (..., worker or None)
+        self._digests: dict[tuple[int, int, int, int], str] = {}
+        self.kept: dict[tuple[str, str | None], Any] = {}   # panels small enough to keep for the next product
         self.futures: dict[int, list[Any]] = {}
         self.roots: dict[int, Any] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
@@ -385,31 +421,41 @@ class _Run:
         self.sort = True
 
     # ------------------------------------------------------------------ data
-    def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
-        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once.
+    def _panel(self, k0: int, k1: int, c0: int, c1: int, addr: str | None = None) -> Any:
+        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once
+        (``addr``: a copy of its own on that worker only).
 
         A panel of at most :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stays on the
         workers after the product (the last product's panels, per client): the next product with
-        the same panel (its contents hashed) reuses it instead of sending it again.
+        the same panel (its contents hashed) reuses it instead of sending it again. A broadcast
+        panel kept between products may lose its copies but one (dask's active memory manager
+        drops replicas no task waits for, every 2 s), so a task elsewhere first fetches it (4 ms
+        for 3.2 MB); a copy of a worker's own is a key of one replica, which it keeps.
         """
-        fut = self.panels.get((k0, k1, c0, c1))
+        slot = (k0, k1, c0, c1, addr)
+        fut = self.panels.get(slot)
         if fut is None or fut.status in _GONE:
             block = _tasks.block(self.B, k0, k1, c0, c1)
             token = None
             if block.nbytes <= _limits.DISTRIBUTED_KEEP_PANEL_BYTES:
                 from dask.base import tokenize
 
-                token = tokenize(block.indptr, block.indices, block.data, block.shape, block.sorted_indices)
+                digest = self._digests.get(slot[:4])
+                if digest is None:   # hashed once per panel, whichever workers get a copy
+                    digest = self._digests[slot[:4]] = tokenize(block.indptr, block.indices, block.data,
+                                                                block.shape, block.sorted_indices)
+                token = (digest, addr)
                 fut = _kept_panels(self.client).get(token)
             if fut is None or fut.status in _GONE:
+                where = {"broadcast": True} if addr is None else {"workers": [addr]}
                 try:
-                    fut = self.client.scatter(block, broadcast=True, hash=False)
-                except (OSError, KeyError):  # a worker went away during the broadcast
+                    fut = self.client.scatter(block, hash=False, **where)
+                except (OSError, KeyError, TimeoutError):  # a worker went away during the scatter
                     self._live()
                     fut = self.client.scatter(block, broadcast=True, hash=False)
             if token is not None:
                 self.kept[token] = fut
-            self.panels[(k0, k1, c0, c1)] = fut
+            self.panels[slot] = fut
         return fut
 
     def keep_panels(self) -> None:
@@ -429,7 +475,7 @@ class _Run:
             self.addresses = worker_resources(self.client).addresses
         return list(self.addresses)
 
-    def _a_sources(self, groups: list[int]) -> dict[int, tuple[Any, int, bool]]:
+    def _a_sources(self, groups: list[int], own: bool = False) -> dict[int, tuple[Any, int, bool]]:
         """``{group: (future of the CSR its tiles cut A from, first row in it, scattered for it)}``.
 
         A group's rows are a zero-copy row slice of A (only the row pointers are new), sent in
@@ -437,6 +483,8 @@ class _Run:
         """
         p = self.plan
         if self.self_product:
+            if own:
+                return {g: (self._panel(0, p.shape[1], 0, p.shape[2], self._where(g)), 0, False) for g in groups}
             whole = self._panel(0, p.shape[1], 0, p.shape[2])
             return {g: (whole, 0, False) for g in groups}   # rows cut at their own index
         by_worker: dict[str, list[tuple[int, Any]]] = {}
@@ -462,8 +510,11 @@ class _Run:
         (another worker takes them when that one is gone). Left to itself the scheduler may queue
         both blocks of a two-block product on one worker when the B panel is on both (seen on 2
         workers, R-MAT scale 15: 0.169 s, the blocks one after the other, against 0.09-0.10 s)."""
-        addr = self.addresses[self.plan.worker_of_group[g] % len(self.addresses)]
-        return {"workers": [addr], "allow_other_workers": True}
+        return {"workers": [self._where(g)], "allow_other_workers": True}
+
+    def _where(self, g: int) -> str:
+        """Address of the worker group ``g`` is assigned to (among the live ones)."""
+        return self.addresses[self.plan.worker_of_group[g] % len(self.addresses)]
 
     def _stage_task(self, g: int, root: Any, stage: str) -> Any:
         """The task after group ``g``'s root for ``stage`` (``piece``: the root itself)."""
@@ -482,7 +533,7 @@ class _Run:
     def submit(self, groups: list[int], stage: str) -> dict[Any, int]:
         """Submit the tiles, addition trees and ``stage`` task of ``groups``; ``{final future: group}``."""
         c, p = self.client, self.plan
-        sources = self._a_sources(groups)
+        sources = self._a_sources(groups, own=stage == "direct")
         if stage == "direct":
             return self._submit_direct(groups, sources)
         finals = {}
@@ -525,11 +576,11 @@ class _Run:
         in one graph: the client's stream to the scheduler holds a message sent within 10 ms of
         the previous one, so a second ``submit`` started its block ~10 ms after the first
         (2 workers, R-MAT scale 15). Each task is placed on its group's worker
-        (:meth:`_place`, here as a per-key annotation of the one graph)."""
+        (:meth:`_place`, here as a per-key annotation of the one graph), with B from that worker's
+        own copy (:meth:`_panel`)."""
         import dask
 
         p = self.plan
-        whole = self._panel(0, p.shape[1], 0, p.shape[2])
         keys, args, where = [], [], {}
         for g in groups:
             attempt = int(self.attempts[g])
@@ -539,8 +590,10 @@ class _Run:
             offset, back, room = self.direct[g]
             cut = None if scattered else (t.r0 - row0, t.r1 - row0, 0, p.shape[1])
             keys.append(f"fs-direct-{self.token}-{g}-{attempt}")
-            args.append((src, whole, t.r0, t.describe(), cut, self.target, offset, back, room, self.sort))
-            where[keys[-1]] = self._place(g)["workers"]
+            # B from the group's worker's own copy (a self-product's A is that copy too)
+            args.append((src, self._panel(0, p.shape[1], 0, p.shape[2], self._where(g)), t.r0, t.describe(), cut,
+                         self.target, offset, back, room, self.sort))
+            where[keys[-1]] = [self._where(g)]
         # a builtin bound method, so that a scheduler without flexsparse can unpickle it
         with dask.annotate(workers=where.get, allow_other_workers=True):
             futs = self.client.map(_tasks.run_tile_direct, *map(list, zip(*args)), key=keys, pure=False)
@@ -772,13 +825,15 @@ class _Run:
             self.direct = {order[0]: (0, False, rooms[0])}
         else:
             self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
-        spans: dict[int, tuple[int, int]] = {}
+        spans: dict[int, Any] = {}
         self.collect(self.submit(order, "direct"), "direct", spans.__setitem__)
         if any(span is None for span in spans.values()):   # a worker could not open the file
             _gather.release(self.path)
             self.path, self.target, self.direct = None, None, {}
             return None
         t_asm = time.perf_counter()
+        if len(order) == 2:
+            _record_back_factor(self.client, self.A, self.B, p, order, spans)
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:
                 raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")
