@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["direct_capable", "mapping", "release_mappings", "spgemm_into", "write_tile"]
+__all__ = ["direct_capable", "kept", "mapping", "release_mappings", "spgemm_into", "write_tile"]
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:
@@ -146,6 +146,17 @@ def mapping(target: Any) -> mmap.mmap:
         while len(_maps) > _limits.DIRECT_KEPT_MAPPINGS:
             _drop(_maps.popitem(last=False)[1][1])
         return mm
+
+
+def kept(target: Any) -> bool:
+    """Whether this process keeps a mapping of ``target``'s file (its pages already mapped)."""
+    try:
+        st = os.stat(target.path)
+    except OSError:
+        return False
+    with _maps_lock:
+        hit = _maps.get(target.path)
+    return hit is not None and hit[0] == (st.st_ino, st.st_size)
 
 
 def release_mappings() -> None:

@@ -239,8 +239,12 @@ class ProductRunner:
             nnz_b = np.add.reduceat(per_b, k_bounds[:-1], axis=0).astype(np.float64)
         else:
             nnz_b = np.zeros((max(1, n_k), max(1, n_c)))
+        # output entries per multiply-add, sampled (a symbolic product of m/200 rows: ~1 ms of
+        # the calling process on R-MAT scale 15); when the whole product fits one tile's budget
+        # with every multiply-add an entry, no tile can exceed it and 1.0 (an upper bound) only
+        # sizes the predicted result
         ratio = 1.0
-        if m and n and k:
+        if m and n and k and whole > limit:
             rng = np.random.default_rng(0)
             rows = np.sort(rng.choice(m, size=min(m, max(64, m // 200)), replace=False))
             counted = float(stats.output_counts(rows, 1)[:, 0, 0].sum())
@@ -344,31 +348,35 @@ def _product_key(A: Any, B: Any) -> tuple[int, ...]:
 
 
 def back_factor(client: Any, A: Any, B: Any) -> float:
-    """Work of the first of two direct blocks over the second's per unit of estimated work
-    (:data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` until a product of this shape and
-    these entry counts was measured on ``client``'s workers, :func:`_record_back_factor`)."""
-    return getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B),
-                                                              _limits.DIRECT_BACK_WORK_FACTOR)
+    """Work of the first of two direct blocks over the second's per unit of estimated work: the
+    median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
+    ``client``'s workers for a product of this shape and these entry counts
+    (:func:`_record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
+    as one of them."""
+    seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
+    return float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
 
 
 def _record_back_factor(client: Any, A: Any, B: Any, plan: ProductPlan, order: list[int],
                         spans: dict[int, Any]) -> None:
-    """Fold the thread CPU seconds the two direct blocks took (per unit of estimated work) into
-    the factor the next such product is cut by: a geometric mean with the previous factor,
-    clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`. CPU time, not wall time:
-    it does not count the time a block waited for a core."""
+    """Record the factor the two direct blocks showed: their thread CPU seconds per unit of
+    estimated work, first over second (only when both wrote through mappings their workers
+    kept: page faults of a fresh one doubled a block's time, R-MAT scale 15). CPU time, not wall
+    time: it does not count the time a block waited for a core. One block's CPU time varied
+    by +-20 % on a loaded 2-core machine, so the next cut takes a median over several
+    (:func:`back_factor`), clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`."""
     works = [plan.group_tiles(g)[0].flops + plan.group_tiles(g)[0].nnz_a for g in order]
     secs = [float(spans[g][2]) if len(spans[g]) > 2 else 0.0 for g in order]
-    if min(secs) < _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
-        return   # too short to measure: scheduler noise would dominate
-    measured = (secs[0] / works[0]) / (secs[1] / works[1])
+    if not min(secs) >= _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
+        return   # too short to measure, or a block faulted in a fresh mapping (NaN)
+    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
+    measured = min(hi, max(lo, (secs[0] / works[0]) / (secs[1] / works[1])))
     factors = getattr(client, "_flexsparse_back_factor", None)
     if factors is None:
         factors = client._flexsparse_back_factor = {}
-    key = _product_key(A, B)
-    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
-    factors[key] = float(min(hi, max(lo, (factors.get(key, _limits.DIRECT_BACK_WORK_FACTOR) * measured) ** 0.5)))
-    while len(factors) > _limits.DIRECT_BACK_FACTOR_KEPT:
+    seen = factors.pop(_product_key(A, B), [_limits.DIRECT_BACK_WORK_FACTOR])
+    factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
+    while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
         factors.pop(next(iter(factors)))
 
 
