@@ -35,7 +35,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["direct_capable", "kept", "mapping", "release_mappings", "spgemm_into", "write_tile"]
+__all__ = ["MARGIN", "direct_capable", "kept", "mapping", "note_seconds", "noted_seconds", "release_mappings",
+           "spgemm_into", "write_tile"]
+
+#: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
+#: outermost of them hold the block's CPU seconds (:func:`note_seconds`; 16 slots >= 8 bytes).
+MARGIN = 16
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:
@@ -166,12 +171,37 @@ def release_mappings() -> None:
             _drop(_maps.popitem()[1][1])
 
 
+def note_seconds(indices: np.ndarray, back: bool, seconds: float) -> None:
+    """Write a block's thread CPU seconds into the margin of the result's ``indices`` that no
+    entry reaches (the first :data:`MARGIN` slots for the block written down, the last for the
+    block written up: each block's room exceeds its multiply-adds by :data:`MARGIN`), where the
+    caller reads them (:func:`noted_seconds`) without fetching the task's result."""
+    raw = indices.view(np.uint8)
+    pos = 0 if back else raw.size - 8
+    raw[pos:pos + 8].view(np.float64)[0] = seconds
+
+
+def noted_seconds(indices: np.ndarray, back: bool) -> float:
+    """What :func:`note_seconds` wrote (NaN, the caller's mark, when the block did not run here)."""
+    raw = indices.view(np.uint8)
+    pos = 0 if back else raw.size - 8
+    return float(raw[pos:pos + 8].view(np.float64)[0])
+
+
 def write_tile(a: Any, b: Any, target: Any, r0: int, offset: int, back: bool, room: int,
-               sort: bool) -> tuple[int, int]:
+               sort: bool, measure: bool = True) -> tuple[int, int, float]:
     """Compute the block of rows ``[r0, r0 + a.n_rows)`` into ``target``'s file (a
-    :class:`~._gather.Target` sized for the product's multiply-adds); ``(start, end)`` slots."""
+    :class:`~._gather.Target` sized for the product's multiply-adds plus :data:`MARGIN` slots per
+    block); ``(start, end)`` slots and the thread CPU seconds it took (-1 unless ``measure``),
+    which are also noted in the file's margin (:func:`note_seconds`)."""
+    import time
+
     from flexsparse.distributed import _gather
 
     out = _gather.arrays(mapping(target), target)
-    return spgemm_into(a, b, out["indptr"][r0:r0 + a.shape[0] + 1], out["indices"], out["data"], offset,
-                       back, room, sort)
+    t0 = time.thread_time()
+    start, end = spgemm_into(a, b, out["indptr"][r0:r0 + a.shape[0] + 1], out["indices"], out["data"], offset,
+                             back, room, sort)
+    seconds = time.thread_time() - t0 if measure else -1.0
+    note_seconds(out["indices"], back, seconds)
+    return start, end, seconds

@@ -643,7 +643,9 @@ class _Run:
                 g = finals.pop(fut)
                 exc: BaseException | None = None
                 try:
-                    res = fut.result()          # raises what the task raised, or a lost/cancelled error
+                    # a direct block's outcome is in the result's file (read by gather_direct):
+                    # fetching its result would be one more round trip to its worker
+                    res = None if (stage == "direct" and fut.status == "finished") else fut.result()
                 except _tasks.TileError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
@@ -822,7 +824,7 @@ class _Run:
         m, _, n = p.shape
         order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
         # room of each block: its exact multiply-adds (float sums of integers), plus a margin
-        rooms = [int(round(p.group_tiles(g)[0].flops)) + 16 for g in order]
+        rooms = [int(round(p.group_tiles(g)[0].flops)) + _direct.MARGIN for g in order]
         cap = sum(rooms)
         target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
         self.path = _gather.create(target.nbytes)
@@ -833,21 +835,27 @@ class _Run:
             self.direct = {order[0]: (0, False, rooms[0])}
         else:
             self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
-        spans: dict[int, Any] = {}
-        self.collect(self.submit(order, "direct"), "direct", spans.__setitem__)
-        if any(span is None for span in spans.values()):   # a worker could not open the file
+        out = _gather.arrays(_gather.map_target(target, keep=True), target)
+        backs = {g: self.direct[g][1] for g in order}
+        for back in set(backs.values()):   # marks a block overwrites with its CPU seconds
+            _direct.note_seconds(out["indices"], back, float("nan"))
+        self.collect(self.submit(order, "direct"), "direct", lambda g, res: None)
+        t_asm = time.perf_counter()
+        indptr = out["indptr"]
+        # each block wrote its rows' pointers, so its first and last are its (start, end)
+        spans = {g: (int(indptr[p.group_tiles(g)[0].r0]), int(indptr[p.group_tiles(g)[0].r1]),
+                     _direct.noted_seconds(out["indices"], backs[g])) for g in order}
+        if any(np.isnan(span[2]) for span in spans.values()):   # a worker could not open the file
+            del out, indptr
             _gather.release(self.path)
             self.path, self.target, self.direct = None, None, {}
             return None
-        t_asm = time.perf_counter()
         if len(order) == 2:
             _record_back_factor(self.client, self.A, self.B, p, order, spans)
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:
                 raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")
         start, end = spans[order[0]][0], spans[order[-1]][1]
-        out = _gather.arrays(_gather.map_target(target, keep=True), target)
-        indptr = out["indptr"]
         # rows no block covers (no multiply-add) repeat the end of the block before them
         row, pos = 0, start
         for g in order:
