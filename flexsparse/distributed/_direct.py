@@ -18,6 +18,10 @@ CSR product is at most two row blocks (one id window, one column panel), neither
   fills the pointers of rows no block covers and subtracts ``start`` (O(m)), and the result's
   arrays are views of ``[start, end)`` of the mapped file.
 
+The caller cuts the rows where the first block's work, weighted by :func:`back_factor`, equals
+the second's: the median of the factors its earlier runs of the same product showed (each block
+notes its thread CPU seconds in the margin of ``indices`` no entry reaches, :func:`note_seconds`).
+
 The same kernel as the in-process engine (and :func:`._tasks.run_tile`) runs on one thread; its
 workspaces and partition are set up here as :func:`flexsparse.kernels.cpu.spgemm.spgemm` sets
 them up for one thread. Cost: the product's O(flops) plus a page fault per 4 KiB written (pages
@@ -35,12 +39,53 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MARGIN", "direct_capable", "kept", "mapping", "note_seconds", "noted_seconds", "release_mappings",
-           "spgemm_into", "write_tile"]
+__all__ = ["MARGIN", "back_factor", "direct_capable", "kept", "mapping", "note_seconds", "noted_seconds",
+           "record_back_factor", "release_mappings", "spgemm_into", "write_tile"]
 
 #: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
 #: outermost of them hold the block's CPU seconds (:func:`note_seconds`; 16 slots >= 8 bytes).
 MARGIN = 16
+
+
+def _product_key(A: Any, B: Any) -> tuple[int, ...]:
+    return (*A.shape, B.shape[1], int(A.nnz), int(B.nnz))
+
+
+def back_factor(client: Any, A: Any, B: Any) -> float:
+    """Work of the first of two direct blocks over the second's per unit of estimated work: the
+    median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
+    ``client``'s workers for a product of this shape and these entry counts
+    (:func:`record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
+    as one of them."""
+    from flexsparse import _limits
+
+    seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
+    return float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
+
+
+def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],
+                        spans: dict[int, Any]) -> None:
+    """Record the factor the two direct blocks showed: their thread CPU seconds per unit of
+    estimated work, first over second (only when both wrote through mappings their workers
+    kept: page faults of a fresh one doubled a block's time, R-MAT scale 15). CPU time, not wall
+    time: it does not count the time a block waited for a core. One block's CPU time varied
+    by +-20 % on a loaded 2-core machine, so the next cut takes a median over several
+    (:func:`back_factor`), clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`."""
+    from flexsparse import _limits
+
+    works = [plan.group_tiles(g)[0].flops + plan.group_tiles(g)[0].nnz_a for g in order]
+    secs = [float(spans[g][2]) if len(spans[g]) > 2 else 0.0 for g in order]
+    if not min(secs) >= _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
+        return   # too short to measure, or a block faulted in a fresh mapping (NaN)
+    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
+    measured = min(hi, max(lo, (secs[0] / works[0]) / (secs[1] / works[1])))
+    factors = getattr(client, "_flexsparse_back_factor", None)
+    if factors is None:
+        factors = client._flexsparse_back_factor = {}
+    seen = factors.pop(_product_key(A, B), [_limits.DIRECT_BACK_WORK_FACTOR])
+    factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
+    while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
+        factors.pop(next(iter(factors)))
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:

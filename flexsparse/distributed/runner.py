@@ -20,15 +20,21 @@ Algorithm:
    Panels up to :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stay on the workers
    after the product; the next product of the same client with the same panel (its contents
    hashed) reuses them instead of sending them again.
-3. Tasks: one :func:`._tasks.run_tile` per tile; a group's partial sums over id windows are
-   added by a binary tree of :func:`._tasks.add_pieces`.
+3. Tasks: one :func:`._tasks.run_tile` per tile, placed on the worker its group is assigned to
+   (a loose restriction: another worker takes it when that one is gone); a group's partial
+   sums over id windows are added by a binary tree of :func:`._tasks.add_pieces`.
 4. Result, never copied or decoded by the calling process when its workers share its host. A
    plain CSR result of at most :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` whole row
    blocks (one id window, one column panel; what a cluster of at most two threads gets for a
    product gathered in memory) is computed by the workers straight into the shared-memory
-   result, the two blocks written toward each other (:mod:`._direct`): one task per block, no
-   copy, no second round trip. Otherwise (:mod:`._gather`) each group's entry count comes back,
-   the calling process allocates the result once in shared memory, and each worker writes its
+   result, the two blocks written toward each other (:mod:`._direct`): one task per block, both
+   sent in one graph, each reading B (and a self-product's A) from its worker's own copy; no
+   copy of the result, no second round trip, and no task result fetched (each block's span is
+   its row pointers in the file, its CPU seconds are noted in the file's margin). The cut
+   between the two blocks weights the first (written down, costlier) by the median of the
+   factors measured on the client's earlier runs of the same product
+   (:func:`._direct.back_factor`). Otherwise (:mod:`._gather`) each group's entry count comes
+   back, the calling process allocates the result once in shared memory, and each worker writes its
    pieces there in the final layout (the einsum's COO coordinates, or CSR); a worker on another
    host sends its piece (compact CSR) instead. Small results (below
    :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`) come back over the network in one phase.
@@ -54,7 +60,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.distributed import _direct, _gather, _store, _tasks
+from flexsparse.distributed._report import DistributedReport
 from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
@@ -70,58 +76,6 @@ __all__ = ["DistributedReport", "ProductRunner", "MAX_GROUP_ATTEMPTS"]
 
 #: Times a group is submitted before a lost-worker failure is given up on.
 MAX_GROUP_ATTEMPTS = 6
-
-
-@dataclass(frozen=True)
-class DistributedReport:
-    """Figures of one distributed product.
-
-    Attributes:
-        strategy: the tiling strategy that sized the grid (``"local"``: run in the calling process).
-        limit: the tile budget (bytes).
-        shape: ``(m, k, n)`` of the matricised product.
-        tiles, groups, tasks: tiles (products), output blocks, tasks submitted.
-        bounded_tiles: tiles run with the bounded kernel (predicted over the budget).
-        resubmitted: groups submitted again after a lost worker.
-        workers: workers the groups were assigned to.
-        balance: busiest worker's estimated work over the mean.
-        gather: how the result came back: ``"shared memory"`` (written by the workers),
-            ``"network"`` (pieces sent to the caller), ``"out="`` (tile files) or ``"local"``.
-        received_bytes: bytes of result pieces the caller received over the network.
-        shared_bytes: bytes the workers wrote into the result's shared-memory buffer.
-        plan_seconds, assemble_seconds, total_seconds: planning, gathering the result (from
-            the last product's end), and the wall time of the product.
-    """
-
-    strategy: str
-    limit: int
-    shape: tuple[int, int, int]
-    tiles: int
-    groups: int
-    tasks: int
-    bounded_tiles: int
-    resubmitted: int
-    workers: int
-    balance: float
-    received_bytes: int
-    plan_seconds: float
-    assemble_seconds: float
-    total_seconds: float
-    gather: str = "network"
-    shared_bytes: int = 0
-
-    def __str__(self) -> str:
-        m, k, n = self.shape
-        return (f"distributed product {m:,} x {k:,} x {n:,} ({self.strategy})\n"
-                f"  tile budget         {self.limit:,} B\n"
-                f"  tiles / groups      {self.tiles} / {self.groups} ({self.tasks} tasks, "
-                f"{self.bounded_tiles} bounded)\n"
-                f"  workers / balance   {self.workers} / {self.balance:.2f}\n"
-                f"  resubmitted groups  {self.resubmitted}\n"
-                f"  result gathered by  {self.gather} ({self.received_bytes:,} B received, "
-                f"{self.shared_bytes:,} B written in shared memory)\n"
-                f"  planning / gathering / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
-                f"{self.total_seconds:.3f} s")
 
 
 def _same_buffer(u: np.ndarray, v: np.ndarray) -> bool:
@@ -204,7 +158,7 @@ class ProductRunner:
         ``direct``: the result is gathered in memory, so a cluster of at most
         :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` threads takes one tile per thread
         (blocks that the workers can compute straight into the result, :mod:`._direct`), the
-        first weighted by :func:`back_factor` (measured on the workers by the last such product,
+        first weighted by :func:`._direct.back_factor` (measured on the workers by earlier such products,
         :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` before).
 
         When even the whole product's working set, with every multiply-add counted as an
@@ -259,7 +213,7 @@ class ProductRunner:
                            ratio=ratio, elem=bm.elem, value_bytes=bm.value_bytes,
                            n_workers=res.n_workers, threads=res.total_threads,
                            max_balance_tiles=res.total_threads if few else None,
-                           first_weight=back_factor(self.client, A, B) if few else 1.0)
+                           first_weight=_direct.back_factor(self.client, A, B) if few else 1.0)
         check_task_count(len(pplan.tiles), grid.strategy)
         return pplan
 
@@ -341,43 +295,6 @@ class ProductRunner:
 
 
 _GONE = ("lost", "error", "cancelled")
-
-
-def _product_key(A: Any, B: Any) -> tuple[int, ...]:
-    return (*A.shape, B.shape[1], int(A.nnz), int(B.nnz))
-
-
-def back_factor(client: Any, A: Any, B: Any) -> float:
-    """Work of the first of two direct blocks over the second's per unit of estimated work: the
-    median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
-    ``client``'s workers for a product of this shape and these entry counts
-    (:func:`_record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
-    as one of them."""
-    seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
-    return float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
-
-
-def _record_back_factor(client: Any, A: Any, B: Any, plan: ProductPlan, order: list[int],
-                        spans: dict[int, Any]) -> None:
-    """Record the factor the two direct blocks showed: their thread CPU seconds per unit of
-    estimated work, first over second (only when both wrote through mappings their workers
-    kept: page faults of a fresh one doubled a block's time, R-MAT scale 15). CPU time, not wall
-    time: it does not count the time a block waited for a core. One block's CPU time varied
-    by +-20 % on a loaded 2-core machine, so the next cut takes a median over several
-    (:func:`back_factor`), clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`."""
-    works = [plan.group_tiles(g)[0].flops + plan.group_tiles(g)[0].nnz_a for g in order]
-    secs = [float(spans[g][2]) if len(spans[g]) > 2 else 0.0 for g in order]
-    if not min(secs) >= _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
-        return   # too short to measure, or a block faulted in a fresh mapping (NaN)
-    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
-    measured = min(hi, max(lo, (secs[0] / works[0]) / (secs[1] / works[1])))
-    factors = getattr(client, "_flexsparse_back_factor", None)
-    if factors is None:
-        factors = client._flexsparse_back_factor = {}
-    seen = factors.pop(_product_key(A, B), [_limits.DIRECT_BACK_WORK_FACTOR])
-    factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
-    while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
-        factors.pop(next(iter(factors)))
 
 
 def _kept_panels(client: Any) -> dict[tuple[str, str | None], Any]:
@@ -851,7 +768,7 @@ class _Run:
             self.path, self.target, self.direct = None, None, {}
             return None
         if len(order) == 2:
-            _record_back_factor(self.client, self.A, self.B, p, order, spans)
+            _direct.record_back_factor(self.client, self.A, self.B, p, order, spans)
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:
                 raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")
