@@ -36,6 +36,10 @@ __all__ = [
     "DENSIFY_RUN_PROBES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DIRECT_BACK_FACTOR_KEPT",
+    "DIRECT_BACK_FACTOR_RANGE",
+    "DIRECT_BACK_MIN_SECONDS",
+    "DIRECT_BACK_PRODUCTS_KEPT",
     "DIRECT_BACK_WORK_FACTOR",
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
@@ -345,6 +349,18 @@ DIRECT_KEPT_MAPPINGS = 2
 #: written up; with the chunked walk down of the 21:20 kernel 0.073-0.078 s against 0.057-0.062 s
 #: (2026-11-29, ``thread_time``, best of 5, load 6-8).
 DIRECT_BACK_WORK_FACTOR = 1.25
+#: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
+#: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
+#: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
+#: measurement outside these bounds is noise (a block that waited for memory or a core).
+DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
+#: Shortest block (thread CPU seconds) whose time is folded into the measured factor: below,
+#: timer and cache noise is a large share of it.
+DIRECT_BACK_MIN_SECONDS = 0.005
+#: Measured factors of one product a client keeps; the next cut takes their median.
+DIRECT_BACK_FACTOR_KEPT = 5
+#: Products (shape and entry counts) whose measured factors a client keeps.
+DIRECT_BACK_PRODUCTS_KEPT = 8
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after
