@@ -49,6 +49,7 @@ __all__ = [
     "INT64_LINEAR_MAX",
     "INT64_MAX",
     "LANES_BATCH_BLOCKS",
+    "LANES_CHUNK_TILES",
     "LANES_IN_PLACE_BYTES",
     "LANES_L2_BLOCK_BYTES",
     "LINEAR_PARALLEL_MIN_MACS",
@@ -224,6 +225,10 @@ HSS_LANES_DENSE_CROSSOVER = 0.6
 #: blocks beat 8 and 32 by 3-13% (4:6->1:4 23.3 / 23.9 / 26.4 ms, 1:4 31.1 / 33.9 / 35.0 ms).
 LANES_L2_BLOCK_BYTES = 512 * 1024
 LANES_BATCH_BLOCKS = 16
+#: Tiles (``L`` output rows each) per job of the lane-select ``linear`` kernel: the unit a
+#: thread takes over from a late one (``partition.take_job``). Even, so 2-tile register
+#: blocks pair up. Measurement: see BENCHMARKS.md section 15 (filled in below).
+LANES_CHUNK_TILES = 2
 #: Activations ``X [B, K]`` of at least this many bytes are read in place by the lane-select
 #: ``linear`` kernel (8 strided rows per register tile) instead of packed per window first.
 #: Measured 2026-11-29 (one thread, CPU time; packed vs in place): 4096 rows (6-24 MiB,
