@@ -425,11 +425,12 @@ def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds, done):
     ``vt[b]`` when ``order`` is empty).
 
     Thread ``p`` takes block rows with :func:`~flexsparse.kernels.cpu.partition.take_job`:
-    ``bounds[p]:bounds[p+1]`` upwards, then the next thread's range downwards, each until it
-    meets a row marked in ``done`` (``uint8[gm]``, zeroed by the caller): a thread that starts late (its core held by another runtime's spinning
-    worker) finds its range taken from the back. A row taken by both at the meeting point
-    is computed twice into the same outputs with the same values (every output is written,
-    never accumulated), so the unsynchronised marks only cost duplicated work."""
+    ``bounds[p]:bounds[p+1]`` upwards, then the next thread's range downwards, each until
+    it meets a row marked in ``done`` (``uint8[gm]``, zeroed by the caller): a thread that
+    starts late (its core held by another runtime's spinning worker) finds its range taken
+    from the back. A row taken by both at the meeting point is computed twice into the same
+    outputs with the same values (every output is written, never accumulated), so the
+    unsynchronised marks only cost duplicated work."""
     for p in prange(bounds.shape[0] - 1):
         br = take_job(done, bounds, p, -1)
         while br >= 0:
