@@ -27,17 +27,20 @@ X[8*bb + j, window w]``; the windows of an HSS pattern overlap, 1.33x the bytes 
 4:6->1:4), so a register tile reads one contiguous, aligned block per window. Packing
 ``X [K, N]`` this way is also the transpose that ``W @ X`` needs.
 
-Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
+Kernels (``O(nnz * B)`` FMAs; ``linear`` splits chunks of ``_limits.LANES_CHUNK_TILES``
+tiles evenly over threads, and a thread that is done takes the next thread's chunks from
+the top (:func:`~flexsparse.kernels.cpu.partition.take_job`), so a thread that starts late
+or runs slowed by another runtime's spinning worker costs its delay, not its share):
 
 * :func:`linear_hss_lanes` -- ``Y = X @ W.T`` (or its transpose, so one kernel serves
   ``linear`` and ``matmul``); a register tile of 8 batch rows x ``2L`` output rows (two
   row tiles share each activation window: 16 accumulators, 8 windows, one value and one
   index register). With one row tile, 4:6->1:4 (2 slots per window) issued one window
-  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its tile pairs
-  outermost, holding a pair's packed weights for all windows in L2
+  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its chunks (tile
+  pairs) outermost, holding a pair's packed weights for all windows in L2
   (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
   ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
-  per-thread scratch copied to the output (plus the bias) once per batch block.
+  per-thread scratch copied to the output (plus the bias) once per chunk and batch block.
   Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
   tile loads its 8 windows from 8 rows of ``X`` directly.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
