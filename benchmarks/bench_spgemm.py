@@ -2,7 +2,7 @@
 
 Every product is timed in one process, the libraries interleaved round by round, and the
 minimum of ``--repeats`` warm runs is kept (up to 100x more rounds for products SciPy does
-in under 10 ms). flexsparse runs with its default settings:
+in under 0.1 s). flexsparse runs with its default settings:
 ``fs.einsum("ij,jk->ik", A, B)`` and ``A @ B`` on COO operands built once from the SciPy
 matrices (``fs.as_coo``: backed by the same CSR buffers, no copy), numba's default thread
 count. Peers: SciPy ``A @ B`` (one thread, it has no other), python-graphblas
@@ -261,9 +261,10 @@ def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> d
         fns["fs_einsum"] = lambda: fs.einsum("ij,jk->ik", A, B, threads=threads)
     t0 = time.perf_counter()
     ref = fns["scipy"]()
-    # short products get more rounds (up to 100x, ~10 ms of SciPy time a library): a
-    # minimum of a few ~100 us calls on a shared machine is mostly scheduling noise
-    repeats *= max(1, min(100, int(0.01 / max(time.perf_counter() - t0, 1e-6))))
+    # products under 0.1 s of SciPy time get more rounds (up to 100x, ~0.1 s of SciPy time a
+    # library): a minimum of a few short calls on a shared VM is mostly noise (Bunny, 7.5 ms on
+    # two threads: 7.3-8.1 ms in a third of 40 back-to-back calls, 15-18 ms in half of them)
+    repeats *= max(1, min(100, int(0.1 / max(time.perf_counter() - t0, 1e-6))))
     res = fns["fs_einsum"]()
     ok = check_result(res, case, ref) and check_result(fns["fs_1t"](), case, ref)
     out = product_stats(case)
@@ -343,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE", "default"),
                     help="OMP_WAIT_POLICY of every OpenMP runtime (GNU for numba and GraphBLAS, Intel "
                          "for MKL); set before any is loaded")
+    ap.add_argument("--workers", action="store_true",
+                    help="only break down --threads-thread kernel runs above 10M multiply-adds per worker "
+                         "(late start, busy time, balance, contention) against one thread")
     ap.add_argument("--crossover", action="store_true",
                     help="only time 1 vs --threads threads on growing products (the one-thread rule)")
     ap.add_argument("--rss-child", type=int, default=-1, help=argparse.SUPPRESS)
@@ -364,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(args.threads)
     if args.crossover:
         crossover_report(args)
+        return 0
+    if args.workers:
+        workers_report(args)
         return 0
     status = setup_peers(args.threads)
     load = os.getloadavg()
@@ -472,6 +479,58 @@ def crossover_report(args: argparse.Namespace) -> None:
         cpu = interleaved_min(fns, reps, clock=time.process_time)
         print(f"{step:7d} {flops:9d} {_ms(wall['1']):>8s} {_ms(wall['n']):>8s} {wall['1'] / wall['n']:6.2f} "
               f"{cpu['n'] / max(cpu['1'], 1e-9):9.2f}", flush=True)
+
+
+def workers_report(args: argparse.Namespace) -> None:
+    """Where the ``--threads``-thread kernel loses against ``threads`` times one thread, per
+    product above 10M multiply-adds (the kernel alone, ``spgemm_trusted`` with the flops
+    counted once; the run with the lowest wall time of ``--repeats`` rounds): from the cycle
+    stamps each worker leaves in ``spgemm.LAST_TRACE``, the late start of the last worker to
+    begin, each worker's busy time, the balance (longest / mean busy time), the contention
+    (sum of busy times / the one-thread busy time: the work the threads add by sharing caches,
+    memory and cores) and the time outside the kernel (partition, buffers, trim)."""
+    from numba import njit
+
+    from flexsparse.kernels.cpu import spgemm as k
+    from flexsparse.kernels.cpu._spgemm_rows import cycles
+
+    stamp = njit(lambda: cycles())
+    c0, t0 = stamp(), time.perf_counter()
+    time.sleep(0.2)
+    per_ms = (stamp() - c0) / (time.perf_counter() - t0) / 1e3
+    print(f"\n# {args.threads} threads vs 1, kernel alone, best of {args.repeats} rounds, "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"{'matrix':30s} {'1t ms':>7s} {'Nt ms':>7s} {'1t/Nt':>6s} {'late ms':>7s} {'busy ms':>15s} "
+          f"{'balance':>7s} {'content.':>8s} {'outside 1t/Nt ms':>16s}")
+    only = [s for s in args.only.split(",") if s]
+    for make in build_suite(args.quick, args.flop_cap, args.seed):
+        case = make()
+        if case is None or (only and not any(case.name.startswith(o) for o in only)):
+            continue
+        a, b = fs_csr(case.a), fs_csr(case.b)
+        flops, total = k.count_flops(a, b)
+        if total <= 1e7:
+            continue
+        best: dict[int, tuple] = {}
+        for _ in range(args.repeats):
+            for th in (1, args.threads):
+                t0 = time.perf_counter()
+                k.spgemm_trusted(a, b, k._rule_auto, 0, False, th, flops)
+                wall = (time.perf_counter() - t0) * 1e3
+                tr = k.LAST_TRACE
+                if wall < best.get(th, (np.inf,))[0]:
+                    best[th] = (wall, (tr[:, 5] - tr[:, 4]) / per_ms, (tr[:, 4].max() - tr[:, 4].min()) / per_ms,
+                                (tr[:, 5].max() - tr[:, 4].min()) / per_ms)
+        (w1, b1, _, s1), (wn, bn, late, sn) = best[1], best[args.threads]
+        print(f"{case.name:30s} {w1:7.1f} {wn:7.1f} {w1 / wn:6.2f} {late:7.2f} "
+              f"{'/'.join(f'{x:.1f}' for x in bn):>15s} {bn.max() / bn.mean():7.2f} {bn.sum() / b1[0]:8.2f} "
+              f"{w1 - s1:7.1f}/{wn - sn:.1f}", flush=True)
+
+
+def fs_csr(m):
+    import flexsparse as fs
+
+    return fs.CSR.from_scipy(_csr(m))
 
 
 def summarize(rows: list[dict], args: argparse.Namespace) -> None:

@@ -77,7 +77,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     tag = np.zeros((1, nd), dtype=np.uint64)
     marker = np.zeros((1, nd), dtype=np.uint32)
     acc = np.zeros((1, nd), dtype=work)
-    trace = np.full((1, 4), np.nan)
+    trace = np.full((1, sp.TRACE_FIELDS), np.nan)
     c_indptr[m if back else 0] = offset
     # fault in the expected range in one call (a fault taken in the kernel costs ~1.4 us a
     # 4 KiB page, ~10x more): the exact count of sampled rows, with slack

@@ -308,10 +308,11 @@ def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path):
     check_product(c, a, a, sort=False)
     if threads > 1:
         trace = spgemm_mod.LAST_TRACE
-        assert trace.shape == (threads, 4)
+        assert trace.shape == (threads, spgemm_mod.TRACE_FIELDS)
         assert set(trace[:, 0]) <= {1.0, 2.0}
         assert np.isfinite(trace[:, 1:3]).all()  # both variants were timed on every thread
         assert trace[-1, 3] - spgemm_mod.LAST_START == c.nnz
+        assert (trace[:, 5] > trace[:, 4]).all() and (trace[:, 4] > 0).all()  # cycle stamps
 
 
 @pytest.mark.parametrize("path", ["small", "one-pass", "parallel", "counted"])

@@ -16,6 +16,10 @@ explicit vector values, so a register tile is plain local variables:
 * ``vperm(x, idx)`` -- lane select ``x[idx]`` within one 64-byte register (AVX-512
   ``vpermps``/``vpermpd``; ``idx`` is an int32 vector for float32, int64 for float64,
   loaded with ``vload``). Only valid when :func:`has_avx512` is true.
+* ``move(a, dst, src, count)`` -- ``a.flat[dst : dst + count] = a.flat[src : src + count]``
+  with overlap allowed (``llvm.memmove``: the C library's copy, 0.21-0.28 ns per entry of an
+  in-cache 8K-entry block, against 1.1-1.7 ns for the element loop numba compiles, which
+  it does not vectorise because source and destination alias).
 
 ``a`` is a C-contiguous array addressed by a flat element offset (no bounds checks, like
 numba's own indexing). Each function is also an ordinary Python function on NumPy arrays
@@ -34,7 +38,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-__all__ = ["Vec", "has_avx512", "vadd", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
+__all__ = ["Vec", "has_avx512", "move", "vadd", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
            "vstore_n", "vsum", "vzeros"]
 
 
@@ -95,6 +99,12 @@ def vsum(v):
 
 def vperm(x, idx):
     return x[idx]
+
+
+def move(a, dst, src, count):
+    f = _flat(a)
+    if count > 0:
+        f[dst:dst + count] = f[src:src + count].copy()
 
 
 # ------------------------------------------------------------------------ numba type
@@ -359,3 +369,22 @@ def _ov_vsum(v):
 def _ov_vperm(x, idx):
     if isinstance(x, Vec):
         return lambda x, idx: _vperm(x, idx)
+
+
+@intrinsic
+def _move(typingctx, a, dst, src, count):
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        item = context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype))
+        intp = context.get_value_type(types.intp)
+        dst_v, src_v, n = (context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:]))
+        with builder.if_then(builder.icmp_signed(">", n, ir.Constant(intp, 0))):
+            cgutils.raw_memmove(builder, builder.gep(arr.data, [dst_v]), builder.gep(arr.data, [src_v]), n, item)
+        return context.get_dummy_value()
+    return types.none(a, dst, src, count), codegen
+
+
+@overload(move)
+def _ov_move(a, dst, src, count):
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a, dst, src, count: _move(a, dst, src, count)
