@@ -16,7 +16,9 @@ Times are minima over ``--repeat`` warm runs of a call given a running cluster (
 every cluster is fresh per configuration; one call that starts its own embedded cluster is
 timed separately (start-up). CPU seconds of the calling process (client and scheduler) and of
 the workers are taken around the best run: the serial part of a call, robust under load, and
-the Amdahl bound of two workers ``(S + P) / (S + P / 2)`` from one worker's figures. Worker
+the Amdahl bound of two workers ``(S + P) / (S + P / 2)`` from one worker's figures; the best
+run's phases (each task's duration from dask's task stream, and the call's time outside its
+longest task). Worker
 peak memory is each worker's resident high-water mark (``VmHWM``) after the runs. The last
 lines are a markdown table of every target with its ratio. Usage::
 
@@ -67,28 +69,54 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-def _min_time(fn, repeat, worker_cpu=None):
-    """``(best wall seconds, result, CPU seconds of the calling process, CPU seconds of the workers)``
-    of the run with the best wall time; CPU time counts work done, whatever else runs on the
-    machine, so it shows where the work went even under load."""
-    best, out, cpu, wcpu = float("inf"), None, 0.0, 0.0
+def _min_time(fn, repeat, worker_cpu=None, client=None):
+    """``(best wall seconds, result, CPU seconds of the calling process, CPU seconds of the workers,
+    phases)`` of the run with the best wall time; CPU time counts work done, whatever else runs on
+    the machine, so it shows where the work went even under load. ``phases`` (with ``client``):
+    the best run's tasks as ``(worker, start, stop)`` seconds from the call's start (dask's task
+    stream) and the call's wall seconds."""
+    from contextlib import nullcontext
+
+    best, out, cpu, wcpu, phases = float("inf"), None, 0.0, 0.0, None
     for _ in range(repeat):
         # the previous result is freed before the clock starts: rebinding ``res`` to the new one
         # would free it inside the timed window (a 290 MB shared-memory result takes ~0.1 s to unmap)
         res = None
         w0 = worker_cpu() if worker_cpu else 0.0
-        c0, t0 = _cpu_seconds(), time.perf_counter()
-        res = fn()
-        t, c = time.perf_counter() - t0, _cpu_seconds() - c0
+        stream = nullcontext()
+        if client is not None:
+            from distributed import get_task_stream
+
+            stream = get_task_stream(client)
+        with stream as ts:
+            wall0, c0, t0 = time.time(), _cpu_seconds(), time.perf_counter()
+            res = fn()
+            t, c = time.perf_counter() - t0, _cpu_seconds() - c0
         w = (worker_cpu() - w0) if worker_cpu else 0.0
         if t < best:
             best, out, cpu, wcpu = t, res, c, w
-    return best, out, cpu, wcpu
+            if ts is not None:
+                phases = ([(d["worker"], ss["start"] - wall0, ss["stop"] - wall0) for d in ts.data
+                           for ss in d["startstops"] if ss["action"] == "compute"], t)
+    return best, out, cpu, wcpu, phases
+
+
+def phase_row(phases) -> dict:
+    """Where a distributed call's wall time went, in ms: each task's duration on its worker and the
+    call's time outside its longest task (planning, dispatch, a later start of one block, the
+    result coming back). Durations only: dask shifts each worker's stamps by its estimated clock
+    offset, which put a task's end after the call's return by ~10 ms on the 2-core VM."""
+    tasks, total = phases
+    if not tasks:
+        return {}
+    durations = sorted((e - s for _, s, e in tasks), reverse=True)
+    return {"tasks": "/".join(f"{1e3 * d:.1f}" for d in durations), "total": f"{1e3 * total:.1f}",
+            "outside_longest_task": f"{1e3 * (total - durations[0]):.1f}"}
 
 
 def in_process(spec, ops, threads, repeat):
     fs.einsum(spec, *ops, threads=threads)           # warm (compile)
-    best, out, cpu, _ = _min_time(lambda: fs.einsum(spec, *ops, threads=threads), repeat)
+    best, out, cpu, _, _ = _min_time(lambda: fs.einsum(spec, *ops, threads=threads), repeat)
     return best, out, cpu
 
 
@@ -115,10 +143,11 @@ def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
             repeat = 1
         else:
             fd.einsum(spec, *ops, **kwargs)                  # warm
-        best, (res, reports), cpu, wcpu = _min_time(lambda: fd.einsum(spec, *ops, **kwargs), repeat, worker_cpu)
+        best, (res, reports), cpu, wcpu, phases = _min_time(lambda: fd.einsum(spec, *ops, **kwargs), repeat,
+                                                            worker_cpu, c)
         peaks = sorted(c.run(_peak_rss).values())
     return {"seconds": best, "result": res, "peaks": peaks, "reports": reports, "client_cpu": cpu,
-            "worker_cpu": wcpu}
+            "worker_cpu": wcpu, "phases": phases}
 
 
 def embedded_startup(spec, ops, workers, worker_memory):
@@ -195,6 +224,9 @@ def run_workload(name, spec, ops, axes, chunks, args, results, table):
     amdahl = (s1 + p1) / (s1 + p1 / 2) if s1 + p1 > 0 else float("nan")
     results.append(row(f"{name}: CPU s client / workers", one_worker=f"{s1:.3f} / {p1:.3f}",
                        two_workers=f"{s2:.3f} / {p2:.3f}", amdahl_bound_2w=f"{amdahl:.2f}"))
+    for label, run in (("1 worker", one), ("2 workers", two)):
+        if run["phases"] and run["phases"][0]:
+            results.append(row(f"{name}: {label}: phases ms", **phase_row(run["phases"])))
     if rep:
         r = rep[0]
         results.append(row(f"{name}: 1 worker: product / planning / gathering",

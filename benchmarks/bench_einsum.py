@@ -11,6 +11,7 @@ Times are warm medians (``--repeat``); JIT compile is reported apart. Usage::
 
     python benchmarks/bench_einsum.py [--quick] [--repeat 5] [--data ../shared/data] [--json out.json]
     python benchmarks/bench_einsum.py --sections chemistry     # one section only
+    python benchmarks/bench_einsum.py --sections densify       # COO -> dense kernels (_limits.DENSIFY_*)
 """
 
 from __future__ import annotations
@@ -152,6 +153,55 @@ def chemistry(data: Path | None, repeat):
     return rows
 
 
+def densify_sweep(repeat):
+    """COO -> dense of sorted tensors: the run-copy kernel against the per-entry scatter, by
+    mean run length and array size (the measurements behind ``_limits.DENSIFY_*``)."""
+    from flexsparse.formats.coo import _row_major_strides
+    from flexsparse.kernels.cpu.densify import sorted_coo_to_dense
+    from flexsparse.kernels.cpu.scatter import scatter_coo_dense
+
+    rows = []
+    rng = np.random.default_rng(0)
+    rounds = max(repeat, 30)
+
+    def kernels(x):
+        strides = _row_major_strides(x.shape)
+
+        def runs(fill):
+            def f():
+                out = np.empty(x.shape) if fill else np.zeros(x.shape)
+                sorted_coo_to_dense(x.coords, x.data, strides, out.reshape(-1), fill)
+            return f
+
+        def scatter():
+            scatter_coo_dense(x.coords, x.data, np.zeros(x.shape), True)
+        return runs(True), runs(False), scatter
+
+    for run in (2, 4, 8, 16, 32, 64):  # blocks of `run` cells, 75% of them present
+        shape = (24, 24, 375)
+        size = math.prod(shape)
+        keep = np.repeat(rng.random(-(-size // run)) < 0.75, run)[:size].reshape(shape)
+        x = fs.COO.from_numpy(np.where(keep, rng.random(shape) + 0.5, 0.0))
+        fill, _, scatter = kernels(x)
+        t_runs, t_sc = best_pair(fill, scatter, rounds)
+        lin = np.ravel_multi_index(tuple(x.coords), x.shape)
+        mean = x.nnz / (1 + np.count_nonzero(np.diff(lin) != 1))
+        rows.append(dict(workload=f"densify {shape}, runs of mean {mean:.0f} cells, 75% full: run copy",
+                         flexsparse=t_runs, peer="per-entry scatter", peer_t=t_sc, ratio=t_runs / t_sc,
+                         first=0.0, correct=True))
+    for shape in ((24, 24, 375), (48, 64, 375), (128, 128, 375)):
+        for frac in (0.05, 0.3, 0.8):  # whole last-axis fibers present with probability frac
+            keep = rng.random(shape[:-1]) < frac
+            x = fs.COO.from_numpy(np.where(keep[..., None], rng.random(shape) + 0.5, 0.0))
+            fill, nofill, _ = kernels(x)
+            t_fill, t_zero = best_pair(fill, nofill, rounds)
+            rows.append(dict(workload=f"densify {shape} ({8 * x.size / 2**20:.1f} MiB), {x.nnz / x.size:.0%} full "
+                                      "in whole fibers: zeros written by the kernel (np.empty)",
+                             flexsparse=t_fill, peer="zeros from np.zeros", peer_t=t_zero, ratio=t_fill / t_zero,
+                             first=0.0, correct=True))
+    return rows
+
+
 def first_call():
     """Import + first einsum in a fresh process (numba cache already warm from this run)."""
     code = ("import time; t0=time.perf_counter(); import numpy as np, flexsparse as fs; "
@@ -170,13 +220,14 @@ def main(argv=None):
     ap.add_argument("--einsum-timeout", type=float, default=300.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--sections", default="spgemm,high_order,chemistry",
-                    help="comma-separated subset of spgemm,high_order,chemistry")
+                    help="comma-separated subset of spgemm,high_order,chemistry,densify")
     args = ap.parse_args(argv)
     start_load = load_average()
     data = args.data if args.data.is_dir() else None
     runners = {"spgemm": lambda: bench_spgemm(data, args.quick, args.repeat),
                "high_order": lambda: bench_high_order(args.quick, args.repeat, args.einsum_timeout),
-               "chemistry": lambda: chemistry(data, args.repeat)}
+               "chemistry": lambda: chemistry(data, args.repeat),
+               "densify": lambda: densify_sweep(args.repeat)}
     wanted = [s for s in args.sections.split(",") if s]
     unknown = [s for s in wanted if s not in runners]
     if unknown:

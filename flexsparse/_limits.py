@@ -30,8 +30,16 @@ __all__ = [
     "DENSE_OPERAND_MAX_BYTES",
     "DENSE_OUTPUT_MIN_DENSITY",
     "DENSE_STEP_MAX_BYTES",
+    "DENSIFY_FILL_MAX_BYTES",
+    "DENSIFY_FILL_MIN_DENSITY",
+    "DENSIFY_MIN_MEAN_RUN",
+    "DENSIFY_RUN_PROBES",
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
+    "DIRECT_BACK_FACTOR_KEPT",
+    "DIRECT_BACK_FACTOR_RANGE",
+    "DIRECT_BACK_MIN_SECONDS",
+    "DIRECT_BACK_PRODUCTS_KEPT",
     "DIRECT_BACK_WORK_FACTOR",
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
@@ -132,6 +140,26 @@ DOT_DENSE_MAX_CELLS = 2**26
 #: result cell: n = 1000, 68 vs 125 ms (5 MB); n = 2000, 170 vs 161 ms (20 MB) -- the crossover
 #: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
 OUTER_MAX_BYTES = 8 * _MiB
+
+# ---------------------------------------------------------------------- densify (COO -> dense)
+#: A canonical COO is densified run by run (``kernels.cpu.densify.sorted_coo_to_dense``: one
+#: copy per run of consecutive cells) when its runs look at least DENSIFY_MIN_MEAN_RUN cells
+#: long on DENSIFY_RUN_PROBES evenly spaced neighbour pairs; otherwise by a store per entry
+#: (``kernels.cpu.scatter``). Each run costs ~40 ns (galloping probes, mispredicted branches,
+#: short vector loops): on 216K cells, 75% full, one thread, 2026-11-30 00:08 UTC, load 3.3,
+#: mean runs of 8 cells took 0.74 ms, 16 cells 0.44, 31 cells 0.24, 64 cells 0.14, 129 cells
+#: 0.09, 261 cells 0.07, against 0.16-0.17 ms for the scatter; the chemistry integrals TEvv
+#: (runs of 569): 0.06 against 0.17 ms (``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python
+#: benchmarks/bench_einsum.py --sections densify``; BENCHMARKS.md section 15).
+DENSIFY_RUN_PROBES = 128
+DENSIFY_MIN_MEAN_RUN = 64
+#: ... and writes the zeros between runs itself (into ``np.empty``) from this density on, for
+#: arrays up to DENSIFY_FILL_MAX_BYTES; otherwise ``np.zeros`` provides them. Same command:
+#: 1.6 MiB 81% full 0.05 vs 0.07 ms, 8.8 MiB 80% full 1.00 vs 1.13 ms; at 47 MiB (above glibc's
+#: largest mmap threshold, 32 MiB, every array is fresh pages the kernel zeroes on first touch)
+#: writing the zeros again lost at 5% full (11.1 vs 8.3 ms) and drew at 30-80%.
+DENSIFY_FILL_MIN_DENSITY = 0.25
+DENSIFY_FILL_MAX_BYTES = 32 * 2**20
 
 # ---------------------------------------------------------------------- memory caps (policies)
 #: The planner's dense cap: a ``dense`` step (densified operands plus the dense result) or a
@@ -330,6 +358,18 @@ DIRECT_KEPT_MAPPINGS = 2
 #: written up; with the chunked walk down of the 21:20 kernel 0.073-0.078 s against 0.057-0.062 s
 #: (2026-11-29, ``thread_time``, best of 5, load 6-8).
 DIRECT_BACK_WORK_FACTOR = 1.25
+#: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
+#: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
+#: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
+#: measurement outside these bounds is noise (a block that waited for memory or a core).
+DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
+#: Shortest block (thread CPU seconds) whose time is folded into the measured factor: below,
+#: timer and cache noise is a large share of it.
+DIRECT_BACK_MIN_SECONDS = 0.005
+#: Measured factors of one product a client keeps; the next cut takes their median.
+DIRECT_BACK_FACTOR_KEPT = 5
+#: Products (shape and entry counts) whose measured factors a client keeps.
+DIRECT_BACK_PRODUCTS_KEPT = 8
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after

@@ -18,6 +18,10 @@ CSR product is at most two row blocks (one id window, one column panel), neither
   fills the pointers of rows no block covers and subtracts ``start`` (O(m)), and the result's
   arrays are views of ``[start, end)`` of the mapped file.
 
+The caller cuts the rows where the first block's work, weighted by :func:`back_factor`, equals
+the second's: the median of the factors its earlier runs of the same product showed (each block
+notes its thread CPU seconds in the margin of ``indices`` no entry reaches, :func:`note_seconds`).
+
 The same kernel as the in-process engine (and :func:`._tasks.run_tile`) runs on one thread; its
 workspaces and partition are set up here as :func:`flexsparse.kernels.cpu.spgemm.spgemm` sets
 them up for one thread. Cost: the product's O(flops) plus a page fault per 4 KiB written (pages
@@ -35,7 +39,53 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["direct_capable", "mapping", "release_mappings", "spgemm_into", "write_tile"]
+__all__ = ["MARGIN", "back_factor", "direct_capable", "kept", "mapping", "note_seconds", "noted_seconds",
+           "record_back_factor", "release_mappings", "spgemm_into", "write_tile"]
+
+#: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
+#: outermost of them hold the block's CPU seconds (:func:`note_seconds`; 16 slots >= 8 bytes).
+MARGIN = 16
+
+
+def _product_key(A: Any, B: Any) -> tuple[int, ...]:
+    return (*A.shape, B.shape[1], int(A.nnz), int(B.nnz))
+
+
+def back_factor(client: Any, A: Any, B: Any) -> float:
+    """Work of the first of two direct blocks over the second's per unit of estimated work: the
+    median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
+    ``client``'s workers for a product of this shape and these entry counts
+    (:func:`record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
+    as one of them."""
+    from flexsparse import _limits
+
+    seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
+    return float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
+
+
+def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],
+                        spans: dict[int, Any]) -> None:
+    """Record the factor the two direct blocks showed: their thread CPU seconds per unit of
+    estimated work, first over second (only when both wrote through mappings their workers
+    kept: page faults of a fresh one doubled a block's time, R-MAT scale 15). CPU time, not wall
+    time: it does not count the time a block waited for a core. One block's CPU time varied
+    by +-20 % on a loaded 2-core machine, so the next cut takes a median over several
+    (:func:`back_factor`), clamped to :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_RANGE`."""
+    from flexsparse import _limits
+
+    works = [plan.group_tiles(g)[0].flops + plan.group_tiles(g)[0].nnz_a for g in order]
+    secs = [float(spans[g][2]) if len(spans[g]) > 2 else 0.0 for g in order]
+    if not min(secs) >= _limits.DIRECT_BACK_MIN_SECONDS or min(works) <= 0:
+        return   # too short to measure, or a block faulted in a fresh mapping (NaN)
+    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
+    measured = min(hi, max(lo, (secs[0] / works[0]) / (secs[1] / works[1])))
+    factors = getattr(client, "_flexsparse_back_factor", None)
+    if factors is None:
+        factors = client._flexsparse_back_factor = {}
+    seen = factors.pop(_product_key(A, B), [_limits.DIRECT_BACK_WORK_FACTOR])
+    factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
+    while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
+        factors.pop(next(iter(factors)))
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:
@@ -45,13 +95,14 @@ def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:
 
 
 def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_data: np.ndarray, offset: int,
-                back: bool, room: int, sort: bool) -> tuple[int, int]:
+                back: bool, room: int, sort: bool, prefault: Any = None) -> tuple[int, int]:
     """``a @ b`` (flexsparse CSR) on one thread into caller-given buffers; ``(start, end)`` slots.
 
     ``back=False``: the rows go up from slot ``offset``; ``back=True``: down to ``offset``, last row
     first. ``c_indptr`` (``int64[a.n_rows + 1]``) receives every row's absolute start slot and the
     end. ``room``: the slots available (above ``offset``, or below it with ``back``); the product's
-    multiply-adds must fit them (they bound its entries).
+    multiply-adds must fit them (they bound its entries). ``prefault(lo, hi)``: faults in the
+    pages of slots ``[lo, hi)`` of both arrays (default: every page of the range).
     """
     from flexsparse.kernels.cpu import spgemm as sp
     from flexsparse.kernels.cpu._spgemm_output import POPULATE_SLACK, estimate_nnz, populate
@@ -83,8 +134,11 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     # 4 KiB page, ~10x more): the exact count of sampled rows, with slack
     expect = int(min(total, estimate_nnz(a, b) * POPULATE_SLACK))
     lo, hi = (offset - expect, offset) if back else (offset, offset + expect)
-    populate(c_indices, max(0, lo), hi)
-    populate(c_data, max(0, lo), hi)
+    if prefault is None:
+        populate(c_indices, max(0, lo), hi)
+        populate(c_data, max(0, lo), hi)
+    else:
+        prefault(max(0, lo), hi)
     with thread_scope(1):
         sp.spgemm_csr_csr_numeric(a.indptr, a.indices, a.data.astype(work, copy=False), b.indptr, b.indices,
                                   b.data.astype(work, copy=False), b.sorted_indices, flops, bounds, worker_bounds,
@@ -99,7 +153,31 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
 
 # mappings of result files kept by this (worker) process: path -> ((inode, size), mapping)
 _maps: OrderedDict[str, tuple[tuple[int, int], mmap.mmap]] = OrderedDict()
+# slots [lo, hi) of each kept mapping whose pages this process faulted in (path -> range)
+_faulted: dict[str, tuple[int, int]] = {}
 _maps_lock = threading.Lock()
+
+
+def _prefault(path: str, arrays: tuple[np.ndarray, ...]) -> Any:
+    """A ``prefault(lo, hi)`` for :func:`spgemm_into` that faults in only the slots of ``[lo, hi)``
+    this process has not faulted in through its kept mapping of ``path`` before: those pages
+    are mapped already, and populating them again walked every page (145 MB: 6-7 ms of a
+    block's ~75 ms, R-MAT scale 15, two workers writing into one file at once)."""
+    from flexsparse.kernels.cpu._spgemm_output import populate
+
+    def prefault(lo: int, hi: int) -> None:
+        with _maps_lock:
+            f0, f1 = _faulted.get(path, (0, 0))
+        parts = [(lo, min(hi, f0)), (max(lo, f1), hi)] if f1 > f0 else [(lo, hi)]
+        for p0, p1 in parts:
+            if p1 > p0:
+                for arr in arrays:
+                    populate(arr, p0, p1)
+        with _maps_lock:
+            if path in _maps:   # one contiguous range: the union when they touch, else the new one
+                _faulted[path] = (min(lo, f0), max(hi, f1)) if f1 > f0 and lo <= f1 and hi >= f0 else (lo, hi)
+
+    return prefault
 
 
 def _drop(mm: mmap.mmap) -> None:
@@ -132,6 +210,7 @@ def mapping(target: Any) -> mmap.mmap:
             except OSError:
                 stale = True
             if stale:
+                _faulted.pop(path, None)
                 _drop(_maps.pop(path)[1])
         hit = _maps.get(target.path)
         if hit is not None:
@@ -143,24 +222,64 @@ def mapping(target: Any) -> mmap.mmap:
         finally:
             os.close(fd)
         _maps[target.path] = (ident, mm)
+        _faulted.pop(target.path, None)
         while len(_maps) > _limits.DIRECT_KEPT_MAPPINGS:
-            _drop(_maps.popitem(last=False)[1][1])
+            old_path, (_, old_mm) = _maps.popitem(last=False)
+            _faulted.pop(old_path, None)
+            _drop(old_mm)
         return mm
+
+
+def kept(target: Any) -> bool:
+    """Whether this process keeps a mapping of ``target``'s file (its pages already mapped)."""
+    try:
+        st = os.stat(target.path)
+    except OSError:
+        return False
+    with _maps_lock:
+        hit = _maps.get(target.path)
+    return hit is not None and hit[0] == (st.st_ino, st.st_size)
 
 
 def release_mappings() -> None:
     """Unmap every kept mapping of this process (their files' memory is then freed with them)."""
     with _maps_lock:
+        _faulted.clear()
         while _maps:
             _drop(_maps.popitem()[1][1])
 
 
+def note_seconds(indices: np.ndarray, back: bool, seconds: float) -> None:
+    """Write a block's thread CPU seconds into the margin of the result's ``indices`` that no
+    entry reaches (the first :data:`MARGIN` slots for the block written down, the last for the
+    block written up: each block's room exceeds its multiply-adds by :data:`MARGIN`), where the
+    caller reads them (:func:`noted_seconds`) without fetching the task's result."""
+    raw = indices.view(np.uint8)
+    pos = 0 if back else raw.size - 8
+    raw[pos:pos + 8].view(np.float64)[0] = seconds
+
+
+def noted_seconds(indices: np.ndarray, back: bool) -> float:
+    """What :func:`note_seconds` wrote (NaN, the caller's mark, when the block did not run here)."""
+    raw = indices.view(np.uint8)
+    pos = 0 if back else raw.size - 8
+    return float(raw[pos:pos + 8].view(np.float64)[0])
+
+
 def write_tile(a: Any, b: Any, target: Any, r0: int, offset: int, back: bool, room: int,
-               sort: bool) -> tuple[int, int]:
+               sort: bool, measure: bool = True) -> tuple[int, int, float]:
     """Compute the block of rows ``[r0, r0 + a.n_rows)`` into ``target``'s file (a
-    :class:`~._gather.Target` sized for the product's multiply-adds); ``(start, end)`` slots."""
+    :class:`~._gather.Target` sized for the product's multiply-adds plus :data:`MARGIN` slots per
+    block); ``(start, end)`` slots and the thread CPU seconds it took (-1 unless ``measure``),
+    which are also noted in the file's margin (:func:`note_seconds`)."""
+    import time
+
     from flexsparse.distributed import _gather
 
     out = _gather.arrays(mapping(target), target)
-    return spgemm_into(a, b, out["indptr"][r0:r0 + a.shape[0] + 1], out["indices"], out["data"], offset,
-                       back, room, sort)
+    t0 = time.thread_time()
+    start, end = spgemm_into(a, b, out["indptr"][r0:r0 + a.shape[0] + 1], out["indices"], out["data"], offset,
+                             back, room, sort, _prefault(target.path, (out["indices"], out["data"])))
+    seconds = time.thread_time() - t0 if measure else -1.0
+    note_seconds(out["indices"], back, seconds)
+    return start, end, seconds

@@ -165,12 +165,14 @@ def pooled() -> dict[str, int]:
 
 
 def _take(nbytes: int) -> str | None:
-    """A kept file to reuse for ``nbytes``: the smallest that holds it, else the largest."""
+    """A kept file to reuse for ``nbytes``: the smallest that holds it, else the largest; of
+    equal sizes the last kept, which the workers most likely still map (:func:`._direct.mapping`
+    keeps the last two: taking the oldest of three files of one size missed them every time)."""
     with _pool_lock:
         if not _pool:
             return None
-        fits = [p for p, n in _pool.items() if n >= nbytes]
-        path = min(fits, key=_pool.__getitem__) if fits else max(_pool, key=_pool.__getitem__)
+        fits = [p for p, n in reversed(_pool.items()) if n >= nbytes]
+        path = min(fits, key=_pool.__getitem__) if fits else max(reversed(_pool), key=_pool.__getitem__)
         del _pool[path]
         return path
 

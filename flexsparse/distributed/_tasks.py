@@ -103,13 +103,17 @@ def run_tile(a: Any, b: Any, meta: tuple[int, int, int, int, int], n_cols: int, 
 
 
 def run_tile_direct(a: Any, b: Any, r0: int, what: str, a_cut: tuple[int, int, int, int] | None,
-                    target: Any, offset: int, back: bool, room: int, sort: bool) -> tuple[int, int] | None:
+                    target: Any, offset: int, back: bool, room: int,
+                    sort: bool) -> tuple[int, int, float] | None:
     """One tile (a whole output block) computed into ``target``'s shared-memory file
     (:func:`._direct.write_tile`): rows down to slot ``offset`` with ``back``, else up from it;
-    returns the ``(start, end)`` slots it filled, or ``None`` when this worker cannot open the
-    file (another host): the caller then gathers the product another way."""
+    returns the ``(start, end)`` slots it filled and the thread CPU seconds the block took (the
+    caller balances the next product's blocks by them; -1 when the file was mapped afresh), or
+    ``None`` when this worker cannot open the file (another host): the caller then gathers the
+    product another way."""
     from flexsparse.distributed import _direct
 
+    kept = _direct.kept(target)
     try:
         _direct.mapping(target)
     except OSError:
@@ -117,7 +121,8 @@ def run_tile_direct(a: Any, b: Any, r0: int, what: str, a_cut: tuple[int, int, i
     try:
         if a_cut is not None:
             a = block(a, *a_cut)
-        return _direct.write_tile(a, b, target, r0, offset, back, room, sort)
+        # a fresh mapping faults its pages in while the block runs: not a measure of its work
+        return _direct.write_tile(a, b, target, r0, offset, back, room, sort, measure=kept)
     except Exception as exc:  # noqa: BLE001 - re-raised with the tile named
         raise TileError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 

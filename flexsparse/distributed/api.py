@@ -46,7 +46,7 @@ def _small(subscripts: str, operands: Any, local_flops: int | None) -> bool:
     if limit <= 0:
         return False
     try:
-        flops = pair_flops(subscripts, *operands) if len(operands) == 2 else None
+        flops = pair_flops(subscripts, *operands, stop=limit) if len(operands) == 2 else None
         return (sparse_flops(subscripts, *operands) if flops is None else flops) < limit
     except (TypeError, ValueError):  # the engine raises its own error for these
         return False

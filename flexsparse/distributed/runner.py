@@ -20,15 +20,21 @@ Algorithm:
    Panels up to :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stay on the workers
    after the product; the next product of the same client with the same panel (its contents
    hashed) reuses them instead of sending them again.
-3. Tasks: one :func:`._tasks.run_tile` per tile; a group's partial sums over id windows are
-   added by a binary tree of :func:`._tasks.add_pieces`.
+3. Tasks: one :func:`._tasks.run_tile` per tile, placed on the worker its group is assigned to
+   (a loose restriction: another worker takes it when that one is gone); a group's partial
+   sums over id windows are added by a binary tree of :func:`._tasks.add_pieces`.
 4. Result, never copied or decoded by the calling process when its workers share its host. A
    plain CSR result of at most :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` whole row
    blocks (one id window, one column panel; what a cluster of at most two threads gets for a
    product gathered in memory) is computed by the workers straight into the shared-memory
-   result, the two blocks written toward each other (:mod:`._direct`): one task per block, no
-   copy, no second round trip. Otherwise (:mod:`._gather`) each group's entry count comes back,
-   the calling process allocates the result once in shared memory, and each worker writes its
+   result, the two blocks written toward each other (:mod:`._direct`): one task per block, both
+   sent in one graph, each reading B (and a self-product's A) from its worker's own copy; no
+   copy of the result, no second round trip, and no task result fetched (each block's span is
+   its row pointers in the file, its CPU seconds are noted in the file's margin). The cut
+   between the two blocks weights the first (written down, costlier) by the median of the
+   factors measured on the client's earlier runs of the same product
+   (:func:`._direct.back_factor`). Otherwise (:mod:`._gather`) each group's entry count comes
+   back, the calling process allocates the result once in shared memory, and each worker writes its
    pieces there in the final layout (the einsum's COO coordinates, or CSR); a worker on another
    host sends its piece (compact CSR) instead. Small results (below
    :data:`~flexsparse._limits.GATHER_SHM_MIN_BYTES`) come back over the network in one phase.
@@ -54,7 +60,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.distributed import _direct, _gather, _store, _tasks
+from flexsparse.distributed._report import DistributedReport
 from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
@@ -70,58 +76,6 @@ __all__ = ["DistributedReport", "ProductRunner", "MAX_GROUP_ATTEMPTS"]
 
 #: Times a group is submitted before a lost-worker failure is given up on.
 MAX_GROUP_ATTEMPTS = 6
-
-
-@dataclass(frozen=True)
-class DistributedReport:
-    """Figures of one distributed product.
-
-    Attributes:
-        strategy: the tiling strategy that sized the grid (``"local"``: run in the calling process).
-        limit: the tile budget (bytes).
-        shape: ``(m, k, n)`` of the matricised product.
-        tiles, groups, tasks: tiles (products), output blocks, tasks submitted.
-        bounded_tiles: tiles run with the bounded kernel (predicted over the budget).
-        resubmitted: groups submitted again after a lost worker.
-        workers: workers the groups were assigned to.
-        balance: busiest worker's estimated work over the mean.
-        gather: how the result came back: ``"shared memory"`` (written by the workers),
-            ``"network"`` (pieces sent to the caller), ``"out="`` (tile files) or ``"local"``.
-        received_bytes: bytes of result pieces the caller received over the network.
-        shared_bytes: bytes the workers wrote into the result's shared-memory buffer.
-        plan_seconds, assemble_seconds, total_seconds: planning, gathering the result (from
-            the last product's end), and the wall time of the product.
-    """
-
-    strategy: str
-    limit: int
-    shape: tuple[int, int, int]
-    tiles: int
-    groups: int
-    tasks: int
-    bounded_tiles: int
-    resubmitted: int
-    workers: int
-    balance: float
-    received_bytes: int
-    plan_seconds: float
-    assemble_seconds: float
-    total_seconds: float
-    gather: str = "network"
-    shared_bytes: int = 0
-
-    def __str__(self) -> str:
-        m, k, n = self.shape
-        return (f"distributed product {m:,} x {k:,} x {n:,} ({self.strategy})\n"
-                f"  tile budget         {self.limit:,} B\n"
-                f"  tiles / groups      {self.tiles} / {self.groups} ({self.tasks} tasks, "
-                f"{self.bounded_tiles} bounded)\n"
-                f"  workers / balance   {self.workers} / {self.balance:.2f}\n"
-                f"  resubmitted groups  {self.resubmitted}\n"
-                f"  result gathered by  {self.gather} ({self.received_bytes:,} B received, "
-                f"{self.shared_bytes:,} B written in shared memory)\n"
-                f"  planning / gathering / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
-                f"{self.total_seconds:.3f} s")
 
 
 def _same_buffer(u: np.ndarray, v: np.ndarray) -> bool:
@@ -204,7 +158,8 @@ class ProductRunner:
         ``direct``: the result is gathered in memory, so a cluster of at most
         :data:`~flexsparse._limits.DIRECT_GATHER_MAX_GROUPS` threads takes one tile per thread
         (blocks that the workers can compute straight into the result, :mod:`._direct`), the
-        first weighted by :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR`.
+        first weighted by :func:`._direct.back_factor` (measured on the workers by earlier such products,
+        :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` before).
 
         When even the whole product's working set, with every multiply-add counted as an
         output entry, fits the tile budget, the grid is one tile without asking the strategy
@@ -238,8 +193,12 @@ class ProductRunner:
             nnz_b = np.add.reduceat(per_b, k_bounds[:-1], axis=0).astype(np.float64)
         else:
             nnz_b = np.zeros((max(1, n_k), max(1, n_c)))
+        # output entries per multiply-add, sampled (a symbolic product of m/200 rows: ~1 ms of
+        # the calling process on R-MAT scale 15); when the whole product fits one tile's budget
+        # with every multiply-add an entry, no tile can exceed it and 1.0 (an upper bound) only
+        # sizes the predicted result
         ratio = 1.0
-        if m and n and k:
+        if m and n and k and whole > limit:
             rng = np.random.default_rng(0)
             rows = np.sort(rng.choice(m, size=min(m, max(64, m // 200)), replace=False))
             counted = float(stats.output_counts(rows, 1)[:, 0, 0].sum())
@@ -254,7 +213,7 @@ class ProductRunner:
                            ratio=ratio, elem=bm.elem, value_bytes=bm.value_bytes,
                            n_workers=res.n_workers, threads=res.total_threads,
                            max_balance_tiles=res.total_threads if few else None,
-                           first_weight=_limits.DIRECT_BACK_WORK_FACTOR if few else 1.0)
+                           first_weight=_direct.back_factor(self.client, A, B) if few else 1.0)
         check_task_count(len(pplan.tiles), grid.strategy)
         return pplan
 
@@ -338,8 +297,9 @@ class ProductRunner:
 _GONE = ("lost", "error", "cancelled")
 
 
-def _kept_panels(client: Any) -> dict[str, Any]:
-    """The B panels kept on ``client``'s workers after its last product (content token -> future);
+def _kept_panels(client: Any) -> dict[tuple[str, str | None], Any]:
+    """The B panels kept on ``client``'s workers after its last product ((content token, worker
+    address or ``None`` for a broadcast copy) -> future);
     held by the client object, so they go with it."""
     kept = getattr(client, "_flexsparse_panels", None)
     if kept is None:
@@ -358,8 +318,9 @@ class _Run:
         self.out = out
         self.directory = _store.prepare(out) if out is not None else None
         self.token = uuid.uuid4().hex[:12]
-        self.panels: dict[tuple[int, int, int, int], Any] = {}
-        self.kept: dict[str, Any] = {}      # panels small enough to keep for the next product
+        self.panels: dict[tuple[int, int, int, int, str | None], Any] = {}   # (..., worker or None)
+        self._digests: dict[tuple[int, int, int, int], str] = {}
+        self.kept: dict[tuple[str, str | None], Any] = {}   # panels small enough to keep for the next product
         self.futures: dict[int, list[Any]] = {}
         self.roots: dict[int, Any] = {}
         self.attempts = np.zeros(plan.n_groups, dtype=np.int64)
@@ -385,31 +346,41 @@ class _Run:
         self.sort = True
 
     # ------------------------------------------------------------------ data
-    def _panel(self, k0: int, k1: int, c0: int, c1: int) -> Any:
-        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once.
+    def _panel(self, k0: int, k1: int, c0: int, c1: int, addr: str | None = None) -> Any:
+        """Future of B's rows ``[k0, k1)`` and columns ``[c0, c1)``, scattered to every worker once
+        (``addr``: a copy of its own on that worker only).
 
         A panel of at most :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES` stays on the
         workers after the product (the last product's panels, per client): the next product with
-        the same panel (its contents hashed) reuses it instead of sending it again.
+        the same panel (its contents hashed) reuses it instead of sending it again. A broadcast
+        panel kept between products may lose its copies but one (dask's active memory manager
+        drops replicas no task waits for, every 2 s), so a task elsewhere first fetches it (4 ms
+        for 3.2 MB); a copy of a worker's own is a key of one replica, which it keeps.
         """
-        fut = self.panels.get((k0, k1, c0, c1))
+        slot = (k0, k1, c0, c1, addr)
+        fut = self.panels.get(slot)
         if fut is None or fut.status in _GONE:
             block = _tasks.block(self.B, k0, k1, c0, c1)
             token = None
             if block.nbytes <= _limits.DISTRIBUTED_KEEP_PANEL_BYTES:
                 from dask.base import tokenize
 
-                token = tokenize(block.indptr, block.indices, block.data, block.shape, block.sorted_indices)
+                digest = self._digests.get(slot[:4])
+                if digest is None:   # hashed once per panel, whichever workers get a copy
+                    digest = self._digests[slot[:4]] = tokenize(block.indptr, block.indices, block.data,
+                                                                block.shape, block.sorted_indices)
+                token = (digest, addr)
                 fut = _kept_panels(self.client).get(token)
             if fut is None or fut.status in _GONE:
+                where = {"broadcast": True} if addr is None else {"workers": [addr]}
                 try:
-                    fut = self.client.scatter(block, broadcast=True, hash=False)
-                except (OSError, KeyError):  # a worker went away during the broadcast
+                    fut = self.client.scatter(block, hash=False, **where)
+                except (OSError, KeyError, TimeoutError):  # a worker went away during the scatter
                     self._live()
                     fut = self.client.scatter(block, broadcast=True, hash=False)
             if token is not None:
                 self.kept[token] = fut
-            self.panels[(k0, k1, c0, c1)] = fut
+            self.panels[slot] = fut
         return fut
 
     def keep_panels(self) -> None:
@@ -429,7 +400,7 @@ class _Run:
             self.addresses = worker_resources(self.client).addresses
         return list(self.addresses)
 
-    def _a_sources(self, groups: list[int]) -> dict[int, tuple[Any, int, bool]]:
+    def _a_sources(self, groups: list[int], own: bool = False) -> dict[int, tuple[Any, int, bool]]:
         """``{group: (future of the CSR its tiles cut A from, first row in it, scattered for it)}``.
 
         A group's rows are a zero-copy row slice of A (only the row pointers are new), sent in
@@ -437,6 +408,8 @@ class _Run:
         """
         p = self.plan
         if self.self_product:
+            if own:
+                return {g: (self._panel(0, p.shape[1], 0, p.shape[2], self._where(g)), 0, False) for g in groups}
             whole = self._panel(0, p.shape[1], 0, p.shape[2])
             return {g: (whole, 0, False) for g in groups}   # rows cut at their own index
         by_worker: dict[str, list[tuple[int, Any]]] = {}
@@ -457,6 +430,17 @@ class _Run:
         return out
 
     # ------------------------------------------------------------------ tasks
+    def _place(self, g: int) -> dict[str, Any]:
+        """Where group ``g``'s tiles run: the worker the plan assigned it to, as a loose restriction
+        (another worker takes them when that one is gone). Left to itself the scheduler may queue
+        both blocks of a two-block product on one worker when the B panel is on both (seen on 2
+        workers, R-MAT scale 15: 0.169 s, the blocks one after the other, against 0.09-0.10 s)."""
+        return {"workers": [self._where(g)], "allow_other_workers": True}
+
+    def _where(self, g: int) -> str:
+        """Address of the worker group ``g`` is assigned to (among the live ones)."""
+        return self.addresses[self.plan.worker_of_group[g] % len(self.addresses)]
+
     def _stage_task(self, g: int, root: Any, stage: str) -> Any:
         """The task after group ``g``'s root for ``stage`` (``piece``: the root itself)."""
         c, attempt = self.client, int(self.attempts[g]) - 1
@@ -474,23 +458,14 @@ class _Run:
     def submit(self, groups: list[int], stage: str) -> dict[Any, int]:
         """Submit the tiles, addition trees and ``stage`` task of ``groups``; ``{final future: group}``."""
         c, p = self.client, self.plan
-        sources = self._a_sources(groups)
+        sources = self._a_sources(groups, own=stage == "direct")
+        if stage == "direct":
+            return self._submit_direct(groups, sources)
         finals = {}
         for g in groups:
             attempt = int(self.attempts[g])
             self.attempts[g] += 1
             src, row0, scattered = sources[g]
-            if stage == "direct":   # one tile, computed into the result's file
-                t = p.group_tiles(g)[0]
-                offset, back, room = self.direct[g]
-                cut = None if scattered else (t.r0 - row0, t.r1 - row0, 0, p.shape[1])
-                final = c.submit(_tasks.run_tile_direct, src, self._panel(0, p.shape[1], 0, p.shape[2]), t.r0,
-                                 t.describe(), cut, self.target, offset, back, room, self.sort,
-                                 key=f"fs-direct-{self.token}-{g}-{attempt}", pure=False)
-                self.n_tasks += 1
-                self.futures[g] = ([src] if scattered else []) + [final]
-                finals[final] = g
-                continue
             leaves = []
             for t in p.group_tiles(g):
                 # a hub block's column sub-panel is cut on the worker from its panel's copy
@@ -502,7 +477,8 @@ class _Run:
                 cut = None if (scattered and p.n_k == 1) else (t.r0 - row0, t.r1 - row0, t.k0, t.k1)
                 leaves.append(c.submit(_tasks.run_tile, src, b_pan, meta, p.shape[2], p.limit, t.bounded,
                                        t.describe(), cut, b_cut, self.sort,
-                                       key=f"fs-tile-{self.token}-{t.tile}-{attempt}", pure=False))
+                                       key=f"fs-tile-{self.token}-{t.tile}-{attempt}", pure=False,
+                                       **self._place(g)))
             level, depth, adds = leaves, 0, []
             while len(level) > 1:
                 nxt = [c.submit(_tasks.add_pieces, level[i], level[i + 1], p.shape[2], f"group {g}",
@@ -518,6 +494,40 @@ class _Run:
             final = self._stage_task(g, root, stage)
             self.futures[g] = ([src] if scattered else []) + leaves + adds + [final]
             finals[final] = g
+        return finals
+
+    def _submit_direct(self, groups: list[int], sources: dict[int, tuple[Any, int, bool]]) -> dict[Any, int]:
+        """One task per group computing its block into the result's file (:mod:`._direct`), all sent
+        in one graph: the client's stream to the scheduler holds a message sent within 10 ms of
+        the previous one, so a second ``submit`` started its block ~10 ms after the first
+        (2 workers, R-MAT scale 15). Each task is placed on its group's worker
+        (:meth:`_place`, here as a per-key annotation of the one graph), with B from that worker's
+        own copy (:meth:`_panel`)."""
+        import dask
+
+        p = self.plan
+        keys, args, where = [], [], {}
+        for g in groups:
+            attempt = int(self.attempts[g])
+            self.attempts[g] += 1
+            src, row0, scattered = sources[g]
+            t = p.group_tiles(g)[0]
+            offset, back, room = self.direct[g]
+            cut = None if scattered else (t.r0 - row0, t.r1 - row0, 0, p.shape[1])
+            keys.append(f"fs-direct-{self.token}-{g}-{attempt}")
+            # B from the group's worker's own copy (a self-product's A is that copy too)
+            args.append((src, self._panel(0, p.shape[1], 0, p.shape[2], self._where(g)), t.r0, t.describe(), cut,
+                         self.target, offset, back, room, self.sort))
+            where[keys[-1]] = [self._where(g)]
+        # a builtin bound method, so that a scheduler without flexsparse can unpickle it
+        with dask.annotate(workers=where.get, allow_other_workers=True):
+            futs = self.client.map(_tasks.run_tile_direct, *map(list, zip(*args)), key=keys, pure=False)
+        finals = {}
+        for g, fut in zip(groups, futs):
+            src, _, scattered = sources[g]
+            self.n_tasks += 1
+            self.futures[g] = ([src] if scattered else []) + [fut]
+            finals[fut] = g
         return finals
 
     def advance(self, groups: list[int], stage: str) -> dict[Any, int]:
@@ -550,7 +560,9 @@ class _Run:
                 g = finals.pop(fut)
                 exc: BaseException | None = None
                 try:
-                    res = fut.result()          # raises what the task raised, or a lost/cancelled error
+                    # a direct block's outcome is in the result's file (read by gather_direct):
+                    # fetching its result would be one more round trip to its worker
+                    res = None if (stage == "direct" and fut.status == "finished") else fut.result()
                 except _tasks.TileError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
@@ -729,7 +741,7 @@ class _Run:
         m, _, n = p.shape
         order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
         # room of each block: its exact multiply-adds (float sums of integers), plus a margin
-        rooms = [int(round(p.group_tiles(g)[0].flops)) + 16 for g in order]
+        rooms = [int(round(p.group_tiles(g)[0].flops)) + _direct.MARGIN for g in order]
         cap = sum(rooms)
         target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
         self.path = _gather.create(target.nbytes)
@@ -740,19 +752,27 @@ class _Run:
             self.direct = {order[0]: (0, False, rooms[0])}
         else:
             self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
-        spans: dict[int, tuple[int, int]] = {}
-        self.collect(self.submit(order, "direct"), "direct", spans.__setitem__)
-        if any(span is None for span in spans.values()):   # a worker could not open the file
+        out = _gather.arrays(_gather.map_target(target, keep=True), target)
+        backs = {g: self.direct[g][1] for g in order}
+        for back in set(backs.values()):   # marks a block overwrites with its CPU seconds
+            _direct.note_seconds(out["indices"], back, float("nan"))
+        self.collect(self.submit(order, "direct"), "direct", lambda g, res: None)
+        t_asm = time.perf_counter()
+        indptr = out["indptr"]
+        # each block wrote its rows' pointers, so its first and last are its (start, end)
+        spans = {g: (int(indptr[p.group_tiles(g)[0].r0]), int(indptr[p.group_tiles(g)[0].r1]),
+                     _direct.noted_seconds(out["indices"], backs[g])) for g in order}
+        if any(np.isnan(span[2]) for span in spans.values()):   # a worker could not open the file
+            del out, indptr
             _gather.release(self.path)
             self.path, self.target, self.direct = None, None, {}
             return None
-        t_asm = time.perf_counter()
+        if len(order) == 2:
+            _direct.record_back_factor(self.client, self.A, self.B, p, order, spans)
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:
                 raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")
         start, end = spans[order[0]][0], spans[order[-1]][1]
-        out = _gather.arrays(_gather.map_target(target, keep=True), target)
-        indptr = out["indptr"]
         # rows no block covers (no multiply-add) repeat the end of the block before them
         row, pos = 0, start
         for g in order:

@@ -224,6 +224,53 @@ def test_small_panels_stay_for_the_next_product_with_the_same_contents(monkeypat
     assert len(scattered) == first + 3 and not runner._kept_panels(two_threads)
 
 
+def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_the_caller(monkeypatch,
+                                                                                          two_threads):
+    from distributed import get_task_stream
+
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+    monkeypatch.setattr(_limits, "MIN_TILE_FLOPS", 1)           # two blocks even for this product
+    monkeypatch.setattr(_limits, "DIRECT_BACK_MIN_SECONDS", 0.0)
+    a = fs.rmat(10, 8, seed=5)
+    want = fs.einsum("ij,jk->ik", a, a)
+    key = _direct._product_key(_as_csr(a), _as_csr(a))
+    seen = []
+    for _ in range(3):
+        with get_task_stream(two_threads) as ts:
+            got, reports = fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0,
+                                     return_report=True)
+        _equal(got, want)
+        assert reports[0].groups == 2 and reports[0].tasks == 2
+        direct = [d["worker"] for d in ts.data if d["key"].startswith("fs-direct-")]
+        assert len(direct) == 2 and len(set(direct)) == 2       # one block per worker
+        seen.append(list(getattr(two_threads, "_flexsparse_back_factor", {}).get(key, [])))
+        del got
+        gc.collect()
+    # blocks through a kept mapping note their CPU seconds in the file, and the factor they
+    # show joins the measured ones (a block that mapped the file afresh is not measured)
+    assert len(seen[-1]) > len(seen[0]) and seen[-1][0] == _limits.DIRECT_BACK_WORK_FACTOR
+    lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
+    assert all(lo <= f <= hi for f in seen[-1])
+    assert _direct.back_factor(two_threads, _as_csr(a), _as_csr(a)) == float(np.median(seen[-1]))
+
+
+def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
+    from types import SimpleNamespace
+
+    client = SimpleNamespace()
+    a = _as_csr(fs.rmat(6, 4, seed=1))
+    assert _direct.back_factor(client, a, a) == _limits.DIRECT_BACK_WORK_FACTOR
+    tiles = [SimpleNamespace(flops=60.0, nnz_a=40.0), SimpleNamespace(flops=100.0, nnz_a=0.0)]
+    plan = SimpleNamespace(group_tiles=lambda g: (tiles[g],))
+    for secs0 in (0.2, 0.3, 0.24, 5.0, 0.22, 0.26):   # per unit of work 1.0, 1.5, 1.2, 25 (clamped), 1.1, 1.3
+        _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, secs0), 1: (0, 0, 0.2)})
+    kept = client._flexsparse_back_factor[_direct._product_key(a, a)]
+    assert len(kept) == _limits.DIRECT_BACK_FACTOR_KEPT and max(kept) == _limits.DIRECT_BACK_FACTOR_RANGE[1]
+    assert _direct.back_factor(client, a, a) == float(np.median(kept))
+    _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, -1.0), 1: (0, 0, 0.2)})   # not measured
+    assert client._flexsparse_back_factor[_direct._product_key(a, a)] == kept
+
+
 def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(monkeypatch, two_threads):
     monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
 

@@ -464,6 +464,9 @@ def test_pair_flops_counts_every_multiply_add(spec, density):
     b = sprand(tuple(size[c] for c in ins[1]), density, 2)
     want = np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(b) != 0, dtype=np.int64)
     assert pair_flops(spec, a, b) == want
+    for stop in (1, int(want) // 3 + 1, int(want) + 1):   # an early end still decides "< stop" right
+        part = pair_flops(spec, a, b, stop=stop)
+        assert part <= want and (part >= stop) == (want >= stop)
     if ins[0] == ins[1].replace(ins[1][0], ins[0][0]) or spec == "ij,ij->":
         assert pair_flops(spec, a, a) == np.einsum(f"{ins[0]},{ins[1]}->", dense(a) != 0, dense(a) != 0,
                                                    dtype=np.int64)

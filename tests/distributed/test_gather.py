@@ -61,6 +61,20 @@ def test_freed_result_file_is_kept_and_reused_with_its_contents_replaced():
     assert not os.path.exists(path)
 
 
+def test_of_kept_files_of_one_size_the_last_kept_is_reused_first():
+    first, out1 = _result(1000)
+    second, out2 = _result(1000)
+    del out1
+    gc.collect()
+    del out2
+    gc.collect()
+    assert list(_gather.pooled()) == [first.path, second.path]
+    path = _gather.create(first.nbytes)      # the workers most likely still map the last one
+    assert path == second.path and list(_gather.pooled()) == [first.path]
+    _gather.release(path)
+    _gather.drain()
+
+
 def test_kept_files_are_bounded_oldest_dropped_first(monkeypatch):
     first, out1 = _result(1000)
     second, out2 = _result(1000)

@@ -1,0 +1,60 @@
+"""The figures of one distributed product (:class:`DistributedReport`), as
+:class:`~flexsparse.distributed.runner.ProductRunner` reports them: a frozen record, no work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DistributedReport"]
+
+
+@dataclass(frozen=True)
+class DistributedReport:
+    """Figures of one distributed product.
+
+    Attributes:
+        strategy: the tiling strategy that sized the grid (``"local"``: run in the calling process).
+        limit: the tile budget (bytes).
+        shape: ``(m, k, n)`` of the matricised product.
+        tiles, groups, tasks: tiles (products), output blocks, tasks submitted.
+        bounded_tiles: tiles run with the bounded kernel (predicted over the budget).
+        resubmitted: groups submitted again after a lost worker.
+        workers: workers the groups were assigned to.
+        balance: busiest worker's estimated work over the mean.
+        gather: how the result came back: ``"shared memory"`` (written by the workers),
+            ``"network"`` (pieces sent to the caller), ``"out="`` (tile files) or ``"local"``.
+        received_bytes: bytes of result pieces the caller received over the network.
+        shared_bytes: bytes the workers wrote into the result's shared-memory buffer.
+        plan_seconds, assemble_seconds, total_seconds: planning, gathering the result (from
+            the last product's end), and the wall time of the product.
+    """
+
+    strategy: str
+    limit: int
+    shape: tuple[int, int, int]
+    tiles: int
+    groups: int
+    tasks: int
+    bounded_tiles: int
+    resubmitted: int
+    workers: int
+    balance: float
+    received_bytes: int
+    plan_seconds: float
+    assemble_seconds: float
+    total_seconds: float
+    gather: str = "network"
+    shared_bytes: int = 0
+
+    def __str__(self) -> str:
+        m, k, n = self.shape
+        return (f"distributed product {m:,} x {k:,} x {n:,} ({self.strategy})\n"
+                f"  tile budget         {self.limit:,} B\n"
+                f"  tiles / groups      {self.tiles} / {self.groups} ({self.tasks} tasks, "
+                f"{self.bounded_tiles} bounded)\n"
+                f"  workers / balance   {self.workers} / {self.balance:.2f}\n"
+                f"  resubmitted groups  {self.resubmitted}\n"
+                f"  result gathered by  {self.gather} ({self.received_bytes:,} B received, "
+                f"{self.shared_bytes:,} B written in shared memory)\n"
+                f"  planning / gathering / total  {self.plan_seconds:.3f} s / {self.assemble_seconds:.3f} s / "
+                f"{self.total_seconds:.3f} s")
