@@ -57,6 +57,7 @@ __all__ = [
     "INT64_LINEAR_MAX",
     "INT64_MAX",
     "LANES_BATCH_BLOCKS",
+    "LANES_CHUNK_TILES",
     "LANES_IN_PLACE_BYTES",
     "LANES_L2_BLOCK_BYTES",
     "LINEAR_PARALLEL_MIN_MACS",
@@ -252,6 +253,14 @@ HSS_LANES_DENSE_CROSSOVER = 0.6
 #: blocks beat 8 and 32 by 3-13% (4:6->1:4 23.3 / 23.9 / 26.4 ms, 1:4 31.1 / 33.9 / 35.0 ms).
 LANES_L2_BLOCK_BYTES = 512 * 1024
 LANES_BATCH_BLOCKS = 16
+#: Tiles (``L`` output rows each) per job of the lane-select ``linear`` kernel: the unit a
+#: thread takes over from a late one (``partition.take_job``). Even, so 2-tile register
+#: blocks pair up. Measured 2026-11-29 (one thread, CPU time, min of 7 interleaved, 4096x4096
+#: 1:4 weight; ``W @ X`` N=256 and ``linear`` B=1/8/64/256): 2, 4, 8 and 128 tiles (the
+#: last = one job per thread, the old static split) within 3% of each other in every case
+#: (B=64: 8.08 / 8.14 / 8.06 / 8.20 ms), so the smallest unit: a late thread's lost time is
+#: then at most one job (~60 us at B=64) once it runs.
+LANES_CHUNK_TILES = 2
 #: Activations ``X [B, K]`` of at least this many bytes are read in place by the lane-select
 #: ``linear`` kernel (8 strided rows per register tile) instead of packed per window first.
 #: Measured 2026-11-29 (one thread, CPU time; packed vs in place): 4096 rows (6-24 MiB,

@@ -14,6 +14,7 @@ from flexsparse.kernels.cpu.partition import (
     cost_partition,
     get_schedule,
     round_robin_partition,
+    take_job,
     thread_scope,
 )
 
@@ -140,3 +141,51 @@ def test_cost_partition_tiny_jitless():
     assert p.bounds.tolist() == [0, 0, 1, 3, 6]
     np.testing.assert_allclose(p.part_costs, [0.0, 5.0, 2.0, 3.0])
     np.testing.assert_allclose(p.worker_costs(), [5.0, 5.0])
+
+
+@settings(max_examples=80, deadline=None)
+@given(sizes=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+       steps=st.lists(st.integers(0, 4), max_size=60))
+def test_take_job_every_job_once_own_up_then_next_down(sizes, steps):
+    """Workers stepping in any order (``steps`` picks who moves next, then round-robin):
+    every job is taken exactly once, a worker takes a run of its own jobs upwards from its
+    first, then a run of the next worker's downwards from that range's top."""
+    P = len(sizes)
+    bounds = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    done = np.zeros(int(bounds[-1]), dtype=np.uint8)
+    last, live = [-1] * P, list(range(P))
+    taken = [[] for _ in range(P)]
+    order = [w % P for w in steps] + [w for _ in range(int(bounds[-1]) + 1) for w in range(P)]
+    for w in order:
+        if w not in live:
+            continue
+        j = int(take_job(done, bounds, w, last[w]))
+        if j < 0:
+            live.remove(w)
+            continue
+        taken[w].append(j)
+        last[w] = j
+    assert not live
+    assert sorted(j for t in taken for j in t) == list(range(int(bounds[-1])))
+    for w, t in enumerate(taken):
+        lo, hi = int(bounds[w]), int(bounds[w + 1])
+        q = (w + 1) % P
+        own = [j for j in t if lo <= j < hi]
+        other = t[len(own):]
+        assert own == list(range(lo, lo + len(own)))
+        if q != w:
+            assert other == list(range(int(bounds[q + 1]) - 1, int(bounds[q + 1]) - 1 - len(other), -1))
+        else:
+            assert other == []
+
+
+def test_take_job_late_worker_finds_its_range_taken():
+    """Worker 0 runs alone to the end: it takes all of worker 1's jobs from the top down."""
+    bounds = np.array([0, 3, 7], dtype=np.int64)
+    done = np.zeros(7, dtype=np.uint8)
+    seq, j = [], int(take_job(done, bounds, 0, -1))
+    while j >= 0:
+        seq.append(j)
+        j = int(take_job(done, bounds, 0, j))
+    assert seq == [0, 1, 2, 6, 5, 4, 3]
+    assert take_job(done, bounds, 1, -1) == -1

@@ -317,3 +317,30 @@ def test_block_linear_late_thread_taken_over(parts):
                                  X, b, out, bounds, done)
     np.testing.assert_allclose(out, X @ D.T + b, **TOL[np.float64])
     assert done.all()
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_hss_tmatmul_late_thread_taken_over(parts):
+    """``W.T @ Y`` on one thread with several thread ranges: the first takes the next range's
+    rows from the top, the later ones find theirs done; with one row of the second range
+    already done (its output written), the take-over stops there and that range's owner
+    runs the rows below it."""
+    from flexsparse.kernels.cpu import hss as hss_kernels
+    from flexsparse.kernels.cpu.partition import thread_scope
+
+    S, D = _make("4:6->1:4", 40, 90, np.float64, 0, 1.0)
+    Y = _rand((40, 13), np.float64, 1)
+    indptr, rows, order = hss_kernels.transposed_csr(S.columns(), 90)
+    vals = S._vals(np.dtype(np.float64)).reshape(-1)[order]
+    bounds = np.linspace(0, 90, parts + 1).round().astype(np.int64)
+    want = D.T @ Y
+    with thread_scope(1):
+        for met in (None, int(bounds[1])):
+            done = np.zeros(90, dtype=np.uint8)
+            out = np.full((90, 13), np.nan)
+            if met is not None:
+                done[met] = 1
+                out[met] = want[met]
+            hss_kernels.tmatmul_csr_dense(indptr, rows, vals, Y, out, bounds, done)
+            np.testing.assert_allclose(out, want, **TOL[np.float64])
+            assert done.all()

@@ -176,3 +176,72 @@ def test_threaded_tile_pairs_match_dense(spec, M, monkeypatch):
                                                         trans_out=True), D @ XT, rtol=2e-4, atol=2e-4)
     finally:
         numba.set_num_threads(old)
+
+
+def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0):
+    """Arguments of ``linear_hss_lanes`` for ``X @ W.T`` with ``parts`` thread ranges of
+    ``ch``-tile chunks and ``bbk`` batch blocks per pass, plus the dense oracle."""
+    S, plan = _setup(spec, M, K, dtype, seed)
+    vals = S.values.reshape(M, -1)
+    Sl = vals.shape[1]
+    pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, dtype)
+    X = np.random.default_rng(seed + 1).standard_normal((B, K)).astype(dtype)
+    bias = np.arange(M, dtype=dtype)
+    wcol, wq, _ = lanes.windows(plan, Sl, K)
+    xp = lanes.pack_x(X, plan, Sl)
+    n_chunks = -(-pv.shape[0] // ch)
+    bounds = np.linspace(0, n_chunks, parts + 1).round().astype(np.int64)
+    passes = -(-xp.shape[0] // bbk)
+    done = np.zeros(passes * n_chunks, dtype=np.uint8)
+    out = np.full((B, M), np.nan, dtype=dtype)
+    args = [pv, pi, wq, wcol, xp, bias, out, False, bbk, wcol.shape[0], ch, bounds, done]
+    return args, X @ S.todense().T + bias
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("ch, bbk", [(2, 1), (4, 2), (2, 16)])
+def test_linear_late_thread_taken_over(spec, parts, ch, bbk):
+    """The serial twin runs the thread ranges one after the other, as if every thread but
+    the first started after it had finished: in every batch pass the first takes the next
+    range's chunks from the top, the later ones find theirs done, and every output is still
+    written once, correct."""
+    args, want = _linear_args(spec, 150, 96, 24, np.float32, bbk, ch, parts)
+    lanes._linear_serial(*args)
+    np.testing.assert_allclose(args[6], want, **TOL[np.float32])
+    assert args[-1].all()
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4"])
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_linear_take_over_stops_where_threads_meet(spec, where):
+    """A chunk of thread 1's range already marked done, its outputs written (as by a thread 1
+    that ran only that far): thread 0 takes thread 1's chunks from the top down to it and
+    stops; thread 1 then runs only the chunks below it. With the first chunk marked, the
+    outputs above it are written by thread 0's take-over alone."""
+    args, want = _linear_args(spec, 300, 96, 24, np.float32, 16, 2, 2)
+    out, bounds, done = args[6], args[-2], args[-1]
+    k = int(bounds[1]) if where == "first" else int(bounds[1] + bounds[2]) // 2
+    assert bounds[1] <= k < bounds[2] - 1
+    rows = slice(k * 2 * 16, (k + 1) * 2 * 16)  # 2 tiles of 16 float32 rows
+    out[:, rows] = want[:, rows]
+    done[k] = 1
+    lanes._linear_serial(*args)
+    np.testing.assert_allclose(out, want, **TOL[np.float32])
+    assert done.all()
+
+
+def test_linear_threaded_many_chunks(monkeypatch):
+    """The threaded kernel with one-pair chunks and several batch passes, on up to 2 threads."""
+    import numba
+
+    old = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            args, want = _linear_args("1:4", 300, 96, 40, np.float32, 1, 2, threads)
+            lanes.linear_hss_lanes(*args)
+            np.testing.assert_allclose(args[6], want, rtol=2e-4, atol=2e-4)
+            assert args[-1].all()
+    finally:
+        numba.set_num_threads(old)

@@ -46,6 +46,7 @@ from numba import njit, prange
 
 from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
+from flexsparse.kernels.cpu.partition import take_job
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
 #: Batch rows per pass of the sampled-gradient kernel: a 32x32 block's activation and
@@ -423,25 +424,18 @@ def linear_block_dense(indptr, indices, order, vt, X, bias, out, bounds, done):
     transposed blocks ``vt: [nb, c, r]`` (block ``b`` of the structure is ``vt[order[b]]``, or
     ``vt[b]`` when ``order`` is empty).
 
-    Thread ``p`` runs block rows ``bounds[p]:bounds[p+1]`` upwards, then the next thread's
-    range downwards, each until it meets a row marked in ``done`` (``uint8[gm]``, zeroed by
-    the caller): a thread that starts late (its core held by another runtime's spinning
-    worker) finds its range taken from the back. A row taken by both at the meeting point
-    is computed twice into the same outputs with the same values (every output is written,
-    never accumulated), so the unsynchronised marks only cost duplicated work."""
-    P = bounds.shape[0] - 1
-    for p in prange(P):
-        for br in range(bounds[p], bounds[p + 1]):
-            if done[br]:
-                break
-            done[br] = 1
+    Thread ``p`` takes block rows with :func:`~flexsparse.kernels.cpu.partition.take_job`:
+    ``bounds[p]:bounds[p+1]`` upwards, then the next thread's range downwards, each until
+    it meets a row marked in ``done`` (``uint8[gm]``, zeroed by the caller): a thread that
+    starts late (its core held by another runtime's spinning worker) finds its range taken
+    from the back. A row taken by both at the meeting point is computed twice into the same
+    outputs with the same values (every output is written, never accumulated), so the
+    unsynchronised marks only cost duplicated work."""
+    for p in prange(bounds.shape[0] - 1):
+        br = take_job(done, bounds, p, -1)
+        while br >= 0:
             _lin_block_row(indptr, indices, order, vt, X, bias, out, br)
-        q = (p + 1) % P
-        for br in range(bounds[q + 1] - 1, bounds[q] - 1, -1):
-            if done[br]:
-                break
-            done[br] = 1
-            _lin_block_row(indptr, indices, order, vt, X, bias, out, br)
+            br = take_job(done, bounds, p, br)
     return out
 
 

@@ -22,7 +22,9 @@ each kept level-0 group (``inner = prod(G_i, i >= 1)`` slots) holds a nonzero.
   (transposed CSR) order of the kept slots, which the format builds once (a stable sort
   of the slot columns, ``O(nnz log nnz)``): row ``k`` of ``out`` gathers ``v * Y[m, :]``
   over the slots of column ``k``; a register tile of 64 float32 (32 float64) columns,
-  two accumulator sets for two slots in flight; rows split over threads by slot count.
+  two accumulator sets for two slots in flight; rows split over threads by slot count, a
+  thread that is done taking the next thread's rows from the top
+  (:func:`~flexsparse.kernels.cpu.partition.take_job`).
 * ``tmatmul_hss_dense``: the same by scatter-add into rows of ``out`` (parallel over column
   tiles of ``N``); kept for reference and the tests.
 * ``sddmm_hss_dense``: ``out[m, s] = dot(dYT[m], XT[cols[m, s]])`` (sampled dense-dense
@@ -42,6 +44,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse.kernels.cpu.partition import cost_partition, take_job
 from flexsparse.kernels.cpu.simd import vadd, vfma, vload, vload_n, vsplat, vstore, vstore_n, vzeros
 
 __all__ = ["matmul_hss_dense", "run_matmul", "run_sampled", "run_tmatmul", "run_tmatmul_csr",
@@ -131,13 +134,17 @@ def tmatmul_hss_dense(cols, vals, flags, inner, Y, out, n_tile):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def tmatmul_csr_dense(indptr, rows, vals, Y, out, bounds):
+def tmatmul_csr_dense(indptr, rows, vals, Y, out, bounds, done):
     """``out[k, :] = sum_p vals[p] * Y[rows[p], :]`` over ``p`` in ``indptr[k]:indptr[k+1]``;
-    thread ``q`` runs rows ``bounds[q]:bounds[q+1]``; ``out`` fully written."""
+    ``out`` fully written (each row stored once from registers). Thread ``q`` takes rows with
+    :func:`~flexsparse.kernels.cpu.partition.take_job` (its own ``bounds[q]:bounds[q+1]``,
+    then the next thread's from the top; ``done: uint8[K]`` zeroed), so a late thread's rows
+    are taken over."""
     N = Y.shape[1]
     wide = 256 // Y.itemsize
     for q in prange(bounds.shape[0] - 1):
-        for k in range(bounds[q], bounds[q + 1]):
+        k = take_job(done, bounds, q, -1)
+        while k >= 0:
             p0, p1 = indptr[k], indptr[k + 1]
             j0 = 0
             while j0 + wide <= N:
@@ -159,6 +166,7 @@ def tmatmul_csr_dense(indptr, rows, vals, Y, out, bounds):
                     a = vfma(a, vsplat(vals[p], 64), vload_n(Y, rows[p] * N + j0, 64, n))
                 vstore_n(out, k * N + j0, a, n)
                 j0 += 64 // Y.itemsize
+            k = take_job(done, bounds, q, k)
     return out
 
 
@@ -180,15 +188,13 @@ def transposed_csr(cols: np.ndarray, K: int):
 
 def run_tmatmul_csr(indptr, rows, vals_t, Y, K):
     """``W.T @ Y`` -> ``[K, N]`` from :func:`transposed_csr` and the values in that order."""
-    from flexsparse.kernels.cpu.partition import cost_partition
-
     out = np.empty((K, Y.shape[1]), dtype=Y.dtype)
     if out.size == 0:
         return out
     parts = max(1, min(numba.get_num_threads(), K))
     bounds = cost_partition(np.diff(indptr) + 1, parts).bounds
     return tmatmul_csr_dense(indptr, rows, np.ascontiguousarray(vals_t, dtype=Y.dtype),
-                             np.ascontiguousarray(Y), out, bounds)
+                             np.ascontiguousarray(Y), out, bounds, np.zeros(K, dtype=np.uint8))
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -27,17 +27,20 @@ X[8*bb + j, window w]``; the windows of an HSS pattern overlap, 1.33x the bytes 
 4:6->1:4), so a register tile reads one contiguous, aligned block per window. Packing
 ``X [K, N]`` this way is also the transpose that ``W @ X`` needs.
 
-Kernels (``O(nnz * B)`` FMAs; tiles split evenly over threads):
+Kernels (``O(nnz * B)`` FMAs; ``linear`` splits chunks of ``_limits.LANES_CHUNK_TILES``
+tiles evenly over threads, and a thread that is done takes the next thread's chunks from
+the top (:func:`~flexsparse.kernels.cpu.partition.take_job`), so a thread that starts late
+or runs slowed by another runtime's spinning worker costs its delay, not its share):
 
 * :func:`linear_hss_lanes` -- ``Y = X @ W.T`` (or its transpose, so one kernel serves
   ``linear`` and ``matmul``); a register tile of 8 batch rows x ``2L`` output rows (two
   row tiles share each activation window: 16 accumulators, 8 windows, one value and one
   index register). With one row tile, 4:6->1:4 (2 slots per window) issued one window
-  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its tile pairs
-  outermost, holding a pair's packed weights for all windows in L2
+  load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its chunks (tile
+  pairs) outermost, holding a pair's packed weights for all windows in L2
   (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
   ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
-  per-thread scratch copied to the output (plus the bias) once per batch block.
+  per-thread scratch copied to the output (plus the bias) once per chunk and batch block.
   Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
   tile loads its 8 windows from 8 rows of ``X`` directly.
 * :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
@@ -63,6 +66,7 @@ from numba.extending import overload
 
 from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
+from flexsparse.kernels.cpu.partition import take_job
 from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
 
 __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
@@ -72,6 +76,7 @@ __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_
 #: Block sizes (the measurement is in :mod:`flexsparse._limits`).
 L2_BLOCK_BYTES = _limits.LANES_L2_BLOCK_BYTES
 BATCH_BLOCKS = _limits.LANES_BATCH_BLOCKS
+LINEAR_CHUNK_TILES = _limits.LANES_CHUNK_TILES
 
 
 @dataclass(frozen=True)
@@ -527,56 +532,68 @@ def _ov_xstride(xp):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, bounds):
+def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds, done):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
     batch block), or ``X [B, K]`` itself read in place (``B % 8 == 0``, every window
     inside ``K``); window ``w`` starts at column ``wcol[w]`` and holds slots
-    ``wq[w]:wq[w+1]``. Thread ``p`` runs tiles
-    ``bounds[p]:bounds[p+1]`` (two at a time when ``J == 8``) in blocks of ``bbk`` batch
-    blocks x ``kb`` windows: the weights of a tile pair and window block stay in L2 while
-    the block's packed activations stream past them. It accumulates into a scratch
-    ``[bbk * J, its rows]`` copied to ``out`` per batch block, adding ``bias[m]`` (an
-    ``[M]`` array, or ``[0]`` for none).
+    ``wq[w]:wq[w+1]``. Jobs are chunks of ``ch`` tiles (even, so the 2-tile register
+    blocks of ``J == 8`` pair up) within one pass of ``bbk`` batch blocks; a job runs its
+    tiles over the pass's batch blocks in blocks of ``kb`` windows (the weights of a tile
+    pair and window block stay in L2 while the block's packed activations stream past
+    them), accumulating into a per-thread scratch ``[bbk * J, ch * L + L]`` that it then
+    copies to ``out``, adding ``bias[m]`` (an ``[M]`` array, or ``[0]`` for none). In each
+    pass thread ``p`` takes chunks with :func:`~flexsparse.kernels.cpu.partition.take_job`
+    (its own ``bounds[p]:bounds[p+1]``, then the next thread's from the top) marking
+    ``done[pass * n_chunks + chunk]`` (``uint8``, zeroed by the caller): a job met by two
+    threads writes the same outputs twice, so a late or slowed thread costs only its
+    arrival.
     """
     L = pv.shape[2]
+    T = pv.shape[0]
     M = out.shape[0] if trans else out.shape[1]
     B = out.shape[1] if trans else out.shape[0]
     NW = wcol.shape[0]
     J = _xrows(xp)
     nbb = (B + J - 1) // J
     tstep = 2 if J == 8 else 1
+    nch = (T + ch - 1) // ch
+    has_bias = bias.shape[0] > 0
     for p in prange(bounds.shape[0] - 1):
-        t_lo, t_hi = bounds[p], bounds[p + 1]
         # one spare register per scratch row: rows 2^k bytes apart alias in L1 when the
         # transposed copy below walks down a column
-        Ys = np.zeros((bbk * J, (t_hi - t_lo) * L + L), dtype=out.dtype)
+        Ys = np.zeros((bbk * J, ch * L + L), dtype=out.dtype)
         for b0 in range(0, nbb, bbk):
             b1 = min(nbb, b0 + bbk)
-            for w0 in range(0, NW, kb):
-                w1 = min(NW, w0 + kb)
-                for t in range(t_lo, t_hi, tstep):
-                    for bb in range(b0, b1):
-                        _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
-            m0 = t_lo * L
-            m1 = min(M, t_hi * L)
             r0 = b0 * J
             r1 = min(B, b1 * J)
-            has_bias = bias.shape[0] > 0
-            if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
-                for m in range(m0, m1):
-                    bm = bias[m] if has_bias else 0
+            d = done[(b0 // bbk) * nch:(b0 // bbk + 1) * nch]
+            c = take_job(d, bounds, p, -1)
+            while c >= 0:
+                t_lo = c * ch
+                t_hi = min(T, t_lo + ch)
+                for w0 in range(0, NW, kb):
+                    w1 = min(NW, w0 + kb)
+                    for t in range(t_lo, t_hi, tstep):
+                        for bb in range(b0, b1):
+                            _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
+                m0 = t_lo * L
+                m1 = min(M, t_hi * L)
+                if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
+                    for m in range(m0, m1):
+                        bm = bias[m] if has_bias else 0
+                        for b in range(r0, r1):
+                            out[m, b] = Ys[b - r0, m - m0] + bm
+                elif has_bias:
                     for b in range(r0, r1):
-                        out[m, b] = Ys[b - r0, m - m0] + bm
-            elif has_bias:
-                for b in range(r0, r1):
-                    for m in range(m0, m1):
-                        out[b, m] = Ys[b - r0, m - m0] + bias[m]
-            else:
-                for b in range(r0, r1):
-                    for m in range(m0, m1):
-                        out[b, m] = Ys[b - r0, m - m0]
+                        for m in range(m0, m1):
+                            out[b, m] = Ys[b - r0, m - m0] + bias[m]
+                else:
+                    for b in range(r0, r1):
+                        for m in range(m0, m1):
+                            out[b, m] = Ys[b - r0, m - m0]
+                c = take_job(d, bounds, p, c)
     return out
 
 
@@ -698,6 +715,12 @@ def _bounds(T: int, serial: bool = False) -> np.ndarray:
     return np.minimum(T, 2 * np.linspace(0, (T + 1) // 2, parts + 1).round().astype(np.int64))
 
 
+def _chunk_bounds(n_chunks: int, serial: bool = False) -> np.ndarray:
+    """Chunk ranges of the threads for :func:`linear_hss_lanes` (even split)."""
+    parts = 1 if serial else max(1, min(numba.get_num_threads(), n_chunks))
+    return np.linspace(0, n_chunks, parts + 1).round().astype(np.int64)
+
+
 def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: bool = False) -> np.ndarray:
     """Activations per window: ``[ceil(B/J), NW, J, L]`` from ``X: [B, K]`` (``[K, B]`` if ``trans``).
 
@@ -749,7 +772,11 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     bbk = max(1, min(nbb, BATCH_BLOCKS))
     bias = np.zeros(0, dtype=X.dtype) if bias is None else np.ascontiguousarray(bias, dtype=X.dtype)
     kernel = _linear_serial if serial else linear_hss_lanes
-    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, _bounds(pv.shape[0], serial))
+    T = pv.shape[0]
+    ch = LINEAR_CHUNK_TILES
+    n_chunks = -(-T // ch)
+    done = np.zeros(-(-nbb // bbk) * n_chunks, dtype=np.uint8)
+    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, _chunk_bounds(n_chunks, serial), done)
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -25,6 +25,15 @@ Registered schedules (:data:`SCHEDULES`):
 * ``"round-robin"`` -- job ``i`` goes to worker ``i % n_workers`` regardless of cost,
   as in FLAASH's job dispatcher; kept as a baseline for benchmarks.
 
+Take-over (:func:`take_job`): a static split waits for its slowest thread, and a thread
+can start several milliseconds late or run at half speed (right after an OpenBLAS or
+torch call, that runtime's idle workers keep spinning on the core it needs). Kernels whose
+jobs *write* their outputs (never accumulate into them) therefore walk their range with
+:func:`take_job`: a worker runs its own jobs upwards, then the next worker's downwards from
+the top, each until it meets a job marked done. The marks are plain unsynchronised bytes:
+a job met by both workers at the meeting point runs twice and writes the same values
+twice, which costs duplicated work but never a wrong result. ``O(1)`` per job.
+
 >>> p = cost_partition(np.array([8, 1, 1, 1, 1, 1, 1, 1, 1]), n_workers=2)
 >>> p.bounds.tolist(), p.part_costs.tolist()
 ([0, 1, 9], [8.0, 8.0])
@@ -50,6 +59,7 @@ __all__ = [
     "cost_partition_kernel",
     "get_schedule",
     "round_robin_partition",
+    "take_job",
     "thread_scope",
 ]
 
@@ -118,6 +128,39 @@ class Partition:
         w = self.worker_costs()
         mean = float(w.mean()) if w.size else 0.0
         return float(w.max()) / mean if mean > 0 else 1.0
+
+
+@njit(cache=True, inline="always")
+def take_job(done, bounds, p, j):
+    """The job worker ``p`` runs after job ``j`` (``-1`` for its first), marked in ``done``;
+    ``-1`` when it has none left.
+
+    ``bounds: int64[P + 1]``: worker ``w`` owns jobs ``bounds[w]:bounds[w+1]``; ``done:
+    uint8[bounds[P]]``, zeroed before the parallel region. Worker ``p`` takes its own jobs
+    upwards and then those of worker ``(p + 1) % P`` downwards from the top, each run
+    stopping at the first job already marked (see the module docstring). Usage::
+
+        j = take_job(done, bounds, p, -1)
+        while j >= 0:
+            ...  # job j: every output it owns written, none accumulated
+            j = take_job(done, bounds, p, j)
+    """
+    P = bounds.shape[0] - 1
+    lo = bounds[p]
+    hi = bounds[p + 1]
+    q = p + 1 if p + 1 < P else 0
+    if j < 0 or (lo <= j and j < hi):  # own range, upwards
+        k = lo if j < 0 else j + 1
+        if k < hi and done[k] == 0:
+            done[k] = 1
+            return k
+        k = bounds[q + 1] - 1  # own range finished or met: the next worker's, from the top
+    else:
+        k = j - 1
+    if k >= bounds[q] and done[k] == 0:
+        done[k] = 1
+        return k
+    return -1
 
 
 def _check_costs(costs: np.ndarray, n_workers: int, parts_per_worker: int) -> np.ndarray:
