@@ -21,16 +21,6 @@ from the block's output offset, so
   Blocks that would need more than :data:`ONE_PASS_MAX_BYTES` of room are counted too
   (a classic symbolic + numeric pair).
 
-  Take-over: with the two-ended layout, worker 0 and the last worker claim their chunks by
-  compare-and-swap (:mod:`.atomic`), and whichever finishes first takes the other's rows from
-  the far end (the last worker takes worker 0's lowest rows, worker 0 the last worker's
-  highest), computing them into a shared side room that is copied into place at the end
-  (:mod:`._spgemm_workers`). A thread that starts late or
-  shares its core -- another library's thread pool spinning after a call (OpenBLAS spins
-  ~0.1 s; measured: the second half of a 3-D Poisson product took 72-83 ms instead of 11 ms
-  in the half second after BLAS work) -- then costs the rows it did not reach, not its share
-  (the same case: 35-48 ms, both workers busy to the end).
-
 The symbolic pass costs 20-50 % of the numeric one (measured: 3-D Poisson 11 vs 23 ms,
 R-MAT scale 14 12 vs 50 ms, one thread), which is what these one-pass blocks save.
 
@@ -110,18 +100,18 @@ from flexsparse.kernels.cpu._spgemm_output import (
     output_buffers,
     trim,
 )
-from flexsparse.kernels.cpu._spgemm_rows import count_row_dense, count_row_hash
-from flexsparse.kernels.cpu._spgemm_workers import (
-    ADAPT_CHUNK,
-    BACK_CHUNK,
-    PREFETCH_MIN_NNZ,
-    TRACE_FIELDS,
-    _init_claim,
-    _join_taken,
-    _numeric_worker,
-    _worker_table,
+from flexsparse.kernels.cpu._spgemm_rows import (
+    count_row_dense,
+    count_row_hash,
+    cycles,
+    fill_row_acc,
+    fill_row_hash,
+    fill_row_tag,
+    hash_table_size,
 )
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
+from flexsparse.kernels.cpu.rowsort import SMALL_ROW, insertion_sort, sort_row_pairs
+from flexsparse.kernels.cpu.simd import move
 
 __all__ = [
     "ACCUMULATORS",
@@ -157,8 +147,18 @@ PARTS_PER_WORKER = 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
+#: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
+#: each variant at the start of each dense part, then the faster one for the rest of the
+#: part. Parts with fewer than ``4 * ADAPT_CHUNK`` multiply-adds keep the variant before.
+ADAPT_CHUNK = 1 << 15
+#: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
+#: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
+#: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: 89.7 ->
+#: 84.4 us without it).
+PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
+_TRIALS = 4
 #: One-thread products write their rows back to back into buffers of flops capacity (no
 #: symbolic pass: measured 20-35 % of the two-pass time) when that capacity takes at most
 #: this many bytes of address space; only the written slots are ever touched.
@@ -177,12 +177,17 @@ _INT32_MAX = 2**31 - 1
 #: uniform 1.57x -> 1.65x, arrow 1.32x -> 1.60x, 3-D Poisson 1.37x -> 1.37x (2026-11-29,
 #: other jobs paused, min of 5, TWO_ENDED toggled in one process).
 TWO_ENDED = True
+#: Multiply-adds per chunk of a worker that walks down (see :func:`_numeric_worker`): the
+#: chunk's rows, at most this many entries, are still in the L2 cache when they are moved up.
+BACK_CHUNK = 1 << 14
 #: Products whose A has at least this many entries count their flops on all threads.
 _PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
 _MAX_ROWS = 2**32 - 1
 _ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
 _ONE_DENSE_PART.flags.writeable = False
+#: Fields of a worker's trace row (see :func:`_numeric_worker`).
+TRACE_FIELDS = 6
 #: Per-thread trace of the last parallel product (see :func:`_numeric_worker`), for benchmarks.
 LAST_TRACE = np.empty((0, TRACE_FIELDS))
 #: Offset of the first entry of the last parallel product in its buffers (see :func:`_run`).
@@ -254,6 +259,18 @@ def _row_flops_parallel(a_indptr, a_indices, b_indptr, out_flops, bounds):
     return totals.sum()
 
 
+@njit(cache=True)
+def _worker_table(bounds, p0, p1, use_dense, row_flops):
+    """Largest hash table among the hash rows of parts ``p0:p1`` (0: none)."""
+    tsize = 0
+    for part in range(p0, p1):
+        if not use_dense[part]:
+            for i in range(bounds[part], bounds[part + 1]):
+                if row_flops[i] > 0:
+                    tsize = max(tsize, hash_table_size(row_flops[i])[0])
+    return tsize
+
+
 # ------------------------------------------------------------------ per-worker bodies
 @njit(cache=True)
 def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
@@ -280,6 +297,249 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
             else:
                 out_counts[i] = count_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices,
                                                b_indptr, b_indices, keys)
+
+
+# Rows ``r0:r1`` back to back from ``pos``, setting ``c_indptr[i + 1]`` for ``i + 1 < r_end``;
+# each returns the new ``pos``. Row ``i`` is stamped ``i + off`` (stamps grow in the order a
+# worker computes its rows: the accumulators read a slot with an older stamp as empty). One
+# function per accumulator: with two accumulators inlined into one loop, LLVM compiled the
+# position-map loop ~1.8x slower (Minnesota), and so did an inlined helper for the
+# single-entry copy -- hence the repeated row skeleton, bookkeeping included (as an inlined
+# helper taking the arrays it cost ~60 % more on short rows: tridiagonal 4096, one thread).
+@njit(cache=True)
+def _rows_position(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                   b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
+    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_tag(np.uint64(i + off) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
+                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def _rows_value(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
+                counts):
+    """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_acc(np.uint32(i + off), a0, a1, a_end, a_indices, a_data, b_indptr, b_indices,
+                                      b_data, marker, acc, scratch, c_indices, c_data, pos))
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def _rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+               b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
+    """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_hash(np.uint64(i + off) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
+                    marker, acc, trace):
+    """Compute the rows of the parts of worker ``w``, back to back from ``c_indptr[r_lo]``
+    (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
+    but the last; the end of its last row goes to ``trace[3]``. The buffers need the
+    worker's flops as capacity past that offset, but only its entries are touched.
+    ``back``: the worker's rows end at ``c_indptr[r_hi]`` instead, in room for its flops
+    below that offset (``c_indptr[i]`` is set for every row; ``trace[3]`` receives its
+    first row's offset): it takes its rows in *chunks* of about :data:`BACK_CHUNK`
+    multiply-adds, last chunk first, computes each chunk's rows forward (so the prefetch,
+    which looks ahead in ``A``'s entry order, stays useful) at the bottom of its room (the
+    same slots for every chunk, so they stay in cache; right below the chunk above once the
+    room left is under twice the chunk's flops), and copies the chunk up against the chunk
+    above.
+
+    ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
+    and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
+    column scratch list are allocated here. ``variant``: 0 times both dense variants on
+    stretches of :data:`ADAPT_CHUNK` multiply-adds (two each, alternating) and keeps the
+    faster for the other rows, 1 the position map, 2 the value accumulator.
+    ``trace: float64[6]`` also receives the variant used last and the best measured ticks
+    per unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed),
+    and the cycle counter when the worker started and when it finished (``trace[4:6]``: the
+    late start, busy time and balance of the threads, for benchmarks).
+    """
+    t_start = cycles()
+    p0 = worker_bounds[w]
+    p1 = worker_bounds[w + 1]
+    r_lo = bounds[p0]
+    r_hi = bounds[p1]
+    # B rows are prefetched only when B outgrows the caches (a_end = 0 turns it off)
+    a_end = np.uint64(a_indptr[r_hi]) if b_indices.shape[0] >= PREFETCH_MIN_NNZ else np.uint64(0)
+    tsize = _worker_table(bounds, p0, p1, use_dense, row_flops)
+    keys = np.zeros(tsize, dtype=np.uint64)
+    slots = np.empty(tsize, dtype=np.uint32)
+    longest = 0
+    if variant != 1 or sort:
+        for i in range(r_lo, r_hi):  # rows are no longer than their flops
+            longest = max(longest, row_flops[i])
+    scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
+    skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
+    svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
+    counts = np.empty(257, dtype=np.int64)
+    current = 1 if variant != 2 else 2
+    trial = _TRIALS
+    best = np.full(3, np.inf)
+    timed_part = -1
+    part = p1 - 1 if back else p0
+    lo = r_hi if back else r_lo  # rows lo:hi are computed next
+    hi = r_hi if back else r_lo
+    pos = c_indptr[r_hi] if back else c_indptr[r_lo]  # back: the top of the room
+    room_lo = pos
+    if back:
+        for i in range(r_lo, r_hi):
+            room_lo -= row_flops[i]
+    while (lo > r_lo) if back else (hi < r_hi):
+        # the next stretch: whole parts, but stretches of ~ADAPT_CHUNK multiply-adds while the
+        # dense variants are timed, and chunks of ~BACK_CHUNK when walking down
+        if back:
+            while bounds[part] >= lo:
+                part -= 1
+        else:
+            while bounds[part + 1] <= hi:
+                part += 1
+        if variant == 0 and part != timed_part and use_dense[part]:
+            # each dense part times the variants afresh: the rows' character drifts along the
+            # matrix (R-MAT: hub rows first), and a walk down starts at the other end
+            timed_part = part
+            part_flops = 0
+            for i in range(bounds[part], bounds[part + 1]):
+                part_flops += row_flops[i]
+            if part_flops >= _TRIALS * ADAPT_CHUNK:
+                trial = 0
+                best[:] = np.inf
+        timed = trial < _TRIALS and use_dense[part]
+        work = 0
+        if back:
+            hi = lo
+            limit = ADAPT_CHUNK if timed else BACK_CHUNK
+            while lo > bounds[part] and (lo == hi or work + row_flops[lo - 1] <= limit):
+                lo -= 1
+                work += row_flops[lo]
+            # compute the chunk at the bottom of the room (the same slots every time, so they stay
+            # in cache) while that keeps it clear of its destination; else right below pos
+            start = room_lo if pos - room_lo >= 2 * work else pos - work
+            off = r_hi - hi - lo + 1  # stamps count the rows computed so far
+            r_end = hi  # c_indptr[hi] belongs to the chunk above
+            chunk_end = np.uint64(a_indptr[hi]) if a_end else a_end
+        else:
+            lo = hi
+            hi = bounds[part + 1]
+            if timed:
+                hi = lo
+                while hi < bounds[part + 1] and work < ADAPT_CHUNK:
+                    work += row_flops[hi]
+                    hi += 1
+            start = pos
+            off = 1
+            r_end = r_hi
+            chunk_end = a_end
+        if timed:
+            mark = cycles()
+        if not use_dense[part]:
+            end = _rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals,
+                             counts)
+        elif current == 1:
+            end = _rows_position(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                                 b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
+                                 svals, counts)
+        else:
+            end = _rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                              b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc,
+                              scratch, skeys, svals, counts)
+        if timed:
+            best[current] = min(best[current], (cycles() - mark) / max(work + (end - start), 1))
+            trial += 1
+            current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
+        if back:  # move the chunk up against pos
+            d = pos - end
+            if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
+                move(c_indices, start + d, start, end - start)
+                move(c_data, start + d, start, end - start)
+                for i in range(lo + 1, hi):
+                    c_indptr[i] += d
+            pos = start + d
+            c_indptr[lo] = pos
+        else:
+            pos = end
+    trace[0] = current
+    trace[1] = best[1]
+    trace[2] = best[2]
+    trace[3] = pos
+    trace[4] = t_start
+    trace[5] = cycles()
 
 
 # --------------------------------------------------------------------------- kernels
@@ -326,17 +586,10 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
     ``variant=1``), and ``trace: float64[n_workers, 6]`` (see :func:`_numeric_worker`).
     """
-    n_workers = worker_bounds.shape[0] - 1
-    claim = np.empty(4, dtype=np.int64)
-    room = _init_claim(claim, back0, bounds, worker_bounds, row_flops)
-    s_indices = np.empty(room, dtype=c_indices.dtype)  # address space: only taken rows touch it
-    s_data = np.empty(room, dtype=c_data.dtype)
-    for w in prange(n_workers):
-        _numeric_worker(w, back0 and w == 0, claim[0] >= 0 and w == n_workers - 1, a_indptr, a_indices, a_data,
-                        b_indptr, b_indices, b_data, b_sorted, row_flops, bounds, worker_bounds, use_dense, variant,
-                        sort, c_indptr, c_indices, c_data, tag[w], marker[w], acc[w], trace[w], claim, s_indices,
-                        s_data)
-    _join_taken(claim, trace[0], trace[n_workers - 1], c_indptr, c_indices, c_data, s_indices, s_data)
+    for w in prange(worker_bounds.shape[0] - 1):
+        _numeric_worker(w, back0 and w == 0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
+                        row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
+                        c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
 
 
 @njit(cache=True)
@@ -360,11 +613,10 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     c_indices = np.empty(total, dtype=index_like.dtype)
     c_data = np.empty(total, dtype=a_data.dtype)
     trace = np.empty(TRACE_FIELDS)
-    no_claim = np.full(4, -1, dtype=np.int64)
-    _numeric_worker(0, False, False, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
-                    row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
+    _numeric_worker(0, False, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
                     np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
-                    np.zeros(nv, dtype=a_data.dtype), trace, no_claim, c_indices[:0], c_data[:0])
+                    np.zeros(nv, dtype=a_data.dtype), trace)
     nnz = np.int64(trace[3])
     c_indptr[n_rows] = nnz
     return c_indptr, c_indices[:nnz], c_data[:nnz]
