@@ -8,12 +8,8 @@ What those touched slots cost depends on the pages behind them:
   transparent huge pages from 4 MiB up; first-touch faults of 2 MiB pages were ~4x cheaper
   than of 4 KiB pages (5.2M entries: 22 ms -> 6 ms), and the rounding of the last partial
   huge page of each written range is small next to the result;
-* smaller buffers: 4 KiB pages, each buffer its own anonymous mapping (``mmap``), since a
-  partial huge page is resident as a whole, and since glibc's heap hands out pages that an
-  earlier, freed allocation left resident or that lie in a range NumPy once advised huge pages
-  for (ca-GrQc, 158K entries: 1.3 MB of a buffer's never-written tail was resident before the
-  kernel ran, in 2 of 3 fresh processes; peak RSS growth 0.88-1.66x its inputs and output;
-  0.81-0.86x in fresh mappings). With huge pages the peak RSS growth of mid-sized products was
+* smaller buffers: 4 KiB pages (numba's allocator, glibc ``malloc``), since a partial huge
+  page is resident as a whole: with huge pages the peak RSS growth of mid-sized products was
   3.0x (pyamg local_disc_galerkin, 1.4 MB result) and 3.1x (ca-HepTh, 5 MB) their inputs and
   output, against 0.63x and 1.27x with 4 KiB pages. The range each thread is expected to write
   (its flops times the output entries per multiply-add of :data:`ESTIMATE_ROWS` sampled rows,
@@ -29,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import mmap
 
 import numpy as np
 from numba import njit
@@ -74,15 +69,10 @@ def estimate_nnz(a, b, samples: int = ESTIMATE_ROWS) -> float:
     return entries / rows * a.shape[0]
 
 
-def _anonymous(n: int, dtype: np.dtype) -> np.ndarray:
-    """``np.empty(n, dtype)`` in a fresh anonymous mapping of its own: no page of it is resident
-    until written, and it is unmapped when the last view goes. Where no mapping is left (the
-    process holds ``vm.max_map_count`` of them), the heap's ``np.empty``."""
-    try:
-        buf = mmap.mmap(-1, max(n * dtype.itemsize, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    except OSError:
-        return np.empty(n, dtype=dtype)
-    return np.frombuffer(buf, dtype=dtype, count=n)
+@njit(cache=True)
+def _empty_like(n, like):
+    """``np.empty(n, like.dtype)`` from numba's allocator (glibc ``malloc``: no huge pages)."""
+    return np.empty(n, dtype=like.dtype)
 
 
 @functools.cache
@@ -121,9 +111,9 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
     expected to be written are faulted in first (see the module docstring)."""
     if capacity * (idx_dtype.itemsize + work_dtype.itemsize) > SMALL_PAGES_MAX_BYTES:
         return np.empty(capacity, dtype=idx_dtype), np.empty(capacity, dtype=work_dtype)
-    indices = _anonymous(capacity, np.dtype(idx_dtype))
-    data = _anonymous(capacity, np.dtype(work_dtype))
-    for buf in (indices, data):  # where transparent huge pages are "always" on
+    indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
+    data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
+    for buf in (indices, data):  # the heap may lie in a range NumPy once advised huge pages for
         _advise(buf, 0, capacity, _MADV_NOHUGEPAGE)
     for lo, hi in ranges:
         lo, hi = max(0, int(lo)), min(capacity, int(hi))
