@@ -11,7 +11,12 @@ What those touched slots cost depends on the pages behind them:
 * smaller buffers: 4 KiB pages (numba's allocator, glibc ``malloc``), since a partial huge
   page is resident as a whole: with huge pages the peak RSS growth of mid-sized products was
   3.0x (pyamg local_disc_galerkin, 1.4 MB result) and 3.1x (ca-HepTh, 5 MB) their inputs and
-  output, against 0.63x and 1.27x with 4 KiB pages. The range each thread is expected to write
+  output, against 0.63x and 1.27x with 4 KiB pages. A freed NumPy array leaves its part of
+  the heap advised for huge pages, and ``malloc`` hands that range to the next buffers: its
+  header writes then fault whole 2 MiB pages in before any advice on a buffer can act
+  (ca-GrQc's 3.9 MB value buffer held 1.96 MB the moment it was allocated; peak RSS growth
+  1.36-1.66x in most fresh processes). So the heap's advice is cleared first
+  (:func:`_heap_small_pages`, one ``madvise``): ca-GrQc 0.83-0.88x, pyamg bar 1.35x -> 0.84x. The range each thread is expected to write
   (its flops times the output entries per multiply-add of :data:`ESTIMATE_ROWS` sampled rows,
   plus :data:`POPULATE_SLACK`) is faulted in one call (``madvise(MADV_POPULATE_WRITE)``,
   Linux >= 5.14; elsewhere pages fault on first write as usual): 0.15 us a page instead of
@@ -99,6 +104,36 @@ def _advise(arr: np.ndarray, start: int, stop: int, advice: int) -> bool:
     return hi > lo and fn(lo, hi - lo, advice) == 0
 
 
+@functools.cache
+def _heap_start_and_sbrk():
+    """``(start of the heap, sbrk)``, or ``None`` where either cannot be had (no ``/proc``)."""
+    try:
+        sbrk = ctypes.CDLL(None).sbrk
+        sbrk.argtypes = [ctypes.c_ssize_t]
+        sbrk.restype = ctypes.c_void_p
+        with open("/proc/self/maps") as f:
+            starts = [int(line.split("-", 1)[0], 16) for line in f if line.rstrip().endswith("[heap]")]
+    except (OSError, AttributeError, ValueError):
+        return None
+    return (min(starts), sbrk) if starts else None
+
+
+def _heap_small_pages() -> bool:
+    """``MADV_NOHUGEPAGE`` on the whole heap, up to the program break (one call; best effort,
+    ``False`` where the system cannot). A freed NumPy array leaves its range advised for huge
+    pages; ``malloc`` hands that range to the next buffers, and its own header writes then
+    fault whole 2 MiB pages in before any advice on the buffer can act. Pages already
+    resident are not touched."""
+    found, fn = _heap_start_and_sbrk(), _madvise()
+    if found is None or fn is None:
+        return False
+    start, sbrk = found
+    top = sbrk(0)
+    if not top or top <= start:
+        return False
+    return fn(start, (top - start) & ~(_PAGE - 1), _MADV_NOHUGEPAGE) == 0
+
+
 def populate(arr: np.ndarray, start: int, stop: int) -> bool:
     """Fault in the pages of ``arr[start:stop]`` in one call (best effort; ``False`` where the
     system cannot). Only whole pages inside the range are populated."""
@@ -111,6 +146,7 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
     expected to be written are faulted in first (see the module docstring)."""
     if capacity * (idx_dtype.itemsize + work_dtype.itemsize) > SMALL_PAGES_MAX_BYTES:
         return np.empty(capacity, dtype=idx_dtype), np.empty(capacity, dtype=work_dtype)
+    _heap_small_pages()
     indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
     data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
     for buf in (indices, data):  # the heap may lie in a range NumPy once advised huge pages for
