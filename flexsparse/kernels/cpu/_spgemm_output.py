@@ -16,7 +16,8 @@ What those touched slots cost depends on the pages behind them:
   header writes then fault whole 2 MiB pages in before any advice on a buffer can act
   (ca-GrQc's 3.9 MB value buffer held 1.96 MB the moment it was allocated; peak RSS growth
   1.36-1.66x in most fresh processes). So the heap's advice is cleared first
-  (:func:`_heap_small_pages`, one ``madvise``): ca-GrQc 0.83-0.88x, pyamg bar 1.35x -> 0.84x. The range each thread is expected to write
+  (:func:`_heap_small_pages`, one ``madvise``): ca-GrQc 0.83-0.88x, pyamg bar 1.35x -> 0.84x.
+  The range each thread is expected to write
   (its flops times the output entries per multiply-add of :data:`ESTIMATE_ROWS` sampled rows,
   plus :data:`POPULATE_SLACK`) is faulted in one call (``madvise(MADV_POPULATE_WRITE)``,
   Linux >= 5.14; elsewhere pages fault on first write as usual): 0.15 us a page instead of
