@@ -502,13 +502,17 @@ def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes:
     """
     lx, ly, idx, shape = _dense_pair_layout(xi, yi, out, tuple(sizes[c] for c in xi + yi))
     dtype = x.dtype if x.dtype == y.dtype and x.dtype.isnative else result_dtype(x.dtype, y.dtype)
+    return _batched_gemm(x, lx, y, ly, dtype).reshape(shape), idx
+
+
+def _batched_gemm(x: np.ndarray, lx: tuple, y: np.ndarray, ly: tuple, dtype: np.dtype) -> np.ndarray:
+    """``[B, R, K] @ [B, K, C]`` of ``x`` and ``y`` in the layouts of :func:`_dense_pair_layout`
+    (one 2-D GEMM when ``B == 1``)."""
     xm = _as_batched(x, lx, dtype)
     ym = _as_batched(y, ly, dtype)
-    if dtype.kind in "fc":
-        res = np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
-    else:  # integer/bool GEMM has no BLAS; numpy.einsum's loops are faster than matmul's
-        res = np.einsum("bik,bkj->bij", xm, ym)
-    return res.reshape(shape), idx
+    if dtype.kind not in "fc":  # integer/bool GEMM has no BLAS; numpy.einsum's loops beat matmul's
+        return np.einsum("bik,bkj->bij", xm, ym)
+    return np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
 
 
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
@@ -757,24 +761,23 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
-#: ``(subscripts, shapes, dtypes, optimize) -> plan or None`` of :func:`_dense_pair_fast`.
-_FAST_PLANS: dict[tuple, tuple | None] = {}
-
-
-def _dense_pair_plan(subscripts: str, x: np.ndarray, y: np.ndarray, optimize: str) -> tuple | None:
-    """``(x layout, y layout, result shape, permutation to the output)`` for a pair of float
-    arrays of one dtype whose subscripts need no unary step (no broadcast, diagonal or private
-    sum); ``None`` for everything else. Parsing errors raise here as in the full path."""
-    spec = _parsed(subscripts, (x.shape, y.shape))
+@functools.lru_cache(maxsize=256)
+def _dense_pair_plan(subscripts: str, x_shape: tuple, y_shape: tuple, x_dtype: np.dtype, y_dtype: np.dtype,
+                     optimize: str) -> tuple | None:
+    """``(x layout, y layout, result shape, permutation to the output, dtype)`` for a pair of
+    float arrays of one dtype whose subscripts need no unary step (no broadcast, diagonal or
+    private sum), remembered per call shape; ``None`` for everything else. Parsing errors
+    raise here as in the full path."""
+    spec = _parsed(subscripts, (x_shape, y_shape))
     check_optimize(optimize, spec.n_operands)
-    dtype, work = _dtypes((x.dtype, y.dtype))
-    if spec.n_operands != 2 or not spec.output or not (x.dtype == y.dtype == dtype == work) or \
+    dtype, work = _dtypes((x_dtype, y_dtype))
+    if spec.n_operands != 2 or not spec.output or not (x_dtype == y_dtype == dtype == work) or \
             dtype.kind not in "fc" or not dtype.isnative:
         return None
     if any(red.squeezed or red.diagonal or red.summed for red in _reductions(spec)):
         return None
     xi, yi = spec.inputs
-    lx, ly, idx, shape = _dense_pair_layout(xi, yi, spec.output, tuple(x.shape) + tuple(y.shape))
+    lx, ly, idx, shape = _dense_pair_layout(xi, yi, spec.output, tuple(x_shape) + tuple(y_shape))
     return lx, ly, shape, None if idx == spec.output else tuple(idx.index(c) for c in spec.output), dtype
 
 
@@ -790,20 +793,11 @@ def _dense_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarr
     """
     if type(x) is not np.ndarray or type(y) is not np.ndarray:
         return None
-    key = (subscripts, x.shape, y.shape, x.dtype, y.dtype, optimize)
-    try:
-        plan = _FAST_PLANS[key]
-    except KeyError:
-        plan = _dense_pair_plan(subscripts, x, y, optimize)
-        if len(_FAST_PLANS) >= 256:
-            _FAST_PLANS.clear()
-        _FAST_PLANS[key] = plan
+    plan = _dense_pair_plan(subscripts, x.shape, y.shape, x.dtype, y.dtype, optimize)
     if plan is None:
         return None
     lx, ly, shape, perm, dtype = plan
-    xm = _as_batched(x, lx, dtype)
-    ym = _as_batched(y, ly, dtype)
-    res = (np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)).reshape(shape)
+    res = _batched_gemm(x, lx, y, ly, dtype).reshape(shape)
     if _hot().nonfinite_kernel(res.reshape(-1)):
         return None
     return res if perm is None else res.transpose(perm)

@@ -150,7 +150,7 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
     _heap_small_pages()
     indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
     data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
-    for buf in (indices, data):  # the heap may lie in a range NumPy once advised huge pages for
+    for buf in (indices, data):  # malloc may have mapped them apart from the heap (THP "always")
         _advise(buf, 0, capacity, _MADV_NOHUGEPAGE)
     for lo, hi in ranges:
         lo, hi = max(0, int(lo)), min(capacity, int(hi))
