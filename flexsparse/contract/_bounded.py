@@ -190,20 +190,21 @@ def bounded_pair(x: Any, xi: str, y: Any, yi: str, out: str, sizes: dict[str, in
     its indices)``: a COO, or with ``final`` and ``opts.out`` the :class:`StoredTensor` written there,
     whose coordinates follow ``final``.
     """
+    from flexsparse.contract._dense import pair_dense, split_pair
     from flexsparse.contract._keys import split_groups
-    from flexsparse.contract.execute import _assemble_csr, _pair_dense, _split
+    from flexsparse.contract.execute import _assemble_csr
     from flexsparse.formats.coo import COO
     from flexsparse.formats.csr import CSR
     from flexsparse.tiling.executor import MemoryLimitError
     from flexsparse.tiling.workingset import accounted_limit
 
     budget = accounted_limit(opts.limit)
-    batch, contr, free_x, free_y = _split(xi, yi, out)
+    batch, contr, free_x, free_y = split_pair(xi, yi, out)
     dtype = np.result_type(x.dtype, y.dtype)
     if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
         dense_bytes = x.nbytes + y.nbytes + math.prod(sizes[c] for c in out) * dtype.itemsize
         if reserved + dense_bytes <= budget:  # BLAS, copies of both operands charged; with
-            return _pair_dense(x, xi, y, yi, out, sizes)  # out=, the caller saves it whole
+            return pair_dense(x, xi, y, yi, out, sizes)  # out=, the caller saves it whole
     ops = []
     for op in (x, y):
         if isinstance(op, np.ndarray):

@@ -12,8 +12,10 @@ Algorithm:
    SpGEMM, hash or dense accumulator per row block), ``dot`` (inner-product engine: the
    output is small or dense), ``spmm`` (sparse x dense), ``block``/``nm``/``hss`` (structured
    x dense: the structured class's ``matmul``/``tmatmul``/``linear``/``linear_grad_input``,
-   whichever reads the dense operand in place; :func:`structured_backend` sends CUDA tensors
-   to the Triton kernels of :mod:`flexsparse.gpu`).
+   whichever reads the dense operand in place; :mod:`._structured` sends CUDA tensors to the
+   Triton kernels of :mod:`flexsparse.gpu`). When every operand is dense or dense-ish, the
+   sparse planning is skipped: :mod:`._dense` densifies the COO operands and runs one
+   batched GEMM per pair.
 4. Each sparse step is matricised: A's rows are its (batch, free) keys, its columns the
    (batch, contracted) keys, and likewise for B (:mod:`._keys` gives compact ids with no
    linear key that could overflow, grouped by bitmap ranks, radix sorts and counting sorts;
@@ -40,7 +42,6 @@ array([[5., 0.],
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -48,12 +49,22 @@ from typing import Any
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import check_numeric_dtype, compute_dtype, index_dtype_for, result_dtype
+from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
+from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
+from flexsparse.contract._dense import (
+    dense_enough,
+    dense_pair_fast,
+    dense_result_nonfinite,
+    densify_checked,
+    has_nonfinite,
+    pair_dense,
+    split_pair,
+)
 from flexsparse.contract._keys import KeySpace, group_modes, split_modes
-from flexsparse.contract.parser import EinsumSpec, TermReduction, parse_einsum, parse_interleaved
+from flexsparse.contract._structured import einsum_on_device, pair_structured, structured_backend
+from flexsparse.contract.parser import TermReduction, parse_einsum, parse_interleaved
 from flexsparse.contract.plan import (
-    DENSE_THRESHOLD,
     DOT_FACTOR,
     OUTPUT_DENSE_THRESHOLD,
     check_optimize,
@@ -224,14 +235,6 @@ def _csr(row_ids: np.ndarray, col_ids: np.ndarray, vals: np.ndarray, shape: tupl
     return CSR._trusted(indptr, indices, data, (n_rows, n_cols), True)
 
 
-def _split(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:
-    batch = "".join(c for c in ai if c in bi and c in out)
-    contr = "".join(c for c in ai if c in bi and c not in out)
-    free_a = "".join(c for c in ai if c not in bi)
-    free_b = "".join(c for c in bi if c not in ai)
-    return batch, contr, free_a, free_b
-
-
 def _modes(idx: str, letters: str) -> list[int]:
     return [idx.index(c) for c in letters]
 
@@ -308,7 +311,7 @@ def _outer(a: COO, a_rows: np.ndarray, a_cols: np.ndarray, B: Any, row_ks: KeySp
 def _pair_sparse(a: COO, ai: str, b: COO, bi: str, out: str, sizes: dict[str, int], method: str,
                  threads: int | None) -> tuple[Any, str]:
     """Sparse x sparse contraction; returns (result, its index order)."""
-    batch, contr, free_a, free_b = _split(ai, bi, out)
+    batch, contr, free_a, free_b = split_pair(ai, bi, out)
     a, b = _canonical(a), _canonical(b)
     sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
     rows_a, rows_b = _modes(ai, batch + free_a), _modes(bi, batch + free_b)
@@ -366,7 +369,7 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     from flexsparse.kernels.cpu import spmm as spk
     from flexsparse.kernels.cpu.grouping import linear_key
 
-    batch, contr, free_a, free_d = _split(ai, di, out)
+    batch, contr, free_a, free_d = split_pair(ai, di, out)
     a = _canonical(a)
     sz = lambda s: tuple(sizes[c] for c in s)  # noqa: E731
     dtype = result_dtype(a.dtype, d.dtype)
@@ -400,121 +403,6 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     return _trusted_coo(coords, sub[r, c], res_shape, True), res_idx
 
 
-def structured_backend(x: Any) -> str:
-    """Where a structured x dense product runs: ``"triton"`` for a tensor on a CUDA device
-    (:mod:`flexsparse.gpu`), ``"numba"`` (the CPU kernels) for everything else.
-
-    >>> import numpy as np
-    >>> structured_backend(np.ones(3))
-    'numba'
-    """
-    device = getattr(x, "device", None)
-    return "triton" if getattr(device, "type", None) == "cuda" else "numba"
-
-
-def _pair_structured(w: StructuredMatrix, wi: str, d: np.ndarray, di: str, sizes: dict[str, int],
-                     kernel: str) -> tuple[np.ndarray, str]:
-    """Structured ``W[wi]`` x dense ``D[di]`` on the structured class's own product.
-
-    ``kernel`` (from :func:`~flexsparse.contract.plan.structured_kernel`) names the contracted
-    index: ``W``'s reduction index for ``"matmul"``, its row index for ``"tmatmul"``. ``D`` is
-    read in place when its (free..., contracted) view is row-major (``W.linear`` /
-    ``W.linear_grad_input``), else copied once as ``[contracted, free]`` (``W.matmul`` /
-    ``W.tmatmul``).
-    """
-    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
-    free = "".join(x for x in di if x != c)
-    n_free = math.prod(sizes[x] for x in free)
-    lead = _transpose_to(d, di, free + c)
-    if lead.flags.c_contiguous:
-        x2 = lead.reshape(n_free, sizes[c])
-        res = w.linear(x2) if kernel == "matmul" else w.linear_grad_input(x2)
-        idx = free + kept
-    else:
-        x2 = np.ascontiguousarray(_transpose_to(d, di, c + free)).reshape(sizes[c], n_free)
-        res = w.matmul(x2) if kernel == "matmul" else w.tmatmul(x2)
-        idx = kept + free
-    return res.reshape(tuple(sizes[x] for x in idx)), idx
-
-
-def _torch_structured(w: StructuredMatrix, wi: str, t: Any, ti: str, out: str, kernel: str) -> Any:
-    """:func:`_pair_structured` for a torch tensor on a CUDA device: Triton, result on the device."""
-    from flexsparse import gpu
-
-    c, kept = (wi[1], wi[0]) if kernel == "matmul" else (wi[0], wi[1])
-    free = "".join(x for x in ti if x != c)
-    perm = [ti.index(x) for x in free + c]
-    x2 = t.permute(*perm).reshape(-1, int(t.shape[ti.index(c)])).contiguous()
-    res = gpu.linear(w, x2) if kernel == "matmul" else gpu.linear_grad_input(w, x2)
-    shape = [int(t.shape[ti.index(x)]) for x in free] + [int(w.shape[wi.index(kept)])]
-    idx = free + kept
-    return res.reshape(shape).permute(*[idx.index(x) for x in out])
-
-
-def _perm(idx: str, target: str) -> tuple[int, ...] | None:
-    """The axes taking an operand over ``idx`` to ``target`` order (``None``: already there)."""
-    return None if idx == target else tuple(idx.index(c) for c in target)
-
-
-@functools.lru_cache(maxsize=256)
-def _dense_pair_layout(xi: str, yi: str, out: str, extents: tuple[int, ...]) -> tuple:
-    """What :func:`_pair_dense` needs about a pair, remembered per (indices, sizes) (its
-    string work took ~15 us a call): per operand the axes and ``[B, R, C]`` shape of the
-    (batch, rows, cols) order and of the (batch, cols, rows) order; the result's indices and
-    shape. ``extents`` are the sizes of the indices of ``xi + yi``, in that order."""
-    sizes = dict(zip(xi + yi, extents))
-    batch, contr, free_x, free_y = _split(xi, yi, out)
-    sz = lambda s: math.prod(sizes[c] for c in s)  # noqa: E731
-
-    def layouts(idx: str, rows: str, cols: str) -> tuple:
-        return (_perm(idx, batch + rows + cols), (sz(batch), sz(rows), sz(cols)),
-                _perm(idx, batch + cols + rows), (sz(batch), sz(cols), sz(rows)))
-
-    res_idx = batch + free_x + free_y
-    return layouts(xi, free_x, contr), layouts(yi, contr, free_y), res_idx, tuple(sizes[c] for c in res_idx)
-
-
-def _as_batched(op: np.ndarray, layout: tuple, dtype: np.dtype) -> np.ndarray:
-    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
-
-    Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
-    swap of the last two axes (``layout`` from :func:`_dense_pair_layout`): either is a
-    BLAS-ready view when it matches the stored layout.
-    """
-    perm, shape, perm_swapped, shape_swapped = layout
-    op = op.astype(dtype, copy=False)
-    direct = op if perm is None else op.transpose(perm)
-    if direct.flags.c_contiguous:
-        return direct.reshape(shape)
-    swapped = op if perm_swapped is None else op.transpose(perm_swapped)
-    if swapped.flags.c_contiguous:
-        return swapped.reshape(shape_swapped).swapaxes(1, 2)
-    return np.ascontiguousarray(direct).reshape(shape)
-
-
-def _pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: dict[str, int]
-                ) -> tuple[np.ndarray, str]:
-    """Dense x dense as one batched GEMM: [B, Fx, K] @ [B, K, Fy] (BLAS through ``np.matmul``).
-
-    Skips ``numpy.einsum``'s per-call path search; indices private to one side were summed
-    away by the unary pass, so every index is batch, contracted or free. Operands are passed
-    as (possibly transposed) views, so BLAS reads them in place.
-    """
-    lx, ly, idx, shape = _dense_pair_layout(xi, yi, out, tuple(sizes[c] for c in xi + yi))
-    dtype = x.dtype if x.dtype == y.dtype and x.dtype.isnative else result_dtype(x.dtype, y.dtype)
-    return _batched_gemm(x, lx, y, ly, dtype).reshape(shape), idx
-
-
-def _batched_gemm(x: np.ndarray, lx: tuple, y: np.ndarray, ly: tuple, dtype: np.dtype) -> np.ndarray:
-    """``[B, R, K] @ [B, K, C]`` of ``x`` and ``y`` in the layouts of :func:`_dense_pair_layout`
-    (one 2-D GEMM when ``B == 1``)."""
-    xm = _as_batched(x, lx, dtype)
-    ym = _as_batched(y, ly, dtype)
-    if dtype.kind not in "fc":  # integer/bool GEMM has no BLAS; numpy.einsum's loops beat matmul's
-        return np.einsum("bik,bkj->bij", xm, ym)
-    return np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
-
-
 def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, sizes: dict[str, int],
           method: str, threads: int | None, dense_out: bool, tiling: Any, final: str | None,
           reserved: int = 0) -> tuple[Any, str]:
@@ -533,78 +421,19 @@ def _pair(x: COO | np.ndarray, xi: str, y: COO | np.ndarray, yi: str, out: str, 
         if isinstance(w, StructuredMatrix) and isinstance(d, np.ndarray) and d.dtype.kind in "biuf":
             kernel = structured_kernel(wi, di, out)
             if kernel is not None:
-                return _pair_structured(w, wi, d, di, sizes, kernel)
+                return pair_structured(w, wi, d, di, sizes, kernel)
     x = x.to_coo() if isinstance(x, StructuredMatrix) else x
     y = y.to_coo() if isinstance(y, StructuredMatrix) else y
     xs, ys = isinstance(x, COO), isinstance(y, COO)
     if method == "dense":
-        return _pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
+        return pair_dense(x.todense() if xs else x, xi, y.todense() if ys else y, yi, out, sizes)
     if xs and ys:
         return _pair_sparse(x, xi, y, yi, out, sizes, method, threads)
     if xs:
         return _pair_sparse_dense(x, xi, y, yi, out, sizes, threads, dense_out)
     if ys:
         return _pair_sparse_dense(y, yi, x, xi, out, sizes, threads, dense_out)
-    return _pair_dense(x, xi, y, yi, out, sizes)
-
-
-def _dense_enough(op: COO | np.ndarray) -> bool:
-    """Dense arrays, and COO tensors >= 30% dense that densify within 256 MiB (O(1) check).
-
-    Structured matrices never are: they run their own product, which picks BLAS itself above
-    its measured crossover density.
-    """
-    if isinstance(op, StructuredMatrix):
-        return False
-    if not isinstance(op, COO):
-        return True
-    return op.density >= DENSE_THRESHOLD and op.size * op.dtype.itemsize <= _limits.DENSE_OPERAND_MAX_BYTES
-
-
-def _has_nonfinite(op: COO | np.ndarray) -> bool:
-    """Whether ``op`` stores an inf or nan: one reduction, no temporary the size of ``op``.
-
-    Contiguous values of a compiled dtype: one compiled pass (``v - v`` is non-zero only for
-    inf and nan). Others are summed in 64-bit precision: any inf or nan makes the sum
-    non-finite; a finite sum that overflows float64 only sends the call to the exact
-    non-finite evaluation, which is exact for finite values too.
-    """
-    vals = op._data() if isinstance(op, SparseArray) else op
-    if vals.dtype.kind not in "fc" or vals.size == 0:
-        return False
-    hot = _hot()  # numba: on first use
-    if vals.flags.c_contiguous and vals.dtype in hot.compiled_dtypes:
-        return bool(hot.nonfinite_kernel(vals.reshape(-1)))  # 18 us against 35 us for the sum below (165K)
-    wide = np.complex128 if vals.dtype.kind == "c" else np.float64
-    with np.errstate(over="ignore", invalid="ignore"):
-        return not bool(np.isfinite(vals.sum(dtype=wide)))
-
-
-def _densify_checked(ops: list) -> tuple[list, bool, list]:
-    """``(arrays, nonfinite, unchecked)``: dense arrays of dense-enough operands (one per
-    distinct operand), whether the scatter that densified a COO found an inf or nan, and the
-    distinct arrays no pass has checked (operands given dense, or densified by a copy).
-
-    The unchecked ones are scanned only if the dense product's result is not finite (see
-    :func:`_dense_result_nonfinite`): an all-dense product sends every stored value into at
-    least one output cell (it multiplies every entry along the other operands' indices), and
-    inf or nan times anything, summed with anything, stays inf or nan. So a finite result
-    proves finite operands, and the scan NumPy does not make leaves the common path
-    (chemistry ``abQ,ijQ->abij`` on dense 24x24x375 operands: ~25 us of a 0.2 ms call)."""
-    done: dict[int, tuple[np.ndarray, bool | None]] = {}
-    for op in ops:
-        if id(op) not in done:
-            done[id(op)] = op._todense_checked() if isinstance(op, COO) else (op, None)
-    return ([done[id(op)][0] for op in ops], any(flag for _, flag in done.values()),
-            [arr for arr, flag in done.values() if flag is None])
-
-
-def _dense_result_nonfinite(res: Any, unchecked: list) -> bool:
-    """Whether an unchecked operand of an all-dense product holds an inf or nan, given the
-    product's result ``res`` (see :func:`_densify_checked`): only a result that is not finite
-    makes the operands worth scanning (a finite product that overflowed keeps its result)."""
-    return bool(unchecked) and isinstance(res, (np.ndarray, np.generic)) and _has_nonfinite(np.asarray(res)) \
-        and any(_has_nonfinite(arr) for arr in unchecked)
+    return pair_dense(x, xi, y, yi, out, sizes)
 
 
 def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
@@ -618,7 +447,7 @@ def _finish(res: COO | np.ndarray, fmt: str, dtype: np.dtype) -> Any:
         if sparse:
             nnz = res.nnz
         else:  # only "more than OUTPUT_DENSE_THRESHOLD non-zero?" matters: stop counting past it
-            nnz = _hot().count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
+            nnz = hot().count_nonzero_upto(res, int(OUTPUT_DENSE_THRESHOLD * res.size))
         fmt = choose_format(nnz, res.shape, dtype.itemsize)
     if fmt == "dense":
         dense = res.todense() if sparse else res
@@ -692,17 +521,17 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if format not in _FORMATS:
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
     if threads is not None:  # None is valid; the check's module loads numba
-        _hot().check_threads(threads)
+        hot().check_threads(threads)
     if len(operands) == 2 and memory_limit is None and out is None and not return_report and \
             format in ("auto", "dense") and type(subscripts) is str and type(optimize) is str:
-        res = _dense_pair_fast(subscripts, operands[0], operands[1], optimize)
+        res = dense_pair_fast(subscripts, operands[0], operands[1], optimize)
         if res is not None:
             return res
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
         raise ValueError("out= streams tiles to disk and needs memory_limit=")
-    gpu_res = _einsum_on_device(subscripts, operands, format, out)
+    gpu_res = einsum_on_device(subscripts, operands, format, out)
     if gpu_res is not None:
         return (gpu_res, []) if return_report else gpu_res
     ops, seen = [], {}
@@ -710,9 +539,9 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         if id(x) not in seen:
             seen[id(x)] = _as_operand(x, k)
         ops.append(seen[id(x)])
-    spec = _parsed(subscripts, tuple(op.shape for op in ops))
+    spec = parsed_spec(subscripts, tuple(op.shape for op in ops))
     check_optimize(optimize, spec.n_operands)
-    dtype, work = _dtypes(tuple(op.dtype for op in ops))
+    dtype, work = call_dtypes(tuple(op.dtype for op in ops))
     tiling_opts = None
     if memory_limit is not None:
         tiling_opts = make_tiling_options(memory_limit, tiling, overbook, progress, out)
@@ -723,28 +552,28 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
 
     if format == "auto" and all(isinstance(op, np.ndarray) for op in ops):
         format = "dense"  # dense in, dense out, as numpy.einsum
-    dense_ops = all(_dense_enough(op) for op in ops)  # unchanged by the densify below
+    dense_ops = all(dense_enough(op) for op in ops)  # unchanged by the densify below
     if spec.n_operands > 1 and tiling_opts is None and dense_ops:
         # Every operand goes to BLAS (see _run_plan): densify now, and take the inf/nan check
         # from the scatter's own pass instead of a separate scan of the values (abQ,icQ->abic
         # from COO, one thread: 35 of 1250 us saved).
-        ops, nonfinite, unchecked = _densify_checked(ops)
+        ops, nonfinite, unchecked = densify_checked(ops)
     else:
         distinct = {id(op): op for op in ops}.values()  # an operand passed twice is scanned once
-        nonfinite = spec.n_operands > 1 and any(_has_nonfinite(op) for op in distinct)
+        nonfinite = spec.n_operands > 1 and any(has_nonfinite(op) for op in distinct)
         unchecked = []
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None
     plain = getattr(runner, "plain_product", None)
     if len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite and not dense_ops:
-        res = _hot().matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
+        res = hot().matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
                                   product=None if tiling_opts is None else plain)
         if res is not None:
             return (res, tiling_opts.reports if tiling_opts is not None else []) if return_report else res
     if not nonfinite:
         res, ri = _run_plan(spec, [_promote(op, work) for op in ops], work, optimize, threads, tiling_opts,
                             out is not None)
-        nonfinite = _dense_result_nonfinite(res, unchecked)  # then computed again, exactly
+        nonfinite = dense_result_nonfinite(res, unchecked)  # then computed again, exactly
     if nonfinite:
         from flexsparse.contract._nonfinite import evaluate_nonfinite
 
@@ -761,130 +590,18 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     return (res, reports) if return_report else res
 
 
-@functools.lru_cache(maxsize=256)
-def _dense_pair_plan(subscripts: str, x_shape: tuple, y_shape: tuple, x_dtype: np.dtype, y_dtype: np.dtype,
-                     optimize: str) -> tuple | None:
-    """``(x layout, y layout, result shape, permutation to the output, dtype)`` for a pair of
-    float arrays of one dtype whose subscripts need no unary step (no broadcast, diagonal or
-    private sum), remembered per call shape; ``None`` for everything else. Parsing errors
-    raise here as in the full path."""
-    spec = _parsed(subscripts, (x_shape, y_shape))
-    check_optimize(optimize, spec.n_operands)
-    dtype, work = _dtypes((x_dtype, y_dtype))
-    if spec.n_operands != 2 or not spec.output or not (x_dtype == y_dtype == dtype == work) or \
-            dtype.kind not in "fc" or not dtype.isnative:
-        return None
-    if any(red.squeezed or red.diagonal or red.summed for red in _reductions(spec)):
-        return None
-    xi, yi = spec.inputs
-    lx, ly, idx, shape = _dense_pair_layout(xi, yi, spec.output, tuple(x_shape) + tuple(y_shape))
-    return lx, ly, shape, None if idx == spec.output else tuple(idx.index(c) for c in spec.output), dtype
-
-
-def _dense_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray | None:
-    """Two float ndarrays of one dtype: the dense product straight through BLAS, with the plan
-    remembered per (subscripts, shapes, dtype); ``None`` sends the call down the full path.
-
-    The full path's Python around the same GEMM (operand conversion, dtype rules, densify
-    check, unary pass, format choice) cost ~25 us a call: 219 us against the GEMM's 193 us on
-    the demo's chemistry row (576 x 375 x 16, one thread), where NumPy's ``tensordot`` takes
-    200 us. A result holding an inf or nan goes down the full path, which reproduces NumPy's
-    non-finite semantics exactly.
-    """
-    if type(x) is not np.ndarray or type(y) is not np.ndarray:
-        return None
-    plan = _dense_pair_plan(subscripts, x.shape, y.shape, x.dtype, y.dtype, optimize)
-    if plan is None:
-        return None
-    lx, ly, shape, perm, dtype = plan
-    res = _batched_gemm(x, lx, y, ly, dtype).reshape(shape)
-    if _hot().nonfinite_kernel(res.reshape(-1)):
-        return None
-    return res if perm is None else res.transpose(perm)
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed(subscripts: str, shapes: tuple[tuple[int, ...], ...]) -> EinsumSpec:
-    """:func:`~flexsparse.contract.parser.parse_einsum`, remembered per (subscripts, shapes):
-    the spec is frozen and hashable, and parsing plus :func:`_reductions` took ~40% of the
-    fixed cost of a call (about 30 of 70 us on one core of the 2-core test VM), which
-    matters for sub-millisecond products such as the chemistry contractions. The shapes are
-    the operands' own tuples (an extent equal to a Python int hashes as one, so the key is
-    the same) and are made Python ints only on a miss."""
-    return parse_einsum(subscripts, tuple(tuple(int(n) for n in shape) for shape in shapes))
-
-
-@functools.lru_cache(maxsize=64)
-def _dtypes(dtypes: tuple[np.dtype, ...]) -> tuple[np.dtype, np.dtype]:
-    """``(result dtype, compute dtype)`` of operands of ``dtypes`` (:func:`result_dtype`,
-    :func:`compute_dtype`), remembered: the two took ~3 us of a call's ~30 us fixed cost."""
-    dtype = result_dtype(*dtypes)
-    return dtype, compute_dtype(dtype)
-
-
-class _HotImports:
-    """Modules einsum's per-call path needs that cannot load with this one (numba kernels,
-    the 2-D product module, which imports this one): imported on first use and kept, since a
-    function-level ``from ... import`` costs ~1 us per call even when the module is loaded."""
-
-    def __init__(self) -> None:
-        from flexsparse.contract._matmul2d import matmul_2d
-        from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
-        from flexsparse.kernels.cpu.partition import check_threads
-        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
-
-        self.check_threads = check_threads
-        self.count_nonzero_upto = count_nonzero_upto
-        self.matmul_2d = matmul_2d
-        self.compiled_dtypes = COMPILED_DTYPES
-        self.nonfinite_kernel = nonfinite_kernel
-
-
-_HOT: _HotImports | None = None
-
-
-def _hot() -> _HotImports:
-    global _HOT
-    if _HOT is None:
-        _HOT = _HotImports()
-    return _HOT
-
-
-@functools.lru_cache(maxsize=256)
-def _reductions(spec: EinsumSpec) -> tuple[TermReduction, ...]:
-    """``spec.reductions()``, remembered per spec (see :func:`_parsed`)."""
-    return spec.reductions()
-
-
-def _einsum_on_device(subscripts: str, operands: Sequence[Any], format: str, out: Any) -> Any:
-    """A structured matrix times a CUDA tensor, run by Triton; ``None`` for every other call."""
-    if len(operands) != 2 or out is not None or format not in ("auto", "dense"):
-        return None
-    for k in (0, 1):
-        w, t = operands[k], operands[1 - k]
-        if isinstance(w, StructuredMatrix) and structured_backend(t) == "triton":
-            spec = parse_einsum(subscripts, [tuple(w.shape), tuple(t.shape)])
-            wi, ti = spec.inputs[k], spec.inputs[1 - k]
-            kernel = structured_kernel(wi, ti, spec.output)
-            if kernel is None or any(spec.broadcast) or len(set(ti)) < len(ti) or \
-                    any(c not in spec.output and c not in wi for c in ti):
-                return None
-            return _torch_structured(w, wi, t, ti, spec.output, kernel)
-    return None
-
-
 def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,
               stream_final: bool) -> tuple[Any, str]:
     """Unary pass, plan, pairwise steps over operands already in the compute ``dtype``;
     returns the last result and its index order."""
     # Unary pass (the spec's one normalisation): every operand keeps distinct indices that
     # another operand or the output needs.
-    work = [_unary(op, red, dtype) for op, red in zip(ops, _reductions(spec))]
+    work = [_unary(op, red, dtype) for op, red in zip(ops, reductions(spec))]
     if len(work) == 1:
         op, idx = work[0]
         return op, idx
     sizes = spec.sizes.as_dict()
-    if tiling_opts is None and all(_dense_enough(op) for op, _ in work):
+    if tiling_opts is None and all(dense_enough(op) for op, _ in work):
         # Every operand is dense or dense-ish (chemistry integrals): BLAS, no sparse planning.
         densified: dict[int, np.ndarray] = {}  # the same operand twice is densified once
         dense = []
@@ -896,7 +613,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
             dense.append((op, idx))
         if len(dense) == 2:
             (x, xi), (y, yi) = dense
-            return _pair_dense(x, xi, y, yi, spec.output, sizes)
+            return pair_dense(x, xi, y, yi, spec.output, sizes)
         subs = ",".join(idx for _, idx in dense) + "->" + spec.output
         return np.einsum(subs, *[op for op, _ in dense], optimize=True), spec.output
     if len(work) == 2 and tiling_opts is not None:
@@ -918,7 +635,7 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
                 return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
                              spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
-        batch, contr, free_x, free_y = _split(xi, yi, spec.output)
+        batch, contr, free_x, free_y = split_pair(xi, yi, spec.output)
         high_order = bool(batch) or len(free_x) > 1 or len(free_y) > 1 or len(contr) > 1
         if isinstance(x, COO) and isinstance(y, COO) and (
                 cells > DOT_FACTOR * (x.nnz + y.nnz) or

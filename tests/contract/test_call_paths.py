@@ -1,9 +1,9 @@
 """einsum's per-call shortcuts give the same results as the paths they shortcut.
 
 * all-dense products check their operands for inf/nan only when the BLAS result is not
-  finite (execute._densify_checked): NumPy's values wherever an inf or nan meets a zero, a
+  finite (_dense.densify_checked): NumPy's values wherever an inf or nan meets a zero, a
   finite overflow keeps the BLAS result;
-* the cached dense-pair layout (execute._dense_pair_layout) for every operand layout;
+* the cached dense-pair layout (_dense.dense_pair_layout) for every operand layout;
 * FrozenSizes' cached hash stays out of pickles (string hashes differ between processes).
 """
 

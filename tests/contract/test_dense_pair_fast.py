@@ -1,4 +1,4 @@
-"""The all-dense pair fast path of einsum (execute._dense_pair_fast) against numpy.einsum:
+"""The all-dense pair fast path of einsum (_dense.dense_pair_fast) against numpy.einsum:
 layouts, batches, dtypes, inf/nan semantics, and the calls it must leave to the full path."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import flexsparse as fs
-from flexsparse.contract import execute
+from flexsparse.contract import _dense
 
 
 def _rand(shape, dtype, seed):
@@ -32,7 +32,7 @@ CASES = [
 @pytest.mark.parametrize(("spec", "sx", "sy"), CASES)
 def test_fast_path_matches_numpy(spec, sx, sy, dtype):
     x, y = _rand(sx, dtype, 0), _rand(sy, dtype, 1)
-    assert execute._dense_pair_fast(spec, x, y, "auto") is not None
+    assert _dense.dense_pair_fast(spec, x, y, "auto") is not None
     got = fs.einsum(spec, x, y)
     want = np.einsum(spec, x, y)
     assert isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape
@@ -68,7 +68,7 @@ def test_nonfinite_operands_keep_numpy_semantics(bad):
     ("ij,jk->i", np.ones((2, 3)), np.ones((3, 2))),  # k summed privately
 ])
 def test_full_path_for_the_rest(spec, x, y):
-    assert execute._dense_pair_fast(spec, x, y, "auto") is None
+    assert _dense.dense_pair_fast(spec, x, y, "auto") is None
     got = fs.einsum(spec, x, y)
     np.testing.assert_allclose(got, np.einsum(spec, x, y))
     assert np.asarray(got).dtype == np.einsum(spec, x, y).dtype

@@ -232,7 +232,7 @@ def test_structured_products_call_the_class_methods(monkeypatch):
 
 
 def test_device_dispatch_decision():
-    from flexsparse.contract.execute import _einsum_on_device, structured_backend
+    from flexsparse.contract._structured import einsum_on_device, structured_backend
 
     class FakeCuda:
         device = type("D", (), {"type": "cuda"})()
@@ -243,7 +243,7 @@ def test_device_dispatch_decision():
     torch = pytest.importorskip("torch")
     assert structured_backend(torch.ones(3)) == "numba"
     W = fs.prune(np.ones((4, 12)), "2:4")
-    assert _einsum_on_device("ij,jk->ik", (W, np.ones((12, 3))), "auto", None) is None
+    assert einsum_on_device("ij,jk->ik", (W, np.ones((12, 3))), "auto", None) is None
 
 
 # ---------------------------------------------------------------------- layering

@@ -176,8 +176,8 @@ def test_next_pow2():
                                          ("bo,oi->ib", 1)])
 def test_einsum_step_on_device_tensors(kind, opts, spec, w_pos):
     """The einsum step that Triton runs for a structured matrix times a CUDA tensor
-    (execute._torch_structured), here on CPU tensors through the interpreter."""
-    from flexsparse.contract.execute import _torch_structured
+    (_structured.torch_structured), here on CPU tensors through the interpreter."""
+    from flexsparse.contract._structured import torch_structured
     from flexsparse.contract.plan import structured_kernel
 
     W = _weight(kind, (20, 24), 5, **opts)
@@ -186,6 +186,6 @@ def test_einsum_step_on_device_tensors(kind, opts, spec, w_pos):
     sizes = {"o": 20, "i": 24, "b": 3}
     x = np.random.default_rng(6).standard_normal(tuple(sizes[c] for c in ti))
     kernel = structured_kernel(wi, ti, out)
-    got = _torch_structured(W, wi, torch.from_numpy(x).to(DEVICE), ti, out, kernel)
+    got = torch_structured(W, wi, torch.from_numpy(x).to(DEVICE), ti, out, kernel)
     ops = (W.todense(), x) if w_pos == 0 else (x, W.todense())
     np.testing.assert_allclose(got.cpu().numpy(), np.einsum(spec, *ops), rtol=1e-10, atol=1e-10)
