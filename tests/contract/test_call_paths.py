@@ -104,3 +104,24 @@ def test_three_dense_operands_scalar_result_nonfinite():
         ref = np.einsum("i,i,i->", a, b, c)
         got = fs.einsum("i,i,i->", a, b, c)
     assert np.isnan(ref) and np.isnan(got)
+
+
+
+@pytest.mark.parametrize("out", ["abic", "icab", "aibc"])
+def test_auto_format_counts_a_permuted_result(out):
+    """format="auto" decides on the real nnz of a dense result whose output order is not the
+    GEMM's (a transposed view): a product that is mostly zero comes back sparse, a full one
+    dense, and both equal NumPy's."""
+    rng = np.random.default_rng(5)
+    spec = "abQ,icQ->" + out
+    a = rng.standard_normal((40, 3, 6))
+    a[16:] = 0  # 40% of the rows (dense enough for BLAS)
+    b = rng.standard_normal((2, 3, 6))
+    b[1] = 0  # 50%: 20% of the output is non-zero -> COO
+    got = fs.einsum(spec, fs.as_coo(a), fs.as_coo(b))
+    assert isinstance(got, fs.COO) and got.nnz == 16 * 3 * 3
+    np.testing.assert_allclose(got.todense(), np.einsum(spec, a, b), atol=1e-12)
+    b = rng.standard_normal((2, 3, 6))
+    full = fs.einsum(spec, fs.as_coo(a), fs.as_coo(b))
+    assert isinstance(full, np.ndarray)
+    np.testing.assert_allclose(full, np.einsum(spec, a, b), atol=1e-12)
