@@ -53,6 +53,7 @@ from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._dense import (
+    coo_pair_fast,
     dense_enough,
     dense_pair_fast,
     dense_result_nonfinite,
@@ -533,10 +534,14 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
     if threads is not None:  # None is valid; the check's module loads numba
         hot().check_threads(threads)
     if len(operands) == 2 and memory_limit is None and out is None and not return_report and \
-            format in ("auto", "dense") and type(subscripts) is str and type(optimize) is str:
-        res = dense_pair_fast(subscripts, operands[0], operands[1], optimize)
+            type(subscripts) is str and type(optimize) is str:
+        if format in ("auto", "dense"):
+            res = dense_pair_fast(subscripts, operands[0], operands[1], optimize)
+            if res is not None:
+                return res
+        res = coo_pair_fast(subscripts, operands[0], operands[1], optimize)
         if res is not None:
-            return res
+            return _finish(res, format, res.dtype)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
