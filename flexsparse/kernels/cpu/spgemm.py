@@ -36,8 +36,8 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
-  both on the first rows of each part (:data:`ADAPT_CHUNK` multiply-adds each, twice, with
-  the CPU cycle counter) and keeps the faster for the part's other rows -- the position map wins on
+  both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
+  cycle counter) and keeps the faster for its other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
   Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread).
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
@@ -148,8 +148,14 @@ PARTS_PER_WORKER = 8
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
 #: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
-#: each variant at the start of each dense part, then the faster one for the rest of the
-#: part. Parts with fewer than ``4 * ADAPT_CHUNK`` multiply-adds keep the variant before.
+#: each variant at the start of a worker's first dense part of at least ``4 * ADAPT_CHUNK``
+#: multiply-adds, then the faster one for all its other rows. Timing every part afresh
+#: ran the slower variant on ~6 % of each part and, switching between the two workspaces,
+#: doubled their cache footprint; timing once was as fast or faster on 8 of 10 products
+#: of 1-110M multiply-adds (min of 5 interleaved rounds, 2026-11-30, noisy host: two
+#: threads R-MAT 18 ef 16 151 -> 144 ms, arrow 121 -> 108 ms, Bunny 8.0 -> 7.6 ms; one
+#: thread R-MAT 16 ef 8 306 -> 248 ms, arrow 193 -> 148 ms; slower: R-MAT 20 ef 8 two
+#: threads 252 -> 265 ms, ca-HepTh 3.2 -> 3.5 ms).
 ADAPT_CHUNK = 1 << 15
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
@@ -452,6 +458,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     trial = _TRIALS
     best = np.full(3, np.inf)
     timed_part = -1
+    timed_once = False
     part = p1 - 1 if back else p0
     lo = r_hi if back else r_lo  # rows lo:hi are computed next
     hi = r_hi if back else r_lo
@@ -469,16 +476,16 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
         else:
             while bounds[part + 1] <= hi:
                 part += 1
-        if variant == 0 and part != timed_part and use_dense[part]:
-            # each dense part times the variants afresh: the rows' character drifts along the
-            # matrix (R-MAT: hub rows first), and a walk down starts at the other end
+        if variant == 0 and not timed_once and part != timed_part and use_dense[part]:
+            # the variants are timed once per worker, on its first dense part with enough work
+            # (see ADAPT_CHUNK for why not on every part)
             timed_part = part
             part_flops = 0
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
             if part_flops >= _TRIALS * ADAPT_CHUNK:
                 trial = 0
-                best[:] = np.inf
+                timed_once = True
         timed = trial < _TRIALS and use_dense[part]
         work = 0
         if back:
