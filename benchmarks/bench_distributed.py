@@ -122,15 +122,17 @@ def in_process(spec, ops, threads, repeat):
 
 def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
     """``{seconds, result, peaks, reports, client_cpu, worker_cpu}`` of the best of ``repeat`` warm
-    calls on a fresh LocalCluster of worker processes passed in with ``client=`` (what a user with
-    a running cluster sees; the scheduler runs in this process, so its CPU time counts as the
+    calls on a fresh embedded cluster (:func:`flexsparse.distributed.cluster.local_cluster`: worker
+    processes, the library's dask settings) passed in with ``client=`` (what a user running many
+    calls on one cluster sees; the scheduler runs in this process, so its CPU time counts as the
     client's). ``peaks``: each worker's resident high-water mark."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from flexsparse import distributed as fd
+    from flexsparse.distributed.cluster import local_cluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=worker_memory,
-                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
+    # the cluster the library embeds when it is given none (its dask settings included)
+    with local_cluster(workers, worker_memory, processes=True, silence_logs=50) as cluster, Client(cluster) as c:
         c.run(lambda: fs.einsum("ij,jk->ik", fs.random((50, 50), 0.1, seed=0), fs.random((50, 50), 0.1, seed=1),
                                 memory_limit="1MB"))        # compile the kernels in every worker
 

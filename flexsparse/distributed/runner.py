@@ -394,10 +394,10 @@ class _Run:
         from flexsparse.distributed.cluster import worker_resources
 
         try:
-            self.addresses = worker_resources(self.client).addresses
+            self.addresses = worker_resources(self.client, fresh=True).addresses
         except RuntimeError:  # every worker is restarting: wait for one to come back
             self.client.wait_for_workers(1, timeout=120)
-            self.addresses = worker_resources(self.client).addresses
+            self.addresses = worker_resources(self.client, fresh=True).addresses
         return list(self.addresses)
 
     def _a_sources(self, groups: list[int], own: bool = False) -> dict[int, tuple[Any, int, bool]]:
@@ -742,16 +742,18 @@ class _Run:
         order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
         # room of each block: its exact multiply-adds (float sums of integers), plus a margin
         rooms = [int(round(p.group_tiles(g)[0].flops)) + _direct.MARGIN for g in order]
-        cap = sum(rooms)
+        if len(order) == 1:
+            cap = rooms[0]
+            direct = {order[0]: (0, False, rooms[0])}
+        else:   # the two blocks meet at a slot kept for the product while both fit beside it
+            cap, meet = _direct.meeting_slot(self.client, self.A, self.B, rooms)
+            direct = {order[0]: (meet, True, meet), order[1]: (meet, False, cap - meet)}
         target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
         self.path = _gather.create(target.nbytes)
         if self.path is None:
             return None
         self.target = target = _gather.Target(self.path, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
-        if len(order) == 1:
-            self.direct = {order[0]: (0, False, rooms[0])}
-        else:
-            self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
+        self.direct = direct
         out = _gather.arrays(_gather.map_target(target, keep=True), target)
         backs = {g: self.direct[g][1] for g in order}
         for back in set(backs.values()):   # marks a block overwrites with its CPU seconds
