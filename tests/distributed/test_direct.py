@@ -234,15 +234,16 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
     a = fs.rmat(10, 8, seed=5)
     want = fs.einsum("ij,jk->ik", a, a)
     key = _direct._product_key(_as_csr(a), _as_csr(a))
-    seen = []
+    seen, places = [], []
     for _ in range(3):
         with get_task_stream(two_threads) as ts:
             got, reports = fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0,
                                      return_report=True)
         _equal(got, want)
         assert reports[0].groups == 2 and reports[0].tasks == 2
-        direct = [d["worker"] for d in ts.data if d["key"].startswith("fs-direct-")]
-        assert len(direct) == 2 and len(set(direct)) == 2       # one block per worker
+        direct = {d["key"].split("-")[-2]: d["worker"] for d in ts.data if d["key"].startswith("fs-direct-")}
+        assert len(direct) == 2 and len(set(direct.values())) == 2       # one block per worker
+        places.append(direct)
         seen.append(list(getattr(two_threads, "_flexsparse_back_factor", {}).get(key, [])))
         del got
         gc.collect()
@@ -252,6 +253,25 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
     lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
     assert all(lo <= f <= hi for f in seen[-1])
     assert _direct.back_factor(two_threads, _as_csr(a), _as_csr(a)) == float(np.median(seen[-1]))
+    assert places[0] == places[1] == places[2]     # each block on the same worker every time
+
+
+def test_the_meeting_slot_is_kept_and_moves_only_as_far_as_a_block_needs():
+    from types import SimpleNamespace
+
+    client = SimpleNamespace()
+    a = _as_csr(fs.rmat(6, 4, seed=1))
+    cap, meet = _direct.meeting_slot(client, a, a, [400, 600])
+    slack = cap - 1000
+    assert slack == int(1000 * _limits.DIRECT_MEET_SLACK) > 0 and meet == 400 + slack // 2
+    assert _direct.meeting_slot(client, a, a, [420, 580]) == (cap, meet)           # both still fit: kept
+    assert _direct.meeting_slot(client, a, a, [400 + slack, 600 - slack]) == (cap, 400 + slack)   # first grew
+    assert _direct.meeting_slot(client, a, a, [300, 700]) == (cap, 300 + slack)    # second grew: moved down
+    for rooms in ([0, 1000], [1000, 0], [1, 999], [731, 269]):                      # every split fits
+        cap2, m2 = _direct.meeting_slot(client, a, a, rooms)
+        assert cap2 == cap and rooms[0] <= m2 <= cap - rooms[1]
+    b = _as_csr(fs.rmat(6, 4, seed=2))
+    assert _direct.meeting_slot(client, a, b, [10, 10])[1] == 10 + int(20 * _limits.DIRECT_MEET_SLACK) // 2
 
 
 def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
