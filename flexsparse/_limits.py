@@ -370,7 +370,7 @@ DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
 DIRECT_BACK_MIN_SECONDS = 0.005
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
-#: Slots of a two-block direct result file beyond its blocks' multiply-adds, as a fraction of them:
+#: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:
 #: the two blocks meet at a slot the client keeps for the product while both blocks still fit on
 #: their side of it (:func:`flexsparse.distributed._direct.meeting_slot`), so each worker writes the
 #: same pages run after run when a new cut moves a few rows between the blocks (with the meeting

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MARGIN", "back_factor", "direct_capable", "kept", "mapping", "meeting_slot", "note_seconds",
+__all__ = ["MARGIN", "back_factor", "capacity", "direct_capable", "kept", "mapping", "meeting_slot", "note_seconds",
            "noted_seconds",
            "record_back_factor", "release_mappings", "spgemm_into", "write_tile"]
 
@@ -93,31 +93,42 @@ def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],
         factors.pop(next(iter(factors)))
 
 
-def meeting_slot(client: Any, A: Any, B: Any, rooms: list[int]) -> tuple[int, int]:
-    """``(capacity, meeting slot)`` of a two-block result file whose blocks need ``rooms`` slots
-    (their multiply-adds plus :data:`MARGIN`): the first block is written down to the meeting
-    slot, the second up from it. The capacity exceeds the rooms by
-    :data:`~flexsparse._limits.DIRECT_MEET_SLACK` of them; the slot ``client`` kept for a product of
-    this shape and these entry counts is reused, moved only as far as a block that no longer fits
-    beside it needs (the first time, the slack is split evenly around the first block's room). A
-    fixed slot keeps each block on the pages its worker wrote before when a new cut moves rows
-    between the blocks."""
+def capacity(flops: int) -> int:
+    """Slots of a direct result file for a product of ``flops`` multiply-adds in one or two blocks:
+    the multiply-adds, :data:`MARGIN` per block and :data:`~flexsparse._limits.DIRECT_MEET_SLACK`
+    of them to move the meeting slot in (:func:`meeting_slot`). The same for one block as for two,
+    so that clusters of one and two workers reuse one result file (:mod:`._gather`'s pool) without
+    resizing it: a resized file drops its pages and every worker's mapping of it."""
     from flexsparse import _limits
 
-    total = int(sum(rooms))
-    cap = total + int(total * _limits.DIRECT_MEET_SLACK)
+    return int(flops) + 2 * MARGIN + int(int(flops) * _limits.DIRECT_MEET_SLACK)
+
+
+def meeting_slot(client: Any, A: Any, B: Any, rooms: list[int], cap: int) -> int:
+    """The slot where two direct blocks needing ``rooms`` slots (their multiply-adds plus
+    :data:`MARGIN`) meet in a file of ``cap`` slots (:func:`capacity`): the first block is
+    written down to it, the second up from it. The slot ``client`` kept for a product of this
+    shape and these entry counts is reused, moved only as far as a block that no longer fits
+    beside it needs (the first time, the spare slots are split evenly around the first block's
+    room). A fixed slot keeps each block on the pages its worker wrote before when a new cut moves
+    rows between the blocks."""
+    from flexsparse import _limits
+
+    spare = cap - int(sum(rooms))
+    if spare < 0:
+        raise ValueError(f"blocks of {rooms} slots do not fit a file of {cap}")
     meets = getattr(client, "_flexsparse_meet", None)
     if meets is None:
         meets = client._flexsparse_meet = {}
     key = (*_product_key(A, B), cap)
     meet = meets.pop(key, None)
-    # the first time, the slack split evenly; then the kept slot, moved only as far as a block
-    # that outgrew its side needs (the fewest pages change sides)
-    meet = int(rooms[0]) + (cap - total) // 2 if meet is None else min(max(meet, int(rooms[0])), cap - int(rooms[1]))
+    # the first time, the spare slots split evenly; then the kept slot, moved only as far as a
+    # block that outgrew its side needs (the fewest pages change sides)
+    meet = int(rooms[0]) + spare // 2 if meet is None else min(max(meet, int(rooms[0])), cap - int(rooms[1]))
     meets[key] = meet
     while len(meets) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
         meets.pop(next(iter(meets)))
-    return cap, meet
+    return meet
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:

@@ -742,11 +742,11 @@ class _Run:
         order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
         # room of each block: its exact multiply-adds (float sums of integers), plus a margin
         rooms = [int(round(p.group_tiles(g)[0].flops)) + _direct.MARGIN for g in order]
+        cap = _direct.capacity(sum(rooms) - _direct.MARGIN * len(rooms))
         if len(order) == 1:
-            cap = rooms[0]
-            direct = {order[0]: (0, False, rooms[0])}
-        else:   # the two blocks meet at a slot kept for the product while both fit beside it
-            cap, meet = _direct.meeting_slot(self.client, self.A, self.B, rooms)
+            direct = {order[0]: (0, False, cap)}
+        else:   # the two blocks meet at a slot kept for the product, moved only when one outgrows it
+            meet = _direct.meeting_slot(self.client, self.A, self.B, rooms, cap)
             direct = {order[0]: (meet, True, meet), order[1]: (meet, False, cap - meet)}
         target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
         self.path = _gather.create(target.nbytes)

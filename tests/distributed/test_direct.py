@@ -261,17 +261,22 @@ def test_the_meeting_slot_is_kept_and_moves_only_as_far_as_a_block_needs():
 
     client = SimpleNamespace()
     a = _as_csr(fs.rmat(6, 4, seed=1))
-    cap, meet = _direct.meeting_slot(client, a, a, [400, 600])
-    slack = cap - 1000
-    assert slack == int(1000 * _limits.DIRECT_MEET_SLACK) > 0 and meet == 400 + slack // 2
-    assert _direct.meeting_slot(client, a, a, [420, 580]) == (cap, meet)           # both still fit: kept
-    assert _direct.meeting_slot(client, a, a, [400 + slack, 600 - slack]) == (cap, 400 + slack)   # first grew
-    assert _direct.meeting_slot(client, a, a, [300, 700]) == (cap, 300 + slack)    # second grew: moved down
-    for rooms in ([0, 1000], [1000, 0], [1, 999], [731, 269]):                      # every split fits
-        cap2, m2 = _direct.meeting_slot(client, a, a, rooms)
-        assert cap2 == cap and rooms[0] <= m2 <= cap - rooms[1]
+    cap = _direct.capacity(1000)
+    spare = cap - 1000 - 2 * _direct.MARGIN
+    assert spare == int(1000 * _limits.DIRECT_MEET_SLACK) > 0
+    rooms = lambda f0: [f0 + _direct.MARGIN, 1000 - f0 + _direct.MARGIN]   # noqa: E731
+    meet = _direct.meeting_slot(client, a, a, rooms(400), cap)
+    assert meet == rooms(400)[0] + spare // 2
+    assert _direct.meeting_slot(client, a, a, rooms(420), cap) == meet           # both still fit: kept
+    assert _direct.meeting_slot(client, a, a, rooms(400 + spare), cap) == rooms(400 + spare)[0]  # first grew
+    assert _direct.meeting_slot(client, a, a, rooms(300), cap) == rooms(300)[0] + spare   # second grew
+    for f0 in (0, 1000, 1, 731):                                                 # every split fits
+        m = _direct.meeting_slot(client, a, a, rooms(f0), cap)
+        assert rooms(f0)[0] <= m <= cap - rooms(f0)[1]
     b = _as_csr(fs.rmat(6, 4, seed=2))
-    assert _direct.meeting_slot(client, a, b, [10, 10])[1] == 10 + int(20 * _limits.DIRECT_MEET_SLACK) // 2
+    assert _direct.meeting_slot(client, a, b, [10, 10], 30) == 15                 # another product
+    with pytest.raises(ValueError, match="do not fit"):
+        _direct.meeting_slot(client, a, b, [20, 20], 30)
 
 
 def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
