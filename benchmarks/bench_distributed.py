@@ -71,6 +71,11 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+#: Pause before each timed call of the interleaved rounds: an OpenBLAS or OpenMP team busy-waits
+#: ~0.1 s after its last call (26-27 ms of CPU in the 50 ms after a NumPy GEMM, perf, 2026-11-29).
+_SETTLE_SECONDS = 0.25
+
+
 class _Best:
     """The best of several timed calls of one configuration: wall seconds, the result and report
     of the warm-up call (kept for the equality check: results of timed calls are freed, so every
@@ -170,8 +175,10 @@ def interleaved(spec, ops, worker_memory, repeat):
     """The in-process engine on 1 and 2 threads and warm calls on fresh embedded clusters of 1 and
     2 worker processes (:func:`flexsparse.distributed.cluster.local_cluster`, passed in with
     ``client=``), timed in rounds of one call of each: a shared machine's drift then hits every
-    configuration alike, and the ratios are taken within the same minutes. Both clusters run
-    throughout (the idle one's scheduler ticks are in this process's CPU time).
+    configuration alike, and the ratios are taken within the same minutes. Each call waits
+    :data:`_SETTLE_SECONDS` first, so that no call pays for the threads of the one before still
+    spinning. Both clusters run throughout (the idle one's scheduler ticks are in this process's
+    CPU time).
 
     ``{name: _Best}`` for names ``in1``, ``in2``, ``w1``, ``w2`` and each cluster's worker peaks
     (``{w1: [...], w2: [...]}``: resident high-water marks)."""
@@ -197,6 +204,9 @@ def interleaved(spec, ops, worker_memory, repeat):
                                   lambda c=c: float(sum(c.run(_cpu_seconds).values())), c)
         for _ in range(repeat):
             for best in runs.values():
+                # idle threads of the previous call (the in-process engine's OpenMP team, OpenBLAS)
+                # spin-wait for a while after it: let them settle so that no call pays for the last
+                time.sleep(_SETTLE_SECONDS)
                 best.run()
         peaks = {name: sorted(c.run(_peak_rss).values()) for name, c in clients.items()}
     return runs, peaks
