@@ -308,3 +308,26 @@ def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(
                              return_report=True)
     _equal(got, fs.einsum("ij,jk->ik", a, a))
     assert reports[0].tasks > reports[0].groups       # counted, then placed
+
+
+def test_completions_are_awaited_on_the_products_own_client_loop(monkeypatch, two_threads):
+    """as_completed waits on the loop of the process's default client (the last one made) unless
+    told otherwise; a product on another client's cluster then heard of its tasks' ends late."""
+    import distributed
+
+    loops = []
+    real = distributed.as_completed
+
+    def recording(futures, *args, **kwargs):
+        loops.append(kwargs.get("loop"))
+        return real(futures, *args, **kwargs)
+
+    monkeypatch.setattr(distributed, "as_completed", recording)
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+    a = fs.rmat(9, 8, seed=6)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
+            Client(cl) as newer:                       # the default client is now this one
+        assert distributed.default_client() is newer
+        _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0),
+               fs.einsum("ij,jk->ik", a, a))
+    assert loops and all(loop is two_threads.loop for loop in loops)
