@@ -481,3 +481,21 @@ def test_position_tag_dtype_widens_past_32_bit_generations():
     assert position_tag_dtype(0) == np.uint32
     assert position_tag_dtype(2**32 - 3) == np.uint32  # generations up to 2**32 - 1
     assert position_tag_dtype(2**32 - 2) == np.uint64
+
+
+def test_spgemm_value_accumulator_only_while_its_workspaces_fit(monkeypatch):
+    """Above SPGEMM_VALUE_MAX_BYTES of value workspaces, ``auto`` uses the position map alone
+    (no trial of the value accumulator); below, both are timed. Same result either way."""
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(21)
+    a = rand_csr(rng, (2000, 2000), 0.025)
+    expected = None
+    for limit, timed_value in ((2**40, True), (0, False)):
+        monkeypatch.setattr(spgemm_mod, "VALUE_MAX_BYTES", limit)
+        c = spgemm(a, a, sort=True, threads=THREADS)
+        check_product(c, a, a)
+        trace = spgemm_mod.LAST_TRACE
+        assert np.isfinite(trace[:, 2]).all() == timed_value
+        assert timed_value or set(trace[:, 0]) == {1.0}
+        expected = c.toarray() if expected is None else expected
+        np.testing.assert_array_equal(c.toarray(), expected)

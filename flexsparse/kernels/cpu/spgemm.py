@@ -39,7 +39,8 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
   cycle counter) and keeps the faster for its other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
-  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread).
+  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread), but only while the value
+  workspaces of all threads fit :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
 
 Rule ``"auto"``: dense when ``n_cols <= DENSE_MAX_COLS`` (measured on this project's VM:
@@ -92,6 +93,7 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
+from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_output import (
     POPULATE_SLACK,
@@ -801,6 +803,8 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
     c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
     nd = n_cols if use_dense.any() else 0
+    if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
+        code = 1  # the value accumulator's workspaces would outgrow the shared cache
     nv = nd if code != 1 else 0
     tag = np.zeros((n_threads, nd), dtype=position_tag_dtype(total))
     marker = np.zeros((n_threads, nv), dtype=np.uint32)
