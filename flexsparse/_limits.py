@@ -371,8 +371,11 @@ DIRECT_KEPT_MAPPINGS = 2
 #: writes its rows down, so the kernel moves each row once more. R-MAT scale 15 ``A @ A`` cut in
 #: two halves of equal work, one thread each: 0.078-0.093 s written down against 0.066-0.073 s
 #: written up; with the chunked walk down of the 21:20 kernel 0.073-0.078 s against 0.057-0.062 s
-#: (2026-11-29, ``thread_time``, best of 5, load 6-8).
-DIRECT_BACK_WORK_FACTOR = 1.25
+#: (2026-11-29, ``thread_time``, best of 5, load 6-8). Since the walk down moves rows with
+#: ``memmove`` (round 6), the factors the two blocks showed on 2 workers (CPU time per unit of
+#: work, R-MAT scale 15, 17 calls, 2026-11-30): 0.93-1.55, median 1.02; a prior of 1.25 cut the
+#: first calls' rows ~7 % short of balance (the first block 14,714 rows against ~15,700-16,500).
+DIRECT_BACK_WORK_FACTOR = 1.02
 #: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
 #: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
 #: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
