@@ -161,10 +161,14 @@ def main(argv=None) -> int:
             for k, f in fns.items():
                 if args.settle:
                     time.sleep(args.settle)
+                s0, w0 = _cpu_seconds(), time.perf_counter()
                 t0 = clock()
                 f()
                 best[k] = min(best[k], clock() - t0)
+                foreign.add(s0, _cpu_seconds(), time.perf_counter() - w0)
         return best
+
+    foreign = _Foreign()
 
     def one_thread(fn):
         """``fn()`` on one numba thread (NumPy's and torch's thread counts unchanged)."""
@@ -222,11 +226,12 @@ def main(argv=None) -> int:
 
     md = markdown(rows, M, K, args.n, threads, args.reps, args.clock, args.settle)
     md = (run_context(start_load, command) + f"\n- BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n\n" + md)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n- {foreign.summary()}\n\n" + md)
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,
-                settle_s=args.settle, load=os.getloadavg()[0], date=time.strftime("%Y-%m-%d %H:%M"),
+                settle_s=args.settle, foreign_cpu=foreign.fraction(), load=os.getloadavg()[0],
+                date=time.strftime("%Y-%m-%d %H:%M"),
                 numpy_blas=_numpy_blas(np), torch_blas=_torch_blas(torch))
     with atomic_write(RESULTS / "structured.json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
@@ -268,6 +273,48 @@ def markdown(rows, M, K, N, threads, reps, clock="wall", settle=0.0) -> str:
                    f"| {r['speedup']:.2f}x | {r['time_over_ideal']:.2f} |"
                    + (f" {r['ms_one_thread']:.2f} |" if "ms_one_thread" in r else (" |" if one else "")))
     return "\n".join(out)
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """``(busy CPU seconds of the whole machine, of which steal, this process's CPU seconds)``
+    from ``/proc/stat`` (jiffies) and :func:`time.process_time`; ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+    return busy / tick, v[7] / tick, time.process_time()
+
+
+class _Foreign:
+    """CPU time that other processes (and the hypervisor, as steal) took while calls were
+    timed: a quiet run reads ~0. ``/proc/stat`` counts in 10 ms jiffies, so single calls
+    are quantised; summed over a run the error averages out."""
+
+    def __init__(self) -> None:
+        self.timed = self.other = self.steal = 0.0
+        self.ok = True
+
+    def add(self, a, b, wall: float) -> None:
+        """One timed call: snapshots ``a`` and ``b`` of :func:`_cpu_seconds`, its wall seconds."""
+        if a is None or b is None:
+            self.ok = False
+            return
+        self.timed += wall
+        self.other += (b[0] - a[0]) - (b[2] - a[2])
+        self.steal += b[1] - a[1]
+
+    def fraction(self) -> float | None:
+        return None if not self.ok or self.timed <= 0 else max(self.other, 0.0) / self.timed
+
+    def summary(self) -> str:
+        f = self.fraction()
+        if f is None:
+            return "CPU used by other processes during the timed calls: unknown"
+        return (f"CPU used by other processes during the timed calls: {f:.0%} of one core "
+                f"(steal {self.steal / self.timed:.0%}; a quiet run reads ~0%)")
 
 
 def _numpy_blas(np) -> str:
