@@ -68,6 +68,7 @@ __all__ = [
     "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
     "SPGEMM_PARALLEL_MIN_FLOPS",
+    "SPGEMM_VALUE_MAX_BYTES",
     "SMALL_BYTES",
     "TILES_PER_THREAD",
     "TILE_MEMORY_FACTOR",
@@ -310,6 +311,18 @@ LINEAR_PARALLEL_MIN_MACS = 2**27
 #: 1.46-1.76x from 1.9M to 30M multiply-adds. An empty parallel region costs 7-10 us
 #: (min/median of 2000, 2 threads); one thread does 2**18 multiply-adds in ~0.7 ms.
 SPGEMM_PARALLEL_MIN_FLOPS = 2**18
+
+#: The SpGEMM's value accumulator (values plus ``uint32`` stamps, 12 bytes a column at
+#: float64) is only a candidate for ``variant="auto"`` while the workspaces of all threads
+#: together, ``threads * min(n_cols, flops) * (itemsize + 4)``, fit in this many bytes;
+#: beyond it the position map (4 bytes a column) serves alone. Measured 2026-11-30 on this
+#: project's VM (32 MiB L3 shared with other guests; min of 4-5 interleaved rounds): 2^20
+#: columns (24 MiB on two threads, 12 MiB on one), R-MAT 20 ef 16: value 386-419 ms one
+#: thread and 338-430 ms two, position 213-218 and 147-172 ms, the timed choice 168-200 ms
+#: on two threads; 2^19 columns (arrow, 12 MiB on two): value 219 / 134 ms, position
+#: 151 / 97 ms; 2^18 columns (R-MAT 18 ef 8, 6 MiB on two): value 219-251 / 130-149 ms,
+#: position 282-296 / 162-182 ms.
+SPGEMM_VALUE_MAX_BYTES = 8 * 2**20
 
 # ---------------------------------------------------------------------- distributed
 #: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker

@@ -125,7 +125,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     bounds, worker_bounds = part.bounds, part.worker_bounds
     use_dense = sp._dense_flags(sp._rule_auto, bounds, part.part_costs - np.diff(bounds), n_cols)
     nd = n_cols if use_dense.any() else 0
-    tag = np.zeros((1, nd), dtype=np.uint64)
+    tag = np.zeros((1, nd), dtype=sp.position_tag_dtype(total))
     marker = np.zeros((1, nd), dtype=np.uint32)
     acc = np.zeros((1, nd), dtype=work)
     trace = np.full((1, sp.TRACE_FIELDS), np.nan)

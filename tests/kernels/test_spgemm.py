@@ -456,3 +456,46 @@ def test_spgemm_walk_down_in_chunks(monkeypatch, accumulator, variant, sort):
     c = spgemm(a, a, accumulator=accumulator, variant=variant, sort=sort, threads=2)
     check_product(c, a, a, sort=sort)
     assert spgemm_mod.LAST_START > 0  # worker 0's rows merged entries: they start above its room
+
+
+@pytest.mark.parametrize("tag_dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize("path", ["one-pass", "parallel", "counted"])
+def test_spgemm_position_map_tags_of_either_width(monkeypatch, tag_dtype, path):
+    """The position map's generations are the same in 32- and 64-bit tags: repeated columns
+    across many rows (hub columns) land in the right slot, and rows computed by another
+    variant in between leave no stale tag readable as current."""
+    monkeypatch.setattr(spgemm_mod, "position_tag_dtype", lambda flops: np.dtype(tag_dtype))
+    threads = _paths(monkeypatch, path)
+    rng = np.random.default_rng(26)
+    a = rand_csr(rng, (400, 300), 0.03, powerlaw=True)
+    b = rand_csr(rng, (300, 500), 0.03, powerlaw=True)
+    for variant in ("position", "auto"):
+        for sort in (True, False):
+            c = spgemm(a, b, accumulator="dense", variant=variant, sort=sort, threads=threads)
+            check_product(c, a, b, sort=sort)
+
+
+def test_position_tag_dtype_widens_past_32_bit_generations():
+    from flexsparse.kernels.cpu._spgemm_rows import position_tag_dtype
+
+    assert position_tag_dtype(0) == np.uint32
+    assert position_tag_dtype(2**32 - 3) == np.uint32  # generations up to 2**32 - 1
+    assert position_tag_dtype(2**32 - 2) == np.uint64
+
+
+def test_spgemm_value_accumulator_only_while_its_workspaces_fit(monkeypatch):
+    """Above SPGEMM_VALUE_MAX_BYTES of value workspaces, ``auto`` uses the position map alone
+    (no trial of the value accumulator); below, both are timed. Same result either way."""
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(21)
+    a = rand_csr(rng, (2000, 2000), 0.025)
+    expected = None
+    for limit, timed_value in ((2**40, True), (0, False)):
+        monkeypatch.setattr(spgemm_mod, "VALUE_MAX_BYTES", limit)
+        c = spgemm(a, a, sort=True, threads=THREADS)
+        check_product(c, a, a)
+        trace = spgemm_mod.LAST_TRACE
+        assert np.isfinite(trace[:, 2]).all() == timed_value
+        assert timed_value or set(trace[:, 0]) == {1.0}
+        expected = c.toarray() if expected is None else expected
+        np.testing.assert_array_equal(c.toarray(), expected)

@@ -8,9 +8,14 @@ as empty. Rows come out *jumbled* (columns in first-touch order).
 
 Accumulators (all O(flops) per row; a product is one multiply-add):
 
-* dense *position* map (:func:`fill_row_tag`): ``tag: uint64[n_cols]`` holds
-  ``stamp << 32 | position`` of every column the row touched, so a repeated column adds
-  straight into the output slot. One load per product and no emission pass; it relies on
+* dense *position* map (:func:`fill_row_tag`): ``tag[n_cols]`` holds, for every column the
+  row touched, its output slot as a *generation*: the number of entries the worker emitted
+  before the row, plus one, plus the slot within the row. A tag below the row's first
+  generation is stale, so the tags need no row stamp and fit ``uint32`` while a worker
+  emits fewer than 2^32 - 1 entries (half the bytes of ``stamp << 32 | slot``: with 2^20
+  columns, two threads each with 8 MiB of tags scaled 1.06x over one on random updates,
+  with 4 MiB 1.88x, this VM 2026-11-30). A repeated column adds straight into the output
+  slot. One load per product and no emission pass; it relies on
   the branch predictor for the new-vs-repeated test, which holds on meshes and stencils
   (the same pattern row after row) and on rows without repeats.
 * dense *value* accumulator (:func:`fill_row_acc`): ``acc[n_cols]`` values plus a
@@ -56,6 +61,7 @@ __all__ = [
     "fill_row_hash",
     "fill_row_tag",
     "hash_table_size",
+    "position_tag_dtype",
     "prefetch",
 ]
 
@@ -63,7 +69,6 @@ __all__ = [
 PREFETCH_DISTANCE = 8
 _U1 = np.uint64(1)
 _U32 = np.uint64(32)
-_LOW32 = np.uint64(0xFFFFFFFF)
 #: 2^64 / golden ratio (odd): Fibonacci hashing keeps the top bits of ``c * _HASH_MUL``.
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -119,6 +124,12 @@ def _cycles_jit():
     def impl():
         return _cycles_intrinsic()
     return impl
+
+
+def position_tag_dtype(flops: int) -> np.dtype:
+    """dtype of the position map's tags (:func:`fill_row_tag`) for a worker of at most ``flops``
+    multiply-adds: its entries, and so its generations, stay below ``flops + 2``."""
+    return np.dtype(np.uint32 if flops + 2 < 2**32 else np.uint64)
 
 
 # ------------------------------------------------------------------------- counting
@@ -181,10 +192,12 @@ def count_row_hash(stamp, flops, a0, a1, a_indices, b_indptr, b_indices, keys):
 
 # -------------------------------------------------------------------------- filling
 @njit(cache=True, inline="always")
-def fill_row_tag(stamp, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
+def fill_row_tag(gen, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
                  c_indices, c_data, pos):
-    """Accumulate one output row at ``c_*[pos:]`` through the position map
-    ``tag: uint64[n_cols]`` (``stamp = (i + 1) << 32``). Returns the row length."""
+    """Accumulate one output row at ``c_*[pos:]`` through the position map ``tag``
+    (``uint32`` or ``uint64``; ``gen``: uint64, the row's first generation, above every tag
+    of earlier rows; the next row's is ``gen`` plus this row's length). Returns the row
+    length."""
     t = np.uint64(0)
     base = np.uint64(pos)
     d = np.uint64(PREFETCH_DISTANCE)
@@ -200,14 +213,14 @@ def fill_row_tag(stamp, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b
         for q in range(np.uint64(b_indptr[k]), np.uint64(b_indptr[k + _U1])):
             c = np.uint64(b_indices[q])
             v = av * b_data[q]
-            x = tag[c]
-            if x < stamp:
-                tag[c] = stamp | t
+            x = np.uint64(tag[c])
+            if x < gen:
+                tag[c] = gen + t
                 c_indices[base + t] = c
                 c_data[base + t] = v
                 t += _U1
             else:
-                c_data[base + (x & _LOW32)] += v
+                c_data[base + (x - gen)] += v
     return t
 
 

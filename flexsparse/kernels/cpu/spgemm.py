@@ -36,10 +36,11 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
-  both on the first rows of each part (:data:`ADAPT_CHUNK` multiply-adds each, twice, with
-  the CPU cycle counter) and keeps the faster for the part's other rows -- the position map wins on
+  both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
+  cycle counter) and keeps the faster for its other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
-  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread).
+  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread), but only while the value
+  workspaces of all threads fit :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
 
 Rule ``"auto"``: dense when ``n_cols <= DENSE_MAX_COLS`` (measured on this project's VM:
@@ -92,6 +93,7 @@ import numpy as np
 from numba import njit, prange
 
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
+from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_output import (
     POPULATE_SLACK,
@@ -108,6 +110,7 @@ from flexsparse.kernels.cpu._spgemm_rows import (
     fill_row_hash,
     fill_row_tag,
     hash_table_size,
+    position_tag_dtype,
 )
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 from flexsparse.kernels.cpu.rowsort import SMALL_ROW, insertion_sort, sort_row_pairs
@@ -148,8 +151,14 @@ PARTS_PER_WORKER = 8
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
 #: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
-#: each variant at the start of each dense part, then the faster one for the rest of the
-#: part. Parts with fewer than ``4 * ADAPT_CHUNK`` multiply-adds keep the variant before.
+#: each variant at the start of a worker's first dense part of at least ``4 * ADAPT_CHUNK``
+#: multiply-adds, then the faster one for all its other rows. Timing every part afresh
+#: ran the slower variant on ~6 % of each part and, switching between the two workspaces,
+#: doubled their cache footprint; timing once was as fast or faster on 8 of 10 products
+#: of 1-110M multiply-adds (min of 5 interleaved rounds, 2026-11-30, noisy host: two
+#: threads R-MAT 18 ef 16 151 -> 144 ms, arrow 121 -> 108 ms, Bunny 8.0 -> 7.6 ms; one
+#: thread R-MAT 16 ef 8 306 -> 248 ms, arrow 193 -> 148 ms; slower: R-MAT 20 ef 8 two
+#: threads 252 -> 265 ms, ca-HepTh 3.2 -> 3.5 ms).
 ADAPT_CHUNK = 1 << 15
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
@@ -307,9 +316,11 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
 # single-entry copy -- hence the repeated row skeleton, bookkeeping included (as an inlined
 # helper taking the arrays it cost ~60 % more on short rows: tridiagonal 4096, one thread).
 @njit(cache=True)
-def _rows_position(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+def _rows_position(r0, r1, r_end, pos, gen, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                    b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
-    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`)."""
+    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`); ``gen: uint64[1]`` holds the
+    worker's next generation (one plus the entries it emitted through the map so far)."""
+    g = gen[0]
     for i in range(r0, r1):
         a0 = a_indptr[i]
         a1 = a_indptr[i + 1]
@@ -325,8 +336,9 @@ def _rows_position(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_i
                 c_indices[pos + q] = b_indices[q0 + q]
                 c_data[pos + q] = av * b_data[q0 + q]
         else:
-            n = np.int64(fill_row_tag(np.uint64(i + off) << np.uint64(32), a0, a1, a_end, a_indices, a_data,
-                                      b_indptr, b_indices, b_data, tag, c_indices, c_data, pos))
+            n = np.int64(fill_row_tag(g, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
+                                      c_indices, c_data, pos))
+            g += np.uint64(n)
         if sort and n > 1:
             if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
                 insertion_sort(c_indices, c_data, pos, pos + n)
@@ -335,6 +347,7 @@ def _rows_position(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_i
         pos += n
         if i + 1 < r_end:
             c_indptr[i + 1] = pos
+    gen[0] = g
     return pos
 
 
@@ -452,6 +465,8 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     trial = _TRIALS
     best = np.full(3, np.inf)
     timed_part = -1
+    timed_once = False
+    gen = np.ones(1, dtype=np.uint64)  # the position map's next generation
     part = p1 - 1 if back else p0
     lo = r_hi if back else r_lo  # rows lo:hi are computed next
     hi = r_hi if back else r_lo
@@ -469,16 +484,16 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
         else:
             while bounds[part + 1] <= hi:
                 part += 1
-        if variant == 0 and part != timed_part and use_dense[part]:
-            # each dense part times the variants afresh: the rows' character drifts along the
-            # matrix (R-MAT: hub rows first), and a walk down starts at the other end
+        if variant == 0 and not timed_once and part != timed_part and use_dense[part]:
+            # the variants are timed once per worker, on its first dense part with enough work
+            # (see ADAPT_CHUNK for why not on every part)
             timed_part = part
             part_flops = 0
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
             if part_flops >= _TRIALS * ADAPT_CHUNK:
                 trial = 0
-                best[:] = np.inf
+                timed_once = True
         timed = trial < _TRIALS and use_dense[part]
         work = 0
         if back:
@@ -512,7 +527,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                              b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals,
                              counts)
         elif current == 1:
-            end = _rows_position(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+            end = _rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
                                  b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
                                  svals, counts)
         else:
@@ -581,8 +596,8 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     here, but ``c_indptr[-1]``: the end of the last worker, ``trace[-1, 3]``; with ``back0``
     the start of worker 0's rows is ``trace[0, 3]``), ``c_indices``/``c_data`` with room
     for every worker's flops past its offset (below it for worker 0 with ``back0``), zeroed
-    per-worker dense workspaces
-    ``tag: uint64[n_workers, n_cols]``, ``marker: uint32[n_workers, n_cols]`` and
+    per-worker dense workspaces ``tag: [n_workers, n_cols]`` of
+    :func:`~._spgemm_rows.position_tag_dtype`, ``marker: uint32[n_workers, n_cols]`` and
     ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
     ``variant=1``), and ``trace: float64[n_workers, 6]`` (see :func:`_numeric_worker`).
     """
@@ -615,7 +630,7 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     trace = np.empty(TRACE_FIELDS)
     _numeric_worker(0, False, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
-                    np.zeros(nd, dtype=np.uint64), np.zeros(nv, dtype=np.uint32),
+                    np.zeros(nd, dtype=np.uint32), np.zeros(nv, dtype=np.uint32),
                     np.zeros(nv, dtype=a_data.dtype), trace)
     nnz = np.int64(trace[3])
     c_indptr[n_rows] = nnz
@@ -788,8 +803,10 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
     c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
     nd = n_cols if use_dense.any() else 0
+    if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
+        code = 1  # the value accumulator's workspaces would outgrow the shared cache
     nv = nd if code != 1 else 0
-    tag = np.zeros((n_threads, nd), dtype=np.uint64)
+    tag = np.zeros((n_threads, nd), dtype=position_tag_dtype(total))
     marker = np.zeros((n_threads, nv), dtype=np.uint32)
     acc = np.zeros((n_threads, nv), dtype=work_dtype)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
