@@ -12,9 +12,11 @@ processes >= 1.6x faster than one; peak RSS of each worker <= 1.1x its memory li
 product completes. Side by side: ``dask.array.tensordot`` on pydata/sparse chunks of the same
 inputs (time and peak worker memory; failures recorded as results).
 
-Times are minima over ``--repeat`` warm runs of a call given a running cluster (``client=``);
-every cluster is fresh per configuration; one call that starts its own embedded cluster is
-timed separately (start-up). CPU seconds of the calling process (client and scheduler) and of
+Times are minima over ``--repeat`` warm runs of a call given a running cluster (``client=``):
+fresh embedded clusters of 1 and 2 workers (the library's own, with its dask settings), timed in
+rounds of one call each of the in-process engine (1 and 2 threads) and both clusters, so that a
+shared machine's drift hits every configuration alike; one call that starts its own embedded
+cluster is timed separately (start-up). CPU seconds of the calling process (client and scheduler) and of
 the workers are taken around the best run: the serial part of a call, robust under load, and
 the Amdahl bound of two workers ``(S + P) / (S + P / 2)`` from one worker's figures; the best
 run's phases (each task's duration from dask's task stream, and the call's time outside its
@@ -69,36 +71,59 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-def _min_time(fn, repeat, worker_cpu=None, client=None):
-    """``(best wall seconds, result, CPU seconds of the calling process, CPU seconds of the workers,
-    phases)`` of the run with the best wall time; CPU time counts work done, whatever else runs on
-    the machine, so it shows where the work went even under load. ``phases`` (with ``client``):
-    the best run's tasks as ``(worker, start, stop)`` seconds from the call's start (dask's task
-    stream) and the call's wall seconds."""
-    from contextlib import nullcontext
+#: Pause before each timed call of the interleaved rounds: an OpenBLAS or OpenMP team busy-waits
+#: ~0.1 s after its last call (26-27 ms of CPU in the 50 ms after a NumPy GEMM, perf, 2026-11-29).
+_SETTLE_SECONDS = 0.25
 
-    best, out, cpu, wcpu, phases = float("inf"), None, 0.0, 0.0, None
-    for _ in range(repeat):
-        # the previous result is freed before the clock starts: rebinding ``res`` to the new one
-        # would free it inside the timed window (a 290 MB shared-memory result takes ~0.1 s to unmap)
-        res = None
-        w0 = worker_cpu() if worker_cpu else 0.0
+
+class _Best:
+    """The best of several timed calls of one configuration: wall seconds, the result and report
+    of the warm-up call (kept for the equality check: results of timed calls are freed, so every
+    call writes into a result file the workers already map), CPU seconds of the calling process
+    and of the workers, and phases. CPU time counts work done, whatever else runs on the
+    machine, so it shows where the work went even under load. ``phases`` (with ``client``): the
+    best run's tasks as ``(worker, start, stop)`` seconds from the call's start (dask's task
+    stream) and the call's wall seconds."""
+
+    def __init__(self, fn, worker_cpu=None, client=None, warm=True):
+        self.fn, self.worker_cpu, self.client = fn, worker_cpu, client
+        self.seconds, self.cpu, self.wcpu, self.phases, self.reports = float("inf"), 0.0, 0.0, None, None
+        self.result = fn() if warm else None       # warm (compile, kept panels and mappings)
+
+    def run(self, keep=False):
+        """One timed call; ``keep``: its result replaces the warm-up's."""
+        from contextlib import nullcontext
+
         stream = nullcontext()
-        if client is not None:
+        if self.client is not None:
             from distributed import get_task_stream
 
-            stream = get_task_stream(client)
+            stream = get_task_stream(self.client)
+        w0 = self.worker_cpu() if self.worker_cpu else 0.0
         with stream as ts:
             wall0, c0, t0 = time.time(), _cpu_seconds(), time.perf_counter()
-            res = fn()
+            res = self.fn()
             t, c = time.perf_counter() - t0, _cpu_seconds() - c0
-        w = (worker_cpu() - w0) if worker_cpu else 0.0
-        if t < best:
-            best, out, cpu, wcpu = t, res, c, w
+        w = (self.worker_cpu() - w0) if self.worker_cpu else 0.0
+        if keep:
+            self.result = res
+        if t < self.seconds:
+            self.seconds, self.cpu, self.wcpu = t, c, w
+            self.reports = res[1] if isinstance(res, tuple) else None    # a distributed call's reports
             if ts is not None:
-                phases = ([(d["worker"], ss["start"] - wall0, ss["stop"] - wall0) for d in ts.data
-                           for ss in d["startstops"] if ss["action"] == "compute"], t)
-    return best, out, cpu, wcpu, phases
+                self.phases = ([(d["worker"], ss["start"] - wall0, ss["stop"] - wall0) for d in ts.data
+                                for ss in d["startstops"] if ss["action"] == "compute"], t)
+        # freed here, outside the timed window (a 290 MB shared-memory result takes ~0.1 s to unmap)
+        del res
+
+
+def _min_time(fn, repeat, worker_cpu=None, client=None):
+    """``(best wall seconds, result, CPU seconds of the calling process, CPU seconds of the workers,
+    phases)`` of ``repeat`` calls (:class:`_Best`; the result is the last call's)."""
+    best = _Best(fn, worker_cpu, client, warm=False)
+    for i in range(repeat):
+        best.run(keep=i == repeat - 1)
+    return best.seconds, best.result, best.cpu, best.wcpu, best.phases
 
 
 def phase_row(phases) -> dict:
@@ -114,23 +139,19 @@ def phase_row(phases) -> dict:
             "outside_longest_task": f"{1e3 * (total - durations[0]):.1f}"}
 
 
-def in_process(spec, ops, threads, repeat):
-    fs.einsum(spec, *ops, threads=threads)           # warm (compile)
-    best, out, cpu, _, _ = _min_time(lambda: fs.einsum(spec, *ops, threads=threads), repeat)
-    return best, out, cpu
-
-
 def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
     """``{seconds, result, peaks, reports, client_cpu, worker_cpu}`` of the best of ``repeat`` warm
-    calls on a fresh LocalCluster of worker processes passed in with ``client=`` (what a user with
-    a running cluster sees; the scheduler runs in this process, so its CPU time counts as the
+    calls on a fresh embedded cluster (:func:`flexsparse.distributed.cluster.local_cluster`: worker
+    processes, the library's dask settings) passed in with ``client=`` (what a user running many
+    calls on one cluster sees; the scheduler runs in this process, so its CPU time counts as the
     client's). ``peaks``: each worker's resident high-water mark."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from flexsparse import distributed as fd
+    from flexsparse.distributed.cluster import local_cluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=worker_memory,
-                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
+    # the cluster the library embeds when it is given none (its dask settings included)
+    with local_cluster(workers, worker_memory, processes=True, silence_logs=50) as cluster, Client(cluster) as c:
         c.run(lambda: fs.einsum("ij,jk->ik", fs.random((50, 50), 0.1, seed=0), fs.random((50, 50), 0.1, seed=1),
                                 memory_limit="1MB"))        # compile the kernels in every worker
 
@@ -148,6 +169,47 @@ def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
         peaks = sorted(c.run(_peak_rss).values())
     return {"seconds": best, "result": res, "peaks": peaks, "reports": reports, "client_cpu": cpu,
             "worker_cpu": wcpu, "phases": phases}
+
+
+def interleaved(spec, ops, worker_memory, repeat):
+    """The in-process engine on 1 and 2 threads and warm calls on fresh embedded clusters of 1 and
+    2 worker processes (:func:`flexsparse.distributed.cluster.local_cluster`, passed in with
+    ``client=``), timed in rounds of one call of each: a shared machine's drift then hits every
+    configuration alike, and the ratios are taken within the same minutes. Each call waits
+    :data:`_SETTLE_SECONDS` first, so that no call pays for the threads of the one before still
+    spinning. Both clusters run throughout (the idle one's scheduler ticks are in this process's
+    CPU time).
+
+    ``{name: _Best}`` for names ``in1``, ``in2``, ``w1``, ``w2`` and each cluster's worker peaks
+    (``{w1: [...], w2: [...]}``: resident high-water marks)."""
+    from contextlib import ExitStack
+
+    from distributed import Client
+
+    from flexsparse import distributed as fd
+    from flexsparse.distributed.cluster import local_cluster
+
+    runs, clients = {}, {}
+    with ExitStack() as stack:
+        for th in (1, 2):
+            fs.einsum(spec, *ops, threads=th)                    # compile
+            runs[f"in{th}"] = _Best(lambda th=th: fs.einsum(spec, *ops, threads=th))
+        for w in (1, 2):
+            cluster = stack.enter_context(local_cluster(w, worker_memory, processes=True, silence_logs=50))
+            c = clients[f"w{w}"] = stack.enter_context(Client(cluster))
+            c.run(lambda: fs.einsum("ij,jk->ik", fs.random((50, 50), 0.1, seed=0),
+                                    fs.random((50, 50), 0.1, seed=1), memory_limit="1MB"))   # compile
+            kwargs = dict(client=c, progress=False, return_report=True)
+            runs[f"w{w}"] = _Best(lambda kw=kwargs: fd.einsum(spec, *ops, **kw),
+                                  lambda c=c: float(sum(c.run(_cpu_seconds).values())), c)
+        for _ in range(repeat):
+            for best in runs.values():
+                # idle threads of the previous call (the in-process engine's OpenMP team, OpenBLAS)
+                # spin-wait for a while after it: let them settle so that no call pays for the last
+                time.sleep(_SETTLE_SECONDS)
+                best.run()
+        peaks = {name: sorted(c.run(_peak_rss).values()) for name, c in clients.items()}
+    return runs, peaks
 
 
 def embedded_startup(spec, ops, workers, worker_memory):
@@ -204,10 +266,12 @@ def run_workload(name, spec, ops, axes, chunks, args, results, table):
     from flexsparse._util import parse_bytes
 
     wm = parse_bytes(args.worker_memory)
-    t_in1, ref, cpu_in1 = in_process(spec, ops, 1, args.repeat)
-    t_in2, _, _ = in_process(spec, ops, 2, args.repeat)
-    one = on_cluster(spec, ops, 1, wm, args.repeat)
-    two = on_cluster(spec, ops, 2, wm, args.repeat)
+    runs, peaks = interleaved(spec, ops, wm, args.repeat)
+    t_in1, ref, cpu_in1 = runs["in1"].seconds, runs["in1"].result, runs["in1"].cpu
+    t_in2 = runs["in2"].seconds
+    one, two = ({"seconds": b.seconds, "result": b.result[0], "reports": b.reports, "client_cpu": b.cpu,
+                 "worker_cpu": b.wcpu, "phases": b.phases, "peaks": peaks[k]} for k, b in
+                (("w1", runs["w1"]), ("w2", runs["w2"])))
     t1, t2 = one["seconds"], two["seconds"]
     ok = _same(two["result"], ref) and _same(one["result"], ref)
     rep = [r for r in one["reports"] if getattr(r, "strategy", "local") != "local"]

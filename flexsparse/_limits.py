@@ -43,7 +43,9 @@ __all__ = [
     "DIRECT_BACK_WORK_FACTOR",
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
+    "DIRECT_MEET_SLACK",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
+    "EMBEDDED_DASK_CONFIG",
     "DISTRIBUTED_KEEP_PANEL_BYTES",
     "DISTRIBUTED_MIN_FLOPS",
     "DISTRIBUTED_MIN_TILE_BYTES",
@@ -369,8 +371,11 @@ DIRECT_KEPT_MAPPINGS = 2
 #: writes its rows down, so the kernel moves each row once more. R-MAT scale 15 ``A @ A`` cut in
 #: two halves of equal work, one thread each: 0.078-0.093 s written down against 0.066-0.073 s
 #: written up; with the chunked walk down of the 21:20 kernel 0.073-0.078 s against 0.057-0.062 s
-#: (2026-11-29, ``thread_time``, best of 5, load 6-8).
-DIRECT_BACK_WORK_FACTOR = 1.25
+#: (2026-11-29, ``thread_time``, best of 5, load 6-8). Since the walk down moves rows with
+#: ``memmove`` (round 6), the factors the two blocks showed on 2 workers (CPU time per unit of
+#: work, R-MAT scale 15, 17 calls, 2026-11-30): 0.93-1.55, median 1.02; a prior of 1.25 cut the
+#: first calls' rows ~7 % short of balance (the first block 14,714 rows against ~15,700-16,500).
+DIRECT_BACK_WORK_FACTOR = 1.02
 #: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
 #: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
 #: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
@@ -381,6 +386,27 @@ DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
 DIRECT_BACK_MIN_SECONDS = 0.005
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
+#: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:
+#: the two blocks meet at a slot the client keeps for the product while both blocks still fit on
+#: their side of it (:func:`flexsparse.distributed._direct.meeting_slot`), so each worker writes the
+#: same pages run after run when a new cut moves a few rows between the blocks (with the meeting
+#: slot at the first block's multiply-adds, each move shifted both blocks' pages: 2-12 thousand
+#: page faults, up to 37 ms of system time per block, R-MAT scale 15 on 2 workers, 2026-11-30).
+#: Address space only: a tmpfs file allocates the pages written.
+DIRECT_MEET_SLACK = 0.125
+#: dask settings of the embedded ``LocalCluster`` (:func:`flexsparse.distributed.cluster.local_cluster`):
+#: no statistical profiler in the workers, no work stealing (every tile is placed on its planned
+#: worker), event-loop health ticks every second instead of 20 ms and resource samples every 2 s
+#: instead of 0.5 s. On 2 cores both workers' kernels share the machine with these periodic
+#: callbacks; with them, R-MAT scale 15 ``A @ A`` on 2 workers cost each worker's event-loop
+#: thread 7-15 ms of CPU per call, without them 3.6-5.6 ms, and the kernels were descheduled
+#: 21-32 times instead of 25-46 (``/proc`` schedstat over 6 calls, load ~3, 2026-11-30).
+EMBEDDED_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.scheduler.work-stealing": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 #: Products (shape and entry counts) whose measured factors a client keeps.
 DIRECT_BACK_PRODUCTS_KEPT = 8
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a

@@ -6,14 +6,18 @@ prefix sum on the caller): one extra pass over the result (290 MB of R-MAT scale
 0.05-0.06 s of a worker's CPU, ~40 % of the product itself) and one more round trip. When a plain
 CSR product is at most two row blocks (one id window, one column panel), neither is needed:
 
-* the caller sizes the file for the product's multiply-adds (an upper bound of its entries;
-  address space only, tmpfs allocates the pages written): ``indptr int64[m + 1]``,
-  ``indices [F]``, ``data [F]`` (the :class:`~._gather.Target` layout with ``nnz = F``);
-* the first block writes its rows *down* to slot ``F0`` (its own multiply-adds), last row first,
-  and the second block writes its rows *up* from ``F0`` (the Gustavson kernel's two-ended mode,
+* the caller sizes the file for the product's multiply-adds (an upper bound of its entries)
+  plus :data:`~flexsparse._limits.DIRECT_MEET_SLACK` of them (address space only, tmpfs
+  allocates the pages written): ``indptr int64[m + 1]``, ``indices [F]``, ``data [F]`` (the
+  :class:`~._gather.Target` layout with ``nnz = F``);
+* the first block writes its rows *down* to a meeting slot ``M`` (at least its own
+  multiply-adds), last row first, and the second block writes its rows *up* from ``M`` (the
+  Gustavson kernel's two-ended mode,
   :func:`flexsparse.kernels.cpu.spgemm.spgemm_csr_csr_numeric` with ``back0``), so the two
-  meet at ``F0`` and the result is the contiguous range ``[start, end)`` whatever their counts
-  (one block writes up from 0);
+  meet at ``M`` and the result is the contiguous range ``[start, end)`` whatever their counts
+  (one block writes up from 0). The client keeps ``M`` for the product while both blocks fit
+  beside it (:func:`meeting_slot`), and each block runs on the same worker every time, so a
+  worker writes into pages it faulted in before;
 * each task writes its rows' pointers (absolute slots) and returns ``(start, end)``; the caller
   fills the pointers of rows no block covers and subtracts ``start`` (O(m)), and the result's
   arrays are views of ``[start, end)`` of the mapped file.
@@ -39,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MARGIN", "back_factor", "direct_capable", "kept", "mapping", "note_seconds", "noted_seconds",
+__all__ = ["MARGIN", "back_factor", "capacity", "direct_capable", "kept", "mapping", "meeting_slot", "note_seconds",
+           "noted_seconds",
            "record_back_factor", "release_mappings", "spgemm_into", "write_tile"]
 
 #: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
@@ -86,6 +91,44 @@ def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],
     factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
     while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
         factors.pop(next(iter(factors)))
+
+
+def capacity(flops: int) -> int:
+    """Slots of a direct result file for a product of ``flops`` multiply-adds in one or two blocks:
+    the multiply-adds, :data:`MARGIN` per block and :data:`~flexsparse._limits.DIRECT_MEET_SLACK`
+    of them to move the meeting slot in (:func:`meeting_slot`). The same for one block as for two,
+    so that clusters of one and two workers reuse one result file (:mod:`._gather`'s pool) without
+    resizing it: a resized file drops its pages and every worker's mapping of it."""
+    from flexsparse import _limits
+
+    return int(flops) + 2 * MARGIN + int(int(flops) * _limits.DIRECT_MEET_SLACK)
+
+
+def meeting_slot(client: Any, A: Any, B: Any, rooms: list[int], cap: int) -> int:
+    """The slot where two direct blocks needing ``rooms`` slots (their multiply-adds plus
+    :data:`MARGIN`) meet in a file of ``cap`` slots (:func:`capacity`): the first block is
+    written down to it, the second up from it. The slot ``client`` kept for a product of this
+    shape and these entry counts is reused, moved only as far as a block that no longer fits
+    beside it needs (the first time, the spare slots are split evenly around the first block's
+    room). A fixed slot keeps each block on the pages its worker wrote before when a new cut moves
+    rows between the blocks."""
+    from flexsparse import _limits
+
+    spare = cap - int(sum(rooms))
+    if spare < 0:
+        raise ValueError(f"blocks of {rooms} slots do not fit a file of {cap}")
+    meets = getattr(client, "_flexsparse_meet", None)
+    if meets is None:
+        meets = client._flexsparse_meet = {}
+    key = (*_product_key(A, B), cap)
+    meet = meets.pop(key, None)
+    # the first time, the spare slots split evenly; then the kept slot, moved only as far as a
+    # block that outgrew its side needs (the fewest pages change sides)
+    meet = int(rooms[0]) + spare // 2 if meet is None else min(max(meet, int(rooms[0])), cap - int(rooms[1]))
+    meets[key] = meet
+    while len(meets) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
+        meets.pop(next(iter(meets)))
+    return meet
 
 
 def direct_capable(a_dtype: Any, b_dtype: Any) -> bool:

@@ -394,10 +394,10 @@ class _Run:
         from flexsparse.distributed.cluster import worker_resources
 
         try:
-            self.addresses = worker_resources(self.client).addresses
+            self.addresses = worker_resources(self.client, fresh=True).addresses
         except RuntimeError:  # every worker is restarting: wait for one to come back
             self.client.wait_for_workers(1, timeout=120)
-            self.addresses = worker_resources(self.client).addresses
+            self.addresses = worker_resources(self.client, fresh=True).addresses
         return list(self.addresses)
 
     def _a_sources(self, groups: list[int], own: bool = False) -> dict[int, tuple[Any, int, bool]]:
@@ -555,7 +555,10 @@ class _Run:
             bar.start()
             task = bar.add_task("tiles", total=len(finals))
         try:
-            pending = as_completed(list(finals))
+            # on this client's event loop: as_completed otherwise waits on the loop of the process's
+            # default client (the last one made), and a product on another client's cluster then
+            # learnt of its tasks' ends ~20 ms late (two embedded clusters, R-MAT scale 15)
+            pending = as_completed(list(finals), loop=self.client.loop)
             for fut in pending:
                 g = finals.pop(fut)
                 exc: BaseException | None = None
@@ -742,16 +745,18 @@ class _Run:
         order = sorted(range(p.n_groups), key=lambda g: p.group_tiles(g)[0].r0)
         # room of each block: its exact multiply-adds (float sums of integers), plus a margin
         rooms = [int(round(p.group_tiles(g)[0].flops)) + _direct.MARGIN for g in order]
-        cap = sum(rooms)
+        cap = _direct.capacity(sum(rooms) - _direct.MARGIN * len(rooms))
+        if len(order) == 1:
+            direct = {order[0]: (0, False, cap)}
+        else:   # the two blocks meet at a slot kept for the product, moved only when one outgrows it
+            meet = _direct.meeting_slot(self.client, self.A, self.B, rooms, cap)
+            direct = {order[0]: (meet, True, meet), order[1]: (meet, False, cap - meet)}
         target = _gather.Target(None, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
         self.path = _gather.create(target.nbytes)
         if self.path is None:
             return None
         self.target = target = _gather.Target(self.path, "csr", m, cap, 2, idt.str, np.dtype(dtype).str)
-        if len(order) == 1:
-            self.direct = {order[0]: (0, False, rooms[0])}
-        else:
-            self.direct = {order[0]: (rooms[0], True, rooms[0]), order[1]: (rooms[0], False, rooms[1])}
+        self.direct = direct
         out = _gather.arrays(_gather.map_target(target, keep=True), target)
         backs = {g: self.direct[g][1] for g in order}
         for back in set(backs.values()):   # marks a block overwrites with its CPU seconds

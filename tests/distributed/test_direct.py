@@ -234,15 +234,16 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
     a = fs.rmat(10, 8, seed=5)
     want = fs.einsum("ij,jk->ik", a, a)
     key = _direct._product_key(_as_csr(a), _as_csr(a))
-    seen = []
+    seen, places = [], []
     for _ in range(3):
         with get_task_stream(two_threads) as ts:
             got, reports = fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0,
                                      return_report=True)
         _equal(got, want)
         assert reports[0].groups == 2 and reports[0].tasks == 2
-        direct = [d["worker"] for d in ts.data if d["key"].startswith("fs-direct-")]
-        assert len(direct) == 2 and len(set(direct)) == 2       # one block per worker
+        direct = {d["key"].split("-")[-2]: d["worker"] for d in ts.data if d["key"].startswith("fs-direct-")}
+        assert len(direct) == 2 and len(set(direct.values())) == 2       # one block per worker
+        places.append(direct)
         seen.append(list(getattr(two_threads, "_flexsparse_back_factor", {}).get(key, [])))
         del got
         gc.collect()
@@ -252,6 +253,30 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
     lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
     assert all(lo <= f <= hi for f in seen[-1])
     assert _direct.back_factor(two_threads, _as_csr(a), _as_csr(a)) == float(np.median(seen[-1]))
+    assert places[0] == places[1] == places[2]     # each block on the same worker every time
+
+
+def test_the_meeting_slot_is_kept_and_moves_only_as_far_as_a_block_needs():
+    from types import SimpleNamespace
+
+    client = SimpleNamespace()
+    a = _as_csr(fs.rmat(6, 4, seed=1))
+    cap = _direct.capacity(1000)
+    spare = cap - 1000 - 2 * _direct.MARGIN
+    assert spare == int(1000 * _limits.DIRECT_MEET_SLACK) > 0
+    rooms = lambda f0: [f0 + _direct.MARGIN, 1000 - f0 + _direct.MARGIN]   # noqa: E731
+    meet = _direct.meeting_slot(client, a, a, rooms(400), cap)
+    assert meet == rooms(400)[0] + spare // 2
+    assert _direct.meeting_slot(client, a, a, rooms(420), cap) == meet           # both still fit: kept
+    assert _direct.meeting_slot(client, a, a, rooms(400 + spare), cap) == rooms(400 + spare)[0]  # first grew
+    assert _direct.meeting_slot(client, a, a, rooms(300), cap) == rooms(300)[0] + spare   # second grew
+    for f0 in (0, 1000, 1, 731):                                                 # every split fits
+        m = _direct.meeting_slot(client, a, a, rooms(f0), cap)
+        assert rooms(f0)[0] <= m <= cap - rooms(f0)[1]
+    b = _as_csr(fs.rmat(6, 4, seed=2))
+    assert _direct.meeting_slot(client, a, b, [10, 10], 30) == 15                 # another product
+    with pytest.raises(ValueError, match="do not fit"):
+        _direct.meeting_slot(client, a, b, [20, 20], 30)
 
 
 def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
@@ -283,3 +308,26 @@ def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(
                              return_report=True)
     _equal(got, fs.einsum("ij,jk->ik", a, a))
     assert reports[0].tasks > reports[0].groups       # counted, then placed
+
+
+def test_completions_are_awaited_on_the_products_own_client_loop(monkeypatch, two_threads):
+    """as_completed waits on the loop of the process's default client (the last one made) unless
+    told otherwise; a product on another client's cluster then heard of its tasks' ends late."""
+    import distributed
+
+    loops = []
+    real = distributed.as_completed
+
+    def recording(futures, *args, **kwargs):
+        loops.append(kwargs.get("loop"))
+        return real(futures, *args, **kwargs)
+
+    monkeypatch.setattr(distributed, "as_completed", recording)
+    monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+    a = fs.rmat(9, 8, seed=6)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
+            Client(cl) as newer:                       # the default client is now this one
+        assert distributed.default_client() is newer
+        _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0),
+               fs.einsum("ij,jk->ik", a, a))
+    assert loops and all(loop is two_threads.loop for loop in loops)

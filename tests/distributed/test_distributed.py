@@ -253,6 +253,32 @@ def test_embedded_local_cluster_of_processes_and_cli(tmp_path):
     np.testing.assert_allclose(fs.load(tmp_path / "c.npz").todense(), reference("ij,jk->ik", a, b), rtol=1e-12)
 
 
+def test_embedded_cluster_settings_and_worker_table():
+    """The embedded cluster starts without work stealing or worker profiler (they compete with the
+    tiles for the cores), and its workers' limits are read from the cluster object, without a
+    scheduler round trip, as the scheduler itself reports them."""
+    from distributed import Client
+
+    from flexsparse.distributed.cluster import local_cluster, worker_resources
+
+    with local_cluster(2, "1GB", processes=False) as cl, Client(cl) as c:
+        assert "stealing" not in cl.scheduler.extensions
+        assert all("profile" not in w.periodic_callbacks for w in cl.workers.values())
+        fresh = worker_resources(c, fresh=True)
+        assert fresh.n_workers == 2 and fresh.memory == (10**9, 10**9)
+
+        def no_round_trip(*args, **kwargs):
+            raise AssertionError("asked the scheduler")
+
+        c.scheduler_info = no_round_trip
+        assert worker_resources(c) == fresh
+    import dask
+
+    # the settings do not leak into clusters the user starts
+    assert dask.config.get("distributed.scheduler.work-stealing") is True
+    assert dask.config.get("distributed.worker.profile.enabled") is True
+
+
 def test_cluster_arguments_are_checked(client):
     a = sprand((4, 4), 0.5, 1)
     with pytest.raises(ValueError, match="either client= or address="):

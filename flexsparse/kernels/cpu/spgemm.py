@@ -100,6 +100,7 @@ from flexsparse.kernels.cpu._spgemm_output import (
     SMALL_PAGES_MAX_BYTES,
     estimate_nnz,
     output_buffers,
+    populate,
     trim,
 )
 from flexsparse.kernels.cpu._spgemm_rows import (
@@ -119,6 +120,7 @@ from flexsparse.kernels.cpu.simd import move
 __all__ = [
     "ACCUMULATORS",
     "ADAPT_CHUNK",
+    "ADAPT_RETIME",
     "DENSE_FILL_RATIO",
     "DENSE_MAX_COLS",
     "PARALLEL_MIN_FLOPS",
@@ -150,9 +152,15 @@ PARTS_PER_WORKER = 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
-#: Multiply-adds per timed trial of a dense variant (``variant="auto"``): two trials of
-#: each variant at the start of a worker's first dense part of at least ``4 * ADAPT_CHUNK``
-#: multiply-adds, then the faster one for all its other rows. Timing every part afresh
+#: Multiply-adds per timed stretch of ``variant="auto"``: at the start of a worker's first
+#: dense part of at least ``4 * ADAPT_CHUNK`` multiply-adds, two stretches are each computed
+#: by both dense variants, one after the other on the same rows (the order alternates; the
+#: second run overwrites the first's identical rows), then the faster in total serves the
+#: worker's other rows (parts of another weight are timed again, :data:`ADAPT_RETIME`).
+#: Trials on different rows misled: walking down, worker 0 timed the position map on 14
+#: rows and the value accumulator on one 37K-multiply-add row, and kept the position map
+#: (R-MAT 16 ef 8, two threads: 157-169 ms, 118-125 ms with the value accumulator
+#: throughout). Timing every part afresh
 #: ran the slower variant on ~6 % of each part and, switching between the two workspaces,
 #: doubled their cache footprint; timing once was as fast or faster on 8 of 10 products
 #: of 1-110M multiply-adds (min of 5 interleaved rounds, 2026-11-30, noisy host: two
@@ -160,6 +168,17 @@ SMALL_FLOPS = 1 << 15
 #: thread R-MAT 16 ef 8 306 -> 248 ms, arrow 193 -> 148 ms; slower: R-MAT 20 ef 8 two
 #: threads 252 -> 265 ms, ca-HepTh 3.2 -> 3.5 ms).
 ADAPT_CHUNK = 1 << 15
+#: A dense part whose multiply-adds per row differ by more than this factor from those of the
+#: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
+#: come first, and worker 0 walking down times its lightest part first).
+ADAPT_RETIME = 4.0
+#: Products of at least this many multiply-adds per workspace column and thread fault their
+#: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
+#: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
+#: and the timed trials of ``variant="auto"`` then compare the variants rather than their
+#: first-touch faults (the value accumulator's 12 bytes a column fault 3x the pages of the
+#: position map's 4, and lost its trials on R-MAT 16 ef 8 while winning the whole product).
+POPULATE_FLOPS_PER_COLUMN = 32
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
 #: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: 89.7 ->
@@ -436,10 +455,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
     column scratch list are allocated here. ``variant``: 0 times both dense variants on
-    stretches of :data:`ADAPT_CHUNK` multiply-adds (two each, alternating) and keeps the
-    faster for the other rows, 1 the position map, 2 the value accumulator.
-    ``trace: float64[6]`` also receives the variant used last and the best measured ticks
-    per unit of work (multiply-add or output entry) of variants 1 and 2 (``inf``: not timed),
+    the same stretches of :data:`ADAPT_CHUNK` multiply-adds (two, in alternating order) and
+    keeps the faster for the other rows, 1 the position map, 2 the value accumulator.
+    ``trace: float64[6]`` also receives the variant used last and the measured ticks per
+    unit of work (multiply-add or output entry) of variants 1 and 2 over the last timed
+    stretches (``inf``: not timed),
     and the cycle counter when the worker started and when it finished (``trace[4:6]``: the
     late start, busy time and balance of the threads, for benchmarks).
     """
@@ -464,8 +484,10 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     current = 1 if variant != 2 else 2
     trial = _TRIALS
     best = np.full(3, np.inf)
+    spent = np.zeros(3)  # cycles of each dense variant over the timed stretches
+    trial_work = 0
     timed_part = -1
-    timed_once = False
+    timed_weight = -1.0  # multiply-adds per row of the part timed last (none yet)
     gen = np.ones(1, dtype=np.uint64)  # the position map's next generation
     part = p1 - 1 if back else p0
     lo = r_hi if back else r_lo  # rows lo:hi are computed next
@@ -484,16 +506,20 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
         else:
             while bounds[part + 1] <= hi:
                 part += 1
-        if variant == 0 and not timed_once and part != timed_part and use_dense[part]:
-            # the variants are timed once per worker, on its first dense part with enough work
-            # (see ADAPT_CHUNK for why not on every part)
+        if variant == 0 and part != timed_part and use_dense[part]:
+            # the variants are timed on a worker's first dense part with enough work, and again
+            # only where the rows' weight changes by ADAPT_RETIME (see ADAPT_CHUNK)
             timed_part = part
             part_flops = 0
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
-            if part_flops >= _TRIALS * ADAPT_CHUNK:
+            weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
+            if part_flops >= _TRIALS * ADAPT_CHUNK and not (
+                    timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
-                timed_once = True
+                timed_weight = weight
+                spent[:] = 0
+                trial_work = 0
         timed = trial < _TRIALS and use_dense[part]
         work = 0
         if back:
@@ -520,24 +546,35 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             off = 1
             r_end = r_hi
             chunk_end = a_end
-        if timed:
-            mark = cycles()
-        if not use_dense[part]:
-            end = _rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals,
-                             counts)
-        elif current == 1:
-            end = _rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                                 b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
+        # a timed stretch is computed by both dense variants in turn (the second overwrites the
+        # first's identical rows), so they are compared on the same rows
+        runs = 2 if timed else 1
+        for run in range(runs):
+            if timed:
+                mark = cycles()
+            if not use_dense[part]:
+                end = _rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                                 b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
                                  svals, counts)
-        else:
-            end = _rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                              b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc,
-                              scratch, skeys, svals, counts)
+            elif current == 1:
+                end = _rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                                     a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                                     tag, skeys, svals, counts)
+            else:
+                end = _rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                                  a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                                  marker, acc, scratch, skeys, svals, counts)
+            if timed:
+                spent[current] += cycles() - mark
+                trial += 1
+                if run == 0:
+                    current = 3 - current  # the other variant next, and first on the next stretch
         if timed:
-            best[current] = min(best[current], (cycles() - mark) / max(work + (end - start), 1))
-            trial += 1
-            current = (1 if best[1] <= best[2] else 2) if trial == _TRIALS else 1 + trial % 2
+            trial_work += work + (end - start)
+            if trial >= _TRIALS:
+                current = 1 if spent[1] <= spent[2] else 2
+                best[1] = spent[1] / trial_work
+                best[2] = spent[2] / trial_work
         if back:  # move the chunk up against pos
             d = pos - end
             if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
@@ -809,6 +846,9 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     tag = np.zeros((n_threads, nd), dtype=position_tag_dtype(total))
     marker = np.zeros((n_threads, nv), dtype=np.uint32)
     acc = np.zeros((n_threads, nv), dtype=work_dtype)
+    if nd and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * nd:
+        for ws in (tag, marker, acc):  # every page will be touched: fault them in at once
+            populate(ws, 0, ws.size)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
                            flops, bounds, worker_bounds, use_dense, code, sort, back0, c_indptr, c_indices,
