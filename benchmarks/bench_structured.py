@@ -15,7 +15,20 @@ and ``torch.matmul`` / ``torch.nn.functional.linear``), the speed-up over it and
 
 Timing: every case is timed interleaved with its dense baselines (best of ``--reps``
 each, after a warm-up), so all ratios compare runs taken under the same machine load; on
-a shared machine absolute times are noisy, the ratios less so. ``--sweep`` adds the
+a shared machine absolute times are noisy, the ratios less so.
+
+Settle pause (``--settle``, default 0.15 s): before EVERY timed call, dense and sparse
+alike, the process sleeps so that no library's leftover spinning threads run into the next
+library's call. OpenBLAS's idle workers busy-wait ``2**28`` TSC cycles (its
+``thread_timeout``; 0.10 s at 2.6 GHz) after each call, torch's libgomp team 5-8 ms; on
+two cores a call started inside that window shares a core with the spinner. Measured
+2026-11-30 (two threads, quiet, min / median of 7): HSS 4:6->1:4 ``W @ X`` 13.2 / 16.4 ms
+after a 0.2 s pause against 18.4 / 21.5 ms right after NumPy's ``W @ X``; torch's
+``matmul`` 48.6 / 55.7 ms against 82.0 / 98.3 ms. Back to back (``--settle 0``, the
+method before 2026-11-30) each call is charged with its predecessor's spin, which depends
+on the order of the calls, not on the library timed. Every callable gets the same pause,
+so the pause favours none of them; each call then starts its own thread team from idle,
+the state a call meets in a program that does other work between products. ``--sweep`` adds the
 crossover sweep (speed-up vs density for block sizes and N:M/HSS patterns), which sets
 ``DENSE_CROSSOVER`` in the formats.
 
@@ -23,9 +36,9 @@ Output: a markdown table on stdout, ``benchmarks/results/structured.json`` and
 ``benchmarks/results/structured.md``.
 
 Run: ``python benchmarks/bench_structured.py [--threads 2] [--reps 7] [--size 4096] [--sweep]
-[--clock cpu] [--vs-one-thread]`` (``--threads 1 --clock cpu`` gives ratios that a busy shared
-machine barely disturbs; ``--vs-one-thread`` also times every sparse call on one numba thread,
-interleaved, to check that the threaded run is never the slower one).
+[--clock cpu] [--vs-one-thread] [--settle 0.15]`` (``--threads 1 --clock cpu`` gives ratios
+that a busy shared machine barely disturbs; ``--vs-one-thread`` also times every sparse call
+on one numba thread, interleaved, to check that the threaded run is never the slower one).
 """
 
 from __future__ import annotations
@@ -42,6 +55,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CASES = [("1:4", None), ("2:4", None), ("4:6->1:4", None), ("block:32x32", 0.1), ("block:8x8", 0.1)]
 BATCHES = (1, 8, 64, 256)
+#: Default pause before each timed call (module docstring): OpenBLAS's idle workers spin
+#: 0.10 s after a call here, so 0.15 s leaves every runtime's team asleep.
+SETTLE_S = 0.15
 
 
 def _threads_from_argv(argv) -> int:
@@ -57,7 +73,8 @@ def _command(argv) -> str:
     """The command line, led by the thread and wait-policy variables of the caller's
     environment (read before :func:`main` sets the thread counts itself)."""
     env = [f"{v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
-                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if v in os.environ]
+                                            "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+                                            "MKL_NUM_THREADS") if v in os.environ]
     args = sys.argv[1:] if argv is None else list(argv)
     return " ".join(env + ["python", "benchmarks/bench_structured.py"] + [shlex.quote(a) for a in args])
 
@@ -92,7 +109,13 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or process CPU time (robust on a shared machine, but only "
                          "meaningful with --threads 1: idle OpenMP threads spin)")
+    ap.add_argument("--settle", type=float, default=SETTLE_S,
+                    help="seconds of sleep before every timed call, dense and sparse alike, so "
+                         "no library's spinning idle threads run into the next call (0: back to "
+                         f"back, the method before 2026-11-30; default {SETTLE_S})")
     args = ap.parse_args(argv)
+    if args.settle < 0:
+        ap.error(f"--settle must be >= 0 seconds, got {args.settle}")
     import numba
 
     numba.set_num_threads(threads)
@@ -129,16 +152,23 @@ def main(argv=None) -> int:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     def timed(fns: dict, reps: int) -> dict:
-        """Best-of-``reps`` seconds of each callable, runs interleaved after a warm-up."""
+        """Best-of-``reps`` seconds of each callable, runs interleaved after a warm-up, each
+        timed call after the same ``--settle`` pause."""
         for f in fns.values():
             f()
         best = {k: np.inf for k in fns}
         for _ in range(reps):
             for k, f in fns.items():
+                if args.settle:
+                    time.sleep(args.settle)
+                s0, w0 = _cpu_seconds(), time.perf_counter()
                 t0 = clock()
                 f()
                 best[k] = min(best[k], clock() - t0)
+                foreign.add(s0, _cpu_seconds(), time.perf_counter() - w0)
         return best
+
+    foreign = _Foreign()
 
     def one_thread(fn):
         """``fn()`` on one numba thread (NumPy's and torch's thread counts unchanged)."""
@@ -166,8 +196,8 @@ def main(argv=None) -> int:
     rows = []
     cases = CASES if args.cases is None else [(c, 0.1 if c.startswith("block") else None)
                                               for c in args.cases.split(",")]
-    print(f"# W [{M}x{K}] float32, {threads} threads, best of {args.reps}, {args.clock} clock; "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"# W [{M}x{K}] float32, {threads} threads, best of {args.reps}, {args.clock} clock, "
+          f"settle {args.settle:g} s; load average {os.getloadavg()[0]:.1f}", flush=True)
     for spec, density in cases:
         S = build(spec, density)
         d = S.density
@@ -194,13 +224,14 @@ def main(argv=None) -> int:
     if args.sweep:
         rows += sweep(build, X, dense_fns, timed, args.reps)
 
-    md = markdown(rows, M, K, args.n, threads, args.reps, args.clock)
+    md = markdown(rows, M, K, args.n, threads, args.reps, args.clock, args.settle)
     md = (run_context(start_load, command) + f"\n- BLAS: NumPy {_numpy_blas(np)}, torch {_torch_blas(torch)}; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n\n" + md)
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n- {foreign.summary()}\n\n" + md)
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = dict(M=M, K=K, N=args.n, dtype="float32", reps=args.reps, threads=threads, clock=args.clock,
-                load=os.getloadavg()[0], date=time.strftime("%Y-%m-%d %H:%M"),
+                settle_s=args.settle, foreign_cpu=foreign.fraction(), load=os.getloadavg()[0],
+                date=time.strftime("%Y-%m-%d %H:%M"),
                 numpy_blas=_numpy_blas(np), torch_blas=_torch_blas(torch))
     with atomic_write(RESULTS / "structured.json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
@@ -227,9 +258,10 @@ def sweep(build, X, dense_fns, timed, reps):
     return rows
 
 
-def markdown(rows, M, K, N, threads, reps, clock="wall") -> str:
-    out = [f"W [{M}x{K}] float32, {threads} threads, best of {reps} ({clock} clock), same run as the "
-           "dense baseline (best of NumPy/OpenBLAS and torch).", "",
+def markdown(rows, M, K, N, threads, reps, clock="wall", settle=0.0) -> str:
+    pause = f"{settle:g} s pause before every timed call" if settle else "calls back to back"
+    out = [f"W [{M}x{K}] float32, {threads} threads, best of {reps} ({clock} clock, {pause}), same run "
+           "as the dense baseline (best of NumPy/OpenBLAS and torch).", "",
            "| case | orientation | density | time (ms) | best dense (ms) | speed-up | time / ideal |",
            "|---|---|---|---|---|---|---|"]
     one = any("ms_one_thread" in r for r in rows)
@@ -241,6 +273,48 @@ def markdown(rows, M, K, N, threads, reps, clock="wall") -> str:
                    f"| {r['speedup']:.2f}x | {r['time_over_ideal']:.2f} |"
                    + (f" {r['ms_one_thread']:.2f} |" if "ms_one_thread" in r else (" |" if one else "")))
     return "\n".join(out)
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """``(busy CPU seconds of the whole machine, of which steal, this process's CPU seconds)``
+    from ``/proc/stat`` (jiffies) and :func:`time.process_time`; ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+    return busy / tick, v[7] / tick, time.process_time()
+
+
+class _Foreign:
+    """CPU time that other processes (and the hypervisor, as steal) took while calls were
+    timed: a quiet run reads ~0. ``/proc/stat`` counts in 10 ms jiffies, so single calls
+    are quantised; summed over a run the error averages out."""
+
+    def __init__(self) -> None:
+        self.timed = self.other = self.steal = 0.0
+        self.ok = True
+
+    def add(self, a, b, wall: float) -> None:
+        """One timed call: snapshots ``a`` and ``b`` of :func:`_cpu_seconds`, its wall seconds."""
+        if a is None or b is None:
+            self.ok = False
+            return
+        self.timed += wall
+        self.other += (b[0] - a[0]) - (b[2] - a[2])
+        self.steal += b[1] - a[1]
+
+    def fraction(self) -> float | None:
+        return None if not self.ok or self.timed <= 0 else max(self.other, 0.0) / self.timed
+
+    def summary(self) -> str:
+        f = self.fraction()
+        if f is None:
+            return "CPU used by other processes during the timed calls: unknown"
+        return (f"CPU used by other processes during the timed calls: {f:.0%} of one core "
+                f"(steal {self.steal / self.timed:.0%}; a quiet run reads ~0%)")
 
 
 def _numpy_blas(np) -> str:

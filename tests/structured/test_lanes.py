@@ -90,6 +90,29 @@ def test_linear_sampled_match_dense(spec, dtype, M, K, B):
     np.testing.assert_allclose(G, want, **tol)
 
 
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K, B", [(100, 8), (96, 13), (53, 40), (30, 3)])
+def test_pack_x_transposed_input(spec, dtype, K, B):
+    """``pack_x`` of ``X [K, B]`` (``trans``; threaded: transposed first, serial: gathered in
+    place) equals the row-wise pack of ``X.T``, windows past ``K`` and rows past ``B`` zero."""
+    S, plan = _setup(spec, 16, K, dtype, K + B)
+    if plan is None:
+        pytest.skip("pattern wider than a register at this dtype")
+    Sl = S.values.reshape(16, -1).shape[1]
+    XT = np.random.default_rng(B).standard_normal((2 * K, B)).astype(dtype)[::2]  # strided rows
+    want = lanes.pack_x(np.ascontiguousarray(XT.T), plan, Sl)
+    for serial in (False, True):
+        got = lanes.pack_x(XT, plan, Sl, trans=True, serial=serial)
+        np.testing.assert_array_equal(got, want)
+    J, L = want.shape[2], want.shape[3]
+    wcol = lanes.windows(plan, Sl, K)[0]
+    flat = want.transpose(0, 2, 1, 3).reshape(-1, wcol.size, L)  # [rows, windows, L]
+    cols = wcol[:, None] + np.arange(L)[None, :]
+    assert not flat[B:].any() and not flat[:, cols >= K].any()
+    assert J == (8 if B >= 8 else 1)
+
+
 @pytest.mark.parametrize("fill", [0.0, 1.0])
 def test_none_kept_and_all_kept(fill):
     """All kept slots zero, and every kept slot 1 (the ragged padding slots stay 0)."""
