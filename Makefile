@@ -33,6 +33,7 @@ fuzz: $(VENV)/.test-installed
 	HYPOTHESIS_PROFILE=fuzz-deep $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz
 
 bench: $(VENV)/.bench-installed
+	$(BIN)/python benchmarks/bench_machine.py
 	$(BIN)/python benchmarks/bench_einsum.py
 	$(BIN)/python benchmarks/bench_spgemm.py
 	$(BIN)/python benchmarks/bench_structured.py
