@@ -175,9 +175,8 @@ ADAPT_RETIME = 4.0
 #: Products of at least this many multiply-adds per workspace column and thread fault their
 #: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
 #: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
-#: and the timed trials of ``variant="auto"`` then compare the variants rather than their
-#: first-touch faults (the value accumulator's 12 bytes a column fault 3x the pages of the
-#: position map's 4, and lost its trials on R-MAT 16 ef 8 while winning the whole product).
+#: and the timed stretches of ``variant="auto"`` then carry no first-touch faults (the value
+#: accumulator's 12 bytes a column span 3x the pages of the position map's 4).
 POPULATE_FLOPS_PER_COLUMN = 32
 #: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
 #: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
