@@ -133,6 +133,7 @@ __all__ = [
     "ONE_PASS_MAX_BYTES",
     "check_operands",
     "count_flops",
+    "dense_workspaces",
     "get_accumulator",
     "spgemm",
     "spgemm_csr_csr_numeric",
@@ -690,6 +691,26 @@ def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_c
     return np.asarray(rule(part_costs, part_rows, n_cols), dtype=np.bool_)
 
 
+def dense_workspaces(n_threads: int, n_cols: int, total: int, code: int, work_dtype: np.dtype
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(code, tag, marker, acc)`` for :func:`spgemm_csr_csr_numeric`: the variant code to
+    run (``"auto"`` becomes the position map alone when the value accumulator's workspaces
+    of all threads would outgrow ``SPGEMM_VALUE_MAX_BYTES``) and zeroed per-thread dense
+    workspaces of ``n_cols`` columns (0 when no part is dense) for a product of ``total``
+    multiply-adds, faulted in at once when it will touch most of their pages
+    (:data:`POPULATE_FLOPS_PER_COLUMN`)."""
+    if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
+        code = 1  # the value accumulator's workspaces would outgrow the shared cache
+    nv = n_cols if code != 1 else 0
+    tag = np.zeros((n_threads, n_cols), dtype=position_tag_dtype(total))
+    marker = np.zeros((n_threads, nv), dtype=np.uint32)
+    acc = np.zeros((n_threads, nv), dtype=work_dtype)
+    if n_cols and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * n_cols:
+        for ws in (tag, marker, acc):  # every page will be touched: fault them in at once
+            populate(ws, 0, ws.size)
+    return code, tag, marker, acc
+
+
 def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, variant: str = "auto",
            threads: int | None = None) -> CSR:
     """Sparse x sparse product ``a @ b`` (Gustavson, see the module docstring).
@@ -838,16 +859,8 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
         ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
     c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
-    nd = n_cols if use_dense.any() else 0
-    if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
-        code = 1  # the value accumulator's workspaces would outgrow the shared cache
-    nv = nd if code != 1 else 0
-    tag = np.zeros((n_threads, nd), dtype=position_tag_dtype(total))
-    marker = np.zeros((n_threads, nv), dtype=np.uint32)
-    acc = np.zeros((n_threads, nv), dtype=work_dtype)
-    if nd and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * nd:
-        for ws in (tag, marker, acc):  # every page will be touched: fault them in at once
-            populate(ws, 0, ws.size)
+    code, tag, marker, acc = dense_workspaces(n_threads, n_cols if use_dense.any() else 0, total, code,
+                                              work_dtype)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
                            flops, bounds, worker_bounds, use_dense, code, sort, back0, c_indptr, c_indices,
