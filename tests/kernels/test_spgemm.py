@@ -16,7 +16,6 @@ from flexsparse.kernels.cpu.spgemm import (
     ADAPT_CHUNK,
     BACK_CHUNK,
     DENSE_MAX_COLS,
-    PARTS_PER_WORKER,
     VARIANTS,
     get_accumulator,
     spgemm,
@@ -296,16 +295,17 @@ def test_spgemm_every_path_variant_and_order(monkeypatch, path, variant, accumul
 
 
 @pytest.mark.parametrize("path", ["one-pass", "parallel", "counted"])
-def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path):
-    """A product with enough dense work per part for the timed trials of both dense
-    variants (4 * ADAPT_CHUNK multiply-adds): the result is the same whichever wins."""
+@pytest.mark.parametrize("sort", [False, True])
+def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path, sort):
+    """A product with enough dense work per part and per worker for the timed trials of
+    both dense variants (each variant computes a stretch twice, the second run timed): the
+    result is the same whichever wins, sorted or not."""
     threads = _paths(monkeypatch, path)
-    rng = np.random.default_rng(21)
-    n = 2000
-    a = rand_csr(rng, (n, n), 0.025)
-    assert (pattern(a) @ pattern(a)).sum() > 2 * threads * PARTS_PER_WORKER * 4 * ADAPT_CHUNK
-    c = spgemm(a, a, sort=False, threads=threads)
-    check_product(c, a, a, sort=False)
+    a = CSR.from_scipy(sp.random_array((2000, 2000), density=0.025, rng=np.random.default_rng(21), format="csr"))
+    flops = (pattern(a) @ pattern(a)).sum()
+    assert flops > threads * spgemm_mod._TIMED_WORKER_CHUNKS * ADAPT_CHUNK
+    c = spgemm(a, a, sort=sort, threads=threads)
+    check_product(c, a, a, sort=sort)
     if threads > 1:
         trace = spgemm_mod.LAST_TRACE
         assert trace.shape == (threads, spgemm_mod.TRACE_FIELDS)

@@ -32,6 +32,11 @@ Accumulators (all O(flops) per row; a product is one multiply-add):
 The symbolic count (:func:`count_row_dense`) uses a ``uint32`` stamp per column:
 ``new = marker[c] != stamp`` is added, no branch.
 
+:func:`rows_position`, :func:`rows_value` and :func:`rows_hash` compute a stretch of
+consecutive rows with one accumulator, back to back from an output offset, filling the row
+pointers (and sorting each row while it is in cache when asked): the units the workers of
+:mod:`~flexsparse.kernels.cpu.spgemm` time and schedule.
+
 Every loop over the entries of ``A`` prefetches the ``B`` row that
 :data:`PREFETCH_DISTANCE` entries later will read (and, twice as far ahead, its row
 pointer): on rows with random columns the ``B`` rows miss the caches, and this hid most
@@ -52,6 +57,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic, overload
 
+from flexsparse.kernels.cpu.rowsort import SMALL_ROW, insertion_sort, sort_row_pairs
+
 __all__ = [
     "PREFETCH_DISTANCE",
     "count_row_dense",
@@ -63,6 +70,9 @@ __all__ = [
     "hash_table_size",
     "position_tag_dtype",
     "prefetch",
+    "rows_hash",
+    "rows_position",
+    "rows_value",
 ]
 
 #: Entries of ``A`` between the prefetch of a ``B`` row and its use.
@@ -289,3 +299,105 @@ def fill_row_hash(stamp, flops, a0, a1, a_indices, a_data, b_indptr, b_indices, 
                     break
                 h = (h + _U1) & mask
     return t
+
+
+# ------------------------------------------------------------ rows of one stretch
+@njit(cache=True)
+def rows_position(r0, r1, r_end, pos, gen, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                   b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
+    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`); ``gen: uint64[1]`` holds the
+    worker's next generation (one plus the entries it emitted through the map so far)."""
+    g = gen[0]
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_tag(g, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
+                                      c_indices, c_data, pos))
+            g += np.uint64(n)
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    gen[0] = g
+    return pos
+
+
+@njit(cache=True)
+def rows_value(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
+                counts):
+    """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_acc(np.uint32(i + off), a0, a1, a_end, a_indices, a_data, b_indptr, b_indices,
+                                      b_data, marker, acc, scratch, c_indices, c_data, pos))
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    return pos
+
+
+@njit(cache=True)
+def rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+               b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
+    """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
+    for i in range(r0, r1):
+        a0 = a_indptr[i]
+        a1 = a_indptr[i + 1]
+        f = row_flops[i]
+        if f == 0:
+            n = np.int64(0)
+        elif a1 - a0 == 1 and b_sorted:
+            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
+            av = a_data[a0]
+            q0 = b_indptr[k]
+            n = b_indptr[k + 1] - q0
+            for q in range(n):
+                c_indices[pos + q] = b_indices[q0 + q]
+                c_data[pos + q] = av * b_data[q0 + q]
+        else:
+            n = np.int64(fill_row_hash(np.uint64(i + off) << np.uint64(32), f, a0, a1, a_indices, a_data,
+                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
+        if sort and n > 1:
+            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
+                insertion_sort(c_indices, c_data, pos, pos + n)
+            else:
+                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
+        pos += n
+        if i + 1 < r_end:
+            c_indptr[i + 1] = pos
+    return pos

@@ -36,8 +36,8 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
-  both on its first rows (:data:`ADAPT_CHUNK` multiply-adds each, twice, with the CPU
-  cycle counter) and keeps the faster for its other rows -- the position map wins on
+  both on its first rows (alternating stretches of :data:`ADAPT_CHUNK` multiply-adds, with
+  the CPU cycle counter) and keeps the faster for its other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
   Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread), but only while the value
   workspaces of all threads fit :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
@@ -107,14 +107,13 @@ from flexsparse.kernels.cpu._spgemm_rows import (
     count_row_dense,
     count_row_hash,
     cycles,
-    fill_row_acc,
-    fill_row_hash,
-    fill_row_tag,
     hash_table_size,
     position_tag_dtype,
+    rows_hash,
+    rows_position,
+    rows_value,
 )
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
-from flexsparse.kernels.cpu.rowsort import SMALL_ROW, insertion_sort, sort_row_pairs
 from flexsparse.kernels.cpu.simd import move
 
 __all__ = [
@@ -153,26 +152,34 @@ PARTS_PER_WORKER = 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
-#: Multiply-adds per timed stretch of ``variant="auto"``: at the start of a worker's first
-#: dense part of at least ``4 * ADAPT_CHUNK`` multiply-adds, two stretches are each computed
-#: by both dense variants, one after the other on the same rows (the order alternates; the
-#: second run overwrites the first's identical rows), then the faster in total serves the
-#: worker's other rows (parts of another weight are timed again, :data:`ADAPT_RETIME`).
-#: Trials on different rows misled: walking down, worker 0 timed the position map on 14
-#: rows and the value accumulator on one 37K-multiply-add row, and kept the position map
-#: (R-MAT 16 ef 8, two threads: 157-169 ms, 118-125 ms with the value accumulator
-#: throughout). Timing every part afresh
-#: ran the slower variant on ~6 % of each part and, switching between the two workspaces,
-#: doubled their cache footprint; timing once was as fast or faster on 8 of 10 products
-#: of 1-110M multiply-adds (min of 5 interleaved rounds, 2026-11-30, noisy host: two
-#: threads R-MAT 18 ef 16 151 -> 144 ms, arrow 121 -> 108 ms, Bunny 8.0 -> 7.6 ms; one
-#: thread R-MAT 16 ef 8 306 -> 248 ms, arrow 193 -> 148 ms; slower: R-MAT 20 ef 8 two
-#: threads 252 -> 265 ms, ca-HepTh 3.2 -> 3.5 ms).
+#: Multiply-adds per timed stretch of ``variant="auto"``: from a worker's first dense part of
+#: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
+#: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches alternate between
+#: the two dense variants, each computing its own rows once; the first stretch of each warms
+#: up, and the variant with fewer cycles per unit of work (multiply-adds plus output
+#: entries) over the others serves the worker's other rows (parts of another weight are
+#: timed again, :data:`ADAPT_RETIME`). Rows heavier than ``_TRIAL_ROW_CHUNKS`` stretches are
+#: computed outside the trial. Measured designs (2026-11-30, quiet, min of 4-5 interleaved
+#: rounds; "auto" against the faster variant forced):
+#:
+#: * both variants computing the same stretch in turn, cold: the first to touch a stretch
+#:   paid its output page faults (see ``_TOUCH_STRIDE``) and the value accumulator's three
+#:   times larger workspace came in cold: two threads kept the position map on R-MAT 18 ef
+#:   16 (100 vs 85 ms);
+#: * the same stretch computed twice per variant, the second run timed: the repeated run
+#:   replays the branch sequence the position map's predictor has just seen, so the position
+#:   map read 2.4 cycles a unit on worker 0 against 8.0 on worker 1's like rows; two threads
+#:   kept it on R-MAT 18 ef 8 (134 vs 111 ms) and R-MAT 18 ef 16 (100 vs 85 ms); the re-runs
+#:   also cost three extra stretches (arrow, one thread: 190 vs 130 ms, a hub row re-run);
+#: * alternating stretches (this): within 1-5 % of the faster variant on R-MAT 16/18/20,
+#:   uniform, arrow and 3-D Poisson, on one and two threads (R-MAT 18 ef 8 two threads
+#:   107.6 ms against 113.5 / 141.0 ms forced; 3-D Poisson 14.0 against 13.5 / 17.6 ms),
+#:   and no work is repeated.
 ADAPT_CHUNK = 1 << 15
 #: A dense part whose multiply-adds per row differ by more than this factor from those of the
 #: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
 #: come first, and worker 0 walking down times its lightest part first).
-ADAPT_RETIME = 4.0
+ADAPT_RETIME = 2.0
 #: Products of at least this many multiply-adds per workspace column and thread fault their
 #: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
 #: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
@@ -186,7 +193,17 @@ POPULATE_FLOPS_PER_COLUMN = 32
 PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
-_TRIALS = 4
+_TRIALS = 6
+_TIMED_PART_CHUNKS = 4
+_TIMED_WORKER_CHUNKS = 64
+_TRIAL_ROW_CHUNKS = 4
+#: Output slots between the writes that fault in a timed stretch's output pages before it is
+#: timed (4 KiB of float64 values). Without it a stretch that reached a fresh 2 MiB page paid
+#: its fault (~25-50 us, as long as the stretch itself): on two threads the 3-D Poisson
+#: product kept the value accumulator (trial 5.2 vs 3.4 and 9.3 vs 3.4 cycles a unit against
+#: the position map) and took 17.7-18.0 ms against 13.2-13.6 ms with the position map
+#: throughout (2026-11-30, quiet).
+_TOUCH_STRIDE = 512
 #: One-thread products write their rows back to back into buffers of flops capacity (no
 #: symbolic pass: measured 20-35 % of the two-pass time) when that capacity takes at most
 #: this many bytes of address space; only the written slots are ever touched.
@@ -335,107 +352,6 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
 # single-entry copy -- hence the repeated row skeleton, bookkeeping included (as an inlined
 # helper taking the arrays it cost ~60 % more on short rows: tridiagonal 4096, one thread).
 @njit(cache=True)
-def _rows_position(r0, r1, r_end, pos, gen, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                   b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts):
-    """Dense position map (:func:`~._spgemm_rows.fill_row_tag`); ``gen: uint64[1]`` holds the
-    worker's next generation (one plus the entries it emitted through the map so far)."""
-    g = gen[0]
-    for i in range(r0, r1):
-        a0 = a_indptr[i]
-        a1 = a_indptr[i + 1]
-        f = row_flops[i]
-        if f == 0:
-            n = np.int64(0)
-        elif a1 - a0 == 1 and b_sorted:
-            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
-            av = a_data[a0]
-            q0 = b_indptr[k]
-            n = b_indptr[k + 1] - q0
-            for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
-        else:
-            n = np.int64(fill_row_tag(g, a0, a1, a_end, a_indices, a_data, b_indptr, b_indices, b_data, tag,
-                                      c_indices, c_data, pos))
-            g += np.uint64(n)
-        if sort and n > 1:
-            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
-            else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_end:
-            c_indptr[i + 1] = pos
-    gen[0] = g
-    return pos
-
-
-@njit(cache=True)
-def _rows_value(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
-                counts):
-    """Dense value accumulator (:func:`~._spgemm_rows.fill_row_acc`)."""
-    for i in range(r0, r1):
-        a0 = a_indptr[i]
-        a1 = a_indptr[i + 1]
-        f = row_flops[i]
-        if f == 0:
-            n = np.int64(0)
-        elif a1 - a0 == 1 and b_sorted:
-            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
-            av = a_data[a0]
-            q0 = b_indptr[k]
-            n = b_indptr[k + 1] - q0
-            for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
-        else:
-            n = np.int64(fill_row_acc(np.uint32(i + off), a0, a1, a_end, a_indices, a_data, b_indptr, b_indices,
-                                      b_data, marker, acc, scratch, c_indices, c_data, pos))
-        if sort and n > 1:
-            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
-            else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_end:
-            c_indptr[i + 1] = pos
-    return pos
-
-
-@njit(cache=True)
-def _rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
-               b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts):
-    """Hash accumulator (:func:`~._spgemm_rows.fill_row_hash`)."""
-    for i in range(r0, r1):
-        a0 = a_indptr[i]
-        a1 = a_indptr[i + 1]
-        f = row_flops[i]
-        if f == 0:
-            n = np.int64(0)
-        elif a1 - a0 == 1 and b_sorted:
-            k = a_indices[a0]  # a scaled copy of one (sorted, duplicate-free) row of B
-            av = a_data[a0]
-            q0 = b_indptr[k]
-            n = b_indptr[k + 1] - q0
-            for q in range(n):
-                c_indices[pos + q] = b_indices[q0 + q]
-                c_data[pos + q] = av * b_data[q0 + q]
-        else:
-            n = np.int64(fill_row_hash(np.uint64(i + off) << np.uint64(32), f, a0, a1, a_indices, a_data,
-                                       b_indptr, b_indices, b_data, keys, slots, c_indices, c_data, pos))
-        if sort and n > 1:
-            if n <= SMALL_ROW:  # inline: a call per row cost more than the sort itself
-                insertion_sort(c_indices, c_data, pos, pos + n)
-            else:
-                sort_row_pairs(c_indices, c_data, pos, pos + n, skeys, svals, counts)
-        pos += n
-        if i + 1 < r_end:
-            c_indptr[i + 1] = pos
-    return pos
-
-
-@njit(cache=True)
 def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
                     marker, acc, trace):
@@ -455,8 +371,8 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
     column scratch list are allocated here. ``variant``: 0 times both dense variants on
-    the same stretches of :data:`ADAPT_CHUNK` multiply-adds (two, in alternating order) and
-    keeps the faster for the other rows, 1 the position map, 2 the value accumulator.
+    alternating stretches of :data:`ADAPT_CHUNK` multiply-adds and keeps the faster per
+    unit of work for the other rows, 1 the position map, 2 the value accumulator.
     ``trace: float64[6]`` also receives the variant used last and the measured ticks per
     unit of work (multiply-add or output entry) of variants 1 and 2 over the last timed
     stretches (``inf``: not timed),
@@ -474,9 +390,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     keys = np.zeros(tsize, dtype=np.uint64)
     slots = np.empty(tsize, dtype=np.uint32)
     longest = 0
+    worker_flops = 0
     if variant != 1 or sort:
         for i in range(r_lo, r_hi):  # rows are no longer than their flops
             longest = max(longest, row_flops[i])
+            worker_flops += row_flops[i]
     scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
@@ -485,7 +403,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     trial = _TRIALS
     best = np.full(3, np.inf)
     spent = np.zeros(3)  # cycles of each dense variant over the timed stretches
-    trial_work = 0
+    units = np.zeros(3)  # their multiply-adds and output entries
     timed_part = -1
     timed_weight = -1.0  # multiply-adds per row of the part timed last (none yet)
     gen = np.ones(1, dtype=np.uint64)  # the position map's next generation
@@ -514,14 +432,18 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
             weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
-            if part_flops >= _TRIALS * ADAPT_CHUNK and not (
+            if part_flops >= _TIMED_PART_CHUNKS * ADAPT_CHUNK and \
+                    worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and not (
                     timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
                 timed_weight = weight
                 spent[:] = 0
-                trial_work = 0
+                units[:] = 0
         timed = trial < _TRIALS and use_dense[part]
         work = 0
+        heavy = timed and row_flops[(lo - 1) if back else hi] > _TRIAL_ROW_CHUNKS * ADAPT_CHUNK
+        if heavy:  # a row far heavier than a stretch: computed outside the trial
+            timed = False
         if back:
             hi = lo
             limit = ADAPT_CHUNK if timed else BACK_CHUNK
@@ -536,7 +458,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             chunk_end = np.uint64(a_indptr[hi]) if a_end else a_end
         else:
             lo = hi
-            hi = bounds[part + 1]
+            hi = lo + 1 if heavy else bounds[part + 1]
             if timed:
                 hi = lo
                 while hi < bounds[part + 1] and work < ADAPT_CHUNK:
@@ -548,33 +470,37 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             chunk_end = a_end
         # a timed stretch is computed by both dense variants in turn (the second overwrites the
         # first's identical rows), so they are compared on the same rows
-        runs = 2 if timed else 1
-        for run in range(runs):
-            if timed:
-                mark = cycles()
-            if not use_dense[part]:
-                end = _rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                                 b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
-                                 svals, counts)
-            elif current == 1:
-                end = _rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
-                                     a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
-                                     tag, skeys, svals, counts)
-            else:
-                end = _rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
-                                  a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
-                                  marker, acc, scratch, skeys, svals, counts)
-            if timed:
+        if timed:  # fault in the output pages the stretch may write (see _TOUCH_STRIDE)
+            t_end = start + work
+            if not back:
+                t_end = min(t_end, c_indices.shape[0] if w == worker_bounds.shape[0] - 2 else c_indptr[r_hi])
+            for j in range(start, t_end, _TOUCH_STRIDE):
+                c_indices[j] = 0
+                c_data[j] = 0
+        mark = cycles()
+        if not use_dense[part]:
+            end = rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
+                             svals, counts)
+        elif current == 1:
+            end = rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                                 a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                                 tag, skeys, svals, counts)
+        else:
+            end = rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                              a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                              marker, acc, scratch, skeys, svals, counts)
+        if timed:  # stretches alternate between the variants; the first of each warms up
+            if trial >= 2:
                 spent[current] += cycles() - mark
-                trial += 1
-                if run == 0:
-                    current = 3 - current  # the other variant next, and first on the next stretch
-        if timed:
-            trial_work += work + (end - start)
+                units[current] += work + (end - start)
+            trial += 1
             if trial >= _TRIALS:
-                current = 1 if spent[1] <= spent[2] else 2
-                best[1] = spent[1] / trial_work
-                best[2] = spent[2] / trial_work
+                best[1] = spent[1] / units[1]
+                best[2] = spent[2] / units[2]
+                current = 1 if best[1] <= best[2] else 2
+            else:
+                current = 3 - current
         if back:  # move the chunk up against pos
             d = pos - end
             if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
