@@ -1,0 +1,161 @@
+"""Zero-tail product of two dense-enough COO operands: rows along the contracted indices
+that store only a prefix ("zero tails", as the auxiliary index of density-fitted integrals
+does) skip the multiply-adds the tails make zero.
+
+Algorithm (:func:`zero_tail_pair`), for ``x[R, K] . y[C, K]`` where ``K`` are the trailing
+contracted modes of both operands (in the same order) and there is no batch index:
+
+1. Support lengths: per row, its last stored cell + 1 (``kernels.cpu.densify.support_sorted``:
+   galloping over the runs of a sorted COO, O(runs log run) index reads and no value read;
+   ``support_entries`` otherwise, one pass over the coordinates).
+2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
+   dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
+   GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
+   ``g_i``; or the plain GEMM when that is modelled faster (then ``NOT_TAKEN``).
+3. Densify straight into the split layout (``split_sorted``: one copy per run piece with
+   the zeros written in the same sweep; ``split_entries`` otherwise): ``main[R, c]`` in the
+   original row order and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so
+   each step's rows are a prefix of the tail. No gather, no separate scan.
+4. ``main_x @ main_y^T`` is the result in its final layout (no un-permute); each tail step's
+   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step).
+
+Formats: COO operands of one float/complex dtype (the densify kernels' compiled types), the
+result a C-contiguous ``ndarray [R, C]`` reshaped to the free modes. Cost: O(runs log run) +
+O(nnz) + O(R c + Rt Kt) writes; sum over the GEMMs of their multiply-adds (chemistry
+``abQ,icQ->abic``: 55% of the plain product's) plus the steps' scatter.
+
+An inf or nan among the stored values (flagged by the densify pass) returns ``None``: the
+full path reproduces NumPy's non-finite semantics, which skipped multiply-adds would break.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from flexsparse import _limits
+from flexsparse.contract._calls import parsed_spec
+from flexsparse.formats.coo import COO, _row_major_strides
+
+__all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
+
+#: Returned when the layout or the plan says the plain product is the better (or only) route.
+NOT_TAKEN = object()
+
+_KERNELS: list = []
+
+
+def _kernels():
+    if not _KERNELS:
+        from flexsparse.kernels.cpu import densify
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
+
+        _KERNELS.append((densify, COMPILED_DTYPES))
+    return _KERNELS[0]
+
+
+@functools.lru_cache(maxsize=256)
+def zero_tail_layout(subscripts: str, x_shape: tuple, y_shape: tuple) -> tuple | None:
+    """``(R, C, K, x modes, y modes)`` when the contracted modes trail both operands in the
+    same order and there is no batch index (each operand's modes: its row-major strides,
+    int64, and its number of free modes), else ``None``; remembered per call shape."""
+    from flexsparse.contract._dense import split_pair  # _dense imports this module
+
+    spec = parsed_spec(subscripts, (x_shape, y_shape))
+    if spec.n_operands != 2 or not spec.output:
+        return None
+    xi, yi = spec.inputs
+    batch, contr, free_x, free_y = split_pair(xi, yi, spec.output)
+    if batch or not contr or not xi.endswith(contr) or not yi.endswith(contr) or \
+            len(set(xi)) != len(xi) or len(set(yi)) != len(yi):
+        return None
+    nk = len(contr)
+    k = math.prod(x_shape[len(x_shape) - nk:])
+    r = math.prod(x_shape[:len(x_shape) - nk])
+    c = math.prod(y_shape[:len(y_shape) - nk])
+    return r, c, k, (_row_major_strides(x_shape), len(x_shape) - nk), (_row_major_strides(y_shape), len(y_shape) - nk)
+
+
+def _entry_rows(op: COO, full: np.ndarray, nf: int, k: int) -> tuple:
+    """``(hi, lo, s, q)`` for the per-entry kernels: row ``hi * s + lo``, contracted offset ``q``.
+    One free and one contracted mode, or two free and one contracted (3-mode integrals), pass
+    coordinate rows as they are; other layouts form the row and offset once (int64)."""
+    co = op.coords
+    nd = co.shape[0]
+    if nd - nf == 1 and nf in (1, 2):
+        return co[0], co[nf - 1], (op.shape[1] if nf == 2 else 0), co[nd - 1]
+    if nf == 0:
+        rows = np.zeros(co.shape[1], dtype=np.int64)
+    else:
+        rows = (co[:nf].astype(np.int64) * (full[:nf] // k)[:, None]).sum(axis=0)
+    q = (co[nf:].astype(np.int64) * full[nf:, None]).sum(axis=0)
+    return rows, rows, 0, q
+
+
+def _sorted_runs(op: COO, full: np.ndarray, kernels) -> bool:
+    """Whether ``op`` takes the run kernels (sorted, runs long on average), as ``COO.todense``."""
+    return op.canonical and op.nnz > 0 and bool(
+        kernels.long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES, _limits.DENSIFY_MIN_MEAN_RUN))
+
+
+def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
+    """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module);
+    :data:`NOT_TAKEN` when the plan prefers the plain GEMM or the dtype has no compiled
+    kernel; ``None`` when a stored value is inf or nan (the caller takes the full path)."""
+    dens, compiled = _kernels()
+    if x.dtype not in compiled or x.dtype != y.dtype or x.dtype.kind not in "fc":
+        return NOT_TAKEN
+    n_rows, n_cols, k, (fx, nfx), (fy, nfy) = layout
+    runs_x = _sorted_runs(x, fx, dens)
+    ent_x = None if runs_x else _entry_rows(x, fx, nfx, k)
+    sup_x = dens.support_sorted(x.coords, fx, k, n_rows) if runs_x else dens.support_entries(*ent_x, n_rows)
+    same = y is x
+    if same:
+        runs_y, ent_y, sup_y = runs_x, ent_x, sup_x
+    else:
+        runs_y = _sorted_runs(y, fy, dens)
+        ent_y = None if runs_y else _entry_rows(y, fy, nfy, k)
+        sup_y = dens.support_sorted(y.coords, fy, k, n_cols) if runs_y else dens.support_entries(*ent_y, n_cols)
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = dens.zero_tail_plan(
+        sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
+        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
+        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
+    if cuts.shape[0] == 0:
+        return NOT_TAKEN
+    c = int(cuts[0])
+    kt = int(cuts[-1]) - c
+
+    def split(op, runs, full, ent, pos, n_tail, n):
+        if runs:
+            main = np.empty((n, c), dtype=op.dtype)
+            tail = np.empty((n_tail, kt), dtype=op.dtype)
+            bad = dens.split_sorted(op.coords, op.data, full, k, pos, main, tail)
+        else:
+            main = np.zeros((n, c), dtype=op.dtype)
+            tail = np.zeros((n_tail, kt), dtype=op.dtype)
+            bad = dens.split_entries(*ent, op.data, pos, main, tail)
+        return main, tail, bad
+
+    xm, xt, bad = split(x, runs_x, fx, ent_x, pos_x, rows_x.shape[0], n_rows)
+    if bad:
+        return None
+    if same:
+        ym, yt = xm, xt
+    else:
+        ym, yt, bad = split(y, runs_y, fy, ent_y, pos_y, rows_y.shape[0], n_cols)
+        if bad:
+            return None
+    out = np.matmul(xm, ym.T)
+    for s in range(cuts.shape[0] - 1):
+        a, b = int(cuts[s]) - c, int(cuts[s + 1]) - c
+        mx, my = int(nx[s]), int(ny[s])
+        if mx == 0 or my == 0:
+            continue
+        if my < mx:  # narrow products run faster with the narrow side first (measured)
+            blk = np.matmul(yt[:my, a:b], xt[:mx, a:b].T).T
+        else:
+            blk = np.matmul(xt[:mx, a:b], yt[:my, a:b].T)
+        dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
+    return out
