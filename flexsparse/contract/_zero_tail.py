@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse.contract._calls import parsed_spec
+from flexsparse.contract._calls import hot, parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
 __all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
@@ -100,51 +100,72 @@ def _sorted_runs(op: COO, full: np.ndarray, kernels) -> bool:
         kernels.long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES, _limits.DENSIFY_MIN_MEAN_RUN))
 
 
+def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
+    """``(support lengths, runs or None, dense [n, k] or None, inf/nan flag)`` of one operand:
+    a sorted COO in long runs records its runs (its values are read later, once, by the
+    split copy); any other is scattered into a dense ``[n, k]`` in the same pass that finds
+    its support lengths, and its tail rows are gathered from that later."""
+    if _sorted_runs(op, full, dens):
+        sup, runs = dens.support_sorted(op.coords, full, k, n)
+        return sup, runs, None, False
+    dense = np.zeros((n, k), dtype=op.dtype)
+    sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense)
+    return sup, None, dense, bool(bad)
+
+
 def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
-    """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module);
-    :data:`NOT_TAKEN` when the plan prefers the plain GEMM or the dtype has no compiled
-    kernel; ``None`` when a stored value is inf or nan (the caller takes the full path)."""
+    """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module),
+    or by one plain GEMM when the plan prefers it; :data:`NOT_TAKEN` when the dtype has no
+    compiled kernel; ``None`` when a stored value is inf or nan (the caller takes the full
+    path)."""
     dens, compiled = _kernels()
     if x.dtype not in compiled or x.dtype != y.dtype or x.dtype.kind not in "fc":
         return NOT_TAKEN
     n_rows, n_cols, k, (fx, nfx), (fy, nfy) = layout
-    runs_x = _sorted_runs(x, fx, dens)
-    ent_x = None if runs_x else _entry_rows(x, fx, nfx, k)
-    sup_x = dens.support_sorted(x.coords, fx, k, n_rows) if runs_x else dens.support_entries(*ent_x, n_rows)
     same = y is x
-    if same:
-        runs_y, ent_y, sup_y = runs_x, ent_x, sup_x
-    else:
-        runs_y = _sorted_runs(y, fy, dens)
-        ent_y = None if runs_y else _entry_rows(y, fy, nfy, k)
-        sup_y = dens.support_sorted(y.coords, fy, k, n_cols) if runs_y else dens.support_entries(*ent_y, n_cols)
+    ax = _analyse(x, fx, nfx, k, n_rows, dens)
+    ay = ax if same else _analyse(y, fy, nfy, k, n_cols, dens)
+    if ax[3] or ay[3]:
+        return None
     cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = dens.zero_tail_plan(
-        sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
+        ax[0], ay[0], k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
         _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
         _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
-    if cuts.shape[0] == 0:
-        return NOT_TAKEN
+    if cuts.shape[0] == 0:  # the plain GEMM: densify what the analysis did not
+        unchecked = False
+        dense = []
+        for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):
+            if an[2] is None:
+                d, flag = op._todense_checked()
+                if flag:
+                    return None
+                unchecked |= flag is None
+                dense.append(d.reshape(n, k))
+            else:
+                dense.append(an[2])
+        out = np.matmul(dense[0], dense[0].T if same else dense[1].T)
+        if unchecked and bool(hot().nonfinite_kernel(out.reshape(-1))):
+            return None  # a full COO is copied unchecked: the full path decides
+        return out
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 
-    def split(op, runs, full, ent, pos, n_tail, n):
-        if runs:
+    def split(op, an, pos, rows, n):
+        tail = np.empty((rows.shape[0], kt), dtype=op.dtype)
+        if an[1] is not None:
             main = np.empty((n, c), dtype=op.dtype)
-            tail = np.empty((n_tail, kt), dtype=op.dtype)
-            bad = dens.split_sorted(op.coords, op.data, full, k, pos, main, tail)
-        else:
-            main = np.zeros((n, c), dtype=op.dtype)
-            tail = np.zeros((n_tail, kt), dtype=op.dtype)
-            bad = dens.split_entries(*ent, op.data, pos, main, tail)
-        return main, tail, bad
+            bad = dens.split_sorted(an[1], op.data, k, pos, main, tail)
+            return main, tail, bad
+        dens.gather_tail(an[2], rows, c, tail)
+        return an[2][:, :c], tail, False
 
-    xm, xt, bad = split(x, runs_x, fx, ent_x, pos_x, rows_x.shape[0], n_rows)
+    xm, xt, bad = split(x, ax, pos_x, rows_x, n_rows)
     if bad:
         return None
     if same:
         ym, yt = xm, xt
     else:
-        ym, yt, bad = split(y, runs_y, fy, ent_y, pos_y, rows_y.shape[0], n_cols)
+        ym, yt, bad = split(y, ay, pos_y, rows_y, n_cols)
         if bad:
             return None
     out = np.matmul(xm, ym.T)
