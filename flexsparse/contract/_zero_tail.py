@@ -5,17 +5,21 @@ does) skip the multiply-adds the tails make zero.
 Algorithm (:func:`zero_tail_pair`), for ``x[R, K] . y[C, K]`` where ``K`` are the trailing
 contracted modes of both operands (in the same order) and there is no batch index:
 
-1. Support lengths: per row, its last stored cell + 1 (``kernels.cpu.densify.support_sorted``:
-   galloping over the runs of a sorted COO, O(runs log run) index reads and no value read;
-   ``support_entries`` otherwise, one pass over the coordinates).
+1. Analysis, per operand, folded into its densify: a sorted COO in long runs is walked by
+   galloping probes (``kernels.cpu.densify.support_sorted``: O(runs log run) index reads, no
+   value read) which records its runs and each row's support length (last stored cell + 1);
+   any other COO is scattered into a dense ``[R, K]`` by ``support_entries``, which keeps
+   each row's longest cell in a register in the same pass.
 2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
    dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
    GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
-   ``g_i``; or the plain GEMM when that is modelled faster (then ``NOT_TAKEN``).
-3. Densify straight into the split layout (``split_sorted``: one copy per run piece with
-   the zeros written in the same sweep; ``split_entries`` otherwise): ``main[R, c]`` in the
-   original row order and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so
-   each step's rows are a prefix of the tail. No gather, no separate scan.
+   ``g_i``; or the plain GEMM when that is modelled faster (then the recorded runs are
+   copied into a plain dense array, no second walk).
+3. Sorted operands are copied straight into the split layout (``split_sorted``: one copy per
+   run piece, the zeros written in the same sweep): ``main[R, c]`` in the original row order
+   and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so each step's rows
+   are a prefix of the tail. Scattered operands use ``dense[:, :c]`` as their main part (a
+   strided view BLAS reads in place) and gather their tail rows (``gather_tail``).
 4. ``main_x @ main_y^T`` is the result in its final layout (no un-permute); each tail step's
    small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step).
 
@@ -36,7 +40,7 @@ import math
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse.contract._calls import hot, parsed_spec
+from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
 __all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
@@ -117,7 +121,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module),
     or by one plain GEMM when the plan prefers it; :data:`NOT_TAKEN` when the dtype has no
     compiled kernel; ``None`` when a stored value is inf or nan (the caller takes the full
-    path)."""
+    path). Every stored value is checked by the pass that copies it."""
     dens, compiled = _kernels()
     if x.dtype not in compiled or x.dtype != y.dtype or x.dtype.kind not in "fc":
         return NOT_TAKEN
@@ -131,22 +135,20 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
         ax[0], ay[0], k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
         _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
         _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
-    if cuts.shape[0] == 0:  # the plain GEMM: densify what the analysis did not
-        unchecked = False
+    if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
         dense = []
         for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):
-            if an[2] is None:
-                d, flag = op._todense_checked()
-                if flag:
-                    return None
-                unchecked |= flag is None
-                dense.append(d.reshape(n, k))
-            else:
+            if an[1] is None:
                 dense.append(an[2])
-        out = np.matmul(dense[0], dense[0].T if same else dense[1].T)
-        if unchecked and bool(hot().nonfinite_kernel(out.reshape(-1))):
-            return None  # a full COO is copied unchecked: the full path decides
-        return out
+                continue
+            d = np.empty((n, k), dtype=op.dtype)  # the recorded runs, copied without probing again
+            no_tail = np.full(n, -1, dtype=np.int64)
+            if dens.split_sorted(an[1], op.data, k, no_tail, d, np.empty((0, 0), dtype=op.dtype)):
+                return None
+            dense.append(d)
+            if same:
+                break
+        return np.matmul(dense[0], dense[0].T if same else dense[1].T)
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 

@@ -20,13 +20,23 @@ Algorithms:
   chemistry integrals). On short runs the galloping branch mispredicts on every entry, so
   the caller first asks :func:`long_runs`, which probes evenly spaced neighbour pairs.
 
+* Zero-tail split (for ``contract._zero_tail``): :func:`support_sorted` walks the runs of a
+  sorted COO as above, recording them and each row's support length (last stored cell + 1)
+  along the trailing contracted modes; :func:`split_sorted` copies the recorded runs into a
+  ``main[R, c]`` and a level-grouped ``tail[Rt, Kt]`` with the zeros written in the sweep;
+  :func:`support_entries` scatters any COO into a dense ``[R, K]`` and finds the support in
+  the same pass; :func:`zero_tail_plan` picks the GEMM steps (counting sort into levels,
+  dynamic programme over a GEMM time model); :func:`scatter_add_block` adds a step's product
+  into the output.
+
 Formats: CSR buffers (``indptr`` int64, ``indices`` int32/int64, any numeric ``data``) and a
 C-contiguous ``out[n_rows, n_cols]`` of the data's dtype; COO ``coords [ndim, nnz]`` of any
 integer dtype (in bounds), ``data [nnz]`` of a numba dtype, ``strides [ndim]`` int64 in
 elements, ``out`` the flat C-order array.
 
 Cost: CSR O(nnz + touched pages); sorted COO O(runs * log(nnz / runs) * ndim) index work plus
-O(nnz) copied values plus O(size) zeros (``fill``) or the lazily zeroed pages of ``np.zeros``.
+O(nnz) copied values plus O(size) zeros (``fill``) or the lazily zeroed pages of ``np.zeros``;
+the split copy the same plus O(rows) row switches; the plan O(K + rows + levels^2).
 
 >>> import numpy as np
 >>> out = np.zeros((2, 3))
@@ -46,7 +56,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["csr_to_dense", "long_runs", "sorted_coo_to_dense"]
+__all__ = ["csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense", "split_sorted",
+           "support_entries", "support_sorted", "zero_tail_plan"]
 
 
 @njit(cache=True)
