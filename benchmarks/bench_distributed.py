@@ -5,7 +5,11 @@ Workloads:
     (about 50M multiply-adds at the default scale);
   * ``4d``    -- the 4-D power-law self-contraction ``ijkl,mjkl->im`` of bench_einsum.py;
   * ``big``   -- a product whose output (>= 4 GB in memory as COO) exceeds one worker's
-    ``worker_memory``, streamed to ``out=`` (``--big``; minutes and GBs of disk: run it alone).
+    ``worker_memory``, streamed to ``out=`` (``--big``; minutes and GBs of disk: run it alone);
+  * ``processes`` -- no dask: two one-thread processes computing the two halves of the R-MAT
+    ``A @ A`` (the direct blocks' kernel) at once against each alone, with B (and the self-product's
+    A) in each process's private memory and memory-mapped from one shared file (one physical copy
+    in the shared L3): thread CPU time per call, page faults and preemptions (``--only processes``).
 
 Targets (2-core machine): one worker <= 1.3x the in-process engine on one thread; two worker
 processes >= 1.6x faster than one; peak RSS of each worker <= 1.1x its memory limit; the big
@@ -349,10 +353,15 @@ def main(argv=None):
     ap.add_argument("--no-peers", dest="peers", action="store_false")
     ap.add_argument("--no-startup", dest="startup", action="store_false",
                     help="skip timing one call that starts its own embedded cluster")
-    ap.add_argument("--only", choices=["rmat", "4d", "big"], default=None)
+    ap.add_argument("--only", choices=["rmat", "4d", "big", "processes"], default=None)
+    ap.add_argument("--calls", type=int, default=5, help="processes: calls per setting and round")
+    ap.add_argument("--rounds", type=int, default=4, help="processes: interleaved rounds")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  load {os.getloadavg()[0]:.1f}  cores {os.cpu_count()}")
+    if args.only == "processes":
+        run_processes(args)
+        return
     results, table = [], []
     if args.only in (None, "rmat"):
         a = fs.rmat(args.scale, args.edge_factor, seed=0)
@@ -393,6 +402,113 @@ def run_big(args, results, table):
                       f"{r['seconds']:.1f} s, {out_bytes / 1e9:.2f} GB out, limit {wm / 1e9:.1f} GB"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _half_worker(half, shared, folder, cut, flops, n, todo, done, barrier):
+    """One process of :func:`run_processes`: rows ``cut[half]`` of ``A @ A`` (A = B read from
+    ``folder``: memory-mapped when ``shared``, else copied into private memory) on one thread into a
+    private output, once per call asked for on ``todo``; per call (thread CPU s, minor faults,
+    involuntary context switches) go to ``done``."""
+    from flexsparse.distributed._direct import spgemm_into
+    from flexsparse.formats.csr import CSR
+
+    arrays = []
+    for name, dt in (("indptr", np.int64), ("indices", np.int32), ("data", np.float64)):
+        mm = np.memmap(os.path.join(folder, name), dtype=dt, mode="r+")   # r+: the kernel's compiled types
+        arrays.append(mm if shared else np.array(mm))
+    b = CSR._trusted(*arrays, (n, n), True)
+    r0, r1 = cut[half]
+    lo, hi = int(b.indptr[r0]), int(b.indptr[r1])
+    a = CSR._trusted(np.ascontiguousarray(b.indptr[r0:r1 + 1] - lo), b.indices[lo:hi], b.data[lo:hi],
+                     (r1 - r0, n), True)
+    room = flops[half] + 16
+    indptr, indices, data = np.zeros(r1 - r0 + 1, np.int64), np.zeros(room, np.int32), np.zeros(room)
+    spgemm_into(a, b, indptr, indices, data, 0, False, room, False)     # compiled, output faulted in
+    while (job := todo.get()) is not None:
+        together, calls = job
+        got = []
+        for _ in range(calls):
+            if together:
+                barrier.wait()
+            else:
+                time.sleep(0.05)
+            r0_ = resource.getrusage(resource.RUSAGE_THREAD)
+            t0 = time.thread_time()
+            spgemm_into(a, b, indptr, indices, data, 0, False, room, False, prefault=lambda lo, hi: None)
+            t1 = time.thread_time()
+            r1_ = resource.getrusage(resource.RUSAGE_THREAD)
+            got.append((t1 - t0, r1_.ru_minflt - r0_.ru_minflt, r1_.ru_nivcsw - r0_.ru_nivcsw))
+        done.put((half, got))
+
+
+def run_processes(args):
+    """Two one-thread processes on the halves of the R-MAT ``A @ A`` (cut at half its
+    multiply-adds), at once and each alone, B private to each process or mapped from one file in
+    /dev/shm; settings interleaved in rounds. Prints each setting's thread CPU per call (min and
+    median), faults and preemptions per call, and the together / alone ratio of the medians."""
+    import multiprocessing as mp
+    import statistics
+
+    from flexsparse.kernels.cpu.spgemm import count_flops, dense_workspaces
+
+    a = fs.rmat(args.scale, args.edge_factor, seed=0).to_csr()
+    rows, total = count_flops(a, a, threads=1)
+    csum = np.concatenate([[0], np.cumsum(rows)])
+    n = a.shape[0]
+    mid = int(np.searchsorted(csum, total / 2))
+    cut, flops = [(0, mid), (mid, n)], [int(csum[mid]), int(total - csum[mid])]
+    ws = sum(w.nbytes for w in dense_workspaces(1, n, flops[0], 0, np.dtype(np.float64))[1:])
+    print(f"R-MAT scale {args.scale}: A @ A {total:,} multiply-adds, halves {flops}; B {a.nbytes / 2**20:.1f} MiB "
+          f"(a self-product: A's rows are B's); one thread's dense workspaces {ws / 2**10:.0f} KiB")
+    folder = tempfile.mkdtemp(prefix="fs-processes-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    ctx = mp.get_context("spawn")
+    sets, old = {}, os.environ.get("NUMBA_NUM_THREADS")
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    try:
+        for name in ("indptr", "indices", "data"):
+            getattr(a, name).tofile(os.path.join(folder, name))
+        for shared in (False, True):
+            barrier, todo, done = ctx.Barrier(2), [ctx.Queue(), ctx.Queue()], ctx.Queue()
+            procs = [ctx.Process(target=_half_worker, args=(h, shared, folder, cut, flops, n, todo[h], done, barrier))
+                     for h in (0, 1)]
+            for p in procs:
+                p.start()
+            sets[shared] = (procs, todo, done, barrier)
+        res: dict = {}
+        for r in range(args.rounds):
+            for shared in ((False, True) if r % 2 == 0 else (True, False)):
+                _, todo, done, _ = sets[shared]
+                for h in (0, 1):
+                    todo[h].put((False, args.calls))
+                    res.setdefault((shared, "alone", h), []).extend(done.get()[1])
+                for h in (0, 1):
+                    todo[h].put((True, args.calls))
+                for _ in (0, 1):
+                    h, got = done.get()
+                    res.setdefault((shared, "together", h), []).extend(got)
+    finally:
+        for procs, todo, _, _ in sets.values():
+            for q in todo:
+                q.put(None)
+            for p in procs:
+                p.join(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+        if old is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = old
+    print("| B | setting | half | CPU ms min / median | minor faults / call | preempted / call |")
+    print("|---|---|---|---|---|---|")
+    for key in sorted(res):
+        cpu = [x[0] * 1e3 for x in res[key]]
+        print(f"| {'shared' if key[0] else 'private'} | {key[1]} | {key[2]} | {min(cpu):.1f} / "
+              f"{statistics.median(cpu):.1f} | {statistics.mean(x[1] for x in res[key]):.0f} | "
+              f"{statistics.mean(x[2] for x in res[key]):.1f} |")
+    for shared in (False, True):
+        ratios = [statistics.median(x[0] for x in res[(shared, "together", h)])
+                  / statistics.median(x[0] for x in res[(shared, "alone", h)]) for h in (0, 1)]
+        print(f"B {'shared' if shared else 'private'}: together / alone (median CPU) "
+              + " / ".join(f"{x:.3f}" for x in ratios))
 
 
 if __name__ == "__main__":

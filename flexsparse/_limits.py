@@ -77,6 +77,12 @@ __all__ = [
     "TODENSE_MAX_BYTES",
     "WORKER_BASELINE_BYTES",
     "WORKER_MEMORY_FRACTION",
+    "ZERO_TAIL_FIXED_SECONDS",
+    "ZERO_TAIL_GEMM_CALL_SECONDS",
+    "ZERO_TAIL_GEMM_MAC_SECONDS",
+    "ZERO_TAIL_GEMM_PACK_SECONDS",
+    "ZERO_TAIL_LEVEL_MERGE",
+    "ZERO_TAIL_SCATTER_CELL_SECONDS",
     "fits_int64",
 ]
 
@@ -438,3 +444,26 @@ GATHER_POOL_BYTES = 1 * _GiB
 #: Key-space tables up to this size travel inline with every placing task; larger ones are
 #: scattered once to every worker.
 GATHER_INLINE_KEY_BYTES = 256 * 1024
+
+# ---------------------------------------------------------------------- zero-tail GEMM
+#: ``contract._zero_tail``: the time model that decides whether rows with zero tails along
+#: the contracted index are split into a main GEMM and tail steps. One GEMM ``[m, k] @ [k, n]``
+#: costs ZERO_TAIL_GEMM_CALL_SECONDS + ZERO_TAIL_GEMM_MAC_SECONDS * m n k +
+#: ZERO_TAIL_GEMM_PACK_SECONDS * (m + n) k (packing: narrow products run below the FMA peak).
+#: Fit to float64 NumPy ``A @ B.T`` on one thread (OPENBLAS_NUM_THREADS=1, min of 300,
+#: 2026-11-30 05:35 UTC, load 1.1): 576x96x193 421 us (model 420), 456x31x91 63 us (62),
+#: 360x15x91 31 us (31), 576x8x91 32 us (34), 576x96x20 52 us (48), 576x96x375 843 us (866).
+ZERO_TAIL_GEMM_MAC_SECONDS = 38e-12
+ZERO_TAIL_GEMM_PACK_SECONDS = 0.3e-9
+ZERO_TAIL_GEMM_CALL_SECONDS = 2e-6
+#: Each tail step's product is scatter-added into the output at this cost per cell: 0.65-0.78
+#: ns warm (456x31, 360x15 and 456x456 blocks, one thread, 05:58 UTC), rounded up for an
+#: output that the GEMMs have pushed out of L1.
+ZERO_TAIL_SCATTER_CELL_SECONDS = 1e-9
+#: What the split path costs beyond the plain one regardless of the savings: the plan
+#: (4-8 us on the chemistry integrals), two more buffers and the Python around the steps;
+#: the split is taken only when the model saves more than this.
+ZERO_TAIL_FIXED_SECONDS = 15e-6
+#: Support lengths within this fraction of a longer one share its level (one step fewer
+#: for a few extra zeros multiplied).
+ZERO_TAIL_LEVEL_MERGE = 1 / 16

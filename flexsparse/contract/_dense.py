@@ -39,6 +39,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
+from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
@@ -181,6 +182,15 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
     plan = _dense_pair_plan(subscripts, x.shape, y.shape, x.dtype, y.dtype, optimize)
     if plan is None or not (dense_enough(x) and dense_enough(y)):
         return None
+    layout = zero_tail_layout(subscripts, x.shape, y.shape)
+    if layout is not None:
+        res = zero_tail_pair(x, y, layout)
+        if res is None:
+            return None
+        if res is not NOT_TAKEN:
+            lx, ly, shape, perm, dtype = plan
+            res = res.reshape(shape)
+            return res if perm is None else res.transpose(perm)
     (xd, yd), nonfinite, unchecked = densify_checked([x, y])
     if nonfinite:
         return None

@@ -1,0 +1,184 @@
+"""Zero-tail product of two dense-enough COO operands: rows along the contracted indices
+that store only a prefix ("zero tails", as the auxiliary index of density-fitted integrals
+does) skip the multiply-adds the tails make zero.
+
+Algorithm (:func:`zero_tail_pair`), for ``x[R, K] . y[C, K]`` where ``K`` are the trailing
+contracted modes of both operands (in the same order) and there is no batch index:
+
+1. Analysis, per operand, folded into its densify: a sorted COO in long runs is walked by
+   galloping probes (``kernels.cpu.densify.support_sorted``: O(runs log run) index reads, no
+   value read) which records its runs and each row's support length (last stored cell + 1);
+   any other COO is scattered into a dense ``[R, K]`` by ``support_entries``, which keeps
+   each row's longest cell in a register in the same pass.
+2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
+   dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
+   GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
+   ``g_i``; or the plain GEMM when that is modelled faster (then the recorded runs are
+   copied into a plain dense array, no second walk).
+3. Sorted operands are copied straight into the split layout (``split_sorted``: one copy per
+   run piece, the zeros written in the same sweep): ``main[R, c]`` in the original row order
+   and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so each step's rows
+   are a prefix of the tail. Scattered operands use ``dense[:, :c]`` as their main part (a
+   strided view BLAS reads in place) and gather their tail rows (``gather_tail``).
+4. ``main_x @ main_y^T`` is the result in its final layout (no un-permute); each tail step's
+   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step).
+
+Formats: COO operands of one float/complex dtype (the densify kernels' compiled types), the
+result a C-contiguous ``ndarray [R, C]`` reshaped to the free modes. Cost: O(runs log run) +
+O(nnz) + O(R c + Rt Kt) writes; sum over the GEMMs of their multiply-adds (chemistry
+``abQ,icQ->abic``: 55% of the plain product's) plus the steps' scatter.
+
+An inf or nan among the stored values (flagged by the densify pass) returns ``None``: the
+full path reproduces NumPy's non-finite semantics, which skipped multiply-adds would break.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from flexsparse import _limits
+from flexsparse.contract._calls import parsed_spec
+from flexsparse.formats.coo import COO, _row_major_strides
+
+__all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
+
+#: Returned when the layout or the plan says the plain product is the better (or only) route.
+NOT_TAKEN = object()
+
+_KERNELS: list = []
+
+
+def _kernels():
+    if not _KERNELS:
+        from flexsparse.kernels.cpu import densify
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
+
+        _KERNELS.append((densify, COMPILED_DTYPES))
+    return _KERNELS[0]
+
+
+@functools.lru_cache(maxsize=256)
+def zero_tail_layout(subscripts: str, x_shape: tuple, y_shape: tuple) -> tuple | None:
+    """``(R, C, K, x modes, y modes)`` when the contracted modes trail both operands in the
+    same order and there is no batch index (each operand's modes: its row-major strides,
+    int64, and its number of free modes), else ``None``; remembered per call shape."""
+    from flexsparse.contract._dense import split_pair  # _dense imports this module
+
+    spec = parsed_spec(subscripts, (x_shape, y_shape))
+    if spec.n_operands != 2 or not spec.output:
+        return None
+    xi, yi = spec.inputs
+    batch, contr, free_x, free_y = split_pair(xi, yi, spec.output)
+    if batch or not contr or not xi.endswith(contr) or not yi.endswith(contr) or \
+            len(set(xi)) != len(xi) or len(set(yi)) != len(yi):
+        return None
+    nk = len(contr)
+    k = math.prod(x_shape[len(x_shape) - nk:])
+    r = math.prod(x_shape[:len(x_shape) - nk])
+    c = math.prod(y_shape[:len(y_shape) - nk])
+    return r, c, k, (_row_major_strides(x_shape), len(x_shape) - nk), (_row_major_strides(y_shape), len(y_shape) - nk)
+
+
+def _entry_rows(op: COO, full: np.ndarray, nf: int, k: int) -> tuple:
+    """``(hi, lo, s, q)`` for the per-entry kernels: row ``hi * s + lo``, contracted offset ``q``.
+    One free and one contracted mode, or two free and one contracted (3-mode integrals), pass
+    coordinate rows as they are; other layouts form the row and offset once (int64)."""
+    co = op.coords
+    nd = co.shape[0]
+    if nd - nf == 1 and nf in (1, 2):
+        return co[0], co[nf - 1], (op.shape[1] if nf == 2 else 0), co[nd - 1]
+    if nf == 0:
+        rows = np.zeros(co.shape[1], dtype=np.int64)
+    else:
+        rows = (co[:nf].astype(np.int64) * (full[:nf] // k)[:, None]).sum(axis=0)
+    q = (co[nf:].astype(np.int64) * full[nf:, None]).sum(axis=0)
+    return rows, rows, 0, q
+
+
+def _sorted_runs(op: COO, full: np.ndarray, kernels) -> bool:
+    """Whether ``op`` takes the run kernels (sorted, runs long on average), as ``COO.todense``."""
+    return op.canonical and op.nnz > 0 and bool(
+        kernels.long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES, _limits.DENSIFY_MIN_MEAN_RUN))
+
+
+def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
+    """``(support lengths, runs or None, dense [n, k] or None, inf/nan flag)`` of one operand:
+    a sorted COO in long runs records its runs (its values are read later, once, by the
+    split copy); any other is scattered into a dense ``[n, k]`` in the same pass that finds
+    its support lengths, and its tail rows are gathered from that later."""
+    if _sorted_runs(op, full, dens):
+        sup, runs = dens.support_sorted(op.coords, full, k, n)
+        return sup, runs, None, False
+    dense = np.zeros((n, k), dtype=op.dtype)
+    sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense)
+    return sup, None, dense, bool(bad)
+
+
+def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
+    """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module),
+    or by one plain GEMM when the plan prefers it; :data:`NOT_TAKEN` when the dtype has no
+    compiled kernel; ``None`` when a stored value is inf or nan (the caller takes the full
+    path). Every stored value is checked by the pass that copies it."""
+    dens, compiled = _kernels()
+    if x.dtype not in compiled or x.dtype != y.dtype or x.dtype.kind not in "fc":
+        return NOT_TAKEN
+    n_rows, n_cols, k, (fx, nfx), (fy, nfy) = layout
+    same = y is x
+    ax = _analyse(x, fx, nfx, k, n_rows, dens)
+    ay = ax if same else _analyse(y, fy, nfy, k, n_cols, dens)
+    if ax[3] or ay[3]:
+        return None
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = dens.zero_tail_plan(
+        ax[0], ay[0], k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
+        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
+        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
+    if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
+        dense = []
+        for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):
+            if an[1] is None:
+                dense.append(an[2])
+                continue
+            d = np.empty((n, k), dtype=op.dtype)  # the recorded runs, copied without probing again
+            no_tail = np.full(n, -1, dtype=np.int64)
+            if dens.split_sorted(an[1], op.data, k, no_tail, d, np.empty((0, 0), dtype=op.dtype)):
+                return None
+            dense.append(d)
+            if same:
+                break
+        return np.matmul(dense[0], dense[0].T if same else dense[1].T)
+    c = int(cuts[0])
+    kt = int(cuts[-1]) - c
+
+    def split(op, an, pos, rows, n):
+        tail = np.empty((rows.shape[0], kt), dtype=op.dtype)
+        if an[1] is not None:
+            main = np.empty((n, c), dtype=op.dtype)
+            bad = dens.split_sorted(an[1], op.data, k, pos, main, tail)
+            return main, tail, bad
+        dens.gather_tail(an[2], rows, c, tail)
+        return an[2][:, :c], tail, False
+
+    xm, xt, bad = split(x, ax, pos_x, rows_x, n_rows)
+    if bad:
+        return None
+    if same:
+        ym, yt = xm, xt
+    else:
+        ym, yt, bad = split(y, ay, pos_y, rows_y, n_cols)
+        if bad:
+            return None
+    out = np.matmul(xm, ym.T)
+    for s in range(cuts.shape[0] - 1):
+        a, b = int(cuts[s]) - c, int(cuts[s + 1]) - c
+        mx, my = int(nx[s]), int(ny[s])
+        if mx == 0 or my == 0:
+            continue
+        if my < mx:  # narrow products run faster with the narrow side first (measured)
+            blk = np.matmul(yt[:my, a:b], xt[:mx, a:b].T).T
+        else:
+            blk = np.matmul(xt[:mx, a:b], yt[:my, a:b].T)
+        dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
+    return out
