@@ -246,7 +246,10 @@ def check_result(res, case: Case, ref) -> bool:
     return bool(np.all(np.abs(c.sum(axis=1) - sp.csr_array(ref).sum(axis=1)) <= 1e-9 * scale))
 
 
-def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> dict:
+def measure(case: Case, status: dict[str, str], threads: int, repeats: int, peer_scaling: bool = False) -> dict:
+    """Interleaved wall times (and one-thread CPU times) of flexsparse and the peers;
+    ``peer_scaling`` adds GraphBLAS and MKL on one thread to the wall-time rounds of products
+    above ``SCALING_MIN_FLOPS`` (their own two-thread over one-thread speed-up, same rounds)."""
     import flexsparse as fs
 
     A = fs.as_coo(case.a)
@@ -259,6 +262,8 @@ def measure(case: Case, status: dict[str, str], threads: int, repeats: int) -> d
     }
     if threads != 2:
         fns["fs_einsum"] = lambda: fs.einsum("ij,jk->ik", A, B, threads=threads)
+    if peer_scaling and product_stats(case)["flops"] > SCALING_MIN_FLOPS:
+        fns.update({f"{k}_1t": f for k, f in peer_functions(case, status, threads=1).items() if k != "scipy"})
     t0 = time.perf_counter()
     ref = fns["scipy"]()
     # products under 0.1 s of SciPy time get more rounds (up to 100x, ~0.1 s of SciPy time a
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(late start, busy time, balance, contention) against one thread")
     ap.add_argument("--crossover", action="store_true",
                     help="only time 1 vs --threads threads on growing products (the one-thread rule)")
+    ap.add_argument("--peer-scaling", action="store_true",
+                    help="also time GraphBLAS and MKL on one thread above 10M multiply-adds (their 2t/1t)")
     ap.add_argument("--rss-child", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.wait_policy != "default":
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         case = make()
         if case is None or (only and not any(case.name.startswith(o) for o in only)):
             continue
-        r = measure(case, status, args.threads, args.repeats)
+        r = measure(case, status, args.threads, args.repeats, args.peer_scaling)
         t = r["times"]
         peers = {k: t[k] for k in ("scipy", "graphblas", "mkl") if k in t}
         best = min(peers.values())
@@ -404,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         r.update(cpu_1t_scipy=c["fs_1t"] / c["scipy_1t"],
                  cpu_1t_best=c["fs_1t"] / min(v for k, v in c.items() if k.endswith("_1t") and k != "fs_1t"),
                  cpu_nt_1t=c["fs_nt"] / c["fs_1t"])
+        r["peer_speedup"] = {k: t[f"{k}_1t"] / t[k] for k in ("graphblas", "mkl") if f"{k}_1t" in t}
         rows.append(r)
         speedup = "" if r["speedup"] is None else f"{r['speedup']:.2f}"
         rss = "" if r["rss"] is None else f"{r['rss']:.2f}"
@@ -411,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{_ms(t['fs_einsum']):>8s} {_ms(t['fs_matmul']):>8s} {_ms(t.get('scipy')):>8s} "
               f"{_ms(t.get('graphblas')):>8s} {_ms(t.get('mkl')):>8s} {r['ratio']:6.2f} {r['ratio_mm']:6.2f} "
               f"{r['ratio_1t']:6.2f} {speedup:>5s} {rss:>5s} {r['cpu_1t_scipy']:5.2f} {r['cpu_1t_best']:5.2f} "
-              f"{r['cpu_nt_1t']:5.2f} {'yes' if r['ok'] else 'NO'}", flush=True)
+              f"{r['cpu_nt_1t']:5.2f} {'yes' if r['ok'] else 'NO'}"
+              + "".join(f"  {k} 2t/1t {v:.2f}" for k, v in r["peer_speedup"].items()), flush=True)
         del case
     summarize(rows, args)
     overhead_report()
@@ -551,6 +560,12 @@ def summarize(rows: list[dict], args: argparse.Namespace) -> None:
     if scal:
         print(f"{args.threads} threads over 1 (> {SCALING_MIN_FLOPS / 1e6:.0f}M multiply-adds): "
               f"min {min(scal):.2f}x, geomean {geomean(scal):.2f}x  [target >= 1.8]")
+    for peer in ("graphblas", "mkl"):
+        ps = [(r["speedup"], r["peer_speedup"][peer]) for r in rows if peer in r.get("peer_speedup", {})]
+        if ps:
+            print(f"{peer} {args.threads} threads over 1, same products and rounds: geomean "
+                  f"{geomean([p for _, p in ps]):.2f}x, min {min(p for _, p in ps):.2f}x (flexsparse on "
+                  f"the same products: geomean {geomean([f for f, _ in ps]):.2f}x)")
     if rss:
         print(f"peak RSS growth / (inputs + output): max {max(rss):.2f}  [target <= 1.5]")
     c1 = [r["cpu_1t_scipy"] for r in rows]
