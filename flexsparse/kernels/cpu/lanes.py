@@ -67,7 +67,7 @@ from numba.extending import overload
 from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.partition import take_job
-from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
+from flexsparse.kernels.cpu.simd import has_avx512, vadd, vfma, vload, vload_n, vperm, vstore, vzeros
 
 __all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
            "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
@@ -292,8 +292,12 @@ def _pack_x(X, trans, wcol, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
-    """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
+def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1, bias, addb):
+    """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``.
+
+    ``addb``: add ``bias[t*L : t*L + L]`` before the store (the tile's last window block,
+    written straight into the output).
+    """
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
     W = Ys.shape[1]
@@ -340,6 +344,16 @@ def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
             a6 = vfma(a6, v, vperm(x6, ix))
             a7 = vfma(a7, v, vperm(x7, ix))
             o += L
+    if addb:
+        bv = vload(bias, t * L, 64)
+        a0 = vadd(a0, bv)
+        a1 = vadd(a1, bv)
+        a2 = vadd(a2, bv)
+        a3 = vadd(a3, bv)
+        a4 = vadd(a4, bv)
+        a5 = vadd(a5, bv)
+        a6 = vadd(a6, bv)
+        a7 = vadd(a7, bv)
     vstore(Ys, y, a0)
     vstore(Ys, y + 1 * W, a1)
     vstore(Ys, y + 2 * W, a2)
@@ -351,7 +365,7 @@ def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
+def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1, bias, addb):
     """Register tile: batch block ``bb`` (8 rows) x ``2L`` output rows (tiles ``t``, ``t + 1``).
 
     Each activation window held in registers serves both tiles: per window and slot, 8
@@ -433,6 +447,25 @@ def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
             c6 = vfma(c6, v, vperm(x6, ix))
             c7 = vfma(c7, v, vperm(x7, ix))
             o += L
+    if addb:
+        bv = vload(bias, t * L, 64)
+        a0 = vadd(a0, bv)
+        a1 = vadd(a1, bv)
+        a2 = vadd(a2, bv)
+        a3 = vadd(a3, bv)
+        a4 = vadd(a4, bv)
+        a5 = vadd(a5, bv)
+        a6 = vadd(a6, bv)
+        a7 = vadd(a7, bv)
+        bv = vload(bias, t * L + L, 64)
+        c0 = vadd(c0, bv)
+        c1 = vadd(c1, bv)
+        c2 = vadd(c2, bv)
+        c3 = vadd(c3, bv)
+        c4 = vadd(c4, bv)
+        c5 = vadd(c5, bv)
+        c6 = vadd(c6, bv)
+        c7 = vadd(c7, bv)
     vstore(Ys, y, a0)
     vstore(Ys, y + 1 * W, a1)
     vstore(Ys, y + 2 * W, a2)
@@ -477,15 +510,25 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1):
-    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``."""
+def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1, direct, bias, addb):
+    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``.
+
+    ``direct``: ``Ys`` is the output ``[B, M]`` itself (rows and columns at their own
+    offsets; ``addb`` adds the bias), else the thread's scratch (offsets from the chunk's
+    first tile and the pass's first batch block).
+    """
     L = pv.shape[2]
-    if J != 8:
+    if direct:
+        if t + 1 < t_hi:
+            _linear8x2(pv, pi, wq, wcol, xp, Ys, t * L, t, bb, bb * 8, w0, w1, bias, addb)
+        else:
+            _linear8(pv, pi, wq, wcol, xp, Ys, t * L, t, bb, bb * 8, w0, w1, bias, addb)
+    elif J != 8:
         _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
     elif t + 1 < t_hi:
-        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1, bias, False)
     else:
-        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1, bias, False)
 
 
 def _xoff(xp, wcol, bb, w):
@@ -532,7 +575,7 @@ def _ov_xstride(xp):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds, done):
+def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds, done, direct):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
@@ -548,7 +591,10 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     (its own ``bounds[p]:bounds[p+1]``, then the next thread's from the top) marking
     ``done[pass * n_chunks + chunk]`` (``uint8``, zeroed by the caller): a job met by two
     threads writes the same outputs twice, so a late or slowed thread costs only its
-    arrival.
+    arrival. ``direct`` (``out: [B, M]``, ``B % 8 == 0``, ``M % L == 0``, one window
+    block, ``J == 8``): the register tiles store straight into ``out`` with the bias
+    added, no scratch and no copy (each tile's store is final, so a job run twice still
+    writes the same values).
     """
     L = pv.shape[2]
     T = pv.shape[0]
@@ -563,7 +609,7 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     for p in prange(bounds.shape[0] - 1):
         # one spare register per scratch row: rows 2^k bytes apart alias in L1 when the
         # transposed copy below walks down a column
-        Ys = np.zeros((bbk * J, ch * L + L), dtype=out.dtype)
+        Ys = out if direct else np.zeros((bbk * J, ch * L + L), dtype=out.dtype)
         for b0 in range(0, nbb, bbk):
             b1 = min(nbb, b0 + bbk)
             r0 = b0 * J
@@ -577,7 +623,11 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
                     w1 = min(NW, w0 + kb)
                     for t in range(t_lo, t_hi, tstep):
                         for bb in range(b0, b1):
-                            _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
+                            _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1,
+                                  direct, bias, has_bias and w1 == NW)
+                if direct:
+                    c = take_job(d, bounds, p, c)
+                    continue
                 m0 = t_lo * L
                 m1 = min(M, t_hi * L)
                 if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
@@ -783,7 +833,12 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     ch = LINEAR_CHUNK_TILES
     n_chunks = -(-T // ch)
     done = np.zeros(-(-nbb // bbk) * n_chunks, dtype=np.uint8)
-    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, _chunk_bounds(n_chunks, serial), done)
+    # straight into the output: the scratch copy cost as much as the kernel itself at
+    # K = 384 (one thread, CPU time, 1:4, B = 4096: 384->384 7.5 ms with it, 4.0 ms
+    # without; 384->1536 30.4 / 15.6 ms; 1536->384 19.6 / 15.4 ms)
+    direct = not trans_out and J == 8 and B % 8 == 0 and M % L == 0 and kb >= NW
+    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, _chunk_bounds(n_chunks, serial), done,
+                  direct)
 
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
