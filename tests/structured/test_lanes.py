@@ -201,7 +201,7 @@ def test_threaded_tile_pairs_match_dense(spec, M, monkeypatch):
         numba.set_num_threads(old)
 
 
-def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0, direct=False):
+def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0, direct=False, by_batch=False):
     """Arguments of ``linear_hss_lanes`` for ``X @ W.T`` with ``parts`` thread ranges of
     ``ch``-tile chunks and ``bbk`` batch blocks per pass, plus the dense oracle
     (``direct``: the register tiles store straight into the output)."""
@@ -214,33 +214,36 @@ def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0, direct=False):
     wcol, wq, _ = lanes.windows(plan, Sl, K)
     xp = lanes.pack_x(X, plan, Sl)
     n_chunks = -(-pv.shape[0] // ch)
-    bounds = np.linspace(0, n_chunks, parts + 1).round().astype(np.int64)
     passes = -(-xp.shape[0] // bbk)
+    n_jobs = passes * n_chunks if by_batch else n_chunks
+    bounds = np.linspace(0, n_jobs, parts + 1).round().astype(np.int64)
     done = np.zeros(passes * n_chunks, dtype=np.uint8)
     out = np.full((B, M), np.nan, dtype=dtype)
-    args = [pv, pi, wq, wcol, xp, bias, out, False, bbk, wcol.shape[0], ch, bounds, done, direct]
+    args = [pv, pi, wq, wcol, xp, bias, out, False, bbk, wcol.shape[0], ch, bounds, done, direct, by_batch]
     return args, X @ S.todense().T + bias
 
 
 @pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("ch, bbk", [(2, 1), (4, 2), (2, 16)])
-def test_linear_late_thread_taken_over(spec, parts, ch, bbk):
+@pytest.mark.parametrize("by_batch", [False, True])
+def test_linear_late_thread_taken_over(spec, parts, ch, bbk, by_batch):
     """The serial twin runs the thread ranges one after the other, as if every thread but
     the first started after it had finished: in every batch pass the first takes the next
     range's chunks from the top, the later ones find theirs done, and every output is still
     written once, correct."""
-    args, want = _linear_args(spec, 150, 96, 24, np.float32, bbk, ch, parts)
+    args, want = _linear_args(spec, 150, 96, 24, np.float32, bbk, ch, parts, by_batch=by_batch)
     lanes._linear_serial(*args)
     np.testing.assert_allclose(args[6], want, **TOL[np.float32])
-    assert args[-2].all()
+    assert args[-3].all()
 
 
 @pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("parts", [1, 2, 3])
 @pytest.mark.parametrize("ch, bbk", [(2, 1), (4, 2), (2, 16)])
-def test_linear_direct_store(spec, dtype, parts, ch, bbk):
+@pytest.mark.parametrize("by_batch", [False, True])
+def test_linear_direct_store(spec, dtype, parts, ch, bbk, by_batch):
     """Register tiles stored straight into the output (bias added in registers): equal to
     the dense product, with late threads' chunks taken over (serial twin) and threaded;
     tile counts odd and even (a lone last tile runs the one-tile register block)."""
@@ -252,14 +255,14 @@ def test_linear_direct_store(spec, dtype, parts, ch, bbk):
         pytest.skip(f"{spec} has no lane plan at {np.dtype(dtype).name}")
     L = 64 // np.dtype(dtype).itemsize
     for M in (10 * L, 11 * L):
-        args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True)
+        args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True, by_batch=by_batch)
         lanes._linear_serial(*args)
         np.testing.assert_allclose(args[6], want, **TOL[dtype])
-        assert args[-2].all()
+        assert args[-3].all()
         old = numba.get_num_threads()
         try:
             numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-            args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True)
+            args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True, by_batch=by_batch)
             lanes.linear_hss_lanes(*args)
             np.testing.assert_allclose(args[6], want, **TOL[dtype])
         finally:
@@ -274,7 +277,7 @@ def test_linear_take_over_stops_where_threads_meet(spec, where):
     stops; thread 1 then runs only the chunks below it. With the first chunk marked, the
     outputs above it are written by thread 0's take-over alone."""
     args, want = _linear_args(spec, 300, 96, 24, np.float32, 16, 2, 2)
-    out, bounds, done = args[6], args[-3], args[-2]
+    out, bounds, done = args[6], args[-4], args[-3]
     k = int(bounds[1]) if where == "first" else int(bounds[1] + bounds[2]) // 2
     assert bounds[1] <= k < bounds[2] - 1
     rows = slice(k * 2 * 16, (k + 1) * 2 * 16)  # 2 tiles of 16 float32 rows
@@ -296,6 +299,6 @@ def test_linear_threaded_many_chunks(monkeypatch):
             args, want = _linear_args("1:4", 300, 96, 40, np.float32, 1, 2, threads)
             lanes.linear_hss_lanes(*args)
             np.testing.assert_allclose(args[6], want, rtol=2e-4, atol=2e-4)
-            assert args[-2].all()
+            assert args[-3].all()
     finally:
         numba.set_num_threads(old)
