@@ -69,7 +69,7 @@ from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.partition import take_job
 from flexsparse.kernels.cpu.simd import has_avx512, vadd, vfma, vload, vload_n, vperm, vstore, vzeros
 
-__all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
+__all__ = ["LanePlan", "L2_BLOCK_BYTES", "aligned_empty", "lane_plan", "linear_hss_lanes", "pack_index",
            "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
            "unpack_values", "windows"]
 
@@ -153,6 +153,20 @@ def windows(plan: LanePlan, S: int, K: int) -> tuple[np.ndarray, np.ndarray, int
     return wcol, wq, nfull
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty`` starting on a 64-byte boundary (NumPy's own start 16 or 32 bytes in).
+
+    The kernels move whole 64-byte registers at offsets that are multiples of 64 bytes
+    from an array's start; from an unaligned start every such load or store spans two
+    cache lines.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n + 64, dtype=np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
 def pack_index(cols: np.ndarray, plan: LanePlan, dtype: np.dtype) -> np.ndarray:
     """``pi`` (tile order, ``[T, NSG * SS, L]``) from the slot columns ``cols: [M, S]``.
 
@@ -168,7 +182,9 @@ def pack_index(cols: np.ndarray, plan: LanePlan, dtype: np.dtype) -> np.ndarray:
     if idx.size and (idx.min() < 0 or idx.max() >= L):
         raise ValueError("a kept column lies outside its lane window: not an HSS layout")
     itype = np.int32 if np.dtype(dtype).itemsize == 4 else np.int64
-    return np.ascontiguousarray(idx.reshape(T, L, NSG * SS).transpose(0, 2, 1), dtype=itype)
+    pi = aligned_empty((T, NSG * SS, L), itype)
+    pi[...] = idx.reshape(T, L, NSG * SS).transpose(0, 2, 1)
+    return pi
 
 
 @njit(parallel=True, cache=True)
@@ -200,7 +216,7 @@ def pack_values(vals: np.ndarray, plan: LanePlan) -> np.ndarray:
     """``pv`` (tile order) from the flat values ``[M, S]``; ``O(M * S)``."""
     M, S = vals.shape
     L, SS = plan.lanes, plan.sg_slots
-    pv = np.empty((-(-M // L), -(-S // SS) * SS, L), dtype=vals.dtype)
+    pv = aligned_empty((-(-M // L), -(-S // SS) * SS, L), vals.dtype)
     return _pack_values(np.ascontiguousarray(vals), pv)
 
 
@@ -794,7 +810,7 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: b
         # (one thread, CPU time, min of 15; 4:6->1:4 windows of K=4096): N=256 2.58 ->
         # 1.47 ms (the transpose itself 0.86 ms), N=64 0.38 -> 0.21 ms.
         X, trans = transpose(X), False
-    xp = np.empty((-(-B // J), wcol.shape[0], J, plan.lanes), dtype=X.dtype)
+    xp = aligned_empty((-(-B // J), wcol.shape[0], J, plan.lanes), X.dtype)
     return (_pack_x_serial if serial else _pack_x)(X, trans, wcol, xp)
 
 
@@ -812,7 +828,7 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     """
     B = X.shape[1] if trans_in else X.shape[0]
     K = X.shape[0] if trans_in else X.shape[1]
-    out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
+    out = aligned_empty((M, B) if trans_out else (B, M), X.dtype)
     if out.size == 0:
         return out
     serial = M * S * B < _limits.PARALLEL_MIN_MACS
@@ -856,7 +872,8 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
 
 def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Sampled gradient in tile order (shape of ``pi``): ``dY: [B, M]``, ``X: [B, K]``."""
-    G = np.zeros(pi.shape, dtype=dY.dtype)
+    G = aligned_empty(pi.shape, dY.dtype)
+    G[...] = 0
     if G.size == 0 or dY.shape[0] == 0:
         return G
     bblk = max(8, L2_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
