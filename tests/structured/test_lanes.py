@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flexsparse.kernels.cpu import lanes
+from flexsparse.kernels.cpu import lanes, lanes_sampled
 from flexsparse.prune import prune
 
 pytestmark = pytest.mark.skipif(not lanes.has_avx512(), reason="lane-select kernels need AVX-512")
@@ -83,7 +83,7 @@ def test_linear_sampled_match_dense(spec, dtype, M, K, B):
     XT = np.ascontiguousarray(X.T)
     np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, XT, M, trans_in=True, trans_out=True),
                                D @ XT, **tol)
-    G = lanes.unpack_values(lanes.run_sampled(pi, plan, Sl, dY, X), M, Sl)
+    G = lanes.unpack_values(lanes_sampled.run_sampled(pi, plan, Sl, dY, X), M, Sl)
     cols = S.columns()
     full = dY.T @ X
     want = np.where(cols < K, full[np.arange(M)[:, None], np.minimum(cols, K - 1)], 0)

@@ -1,4 +1,4 @@
-"""Lane-select kernels for N:M and HSS weights (AVX-512): ``X @ W.T`` and the sampled gradient.
+"""Lane-select kernels for N:M and HSS weights (AVX-512): ``X @ W.T`` (``linear`` and ``matmul``).
 
 Why: a gather kernel (``out[m, :] += w * X[col, :]``) loads one activation vector per kept
 weight, so it runs at a quarter to a half of BLAS throughput. Here the vector axis is the
@@ -48,9 +48,7 @@ or runs slowed by another runtime's spinning worker costs its delay, not its sha
   ``X`` outweighs the packed weights (a 4096-token batch through a 384-wide layer).
   Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
   tile loads its 8 windows from 8 rows of ``X`` directly.
-* :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
-  ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
-  (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
+* the sampled weight gradient on the same tile-order index: :mod:`flexsparse.kernels.cpu.lanes_sampled`.
 
 Measured 2026-11-29 (one thread, CPU time, ``W @ X`` with W 4096x4096 and X 4096x256,
 against OpenBLAS sgemm in the same run, ``benchmarks/bench_structured.py``): speed-up
@@ -75,10 +73,10 @@ from numba.extending import overload
 from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.partition import take_job
-from flexsparse.kernels.cpu.simd import has_avx512, vadd, vfma, vload, vload_n, vperm, vstore, vzeros
+from flexsparse.kernels.cpu.simd import has_avx512, vadd, vfma, vload, vperm, vstore, vzeros
 
 __all__ = ["LanePlan", "L2_BLOCK_BYTES", "aligned_empty", "lane_plan", "linear_hss_lanes", "pack_index",
-           "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
+           "pack_values", "run_linear", "transpose",
            "unpack_values", "windows"]
 
 #: Block sizes (the measurement is in :mod:`flexsparse._limits`).
@@ -618,10 +616,10 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     threads writes the same outputs twice, so a late or slowed thread costs only its
     arrival. ``by_batch``: the jobs of all passes form one range, pass-major, that
     ``bounds`` splits (threads then take whole batch passes: each reads its own rows of
-    ``X`` and all of ``W``), instead of the chunks of each pass. ``direct`` (``out: [B, M]``, ``B % 8 == 0``, ``M % L == 0``, one window
-    block, ``J == 8``): the register tiles store straight into ``out`` with the bias
-    added, no scratch and no copy (each tile's store is final, so a job run twice still
-    writes the same values).
+    ``X`` and all of ``W``), instead of the chunks of each pass. ``direct`` (``out:
+    [B, M]``, ``B % 8 == 0``, ``M % L == 0``, one window block, ``J == 8``): the register
+    tiles store straight into ``out`` with the bias added, no scratch and no copy (each
+    tile's store is final, so a job run twice still writes the same values).
     """
     L = pv.shape[2]
     T = pv.shape[0]
@@ -677,122 +675,12 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     return out
 
 
-# ----------------------------------------------------------------------- sampled
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    """``G[t, q:q+4, :] += sum_b dY[b, tile rows] * X[b, window][pi]`` for 4 slots."""
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    i0 = vload(pi, o, 64)
-    i1 = vload(pi, o + L, 64)
-    i2 = vload(pi, o + 2 * L, 64)
-    i3 = vload(pi, o + 3 * L, 64)
-    a0 = vload(G, o, 64)
-    a1 = vload(G, o + L, 64)
-    a2 = vload(G, o + 2 * L, 64)
-    a3 = vload(G, o + 3 * L, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a0 = vfma(a0, dy, vperm(x, i0))
-        a1 = vfma(a1, dy, vperm(x, i1))
-        a2 = vfma(a2, dy, vperm(x, i2))
-        a3 = vfma(a3, dy, vperm(x, i3))
-    vstore(G, o, a0)
-    vstore(G, o + L, a1)
-    vstore(G, o + 2 * L, a2)
-    vstore(G, o + 3 * L, a3)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    """As :func:`_sampled4` for 2 slots (the windows of 4:6->1:4)."""
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    i0 = vload(pi, o, 64)
-    i1 = vload(pi, o + L, 64)
-    a0 = vload(G, o, 64)
-    a1 = vload(G, o + L, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a0 = vfma(a0, dy, vperm(x, i0))
-        a1 = vfma(a1, dy, vperm(x, i1))
-    vstore(G, o, a0)
-    vstore(G, o + L, a1)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    ix = vload(pi, o, 64)
-    a = vload(G, o, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a = vfma(a, dy, vperm(x, ix))
-    vstore(G, o, a)
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
-    """Add ``dY.T @ X`` sampled on the kept slots into ``G`` (tile order, zero-filled).
-
-    ``dY: [B, M]``, ``X: [B, K]`` C-contiguous; batch rows in blocks of ``bblk``.
-    """
-    L = G.shape[2]
-    B, M = dY.shape
-    K = X.shape[1]
-    for p in prange(bounds.shape[0] - 1):
-        for bb0 in range(0, B, bblk):
-            bb1 = min(B, bb0 + bblk)
-            for t in range(bounds[p], bounds[p + 1]):
-                for w in range(wcol.shape[0]):
-                    col = wcol[w]
-                    full = t * L + L <= M and col + L <= K
-                    q = wq[w]
-                    while q + 4 <= wq[w + 1]:
-                        _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1)
-                        q += 4
-                    if q + 2 <= wq[w + 1]:
-                        _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1)
-                        q += 2
-                    if q < wq[w + 1]:
-                        _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1)
-    return G
-
-
 # ---------------------------------------------------------------------- wrappers
 # Serial twins (``prange`` runs as ``range``) for products too small to pay for waking
 # the thread team (see ``_limits.PARALLEL_MIN_MACS``).
 # Each twin is cached apart from its threaded kernel (:mod:`flexsparse.kernels.cpu._twin`).
 _pack_x_serial = serial_twin(_pack_x)
 _linear_serial = serial_twin(linear_hss_lanes, fastmath=True)
-
-
-def _bounds(T: int, serial: bool = False) -> np.ndarray:
-    """Tile ranges of the threads: even boundaries, so the 2-tile register blocks pair up."""
-    parts = 1 if serial else max(1, min(numba.get_num_threads(), T))
-    return np.minimum(T, 2 * np.linspace(0, (T + 1) // 2, parts + 1).round().astype(np.int64))
 
 
 def _chunk_bounds(n_chunks: int, serial: bool = False) -> np.ndarray:
@@ -876,15 +764,3 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     by_batch = npass >= threads and X.nbytes > pv.nbytes + pi.nbytes
     bounds = _chunk_bounds(npass * n_chunks if by_batch else n_chunks, serial)
     return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, bounds, done, direct, by_batch)
-
-
-def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Sampled gradient in tile order (shape of ``pi``): ``dY: [B, M]``, ``X: [B, K]``."""
-    G = aligned_empty(pi.shape, dY.dtype)
-    G[...] = 0
-    if G.size == 0 or dY.shape[0] == 0:
-        return G
-    bblk = max(8, L2_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
-    wcol, wq, _ = windows(plan, S, X.shape[1])
-    return sampled_hss_lanes(pi, wcol, wq, np.ascontiguousarray(dY), np.ascontiguousarray(X), G,
-                             bblk, _bounds(pi.shape[0]))
