@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from flexsparse import _limits
 from flexsparse.kernels.cpu import lanes, lanes_sampled
 from flexsparse.prune import prune
 
@@ -300,5 +301,36 @@ def test_linear_threaded_many_chunks(monkeypatch):
             lanes.linear_hss_lanes(*args)
             np.testing.assert_allclose(args[6], want, rtol=2e-4, atol=2e-4)
             assert args[-3].all()
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_run_linear_large_batch_direct_and_batch_split(spec, in_place):
+    """``run_linear`` where the tiles cover the output and X outweighs the packed weights
+    (batch passes split over the threads, tiles stored straight into ``out``), and where
+    they do not (``M`` not a multiple of the register width): equal to the dense product
+    with the bias, on one and two threads; ``out`` starts on a 64-byte boundary."""
+    import numba
+
+    old = numba.get_num_threads()
+    try:
+        for M in (64, 72):
+            S, plan = _setup(spec, M, 384, np.float32, 3)
+            if plan is None:
+                pytest.skip(f"{spec} has no lane plan")
+            vals = S.values.reshape(M, -1)
+            pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, np.float32)
+            # above PARALLEL_MIN_MACS, so two threads run the threaded kernel
+            X = np.random.default_rng(4).standard_normal((2400, 384)).astype(np.float32)
+            assert M * vals.shape[1] * X.shape[0] >= _limits.PARALLEL_MIN_MACS
+            bias = np.random.default_rng(5).standard_normal(M).astype(np.float32)
+            want = X.astype(np.float64) @ S.todense().T.astype(np.float64) + bias
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                numba.set_num_threads(threads)
+                got = lanes.run_linear(pv, pi, plan, vals.shape[1], X, M, bias=bias, in_place=in_place)
+                np.testing.assert_allclose(got, want, **TOL[np.float32])
+                assert got.ctypes.data % 64 == 0
     finally:
         numba.set_num_threads(old)
