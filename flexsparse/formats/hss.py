@@ -462,7 +462,8 @@ class HSS(StructuredMatrix):
         lane = self._lanes(dY.dtype)
         M = self.shape[0]
         if lane is not None:
-            from flexsparse.kernels.cpu.lanes import run_sampled, unpack_values
+            from flexsparse.kernels.cpu.lanes import unpack_values
+            from flexsparse.kernels.cpu.lanes_sampled import run_sampled
 
             plan, pi, _, S = lane
             out = unpack_values(run_sampled(pi, plan, S, dY, X), M, S)

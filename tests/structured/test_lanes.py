@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flexsparse.kernels.cpu import lanes
+from flexsparse import _limits
+from flexsparse.kernels.cpu import lanes, lanes_sampled
 from flexsparse.prune import prune
 
 pytestmark = pytest.mark.skipif(not lanes.has_avx512(), reason="lane-select kernels need AVX-512")
@@ -83,7 +84,7 @@ def test_linear_sampled_match_dense(spec, dtype, M, K, B):
     XT = np.ascontiguousarray(X.T)
     np.testing.assert_allclose(lanes.run_linear(pv, pi, plan, Sl, XT, M, trans_in=True, trans_out=True),
                                D @ XT, **tol)
-    G = lanes.unpack_values(lanes.run_sampled(pi, plan, Sl, dY, X), M, Sl)
+    G = lanes.unpack_values(lanes_sampled.run_sampled(pi, plan, Sl, dY, X), M, Sl)
     cols = S.columns()
     full = dY.T @ X
     want = np.where(cols < K, full[np.arange(M)[:, None], np.minimum(cols, K - 1)], 0)
@@ -201,9 +202,10 @@ def test_threaded_tile_pairs_match_dense(spec, M, monkeypatch):
         numba.set_num_threads(old)
 
 
-def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0):
+def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0, direct=False, by_batch=False):
     """Arguments of ``linear_hss_lanes`` for ``X @ W.T`` with ``parts`` thread ranges of
-    ``ch``-tile chunks and ``bbk`` batch blocks per pass, plus the dense oracle."""
+    ``ch``-tile chunks and ``bbk`` batch blocks per pass, plus the dense oracle
+    (``direct``: the register tiles store straight into the output)."""
     S, plan = _setup(spec, M, K, dtype, seed)
     vals = S.values.reshape(M, -1)
     Sl = vals.shape[1]
@@ -213,26 +215,59 @@ def _linear_args(spec, M, K, B, dtype, bbk, ch, parts, seed=0):
     wcol, wq, _ = lanes.windows(plan, Sl, K)
     xp = lanes.pack_x(X, plan, Sl)
     n_chunks = -(-pv.shape[0] // ch)
-    bounds = np.linspace(0, n_chunks, parts + 1).round().astype(np.int64)
     passes = -(-xp.shape[0] // bbk)
+    n_jobs = passes * n_chunks if by_batch else n_chunks
+    bounds = np.linspace(0, n_jobs, parts + 1).round().astype(np.int64)
     done = np.zeros(passes * n_chunks, dtype=np.uint8)
     out = np.full((B, M), np.nan, dtype=dtype)
-    args = [pv, pi, wq, wcol, xp, bias, out, False, bbk, wcol.shape[0], ch, bounds, done]
+    args = [pv, pi, wq, wcol, xp, bias, out, False, bbk, wcol.shape[0], ch, bounds, done, direct, by_batch]
     return args, X @ S.todense().T + bias
 
 
 @pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
 @pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize("ch, bbk", [(2, 1), (4, 2), (2, 16)])
-def test_linear_late_thread_taken_over(spec, parts, ch, bbk):
+@pytest.mark.parametrize("by_batch", [False, True])
+def test_linear_late_thread_taken_over(spec, parts, ch, bbk, by_batch):
     """The serial twin runs the thread ranges one after the other, as if every thread but
     the first started after it had finished: in every batch pass the first takes the next
     range's chunks from the top, the later ones find theirs done, and every output is still
     written once, correct."""
-    args, want = _linear_args(spec, 150, 96, 24, np.float32, bbk, ch, parts)
+    args, want = _linear_args(spec, 150, 96, 24, np.float32, bbk, ch, parts, by_batch=by_batch)
     lanes._linear_serial(*args)
     np.testing.assert_allclose(args[6], want, **TOL[np.float32])
-    assert args[-1].all()
+    assert args[-3].all()
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("ch, bbk", [(2, 1), (4, 2), (2, 16)])
+@pytest.mark.parametrize("by_batch", [False, True])
+def test_linear_direct_store(spec, dtype, parts, ch, bbk, by_batch):
+    """Register tiles stored straight into the output (bias added in registers): equal to
+    the dense product, with late threads' chunks taken over (serial twin) and threaded;
+    tile counts odd and even (a lone last tile runs the one-tile register block)."""
+    import numba
+
+    from flexsparse.formats.hss import HSSPattern
+
+    if lanes.lane_plan(HSSPattern.parse(spec).levels, np.dtype(dtype).itemsize) is None:
+        pytest.skip(f"{spec} has no lane plan at {np.dtype(dtype).name}")
+    L = 64 // np.dtype(dtype).itemsize
+    for M in (10 * L, 11 * L):
+        args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True, by_batch=by_batch)
+        lanes._linear_serial(*args)
+        np.testing.assert_allclose(args[6], want, **TOL[dtype])
+        assert args[-3].all()
+        old = numba.get_num_threads()
+        try:
+            numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+            args, want = _linear_args(spec, M, 96, 24, dtype, bbk, ch, parts, direct=True, by_batch=by_batch)
+            lanes.linear_hss_lanes(*args)
+            np.testing.assert_allclose(args[6], want, **TOL[dtype])
+        finally:
+            numba.set_num_threads(old)
 
 
 @pytest.mark.parametrize("spec", ["1:4", "4:6->1:4"])
@@ -243,7 +278,7 @@ def test_linear_take_over_stops_where_threads_meet(spec, where):
     stops; thread 1 then runs only the chunks below it. With the first chunk marked, the
     outputs above it are written by thread 0's take-over alone."""
     args, want = _linear_args(spec, 300, 96, 24, np.float32, 16, 2, 2)
-    out, bounds, done = args[6], args[-2], args[-1]
+    out, bounds, done = args[6], args[-4], args[-3]
     k = int(bounds[1]) if where == "first" else int(bounds[1] + bounds[2]) // 2
     assert bounds[1] <= k < bounds[2] - 1
     rows = slice(k * 2 * 16, (k + 1) * 2 * 16)  # 2 tiles of 16 float32 rows
@@ -265,6 +300,37 @@ def test_linear_threaded_many_chunks(monkeypatch):
             args, want = _linear_args("1:4", 300, 96, 40, np.float32, 1, 2, threads)
             lanes.linear_hss_lanes(*args)
             np.testing.assert_allclose(args[6], want, rtol=2e-4, atol=2e-4)
-            assert args[-1].all()
+            assert args[-3].all()
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("spec", ["1:4", "4:6->1:4", "2:4"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_run_linear_large_batch_direct_and_batch_split(spec, in_place):
+    """``run_linear`` where the tiles cover the output and X outweighs the packed weights
+    (batch passes split over the threads, tiles stored straight into ``out``), and where
+    they do not (``M`` not a multiple of the register width): equal to the dense product
+    with the bias, on one and two threads; ``out`` starts on a 64-byte boundary."""
+    import numba
+
+    old = numba.get_num_threads()
+    try:
+        for M in (64, 72):
+            S, plan = _setup(spec, M, 384, np.float32, 3)
+            if plan is None:
+                pytest.skip(f"{spec} has no lane plan")
+            vals = S.values.reshape(M, -1)
+            pv, pi = lanes.pack_values(vals, plan), lanes.pack_index(S.columns(), plan, np.float32)
+            # above PARALLEL_MIN_MACS, so two threads run the threaded kernel
+            X = np.random.default_rng(4).standard_normal((2400, 384)).astype(np.float32)
+            assert M * vals.shape[1] * X.shape[0] >= _limits.PARALLEL_MIN_MACS
+            bias = np.random.default_rng(5).standard_normal(M).astype(np.float32)
+            want = X.astype(np.float64) @ S.todense().T.astype(np.float64) + bias
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                numba.set_num_threads(threads)
+                got = lanes.run_linear(pv, pi, plan, vals.shape[1], X, M, bias=bias, in_place=in_place)
+                np.testing.assert_allclose(got, want, **TOL[np.float32])
+                assert got.ctypes.data % 64 == 0
     finally:
         numba.set_num_threads(old)

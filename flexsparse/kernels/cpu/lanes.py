@@ -1,4 +1,4 @@
-"""Lane-select kernels for N:M and HSS weights (AVX-512): ``X @ W.T`` and the sampled gradient.
+"""Lane-select kernels for N:M and HSS weights (AVX-512): ``X @ W.T`` (``linear`` and ``matmul``).
 
 Why: a gather kernel (``out[m, :] += w * X[col, :]``) loads one activation vector per kept
 weight, so it runs at a quarter to a half of BLAS throughput. Here the vector axis is the
@@ -39,19 +39,25 @@ or runs slowed by another runtime's spinning worker costs its delay, not its sha
   load per 2 permute+FMA pairs; two tiles halve that. Each thread walks its chunks (tile
   pairs) outermost, holding a pair's packed weights for all windows in L2
   (``_limits.LANES_L2_BLOCK_BYTES``) while the packed activations of
-  ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past; partial sums go to a
-  per-thread scratch copied to the output (plus the bias) once per chunk and batch block.
+  ``_limits.LANES_BATCH_BLOCKS`` batch blocks stream past. For ``X @ W.T`` whose tiles
+  cover the output (``B % 8 == 0``, ``M % L == 0``, all windows in one L2 block) each
+  register tile adds the bias in registers and stores straight into ``out`` (64-byte
+  aligned, like every packed array here, :func:`aligned_empty`); otherwise partial sums
+  go to a per-thread scratch copied to the output (plus the bias) once per chunk and
+  batch block. Threads split the tiles of each batch pass, or whole batch passes when
+  ``X`` outweighs the packed weights (a 4096-token batch through a 384-wide layer).
   Activations of ``_limits.LANES_IN_PLACE_BYTES`` or more skip the packing pass: the
   tile loads its 8 windows from 8 rows of ``X`` directly.
-* :func:`sampled_hss_lanes` -- weight gradient on kept slots, in tile order:
-  ``G[t, q, l] = sum_b dY[b, t*L + l] * X[b, col]``; per batch row one load of ``dY``
-  (``L`` rows), one window load, then permute + FMA per slot (4 or 2 slots per tile).
+* the sampled weight gradient on the same tile-order index: :mod:`flexsparse.kernels.cpu.lanes_sampled`.
 
 Measured 2026-11-29 (one thread, CPU time, ``W @ X`` with W 4096x4096 and X 4096x256,
 against OpenBLAS sgemm in the same run, ``benchmarks/bench_structured.py``): speed-up
 2.4x (1:4), 1.4x (2:4), 3.4x (4:6->1:4), i.e. 57-70% of sgemm's FMA throughput per kept
 weight; the register tile alone, its data in L1, sustains 2.5-2.6 G permute+FMA pairs/s
-against 3.6 G FMA/s for an FMA-only loop.
+against 3.6 G FMA/s for an FMA-only loop. Measured 2026-11-30 (one thread, CPU time, 1:4,
+``linear`` with B = 4096, kept multiply-adds per second): 384->384 29-31 G, 384->1536
+33-34 G, 1536->384 37 G, against 37-38 G for 4096x4096 at B = 256 and ~50 G multiply-adds/s
+for torch's dense GEMM at the same shapes.
 """
 
 from __future__ import annotations
@@ -67,10 +73,10 @@ from numba.extending import overload
 from flexsparse import _limits
 from flexsparse.kernels.cpu._twin import serial_twin
 from flexsparse.kernels.cpu.partition import take_job
-from flexsparse.kernels.cpu.simd import has_avx512, vfma, vload, vload_n, vperm, vstore, vzeros
+from flexsparse.kernels.cpu.simd import has_avx512, vadd, vfma, vload, vperm, vstore, vzeros
 
-__all__ = ["LanePlan", "L2_BLOCK_BYTES", "lane_plan", "linear_hss_lanes", "pack_index",
-           "pack_values", "run_linear", "run_sampled", "sampled_hss_lanes", "transpose",
+__all__ = ["LanePlan", "L2_BLOCK_BYTES", "aligned_empty", "lane_plan", "linear_hss_lanes", "pack_index",
+           "pack_values", "run_linear", "transpose",
            "unpack_values", "windows"]
 
 #: Block sizes (the measurement is in :mod:`flexsparse._limits`).
@@ -153,6 +159,20 @@ def windows(plan: LanePlan, S: int, K: int) -> tuple[np.ndarray, np.ndarray, int
     return wcol, wq, nfull
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty`` starting on a 64-byte boundary (NumPy's own start 16 or 32 bytes in).
+
+    The kernels move whole 64-byte registers at offsets that are multiples of 64 bytes
+    from an array's start; from an unaligned start every such load or store spans two
+    cache lines.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(n + 64, dtype=np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
 def pack_index(cols: np.ndarray, plan: LanePlan, dtype: np.dtype) -> np.ndarray:
     """``pi`` (tile order, ``[T, NSG * SS, L]``) from the slot columns ``cols: [M, S]``.
 
@@ -168,7 +188,9 @@ def pack_index(cols: np.ndarray, plan: LanePlan, dtype: np.dtype) -> np.ndarray:
     if idx.size and (idx.min() < 0 or idx.max() >= L):
         raise ValueError("a kept column lies outside its lane window: not an HSS layout")
     itype = np.int32 if np.dtype(dtype).itemsize == 4 else np.int64
-    return np.ascontiguousarray(idx.reshape(T, L, NSG * SS).transpose(0, 2, 1), dtype=itype)
+    pi = aligned_empty((T, NSG * SS, L), itype)
+    pi[...] = idx.reshape(T, L, NSG * SS).transpose(0, 2, 1)
+    return pi
 
 
 @njit(parallel=True, cache=True)
@@ -200,7 +222,7 @@ def pack_values(vals: np.ndarray, plan: LanePlan) -> np.ndarray:
     """``pv`` (tile order) from the flat values ``[M, S]``; ``O(M * S)``."""
     M, S = vals.shape
     L, SS = plan.lanes, plan.sg_slots
-    pv = np.empty((-(-M // L), -(-S // SS) * SS, L), dtype=vals.dtype)
+    pv = aligned_empty((-(-M // L), -(-S // SS) * SS, L), vals.dtype)
     return _pack_values(np.ascontiguousarray(vals), pv)
 
 
@@ -292,8 +314,12 @@ def _pack_x(X, trans, wcol, xp):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
-    """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``."""
+def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1, bias, addb):
+    """Register tile: batch block ``bb`` (8 rows) x ``L`` output rows of tile ``t``, windows ``w0:w1``.
+
+    ``addb``: add ``bias[t*L : t*L + L]`` before the store (the tile's last window block,
+    written straight into the output).
+    """
     SS = pv.shape[1]
     L = 64 // pv.itemsize  # a compile-time constant: offsets fold into the addressing
     W = Ys.shape[1]
@@ -340,6 +366,16 @@ def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
             a6 = vfma(a6, v, vperm(x6, ix))
             a7 = vfma(a7, v, vperm(x7, ix))
             o += L
+    if addb:
+        bv = vload(bias, t * L, 64)
+        a0 = vadd(a0, bv)
+        a1 = vadd(a1, bv)
+        a2 = vadd(a2, bv)
+        a3 = vadd(a3, bv)
+        a4 = vadd(a4, bv)
+        a5 = vadd(a5, bv)
+        a6 = vadd(a6, bv)
+        a7 = vadd(a7, bv)
     vstore(Ys, y, a0)
     vstore(Ys, y + 1 * W, a1)
     vstore(Ys, y + 2 * W, a2)
@@ -351,7 +387,7 @@ def _linear8(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
+def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1, bias, addb):
     """Register tile: batch block ``bb`` (8 rows) x ``2L`` output rows (tiles ``t``, ``t + 1``).
 
     Each activation window held in registers serves both tiles: per window and slot, 8
@@ -433,6 +469,25 @@ def _linear8x2(pv, pi, wq, wcol, xp, Ys, yo, t, bb, yb, w0, w1):
             c6 = vfma(c6, v, vperm(x6, ix))
             c7 = vfma(c7, v, vperm(x7, ix))
             o += L
+    if addb:
+        bv = vload(bias, t * L, 64)
+        a0 = vadd(a0, bv)
+        a1 = vadd(a1, bv)
+        a2 = vadd(a2, bv)
+        a3 = vadd(a3, bv)
+        a4 = vadd(a4, bv)
+        a5 = vadd(a5, bv)
+        a6 = vadd(a6, bv)
+        a7 = vadd(a7, bv)
+        bv = vload(bias, t * L + L, 64)
+        c0 = vadd(c0, bv)
+        c1 = vadd(c1, bv)
+        c2 = vadd(c2, bv)
+        c3 = vadd(c3, bv)
+        c4 = vadd(c4, bv)
+        c5 = vadd(c5, bv)
+        c6 = vadd(c6, bv)
+        c7 = vadd(c7, bv)
     vstore(Ys, y, a0)
     vstore(Ys, y + 1 * W, a1)
     vstore(Ys, y + 2 * W, a2)
@@ -477,15 +532,25 @@ def _linear1(pv, pi, wq, xp, Ys, yo, t, bb, yb, w0, w1):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1):
-    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``."""
+def _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1, direct, bias, addb):
+    """Tiles ``t`` and ``t + 1`` (one if ``t + 1 == t_hi``) x batch block ``bb``, windows ``w0:w1``.
+
+    ``direct``: ``Ys`` is the output ``[B, M]`` itself (rows and columns at their own
+    offsets; ``addb`` adds the bias), else the thread's scratch (offsets from the chunk's
+    first tile and the pass's first batch block).
+    """
     L = pv.shape[2]
-    if J != 8:
+    if direct:
+        if t + 1 < t_hi:
+            _linear8x2(pv, pi, wq, wcol, xp, Ys, t * L, t, bb, bb * 8, w0, w1, bias, addb)
+        else:
+            _linear8(pv, pi, wq, wcol, xp, Ys, t * L, t, bb, bb * 8, w0, w1, bias, addb)
+    elif J != 8:
         _linear1(pv, pi, wq, xp, Ys, (t - t_lo) * L, t, bb, bb - b0, w0, w1)
     elif t + 1 < t_hi:
-        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8x2(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1, bias, False)
     else:
-        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1)
+        _linear8(pv, pi, wq, wcol, xp, Ys, (t - t_lo) * L, t, bb, (bb - b0) * 8, w0, w1, bias, False)
 
 
 def _xoff(xp, wcol, bb, w):
@@ -532,7 +597,8 @@ def _ov_xstride(xp):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds, done):
+def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds, done, direct,
+                     by_batch):
     """``out = X @ W.T`` (``trans=False``, ``out: [B, M]``) or its transpose (``out: [M, B]``).
 
     ``xp``: the activations packed per window (:func:`_pack_x`, ``J`` = 8 or 1 rows per
@@ -548,7 +614,12 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     (its own ``bounds[p]:bounds[p+1]``, then the next thread's from the top) marking
     ``done[pass * n_chunks + chunk]`` (``uint8``, zeroed by the caller): a job met by two
     threads writes the same outputs twice, so a late or slowed thread costs only its
-    arrival.
+    arrival. ``by_batch``: the jobs of all passes form one range, pass-major, that
+    ``bounds`` splits (threads then take whole batch passes: each reads its own rows of
+    ``X`` and all of ``W``), instead of the chunks of each pass. ``direct`` (``out:
+    [B, M]``, ``B % 8 == 0``, ``M % L == 0``, one window block, ``J == 8``): the register
+    tiles store straight into ``out`` with the bias added, no scratch and no copy (each
+    tile's store is final, so a job run twice still writes the same values).
     """
     L = pv.shape[2]
     T = pv.shape[0]
@@ -560,27 +631,34 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
     tstep = 2 if J == 8 else 1
     nch = (T + ch - 1) // ch
     has_bias = bias.shape[0] > 0
+    npass = (nbb + bbk - 1) // bbk
     for p in prange(bounds.shape[0] - 1):
         # one spare register per scratch row: rows 2^k bytes apart alias in L1 when the
         # transposed copy below walks down a column
-        Ys = np.zeros((bbk * J, ch * L + L), dtype=out.dtype)
-        for b0 in range(0, nbb, bbk):
-            b1 = min(nbb, b0 + bbk)
-            r0 = b0 * J
-            r1 = min(B, b1 * J)
-            d = done[(b0 // bbk) * nch:(b0 // bbk + 1) * nch]
-            c = take_job(d, bounds, p, -1)
-            while c >= 0:
+        Ys = out if direct else np.zeros((bbk * J, ch * L + L), dtype=out.dtype)
+        for s in range(1 if by_batch else npass):
+            d = done if by_batch else done[s * nch:(s + 1) * nch]
+            j = take_job(d, bounds, p, -1)
+            while j >= 0:
+                q = j // nch if by_batch else s
+                c = j - q * nch if by_batch else j
+                b0 = q * bbk
+                b1 = min(nbb, b0 + bbk)
+                r0 = b0 * J
+                r1 = min(B, b1 * J)
                 t_lo = c * ch
                 t_hi = min(T, t_lo + ch)
                 for w0 in range(0, NW, kb):
                     w1 = min(NW, w0 + kb)
                     for t in range(t_lo, t_hi, tstep):
                         for bb in range(b0, b1):
-                            _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1)
+                            _tile(pv, pi, wq, wcol, xp, Ys, J, t_lo, t_hi, t, bb, b0, w0, w1,
+                                  direct, bias, has_bias and w1 == NW)
                 m0 = t_lo * L
                 m1 = min(M, t_hi * L)
-                if trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
+                if direct:
+                    pass
+                elif trans:  # column by column: contiguous writes; the L1 keeps an L-column strip
                     for m in range(m0, m1):
                         bm = bias[m] if has_bias else 0
                         for b in range(r0, r1):
@@ -593,112 +671,8 @@ def linear_hss_lanes(pv, pi, wq, wcol, xp, bias, out, trans, bbk, kb, ch, bounds
                     for b in range(r0, r1):
                         for m in range(m0, m1):
                             out[b, m] = Ys[b - r0, m - m0]
-                c = take_job(d, bounds, p, c)
+                j = take_job(d, bounds, p, j)
     return out
-
-
-# ----------------------------------------------------------------------- sampled
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    """``G[t, q:q+4, :] += sum_b dY[b, tile rows] * X[b, window][pi]`` for 4 slots."""
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    i0 = vload(pi, o, 64)
-    i1 = vload(pi, o + L, 64)
-    i2 = vload(pi, o + 2 * L, 64)
-    i3 = vload(pi, o + 3 * L, 64)
-    a0 = vload(G, o, 64)
-    a1 = vload(G, o + L, 64)
-    a2 = vload(G, o + 2 * L, 64)
-    a3 = vload(G, o + 3 * L, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a0 = vfma(a0, dy, vperm(x, i0))
-        a1 = vfma(a1, dy, vperm(x, i1))
-        a2 = vfma(a2, dy, vperm(x, i2))
-        a3 = vfma(a3, dy, vperm(x, i3))
-    vstore(G, o, a0)
-    vstore(G, o + L, a1)
-    vstore(G, o + 2 * L, a2)
-    vstore(G, o + 3 * L, a3)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    """As :func:`_sampled4` for 2 slots (the windows of 4:6->1:4)."""
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    i0 = vload(pi, o, 64)
-    i1 = vload(pi, o + L, 64)
-    a0 = vload(G, o, 64)
-    a1 = vload(G, o + L, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a0 = vfma(a0, dy, vperm(x, i0))
-        a1 = vfma(a1, dy, vperm(x, i1))
-    vstore(G, o, a0)
-    vstore(G, o + L, a1)
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1):
-    L = G.shape[2]
-    M, K = dY.shape[1], X.shape[1]
-    o = (t * G.shape[1] + q) * L
-    ix = vload(pi, o, 64)
-    a = vload(G, o, 64)
-    m0 = t * L
-    for b in range(bb0, bb1):
-        if full:
-            dy = vload(dY, b * M + m0, 64)
-            x = vload(X, b * K + col, 64)
-        else:
-            dy = vload_n(dY, b * M + m0, 64, M - m0)
-            x = vload_n(X, b * K + col, 64, K - col)
-        a = vfma(a, dy, vperm(x, ix))
-    vstore(G, o, a)
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
-    """Add ``dY.T @ X`` sampled on the kept slots into ``G`` (tile order, zero-filled).
-
-    ``dY: [B, M]``, ``X: [B, K]`` C-contiguous; batch rows in blocks of ``bblk``.
-    """
-    L = G.shape[2]
-    B, M = dY.shape
-    K = X.shape[1]
-    for p in prange(bounds.shape[0] - 1):
-        for bb0 in range(0, B, bblk):
-            bb1 = min(B, bb0 + bblk)
-            for t in range(bounds[p], bounds[p + 1]):
-                for w in range(wcol.shape[0]):
-                    col = wcol[w]
-                    full = t * L + L <= M and col + L <= K
-                    q = wq[w]
-                    while q + 4 <= wq[w + 1]:
-                        _sampled4(pi, dY, X, G, t, q, col, full, bb0, bb1)
-                        q += 4
-                    if q + 2 <= wq[w + 1]:
-                        _sampled2(pi, dY, X, G, t, q, col, full, bb0, bb1)
-                        q += 2
-                    if q < wq[w + 1]:
-                        _sampled1(pi, dY, X, G, t, q, col, full, bb0, bb1)
-    return G
 
 
 # ---------------------------------------------------------------------- wrappers
@@ -707,12 +681,6 @@ def sampled_hss_lanes(pi, wcol, wq, dY, X, G, bblk, bounds):
 # Each twin is cached apart from its threaded kernel (:mod:`flexsparse.kernels.cpu._twin`).
 _pack_x_serial = serial_twin(_pack_x)
 _linear_serial = serial_twin(linear_hss_lanes, fastmath=True)
-
-
-def _bounds(T: int, serial: bool = False) -> np.ndarray:
-    """Tile ranges of the threads: even boundaries, so the 2-tile register blocks pair up."""
-    parts = 1 if serial else max(1, min(numba.get_num_threads(), T))
-    return np.minimum(T, 2 * np.linspace(0, (T + 1) // 2, parts + 1).round().astype(np.int64))
 
 
 def _chunk_bounds(n_chunks: int, serial: bool = False) -> np.ndarray:
@@ -738,7 +706,7 @@ def pack_x(X: np.ndarray, plan: LanePlan, S: int, trans: bool = False, serial: b
         # (one thread, CPU time, min of 15; 4:6->1:4 windows of K=4096): N=256 2.58 ->
         # 1.47 ms (the transpose itself 0.86 ms), N=64 0.38 -> 0.21 ms.
         X, trans = transpose(X), False
-    xp = np.empty((-(-B // J), wcol.shape[0], J, plan.lanes), dtype=X.dtype)
+    xp = aligned_empty((-(-B // J), wcol.shape[0], J, plan.lanes), X.dtype)
     return (_pack_x_serial if serial else _pack_x)(X, trans, wcol, xp)
 
 
@@ -756,7 +724,7 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     """
     B = X.shape[1] if trans_in else X.shape[0]
     K = X.shape[0] if trans_in else X.shape[1]
-    out = np.empty((M, B) if trans_out else (B, M), dtype=X.dtype)
+    out = aligned_empty((M, B) if trans_out else (B, M), X.dtype)
     if out.size == 0:
         return out
     serial = M * S * B < _limits.PARALLEL_MIN_MACS
@@ -783,15 +751,16 @@ def run_linear(pv: np.ndarray, pi: np.ndarray, plan: LanePlan, S: int, X: np.nda
     ch = LINEAR_CHUNK_TILES
     n_chunks = -(-T // ch)
     done = np.zeros(-(-nbb // bbk) * n_chunks, dtype=np.uint8)
-    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, _chunk_bounds(n_chunks, serial), done)
-
-
-def run_sampled(pi: np.ndarray, plan: LanePlan, S: int, dY: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Sampled gradient in tile order (shape of ``pi``): ``dY: [B, M]``, ``X: [B, K]``."""
-    G = np.zeros(pi.shape, dtype=dY.dtype)
-    if G.size == 0 or dY.shape[0] == 0:
-        return G
-    bblk = max(8, L2_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
-    wcol, wq, _ = windows(plan, S, X.shape[1])
-    return sampled_hss_lanes(pi, wcol, wq, np.ascontiguousarray(dY), np.ascontiguousarray(X), G,
-                             bblk, _bounds(pi.shape[0]))
+    # straight into the output: the scratch copy cost as much as the kernel itself at
+    # K = 384 (one thread, CPU time, 1:4, B = 4096: 384->384 7.5 ms with it, 4.0 ms
+    # without; 384->1536 30.4 / 15.6 ms; 1536->384 19.6 / 15.4 ms)
+    direct = not trans_out and J == 8 and B % 8 == 0 and M % L == 0 and kb >= NW
+    # threads split the batch passes when the activations outweigh the packed weights
+    # (each thread then reads half of X and all of W, not all of X and half of W).
+    # Measured 2026-11-30 (quiet, two threads, 1:4, B = 4096): 384->384 scaled 1.53x
+    # over one thread with the tiles split.
+    npass = -(-nbb // bbk)
+    threads = 1 if serial else numba.get_num_threads()
+    by_batch = npass >= threads and X.nbytes > pv.nbytes + pi.nbytes
+    bounds = _chunk_bounds(npass * n_chunks if by_batch else n_chunks, serial)
+    return kernel(pv, pi, wq, wcol, xp, bias, out, trans_out, bbk, kb, ch, bounds, done, direct, by_batch)
