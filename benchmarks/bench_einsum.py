@@ -134,7 +134,10 @@ def chemistry(data: Path | None, repeat):
     cases = [("abQ,icQ->abic", vv, ov, "vv x ov"), ("iaQ,jbQ->iajb", ov, ov, "ov x ov"),
              ("abQ,cdQ->abcd", vv, vv, "vv x vv")]
     for spec, x, y, label in cases:
-        xd, yd = x.todense(), y.todense()
+        # one tensor given twice is one array for NumPy too, as flexsparse receives one object
+        # twice (NumPy then runs a self-product, e.g. SYRK, exactly as flexsparse's GEMM does)
+        xd = x.todense()
+        yd = xd if y is x else y.todense()
         # sub-millisecond products: interleaved rounds, minimum of each (least disturbed by load)
         rounds = max(repeat, 40)
         t_fs, t_np = best_pair(lambda: fs.einsum(spec, x, y), lambda: np.einsum(spec, xd, yd, optimize=True), rounds)
