@@ -75,6 +75,12 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _cpu_faults() -> tuple[float, int]:
+    """CPU seconds of this process and its minor page faults so far (a worker's faults show a
+    direct block writing into pages it had not mapped before: a new or re-cut result file)."""
+    return _cpu_seconds(), int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 #: Pause before each timed call of the interleaved rounds: an OpenBLAS or OpenMP team busy-waits
 #: ~0.1 s after its last call (26-27 ms of CPU in the 50 ms after a NumPy GEMM, perf, 2026-11-29).
 _SETTLE_SECONDS = 0.25
@@ -92,7 +98,13 @@ class _Best:
     def __init__(self, fn, worker_cpu=None, client=None, warm=True):
         self.fn, self.worker_cpu, self.client = fn, worker_cpu, client
         self.seconds, self.cpu, self.wcpu, self.phases, self.reports = float("inf"), 0.0, 0.0, None, None
+        self.walls: list[float] = []     # every timed call's wall seconds, in order
+        self.faults: list[int] = []      # every timed call's minor page faults of the workers (most of one)
         self.result = fn() if warm else None       # warm (compile, kept panels and mappings)
+        if warm:
+            # and once more, freed: the kept result holds its file, so without this call the first
+            # timed call would write into a fresh one (71,633 page faults on one worker, 0.27 s)
+            fn()
 
     def run(self, keep=False):
         """One timed call; ``keep``: its result replaces the warm-up's."""
@@ -103,12 +115,15 @@ class _Best:
             from distributed import get_task_stream
 
             stream = get_task_stream(self.client)
-        w0 = self.worker_cpu() if self.worker_cpu else 0.0
+        w0 = self.worker_cpu() if self.worker_cpu else {}
         with stream as ts:
             wall0, c0, t0 = time.time(), _cpu_seconds(), time.perf_counter()
             res = self.fn()
             t, c = time.perf_counter() - t0, _cpu_seconds() - c0
-        w = (self.worker_cpu() - w0) if self.worker_cpu else 0.0
+        w1 = self.worker_cpu() if self.worker_cpu else {}
+        w = float(sum(w1[k][0] - w0[k][0] for k in w1 if k in w0))
+        self.walls.append(t)
+        self.faults.append(max((w1[k][1] - w0[k][1] for k in w1 if k in w0), default=0))
         if keep:
             self.result = res
         if t < self.seconds:
@@ -160,7 +175,7 @@ def on_cluster(spec, ops, workers, worker_memory, repeat, out=None):
                                 memory_limit="1MB"))        # compile the kernels in every worker
 
         def worker_cpu():
-            return float(sum(c.run(_cpu_seconds).values()))
+            return c.run(_cpu_faults)
 
         kwargs = dict(client=c, progress=False, return_report=True)
         if out is not None:
@@ -205,7 +220,7 @@ def interleaved(spec, ops, worker_memory, repeat):
                                     fs.random((50, 50), 0.1, seed=1), memory_limit="1MB"))   # compile
             kwargs = dict(client=c, progress=False, return_report=True)
             runs[f"w{w}"] = _Best(lambda kw=kwargs: fd.einsum(spec, *ops, **kw),
-                                  lambda c=c: float(sum(c.run(_cpu_seconds).values())), c)
+                                  lambda c=c: c.run(_cpu_faults), c)
         for _ in range(repeat):
             for best in runs.values():
                 # idle threads of the previous call (the in-process engine's OpenMP team, OpenBLAS)
@@ -292,6 +307,11 @@ def run_workload(name, spec, ops, axes, chunks, args, results, table):
     amdahl = (s1 + p1) / (s1 + p1 / 2) if s1 + p1 > 0 else float("nan")
     results.append(row(f"{name}: CPU s client / workers", one_worker=f"{s1:.3f} / {p1:.3f}",
                        two_workers=f"{s2:.3f} / {p2:.3f}", amdahl_bound_2w=f"{amdahl:.2f}"))
+    for label, key in (("1 worker", "w1"), ("2 workers", "w2")):
+        walls, faults = runs[key].walls, runs[key].faults
+        results.append(row(f"{name}: {label}: every call", ms="/".join(f"{1e3 * x:.0f}" for x in walls),
+                           median_ms=f"{1e3 * float(np.median(walls)):.1f}",
+                           worker_faults="/".join(str(f) for f in faults)))
     for label, run in (("1 worker", one), ("2 workers", two)):
         if run["phases"] and run["phases"][0]:
             results.append(row(f"{name}: {label}: phases ms", **phase_row(run["phases"])))

@@ -40,6 +40,7 @@ __all__ = [
     "DIRECT_BACK_FACTOR_RANGE",
     "DIRECT_BACK_MIN_SECONDS",
     "DIRECT_BACK_PRODUCTS_KEPT",
+    "DIRECT_BACK_MAX_FAULTS",
     "DIRECT_BACK_WORK_FACTOR",
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
@@ -381,7 +382,11 @@ DIRECT_KEPT_MAPPINGS = 2
 #: ``memmove`` (round 6), the factors the two blocks showed on 2 workers (CPU time per unit of
 #: work, R-MAT scale 15, 17 calls, 2026-11-30): 0.93-1.55, median 1.02; a prior of 1.25 cut the
 #: first calls' rows ~7 % short of balance (the first block 14,714 rows against ~15,700-16,500).
-DIRECT_BACK_WORK_FACTOR = 1.02
+#: After main's one ``dense_workspaces`` for both kernels (round 9): with the cut fixed at 1.15,
+#: the first block over the second took 0.96-1.05x the CPU (median 1.00) in 11 calls and
+#: 0.98-1.20x (median 1.01) in 11 more, leaving out calls where one block ran ~35 ms slow with
+#: no page fault (host noise, either block); at 1.02 the first block was the longer one.
+DIRECT_BACK_WORK_FACTOR = 1.15
 #: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
 #: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
 #: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
@@ -390,6 +395,13 @@ DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
 #: Shortest block (thread CPU seconds) whose time is folded into the measured factor: below,
 #: timer and cache noise is a large share of it.
 DIRECT_BACK_MIN_SECONDS = 0.005
+#: Page faults above which a direct block's CPU seconds are not folded into the measured factor
+#: (:func:`flexsparse.distributed._direct.write_tile`): a block that maps pages it never wrote
+#: before (a moved cut, a new result file) spends system time on them, up to 57 ms on top of its
+#: ~60 ms of work (22,665 faults), which skewed the next cuts (R-MAT scale 15 ``A @ A`` on 2
+#: workers: the second block's first row wandered 12,886-16,236, 2026-11-30). A block writing into
+#: pages it mapped before took 240-1,400 faults (its workspaces).
+DIRECT_BACK_MAX_FAULTS = 4096
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
 #: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:
@@ -407,11 +419,19 @@ DIRECT_MEET_SLACK = 0.125
 #: callbacks; with them, R-MAT scale 15 ``A @ A`` on 2 workers cost each worker's event-loop
 #: thread 7-15 ms of CPU per call, without them 3.6-5.6 ms, and the kernels were descheduled
 #: 21-32 times instead of 25-46 (``/proc`` schedstat over 6 calls, load ~3, 2026-11-30).
+#: The active memory manager is off (its only policy drops replicas of keys no task waits for,
+#: every 2 s; the B panels a worker keeps are its own single copies) and the memory monitors of
+#: the workers and of their nannies (which run on the calling process's event loop, beside the
+#: scheduler) sample every 0.5 s instead of 0.1 s: idle CPU of the calling process's event loop
+#: 10 -> 7.5 ms a second and of each worker 5-7.5 -> 2.5 ms (2 workers, ``/proc`` thread CPU
+#: over 4 s, 2026-11-30; per call within noise).
 EMBEDDED_DASK_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.scheduler.work-stealing": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
+    "distributed.scheduler.active-memory-manager.start": False,
+    "distributed.worker.memory.monitor-interval": "500ms",
 }
 #: Products (shape and entry counts) whose measured factors a client keeps.
 DIRECT_BACK_PRODUCTS_KEPT = 8

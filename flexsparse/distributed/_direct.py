@@ -310,16 +310,24 @@ def write_tile(a: Any, b: Any, target: Any, r0: int, offset: int, back: bool, ro
                sort: bool, measure: bool = True) -> tuple[int, int, float]:
     """Compute the block of rows ``[r0, r0 + a.n_rows)`` into ``target``'s file (a
     :class:`~._gather.Target` sized for the product's multiply-adds plus :data:`MARGIN` slots per
-    block); ``(start, end)`` slots and the thread CPU seconds it took (-1 unless ``measure``),
-    which are also noted in the file's margin (:func:`note_seconds`)."""
+    block); ``(start, end)`` slots and the thread CPU seconds it took (-1 unless ``measure``, or when
+    it took more than :data:`~flexsparse._limits.DIRECT_BACK_MAX_FAULTS` page faults), which are
+    also noted in the file's margin (:func:`note_seconds`)."""
+    import resource
     import time
 
+    from flexsparse import _limits
     from flexsparse.distributed import _gather
 
     out = _gather.arrays(mapping(target), target)
-    t0 = time.thread_time()
+    f0, t0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, time.thread_time()
     start, end = spgemm_into(a, b, out["indptr"][r0:r0 + a.shape[0] + 1], out["indices"], out["data"], offset,
                              back, room, sort, _prefault(target.path, (out["indices"], out["data"])))
-    seconds = time.thread_time() - t0 if measure else -1.0
+    seconds = time.thread_time() - t0
+    # pages this block mapped for the first time (a cut that moved rows onto them, a new result
+    # file) cost system time that is no measure of its work: such a block is not measured
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0
+    if not measure or faults > _limits.DIRECT_BACK_MAX_FAULTS:
+        seconds = -1.0
     note_seconds(out["indices"], back, seconds)
     return start, end, seconds
