@@ -224,6 +224,33 @@ def test_small_panels_stay_for_the_next_product_with_the_same_contents(monkeypat
     assert len(scattered) == first + 3 and not runner._kept_panels(two_threads)
 
 
+def test_a_product_run_again_reuses_its_plan_and_other_contents_are_planned_afresh(monkeypatch, two_threads):
+    from flexsparse.distributed import runner
+
+    planned = []
+    real = runner.ProductRunner.plan
+
+    def counting(self, *args, **kwargs):
+        planned.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner.ProductRunner, "plan", counting)
+    monkeypatch.setattr(_limits, "DIRECT_BACK_MIN_SECONDS", 1e9)    # the first block's weight stays put
+    a = fs.rmat(9, 8, seed=3)
+    b = fs.COO(a.coords, a.data * 2.0, a.shape)                      # same structure, other values
+    c = fs.COO(a.coords[::-1].copy(), a.data, a.shape)               # the transpose: other structure
+    for x in (a, a, b, c, a):
+        _equal(fd.einsum("ij,jk->ik", x, x, client=two_threads, progress=False, local_flops=0),
+               fs.einsum("ij,jk->ik", x, x))
+    # planned for a, b (other values: the key hashes B's contents) and c; both later runs of a
+    # reused a's plan
+    assert len(planned) == 3
+    monkeypatch.setattr(_limits, "DISTRIBUTED_KEEP_PANEL_BYTES", 0)    # too large to hash: planned every time
+    _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0),
+           fs.einsum("ij,jk->ik", a, a))
+    assert len(planned) == 4
+
+
 def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_the_caller(monkeypatch,
                                                                                           two_threads):
     from distributed import get_task_stream
