@@ -101,10 +101,6 @@ class _Best:
         self.walls: list[float] = []     # every timed call's wall seconds, in order
         self.faults: list[int] = []      # every timed call's minor page faults of the workers (most of one)
         self.result = fn() if warm else None       # warm (compile, kept panels and mappings)
-        if warm:
-            # and once more, freed: the kept result holds its file, so without this call the first
-            # timed call would write into a fresh one (71,633 page faults on one worker, 0.27 s)
-            fn()
 
     def run(self, keep=False):
         """One timed call; ``keep``: its result replaces the warm-up's."""
@@ -221,6 +217,12 @@ def interleaved(spec, ops, worker_memory, repeat):
             kwargs = dict(client=c, progress=False, return_report=True)
             runs[f"w{w}"] = _Best(lambda kw=kwargs: fd.einsum(spec, *ops, **kw),
                                   lambda c=c: c.run(_cpu_faults), c)
+        # once more each, freed, in the order of the rounds: the kept results hold their files, and
+        # the clusters share this process's pool of freed ones, so without this pass the first
+        # timed call of one cluster wrote into a file its workers never mapped (71,633 page
+        # faults on one worker, 0.55 s)
+        for best in runs.values():
+            best.fn()
         for _ in range(repeat):
             for best in runs.values():
                 # idle threads of the previous call (the in-process engine's OpenMP team, OpenBLAS)

@@ -38,6 +38,7 @@ __all__ = [
     "DOT_CELLS_PER_NNZ",
     "DIRECT_BACK_FACTOR_KEPT",
     "DIRECT_BACK_FACTOR_RANGE",
+    "DIRECT_BACK_FACTOR_STEP",
     "DIRECT_BACK_MIN_SECONDS",
     "DIRECT_BACK_PRODUCTS_KEPT",
     "DIRECT_BACK_MAX_FAULTS",
@@ -402,6 +403,12 @@ DIRECT_BACK_MIN_SECONDS = 0.005
 #: workers: the second block's first row wandered 12,886-16,236, 2026-11-30). A block writing into
 #: pages it mapped before took 240-1,400 faults (its workspaces).
 DIRECT_BACK_MAX_FAULTS = 4096
+#: Change of the median measured factor below which the next cut keeps the factor the last one
+#: used (:func:`flexsparse.distributed._direct.back_factor`): 0.05 moves ~1.2 % of the work between
+#: the blocks (~0.7 ms of a 60 ms block), whereas a moved cut makes a block write on pages its worker
+#: never mapped: 18,000-22,000 page faults, 30-50 ms, in the call after the first measurement
+#: (R-MAT scale 15 ``A @ A`` on 2 workers, ``bench_distributed.py``, 2026-11-30).
+DIRECT_BACK_FACTOR_STEP = 0.05
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
 #: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:

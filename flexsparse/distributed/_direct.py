@@ -61,11 +61,24 @@ def back_factor(client: Any, A: Any, B: Any) -> float:
     median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
     ``client``'s workers for a product of this shape and these entry counts
     (:func:`record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
-    as one of them."""
+    as one of them; the factor returned last for the product while the median stays within
+    :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_STEP` of it."""
     from flexsparse import _limits
 
     seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
-    return float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
+    factor = float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
+    # the factor the last cut used stays while the median is within DIRECT_BACK_FACTOR_STEP of it:
+    # a cut that moves puts rows on pages the other block's worker wrote (page faults)
+    used = getattr(client, "_flexsparse_back_used", None)
+    if used is None:
+        used = client._flexsparse_back_used = {}
+    last = used.get(_product_key(A, B))
+    if last is not None and abs(factor - last) <= _limits.DIRECT_BACK_FACTOR_STEP:
+        return last
+    used[_product_key(A, B)] = factor
+    while len(used) > _limits.DIRECT_BACK_PRODUCTS_KEPT:
+        used.pop(next(iter(used)))
+    return factor
 
 
 def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],

@@ -279,7 +279,9 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
     assert len(seen[-1]) > len(seen[0]) and seen[-1][0] == _limits.DIRECT_BACK_WORK_FACTOR
     lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
     assert all(lo <= f <= hi for f in seen[-1])
-    assert _direct.back_factor(two_threads, _as_csr(a), _as_csr(a)) == float(np.median(seen[-1]))
+    # the next cut's factor: their median, or the last cut's while that is within a step of it
+    used = _direct.back_factor(two_threads, _as_csr(a), _as_csr(a))
+    assert abs(used - float(np.median(seen[-1]))) <= _limits.DIRECT_BACK_FACTOR_STEP
     assert places[0] == places[1] == places[2]     # each block on the same worker every time
 
 
@@ -321,6 +323,16 @@ def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
     assert _direct.back_factor(client, a, a) == float(np.median(kept))
     _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, -1.0), 1: (0, 0, 0.2)})   # not measured
     assert client._flexsparse_back_factor[_direct._product_key(a, a)] == kept
+    used = _direct.back_factor(client, a, a)
+    _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, 0.25), 1: (0, 0, 0.2)})    # 1.25
+    moved = float(np.median(client._flexsparse_back_factor[_direct._product_key(a, a)]))
+    assert moved != used and abs(moved - used) <= _limits.DIRECT_BACK_FACTOR_STEP
+    assert _direct.back_factor(client, a, a) == used          # a small change keeps the cut in place
+    for _ in range(2):
+        _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, 0.2), 1: (0, 0, 0.2)})  # 1.0
+    moved = float(np.median(client._flexsparse_back_factor[_direct._product_key(a, a)]))
+    assert abs(moved - used) > _limits.DIRECT_BACK_FACTOR_STEP
+    assert _direct.back_factor(client, a, a) == moved         # a larger one moves it
 
 
 def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(monkeypatch, two_threads):
