@@ -100,6 +100,7 @@ class _Best:
         self.seconds, self.cpu, self.wcpu, self.phases, self.reports = float("inf"), 0.0, 0.0, None, None
         self.walls: list[float] = []     # every timed call's wall seconds, in order
         self.faults: list[int] = []      # every timed call's minor page faults of the workers (most of one)
+        self.blocks: list[str] = []      # every timed call's direct blocks' durations (ms, by group)
         self.result = fn() if warm else None       # warm (compile, kept panels and mappings)
 
     def run(self, keep=False):
@@ -119,6 +120,10 @@ class _Best:
         w1 = self.worker_cpu() if self.worker_cpu else {}
         w = float(sum(w1[k][0] - w0[k][0] for k in w1 if k in w0))
         self.walls.append(t)
+        if ts is not None:   # each direct block's duration, by group (the first is written down)
+            self.blocks.append("/".join(f"{1e3 * (ss['stop'] - ss['start']):.0f}" for d in
+                                        sorted(ts.data, key=lambda d: d["key"]) if d["key"].startswith("fs-direct-")
+                                        for ss in d["startstops"] if ss["action"] == "compute"))
         self.faults.append(max((w1[k][1] - w0[k][1] for k in w1 if k in w0), default=0))
         if keep:
             self.result = res
@@ -230,6 +235,12 @@ def interleaved(spec, ops, worker_memory, repeat):
                 time.sleep(_SETTLE_SECONDS)
                 best.run()
         peaks = {name: sorted(c.run(_peak_rss).values()) for name, c in clients.items()}
+        # the factors the two direct blocks showed (first over second, CPU per unit of work) and
+        # the one the last cut used (flexsparse.distributed._direct.back_factor)
+        c2 = clients["w2"]
+        runs["w2"].factors = ([round(f, 3) for fs_ in getattr(c2, "_flexsparse_back_factor", {}).values()
+                               for f in fs_],
+                              [round(f, 3) for f in getattr(c2, "_flexsparse_back_used", {}).values()])
     return runs, peaks
 
 
@@ -313,7 +324,11 @@ def run_workload(name, spec, ops, axes, chunks, args, results, table):
         walls, faults = runs[key].walls, runs[key].faults
         results.append(row(f"{name}: {label}: every call", ms="/".join(f"{1e3 * x:.0f}" for x in walls),
                            median_ms=f"{1e3 * float(np.median(walls)):.1f}",
-                           worker_faults="/".join(str(f) for f in faults)))
+                           worker_faults="/".join(str(f) for f in faults),
+                           blocks_ms=" ".join(runs[key].blocks)))
+    if getattr(runs["w2"], "factors", None):
+        kept, used = runs["w2"].factors
+        results.append(row(f"{name}: 2 workers: first block's factor", kept=kept, used=used))
     for label, run in (("1 worker", one), ("2 workers", two)):
         if run["phases"] and run["phases"][0]:
             results.append(row(f"{name}: {label}: phases ms", **phase_row(run["phases"])))

@@ -8,7 +8,9 @@
 * neither -- an embedded ``LocalCluster`` of worker *processes*, ``workers`` of them (one per
   core by default), each with one thread and an equal share of ``worker_memory`` (default:
   the machine's available memory split evenly), with fewer periodic callbacks than dask's
-  defaults (:func:`local_cluster`); shut down afterwards.
+  defaults (:func:`local_cluster`); shut down afterwards. Its scheduler and nannies share the
+  calling process's event loop, so once its first product ran, the process's objects are
+  exempt from the cyclic garbage collector (:func:`freeze_after_first`).
 
 :func:`worker_resources` reads the workers' memory limits and thread counts from the
 scheduler; :func:`tile_budget` turns them into the working-set budget of one tile (what the

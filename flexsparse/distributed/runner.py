@@ -11,7 +11,9 @@ Algorithm:
    (:data:`~flexsparse._limits.DISTRIBUTED_MIN_FLOPS` by default) runs in the calling
    process: it would take less time than the scheduler round trips of one distributed call.
 1. Plan (:mod:`.tiles`): the registered strategy sizes the grid against the tile budget,
-   rows are re-cut by work, groups (output blocks) are assigned to workers (LPT).
+   rows are re-cut by work, groups (output blocks) are assigned to workers (LPT). A product
+   run again on the same client (B's contents, A's structure, the workers and the settings
+   unchanged: B hashed once, which the kept panels need anyway) reuses its plan.
 2. Data, each sent once: every B panel is scattered to all workers (``broadcast``: a lost
    worker leaves the other copies); each group's rows of A go to the worker its group is
    assigned to as a zero-copy row slice (the tiles cut their contracted-id windows on the
@@ -67,7 +69,7 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
-from flexsparse.distributed import _direct, _gather, _store, _tasks
+from flexsparse.distributed import _cache, _direct, _gather, _store, _tasks
 from flexsparse.distributed._report import DistributedReport
 from flexsparse.distributed.cluster import WorkerResources, freeze_after_first, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
@@ -241,8 +243,8 @@ class ProductRunner:
             raise ValueError(f"shapes do not match for a @ b: {A.shape} and {B.shape}")
         # a product planned before on this client (same contents, workers and settings) reuses
         # its plan: statistics and planning are ~2 ms of the calling process before any task
-        digests, content = self._content_key(A, B)
-        plans = _plan_cache(self.client)
+        digests, content = _cache.content_key(A, B)
+        plans = _cache.plans(self.client)
         seen = plans.get(content) if content is not None else None
         stats = None
         if seen is None:
@@ -298,23 +300,6 @@ class ProductRunner:
                                    time.perf_counter() - t_asm, time.perf_counter() - t0, gather, run.shared)
         return result, report
 
-    @staticmethod
-    def _content_key(A: Any, B: Any) -> tuple[dict[tuple[int, int, int, int], str], Any]:
-        """``(panel digests, key)``: what the plan of ``A @ B`` depends on in the operands, or
-        ``None`` when an operand is too large to hash cheaply (above
-        :data:`~flexsparse._limits.DISTRIBUTED_KEEP_PANEL_BYTES`). The key holds the contents of
-        B (the digest :meth:`_Run._panel` takes of the whole-B panel, handed on so that it is not
-        taken twice: ~0.4 ms for R-MAT scale 15) and the structure of A (nothing more for ``X @ X``)."""
-        from dask.base import tokenize
-
-        k, n = B.shape
-        if B.nbytes > _limits.DISTRIBUTED_KEEP_PANEL_BYTES or A.nbytes > _limits.DISTRIBUTED_KEEP_PANEL_BYTES:
-            return {}, None
-        whole = _tasks.block(B, 0, k, 0, n)
-        digest = tokenize(whole.indptr, whole.indices, whole.data, whole.shape, whole.sorted_indices)
-        a_digest = "self" if same_matrix(A, B) else tokenize(A.indptr, A.indices, A.shape)
-        return {(0, k, 0, n): digest}, (digest, a_digest, A.shape, str(A.dtype), str(B.dtype))
-
     def plain_product(self, a: Any, b: Any, sort: bool) -> Any:
         """``a @ b`` (CSR) for the einsum engine's plain 2-D product path
         (:func:`flexsparse.contract._matmul2d.matmul_2d`): rows sorted only when ``sort`` asks,
@@ -335,27 +320,6 @@ class ProductRunner:
 
 
 _GONE = ("lost", "error", "cancelled")
-
-
-def _kept_panels(client: Any) -> dict[tuple[str, str | None], Any]:
-    """The B panels kept on ``client``'s workers after its last product ((content token, worker
-    address or ``None`` for a broadcast copy) -> future);
-    held by the client object, so they go with it."""
-    kept = getattr(client, "_flexsparse_panels", None)
-    if kept is None:
-        kept = {}
-        client._flexsparse_panels = kept
-    return kept
-
-
-def _plan_cache(client: Any) -> dict[Any, tuple[float, dict[Any, ProductPlan]]]:
-    """The last products run on ``client`` (:meth:`ProductRunner._content_key` -> ``(multiply-adds,
-    {settings: plan})``: the workers, tile budget, strategy and first block's weight it was
-    planned for), least recently run first; held by the client object."""
-    plans = getattr(client, "_flexsparse_plans", None)
-    if plans is None:
-        plans = client._flexsparse_plans = {}
-    return plans
 
 
 class _Run:
@@ -420,7 +384,7 @@ class _Run:
                     digest = self._digests[slot[:4]] = tokenize(block.indptr, block.indices, block.data,
                                                                 block.shape, block.sorted_indices)
                 token = (digest, addr)
-                fut = _kept_panels(self.client).get(token)
+                fut = _cache.kept_panels(self.client).get(token)
             if fut is None or fut.status in _GONE:
                 where = {"broadcast": True} if addr is None else {"workers": [addr]}
                 try:
@@ -435,7 +399,7 @@ class _Run:
 
     def keep_panels(self) -> None:
         """Keep this product's small panels on the workers for the next product (and only them)."""
-        kept = _kept_panels(self.client)
+        kept = _cache.kept_panels(self.client)
         kept.clear()
         kept.update({t: f for t, f in self.kept.items() if f.status not in _GONE})
 

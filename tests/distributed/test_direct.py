@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import flexsparse as fs
 from flexsparse import _limits
-from flexsparse.distributed import _direct, _gather
+from flexsparse.distributed import _cache, _direct, _gather
 from flexsparse.distributed._tasks import block
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.spgemm import count_flops, spgemm
@@ -196,8 +196,6 @@ def two_threads():
 
 
 def test_small_panels_stay_for_the_next_product_with_the_same_contents(monkeypatch, two_threads):
-    from flexsparse.distributed import runner
-
     scattered = []
     real = two_threads.scatter
 
@@ -210,18 +208,18 @@ def test_small_panels_stay_for_the_next_product_with_the_same_contents(monkeypat
     want = [fs.einsum("ij,jk->ik", x, x) for x in (a, b)]
     _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0), want[0])
     first = len(scattered)
-    assert first >= 1 and len(runner._kept_panels(two_threads)) == 1
+    assert first >= 1 and len(_cache.kept_panels(two_threads)) == 1
     _equal(fd.einsum("ij,jk->ik", a, a, client=two_threads, progress=False, local_flops=0), want[0])
     assert len(scattered) == first                      # the kept panel was reused
     _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
     assert len(scattered) == first + 1                  # other contents: sent again
-    (kept,) = runner._kept_panels(two_threads).values()  # and only the last product's are kept
+    (kept,) = _cache.kept_panels(two_threads).values()  # and only the last product's are kept
     two_threads.cancel([kept])                           # a panel gone from the cluster is sent again
     _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
     assert len(scattered) == first + 2
     monkeypatch.setattr(_limits, "DISTRIBUTED_KEEP_PANEL_BYTES", 0)
     _equal(fd.einsum("ij,jk->ik", b, b, client=two_threads, progress=False, local_flops=0), want[1])
-    assert len(scattered) == first + 3 and not runner._kept_panels(two_threads)
+    assert len(scattered) == first + 3 and not _cache.kept_panels(two_threads)
 
 
 def test_a_product_run_again_reuses_its_plan_and_other_contents_are_planned_afresh(monkeypatch, two_threads):
