@@ -8,9 +8,7 @@
 * neither -- an embedded ``LocalCluster`` of worker *processes*, ``workers`` of them (one per
   core by default), each with one thread and an equal share of ``worker_memory`` (default:
   the machine's available memory split evenly), with fewer periodic callbacks than dask's
-  defaults (:func:`local_cluster`); shut down afterwards. Its scheduler and nannies share the
-  calling process's event loop, so once its first product ran, the process's objects are
-  exempt from the cyclic garbage collector (:func:`freeze_after_first`).
+  defaults (:func:`local_cluster`); shut down afterwards.
 
 :func:`worker_resources` reads the workers' memory limits and thread counts from the
 scheduler; :func:`tile_budget` turns them into the working-set budget of one tile (what the
@@ -32,8 +30,7 @@ from typing import Any
 from flexsparse import _limits
 from flexsparse._util import parse_bytes
 
-__all__ = ["WorkerResources", "connect", "freeze_after_first", "local_cluster", "tile_budget",
-           "worker_resources"]
+__all__ = ["WorkerResources", "connect", "local_cluster", "tile_budget", "worker_resources"]
 
 
 def _require_distributed() -> Any:
@@ -115,30 +112,7 @@ def local_cluster(workers: int | None = None, worker_memory: int | str | None = 
     with dask.config.set(_limits.EMBEDDED_DASK_CONFIG):
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                            memory_limit=memory, dashboard_address=":0", silence_logs=silence_logs)
-    cluster._flexsparse_embedded = True   # its scheduler runs in this process (:func:`freeze_after_first`)
     return cluster
-
-
-#: whether :func:`freeze_after_first` froze this process's objects
-_frozen = False
-
-
-def freeze_after_first(client: Any) -> None:
-    """Exempt the objects of this process from the cyclic garbage collector once a first product
-    ran on an embedded cluster (:func:`local_cluster`), whose scheduler and nannies share this
-    process's event loop: a full collection walks every tracked object (~155,000 once the
-    kernels and dask are loaded) and held the scheduler 40-65 ms, between a graph's arrival and
-    its tasks' dispatch (R-MAT scale 15 on 2 workers, one call in ~10, 2026-11-30). Garbage is
-    collected first, so only live objects are frozen (reference counting still frees them; only
-    cycles among them would outlive their use); ``gc.unfreeze`` undoes it. Once per process."""
-    global _frozen
-    if _frozen or not getattr(getattr(client, "cluster", None), "_flexsparse_embedded", False):
-        return
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _frozen = True
 
 
 def _has_dashboard() -> bool:

@@ -71,7 +71,7 @@ from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.distributed import _cache, _direct, _gather, _store, _tasks
 from flexsparse.distributed._report import DistributedReport
-from flexsparse.distributed.cluster import WorkerResources, freeze_after_first, tile_budget
+from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
 __all__ = ["DistributedReport", "ProductRunner", "MAX_GROUP_ATTEMPTS"]
@@ -293,7 +293,6 @@ class ProductRunner:
         finally:
             run.close()
         run.keep_panels()
-        freeze_after_first(self.client)
         report = DistributedReport(plan.strategy, plan.limit, plan.shape, len(plan.tiles), plan.n_groups,
                                    run.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
                                    plan.n_workers, plan.balance, run.received, t_plan,
