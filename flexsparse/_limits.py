@@ -83,6 +83,13 @@ __all__ = [
     "ZERO_TAIL_GEMM_PACK_SECONDS",
     "ZERO_TAIL_LEVEL_MERGE",
     "ZERO_TAIL_SCATTER_CELL_SECONDS",
+    "ZERO_TAIL_SYRK_MAC_SECONDS",
+    "ZERO_TAIL_SYRK_PACK_SECONDS",
+    "ZERO_TAIL_THREAD_EFF_SLOPE",
+    "ZERO_TAIL_THREAD_GEMM_BASE_MACS",
+    "ZERO_TAIL_THREAD_GEMM_CAP",
+    "ZERO_TAIL_THREAD_SYRK_BASE_MACS",
+    "ZERO_TAIL_THREAD_SYRK_CAP",
     "fits_int64",
 ]
 
@@ -456,6 +463,25 @@ GATHER_INLINE_KEY_BYTES = 256 * 1024
 ZERO_TAIL_GEMM_MAC_SECONDS = 38e-12
 ZERO_TAIL_GEMM_PACK_SECONDS = 0.3e-9
 ZERO_TAIL_GEMM_CALL_SECONDS = 2e-6
+#: An operand times itself (``X @ X.T``) is a SYRK in BLAS, as for NumPy: ``m^2 k / 2``
+#: multiply-adds at ZERO_TAIL_SYRK_MAC_SECONDS each plus ZERO_TAIL_SYRK_PACK_SECONDS * m k. Fit
+#: to float64 ``a @ a.T`` on one thread (OPENBLAS_NUM_THREADS=1, min of 60, 2026-11-30 08:47 UTC,
+#: load 1.6): 96x375 104 us (model 98), 96x193 56 (50), 360x91 286 (262), 456x91 449 (411),
+#: 576x193 1454 (1369), 576x375 2612 (2661).
+ZERO_TAIL_SYRK_MAC_SECONDS = 40e-12
+ZERO_TAIL_SYRK_PACK_SECONDS = 0.8e-9
+#: On ``t`` BLAS threads a step's time (less the call) is divided by ``1 + (t - 1) eff`` with
+#: ``eff = min(CAP, SLOPE * log2(macs / BASE_MACS))`` (0 below BASE_MACS). Two-thread speed-ups
+#: measured with the fits above (08:47 UTC, quiet wrapper): GEMM 96x96x193 1.63 (model 1.57),
+#: 96x96x375 1.70 (1.76), 128x128x375 1.79 (1.85), 576x576x91 1.88 (1.85); SYRK 96x193 and
+#: 96x375 1.00 (1.00), 128x375 1.12 (1.12), 200x375 1.23 (1.38), 360x91 1.44 (1.31), 456x91
+#: 1.37 (1.45), 576x91 1.45 (1.58), 576x193 1.59 (1.70), 576x375 1.72 (1.70). So a self-product
+#: that splits on one thread (serial scatter, tails that barely thread) may not on two.
+ZERO_TAIL_THREAD_EFF_SLOPE = 0.2
+ZERO_TAIL_THREAD_GEMM_BASE_MACS = 0.25e6
+ZERO_TAIL_THREAD_GEMM_CAP = 0.85
+ZERO_TAIL_THREAD_SYRK_BASE_MACS = 2e6
+ZERO_TAIL_THREAD_SYRK_CAP = 0.7
 #: Each tail step's product is scatter-added into the output at this cost per cell: 0.65-0.78
 #: ns warm (456x31, 360x15 and 456x456 blocks, one thread, 05:58 UTC), rounded up for an
 #: output that the GEMMs have pushed out of L1.

@@ -43,7 +43,7 @@ from flexsparse import _limits
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
-__all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
+__all__ = ["NOT_TAKEN", "blas_threads", "zero_tail_layout", "zero_tail_pair"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -58,6 +58,42 @@ def _kernels():
 
         _KERNELS.append((densify, COMPILED_DTYPES))
     return _KERNELS[0]
+
+
+_BLAS_THREADS: list = []
+
+
+def blas_threads() -> int:
+    """Threads NumPy's bundled OpenBLAS runs a GEMM on now (its ``get_num_threads``, found once
+    in ``numpy.libs``; ~1 us a call), or numba's thread count where that library is absent."""
+    if not _BLAS_THREADS:
+        fn = None
+        try:
+            import ctypes
+            import glob
+            import os
+
+            libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+            for path in sorted(glob.glob(os.path.join(libs, "*openblas*.so*"))):
+                lib = ctypes.CDLL(path)
+                for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                             "openblas_get_num_threads"):
+                    fn = getattr(lib, name, None)
+                    if fn is not None:
+                        fn.restype = ctypes.c_int
+                        fn.argtypes = []
+                        break
+                if fn is not None:
+                    break
+        except OSError:
+            fn = None
+        _BLAS_THREADS.append(fn)
+    fn = _BLAS_THREADS[0]
+    if fn is None:
+        import numba
+
+        return int(numba.get_num_threads())
+    return max(1, int(fn()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,6 +153,18 @@ def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
     return sup, None, dense, bool(bad)
 
 
+def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -> tuple:
+    """``dens.zero_tail_plan`` with the time model of ``_limits.ZERO_TAIL_*`` on the BLAS
+    threads in effect; ``same``: the product of an operand with itself (SYRK steps)."""
+    return dens.zero_tail_plan(
+        sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
+        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
+        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS, same, blas_threads(),
+        _limits.ZERO_TAIL_SYRK_MAC_SECONDS, _limits.ZERO_TAIL_SYRK_PACK_SECONDS, _limits.ZERO_TAIL_THREAD_EFF_SLOPE,
+        _limits.ZERO_TAIL_THREAD_GEMM_BASE_MACS, _limits.ZERO_TAIL_THREAD_GEMM_CAP,
+        _limits.ZERO_TAIL_THREAD_SYRK_BASE_MACS, _limits.ZERO_TAIL_THREAD_SYRK_CAP)
+
+
 def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     """``x[R, K] @ y[C, K]^T`` as ``ndarray [R, C]`` by the zero-tail GEMMs (see the module),
     or by one plain GEMM when the plan prefers it; :data:`NOT_TAKEN` when the dtype has no
@@ -131,10 +179,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     ay = ax if same else _analyse(y, fy, nfy, k, n_cols, dens)
     if ax[3] or ay[3]:
         return None
-    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = dens.zero_tail_plan(
-        ax[0], ay[0], k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
-        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
-        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plan_steps(dens, ax[0], ay[0], k, same)
     if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
         dense = []
         for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):

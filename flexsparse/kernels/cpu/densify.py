@@ -311,25 +311,61 @@ def split_sorted(runs, data, k, pos, main, tail):
 
 @njit(cache=True)
 def scatter_add_block(out, rows, cols, block):
-    """``out[rows[i], cols[j]] += block[i, j]`` (``block`` any layout)."""
+    """``out[rows[i], cols[j]] += block[i, j]`` (``block`` any layout).
+
+    ``cols`` is cut once into runs of consecutive output columns and each row is added run
+    by run: a run is a contiguous add, which vectorises where a per-cell indexed add does not
+    (tail rows come in runs: the rows of one level often share their leading indices).
+    """
+    nc = cols.shape[0]
+    starts = np.empty(nc + 1, dtype=np.int64)  # run r: block columns starts[r]:starts[r + 1]
+    nr = 0
+    for j in range(nc):
+        if j == 0 or cols[j] != cols[j - 1] + 1:
+            starts[nr] = j
+            nr += 1
+    starts[nr] = nc
     for i in range(block.shape[0]):
         orow = out[rows[i]]
-        for j in range(block.shape[1]):
-            orow[cols[j]] += block[i, j]
+        brow = block[i]
+        for r in range(nr):  # unsigned offsets: no negative-index wraparound check per cell
+            j0 = np.uint64(starts[r])
+            c0 = np.uint64(cols[j0])
+            for j in range(np.uint64(starts[r + 1]) - j0):
+                orow[c0 + j] += brow[j0 + j]
 
 
 @njit(cache=True, inline="always")
-def _gemm_seconds(m, n, k, mac, pack, call):
-    """Modelled time of an ``[m, k] @ [k, n]`` GEMM (see ``_limits.ZERO_TAIL_GEMM_*``)."""
+def _gemm_seconds(m, n, k, mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap, sbase, scap):
+    """Modelled time of an ``[m, k] @ [k, n]`` GEMM, or with ``syrk`` of ``A @ A.T`` (``n == m``;
+    BLAS computes one triangle), on ``threads`` BLAS threads (see ``_limits.ZERO_TAIL_*``).
+
+    One thread: ``call + mac m n k + pack (m + n) k`` (GEMM), ``call + smac m^2 k / 2 + spack m
+    k`` (SYRK). More threads divide the non-call part by ``1 + (threads - 1) eff``, ``eff =
+    min(cap, slope log2(macs / base))`` (0 below ``base`` multiply-adds): small products, and
+    SYRKs most, barely thread."""
     if m == 0 or n == 0 or k == 0:
         return 0.0
-    return call + mac * m * n * k + pack * (m + n) * k
+    if syrk:
+        macs = 0.5 * m * m * k
+        t = smac * macs + spack * m * k
+        base = sbase
+        cap = scap
+    else:
+        macs = 1.0 * m * n * k
+        t = mac * macs + pack * (m + n) * k
+        base = gbase
+        cap = gcap
+    eff = min(cap, slope * np.log2(macs / base)) if macs > base else 0.0
+    return call + t / (1.0 + (threads - 1) * eff)
 
 
 @njit(cache=True)
-def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed):
+def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed, syrk=False, threads=1, smac=0.0,
+                   spack=0.0, slope=0.0, gbase=1.0, gcap=0.0, sbase=1.0, scap=0.0):
     """Cuts of the zero-tail product of ``X[R, k] @ Y[C, k]^T`` whose rows have support
-    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model.
+    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model (:func:`_gemm_seconds`; with
+    ``syrk``, ``Y`` is ``X`` and every step, the plain product included, is a SYRK).
 
     Levels: a counting sort of the support lengths; lengths within ``merge`` (a fraction) of
     a larger one join its level (a row is treated as long as its level). With levels
@@ -390,15 +426,18 @@ def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed):
         by = above_y[i + 1]
         best[i] = np.inf
         for jj in range(i + 1, m):
-            t = _gemm_seconds(bx, by, g[jj] - g[i], mac, pack, call) + cell * bx * by + best[jj]
+            t = _gemm_seconds(bx, by, g[jj] - g[i], mac, pack, call, syrk, smac, spack, threads, slope, gbase,
+                              gcap, sbase, scap) + cell * bx * by + best[jj]
             if t < best[i]:
                 best[i] = t
                 nxt[i] = jj
-    plain = _gemm_seconds(n_rows, n_cols, k, mac, pack, call)
+    plain = _gemm_seconds(n_rows, n_cols, k, mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap,
+                          sbase, scap)
     choice = -1
     chosen = plain
     for i in range(m):
-        t = _gemm_seconds(n_rows, n_cols, g[i], mac, pack, call) + best[i] + fixed
+        t = _gemm_seconds(n_rows, n_cols, g[i], mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap,
+                           sbase, scap) + best[i] + fixed
         if t < chosen:
             chosen = t
             choice = i
