@@ -43,7 +43,7 @@ from flexsparse import _limits
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
-__all__ = ["NOT_TAKEN", "blas_threads", "zero_tail_layout", "zero_tail_pair"]
+__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "zero_tail_layout", "zero_tail_pair"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -153,16 +153,21 @@ def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
     return sup, None, dense, bool(bad)
 
 
+def plan_model(threads: int) -> np.ndarray:
+    """The time model of ``_limits.ZERO_TAIL_*`` as the array ``zero_tail_plan`` takes
+    (fields ``densify.MODEL_FIELDS``) for ``threads`` BLAS threads."""
+    return np.array((_limits.ZERO_TAIL_GEMM_MAC_SECONDS, _limits.ZERO_TAIL_GEMM_PACK_SECONDS,
+                     _limits.ZERO_TAIL_GEMM_CALL_SECONDS, _limits.ZERO_TAIL_SCATTER_CELL_SECONDS,
+                     _limits.ZERO_TAIL_FIXED_SECONDS, threads, _limits.ZERO_TAIL_SYRK_MAC_SECONDS,
+                     _limits.ZERO_TAIL_SYRK_PACK_SECONDS, _limits.ZERO_TAIL_THREAD_EFF_SLOPE,
+                     _limits.ZERO_TAIL_THREAD_GEMM_BASE_MACS, _limits.ZERO_TAIL_THREAD_GEMM_CAP,
+                     _limits.ZERO_TAIL_THREAD_SYRK_BASE_MACS, _limits.ZERO_TAIL_THREAD_SYRK_CAP), dtype=np.float64)
+
+
 def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -> tuple:
-    """``dens.zero_tail_plan`` with the time model of ``_limits.ZERO_TAIL_*`` on the BLAS
-    threads in effect; ``same``: the product of an operand with itself (SYRK steps)."""
-    return dens.zero_tail_plan(
-        sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
-        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
-        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS, same, blas_threads(),
-        _limits.ZERO_TAIL_SYRK_MAC_SECONDS, _limits.ZERO_TAIL_SYRK_PACK_SECONDS, _limits.ZERO_TAIL_THREAD_EFF_SLOPE,
-        _limits.ZERO_TAIL_THREAD_GEMM_BASE_MACS, _limits.ZERO_TAIL_THREAD_GEMM_CAP,
-        _limits.ZERO_TAIL_THREAD_SYRK_BASE_MACS, _limits.ZERO_TAIL_THREAD_SYRK_CAP)
+    """``dens.zero_tail_plan`` with the time model on the BLAS threads in effect; ``same``: the
+    product of an operand with itself (SYRK steps)."""
+    return dens.zero_tail_plan(sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, plan_model(blas_threads()), same)
 
 
 def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:

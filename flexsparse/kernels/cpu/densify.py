@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense", "split_sorted",
+__all__ = ["MODEL_FIELDS", "csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense", "split_sorted",
            "support_entries", "support_sorted", "zero_tail_plan"]
 
 
@@ -335,44 +335,49 @@ def scatter_add_block(out, rows, cols, block):
                 orow[c0 + j] += brow[j0 + j]
 
 
-@njit(cache=True, inline="always")
-def _gemm_seconds(m, n, k, mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap, sbase, scap):
-    """Modelled time of an ``[m, k] @ [k, n]`` GEMM, or with ``syrk`` of ``A @ A.T`` (``n == m``;
-    BLAS computes one triangle), on ``threads`` BLAS threads (see ``_limits.ZERO_TAIL_*``).
+#: Fields of the time model array that :func:`zero_tail_plan` takes (``_limits.ZERO_TAIL_*``).
+MODEL_FIELDS = ("mac", "pack", "call", "cell", "fixed", "threads", "syrk_mac", "syrk_pack", "slope", "gemm_base",
+                "gemm_cap", "syrk_base", "syrk_cap")
 
-    One thread: ``call + mac m n k + pack (m + n) k`` (GEMM), ``call + smac m^2 k / 2 + spack m
-    k`` (SYRK). More threads divide the non-call part by ``1 + (threads - 1) eff``, ``eff =
-    min(cap, slope log2(macs / base))`` (0 below ``base`` multiply-adds): small products, and
-    SYRKs most, barely thread."""
+
+@njit(cache=True, inline="always")
+def _gemm_seconds(m, n, k, syrk, model):
+    """Modelled time of an ``[m, k] @ [k, n]`` GEMM, or with ``syrk`` of ``A @ A.T`` (``n == m``;
+    BLAS computes one triangle), on ``model[5]`` BLAS threads (fields: :data:`MODEL_FIELDS`).
+
+    One thread: ``call + mac m n k + pack (m + n) k`` (GEMM), ``call + syrk_mac m^2 k / 2 +
+    syrk_pack m k`` (SYRK). More threads divide the non-call part by ``1 + (threads - 1) eff``,
+    ``eff = min(cap, slope log2(macs / base))`` (0 below ``base`` multiply-adds): small
+    products, and SYRKs most, barely thread."""
     if m == 0 or n == 0 or k == 0:
         return 0.0
     if syrk:
         macs = 0.5 * m * m * k
-        t = smac * macs + spack * m * k
-        base = sbase
-        cap = scap
+        t = model[6] * macs + model[7] * m * k
+        base = model[11]
+        cap = model[12]
     else:
         macs = 1.0 * m * n * k
-        t = mac * macs + pack * (m + n) * k
-        base = gbase
-        cap = gcap
-    eff = min(cap, slope * np.log2(macs / base)) if macs > base else 0.0
-    return call + t / (1.0 + (threads - 1) * eff)
+        t = model[0] * macs + model[1] * (m + n) * k
+        base = model[9]
+        cap = model[10]
+    eff = min(cap, model[8] * np.log2(macs / base)) if macs > base else 0.0
+    return model[2] + t / (1.0 + (model[5] - 1.0) * eff)
 
 
 @njit(cache=True)
-def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed, syrk=False, threads=1, smac=0.0,
-                   spack=0.0, slope=0.0, gbase=1.0, gcap=0.0, sbase=1.0, scap=0.0):
+def zero_tail_plan(sup_x, sup_y, k, merge, model, syrk):
     """Cuts of the zero-tail product of ``X[R, k] @ Y[C, k]^T`` whose rows have support
-    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model (:func:`_gemm_seconds`; with
-    ``syrk``, ``Y`` is ``X`` and every step, the plain product included, is a SYRK).
+    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model ``model`` (float64, fields
+    :data:`MODEL_FIELDS`; :func:`_gemm_seconds`). With ``syrk``, ``Y`` is ``X`` and every step,
+    the plain product included, is a SYRK.
 
     Levels: a counting sort of the support lengths; lengths within ``merge`` (a fraction) of
     a larger one join its level (a row is treated as long as its level). With levels
     ``g_1 < ... < g_m``, one GEMM takes every row over ``[0, c)`` (c a level; the result is
     the output itself), and tail steps ``[g_i, g_j)`` take only the rows whose level passes
     ``g_i`` (scatter-added into the output); a dynamic programme over the levels picks ``c``
-    and the steps minimising ``GEMMs + scatter + fixed`` against one plain GEMM over ``k``.
+    and the steps minimising ``GEMMs + cell * scattered cells + fixed`` against one plain GEMM over ``k``.
 
     Returns ``(cuts, nx, ny, pos_x, rows_x, pos_y, rows_y)``: ``cuts[0] = c < cuts[1] < ...``
     the step bounds (``cuts`` of length 0: the plain GEMM wins), ``nx[s]``/``ny[s]`` the rows of
@@ -426,38 +431,38 @@ def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed, syrk=Fa
         by = above_y[i + 1]
         best[i] = np.inf
         for jj in range(i + 1, m):
-            t = _gemm_seconds(bx, by, g[jj] - g[i], mac, pack, call, syrk, smac, spack, threads, slope, gbase,
-                              gcap, sbase, scap) + cell * bx * by + best[jj]
+            t = _gemm_seconds(bx, by, g[jj] - g[i], syrk, model) + model[3] * bx * by + best[jj]
             if t < best[i]:
                 best[i] = t
                 nxt[i] = jj
-    plain = _gemm_seconds(n_rows, n_cols, k, mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap,
-                          sbase, scap)
+    plain = _gemm_seconds(n_rows, n_cols, k, syrk, model)
     choice = -1
     chosen = plain
     for i in range(m):
-        t = _gemm_seconds(n_rows, n_cols, g[i], mac, pack, call, syrk, smac, spack, threads, slope, gbase, gcap,
-                           sbase, scap) + best[i] + fixed
+        t = _gemm_seconds(n_rows, n_cols, g[i], syrk, model) + best[i] + model[4]
         if t < chosen:
             chosen = t
             choice = i
     if choice < 0:
         return empty, empty, empty, empty, empty, empty, empty
-    steps = [choice]
+    ns = 1
     i = choice
     while nxt[i] < m:
         i = nxt[i]
-        steps.append(i)
-    ns = len(steps)
+        ns += 1
     cuts = np.empty(ns, dtype=np.int64)
     nx = np.empty(ns, dtype=np.int64)
     ny = np.empty(ns, dtype=np.int64)
+    i = choice
     for s in range(ns):
-        cuts[s] = g[steps[s]]
-        nx[s] = above_x[steps[s] + 1]
-        ny[s] = above_y[steps[s] + 1]
+        cuts[s] = g[i]
+        nx[s] = above_x[i + 1]
+        ny[s] = above_y[i + 1]
+        i = nxt[i]
     c = cuts[0]
     pos_x, rows_x = _tail_order(sup_x, top, g, c)
+    if syrk:
+        return cuts, nx, ny, pos_x, rows_x, pos_x, rows_x
     pos_y, rows_y = _tail_order(sup_y, top, g, c)
     return cuts, nx, ny, pos_x, rows_x, pos_y, rows_y
 
