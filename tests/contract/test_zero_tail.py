@@ -155,8 +155,8 @@ def test_support_and_split_kernels(n_rows, k, lens, seed, gaps):
     np.testing.assert_array_equal(sup2, want)
     np.testing.assert_array_equal(dense, vals)
     assert not bad
-    cuts, nx, ny, pos, rows, _, _ = densify.zero_tail_plan(sup, sup, k, 0.0, _model(mac=1.0, pack=0.0, call=0.0, cell=0.0,
-                                                                                 fixed=0.0), False)
+    model = _model(mac=1.0, pack=0.0, call=0.0, cell=0.0, fixed=0.0)
+    cuts, nx, ny, pos, rows, _, _ = densify.zero_tail_plan(sup, sup, k, 0.0, model, False)
     if cuts.shape[0] == 0:
         return
     c, kt = int(cuts[0]), int(cuts[-1] - cuts[0])

@@ -56,8 +56,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["MODEL_FIELDS", "csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense", "split_sorted",
-           "support_entries", "support_sorted", "zero_tail_plan"]
+__all__ = ["MODEL_FIELDS", "csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense",
+           "split_sorted", "support_entries", "support_sorted", "zero_tail_plan"]
 
 
 @njit(cache=True)
