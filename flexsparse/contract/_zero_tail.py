@@ -134,20 +134,16 @@ def _entry_rows(op: COO, full: np.ndarray, nf: int, k: int) -> tuple:
     return rows, rows, 0, q
 
 
-def _sorted_runs(op: COO, full: np.ndarray, kernels) -> bool:
-    """Whether ``op`` takes the run kernels (sorted, runs long on average), as ``COO.todense``."""
-    return op.canonical and op.nnz > 0 and bool(
-        kernels.long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES, _limits.DENSIFY_MIN_MEAN_RUN))
-
-
 def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
     """``(support lengths, runs or None, dense [n, k] or None, inf/nan flag)`` of one operand:
-    a sorted COO in long runs records its runs (its values are read later, once, by the
-    split copy); any other is scattered into a dense ``[n, k]`` in the same pass that finds
+    a sorted COO in long runs (at most ``nnz / _limits.DENSIFY_MIN_MEAN_RUN`` of them, counted
+    by the walk itself) records its runs (its values are read later, once, by the split copy);
+    any other is scattered into a dense ``[n, k]`` in the same pass that finds
     its support lengths, and its tail rows are gathered from that later."""
-    if _sorted_runs(op, full, dens):
-        sup, runs = dens.support_sorted(op.coords, full, k, n)
-        return sup, runs, None, False
+    if op.canonical and op.nnz > 0:  # the walk stops at the run budget (short runs: the scatter below)
+        sup, runs = dens.support_sorted(op.coords, full, k, n, op.nnz // _limits.DENSIFY_MIN_MEAN_RUN)
+        if runs.shape[0]:
+            return sup, runs, None, False
     dense = np.zeros((n, k), dtype=op.dtype)
     sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense)
     return sup, None, dense, bool(bad)

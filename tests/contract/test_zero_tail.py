@@ -266,3 +266,30 @@ def test_self_product_on_blas_threads(threads, order, dtype, monkeypatch):
     mx, xd = _tailed((16, 12, 200), 1, [0.5, 0.75, 1.0], dtype, 11, fill=0.95, holes=0.05)
     x = _coo(mx, xd, order, 12)
     _check("abQ,cdQ->abcd", x, xd, x, xd, dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 30), st.lists(st.integers(-2, 2), min_size=1, max_size=40),
+       st.integers(0, 2**31 - 1))
+def test_run_walk_guesses(n_rows, k, jitter, seed):
+    """Rows whose stored prefixes repeat one length with +-1, +-2 deviations (the walk's guess
+    is the previous run's length: right, one short, one long), full rows that join runs
+    across rows, and the run budget: the walk, the run copy and the dense array agree."""
+    rng = np.random.default_rng(seed)
+    base = int(rng.integers(1, k + 1))
+    lens = np.clip(base + np.resize(np.array(jitter), n_rows), 0, k)
+    lens[rng.random(n_rows) < 0.2] = k
+    mask = np.arange(k)[None, :] < lens[:, None]
+    vals = np.where(mask, rng.standard_normal((n_rows, k)) + 3, 0)
+    coords = np.array(np.nonzero(mask), dtype=np.int64)
+    strides = _row_major_strides((n_rows, k))
+    sup, runs = densify.support_sorted(coords, strides, k, n_rows)
+    np.testing.assert_array_equal(sup, lens)
+    assert runs[:, 2].sum() == coords.shape[1]
+    if coords.shape[1]:
+        flat = np.full(n_rows * k, np.nan)
+        assert not densify.sorted_coo_to_dense(coords, vals[mask], strides, flat, True)
+        np.testing.assert_array_equal(flat.reshape(n_rows, k), vals)
+        n_runs = runs.shape[0]
+        assert densify.support_sorted(coords, strides, k, n_rows, n_runs)[1].shape[0] == n_runs
+        assert densify.support_sorted(coords, strides, k, n_rows, n_runs - 1)[1].shape[0] == 0
