@@ -5,23 +5,29 @@ does) skip the multiply-adds the tails make zero.
 Algorithm (:func:`zero_tail_pair`), for ``x[R, K] . y[C, K]`` where ``K`` are the trailing
 contracted modes of both operands (in the same order) and there is no batch index:
 
-1. Analysis, per operand, folded into its densify: a sorted COO in long runs is walked by
-   galloping probes (``kernels.cpu.densify.support_sorted``: O(runs log run) index reads, no
-   value read) which records its runs and each row's support length (last stored cell + 1);
-   any other COO is scattered into a dense ``[R, K]`` by ``support_entries``, which keeps
-   each row's longest cell in a register in the same pass.
+1. Analysis, per operand, folded into its densify: a sorted COO is walked by probes
+   (``kernels.cpu.densify.support_sorted``: the previous run's length tried first, then
+   galloping; O(runs) to O(runs log run) index reads, no value read) which records its runs
+   and each row's support length (last stored cell + 1), and stops once the runs exceed a
+   budget of ``nnz / _limits.DENSIFY_MIN_MEAN_RUN``; any other COO (or one in short runs) is
+   scattered into a dense ``[R, K]`` by ``support_entries``, which keeps each row's longest
+   cell in a register in the same pass. An operand given twice is analysed once.
 2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
    dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
    GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
    ``g_i``; or the plain GEMM when that is modelled faster (then the recorded runs are
-   copied into a plain dense array, no second walk).
+   copied into a plain dense array, no second walk). The model runs on the BLAS threads in
+   effect (:func:`blas_threads`; the scatter stays serial, small steps barely thread), and
+   for an operand times itself every step and the plain product are SYRKs (BLAS computes
+   one triangle: about half a GEMM's multiply-adds), as NumPy's own ``a @ a.T`` is.
 3. Sorted operands are copied straight into the split layout (``split_sorted``: one copy per
    run piece, the zeros written in the same sweep): ``main[R, c]`` in the original row order
    and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so each step's rows
    are a prefix of the tail. Scattered operands use ``dense[:, :c]`` as their main part (a
    strided view BLAS reads in place) and gather their tail rows (``gather_tail``).
 4. ``main_x @ main_y^T`` is the result in its final layout (no un-permute); each tail step's
-   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step).
+   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step,
+   a contiguous add per run of consecutive output columns).
 
 Formats: COO operands of one float/complex dtype (the densify kernels' compiled types), the
 result a C-contiguous ``ndarray [R, C]`` reshaped to the free modes. Cost: O(runs log run) +

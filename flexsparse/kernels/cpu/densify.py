@@ -11,8 +11,9 @@ Algorithms:
 * :func:`sorted_coo_to_dense`: for coordinates strictly increasing in row-major order (a
   canonical COO), entries ``t..e-1`` fill consecutive cells exactly when
   ``lin(e-1) - lin(t) == e-1-t`` (strictly increasing integers squeezed between two bounds
-  leave no gap). Each run's end is found by galloping probes of that test (O(log run) linear
-  indices per run instead of one per entry) and the run is one vectorised copy; the gaps
+  leave no gap). Each run's end is found by probes of that test: the previous run's length
+  first (two linear indices when it repeats), else galloping (O(log run) linear indices per
+  run instead of one per entry), and the run is one vectorised copy; the gaps
   between runs are zero-filled in the same sweep when ``fill`` (so ``out`` can come from
   ``np.empty``: every cell is written once, in order). The inf/nan flag is an integer OR of
   ``v - v != 0``, which vectorises with the copy (a floating-point ``bad += v * 0`` chain
