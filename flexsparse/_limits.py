@@ -474,13 +474,16 @@ ZERO_TAIL_SYRK_PACK_SECONDS = 0.8e-9
 #: ``eff = min(CAP, SLOPE * log2(macs / BASE_MACS))`` (0 below BASE_MACS). Two-thread speed-ups
 #: measured with the fits above (08:47 UTC, quiet wrapper): GEMM 96x96x193 1.63 (model 1.57),
 #: 96x96x375 1.70 (1.76), 128x128x375 1.79 (1.85), 576x576x91 1.88 (1.85); SYRK 96x193 and
-#: 96x375 1.00 (1.00), 128x375 1.12 (1.12), 200x375 1.23 (1.38), 360x91 1.44 (1.31), 456x91
-#: 1.37 (1.45), 576x91 1.45 (1.58), 576x193 1.59 (1.70), 576x375 1.72 (1.70). So a self-product
-#: that splits on one thread (serial scatter, tails that barely thread) may not on two.
+#: 96x375 1.00 (1.00), 128x375 1.12 (1.00), 200x375 1.23 (1.18), 360x91 1.44 (1.11), 456x91
+#: 1.37 (1.25), 576x91 1.45 (1.38), 576x193 1.59 (1.60), 576x375 1.72 (1.70). The SYRK base is
+#: set so that the large steps match (the mid-sized ones vary run to run): a self-product that
+#: splits on one thread (serial scatter, tails that barely thread) need not on two. Chemistry
+#: ``abQ,cdQ->abcd`` on two threads, forced plans in one process (08:58 and 09:13 UTC): plain
+#: SYRK 1763 / 2336 us, split [193, 375) 1806 / 2546 us; the model now picks the plain SYRK.
 ZERO_TAIL_THREAD_EFF_SLOPE = 0.2
 ZERO_TAIL_THREAD_GEMM_BASE_MACS = 0.25e6
 ZERO_TAIL_THREAD_GEMM_CAP = 0.85
-ZERO_TAIL_THREAD_SYRK_BASE_MACS = 2e6
+ZERO_TAIL_THREAD_SYRK_BASE_MACS = 4e6
 ZERO_TAIL_THREAD_SYRK_CAP = 0.7
 #: Each tail step's product is scatter-added into the output at this cost per cell: 0.65-0.78
 #: ns warm (456x31, 360x15 and 456x456 blocks, one thread, 05:58 UTC), rounded up for an
