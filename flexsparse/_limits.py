@@ -82,6 +82,7 @@ __all__ = [
     "ZERO_TAIL_GEMM_MAC_SECONDS",
     "ZERO_TAIL_GEMM_PACK_SECONDS",
     "ZERO_TAIL_LEVEL_MERGE",
+    "ZERO_TAIL_PLAN_CACHE_ENTRIES",
     "ZERO_TAIL_SCATTER_CELL_SECONDS",
     "ZERO_TAIL_SYRK_MAC_SECONDS",
     "ZERO_TAIL_SYRK_PACK_SECONDS",
@@ -496,3 +497,6 @@ ZERO_TAIL_FIXED_SECONDS = 15e-6
 #: Support lengths within this fraction of a longer one share its level (one step fewer
 #: for a few extra zeros multiplied).
 ZERO_TAIL_LEVEL_MERGE = 1 / 16
+#: Zero-tail plans remembered per exact support lengths (``contract._zero_tail.plan_steps``);
+#: each holds a few int64 arrays of the operands' row counts (chemistry: ~15 KB).
+ZERO_TAIL_PLAN_CACHE_ENTRIES = 64

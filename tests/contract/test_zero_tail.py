@@ -297,3 +297,23 @@ def test_run_walk_guesses(n_rows, k, jitter, seed):
         n_runs = runs.shape[0]
         assert densify.support_sorted(coords, strides, k, n_rows, n_runs)[1].shape[0] == n_runs
         assert densify.support_sorted(coords, strides, k, n_rows, n_runs - 1)[1].shape[0] == 0
+
+
+def test_plan_cache(monkeypatch):
+    """Plans are remembered per exact support lengths, self-product flag and model; the
+    cache keeps at most its limit; a product planned from the cache equals NumPy."""
+    monkeypatch.setattr(_zero_tail, "_PLANS", {})
+    monkeypatch.setattr(_limits, "ZERO_TAIL_PLAN_CACHE_ENTRIES", 2)
+    sup = np.repeat(np.array([193] * 5 + [284] * 4 + [375] * 15, dtype=np.int64), 24)
+    first = _zero_tail.plan_steps(densify, sup, sup, 375, True)
+    assert _zero_tail.plan_steps(densify, sup.copy(), sup.copy(), 375, True) is first
+    other = sup.copy()
+    other[0] = 375
+    assert _zero_tail.plan_steps(densify, other, other, 375, True) is not first
+    monkeypatch.setattr(_limits, "ZERO_TAIL_FIXED_SECONDS", 1.0)  # another model: planned again (plain)
+    assert _zero_tail.plan_steps(densify, sup, sup, 375, True)[0].shape[0] == 0
+    assert len(_zero_tail._PLANS) == 2
+    mx, xd = _tailed((12, 10, 120), 1, [0.5, 1.0], np.float64, 21, fill=1.0)
+    x = _coo(mx, xd)
+    for _ in range(2):
+        _check("abQ,cdQ->abcd", x, xd, x, xd, np.float64)
