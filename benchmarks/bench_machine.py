@@ -15,6 +15,11 @@ This script measures it with nothing else in the loop:
 * ``--processes``: the same one-thread loop in two independent processes started together
   (nothing shared in software), against one process alone.
 
+The stream table measures the other half of a product's traffic, its output: one and two
+threads writing a 400 MiB buffer (fresh pages, as an output buffer gets them, and pages
+written before) and copying one. No kernel whose time is mostly such a stream can scale
+by more than this on two threads.
+
 Run it right before a two-thread benchmark to see the state of a shared host: the tables of
 the largest products (2**20 columns) fit the caches of two threads on one day and not on the
 next. Cost: O(updates * passes) per run.
@@ -52,6 +57,47 @@ def _updates(n_threads, idx, n_slots, passes, slot_bytes):
                 else:
                     t8[c] += 1.0
                     s4[c] = np.uint32(r)
+
+
+@njit(parallel=True, cache=True)
+def _stream(n_threads, out, reads):
+    """Each thread writes its contiguous share of ``out`` and, with ``reads``, reads the same
+    share of ``reads`` (``out[i] = reads[i] + 1``): the SpGEMM's output stream."""
+    n = out.shape[0]
+    for w in prange(n_threads):
+        lo = n * w // n_threads
+        hi = n * (w + 1) // n_threads
+        if reads.shape[0]:
+            for i in range(lo, hi):
+                out[i] = reads[i] + 1.0
+        else:
+            for i in range(lo, hi):
+                out[i] = i
+
+
+def stream_table(mib: int, rounds: int) -> None:
+    """Bandwidth of a streaming write (fresh pages, as an output buffer gets them, or pages
+    written before) and of a streaming copy, one thread against two."""
+    n = mib * 2**20 // 8
+    src = np.ones(n)
+    kept = np.zeros(n)
+    none = np.empty(0)
+    print(f"\n| stream of {mib} MiB | 1 thread GB/s | 2 threads GB/s | scaling |")
+    print("|---|---|---|---|")
+    for name in ("write, fresh pages", "write, pages kept", "copy, pages kept"):
+        best = {1: np.inf, 2: np.inf}
+        for r in range(rounds + 1):
+            for t in (1, 2):
+                numba.set_num_threads(t)
+                out = np.empty(n) if name.endswith("fresh pages") else kept
+                t0 = time.perf_counter()
+                _stream(t, out, src if name.startswith("copy") else none)
+                dt = time.perf_counter() - t0
+                del out
+                if r:
+                    best[t] = min(best[t], dt)
+        gb = mib * 2**20 * (2 if name.startswith("copy") else 1) / 1e9
+        print(f"| {name} | {gb / best[1]:.1f} | {gb / best[2]:.1f} | **{best[1] / best[2]:.2f}** |", flush=True)
 
 
 def _time(n_threads: int, idx: np.ndarray, bits: int, passes: int, slot_bytes: int) -> float:
@@ -109,6 +155,8 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--processes", action="store_true", help="also two independent processes")
+    ap.add_argument("--stream-mib", type=int, default=400,
+                    help="also stream writes and copies of this many MiB (0: off)")
     ap.add_argument("--child", nargs=5, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -123,6 +171,8 @@ def main() -> None:
     print(f"# random updates, {args.updates:,} x {args.passes} per thread, min of {args.rounds} rounds")
     print(f"# {machine()}; load at start {start}\n")
     threads_table(bits, sbs, args.updates, args.passes, args.rounds)
+    if args.stream_mib:
+        stream_table(args.stream_mib, args.rounds)
     if args.processes:
         processes_table(bits, sbs, args.updates, args.passes, args.rounds)
     print(f"\n# load at end {load_average()}")

@@ -69,6 +69,7 @@ __all__ = [
     "NONFINITE_DENSE_MAX_BYTES",
     "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
+    "SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY",
     "SPGEMM_PARALLEL_MIN_FLOPS",
     "SPGEMM_VALUE_MAX_BYTES",
     "SMALL_BYTES",
@@ -339,6 +340,14 @@ SPGEMM_PARALLEL_MIN_FLOPS = 2**18
 #: 151 / 97 ms; 2^18 columns (R-MAT 18 ef 8, 6 MiB on two): value 219-251 / 130-149 ms,
 #: position 282-296 / 162-182 ms.
 SPGEMM_VALUE_MAX_BYTES = 8 * 2**20
+
+#: The SpGEMM narrows int64 column indices of its operands to int32 (when they fit) for a
+#: product of at least this many multiply-adds per stored entry of the two operands; the
+#: copy costs one pass over the indices. Measured 2026-11-30 on this project's VM (quiet,
+#: min of 4 interleaved rounds, ``spgemm(a, b, sort=False)``): uniform 2^18 x 8 (4.2
+#: multiply-adds an entry) int64 205.0 / 116.5 ms on one / two threads, int32 159.3 / 86.0
+#: ms; R-MAT and the arrow matrix (hub rows of B in cache) within noise either way.
+SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY = 2
 
 # ---------------------------------------------------------------------- distributed
 #: Fraction of a dask worker's memory limit that flexsparse plans to use: dask pauses a worker

@@ -226,6 +226,20 @@ class CSR(SparseArray):
         idx_dt = index_dtype_for(m.shape[1])
         return cls(m.indptr.astype(np.int64), m.indices.astype(idx_dt, copy=False), m.data, m.shape, True)
 
+    def compact_indices(self) -> CSR:
+        """This matrix with the narrowest column-index dtype its column count allows
+        (:func:`~flexsparse._util.index_dtype_for`): ``self`` when already narrow, else a copy
+        of ``indices`` (``indptr`` and ``data`` shared). O(nnz) for the copy.
+
+        >>> m = CSR(np.array([0, 1, 2]), np.array([1, 0], dtype=np.int64), np.ones(2), (2, 3))
+        >>> m.compact_indices().indices.dtype
+        dtype('int32')
+        """
+        narrow = index_dtype_for(self.shape[1])
+        if self.indices.dtype.itemsize <= narrow.itemsize:
+            return self
+        return CSR._trusted(self.indptr, self.indices.astype(narrow), self.data, self.shape, self.sorted_indices)
+
     def to_scipy(self, format: str = "csr") -> Any:
         """A SciPy sparse array; ``"csr"`` (default) shares the buffers."""
         import scipy.sparse as sp

@@ -366,6 +366,35 @@ def test_spgemm_empty_rows_columns_and_int64_indices(monkeypatch, path):
         check_product(c, a, b64, sort=sort)
 
 
+@pytest.mark.parametrize("path", ["small", "one-pass", "parallel", "counted"])
+@pytest.mark.parametrize("self_product", [False, True])
+def test_spgemm_narrows_int64_indices_when_rows_of_b_are_reread(monkeypatch, path, self_product):
+    """int64 column indices are narrowed to int32 for the kernel exactly when the product
+    reaches SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY multiply-adds per stored entry (an operand given
+    twice narrowed once), and the result is the same either way."""
+    threads = _paths(monkeypatch, path)
+    calls = []
+    real = CSR.compact_indices
+
+    def spy(self):
+        calls.append(self.indices.dtype)
+        return real(self)
+
+    monkeypatch.setattr(CSR, "compact_indices", spy)
+    rng = np.random.default_rng(31)
+    for density in (0.02, 0.3):  # ~1 and ~18 multiply-adds per entry
+        a = rand_csr(rng, (60, 60), density)
+        a64 = CSR(a.indptr, a.indices.astype(np.int64), a.data, a.shape)
+        b64 = a64 if self_product else CSR(a.indptr, a.indices.astype(np.int64), a.data * 2, a.shape)
+        flops = int(np.diff(b64.indptr)[a64.indices].sum())
+        calls.clear()
+        c = spgemm(a64, b64, sort=True, threads=threads)
+        check_product(c, a64, b64)
+        nnz = a64.nnz + b64.nnz
+        expected = 0 if flops < spgemm_mod.NARROW_MIN_FLOPS_PER_ENTRY * nnz else (1 if self_product else 2)
+        assert len(calls) == expected and all(d == np.int64 for d in calls)
+
+
 def test_spgemm_hub_rows_split_over_threads(monkeypatch):
     """Rows of very different cost (a few hub rows of A hitting long rows of B) on the
     parallel path: every worker's block starts where the previous one ended."""

@@ -92,6 +92,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse._limits import SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY as NARROW_MIN_FLOPS_PER_ENTRY
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
@@ -703,6 +704,10 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         flops, total = count_flops(a, b, threads)
     else:
         total = int(flops.sum())
+    if total >= NARROW_MIN_FLOPS_PER_ENTRY * (int(a.indptr[-1]) + int(b.indptr[-1])):
+        # a row of b is read per entry of a: 4-byte indices halve its index bytes
+        a, b = a.compact_indices(), (None if b is a else b.compact_indices())
+        b = a if b is None else b
     if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
