@@ -263,13 +263,21 @@ def test_scatter_add_block(n_rows, n_cols, seed, fortran):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("order", ["sorted", "shuffled", "split"])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex64])
-def test_self_product_on_blas_threads(threads, order, dtype, monkeypatch):
-    """``x`` given twice, planned for one and for two BLAS threads (the plan may differ):
-    equal to NumPy either way."""
+@pytest.mark.parametrize("density", [0.0, 0.3, 0.95, 1.0])
+def test_self_product_on_blas_threads(threads, order, dtype, density, monkeypatch):
+    """``x`` given twice, planned for one and for two BLAS threads (the plan may differ),
+    empty, sparse (short runs: the scatter), dense-ish with zero tails and full: equal to
+    NumPy either way."""
     monkeypatch.setattr(_zero_tail, "blas_threads", lambda: threads)
-    mx, xd = _tailed((16, 12, 200), 1, [0.5, 0.75, 1.0], dtype, 11, fill=0.95, holes=0.05)
+    levels = [1.0] if density == 1.0 else [0.5, 0.75, 1.0]
+    mx, xd = _tailed((16, 12, 200), 1, levels, dtype, 11, fill=max(density, 1e-9), holes=0.05)
     x = _coo(mx, xd, order, 12)
-    _check("abQ,cdQ->abcd", x, xd, x, xd, dtype)
+    spec = "abQ,cdQ->abcd"
+    got = _zero_tail.zero_tail_pair(x, x, _zero_tail.zero_tail_layout(spec, x.shape, x.shape))
+    want = np.einsum(spec, xd, xd)
+    tol = 1e-4 if np.dtype(dtype) == np.complex64 else 1e-11
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fs.einsum(spec, x, x), want, rtol=tol, atol=tol)
 
 
 @settings(max_examples=60, deadline=None)
