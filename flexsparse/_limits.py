@@ -85,7 +85,15 @@ __all__ = [
     "ZERO_TAIL_GEMM_MAC_SECONDS",
     "ZERO_TAIL_GEMM_PACK_SECONDS",
     "ZERO_TAIL_LEVEL_MERGE",
+    "ZERO_TAIL_PLAN_CACHE_ENTRIES",
     "ZERO_TAIL_SCATTER_CELL_SECONDS",
+    "ZERO_TAIL_SYRK_MAC_SECONDS",
+    "ZERO_TAIL_SYRK_PACK_SECONDS",
+    "ZERO_TAIL_THREAD_EFF_SLOPE",
+    "ZERO_TAIL_THREAD_GEMM_BASE_MACS",
+    "ZERO_TAIL_THREAD_GEMM_CAP",
+    "ZERO_TAIL_THREAD_SYRK_BASE_MACS",
+    "ZERO_TAIL_THREAD_SYRK_CAP",
     "fits_int64",
 ]
 
@@ -492,6 +500,28 @@ GATHER_INLINE_KEY_BYTES = 256 * 1024
 ZERO_TAIL_GEMM_MAC_SECONDS = 38e-12
 ZERO_TAIL_GEMM_PACK_SECONDS = 0.3e-9
 ZERO_TAIL_GEMM_CALL_SECONDS = 2e-6
+#: An operand times itself (``X @ X.T``) is a SYRK in BLAS, as for NumPy: ``m^2 k / 2``
+#: multiply-adds at ZERO_TAIL_SYRK_MAC_SECONDS each plus ZERO_TAIL_SYRK_PACK_SECONDS * m k. Fit
+#: to float64 ``a @ a.T`` on one thread (OPENBLAS_NUM_THREADS=1, min of 60, 2026-11-30 08:47 UTC,
+#: load 1.6): 96x375 104 us (model 98), 96x193 56 (50), 360x91 286 (262), 456x91 449 (411),
+#: 576x193 1454 (1369), 576x375 2612 (2661).
+ZERO_TAIL_SYRK_MAC_SECONDS = 40e-12
+ZERO_TAIL_SYRK_PACK_SECONDS = 0.8e-9
+#: On ``t`` BLAS threads a step's time (less the call) is divided by ``1 + (t - 1) eff`` with
+#: ``eff = min(CAP, SLOPE * log2(macs / BASE_MACS))`` (0 below BASE_MACS). Two-thread speed-ups
+#: measured with the fits above (08:47 UTC, quiet wrapper): GEMM 96x96x193 1.63 (model 1.57),
+#: 96x96x375 1.70 (1.76), 128x128x375 1.79 (1.85), 576x576x91 1.88 (1.85); SYRK 96x193 and
+#: 96x375 1.00 (1.00), 128x375 1.12 (1.00), 200x375 1.23 (1.18), 360x91 1.44 (1.11), 456x91
+#: 1.37 (1.25), 576x91 1.45 (1.38), 576x193 1.59 (1.60), 576x375 1.72 (1.70). The SYRK base is
+#: set so that the large steps match (the mid-sized ones vary run to run): a self-product that
+#: splits on one thread (serial scatter, tails that barely thread) need not on two. Chemistry
+#: ``abQ,cdQ->abcd`` on two threads, forced plans in one process (08:58 and 09:13 UTC): plain
+#: SYRK 1763 / 2336 us, split [193, 375) 1806 / 2546 us; the model now picks the plain SYRK.
+ZERO_TAIL_THREAD_EFF_SLOPE = 0.2
+ZERO_TAIL_THREAD_GEMM_BASE_MACS = 0.25e6
+ZERO_TAIL_THREAD_GEMM_CAP = 0.85
+ZERO_TAIL_THREAD_SYRK_BASE_MACS = 4e6
+ZERO_TAIL_THREAD_SYRK_CAP = 0.7
 #: Each tail step's product is scatter-added into the output at this cost per cell: 0.65-0.78
 #: ns warm (456x31, 360x15 and 456x456 blocks, one thread, 05:58 UTC), rounded up for an
 #: output that the GEMMs have pushed out of L1.
@@ -503,3 +533,6 @@ ZERO_TAIL_FIXED_SECONDS = 15e-6
 #: Support lengths within this fraction of a longer one share its level (one step fewer
 #: for a few extra zeros multiplied).
 ZERO_TAIL_LEVEL_MERGE = 1 / 16
+#: Zero-tail plans remembered per exact support lengths (``contract._zero_tail.plan_steps``);
+#: each holds a few int64 arrays of the operands' row counts (chemistry: ~15 KB).
+ZERO_TAIL_PLAN_CACHE_ENTRIES = 64

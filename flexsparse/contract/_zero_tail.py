@@ -5,23 +5,29 @@ does) skip the multiply-adds the tails make zero.
 Algorithm (:func:`zero_tail_pair`), for ``x[R, K] . y[C, K]`` where ``K`` are the trailing
 contracted modes of both operands (in the same order) and there is no batch index:
 
-1. Analysis, per operand, folded into its densify: a sorted COO in long runs is walked by
-   galloping probes (``kernels.cpu.densify.support_sorted``: O(runs log run) index reads, no
-   value read) which records its runs and each row's support length (last stored cell + 1);
-   any other COO is scattered into a dense ``[R, K]`` by ``support_entries``, which keeps
-   each row's longest cell in a register in the same pass.
+1. Analysis, per operand, folded into its densify: a sorted COO is walked by probes
+   (``kernels.cpu.densify.support_sorted``: the previous run's length tried first, then
+   galloping; O(runs) to O(runs log run) index reads, no value read) which records its runs
+   and each row's support length (last stored cell + 1), and stops once the runs exceed a
+   budget of ``nnz / _limits.DENSIFY_MIN_MEAN_RUN``; any other COO (or one in short runs) is
+   scattered into a dense ``[R, K]`` by ``support_entries``, which keeps each row's longest
+   cell in a register in the same pass. An operand given twice is analysed once.
 2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
    dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
    GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
    ``g_i``; or the plain GEMM when that is modelled faster (then the recorded runs are
-   copied into a plain dense array, no second walk).
+   copied into a plain dense array, no second walk). The model runs on the BLAS threads in
+   effect (:func:`blas_threads`; the scatter stays serial, small steps barely thread), and
+   for an operand times itself every step and the plain product are SYRKs (BLAS computes
+   one triangle: about half a GEMM's multiply-adds), as NumPy's own ``a @ a.T`` is.
 3. Sorted operands are copied straight into the split layout (``split_sorted``: one copy per
    run piece, the zeros written in the same sweep): ``main[R, c]`` in the original row order
    and ``tail[Rt, Kt]`` with the tail rows grouped by level descending, so each step's rows
    are a prefix of the tail. Scattered operands use ``dense[:, :c]`` as their main part (a
    strided view BLAS reads in place) and gather their tail rows (``gather_tail``).
 4. ``main_x @ main_y^T`` is the result in its final layout (no un-permute); each tail step's
-   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step).
+   small product is scatter-added into it (``scatter_add_block``, O(rows x cols) of the step,
+   a contiguous add per run of consecutive output columns).
 
 Formats: COO operands of one float/complex dtype (the densify kernels' compiled types), the
 result a C-contiguous ``ndarray [R, C]`` reshaped to the free modes. Cost: O(runs log run) +
@@ -43,7 +49,7 @@ from flexsparse import _limits
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
-__all__ = ["NOT_TAKEN", "zero_tail_layout", "zero_tail_pair"]
+__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "zero_tail_layout", "zero_tail_pair"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -58,6 +64,42 @@ def _kernels():
 
         _KERNELS.append((densify, COMPILED_DTYPES))
     return _KERNELS[0]
+
+
+_BLAS_THREADS: list = []
+
+
+def blas_threads() -> int:
+    """Threads NumPy's bundled OpenBLAS runs a GEMM on now (its ``get_num_threads``, found once
+    in ``numpy.libs``; ~1 us a call), or numba's thread count where that library is absent."""
+    if not _BLAS_THREADS:
+        fn = None
+        try:
+            import ctypes
+            import glob
+            import os
+
+            libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+            for path in sorted(glob.glob(os.path.join(libs, "*openblas*.so*"))):
+                lib = ctypes.CDLL(path)
+                for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                             "openblas_get_num_threads"):
+                    fn = getattr(lib, name, None)
+                    if fn is not None:
+                        fn.restype = ctypes.c_int
+                        fn.argtypes = []
+                        break
+                if fn is not None:
+                    break
+        except OSError:
+            fn = None
+        _BLAS_THREADS.append(fn)
+    fn = _BLAS_THREADS[0]
+    if fn is None:
+        import numba
+
+        return int(numba.get_num_threads())
+    return max(1, int(fn()))
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,23 +140,51 @@ def _entry_rows(op: COO, full: np.ndarray, nf: int, k: int) -> tuple:
     return rows, rows, 0, q
 
 
-def _sorted_runs(op: COO, full: np.ndarray, kernels) -> bool:
-    """Whether ``op`` takes the run kernels (sorted, runs long on average), as ``COO.todense``."""
-    return op.canonical and op.nnz > 0 and bool(
-        kernels.long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES, _limits.DENSIFY_MIN_MEAN_RUN))
-
-
 def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
     """``(support lengths, runs or None, dense [n, k] or None, inf/nan flag)`` of one operand:
-    a sorted COO in long runs records its runs (its values are read later, once, by the
-    split copy); any other is scattered into a dense ``[n, k]`` in the same pass that finds
+    a sorted COO in long runs (at most ``nnz / _limits.DENSIFY_MIN_MEAN_RUN`` of them, counted
+    by the walk itself) records its runs (its values are read later, once, by the split copy);
+    any other is scattered into a dense ``[n, k]`` in the same pass that finds
     its support lengths, and its tail rows are gathered from that later."""
-    if _sorted_runs(op, full, dens):
-        sup, runs = dens.support_sorted(op.coords, full, k, n)
-        return sup, runs, None, False
+    if op.canonical and op.nnz > 0:  # the walk stops at the run budget (short runs: the scatter below)
+        sup, runs = dens.support_sorted(op.coords, full, k, n, op.nnz // _limits.DENSIFY_MIN_MEAN_RUN)
+        if runs.shape[0]:
+            return sup, runs, None, False
     dense = np.zeros((n, k), dtype=op.dtype)
     sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense)
     return sup, None, dense, bool(bad)
+
+
+def plan_model(threads: int) -> np.ndarray:
+    """The time model of ``_limits.ZERO_TAIL_*`` as the array ``zero_tail_plan`` takes
+    (fields ``densify.MODEL_FIELDS``) for ``threads`` BLAS threads."""
+    return np.array((_limits.ZERO_TAIL_GEMM_MAC_SECONDS, _limits.ZERO_TAIL_GEMM_PACK_SECONDS,
+                     _limits.ZERO_TAIL_GEMM_CALL_SECONDS, _limits.ZERO_TAIL_SCATTER_CELL_SECONDS,
+                     _limits.ZERO_TAIL_FIXED_SECONDS, threads, _limits.ZERO_TAIL_SYRK_MAC_SECONDS,
+                     _limits.ZERO_TAIL_SYRK_PACK_SECONDS, _limits.ZERO_TAIL_THREAD_EFF_SLOPE,
+                     _limits.ZERO_TAIL_THREAD_GEMM_BASE_MACS, _limits.ZERO_TAIL_THREAD_GEMM_CAP,
+                     _limits.ZERO_TAIL_THREAD_SYRK_BASE_MACS, _limits.ZERO_TAIL_THREAD_SYRK_CAP), dtype=np.float64)
+
+
+#: Plans by (support lengths, k, self-product, model): the same operands' structure (a product
+#: repeated, or one operand against several) plans once. The plan's arrays are shared: read only.
+_PLANS: dict = {}
+
+
+def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -> tuple:
+    """``dens.zero_tail_plan`` with the time model on the BLAS threads in effect; ``same``: the
+    product of an operand with itself (SYRK steps). Remembered per exact support lengths (the
+    key is their bytes: ~1 us against the compiled plan's 4-6 us warm, 8-17 us right after a
+    NumPy call), at most ``_limits.ZERO_TAIL_PLAN_CACHE_ENTRIES`` plans, oldest dropped first."""
+    model = plan_model(blas_threads())
+    key = (sup_x.tobytes(), b"" if same else sup_y.tobytes(), k, same, model.tobytes())
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = dens.zero_tail_plan(sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, model, same)
+        while len(_PLANS) >= _limits.ZERO_TAIL_PLAN_CACHE_ENTRIES:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = plan
+    return plan
 
 
 def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
@@ -131,10 +201,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     ay = ax if same else _analyse(y, fy, nfy, k, n_cols, dens)
     if ax[3] or ay[3]:
         return None
-    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = dens.zero_tail_plan(
-        ax[0], ay[0], k, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
-        _limits.ZERO_TAIL_GEMM_PACK_SECONDS, _limits.ZERO_TAIL_GEMM_CALL_SECONDS,
-        _limits.ZERO_TAIL_SCATTER_CELL_SECONDS, _limits.ZERO_TAIL_FIXED_SECONDS)
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plan_steps(dens, ax[0], ay[0], k, same)
     if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
         dense = []
         for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):

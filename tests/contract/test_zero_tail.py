@@ -49,6 +49,14 @@ def _coo(mask, vals, order="sorted", seed=0):
     return COO(coords[:, perm], data[perm], mask.shape, canonical=False)
 
 
+def _model(threads=1, **fields):
+    """The plan's time model on ``threads`` BLAS threads with some fields replaced."""
+    model = _zero_tail.plan_model(threads)
+    for name, value in fields.items():
+        model[densify.MODEL_FIELDS.index(name)] = value
+    return model
+
+
 def _check(spec, x, xd, y, yd, dtype):
     layout = _zero_tail.zero_tail_layout(spec, x.shape, y.shape)
     assert layout is not None
@@ -81,9 +89,7 @@ def test_grouped_product_matches_numpy(dtype, order, fill, plan, monkeypatch):
                                     np.zeros((120, 120), dtype=dtype))[0]
     sup_y = densify.support_entries(*_zero_tail._entry_rows(y, layout[4][0], 2, 120), y.data,
                                     np.zeros((60, 120), dtype=dtype))[0]
-    cuts = densify.zero_tail_plan(sup_x, sup_y, 120, _limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS,
-                                  _limits.ZERO_TAIL_GEMM_PACK_SECONDS, 0.0, _limits.ZERO_TAIL_SCATTER_CELL_SECONDS,
-                                  _limits.ZERO_TAIL_FIXED_SECONDS)[0]
+    cuts = densify.zero_tail_plan(sup_x, sup_y, 120, _limits.ZERO_TAIL_LEVEL_MERGE, _model(), False)[0]
     assert (cuts.shape[0] >= 2) == (plan == "grouped")
 
 
@@ -149,7 +155,8 @@ def test_support_and_split_kernels(n_rows, k, lens, seed, gaps):
     np.testing.assert_array_equal(sup2, want)
     np.testing.assert_array_equal(dense, vals)
     assert not bad
-    cuts, nx, ny, pos, rows, _, _ = densify.zero_tail_plan(sup, sup, k, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+    model = _model(mac=1.0, pack=0.0, call=0.0, cell=0.0, fixed=0.0)
+    cuts, nx, ny, pos, rows, _, _ = densify.zero_tail_plan(sup, sup, k, 0.0, model, False)
     if cuts.shape[0] == 0:
         return
     c, kt = int(cuts[0]), int(cuts[-1] - cuts[0])
@@ -189,13 +196,132 @@ def test_plan_model():
     """The plan splits only when the model's savings pass the fixed cost."""
     full = np.full(200, 300, dtype=np.int64)
     short = np.concatenate([np.full(100, 300), np.full(100, 30)]).astype(np.int64)
-    args = (_limits.ZERO_TAIL_LEVEL_MERGE, _limits.ZERO_TAIL_GEMM_MAC_SECONDS, _limits.ZERO_TAIL_GEMM_PACK_SECONDS,
-            _limits.ZERO_TAIL_GEMM_CALL_SECONDS, _limits.ZERO_TAIL_SCATTER_CELL_SECONDS)
-    assert densify.zero_tail_plan(full, full, 300, *args, _limits.ZERO_TAIL_FIXED_SECONDS)[0].shape[0] == 0
-    cuts = densify.zero_tail_plan(short, short, 300, *args, _limits.ZERO_TAIL_FIXED_SECONDS)[0]
+    merge = _limits.ZERO_TAIL_LEVEL_MERGE
+    assert densify.zero_tail_plan(full, full, 300, merge, _model(), False)[0].shape[0] == 0
+    cuts = densify.zero_tail_plan(short, short, 300, merge, _model(), False)[0]
     assert cuts.tolist() == [30, 300]
-    assert densify.zero_tail_plan(short, short, 300, *args, 1.0)[0].shape[0] == 0  # fixed cost too high
+    assert densify.zero_tail_plan(short, short, 300, merge, _model(fixed=1.0), False)[0].shape[0] == 0
     # lengths within the merge fraction share a level (here: the plain GEMM's), else not
     near = np.concatenate([np.full(100, 300), np.full(100, 285)]).astype(np.int64)
-    assert densify.zero_tail_plan(near, near, 300, *args, 0.0)[0].shape[0] == 0
-    assert densify.zero_tail_plan(near, near, 300, 0.0, *args[1:], 0.0)[0].tolist() == [285, 300]
+    assert densify.zero_tail_plan(near, near, 300, merge, _model(fixed=0.0), False)[0].shape[0] == 0
+    assert densify.zero_tail_plan(near, near, 300, 0.0, _model(fixed=0.0), False)[0].tolist() == [285, 300]
+
+
+def test_gemm_model_syrk_and_threads():
+    """A self-product is modelled as a SYRK (about half a GEMM's time); a product below the
+    threading base gains nothing from a second thread, a large one gains ``1 + cap``."""
+    one, two = _model(1), _model(2)
+    gemm = densify._gemm_seconds(576, 576, 375, False, one)
+    syrk = densify._gemm_seconds(576, 576, 375, True, one)
+    assert 0.4 * gemm < syrk < 0.7 * gemm
+    call = _limits.ZERO_TAIL_GEMM_CALL_SECONDS
+    small = densify._gemm_seconds(96, 96, 193, True, one)  # 0.9M multiply-adds: below the SYRK base
+    assert densify._gemm_seconds(96, 96, 193, True, two) == small
+    big2 = densify._gemm_seconds(576, 576, 375, True, two)
+    assert (syrk - call) / (big2 - call) == pytest.approx(1 + _limits.ZERO_TAIL_THREAD_SYRK_CAP)
+    assert densify._gemm_seconds(576, 576, 375, False, two) < gemm / 1.5
+    assert densify._gemm_seconds(0, 576, 375, True, one) == 0.0
+
+
+@pytest.mark.parametrize("cell", [None, 4e-9])
+def test_plan_self_product(cell):
+    """Self-product plans return one tail order for both sides; more threads (the scatter
+    serial, the GEMMs faster) never make a split more attractive (chemistry-like levels:
+    on one thread the split wins, on two the plain SYRK, as measured)."""
+    sup = np.repeat(np.array([193] * 5 + [284] * 4 + [375] * 15, dtype=np.int64), 24)  # TEvv's 576 rows
+    fields = {} if cell is None else {"cell": cell}
+    plans = [densify.zero_tail_plan(sup, sup, 375, 1 / 16, _model(t, **fields), True) for t in (1, 2, 4)]
+    splits = [p[0].shape[0] > 0 for p in plans]
+    assert splits == sorted(splits, reverse=True)
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plans[0]
+    if cell is None:
+        assert splits == [True, False, False]
+        assert cuts.tolist() == [193, 284, 375]
+    if splits[0]:
+        assert np.shares_memory(pos_x, pos_y) and np.shares_memory(rows_x, rows_y) and (nx == ny).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans())
+def test_scatter_add_block(n_rows, n_cols, seed, fortran):
+    """Runs of consecutive output columns and scattered ones, C and Fortran blocks."""
+    rng = np.random.default_rng(seed)
+    out = rng.standard_normal((n_rows + 5, n_cols + 7))
+    rows = np.sort(rng.choice(n_rows + 5, size=n_rows, replace=False))
+    cols = rng.choice(n_cols + 7, size=n_cols, replace=False)
+    if rng.random() < 0.5:  # runs: a sorted stretch of the columns
+        cols[: n_cols // 2] = np.sort(cols[: n_cols // 2])
+    block = rng.standard_normal((n_rows, n_cols))
+    if fortran:
+        block = np.asfortranarray(block)
+    want = out.copy()
+    want[np.ix_(rows, cols)] += block
+    densify.scatter_add_block(out, rows, cols, block)
+    np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "split"])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("density", [0.0, 0.3, 0.95, 1.0])
+def test_self_product_on_blas_threads(threads, order, dtype, density, monkeypatch):
+    """``x`` given twice, planned for one and for two BLAS threads (the plan may differ),
+    empty, sparse (short runs: the scatter), dense-ish with zero tails and full: equal to
+    NumPy either way."""
+    monkeypatch.setattr(_zero_tail, "blas_threads", lambda: threads)
+    levels = [1.0] if density == 1.0 else [0.5, 0.75, 1.0]
+    mx, xd = _tailed((16, 12, 200), 1, levels, dtype, 11, fill=max(density, 1e-9), holes=0.05)
+    x = _coo(mx, xd, order, 12)
+    spec = "abQ,cdQ->abcd"
+    got = _zero_tail.zero_tail_pair(x, x, _zero_tail.zero_tail_layout(spec, x.shape, x.shape))
+    want = np.einsum(spec, xd, xd)
+    tol = 1e-4 if np.dtype(dtype) == np.complex64 else 1e-11
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fs.einsum(spec, x, x), want, rtol=tol, atol=tol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 30), st.lists(st.integers(-2, 2), min_size=1, max_size=40),
+       st.integers(0, 2**31 - 1))
+def test_run_walk_guesses(n_rows, k, jitter, seed):
+    """Rows whose stored prefixes repeat one length with +-1, +-2 deviations (the walk's guess
+    is the previous run's length: right, one short, one long), full rows that join runs
+    across rows, and the run budget: the walk, the run copy and the dense array agree."""
+    rng = np.random.default_rng(seed)
+    base = int(rng.integers(1, k + 1))
+    lens = np.clip(base + np.resize(np.array(jitter), n_rows), 0, k)
+    lens[rng.random(n_rows) < 0.2] = k
+    mask = np.arange(k)[None, :] < lens[:, None]
+    vals = np.where(mask, rng.standard_normal((n_rows, k)) + 3, 0)
+    coords = np.array(np.nonzero(mask), dtype=np.int64)
+    strides = _row_major_strides((n_rows, k))
+    sup, runs = densify.support_sorted(coords, strides, k, n_rows)
+    np.testing.assert_array_equal(sup, lens)
+    assert runs[:, 2].sum() == coords.shape[1]
+    if coords.shape[1]:
+        flat = np.full(n_rows * k, np.nan)
+        assert not densify.sorted_coo_to_dense(coords, vals[mask], strides, flat, True)
+        np.testing.assert_array_equal(flat.reshape(n_rows, k), vals)
+        n_runs = runs.shape[0]
+        assert densify.support_sorted(coords, strides, k, n_rows, n_runs)[1].shape[0] == n_runs
+        assert densify.support_sorted(coords, strides, k, n_rows, n_runs - 1)[1].shape[0] == 0
+
+
+def test_plan_cache(monkeypatch):
+    """Plans are remembered per exact support lengths, self-product flag and model; the
+    cache keeps at most its limit; a product planned from the cache equals NumPy."""
+    monkeypatch.setattr(_zero_tail, "_PLANS", {})
+    monkeypatch.setattr(_limits, "ZERO_TAIL_PLAN_CACHE_ENTRIES", 2)
+    sup = np.repeat(np.array([193] * 5 + [284] * 4 + [375] * 15, dtype=np.int64), 24)
+    first = _zero_tail.plan_steps(densify, sup, sup, 375, True)
+    assert _zero_tail.plan_steps(densify, sup.copy(), sup.copy(), 375, True) is first
+    other = sup.copy()
+    other[0] = 375
+    assert _zero_tail.plan_steps(densify, other, other, 375, True) is not first
+    monkeypatch.setattr(_limits, "ZERO_TAIL_FIXED_SECONDS", 1.0)  # another model: planned again (plain)
+    assert _zero_tail.plan_steps(densify, sup, sup, 375, True)[0].shape[0] == 0
+    assert len(_zero_tail._PLANS) == 2
+    mx, xd = _tailed((12, 10, 120), 1, [0.5, 1.0], np.float64, 21, fill=1.0)
+    x = _coo(mx, xd)
+    for _ in range(2):
+        _check("abQ,cdQ->abcd", x, xd, x, xd, np.float64)

@@ -11,8 +11,9 @@ Algorithms:
 * :func:`sorted_coo_to_dense`: for coordinates strictly increasing in row-major order (a
   canonical COO), entries ``t..e-1`` fill consecutive cells exactly when
   ``lin(e-1) - lin(t) == e-1-t`` (strictly increasing integers squeezed between two bounds
-  leave no gap). Each run's end is found by galloping probes of that test (O(log run) linear
-  indices per run instead of one per entry) and the run is one vectorised copy; the gaps
+  leave no gap). Each run's end is found by probes of that test: the previous run's length
+  first (two linear indices when it repeats), else galloping (O(log run) linear indices per
+  run instead of one per entry), and the run is one vectorised copy; the gaps
   between runs are zero-filled in the same sweep when ``fill`` (so ``out`` can come from
   ``np.empty``: every cell is written once, in order). The inf/nan flag is an integer OR of
   ``v - v != 0``, which vectorises with the copy (a floating-point ``bad += v * 0`` chain
@@ -56,8 +57,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense", "split_sorted",
-           "support_entries", "support_sorted", "zero_tail_plan"]
+__all__ = ["MODEL_FIELDS", "csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense",
+           "split_sorted", "support_entries", "support_sorted", "zero_tail_plan"]
 
 
 @njit(cache=True)
@@ -79,14 +80,28 @@ def _lin(coords, strides, t):
 
 
 @njit(cache=True, inline="always")
-def _run_end(coords, strides, t, l0, n):
-    """``(e, l)``: entries ``t..e-1`` fill consecutive cells from ``l0``, found by galloping
-    probes (probe ``e + step - 1``, double the step on success, restart at 1 on failure; a
-    failure at the next entry ends the run), and ``l`` the linear index of entry ``e``, the
-    next run's first cell (0 when ``e == n``). Strictly increasing linear indices squeezed
-    between two bounds leave no gap, so one probe tests a whole stretch."""
+def _run_end(coords, strides, t, l0, n, guess):
+    """``(e, l)``: entries ``t..e-1`` fill consecutive cells from ``l0``, and ``l`` the linear
+    index of entry ``e``, the next run's first cell (0 when ``e == n``). Strictly increasing
+    linear indices squeezed between two bounds leave no gap, so one probe tests a whole stretch.
+
+    First the ``guess`` (the previous run's length: runs of dense-ish tensors repeat theirs,
+    95% of the chemistry integrals' 290 runs) is tried with two probes, its last entry and the
+    one after; then galloping probes (probe ``e + step - 1``, double the step on success,
+    restart at 1 on failure; a failure at the next entry ends the run). A right guess costs
+    2 cold index reads instead of ~2 log2(run)."""
     one = np.uint64(1)
     e = t + one
+    if guess > one and t + guess <= n:
+        j = t + guess - one
+        if _lin(coords, strides, j) - l0 == guess - one:
+            e = j + one
+            if e == n:
+                return e, np.uint64(0)
+            lj = _lin(coords, strides, e)
+            if lj - l0 != guess:
+                return e, lj
+            e += one
     step = one
     while e < n:
         j = min(e + step, n) - one
@@ -133,11 +148,13 @@ def sorted_coo_to_dense(coords, data, strides, out, fill):
     pos = np.uint64(0)  # cells below pos are written
     t = np.uint64(0)
     l0 = _lin(coords, strides, t) if n else size
+    guess = np.uint64(0)
     while t < n:
         if fill:
             for c in range(pos, l0):
                 out[c] = zero
-        e, nxt = _run_end(coords, strides, t, l0, n)
+        e, nxt = _run_end(coords, strides, t, l0, n, guess)
+        guess = e - t
         for i in range(e - t):
             v = data[t + i]
             out[l0 + i] = v
@@ -159,7 +176,7 @@ def sorted_coo_to_dense(coords, data, strides, out, fill):
 
 
 @njit(cache=True)
-def support_sorted(coords, strides, k, n_rows):
+def support_sorted(coords, strides, k, n_rows, max_runs=-1):
     """Support length (last stored cell + 1) of every row of ``[n_rows, k]`` for a row-major
     sorted, duplicate-free COO, and its runs of consecutive cells: ``(sup, runs)`` with
     ``runs[i] = (first entry, first cell, length)`` (int64 ``[n_runs, 3]``).
@@ -167,7 +184,11 @@ def support_sorted(coords, strides, k, n_rows):
     Runs are found by the galloping probes of :func:`_run_end` (O(runs log run)
     index reads, no value read); a run ending in row r sets ``sup[r]`` to its end, the rows
     it crosses get ``k``. :func:`split_sorted` copies the recorded runs without probing
-    again (the probes cost ~22 us of a 64 us split on 165K entries in ~1,000 runs)."""
+    again (the probes cost ~22 us of a 64 us split on 165K entries in ~1,000 runs).
+
+    ``max_runs >= 0`` stops the walk at its ``max_runs + 1``-th run and returns no runs
+    (``runs`` of length 0 for a non-empty COO): runs that short are faster scattered, and the
+    budget replaces :func:`long_runs`' sampled probes by the exact count."""
     n = np.uint64(coords.shape[1])
     kk = np.uint64(k)
     one = np.uint64(1)
@@ -176,8 +197,12 @@ def support_sorted(coords, strides, k, n_rows):
     nr = 0
     t = np.uint64(0)
     l0 = _lin(coords, strides, t) if n else np.uint64(0)
+    guess = np.uint64(0)
     while t < n:
-        e, nxt = _run_end(coords, strides, t, l0, n)
+        e, nxt = _run_end(coords, strides, t, l0, n, guess)
+        guess = e - t
+        if nr == max_runs:
+            return sup, runs[:0]
         if nr == runs.shape[0]:
             grown = np.empty((2 * nr, 3), dtype=np.int64)
             grown[:nr] = runs
@@ -311,32 +336,73 @@ def split_sorted(runs, data, k, pos, main, tail):
 
 @njit(cache=True)
 def scatter_add_block(out, rows, cols, block):
-    """``out[rows[i], cols[j]] += block[i, j]`` (``block`` any layout)."""
+    """``out[rows[i], cols[j]] += block[i, j]`` (``block`` any layout).
+
+    ``cols`` is cut once into runs of consecutive output columns and each row is added run
+    by run: a run is a contiguous add, which vectorises where a per-cell indexed add does not
+    (tail rows come in runs: the rows of one level often share their leading indices).
+    """
+    nc = cols.shape[0]
+    starts = np.empty(nc + 1, dtype=np.int64)  # run r: block columns starts[r]:starts[r + 1]
+    nr = 0
+    for j in range(nc):
+        if j == 0 or cols[j] != cols[j - 1] + 1:
+            starts[nr] = j
+            nr += 1
+    starts[nr] = nc
     for i in range(block.shape[0]):
         orow = out[rows[i]]
-        for j in range(block.shape[1]):
-            orow[cols[j]] += block[i, j]
+        brow = block[i]
+        for r in range(nr):  # unsigned offsets: no negative-index wraparound check per cell
+            j0 = np.uint64(starts[r])
+            c0 = np.uint64(cols[j0])
+            for j in range(np.uint64(starts[r + 1]) - j0):
+                orow[c0 + j] += brow[j0 + j]
+
+
+#: Fields of the time model array that :func:`zero_tail_plan` takes (``_limits.ZERO_TAIL_*``).
+MODEL_FIELDS = ("mac", "pack", "call", "cell", "fixed", "threads", "syrk_mac", "syrk_pack", "slope", "gemm_base",
+                "gemm_cap", "syrk_base", "syrk_cap")
 
 
 @njit(cache=True, inline="always")
-def _gemm_seconds(m, n, k, mac, pack, call):
-    """Modelled time of an ``[m, k] @ [k, n]`` GEMM (see ``_limits.ZERO_TAIL_GEMM_*``)."""
+def _gemm_seconds(m, n, k, syrk, model):
+    """Modelled time of an ``[m, k] @ [k, n]`` GEMM, or with ``syrk`` of ``A @ A.T`` (``n == m``;
+    BLAS computes one triangle), on ``model[5]`` BLAS threads (fields: :data:`MODEL_FIELDS`).
+
+    One thread: ``call + mac m n k + pack (m + n) k`` (GEMM), ``call + syrk_mac m^2 k / 2 +
+    syrk_pack m k`` (SYRK). More threads divide the non-call part by ``1 + (threads - 1) eff``,
+    ``eff = min(cap, slope log2(macs / base))`` (0 below ``base`` multiply-adds): small
+    products, and SYRKs most, barely thread."""
     if m == 0 or n == 0 or k == 0:
         return 0.0
-    return call + mac * m * n * k + pack * (m + n) * k
+    if syrk:
+        macs = 0.5 * m * m * k
+        t = model[6] * macs + model[7] * m * k
+        base = model[11]
+        cap = model[12]
+    else:
+        macs = 1.0 * m * n * k
+        t = model[0] * macs + model[1] * (m + n) * k
+        base = model[9]
+        cap = model[10]
+    eff = min(cap, model[8] * np.log2(macs / base)) if macs > base else 0.0
+    return model[2] + t / (1.0 + (model[5] - 1.0) * eff)
 
 
 @njit(cache=True)
-def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed):
+def zero_tail_plan(sup_x, sup_y, k, merge, model, syrk):
     """Cuts of the zero-tail product of ``X[R, k] @ Y[C, k]^T`` whose rows have support
-    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model.
+    lengths ``sup_x``/``sup_y``, chosen by the GEMM time model ``model`` (float64, fields
+    :data:`MODEL_FIELDS`; :func:`_gemm_seconds`). With ``syrk``, ``Y`` is ``X`` and every step,
+    the plain product included, is a SYRK.
 
     Levels: a counting sort of the support lengths; lengths within ``merge`` (a fraction) of
     a larger one join its level (a row is treated as long as its level). With levels
     ``g_1 < ... < g_m``, one GEMM takes every row over ``[0, c)`` (c a level; the result is
     the output itself), and tail steps ``[g_i, g_j)`` take only the rows whose level passes
     ``g_i`` (scatter-added into the output); a dynamic programme over the levels picks ``c``
-    and the steps minimising ``GEMMs + scatter + fixed`` against one plain GEMM over ``k``.
+    and the steps minimising ``GEMMs + cell * scattered cells + fixed`` against one plain GEMM over ``k``.
 
     Returns ``(cuts, nx, ny, pos_x, rows_x, pos_y, rows_y)``: ``cuts[0] = c < cuts[1] < ...``
     the step bounds (``cuts`` of length 0: the plain GEMM wins), ``nx[s]``/``ny[s]`` the rows of
@@ -390,35 +456,38 @@ def zero_tail_plan(sup_x, sup_y, k, merge, mac, pack, call, cell, fixed):
         by = above_y[i + 1]
         best[i] = np.inf
         for jj in range(i + 1, m):
-            t = _gemm_seconds(bx, by, g[jj] - g[i], mac, pack, call) + cell * bx * by + best[jj]
+            t = _gemm_seconds(bx, by, g[jj] - g[i], syrk, model) + model[3] * bx * by + best[jj]
             if t < best[i]:
                 best[i] = t
                 nxt[i] = jj
-    plain = _gemm_seconds(n_rows, n_cols, k, mac, pack, call)
+    plain = _gemm_seconds(n_rows, n_cols, k, syrk, model)
     choice = -1
     chosen = plain
     for i in range(m):
-        t = _gemm_seconds(n_rows, n_cols, g[i], mac, pack, call) + best[i] + fixed
+        t = _gemm_seconds(n_rows, n_cols, g[i], syrk, model) + best[i] + model[4]
         if t < chosen:
             chosen = t
             choice = i
     if choice < 0:
         return empty, empty, empty, empty, empty, empty, empty
-    steps = [choice]
+    ns = 1
     i = choice
     while nxt[i] < m:
         i = nxt[i]
-        steps.append(i)
-    ns = len(steps)
+        ns += 1
     cuts = np.empty(ns, dtype=np.int64)
     nx = np.empty(ns, dtype=np.int64)
     ny = np.empty(ns, dtype=np.int64)
+    i = choice
     for s in range(ns):
-        cuts[s] = g[steps[s]]
-        nx[s] = above_x[steps[s] + 1]
-        ny[s] = above_y[steps[s] + 1]
+        cuts[s] = g[i]
+        nx[s] = above_x[i + 1]
+        ny[s] = above_y[i + 1]
+        i = nxt[i]
     c = cuts[0]
     pos_x, rows_x = _tail_order(sup_x, top, g, c)
+    if syrk:
+        return cuts, nx, ny, pos_x, rows_x, pos_x, rows_x
     pos_y, rows_y = _tail_order(sup_y, top, g, c)
     return cuts, nx, ny, pos_x, rows_x, pos_y, rows_y
 
