@@ -706,8 +706,8 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         total = int(flops.sum())
     if total >= NARROW_MIN_FLOPS_PER_ENTRY * (int(a.indptr[-1]) + int(b.indptr[-1])):
         # a row of b is read per entry of a: 4-byte indices halve its index bytes
-        a, b = a.compact_indices(), (None if b is a else b.compact_indices())
-        b = a if b is None else b
+        narrow = a.compact_indices()
+        a, b = narrow, (narrow if b is a else b.compact_indices())
     if total < SMALL_FLOPS:
         if n_cols <= DENSE_MAX_COLS:  # one part (the registered rules decide per part)
             bounds = np.array([0, n_rows], dtype=np.int64)
