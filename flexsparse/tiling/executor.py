@@ -53,6 +53,7 @@ import numpy as np
 
 from flexsparse._rss import peak_bytes
 from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
+from flexsparse.kernels.cpu._spgemm_output import small_pages_empty
 from flexsparse.tiling.engine import as_operand
 from flexsparse.tiling.kernels import spgemm_csr_csr_bounded, spgemm_csr_csr_flops_total
 from flexsparse.tiling.outfile import DiskSink, MemorySink, check_output_target
@@ -212,8 +213,8 @@ def _execute(A, B, plan, bm: ByteModel, limit: int, dtype: np.dtype, idx_dtype: 
     spa = np.zeros(max_cw, dtype=work_dtype)
     # output entries one tile can hold: the budget left after the smallest fixed part
     cap = max(0, (limit - fixed_bytes(bm, 1, 1) - 2 * p) // e)
-    out_indices = np.empty(cap, dtype=idx_dtype)
-    out_data = np.empty(cap, dtype=work_dtype)
+    out_indices = small_pages_empty(cap, idx_dtype)   # resident as written (no 2 MiB rounding)
+    out_data = small_pages_empty(cap, work_dtype)
     totals = np.zeros(6, dtype=np.int64)
     stamp = 1
     figs = {"tiles": 0, "overbooked": 0, "bumped": 0, "passes": 0, "util": 0.0, "peak": 0}
