@@ -157,9 +157,15 @@ SMALL_FLOPS = 1 << 15
 #: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
 #: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches alternate between
 #: the two dense variants, each computing its own rows once; the first stretch of each warms
-#: up, and the variant with fewer cycles per unit of work (multiply-adds plus output
-#: entries) over the others serves the worker's other rows (parts of another weight are
-#: timed again, :data:`ADAPT_RETIME`). Rows heavier than ``_TRIAL_ROW_CHUNKS`` stretches are
+#: up, and the variant whose median over its other ``_TRIAL_SAMPLES`` stretches took fewer
+#: cycles per unit of work (multiply-adds plus output entries) serves the worker's other rows
+#: (parts of another weight are timed again, :data:`ADAPT_RETIME`). The median, not the sum
+#: of two stretches: one stretch of ~0.15 ms slowed by an interrupt or another process (at a
+#: distributed block's start: 8.6-30.7 cycles a unit against 4.4-5.5) chose the position map
+#: in 8 of 60 blocks of R-MAT scale 15, which then took 94-97 ms against 56-64; nor the
+#: minimum, which favours the position map, whose stretches vary more from row to row (its
+#: minimum 4.7-4.9 against a mean of 6.1-6.6, value accumulator 4.4-4.6 against 4.7: picked
+#: in 5 of 19 blocks). Rows heavier than ``_TRIAL_ROW_CHUNKS`` stretches are
 #: computed outside the trial. Measured designs (2026-11-30, quiet, min of 4-5 interleaved
 #: rounds; "auto" against the faster variant forced):
 #:
@@ -181,6 +187,12 @@ ADAPT_CHUNK = 1 << 15
 #: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
 #: come first, and worker 0 walking down times its lightest part first).
 ADAPT_RETIME = 2.0
+#: ... and after this share of the worker's multiply-adds since the last trial began, whatever
+#: the weight: a trial is ~1 ms, and a burst of another guest's traffic in the shared cache
+#: over it can make the value accumulator read as slow as the position map (R-MAT 16 ef 8, one
+#: thread: 7.7-7.9 cycles a unit against its usual 5.5-6.4; the call then ran 305-308 ms against
+#: 213-221 ms in 2 of 12 calls); a later trial bounds what such a choice costs.
+ADAPT_RETIME_SHARE = 1 / 3
 #: Products of at least this many multiply-adds per workspace column and thread fault their
 #: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
 #: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
@@ -194,7 +206,8 @@ POPULATE_FLOPS_PER_COLUMN = 32
 PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
-_TRIALS = 6
+_TRIAL_SAMPLES = 3  # timed stretches per variant after its warm-up (the median is kept)
+_TRIALS = 2 + 2 * _TRIAL_SAMPLES
 _TIMED_PART_CHUNKS = 4
 _TIMED_WORKER_CHUNKS = 64
 _TRIAL_ROW_CHUNKS = 4
@@ -374,9 +387,9 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     column scratch list are allocated here. ``variant``: 0 times both dense variants on
     alternating stretches of :data:`ADAPT_CHUNK` multiply-adds and keeps the faster per
     unit of work for the other rows, 1 the position map, 2 the value accumulator.
-    ``trace: float64[6]`` also receives the variant used last and the measured ticks per
-    unit of work (multiply-add or output entry) of variants 1 and 2 over the last timed
-    stretches (``inf``: not timed),
+    ``trace: float64[6]`` also receives the variant used last and the median ticks per
+    unit of work (multiply-add or output entry) of variants 1 and 2 over the stretches of
+    the last completed trial (``inf``: not timed),
     and the cycle counter when the worker started and when it finished (``trace[4:6]``: the
     late start, busy time and balance of the threads, for benchmarks).
     """
@@ -403,10 +416,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     current = 1 if variant != 2 else 2
     trial = _TRIALS
     best = np.full(3, np.inf)
-    spent = np.zeros(3)  # cycles of each dense variant over the timed stretches
-    units = np.zeros(3)  # their multiply-adds and output entries
+    rates = np.full((3, _TRIAL_SAMPLES), np.inf)  # cycles a unit of each variant's timed stretches
+    taken = np.zeros(3, dtype=np.int64)
     timed_part = -1
     timed_weight = -1.0  # multiply-adds per row of the part timed last (none yet)
+    since = 0  # multiply-adds of the dense parts entered since the last trial began
     gen = np.ones(1, dtype=np.uint64)  # the position map's next generation
     part = p1 - 1 if back else p0
     lo = r_hi if back else r_lo  # rows lo:hi are computed next
@@ -427,19 +441,22 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                 part += 1
         if variant == 0 and part != timed_part and use_dense[part]:
             # the variants are timed on a worker's first dense part with enough work, and again
-            # only where the rows' weight changes by ADAPT_RETIME (see ADAPT_CHUNK)
+            # where the rows' weight changes by ADAPT_RETIME or after ADAPT_RETIME_SHARE of the
+            # worker's multiply-adds (see ADAPT_CHUNK)
             timed_part = part
             part_flops = 0
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
             weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
             if part_flops >= _TIMED_PART_CHUNKS * ADAPT_CHUNK and \
-                    worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and not (
-                    timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
+                    worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and (
+                    since >= worker_flops * ADAPT_RETIME_SHARE
+                    or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
                 timed_weight = weight
-                spent[:] = 0
-                units[:] = 0
+                taken[:] = 0
+                since = 0
+            since += part_flops
         timed = trial < _TRIALS and use_dense[part]
         work = 0
         heavy = timed and row_flops[(lo - 1) if back else hi] > _TRIAL_ROW_CHUNKS * ADAPT_CHUNK
@@ -492,13 +509,13 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                               a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
                               marker, acc, scratch, skeys, svals, counts)
         if timed:  # stretches alternate between the variants; the first of each warms up
-            if trial >= 2:
-                spent[current] += cycles() - mark
-                units[current] += work + (end - start)
+            if trial >= 2 and taken[current] < _TRIAL_SAMPLES:  # a unit: a multiply-add or an entry
+                rates[current, taken[current]] = (cycles() - mark) / max(work + (end - start), 1)
+                taken[current] += 1
             trial += 1
             if trial >= _TRIALS:
-                best[1] = spent[1] / units[1]
-                best[2] = spent[2] / units[2]
+                best[1] = np.median(rates[1])
+                best[2] = np.median(rates[2])
                 current = 1 if best[1] <= best[2] else 2
             else:
                 current = 3 - current
