@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "tensordot": "flexsparse.contract.execute",
     "matmul": "flexsparse.contract.execute",
     "einsum_path": "flexsparse.contract.plan",
+    "free_buffers": "flexsparse.kernels.cpu._pool",
     # structured sparsity
     "BlockSparse": "flexsparse.formats.block",
     "NM": "flexsparse.formats.nm",

@@ -91,9 +91,11 @@ def run_tile(a: Any, b: Any, meta: tuple[int, int, int, int, int], n_cols: int, 
 
             c, _ = tiled_spgemm(a, b, memory_limit=limit)
         else:
+            from flexsparse.kernels.cpu._pool import keeping
             from flexsparse.kernels.cpu.spgemm import spgemm
 
-            c = spgemm(a, b, threads=1, sort=sort)
+            with keeping(False):   # the worker's memory limit counts what a kept buffer holds
+                c = spgemm(a, b, threads=1, sort=sort)
         indices = c.indices.astype(index_dtype_for(n_cols), copy=False)
         if meta[2]:
             indices = indices + np.asarray(meta[2], dtype=indices.dtype)

@@ -4,10 +4,11 @@ The kernel writes each thread's rows back to back into room for their flops (an 
 of their entries), so a buffer holds ``capacity`` slots of which only ``nnz(C)`` are touched.
 What those touched slots cost depends on the pages behind them:
 
-* large buffers (above :data:`SMALL_PAGES_MAX_BYTES`): NumPy's allocator, which asks for
-  transparent huge pages from 4 MiB up; first-touch faults of 2 MiB pages were ~4x cheaper
-  than of 4 KiB pages (5.2M entries: 22 ms -> 6 ms), and the rounding of the last partial
-  huge page of each written range is small next to the result;
+* large buffers (above :data:`SMALL_PAGES_MAX_BYTES`): mappings advised for transparent
+  huge pages (as NumPy advises its arrays from 4 MiB up; first-touch faults of 2 MiB pages
+  were ~4x cheaper than of 4 KiB pages, 5.2M entries: 22 ms -> 6 ms, and the rounding of
+  the last partial huge page of each written range is small next to the result), kept for
+  the next product when the result is freed (:mod:`._pool`: its writes then take no fault);
 * smaller buffers: 4 KiB pages (numba's allocator, glibc ``malloc``), since a partial huge
   page is resident as a whole: with huge pages the peak RSS growth of mid-sized products was
   3.0x (pyamg local_disc_galerkin, 1.4 MB result) and 3.1x (ca-HepTh, 5 MB) their inputs and
@@ -163,7 +164,9 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
     """``(indices, data)`` buffers of ``capacity`` slots; with 4 KiB pages, the slot ``ranges``
     expected to be written are faulted in first (see the module docstring)."""
     if capacity * (idx_dtype.itemsize + work_dtype.itemsize) > SMALL_PAGES_MAX_BYTES:
-        return np.empty(capacity, dtype=idx_dtype), np.empty(capacity, dtype=work_dtype)
+        from flexsparse.kernels.cpu._pool import take  # mappings kept from freed results
+
+        return take(capacity, idx_dtype), take(capacity, work_dtype)
     _heap_small_pages()
     indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
     data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
