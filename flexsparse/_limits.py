@@ -352,10 +352,10 @@ SPGEMM_VALUE_MAX_BYTES = 8 * 2**20
 #: ms; R-MAT and the arrow matrix (hub rows of B in cache) within noise either way.
 SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY = 2
 
-#: Address space of freed SpGEMM output buffers kept for the next product
+#: Resident bytes of freed SpGEMM output buffers kept for the next product
 #: (:mod:`flexsparse.kernels.cpu._pool`; ``flexsparse.free_buffers()`` unmaps them, 0 keeps
-#: none): the two buffers of the suite's largest product (R-MAT 16 ef 8 rows/2, room for 61M
-#: entries: 732 MB) fit. Measured 2026-11-30 on this project's VM (see the module docstring):
+#: none): the written part of the suite's largest result (R-MAT 16 ef 8 rows/2, 33M entries:
+#: 400 MB) fits. Measured 2026-11-30 on this project's VM (see the module docstring):
 #: writing a 19-28M-entry result into fresh memory took 16-50 ms of system time a call, and
 #: 137-311 ms in one call in four.
 SPGEMM_KEPT_BUFFER_BYTES = 1 << 30

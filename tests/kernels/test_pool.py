@@ -45,8 +45,17 @@ def test_a_freed_buffer_is_reused_without_page_faults():
     assert b.dtype == np.int32 and b.shape == (n // 2,) and int(b[-1]) == 7
 
 
+def test_what_is_kept_is_counted_by_its_resident_pages():
+    a = pool.take(64 * 2**20, np.uint8)             # 64 MiB of room, 1 MiB written
+    a[: 2**20] = 1
+    del a
+    gc.collect()
+    assert 2**20 <= pool.kept_bytes() <= 4 * 2**20 + 2 * 2**21   # whole huge pages at most
+
+
 def test_a_view_keeps_its_mapping_out_of_the_pool():
     a = pool.take(2**20, np.float64)
+    a[:] = 1.0
     view = a[10:20]
     view[:] = 3.0
     del a
@@ -62,14 +71,17 @@ def test_a_view_keeps_its_mapping_out_of_the_pool():
 
 def test_the_limit_bounds_what_is_kept(monkeypatch):
     monkeypatch.setattr(_limits, "SPGEMM_KEPT_BUFFER_BYTES", 3 * 2**20)
-    bufs = [pool.take(2**20 // 8, np.float64) for _ in range(5)]   # 1 MiB each
-    del bufs
+    bufs = [pool.take(2**20 // 8, np.float64) for _ in range(5)]   # 1 MiB each, written
+    for b in bufs:
+        b[:] = 1.0
+    del bufs, b
     gc.collect()
     kept = pool.kept_bytes()
     assert 0 < kept <= 3 * 2**20
     assert fs.free_buffers() == kept and pool.kept_bytes() == 0
     monkeypatch.setattr(_limits, "SPGEMM_KEPT_BUFFER_BYTES", 0)   # keep nothing
     d = pool.take(2**20, np.float64)
+    d[:] = 1.0
     del d
     gc.collect()
     assert pool.kept_bytes() == 0
@@ -106,6 +118,7 @@ def test_nothing_is_kept_from_a_block_that_keeps_none():
     gc.collect()
     assert pool.kept_bytes() == 0
     b = pool.take(2**20, np.float64)                # outside the block: kept again
+    b[:] = 1.0
     del b
     gc.collect()
     assert pool.kept_bytes() >= 2**20 * 8

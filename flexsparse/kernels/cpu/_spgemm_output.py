@@ -153,7 +153,11 @@ def small_pages_empty(n: int, dtype) -> np.ndarray:
     nbytes = int(n) * dtype.itemsize
     if nbytes == 0:
         return np.empty(n, dtype=dtype)
-    buf = mmap.mmap(-1, nbytes)
+    from flexsparse.kernels.cpu._pool import anonymous
+
+    buf = anonymous(nbytes)
+    if buf is None:
+        return np.empty(n, dtype=dtype)
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         buf.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(buf, dtype=dtype, count=n)
