@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["free_buffers", "kept_bytes", "keeping", "take"]
+__all__ = ["anonymous", "free_buffers", "kept_bytes", "keeping", "libc_function", "take"]
 
 _keep: contextvars.ContextVar = contextvars.ContextVar("flexsparse_keep_buffers", default=True)
 _lock = threading.Lock()
@@ -61,12 +61,14 @@ def anonymous(nbytes: int) -> mmap.mmap | None:
 
 
 @functools.cache
-def _mincore():
+def libc_function(name: str, *argtypes):
+    """The C library's ``name`` (returning ``int``) with ``argtypes``, or ``None`` where there is
+    no such function (``madvise``, ``mincore`` outside Linux and the BSDs)."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).mincore
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn
 
@@ -75,7 +77,7 @@ def _resident(mm: mmap.mmap) -> int:
     """Resident bytes of ``mm`` (``mincore``: one byte a page), or its length where that
     cannot be had: what a kept mapping holds is the pages its last result wrote, far less
     than its room for the product's multiply-adds (arrow: 107 of 1,320 MB)."""
-    fn = _mincore()
+    fn = libc_function("mincore", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
     if fn is None:
         return len(mm)
     page = mmap.PAGESIZE

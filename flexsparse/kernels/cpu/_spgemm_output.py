@@ -37,6 +37,7 @@ import mmap
 import numpy as np
 from numba import njit
 
+from flexsparse.kernels.cpu._pool import anonymous, libc_function, take
 from flexsparse.kernels.cpu._spgemm_rows import count_row_dense
 
 __all__ = ["ESTIMATE_ROWS", "POPULATE_SLACK", "SMALL_PAGES_MAX_BYTES", "estimate_nnz", "output_buffers",
@@ -83,15 +84,8 @@ def _empty_like(n, like):
     return np.empty(n, dtype=like.dtype)
 
 
-@functools.cache
 def _madvise():
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
+    return libc_function("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def _advise(arr: np.ndarray, start: int, stop: int, advice: int) -> bool:
@@ -153,8 +147,6 @@ def small_pages_empty(n: int, dtype) -> np.ndarray:
     nbytes = int(n) * dtype.itemsize
     if nbytes == 0:
         return np.empty(n, dtype=dtype)
-    from flexsparse.kernels.cpu._pool import anonymous
-
     buf = anonymous(nbytes)
     if buf is None:
         return np.empty(n, dtype=dtype)
@@ -168,9 +160,7 @@ def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
     """``(indices, data)`` buffers of ``capacity`` slots; with 4 KiB pages, the slot ``ranges``
     expected to be written are faulted in first (see the module docstring)."""
     if capacity * (idx_dtype.itemsize + work_dtype.itemsize) > SMALL_PAGES_MAX_BYTES:
-        from flexsparse.kernels.cpu._pool import take  # mappings kept from freed results
-
-        return take(capacity, idx_dtype), take(capacity, work_dtype)
+        return take(capacity, idx_dtype), take(capacity, work_dtype)  # kept from freed results
     _heap_small_pages()
     indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
     data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
