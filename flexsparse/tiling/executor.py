@@ -16,8 +16,10 @@ freed before the second starts). (1) Statistics and planning: every array the st
 gathers is charged as it is made (:meth:`TileStatistics.reserve`) against the limit minus
 ``reserved`` (what the caller holds for this product, e.g. its operands' conversion), and
 a plan that would need more is refused with :class:`MemoryLimitError`. (2) Tiles: their
-working sets fit ``limit - reserved - limit / 16`` (the last sixteenth buffers finished
-tiles for ``out=``). The kernel's workspace is the dense accumulator (one value + one int64
+working sets fit ``limit - reserved``, with ``out=`` less ``limit / 16 + limit / 8`` (a
+sixteenth buffers finished tiles; an eighth,
+:data:`~flexsparse._limits.TILING_UNTRACKED_SHARE`, is left to what no charge covers). The
+kernel's workspace is the dense accumulator (one value + one int64
 stamp per column of the widest panel), one int64 stamp per contracted id of the widest id
 window, and an output buffer of at most ``limit / e`` entries whose touched pages never
 exceed the largest executed tile's output; the operands are read in place. Bookkeeping is
@@ -51,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse._limits import TILING_UNTRACKED_SHARE as UNTRACKED_SHARE
 from flexsparse._rss import peak_bytes
 from flexsparse._util import index_dtype_for, parse_bytes, result_dtype
 from flexsparse.kernels.cpu._spgemm_output import small_pages_empty
@@ -150,13 +153,16 @@ def tiled_spgemm(a: Any, b: Any, *, memory_limit: int | str, tiling: str = "over
     reserved = max(0, int(reserved))
     sink_bytes = limit // 16 if out is not None else 0
     minimum = minimum_limit(bm)
-    ws_limit = min(limit, accounted_limit(limit) - reserved - sink_bytes)
+    # with out=, where the process's growth is what the limit promises, a share is left to what
+    # no charge covers (the allocator's slack between phases, Python objects)
+    untracked = limit // UNTRACKED_SHARE if out is not None else 0
+    ws_limit = min(limit, accounted_limit(limit) - reserved - sink_bytes - untracked)
     if ws_limit < minimum:
         if reserved:
-            raise MemoryLimitError(limit, minimum + reserved + sink_bytes,
+            raise MemoryLimitError(limit, minimum + reserved + sink_bytes + untracked,
                                    f"{reserved:,} bytes are held by the operands' conversion and other live "
                                    f"results, leaving less than one row of work ({minimum} bytes)")
-        raise MemoryLimitError(limit, minimum + sink_bytes)
+        raise MemoryLimitError(limit, minimum + sink_bytes + untracked)
     family = _family(A.family, B.family)
     stats_budget = accounted_limit(limit) - reserved
     if out is not None:
