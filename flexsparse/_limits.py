@@ -214,7 +214,7 @@ NONFINITE_DENSE_LOOPS = 2**27
 #: limit itself.
 SMALL_BYTES = 1 * _MiB
 
-#: The tiled product leaves ``limit / TILING_UNTRACKED_SHARE`` of its memory limit to what no
+#: A tiled product streamed to ``out=`` leaves ``limit / TILING_UNTRACKED_SHARE`` of its limit to what no
 #: charge covers: the allocator's slack between phases (freed arrays it keeps for reuse),
 #: Python objects, the runtime's own buffers. Measured 2026-11-30 on this project's VM:
 #: ``tests/contract/test_memory_budget.py``'s 300K-row product grew 1.10-1.11x its limit in
