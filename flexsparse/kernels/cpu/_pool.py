@@ -51,13 +51,18 @@ def _unmap(mm: mmap.mmap) -> None:
         mm.close()
 
 
-def anonymous(nbytes: int) -> mmap.mmap | None:
+def anonymous(nbytes: int, huge: bool) -> mmap.mmap | None:
     """A private anonymous mapping of ``nbytes`` (not ``mmap``'s default shared one: shared
-    anonymous memory is shmem, which this kind of host gives no huge pages), or ``None``
-    where the platform has no such mapping."""
+    anonymous memory is shmem, which this kind of host gives no huge pages), advised for
+    transparent huge pages or against them (``huge``) where the platform can; ``None`` where
+    it has no such mapping."""
     if not hasattr(mmap, "MAP_PRIVATE"):
         return None
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0))
+    mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0))
+    advice = getattr(mmap, "MADV_HUGEPAGE" if huge else "MADV_NOHUGEPAGE", None)
+    if advice is not None:
+        mm.madvise(advice)
+    return mm
 
 
 @functools.cache
@@ -135,9 +140,7 @@ def take(n: int, dtype) -> np.ndarray:
             _kept.remove(best)
             mm = best[0]
     if mm is None:
-        mm = anonymous(nbytes)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            mm.madvise(mmap.MADV_HUGEPAGE)
+        mm = anonymous(nbytes, huge=True)
     raw = (ctypes.c_char * len(mm)).from_buffer(mm)   # the arrays' base: freed with the last of them
     weakref.finalize(raw, _release, mm)
     return np.frombuffer(raw, dtype=dtype, count=int(n))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import mmap
 
 import numpy as np
 from numba import njit
@@ -147,11 +146,9 @@ def small_pages_empty(n: int, dtype) -> np.ndarray:
     nbytes = int(n) * dtype.itemsize
     if nbytes == 0:
         return np.empty(n, dtype=dtype)
-    buf = anonymous(nbytes)
+    buf = anonymous(nbytes, huge=False)
     if buf is None:
         return np.empty(n, dtype=dtype)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        buf.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(buf, dtype=dtype, count=n)
 
 
