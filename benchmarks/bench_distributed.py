@@ -120,21 +120,31 @@ class _Best:
         w1 = self.worker_cpu() if self.worker_cpu else {}
         w = float(sum(w1[k][0] - w0[k][0] for k in w1 if k in w0))
         self.walls.append(t)
-        if ts is not None:   # each direct block's duration, by group (the first is written down)
-            self.blocks.append("/".join(f"{1e3 * (ss['stop'] - ss['start']):.0f}" for d in
-                                        sorted(ts.data, key=lambda d: d["key"]) if d["key"].startswith("fs-direct-")
-                                        for ss in d["startstops"] if ss["action"] == "compute"))
+        # each direct block's thread CPU ms, in row order (the first is written down; -1: it faulted
+        # pages in for the first time): from the report, since the caller releases a direct
+        # block's task when its end mark appears, before dask's task stream records its end
+        blocks = _block_seconds(res)
+        if blocks:
+            self.blocks.append("/".join(f"{1e3 * x:.0f}" for x in blocks))
         self.faults.append(max((w1[k][1] - w0[k][1] for k in w1 if k in w0), default=0))
         if keep:
             self.result = res
         if t < self.seconds:
             self.seconds, self.cpu, self.wcpu = t, c, w
             self.reports = res[1] if isinstance(res, tuple) else None    # a distributed call's reports
-            if ts is not None:
+            if blocks:
+                self.phases = ([(None, 0.0, x) for x in blocks], t)
+            elif ts is not None:
                 self.phases = ([(d["worker"], ss["start"] - wall0, ss["stop"] - wall0) for d in ts.data
                                 for ss in d["startstops"] if ss["action"] == "compute"], t)
         # freed here, outside the timed window (a 290 MB shared-memory result takes ~0.1 s to unmap)
         del res
+
+
+def _block_seconds(res) -> tuple:
+    """The direct blocks' thread CPU seconds of a distributed call's ``(result, reports)``."""
+    reports = res[1] if isinstance(res, tuple) else None
+    return next((r.block_seconds for r in reports or () if getattr(r, "block_seconds", ())), ())
 
 
 def _min_time(fn, repeat, worker_cpu=None, client=None):
@@ -147,10 +157,11 @@ def _min_time(fn, repeat, worker_cpu=None, client=None):
 
 
 def phase_row(phases) -> dict:
-    """Where a distributed call's wall time went, in ms: each task's duration on its worker and the
-    call's time outside its longest task (planning, dispatch, a later start of one block, the
-    result coming back). Durations only: dask shifts each worker's stamps by its estimated clock
-    offset, which put a task's end after the call's return by ~10 ms on the 2-core VM."""
+    """Where a distributed call's wall time went, in ms: each task's duration on its worker (a
+    direct block's thread CPU time) and the call's time outside its longest task (planning,
+    dispatch, a later start of one block, the result coming back). Durations only: dask shifts
+    each worker's stamps by its estimated clock offset, which put a task's end after the call's
+    return by ~10 ms on the 2-core VM."""
     tasks, total = phases
     if not tasks:
         return {}

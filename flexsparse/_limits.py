@@ -37,6 +37,7 @@ __all__ = [
     "DISTINCT_MARK_MAX",
     "DOT_CELLS_PER_NNZ",
     "DIRECT_BACK_FACTOR_KEPT",
+    "DIRECT_BACK_FACTOR_MIN_SEEN",
     "DIRECT_BACK_FACTOR_RANGE",
     "DIRECT_BACK_FACTOR_STEP",
     "DIRECT_BACK_MIN_SECONDS",
@@ -46,6 +47,9 @@ __all__ = [
     "DIRECT_GATHER_MAX_GROUPS",
     "DIRECT_KEPT_MAPPINGS",
     "DIRECT_MEET_SLACK",
+    "DIRECT_POLL_LATE_SHARE",
+    "DIRECT_POLL_SECONDS",
+    "DIRECT_POLL_SLEEP_SHARE",
     "DISTRIBUTED_DEFAULT_TILE_BYTES",
     "EMBEDDED_DASK_CONFIG",
     "DISTRIBUTED_KEEP_PANEL_BYTES",
@@ -423,7 +427,10 @@ DIRECT_KEPT_MAPPINGS = 2
 #: the first block over the second took 0.96-1.05x the CPU (median 1.00) in 11 calls and
 #: 0.98-1.20x (median 1.01) in 11 more, leaving out calls where one block ran ~35 ms slow with
 #: no page fault (host noise, either block); at 1.02 the first block was the longer one.
-DIRECT_BACK_WORK_FACTOR = 1.15
+#: After round 10's variant trial (a median of three stretches per accumulator, a new trial every
+#: third of a worker's work), the same product measured 0.91-0.95 in 13 calls and 0.80-1.22 (median
+#: 0.92) in 16 more, at cuts made with 1.15 and 0.95 (``/proc``-quiet VM, 2026-11-30, round 11).
+DIRECT_BACK_WORK_FACTOR = 0.93
 #: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
 #: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
 #: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
@@ -447,6 +454,13 @@ DIRECT_BACK_MAX_FAULTS = 4096
 DIRECT_BACK_FACTOR_STEP = 0.05
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
+#: Measured factors of a product before its cut follows their median (the prior
+#: :data:`DIRECT_BACK_WORK_FACTOR` until then): one block's CPU time can triple in one call with
+#: no page fault (host noise: 115.9 ms against 31-41 ms, R-MAT scale 15 on 2 workers,
+#: 2026-11-30), and with the prior counted as one of two values that one measurement moved the
+#: cut (factor 1.15 -> 1.575), a moved cut costing the next call thousands of page faults; the
+#: median of three outvotes one such outlier.
+DIRECT_BACK_FACTOR_MIN_SEEN = 3
 #: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:
 #: the two blocks meet at a slot the client keeps for the product while both blocks still fit on
 #: their side of it (:func:`flexsparse.distributed._direct.meeting_slot`), so each worker writes the
@@ -478,6 +492,16 @@ EMBEDDED_DASK_CONFIG = {
 }
 #: Products (shape and entry counts) whose measured factors a client keeps.
 DIRECT_BACK_PRODUCTS_KEPT = 8
+#: Polling of direct blocks' end marks in the result file
+#: (:meth:`flexsparse.distributed.runner._Run._await_marks`): the calling process sleeps through
+#: ``DIRECT_POLL_SLEEP_SHARE`` of the wait the product's last call took, then looks every
+#: ``DIRECT_POLL_SECONDS`` (a look costs ~5 us of a core the workers share: ~10-40 looks a call
+#: of ~45 ms), and past ``DIRECT_POLL_LATE_SHARE`` of that wait (a slow call) every sixteenth of
+#: the time waited. The scheduler's report of the tasks' ends came 1.0-3.8 ms after the blocks
+#: ended (R-MAT scale 15 ``A @ A`` on 2 workers, 2026-11-30).
+DIRECT_POLL_SECONDS = 0.0002
+DIRECT_POLL_SLEEP_SHARE = 0.8
+DIRECT_POLL_LATE_SHARE = 1.5
 #: A distributed output block whose estimated work exceeds this multiple of the mean block's (a
 #: hub row: row cuts cannot split it) is cut into column sub-panels of about the mean work: with
 #: LPT assignment, one block of ``f`` times the mean finishes at least ``f - 1`` mean blocks after

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MARGIN", "back_factor", "capacity", "direct_capable", "kept", "mapping", "meeting_slot", "note_seconds",
-           "noted_seconds",
-           "record_back_factor", "release_mappings", "spgemm_into", "write_tile"]
+__all__ = ["MARGIN", "back_factor", "capacity", "direct_capable", "expected_wait", "kept", "mapping", "meeting_slot",
+           "note_seconds", "noted_seconds", "record_back_factor", "record_wait", "release_mappings", "spgemm_into",
+           "write_tile"]
 
 #: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
 #: outermost of them hold the block's CPU seconds (:func:`note_seconds`; 16 slots >= 8 bytes).
@@ -60,24 +60,22 @@ def back_factor(client: Any, A: Any, B: Any) -> float:
     """Work of the first of two direct blocks over the second's per unit of estimated work: the
     median of the last :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_KEPT` factors measured on
     ``client``'s workers for a product of this shape and these entry counts
-    (:func:`record_back_factor`), :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` counted
-    as one of them; the factor returned last for the product while the median stays within
-    :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_STEP` of it."""
+    (:func:`record_back_factor`) once there are :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_MIN_SEEN`
+    of them, :data:`~flexsparse._limits.DIRECT_BACK_WORK_FACTOR` before; the factor returned last
+    for the product while the median stays within :data:`~flexsparse._limits.DIRECT_BACK_FACTOR_STEP`
+    of it."""
     from flexsparse import _limits
 
-    seen = getattr(client, "_flexsparse_back_factor", {}).get(_product_key(A, B))
-    factor = float(np.median(seen)) if seen else _limits.DIRECT_BACK_WORK_FACTOR
+    seen = _per_product(client, "back_factor").get(_product_key(A, B), [])
+    factor = float(np.median(seen)) if len(seen) >= _limits.DIRECT_BACK_FACTOR_MIN_SEEN \
+        else _limits.DIRECT_BACK_WORK_FACTOR
     # the factor the last cut used stays while the median is within DIRECT_BACK_FACTOR_STEP of it:
     # a cut that moves puts rows on pages the other block's worker wrote (page faults)
-    used = getattr(client, "_flexsparse_back_used", None)
-    if used is None:
-        used = client._flexsparse_back_used = {}
+    used = _per_product(client, "back_used")
     last = used.get(_product_key(A, B))
     if last is not None and abs(factor - last) <= _limits.DIRECT_BACK_FACTOR_STEP:
         return last
-    used[_product_key(A, B)] = factor
-    while len(used) > _limits.DIRECT_BACK_PRODUCTS_KEPT:
-        used.pop(next(iter(used)))
+    _remember(used, _product_key(A, B), factor)
     return factor
 
 
@@ -97,13 +95,43 @@ def record_back_factor(client: Any, A: Any, B: Any, plan: Any, order: list[int],
         return   # too short to measure, or a block faulted in a fresh mapping (NaN)
     lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
     measured = min(hi, max(lo, (secs[0] / works[0]) / (secs[1] / works[1])))
-    factors = getattr(client, "_flexsparse_back_factor", None)
-    if factors is None:
-        factors = client._flexsparse_back_factor = {}
-    seen = factors.pop(_product_key(A, B), [_limits.DIRECT_BACK_WORK_FACTOR])
-    factors[_product_key(A, B)] = (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:]
-    while len(factors) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
-        factors.pop(next(iter(factors)))
+    factors = _per_product(client, "back_factor")
+    seen = factors.get(_product_key(A, B), [])
+    _remember(factors, _product_key(A, B), (seen + [measured])[-_limits.DIRECT_BACK_FACTOR_KEPT:])
+
+
+def _per_product(client: Any, name: str) -> dict[Any, Any]:
+    """A dictionary kept on ``client`` (attribute ``_flexsparse_<name>``), by product, least
+    recently run first; callers trim it to :data:`~flexsparse._limits.DIRECT_BACK_PRODUCTS_KEPT`."""
+    kept = getattr(client, f"_flexsparse_{name}", None)
+    if kept is None:
+        kept = {}
+        setattr(client, f"_flexsparse_{name}", kept)
+    return kept
+
+
+def _remember(kept: dict[Any, Any], key: Any, value: Any) -> None:
+    """``kept[key] = value`` as the most recent entry, dropping the least recent beyond
+    :data:`~flexsparse._limits.DIRECT_BACK_PRODUCTS_KEPT`."""
+    from flexsparse import _limits
+
+    kept.pop(key, None)
+    kept[key] = value
+    while len(kept) > _limits.DIRECT_BACK_PRODUCTS_KEPT:
+        kept.pop(next(iter(kept)))
+
+
+def expected_wait(client: Any, A: Any, B: Any) -> float | None:
+    """Thread CPU seconds of the longest direct block of ``A @ B`` the last time ``client`` ran
+    this product with every block measured (:func:`record_wait`); ``None`` before. A lower bound
+    of the wait for the blocks' ends: not the time a caller waited, which would carry any
+    oversleeping of one call into the next."""
+    return _per_product(client, "direct_wait").get(_product_key(A, B))
+
+
+def record_wait(client: Any, A: Any, B: Any, seconds: float) -> None:
+    """Keep the longest block's CPU seconds of ``A @ B``, for :func:`expected_wait`."""
+    _remember(_per_product(client, "direct_wait"), _product_key(A, B), float(seconds))
 
 
 def capacity(flops: int) -> int:
@@ -125,22 +153,17 @@ def meeting_slot(client: Any, A: Any, B: Any, rooms: list[int], cap: int) -> int
     beside it needs (the first time, the spare slots are split evenly around the first block's
     room). A fixed slot keeps each block on the pages its worker wrote before when a new cut moves
     rows between the blocks."""
-    from flexsparse import _limits
 
     spare = cap - int(sum(rooms))
     if spare < 0:
         raise ValueError(f"blocks of {rooms} slots do not fit a file of {cap}")
-    meets = getattr(client, "_flexsparse_meet", None)
-    if meets is None:
-        meets = client._flexsparse_meet = {}
+    meets = _per_product(client, "meet")
     key = (*_product_key(A, B), cap)
-    meet = meets.pop(key, None)
+    meet = meets.get(key)
     # the first time, the spare slots split evenly; then the kept slot, moved only as far as a
     # block that outgrew its side needs (the fewest pages change sides)
     meet = int(rooms[0]) + spare // 2 if meet is None else min(max(meet, int(rooms[0])), cap - int(rooms[1]))
-    meets[key] = meet
-    while len(meets) > _limits.DIRECT_BACK_PRODUCTS_KEPT:   # the least recently run product goes
-        meets.pop(next(iter(meets)))
+    _remember(meets, key, meet)
     return meet
 
 

@@ -27,6 +27,9 @@ class DistributedReport:
         shared_bytes: bytes the workers wrote into the result's shared-memory buffer.
         plan_seconds, assemble_seconds, total_seconds: planning, gathering the result (from
             the last product's end), and the wall time of the product.
+        block_seconds: thread CPU seconds of each block computed straight into the result
+            (:mod:`._direct`, in row order; -1 for a block not measured: one that faulted pages in
+            for the first time); empty for other products.
     """
 
     strategy: str
@@ -45,6 +48,7 @@ class DistributedReport:
     total_seconds: float
     gather: str = "network"
     shared_bytes: int = 0
+    block_seconds: tuple[float, ...] = ()
 
     def __str__(self) -> str:
         m, k, n = self.shape

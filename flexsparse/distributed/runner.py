@@ -296,7 +296,8 @@ class ProductRunner:
         report = DistributedReport(plan.strategy, plan.limit, plan.shape, len(plan.tiles), plan.n_groups,
                                    run.n_tasks, sum(t.bounded for t in plan.tiles), run.resubmitted,
                                    plan.n_workers, plan.balance, run.received, t_plan,
-                                   time.perf_counter() - t_asm, time.perf_counter() - t0, gather, run.shared)
+                                   time.perf_counter() - t_asm, time.perf_counter() - t0, gather, run.shared,
+                                   run.block_seconds)
         return result, report
 
     def plain_product(self, a: Any, b: Any, sort: bool) -> Any:
@@ -354,6 +355,7 @@ class _Run:
         self.extra: list[Any] = []
         self.received = 0
         self.shared = 0
+        self.block_seconds: tuple[float, ...] = ()   # each direct block's thread CPU seconds
         self.gathered = False
         # pieces with rows in sorted column order (gather clears it for a plain product)
         self.sort = True
@@ -612,6 +614,38 @@ class _Run:
             if bar is not None:
                 bar.stop()
 
+    def _await_marks(self, finals: dict[Any, int], marked: Any) -> bool:
+        """Wait for direct blocks by the marks they write into the result's file when done
+        (:func:`._direct.note_seconds`), not for the scheduler's report of their tasks' ends, which
+        reached this process 1.0-3.8 ms after a block's end (worker to scheduler to client, each
+        stream batched; R-MAT scale 15 on 2 workers, 2026-11-30). Sleeps through most of the
+        longest block's CPU time in the product's last call (:func:`._direct.expected_wait`; the
+        tasks start ~3 ms after submission), then polls ``marked(group)`` every
+        :data:`~flexsparse._limits.DIRECT_POLL_SECONDS` (every sixteenth of the time waited so far
+        when that is longer, past the expected end). True when every block marked its end
+        (their futures are then released); False as soon as a task ended without its mark (an
+        error, a lost worker, a worker that could not open the file): :meth:`collect` then takes
+        over."""
+        t0 = time.perf_counter()
+        expect = _direct.expected_wait(self.client, self.A, self.B)
+        if expect is not None:
+            time.sleep(expect * _limits.DIRECT_POLL_SLEEP_SHARE)
+        waiting = dict(finals)
+        while waiting:
+            for fut, g in list(waiting.items()):
+                if marked(g):
+                    del waiting[fut]
+                elif fut.status != "pending" and not marked(g):   # ended without its mark
+                    return False
+            if waiting:
+                waited = time.perf_counter() - t0
+                late = expect is None or waited > expect * _limits.DIRECT_POLL_LATE_SHARE
+                time.sleep(max(_limits.DIRECT_POLL_SECONDS, waited / 16) if late else _limits.DIRECT_POLL_SECONDS)
+        for fut, g in finals.items():   # the scheduler forgets them; their workers drop the returns
+            self.futures.pop(g, None)
+            fut.release()
+        return True
+
     # ------------------------------------------------------------------ gathering
     def _destinations(self, counts: dict[int, Any]) -> tuple[dict[int, Any], int, np.ndarray | None]:
         """``(dst per group, total entries, row pointers or None)`` in row-major order.
@@ -774,7 +808,10 @@ class _Run:
         backs = {g: self.direct[g][1] for g in order}
         for back in set(backs.values()):   # marks a block overwrites with its CPU seconds
             _direct.note_seconds(out["indices"], back, float("nan"))
-        self.collect(self.submit(order, "direct"), "direct", lambda g, res: None)
+        finals = self.submit(order, "direct")
+        if self.progress or not self._await_marks(
+                finals, lambda g: not np.isnan(_direct.noted_seconds(out["indices"], backs[g]))):
+            self.collect(finals, "direct", lambda g, res: None)
         t_asm = time.perf_counter()
         indptr = out["indptr"]
         # each block wrote its rows' pointers, so its first and last are its (start, end)
@@ -787,6 +824,9 @@ class _Run:
             return None
         if len(order) == 2:
             _direct.record_back_factor(self.client, self.A, self.B, p, order, spans)
+        self.block_seconds = tuple(spans[g][2] for g in order)
+        if min(self.block_seconds) > 0:   # every block measured (no fresh pages)
+            _direct.record_wait(self.client, self.A, self.B, max(span[2] for span in spans.values()))
         for g0, g1 in zip(order, order[1:]):
             if spans[g0][1] != spans[g1][0]:
                 raise RuntimeError(f"blocks {g0} and {g1} of the result do not meet: {spans[g0]} {spans[g1]}")

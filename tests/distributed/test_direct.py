@@ -253,8 +253,13 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
                                                                                           two_threads):
     from distributed import get_task_stream
 
+    from flexsparse.distributed import runner
+
     monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
     monkeypatch.setattr(_limits, "MIN_TILE_FLOPS", 1)           # two blocks even for this product
+    # the tasks' ends reach dask's task stream (which names each block's worker) only when the
+    # caller waits for them the dask way, not by the blocks' marks in the file
+    monkeypatch.setattr(runner._Run, "_await_marks", lambda self, finals, marked: False)
     monkeypatch.setattr(_limits, "DIRECT_BACK_MIN_SECONDS", 0.0)
     a = fs.rmat(10, 8, seed=5)
     want = fs.einsum("ij,jk->ik", a, a)
@@ -274,12 +279,16 @@ def test_the_two_direct_blocks_run_on_their_own_workers_and_their_seconds_reach_
         gc.collect()
     # blocks through a kept mapping note their CPU seconds in the file, and the factor they
     # show joins the measured ones (a block that mapped the file afresh is not measured)
-    assert len(seen[-1]) > len(seen[0]) and seen[-1][0] == _limits.DIRECT_BACK_WORK_FACTOR
+    assert len(seen[-1]) > len(seen[0])
     lo, hi = _limits.DIRECT_BACK_FACTOR_RANGE
     assert all(lo <= f <= hi for f in seen[-1])
-    # the next cut's factor: their median, or the last cut's while that is within a step of it
+    # the next cut's factor: the prior until enough are measured, then their median (or the
+    # last cut's while that is within a step of it)
     used = _direct.back_factor(two_threads, _as_csr(a), _as_csr(a))
-    assert abs(used - float(np.median(seen[-1]))) <= _limits.DIRECT_BACK_FACTOR_STEP
+    if len(seen[-1]) < _limits.DIRECT_BACK_FACTOR_MIN_SEEN:
+        assert used == _limits.DIRECT_BACK_WORK_FACTOR
+    else:
+        assert abs(used - float(np.median(seen[-1]))) <= _limits.DIRECT_BACK_FACTOR_STEP
     assert places[0] == places[1] == places[2]     # each block on the same worker every time
 
 
@@ -314,8 +323,11 @@ def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
     assert _direct.back_factor(client, a, a) == _limits.DIRECT_BACK_WORK_FACTOR
     tiles = [SimpleNamespace(flops=60.0, nnz_a=40.0), SimpleNamespace(flops=100.0, nnz_a=0.0)]
     plan = SimpleNamespace(group_tiles=lambda g: (tiles[g],))
-    for secs0 in (0.2, 0.3, 0.24, 5.0, 0.22, 0.26):   # per unit of work 1.0, 1.5, 1.2, 25 (clamped), 1.1, 1.3
+    # per unit of work 1.0, 1.5, 1.2, 25 (clamped), 1.1, 1.3
+    for i, secs0 in enumerate((0.2, 0.3, 0.24, 5.0, 0.22, 0.26)):
         _direct.record_back_factor(client, a, a, plan, [0, 1], {0: (0, 0, secs0), 1: (0, 0, 0.2)})
+        if i + 1 < _limits.DIRECT_BACK_FACTOR_MIN_SEEN:     # too few measurements to move the cut
+            assert _direct.back_factor(client, a, a) == _limits.DIRECT_BACK_WORK_FACTOR
     kept = client._flexsparse_back_factor[_direct._product_key(a, a)]
     assert len(kept) == _limits.DIRECT_BACK_FACTOR_KEPT and max(kept) == _limits.DIRECT_BACK_FACTOR_RANGE[1]
     assert _direct.back_factor(client, a, a) == float(np.median(kept))
@@ -331,6 +343,45 @@ def test_back_factor_is_the_median_of_the_kept_measurements(monkeypatch):
     moved = float(np.median(client._flexsparse_back_factor[_direct._product_key(a, a)]))
     assert abs(moved - used) > _limits.DIRECT_BACK_FACTOR_STEP
     assert _direct.back_factor(client, a, a) == moved         # a larger one moves it
+
+
+class _Future:
+    """What :meth:`runner._Run._await_marks` reads of a dask future: its status, and release."""
+
+    def __init__(self, status="pending"):
+        self.status, self.released = status, False
+
+    def release(self):
+        self.released = True
+
+
+def test_direct_blocks_are_awaited_by_their_marks_not_the_scheduler():
+    import threading
+    from types import SimpleNamespace
+
+    from flexsparse.distributed import runner
+
+    a = _as_csr(fs.rmat(6, 4, seed=1))
+    run = SimpleNamespace(client=SimpleNamespace(), A=a, B=a, futures={0: ["a"], 1: ["b"]})
+    f0, f1 = _Future(), _Future()
+    marks = {0: True, 1: False}
+    later = threading.Timer(0.02, marks.__setitem__, (1, True))
+    later.start()
+    # both tasks still pending for dask: the marks alone end the wait, and the futures go
+    assert runner._Run._await_marks(run, {f0: 0, f1: 1}, marks.__getitem__)
+    later.join()
+    assert f0.released and f1.released and run.futures == {}
+    # a task that ended without its mark (an error, a lost worker, a file it could not open):
+    # the caller collects it the dask way, nothing released
+    for status in ("finished", "error", "lost"):
+        run.futures = {0: ["a"]}
+        f = _Future(status)
+        assert not runner._Run._await_marks(run, {f: 0}, lambda g: False)
+        assert not f.released and run.futures == {0: ["a"]}
+    # the expected wait is the longest block's CPU seconds the product showed last
+    assert _direct.expected_wait(run.client, a, a) is None
+    _direct.record_wait(run.client, a, a, 0.01)
+    assert _direct.expected_wait(run.client, a, a) == 0.01
 
 
 def test_a_worker_that_cannot_open_the_file_sends_the_product_the_two_phase_way(monkeypatch, two_threads):
@@ -352,6 +403,8 @@ def test_completions_are_awaited_on_the_products_own_client_loop(monkeypatch, tw
     told otherwise; a product on another client's cluster then heard of its tasks' ends late."""
     import distributed
 
+    from flexsparse.distributed import runner
+
     loops = []
     real = distributed.as_completed
 
@@ -361,6 +414,8 @@ def test_completions_are_awaited_on_the_products_own_client_loop(monkeypatch, tw
 
     monkeypatch.setattr(distributed, "as_completed", recording)
     monkeypatch.setattr(_limits, "GATHER_SHM_MIN_BYTES", 0)
+    # what the caller does when a block ends without its mark in the file (or with a bar)
+    monkeypatch.setattr(runner._Run, "_await_marks", lambda self, finals, marked: False)
     a = fs.rmat(9, 8, seed=6)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
             Client(cl) as newer:                       # the default client is now this one
