@@ -124,6 +124,19 @@ def bench_high_order(quick, repeat, einsum_timeout):
     return rows
 
 
+#: Seconds of calls each function of a chemistry pair gets at least (see :func:`chemistry`).
+CHEM_SECONDS = 0.25
+
+
+def _rounds(fn, repeat: int) -> int:
+    """Interleaved rounds giving ``fn`` at least :data:`CHEM_SECONDS` of calls (40 at least)."""
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fn()
+    per_call = max((time.perf_counter() - t0) / 5, 1e-6)
+    return max(repeat, 40, int(CHEM_SECONDS / per_call))
+
+
 def chemistry(data: Path | None, repeat):
     rows = []
     if data is None or not (data / "TEvv.tns").exists():
@@ -138,8 +151,11 @@ def chemistry(data: Path | None, repeat):
         # twice (NumPy then runs a self-product, e.g. SYRK, exactly as flexsparse's GEMM does)
         xd = x.todense()
         yd = xd if y is x else y.todense()
-        # sub-millisecond products: interleaved rounds, minimum of each (least disturbed by load)
-        rounds = max(repeat, 40)
+        # sub-millisecond products: interleaved rounds, minimum of each (least disturbed by load),
+        # over at least CHEM_SECONDS of each: 40 rounds of a 0.07-0.5 ms call span 5-40 ms, and one
+        # disturbance of that length decided a whole minimum (abic from COO: 1.29x NumPy in one
+        # run, 0.998-0.999x in the three before it, 2026-11-30)
+        rounds = _rounds(lambda: np.einsum(spec, xd, yd, optimize=True), repeat)
         t_fs, t_np = best_pair(lambda: fs.einsum(spec, x, y), lambda: np.einsum(spec, xd, yd, optimize=True), rounds)
         res, ref = fs.einsum(spec, x, y), np.einsum(spec, xd, yd, optimize=True)
         got = res.todense() if hasattr(res, "todense") else res
