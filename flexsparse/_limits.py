@@ -455,12 +455,15 @@ DIRECT_BACK_FACTOR_STEP = 0.05
 #: Measured factors of one product a client keeps; the next cut takes their median.
 DIRECT_BACK_FACTOR_KEPT = 5
 #: Measured factors of a product before its cut follows their median (the prior
-#: :data:`DIRECT_BACK_WORK_FACTOR` until then): one block's CPU time can triple in one call with
+#: :data:`DIRECT_BACK_WORK_FACTOR` until then). One block's CPU time can triple in one call with
 #: no page fault (host noise: 115.9 ms against 31-41 ms, R-MAT scale 15 on 2 workers,
-#: 2026-11-30), and with the prior counted as one of two values that one measurement moved the
-#: cut (factor 1.15 -> 1.575), a moved cut costing the next call thousands of page faults; the
-#: median of three outvotes one such outlier.
-DIRECT_BACK_FACTOR_MIN_SEEN = 3
+#: 2026-11-30), and the first calls of a product skew the same way more often than not (first
+#: block 51 / 56 ms against 39 / 42 for the second in two of its first three calls, 41 / 41 after):
+#: with three factors that moved the cut off a balanced prior, and the move cost the next call
+#: 14,891 page faults (96 ms against 47-57) and the calls after it 35 / 45 ms blocks (two workers
+#: over one 1.53x in that run, 1.71-1.75x in the two before). A move costs a call 30-80 ms of page
+#: faults and pays back a few ms a call, so it waits for the median of a full history.
+DIRECT_BACK_FACTOR_MIN_SEEN = 5
 #: Slots of a direct result file beyond its blocks' multiply-adds, as a fraction of them:
 #: the two blocks meet at a slot the client keeps for the product while both blocks still fit on
 #: their side of it (:func:`flexsparse.distributed._direct.meeting_slot`), so each worker writes the

@@ -15,7 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["content_key", "kept_panels", "plans"]
+import numpy as np
+
+__all__ = ["content_key", "kept_panels", "plans", "same_matrix"]
+
+
+def _same_buffer(u: np.ndarray, v: np.ndarray) -> bool:
+    return (u.dtype == v.dtype and u.shape == v.shape and u.strides == v.strides
+            and u.__array_interface__["data"][0] == v.__array_interface__["data"][0])
+
+
+def same_matrix(x: Any, y: Any) -> bool:
+    """Whether CSR ``x`` and ``y`` hold the same matrix in the same buffers (``X @ X``)."""
+    return (x.shape == y.shape and _same_buffer(x.indices, y.indices) and _same_buffer(x.data, y.data)
+            and (x.indptr is y.indptr or np.array_equal(x.indptr, y.indptr)))
 
 
 def kept_panels(client: Any) -> dict[tuple[str, str | None], Any]:
@@ -48,7 +61,6 @@ def content_key(A: Any, B: Any) -> tuple[dict[tuple[int, int, int, int], str], A
 
     from flexsparse import _limits
     from flexsparse.distributed import _tasks
-    from flexsparse.distributed.runner import same_matrix
 
     k, n = B.shape
     if B.nbytes > _limits.DISTRIBUTED_KEEP_PANEL_BYTES or A.nbytes > _limits.DISTRIBUTED_KEEP_PANEL_BYTES:

@@ -1,11 +1,33 @@
-"""The figures of one distributed product (:class:`DistributedReport`), as
-:class:`~flexsparse.distributed.runner.ProductRunner` reports them: a frozen record, no work."""
+"""What a distributed product shows: its figures (:class:`DistributedReport`, as
+:class:`~flexsparse.distributed.runner.ProductRunner` reports them: a frozen record, no work) and
+its progress bar over tiles (:func:`tile_bar`, rich)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DistributedReport"]
+__all__ = ["DistributedReport", "tile_bar"]
+
+
+@contextlib.contextmanager
+def tile_bar(total: int, show: bool) -> Iterator[Any]:
+    """A transient progress bar over ``total`` tiles while the block runs (``show``); yields the
+    callable that advances it by one tile (a no-op without the bar)."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.start()
+    task = bar.add_task("tiles", total=total)
+    try:
+        yield lambda: bar.advance(task)
+    finally:
+        bar.stop()
 
 
 @dataclass(frozen=True)

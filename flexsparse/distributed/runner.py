@@ -70,7 +70,8 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import index_dtype_for, result_dtype
 from flexsparse.distributed import _cache, _direct, _gather, _store, _tasks
-from flexsparse.distributed._report import DistributedReport
+from flexsparse.distributed._cache import same_matrix
+from flexsparse.distributed._report import DistributedReport, tile_bar
 from flexsparse.distributed.cluster import WorkerResources, tile_budget
 from flexsparse.distributed.tiles import ProductPlan, build_plan, check_task_count, uniform_bounds
 
@@ -78,17 +79,6 @@ __all__ = ["DistributedReport", "ProductRunner", "MAX_GROUP_ATTEMPTS"]
 
 #: Times a group is submitted before a lost-worker failure is given up on.
 MAX_GROUP_ATTEMPTS = 6
-
-
-def _same_buffer(u: np.ndarray, v: np.ndarray) -> bool:
-    return (u.dtype == v.dtype and u.shape == v.shape and u.strides == v.strides
-            and u.__array_interface__["data"][0] == v.__array_interface__["data"][0])
-
-
-def same_matrix(x: Any, y: Any) -> bool:
-    """Whether CSR ``x`` and ``y`` hold the same matrix in the same buffers (``X @ X``)."""
-    return (x.shape == y.shape and _same_buffer(x.indices, y.indices) and _same_buffer(x.data, y.data)
-            and (x.indptr is y.indptr or np.array_equal(x.indptr, y.indptr)))
 
 
 def _coo_layout(decode: Any) -> tuple[str, Any]:
@@ -557,90 +547,63 @@ class _Run:
     def collect(self, finals: dict[Any, int], stage: str, on_result: Any) -> None:
         """Wait for ``finals`` (``{future: group}``), passing each result to ``on_result(group, value)``;
         groups whose worker was lost are resubmitted (their whole chain, data scattered again)."""
+        if not finals:
+            return
+        with tile_bar(len(finals), self.progress and stage != "place") as advance:
+            self._collect(finals, stage, on_result, advance)
+
+    def _collect(self, finals: dict[Any, int], stage: str, on_result: Any, advance: Any) -> None:
+        """:meth:`collect` with ``advance()`` called per group done."""
         from distributed import as_completed
 
         p = self.plan
-        if not finals:
-            return
-        bar = task = None
-        if self.progress and stage != "place":
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("tiles", total=len(finals))
-        try:
-            # on this client's event loop: as_completed otherwise waits on the loop of the process's
-            # default client (the last one made), and a product on another client's cluster then
-            # learnt of its tasks' ends ~20 ms late (two embedded clusters, R-MAT scale 15)
-            pending = as_completed(list(finals), loop=self.client.loop)
-            for fut in pending:
-                g = finals.pop(fut)
-                exc: BaseException | None = None
-                try:
-                    # a direct block's outcome is in the result's file (read by gather_direct):
-                    # fetching its result would be one more round trip to its worker
-                    res = None if (stage == "direct" and fut.status == "finished") else fut.result()
-                except _tasks.TileError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
-                    exc = e
-                if exc is None:
-                    on_result(g, res)
-                    if stage == "count":      # the root stays for the placing stage
-                        self.futures[g] = [self.roots[g]]
-                    else:
-                        self.futures.pop(g, None)
-                        self.roots.pop(g, None)
-                    fut.release()
-                    if bar is not None:
-                        bar.advance(task)
-                    continue
-                if type(exc).__name__ == "KilledWorker":   # the task itself keeps killing workers
-                    raise _tasks.TileError(f"group {g} (rows {p.group_tiles(g)[0].r0}:{p.group_tiles(g)[0].r1}) "
-                                           f"killed its worker repeatedly: {exc}") from exc
-                if self.attempts[g] >= MAX_GROUP_ATTEMPTS:
-                    raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
-                                       f"(workers lost; last status {fut.status!r}, {exc!r})")
-                self.resubmitted += 1
-                if self._live() != self._seen_workers:
-                    # the cluster changed: B's copies may name a dead worker; scatter them afresh
-                    self._seen_workers = list(self.addresses)
-                    self.panels = {}
-                new = self.submit([g], stage)
-                finals.update(new)
-                pending.update(new)
-        finally:
-            if bar is not None:
-                bar.stop()
+        # on this client's event loop: as_completed otherwise waits on the loop of the process's
+        # default client (the last one made), and a product on another client's cluster then
+        # learnt of its tasks' ends ~20 ms late (two embedded clusters, R-MAT scale 15)
+        pending = as_completed(list(finals), loop=self.client.loop)
+        for fut in pending:
+            g = finals.pop(fut)
+            exc: BaseException | None = None
+            try:
+                # a direct block's outcome is in the result's file (read by gather_direct):
+                # fetching its result would be one more round trip to its worker
+                res = None if (stage == "direct" and fut.status == "finished") else fut.result()
+            except _tasks.TileError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
+                exc = e
+            if exc is None:
+                on_result(g, res)
+                if stage == "count":      # the root stays for the placing stage
+                    self.futures[g] = [self.roots[g]]
+                else:
+                    self.futures.pop(g, None)
+                    self.roots.pop(g, None)
+                fut.release()
+                advance()
+                continue
+            if type(exc).__name__ == "KilledWorker":   # the task itself keeps killing workers
+                raise _tasks.TileError(f"group {g} (rows {p.group_tiles(g)[0].r0}:{p.group_tiles(g)[0].r1}) "
+                                       f"killed its worker repeatedly: {exc}") from exc
+            if self.attempts[g] >= MAX_GROUP_ATTEMPTS:
+                raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
+                                   f"(workers lost; last status {fut.status!r}, {exc!r})")
+            self.resubmitted += 1
+            if self._live() != self._seen_workers:
+                # the cluster changed: B's copies may name a dead worker; scatter them afresh
+                self._seen_workers = list(self.addresses)
+                self.panels = {}
+            new = self.submit([g], stage)
+            finals.update(new)
+            pending.update(new)
 
     def _await_marks(self, finals: dict[Any, int], marked: Any) -> bool:
-        """Wait for direct blocks by the marks they write into the result's file when done
-        (:func:`._direct.note_seconds`), not for the scheduler's report of their tasks' ends, which
-        reached this process 1.0-3.8 ms after a block's end (worker to scheduler to client, each
-        stream batched; R-MAT scale 15 on 2 workers, 2026-11-30). Sleeps through most of the
-        longest block's CPU time in the product's last call (:func:`._direct.expected_wait`; the
-        tasks start ~3 ms after submission), then polls ``marked(group)`` every
-        :data:`~flexsparse._limits.DIRECT_POLL_SECONDS` (every sixteenth of the time waited so far
-        when that is longer, past the expected end). True when every block marked its end
-        (their futures are then released); False as soon as a task ended without its mark (an
-        error, a lost worker, a worker that could not open the file): :meth:`collect` then takes
-        over."""
-        t0 = time.perf_counter()
-        expect = _direct.expected_wait(self.client, self.A, self.B)
-        if expect is not None:
-            time.sleep(expect * _limits.DIRECT_POLL_SLEEP_SHARE)
-        waiting = dict(finals)
-        while waiting:
-            for fut, g in list(waiting.items()):
-                if marked(g):
-                    del waiting[fut]
-                elif fut.status != "pending" and not marked(g):   # ended without its mark
-                    return False
-            if waiting:
-                waited = time.perf_counter() - t0
-                late = expect is None or waited > expect * _limits.DIRECT_POLL_LATE_SHARE
-                time.sleep(max(_limits.DIRECT_POLL_SECONDS, waited / 16) if late else _limits.DIRECT_POLL_SECONDS)
+        """Wait for the direct blocks ``finals`` by their end marks in the result file
+        (:func:`._direct.await_marks`); True when every block marked its end (their futures are
+        released), False when a task ended without (:meth:`collect` takes over)."""
+        with tile_bar(len(finals), self.progress) as advance:
+            if not _direct.await_marks(finals, marked, _direct.expected_wait(self.client, self.A, self.B), advance):
+                return False
         for fut, g in finals.items():   # the scheduler forgets them; their workers drop the returns
             self.futures.pop(g, None)
             fut.release()
@@ -809,8 +772,7 @@ class _Run:
         for back in set(backs.values()):   # marks a block overwrites with its CPU seconds
             _direct.note_seconds(out["indices"], back, float("nan"))
         finals = self.submit(order, "direct")
-        if self.progress or not self._await_marks(
-                finals, lambda g: not np.isnan(_direct.noted_seconds(out["indices"], backs[g]))):
+        if not self._await_marks(finals, lambda g: not np.isnan(_direct.noted_seconds(out["indices"], backs[g]))):
             self.collect(finals, "direct", lambda g, res: None)
         t_asm = time.perf_counter()
         indptr = out["indptr"]

@@ -331,10 +331,16 @@ def pair_flops(subscripts: str, a: Any, b: Any, stop: int | None = None) -> int 
         return np.ravel_multi_index(tuple(t.coords[idx.index(c)] for c in shared),
                                     tuple(spec.sizes[c] for c in shared))
 
-    kb = keys(b, ib)
     same = a is b and all(ia.index(c) == ib.index(c) for c in shared)     # a self-contraction
-    per_cell = np.bincount(kb, minlength=cells)
-    ka = kb if same else keys(a, ia)
+    csr = b._csr
+    if len(shared) == 1 and ib.index(shared[0]) == 0 and csr is not None and csr.data is b.data:
+        # a 2-D b backed by a CSR (COO.from_csr) has its entries per row already: its row lengths,
+        # no pass over its coordinates (R-MAT scale 15: ~40 us against 430 us for the call)
+        kb, per_cell = None, np.diff(csr.indptr)
+    else:
+        kb = keys(b, ib)
+        per_cell = np.bincount(kb, minlength=cells)
+    ka = kb if same and kb is not None else keys(a, ia)
     if stop is None:
         # each entry of a meets every entry of b with its shared coordinates
         return int(per_cell[ka].sum())

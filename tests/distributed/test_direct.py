@@ -362,17 +362,19 @@ def test_direct_blocks_are_awaited_by_their_marks_not_the_scheduler():
     from flexsparse.distributed import runner
 
     a = _as_csr(fs.rmat(6, 4, seed=1))
-    run = SimpleNamespace(client=SimpleNamespace(), A=a, B=a, futures={0: ["a"], 1: ["b"]})
+    run = SimpleNamespace(client=SimpleNamespace(), A=a, B=a, futures={0: ["a"], 1: ["b"]}, progress=True)
     f0, f1 = _Future(), _Future()
     marks = {0: True, 1: False}
     later = threading.Timer(0.02, marks.__setitem__, (1, True))
     later.start()
-    # both tasks still pending for dask: the marks alone end the wait, and the futures go
+    # both tasks still pending for dask: the marks alone end the wait (a bar over them shown),
+    # and the futures go
     assert runner._Run._await_marks(run, {f0: 0, f1: 1}, marks.__getitem__)
     later.join()
     assert f0.released and f1.released and run.futures == {}
     # a task that ended without its mark (an error, a lost worker, a file it could not open):
     # the caller collects it the dask way, nothing released
+    run.progress = False
     for status in ("finished", "error", "lost"):
         run.futures = {0: ["a"]}
         f = _Future(status)

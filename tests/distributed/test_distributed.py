@@ -498,6 +498,21 @@ def test_pair_flops_counts_every_multiply_add(spec, density):
                                                    dtype=np.int64)
     assert pair_flops(spec, dense(a), b) is None                     # not COO: no count
     assert sparse_flops(spec, a, b) >= 0
+    if len(ins[1]) == 2:   # b backed by a CSR (with a duplicate entry): counted from its row lengths
+        from flexsparse.formats.csr import CSR
+
+        sb = fs.to_scipy(b, "csr")
+        indptr = np.asarray(sb.indptr, dtype=np.int64)
+        indices, data = np.asarray(sb.indices), np.asarray(sb.data)
+        if data.size:
+            indptr = indptr.copy()
+            indptr[1:] += 1                                      # row 0 gets its first entry twice
+            indices, data = np.insert(indices, 0, indices[0]), np.insert(data, 0, data[0])
+        backed = fs.COO.from_csr(CSR(indptr, indices, data, b.shape, sorted_indices=False))
+        ref = fs.COO(backed.coords.copy(), backed.data.copy(), b.shape)   # the same entries, no CSR
+        assert pair_flops(spec, a, backed) == pair_flops(spec, a, ref)
+        for stop in (1, int(want) + 1):
+            assert (pair_flops(spec, a, backed, stop=stop) >= stop) == (pair_flops(spec, a, ref) >= stop)
 
 
 def test_small_call_runs_in_process_and_large_one_goes_out(client):
