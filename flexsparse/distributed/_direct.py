@@ -18,13 +18,15 @@ CSR product is at most two row blocks (one id window, one column panel), neither
   (one block writes up from 0). The client keeps ``M`` for the product while both blocks fit
   beside it (:func:`meeting_slot`), and each block runs on the same worker every time, so a
   worker writes into pages it faulted in before;
-* each task writes its rows' pointers (absolute slots) and returns ``(start, end)``; the caller
-  fills the pointers of rows no block covers and subtracts ``start`` (O(m)), and the result's
-  arrays are views of ``[start, end)`` of the mapped file.
+* each task writes its rows' pointers (absolute slots) and, last, its thread CPU seconds into
+  the margin of ``indices`` no entry reaches (:func:`note_seconds`); the caller learns of each
+  block's end from that mark (:func:`await_marks`, before the scheduler reports it), fills the
+  pointers of rows no block covers and subtracts ``start`` (O(m)), and the result's arrays are
+  views of ``[start, end)`` of the mapped file.
 
 The caller cuts the rows where the first block's work, weighted by :func:`back_factor`, equals
-the second's: the median of the factors its earlier runs of the same product showed (each block
-notes its thread CPU seconds in the margin of ``indices`` no entry reaches, :func:`note_seconds`).
+the second's: a prior until enough runs of the same product are measured, then the median of
+the factors those runs showed (their noted CPU seconds).
 
 The same kernel as the in-process engine (and :func:`._tasks.run_tile`) runs on one thread; its
 workspaces and partition are set up here as :func:`flexsparse.kernels.cpu.spgemm.spgemm` sets
@@ -187,7 +189,6 @@ def meeting_slot(client: Any, A: Any, B: Any, rooms: list[int], cap: int) -> int
     beside it needs (the first time, the spare slots are split evenly around the first block's
     room). A fixed slot keeps each block on the pages its worker wrote before when a new cut moves
     rows between the blocks."""
-
     spare = cap - int(sum(rooms))
     if spare < 0:
         raise ValueError(f"blocks of {rooms} slots do not fit a file of {cap}")
