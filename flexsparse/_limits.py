@@ -432,7 +432,7 @@ DIRECT_KEPT_MAPPINGS = 2
 #: 0.92) in 16 more, at cuts made with 1.15 and 0.95 (``/proc``-quiet VM, 2026-11-30, round 11).
 DIRECT_BACK_WORK_FACTOR = 0.93
 #: Bounds of a measured factor that joins :data:`DIRECT_BACK_WORK_FACTOR` for a product
-#: run again on the same client (:func:`flexsparse.distributed.runner.back_factor`): walking
+#: run again on the same client (:func:`flexsparse.distributed._direct.back_factor`): walking
 #: down measured 1.09-1.41x walking up over the same rows (BENCHMARKS.md section 14); a
 #: measurement outside these bounds is noise (a block that waited for memory or a core).
 DIRECT_BACK_FACTOR_RANGE = (0.8, 2.0)
@@ -496,10 +496,10 @@ EMBEDDED_DASK_CONFIG = {
 #: Products (shape and entry counts) whose measured factors a client keeps.
 DIRECT_BACK_PRODUCTS_KEPT = 8
 #: Polling of direct blocks' end marks in the result file
-#: (:meth:`flexsparse.distributed.runner._Run._await_marks`): the calling process sleeps through
-#: ``DIRECT_POLL_SLEEP_SHARE`` of the wait the product's last call took, then looks every
+#: (:func:`flexsparse.distributed._direct.await_marks`): the calling process sleeps through
+#: ``DIRECT_POLL_SLEEP_SHARE`` of the longest block's CPU time in the product's last call, then looks every
 #: ``DIRECT_POLL_SECONDS`` (a look costs ~5 us of a core the workers share: ~10-40 looks a call
-#: of ~45 ms), and past ``DIRECT_POLL_LATE_SHARE`` of that wait (a slow call) every sixteenth of
+#: of ~45 ms), and past ``DIRECT_POLL_LATE_SHARE`` of that time (a slow call) every sixteenth of
 #: the time waited. The scheduler's report of the tasks' ends came 1.0-3.8 ms after the blocks
 #: ended (R-MAT scale 15 ``A @ A`` on 2 workers, 2026-11-30).
 DIRECT_POLL_SECONDS = 0.0002

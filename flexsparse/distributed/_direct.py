@@ -37,17 +37,20 @@ of a reused file already exist); O(m) on the caller.
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 import os
+import platform
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 __all__ = ["MARGIN", "await_marks", "back_factor", "capacity", "direct_capable", "expected_wait", "kept",
-           "mapping", "meeting_slot", "note_seconds", "noted_seconds", "record_back_factor", "record_wait",
-           "release_mappings", "spgemm_into", "write_tile"]
+           "mapping", "marks_follow_rows", "meeting_slot", "note_seconds", "noted_seconds", "record_back_factor",
+           "record_wait", "release_mappings", "spgemm_into", "write_tile"]
 
 #: Slots of each block's room beyond its multiply-adds (an upper bound of its entries): the
 #: outermost of them hold the block's CPU seconds (:func:`note_seconds`; 16 slots >= 8 bytes).
@@ -136,6 +139,16 @@ def record_wait(client: Any, A: Any, B: Any, seconds: float) -> None:
     _remember(_per_product(client, "direct_wait"), _product_key(A, B), float(seconds))
 
 
+@functools.cache
+def marks_follow_rows() -> bool:
+    """Whether a block's end mark, seen by another process, implies its rows are seen too: the
+    worker stores the mark after the kernel's last store, and x86 processors make one core's
+    stores visible to the others in the order they were made (total store order). Weakly
+    ordered processors (ARM, POWER) may show the mark first, so there the caller waits for
+    dask's report instead, which goes through the workers' locks and sockets."""
+    return platform.machine().lower() in {"x86_64", "amd64", "i386", "i686", "x86"}
+
+
 def await_marks(finals: dict[Any, int], marked: Any, expect: float | None, advance: Any) -> bool:
     """Wait for direct blocks by the marks they write into the result's file when done
     (:func:`note_seconds`), not for the scheduler's report of their tasks' ends, which reached
@@ -147,10 +160,12 @@ def await_marks(finals: dict[Any, int], marked: Any, expect: float | None, advan
     then polled every :data:`~flexsparse._limits.DIRECT_POLL_SECONDS` (every sixteenth of the
     time waited so far when that is longer, past the expected end); ``advance()`` per block
     done. True when every block marked its end; False as soon as a task ended without its mark
-    (an error, a lost worker, a worker that could not open the file)."""
-    import time
-
+    (an error, a lost worker, a worker that could not open the file), and at once on a machine
+    whose stores may be seen out of order (:func:`marks_follow_rows`)."""
     from flexsparse import _limits
+
+    if not marks_follow_rows():
+        return False
 
     t0 = time.perf_counter()
     if expect is not None:
@@ -385,7 +400,6 @@ def write_tile(a: Any, b: Any, target: Any, r0: int, offset: int, back: bool, ro
     it took more than :data:`~flexsparse._limits.DIRECT_BACK_MAX_FAULTS` page faults), which are
     also noted in the file's margin (:func:`note_seconds`)."""
     import resource
-    import time
 
     from flexsparse import _limits
     from flexsparse.distributed import _gather

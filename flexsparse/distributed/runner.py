@@ -547,55 +547,51 @@ class _Run:
     def collect(self, finals: dict[Any, int], stage: str, on_result: Any) -> None:
         """Wait for ``finals`` (``{future: group}``), passing each result to ``on_result(group, value)``;
         groups whose worker was lost are resubmitted (their whole chain, data scattered again)."""
-        if not finals:
-            return
-        with tile_bar(len(finals), self.progress and stage != "place") as advance:
-            self._collect(finals, stage, on_result, advance)
-
-    def _collect(self, finals: dict[Any, int], stage: str, on_result: Any, advance: Any) -> None:
-        """:meth:`collect` with ``advance()`` called per group done."""
         from distributed import as_completed
 
         p = self.plan
-        # on this client's event loop: as_completed otherwise waits on the loop of the process's
-        # default client (the last one made), and a product on another client's cluster then
-        # learnt of its tasks' ends ~20 ms late (two embedded clusters, R-MAT scale 15)
-        pending = as_completed(list(finals), loop=self.client.loop)
-        for fut in pending:
-            g = finals.pop(fut)
-            exc: BaseException | None = None
-            try:
-                # a direct block's outcome is in the result's file (read by gather_direct):
-                # fetching its result would be one more round trip to its worker
-                res = None if (stage == "direct" and fut.status == "finished") else fut.result()
-            except _tasks.TileError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
-                exc = e
-            if exc is None:
-                on_result(g, res)
-                if stage == "count":      # the root stays for the placing stage
-                    self.futures[g] = [self.roots[g]]
-                else:
-                    self.futures.pop(g, None)
-                    self.roots.pop(g, None)
-                fut.release()
-                advance()
-                continue
-            if type(exc).__name__ == "KilledWorker":   # the task itself keeps killing workers
-                raise _tasks.TileError(f"group {g} (rows {p.group_tiles(g)[0].r0}:{p.group_tiles(g)[0].r1}) "
-                                       f"killed its worker repeatedly: {exc}") from exc
-            if self.attempts[g] >= MAX_GROUP_ATTEMPTS:
-                raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
-                                   f"(workers lost; last status {fut.status!r}, {exc!r})")
-            self.resubmitted += 1
-            if self._live() != self._seen_workers:
-                # the cluster changed: B's copies may name a dead worker; scatter them afresh
-                self._seen_workers = list(self.addresses)
-                self.panels = {}
-            new = self.submit([g], stage)
-            finals.update(new)
-            pending.update(new)
+        if not finals:
+            return
+        with tile_bar(len(finals), self.progress and stage != "place") as advance:
+            # on this client's event loop: as_completed otherwise waits on the loop of the process's
+            # default client (the last one made), and a product on another client's cluster then
+            # learnt of its tasks' ends ~20 ms late (two embedded clusters, R-MAT scale 15)
+            pending = as_completed(list(finals), loop=self.client.loop)
+            for fut in pending:
+                g = finals.pop(fut)
+                exc: BaseException | None = None
+                try:
+                    # a direct block's outcome is in the result's file (read by gather_direct):
+                    # fetching its result would be one more round trip to its worker
+                    res = None if (stage == "direct" and fut.status == "finished") else fut.result()
+                except _tasks.TileError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a lost worker (its data went with it): resubmit
+                    exc = e
+                if exc is None:
+                    on_result(g, res)
+                    if stage == "count":      # the root stays for the placing stage
+                        self.futures[g] = [self.roots[g]]
+                    else:
+                        self.futures.pop(g, None)
+                        self.roots.pop(g, None)
+                    fut.release()
+                    advance()
+                    continue
+                if type(exc).__name__ == "KilledWorker":   # the task itself keeps killing workers
+                    raise _tasks.TileError(f"group {g} (rows {p.group_tiles(g)[0].r0}:{p.group_tiles(g)[0].r1}) "
+                                           f"killed its worker repeatedly: {exc}") from exc
+                if self.attempts[g] >= MAX_GROUP_ATTEMPTS:
+                    raise RuntimeError(f"group {g} of the product failed {int(self.attempts[g])} times "
+                                       f"(workers lost; last status {fut.status!r}, {exc!r})")
+                self.resubmitted += 1
+                if self._live() != self._seen_workers:
+                    # the cluster changed: B's copies may name a dead worker; scatter them afresh
+                    self._seen_workers = list(self.addresses)
+                    self.panels = {}
+                new = self.submit([g], stage)
+                finals.update(new)
+                pending.update(new)
 
     def _await_marks(self, finals: dict[Any, int], marked: Any) -> bool:
         """Wait for the direct blocks ``finals`` by their end marks in the result file
