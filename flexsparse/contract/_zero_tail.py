@@ -10,8 +10,10 @@ contracted modes of both operands (in the same order) and there is no batch inde
    galloping; O(runs) to O(runs log run) index reads, no value read) which records its runs
    and each row's support length (last stored cell + 1), and stops once the runs exceed a
    budget of ``nnz / _limits.DENSIFY_MIN_MEAN_RUN``; any other COO (or one in short runs) is
-   scattered into a dense ``[R, K]`` by ``support_entries``, which keeps each row's longest
-   cell in a register in the same pass. An operand given twice is analysed once.
+   added into a dense ``[R, K]`` by ``support_entries``, which finds the support in the same
+   pass: run by run when its entries come in at most that many runs of consecutive cells in
+   any order (a file stored in sorted pieces, with repeats), else entry by entry. An operand
+   given twice is analysed once.
 2. Plan (``zero_tail_plan``, compiled): a counting sort of the lengths into levels, and a
    dynamic programme over the levels with a GEMM time model (``_limits.ZERO_TAIL_*``): one
    GEMM over ``[0, c)`` for every row, tail steps ``[g_i, g_j)`` for the rows reaching past
@@ -151,7 +153,8 @@ def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
         if runs.shape[0]:
             return sup, runs, None, False
     dense = np.zeros((n, k), dtype=op.dtype)
-    sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense)
+    sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense,
+                                    op.nnz // _limits.DENSIFY_MIN_MEAN_RUN)
     return sup, None, dense, bool(bad)
 
 

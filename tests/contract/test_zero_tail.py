@@ -170,6 +170,45 @@ def test_support_and_split_kernels(n_rows, k, lens, seed, gaps):
         assert nx[s] == ny[s] == (sup > cuts[s]).sum()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(1, 60), st.integers(0, 2**31 - 1),
+       st.sampled_from([0.0, 0.3, 1.0]), st.sampled_from([-1, 0, 3, 1000]), st.sampled_from(["none", "inf", "nan"]))
+def test_support_entries_runs_in_any_order(n_rows, k, run, seed, dup, max_runs, bad):
+    """Entries in shuffled pieces of consecutive cells (runs cut anywhere, rows crossed,
+    pieces repeated: duplicates add up): the run path and the per-entry path give the dense
+    array, the support lengths and the inf/nan flag NumPy gives, within any run budget."""
+    rng = np.random.default_rng(seed)
+    size = n_rows * k
+    cells = np.flatnonzero(rng.random(size) < 0.8)
+    pieces = np.split(cells, np.flatnonzero(np.diff(cells) != 1) + 1) if cells.size else []
+    pieces = [p[i:i + run] for p in pieces for i in range(0, p.size, run)]
+    pieces += [pieces[i] for i in range(len(pieces)) if rng.random() < dup]
+    order = rng.permutation(len(pieces))
+    lin = np.concatenate([pieces[i] for i in order]) if pieces else np.zeros(0, dtype=np.int64)
+    vals = rng.standard_normal(lin.size)
+    if bad != "none" and lin.size:
+        vals[rng.integers(lin.size)] = np.inf if bad == "inf" else np.nan
+    want = np.zeros(size)
+    np.add.at(want, lin, vals)
+    mask = np.zeros(size, dtype=bool)
+    mask[lin] = True
+    mask = mask.reshape(n_rows, k)
+    want_sup = np.where(mask.any(1), k - np.argmax(mask[:, ::-1], axis=1), 0)
+    hi, q = (lin // k).astype(np.int32), (lin % k).astype(np.int32)
+    starts = densify.entry_runs(hi, hi, 0, q, k, max_runs)
+    if starts.shape[0]:
+        assert starts[0] == 0 and starts[-1] == lin.size and starts.shape[0] - 1 <= max_runs
+        for a, b in zip(starts[:-1], starts[1:]):
+            assert (np.diff(lin[a:b]) == 1).all()
+            assert b == lin.size or lin[b] != lin[b - 1] + 1
+    for budget in (-1, max_runs):
+        dense = np.zeros((n_rows, k))
+        sup, flag = densify.support_entries(hi, hi, 0, q, vals, dense, budget)
+        np.testing.assert_array_equal(sup, want_sup)
+        assert bool(flag) == (bad != "none" and lin.size > 0)
+        np.testing.assert_allclose(dense.reshape(-1), want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 @pytest.mark.parametrize("order", ["sorted", "shuffled"])
 def test_nonfinite_goes_to_full_path(value, order):

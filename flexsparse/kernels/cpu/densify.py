@@ -25,8 +25,10 @@ Algorithms:
   sorted COO as above, recording them and each row's support length (last stored cell + 1)
   along the trailing contracted modes; :func:`split_sorted` copies the recorded runs into a
   ``main[R, c]`` and a level-grouped ``tail[Rt, Kt]`` with the zeros written in the sweep;
-  :func:`support_entries` scatters any COO into a dense ``[R, K]`` and finds the support in
-  the same pass; :func:`zero_tail_plan` picks the GEMM steps (counting sort into levels,
+  :func:`support_entries` adds any COO into a dense ``[R, K]`` and finds the support in the
+  same pass, run by run where its entries come in long runs of consecutive cells in any
+  order (:func:`entry_runs`: a vectorised count of breaks per block of 32 entries), else
+  entry by entry; :func:`zero_tail_plan` picks the GEMM steps (counting sort into levels,
   dynamic programme over a GEMM time model); :func:`scatter_add_block` adds a step's product
   into the output.
 
@@ -57,8 +59,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["MODEL_FIELDS", "csr_to_dense", "gather_tail", "long_runs", "scatter_add_block", "sorted_coo_to_dense",
-           "split_sorted", "support_entries", "support_sorted", "zero_tail_plan"]
+__all__ = ["MODEL_FIELDS", "csr_to_dense", "entry_runs", "gather_tail", "long_runs", "scatter_add_block",
+           "sorted_coo_to_dense", "split_sorted", "support_entries", "support_sorted", "zero_tail_plan"]
 
 
 @njit(cache=True)
@@ -222,22 +224,98 @@ def support_sorted(coords, strides, k, n_rows, max_runs=-1):
     return sup, runs[:nr]
 
 
+@njit(cache=True, inline="always")
+def _entry_cell(hi, lo, ss, q, kk, t):
+    return (np.uint64(hi[t]) * ss + np.uint64(lo[t])) * kk + np.uint64(q[t])
+
+
 @njit(cache=True)
-def support_entries(hi, lo, s, q, data, out):
+def entry_runs(hi, lo, s, q, k, max_runs):
+    """Starts of the runs of entries that fill consecutive cells of ``[R, k]`` (entry ``t``
+    continues a run when its cell is the previous entry's plus one), with ``nnz`` appended;
+    empty when there are no entries, more than ``max_runs`` runs, or when most of 16 evenly
+    spaced neighbour pairs break (short runs, not worth the walk).
+
+    Blocks of 32 entries count their breaks in a vectorised pass (unsigned indices: a signed
+    ``t - 1`` kept the loop scalar, 33 against 3.6 us on 19K entries); only a block with a
+    break is walked again to record where. Entries need not be sorted, and a cell may repeat
+    (in another run)."""
+    n = np.uint64(q.shape[0])
+    ss = np.uint64(s)
+    kk = np.uint64(k)
+    one = np.uint64(1)
+    if n == 0 or max_runs < 1:
+        return np.empty(0, dtype=np.int64)
+    if n > np.uint64(32):
+        probe_breaks = 0
+        for i in range(1, 17):
+            t = n * np.uint64(i) // np.uint64(17)
+            probe_breaks += _entry_cell(hi, lo, ss, q, kk, t) != _entry_cell(hi, lo, ss, q, kk, t - one) + one
+        if probe_breaks > 8:
+            return np.empty(0, dtype=np.int64)
+    starts = np.empty(max_runs + 2, dtype=np.int64)
+    starts[0] = 0
+    nr = 1
+    b0 = one
+    while b0 < n:
+        b1 = min(b0 + np.uint64(32), n)
+        cnt = 0
+        for t in range(b0, b1):
+            cnt += _entry_cell(hi, lo, ss, q, kk, t) != _entry_cell(hi, lo, ss, q, kk, t - one) + one
+        if cnt:
+            if nr + cnt > max_runs:
+                return starts[:0]
+            prev = _entry_cell(hi, lo, ss, q, kk, b0 - one)
+            for t in range(b0, b1):
+                cur = _entry_cell(hi, lo, ss, q, kk, t)
+                if cur != prev + one:
+                    starts[nr] = np.int64(t)
+                    nr += 1
+                prev = cur
+        b0 = b1
+    starts[nr] = np.int64(n)
+    return starts[:nr + 1]
+
+
+@njit(cache=True)
+def support_entries(hi, lo, s, q, data, out, max_runs=-1):
     """Scatter any COO into the zeroed ``out[R, K]`` (duplicates accumulate) and return
     ``(support lengths of its rows, whether a stored value is inf or nan)``: entries ``t`` of
     row ``hi[t] * s + lo[t]`` and contracted offset ``q[t]`` (the caller forms these from the
     modes; 3-mode tensors pass their coordinate rows as they are).
 
-    The longest cell of the current row is kept in a register and stored when the row
-    changes. Unsigned indices, one multiply per entry: a loop over the modes of a 2-D
-    ``coords`` took 3.5 ns per entry against 0.8 for the support alone here."""
+    Entries in at most ``max_runs`` runs of consecutive cells (:func:`entry_runs`; a COO
+    stored in sorted pieces, as the chemistry integral files are) are added run by run: one
+    vectorised add per run and the support from its first and last entries (10 against 16
+    us on 19K entries in 90 runs). Otherwise one store per entry: the longest cell of the
+    current row is kept in a register and stored when the row changes; unsigned indices, one
+    multiply per entry (a loop over the modes of a 2-D ``coords`` took 3.5 ns per entry
+    against 0.8 for the support alone here)."""
     n_rows = out.shape[0]
     k = np.uint64(out.shape[1])
     flat = out.reshape(-1)
     sup = np.zeros(n_rows, dtype=np.int64)
     ss = np.uint64(s)
     one = np.uint64(1)
+    starts = entry_runs(hi, lo, s, q, out.shape[1], max_runs) if max_runs >= 0 else np.empty(0, dtype=np.int64)
+    if starts.shape[0]:
+        flag = False
+        for i in range(starts.shape[0] - 1):
+            t0 = np.uint64(starts[i])
+            t1 = np.uint64(starts[i + 1])
+            r0 = np.uint64(hi[t0]) * ss + np.uint64(lo[t0])
+            r1 = np.uint64(hi[t1 - one]) * ss + np.uint64(lo[t1 - one])
+            base = r0 * k + np.uint64(q[t0])
+            for j in range(t1 - t0):
+                v = data[t0 + j]
+                flat[base + j] += v
+                flag |= (v - v) != 0
+            for r in range(r0, r1):
+                sup[r] = np.int64(k)
+            end = np.int64(q[t1 - one]) + 1
+            if end > sup[r1]:
+                sup[r1] = end
+        return sup, flag
     cur = np.uint64(0)
     best = np.uint64(0)
     bad = np.zeros(1, dtype=data.dtype)[0]
