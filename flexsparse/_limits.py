@@ -73,6 +73,7 @@ __all__ = [
     "MIN_TILE_FLOPS",
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
+    "NONFINITE_PARALLEL_MIN_VALUES",
     "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
     "SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY",
@@ -166,6 +167,14 @@ DOT_DENSE_MAX_CELLS = 2**26
 #: result cell: n = 1000, 68 vs 125 ms (5 MB); n = 2000, 170 vs 161 ms (20 MB) -- the crossover
 #: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
 OUTER_MAX_BYTES = 8 * _MiB
+
+#: Values scanned for inf/nan (einsum's check of sparse operands before a product) on all of
+#: the call's threads from this many on (``kernels.cpu.scatter.has_nonfinite_values``). The
+#: scan is bound by memory traffic and a parallel loop first wakes numba's sleeping threads
+#: (~60 us): float64, min of repeated calls, 2 threads against 1, 2026-11-30 (``/tmp`` harness):
+#: 1M values 121 against 84 us, 1.5M 132 against 124, 8M 1.19 against 1.83 ms, 16M 2.75
+#: against 3.78 ms.
+NONFINITE_PARALLEL_MIN_VALUES = 1 << 22
 
 # ---------------------------------------------------------------------- densify (COO -> dense)
 #: A canonical COO is densified run by run (``kernels.cpu.densify.sorted_coo_to_dense``: one

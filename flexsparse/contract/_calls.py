@@ -49,13 +49,14 @@ class HotImports:
         from flexsparse.contract._matmul2d import matmul_2d
         from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
         from flexsparse.kernels.cpu.partition import check_threads
-        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
+        from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, has_nonfinite_values, nonfinite_kernel
 
         self.check_threads = check_threads
         self.count_nonzero_upto = count_nonzero_upto
         self.matmul_2d = matmul_2d
         self.compiled_dtypes = COMPILED_DTYPES
         self.nonfinite_kernel = nonfinite_kernel
+        self.has_nonfinite_values = has_nonfinite_values
 
 
 _HOT: HotImports | None = None

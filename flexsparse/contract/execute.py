@@ -575,7 +575,7 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         ops, nonfinite, unchecked = densify_checked(ops)
     else:
         distinct = {id(op): op for op in ops}.values()  # an operand passed twice is scanned once
-        nonfinite = spec.n_operands > 1 and any(has_nonfinite(op) for op in distinct)
+        nonfinite = spec.n_operands > 1 and any(has_nonfinite(op, threads) for op in distinct)
         unchecked = []
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None

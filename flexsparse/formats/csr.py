@@ -229,16 +229,35 @@ class CSR(SparseArray):
     def compact_indices(self) -> CSR:
         """This matrix with the narrowest column-index dtype its column count allows
         (:func:`~flexsparse._util.index_dtype_for`): ``self`` when already narrow, else a copy
-        of ``indices`` (``indptr`` and ``data`` shared). O(nnz) for the copy.
+        of ``indices`` (``indptr`` and ``data`` shared). O(nnz) for the copy, made once: the
+        narrow matrix is kept on this one (as a COO keeps the coordinates it builds; the
+        buffers of a CSR are not to be changed in place), so a product repeated on the same
+        operands does not narrow them again (R-MAT scale 20, 8.2M entries: 2.6 ms a call, on
+        one thread whatever the product's threads).
 
         >>> m = CSR(np.array([0, 1, 2]), np.array([1, 0], dtype=np.int64), np.ones(2), (2, 3))
         >>> m.compact_indices().indices.dtype
         dtype('int32')
+        >>> m.compact_indices() is m.compact_indices()
+        True
         """
         narrow = index_dtype_for(self.shape[1])
         if self.indices.dtype.itemsize <= narrow.itemsize:
             return self
-        return CSR._trusted(self.indptr, self.indices.astype(narrow), self.data, self.shape, self.sorted_indices)
+        kept = self.__dict__.get("_compact")
+        if kept is None or kept.data is not self.data:
+            kept = CSR._trusted(self.indptr, self.indices.astype(narrow), self.data, self.shape, self.sorted_indices)
+            object.__setattr__(self, "_compact", kept)
+        return kept
+
+    def __getstate__(self) -> dict:
+        # the kept narrow copy is rebuilt where needed, not shipped (distributed panels)
+        return {k: v for k, v in self.__dict__.items() if k != "_compact"}
+
+    def compacted(self) -> CSR:
+        """The narrow matrix :meth:`compact_indices` kept, else ``self`` (no copy made)."""
+        kept = self.__dict__.get("_compact")
+        return kept if kept is not None and kept.data is self.data else self
 
     def to_scipy(self, format: str = "csr") -> Any:
         """A SciPy sparse array; ``"csr"`` (default) shares the buffers."""

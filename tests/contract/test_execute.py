@@ -152,6 +152,26 @@ def test_nan_inf_propagate_like_numpy():
     np.testing.assert_array_equal(got[~np.isnan(got)], expected[~np.isnan(expected)])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_inf_in_large_operands_like_numpy(monkeypatch, threads):
+    """The operand scan on the call's threads (lowered limit) still sends an inf in either
+    operand of a sparse product to NumPy's semantics."""
+    from flexsparse import _limits
+
+    monkeypatch.setattr(_limits, "NONFINITE_PARALLEL_MIN_VALUES", 8)
+    rng = np.random.default_rng(2)
+    a = np.where(rng.random((30, 40)) < 0.1, rng.standard_normal((30, 40)), 0.0)
+    b = np.where(rng.random((40, 20)) < 0.1, rng.standard_normal((40, 20)), 0.0)
+    for which in (0, 1):
+        x, y = a.copy(), b.copy()
+        ((x, y)[which])[np.nonzero((x, y)[which])[0][-1], np.nonzero((x, y)[which])[1][-1]] = np.inf
+        with np.errstate(invalid="ignore"):
+            want = np.einsum("ij,jk->ik", x, y)
+            got = fs.einsum("ij,jk->ik", COO.from_numpy(x), COO.from_numpy(y), format="dense", threads=threads)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
 def test_flickr_sized_index_space():
     shape = (320_000, 28_000_000, 1_600_000, 731)
     rng = np.random.default_rng(0)

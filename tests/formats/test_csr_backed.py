@@ -116,3 +116,22 @@ def test_todense_of_every_value_type(dtype):
     for got in (csr.todense(), COO.from_csr(csr).todense()):
         assert got.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(got, expect)
+
+
+def test_compact_indices_made_once_and_not_pickled():
+    """The narrow copy of int64 indices is made on first use and kept (a repeated product
+    narrows nothing again); ``compacted`` hands it out without making one; a pickle (a
+    distributed panel) leaves it behind."""
+    import pickle
+
+    m = CSR.from_scipy(sp.random_array((40, 30), density=0.2, rng=3, format="csr"))
+    m64 = CSR(m.indptr, m.indices.astype(np.int64), m.data, m.shape)
+    assert m64.compacted() is m64
+    narrow = m64.compact_indices()
+    assert narrow.indices.dtype == np.int32 and narrow is m64.compact_indices() and m64.compacted() is narrow
+    np.testing.assert_array_equal(narrow.indices, m64.indices)
+    assert narrow.data is m64.data and narrow.indptr is m64.indptr
+    back = pickle.loads(pickle.dumps(m64))
+    assert "_compact" not in back.__dict__ and back.compacted() is back
+    np.testing.assert_array_equal(back.toarray(), m64.toarray())
+    assert m.compact_indices() is m  # already narrow: nothing kept

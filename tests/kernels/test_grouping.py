@@ -12,6 +12,7 @@ from flexsparse.contract._keys import group_modes, split_modes
 from flexsparse.formats.coo import COO
 from flexsparse.kernels.cpu import grouping
 from flexsparse.kernels.cpu.scatter import (
+    has_nonfinite_values,
     nonfinite_kernel,
     scatter_add_kernel,
     scatter_coo_dense,
@@ -192,3 +193,20 @@ def test_scatter_reports_nonfinite(dtype, bad):
     assert bool(nonfinite_kernel(vals)) is want
     out = np.zeros(shape, dtype=vals.dtype)
     assert scatter_coo_dense(coords, vals, out, False) is want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("where", [None, 0, 500, 1000, 1998, 1999])
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_nonfinite_scan_on_threads(monkeypatch, dtype, where, threads):
+    """The inf/nan scan finds a bad value in any block (first, middle, block edges, last)
+    once it runs on several threads, and reports none in finite data."""
+    from flexsparse import _limits
+
+    monkeypatch.setattr(_limits, "NONFINITE_PARALLEL_MIN_VALUES", 16)
+    vals = np.random.default_rng(5).standard_normal(2000).astype(dtype)
+    for bad in (np.inf, -np.inf, np.nan):
+        v = vals.copy()
+        if where is not None:
+            v[where] = bad
+        assert has_nonfinite_values(v, threads) is (where is not None)

@@ -22,8 +22,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["COMPILED_DTYPES", "PARALLEL_MIN_NNZ", "nonfinite_kernel", "scatter_add_kernel", "scatter_coo_dense",
-           "scatter_unique_kernel"]
+from flexsparse import _limits
+
+__all__ = ["COMPILED_DTYPES", "PARALLEL_MIN_NNZ", "has_nonfinite_values", "nonfinite_kernel", "nonfinite_parallel",
+           "scatter_add_kernel", "scatter_coo_dense", "scatter_unique_kernel"]
 
 #: Value types the compiled scatter takes: numba has no float16 or longdouble type.
 COMPILED_DTYPES = frozenset(np.dtype(t) for t in (
@@ -116,6 +118,27 @@ def nonfinite_kernel(data):
         v = data[t]
         bad |= (v - v) != 0
     return bad
+
+
+@njit(cache=True, parallel=True)
+def nonfinite_parallel(data, n_blocks):
+    """:func:`nonfinite_kernel` over ``n_blocks`` equal blocks of ``data``, one per thread."""
+    size = -(-data.shape[0] // n_blocks)
+    flags = np.zeros(n_blocks, dtype=np.bool_)
+    for b in prange(n_blocks):
+        flags[b] = nonfinite_kernel(data[b * size:min((b + 1) * size, data.shape[0])])
+    return flags.any()
+
+
+def has_nonfinite_values(data: np.ndarray, threads: int | None) -> bool:
+    """Whether the flat ``data`` (a dtype of :data:`COMPILED_DTYPES`) holds an inf or nan, on
+    up to ``threads`` threads (``None``: numba's setting) from
+    :data:`~flexsparse._limits.NONFINITE_PARALLEL_MIN_VALUES` values, else on one."""
+    if data.shape[0] >= _limits.NONFINITE_PARALLEL_MIN_VALUES:
+        n = numba.get_num_threads() if threads is None else min(int(threads), numba.get_num_threads())
+        if n > 1:
+            return bool(nonfinite_parallel(data, n))
+    return bool(nonfinite_kernel(data))
 
 
 def scatter_coo_dense(coords: np.ndarray, data: np.ndarray, out: np.ndarray, unique: bool) -> bool:

@@ -694,6 +694,7 @@ def count_flops(a: CSR, b: CSR, threads: int | None = None) -> tuple[np.ndarray,
     (``int64[a.n_rows]``) and their sum; on all threads when ``a`` is large."""
     n_rows = a.shape[0]
     flops = np.empty(n_rows, dtype=np.int64)
+    a = a.compacted()  # half the index bytes to read, where an earlier product narrowed them
     if a.indptr[-1] < _PARALLEL_FLOPS_NNZ:
         return flops, int(_row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows))
     n_threads = numba.get_num_threads() if threads is None else threads
