@@ -437,13 +437,14 @@ def overhead_report(repeats: int = 3000) -> None:
         return
     import flexsparse as fs
     from flexsparse.kernels.cpu import spgemm as k
+    from flexsparse.kernels.cpu._spgemm_flops import _row_flops
 
     m = _csr(pyamg.gallery.load_example("airfoil")["A"])
     A = fs.as_coo(m)
     a = A.to_csr()
     n = a.n_rows
     flops = np.empty(n, dtype=np.int64)
-    total = k._row_flops(a.indptr, a.indices, a.indptr, flops, 0, n)
+    total = _row_flops(a.indptr, a.indices, a.indptr, flops, 0, n)
     bounds, dense, like = np.array([0, n]), np.ones(1, dtype=bool), np.empty(0, dtype=a.indices.dtype)
     fns = {
         "kernel": lambda: k.spgemm_csr_csr_serial(a.indptr, a.indices, a.data, a.indptr, a.indices, a.data,

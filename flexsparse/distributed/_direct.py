@@ -269,7 +269,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
         sp.spgemm_csr_csr_numeric(a.indptr, a.indices, a.data.astype(work, copy=False), b.indptr, b.indices,
                                   b.data.astype(work, copy=False), b.sorted_indices, flops, bounds, worker_bounds,
                                   use_dense, code, bool(sort), bool(back), c_indptr, c_indices, c_data, tag, marker,
-                                  acc, trace)
+                                  acc, trace, *sp.no_stealing(1))
     pos = int(trace[0, 3])
     if back:
         return pos, offset

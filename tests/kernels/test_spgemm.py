@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import flexsparse.kernels.cpu.spgemm as spgemm_mod
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_flops import _row_flops
 from flexsparse.kernels.cpu.spgemm import (
     ACCUMULATORS,
     ADAPT_CHUNK,
@@ -455,7 +456,7 @@ def test_spgemm_worker_layouts(monkeypatch, workers, one_pass, two_ended, sort):
     a = rand_csr(rng, (400, 300), 0.03, powerlaw=True)
     b = rand_csr(rng, (300, 500), 0.03, powerlaw=True)
     flops = np.empty(a.n_rows, dtype=np.int64)
-    total = spgemm_mod._row_flops(a.indptr, a.indices, b.indptr, flops, 0, a.n_rows)
+    total = _row_flops(a.indptr, a.indices, b.indptr, flops, 0, a.n_rows)
     for code in VARIANTS.values():
         indptr, indices, data = spgemm_mod._run(a, b, a.data, b.data, flops, int(total), get_accumulator("auto"),
                                                 code, sort, workers, np.dtype(np.int32), np.dtype(np.float64))
@@ -480,7 +481,7 @@ def test_spgemm_walk_down_in_chunks(monkeypatch, accumulator, variant, sort):
     a[7:40, :] = 0  # empty rows
     a = CSR.from_scipy(sp.csr_array(a))
     flops = np.empty(n, dtype=np.int64)
-    total = spgemm_mod._row_flops(a.indptr, a.indices, a.indptr, flops, 0, n)
+    total = _row_flops(a.indptr, a.indices, a.indptr, flops, 0, n)
     assert flops[5] > 4 * BACK_CHUNK and total > 2 * 16 * BACK_CHUNK
     c = spgemm(a, a, accumulator=accumulator, variant=variant, sort=sort, threads=2)
     check_product(c, a, a, sort=sort)
@@ -528,3 +529,41 @@ def test_spgemm_value_accumulator_only_while_its_workspaces_fit(monkeypatch):
         assert timed_value or set(trace[:, 0]) == {1.0}
         expected = c.toarray() if expected is None else expected
         np.testing.assert_array_equal(c.toarray(), expected)
+
+
+@pytest.mark.skipif(THREADS < 2, reason="stealing needs two workers")
+@pytest.mark.parametrize("skew", ["worker 0", "worker 1"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("accumulator", ["dense", "hash"])
+@pytest.mark.parametrize("sort", [True, False])
+def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sort):
+    """Two workers, all parts but one given to one of them: the other claims that one's
+    parts from the far end once done with its own, and the stitched result is the product
+    (rows in place, offsets shifted, column order as asked), and some part changes hands."""
+    from flexsparse.kernels.cpu.partition import Partition
+
+    monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
+    real = spgemm_mod._cost_partition_trusted
+
+    def skewed(costs, n_workers, per_worker):
+        p = real(costs, n_workers, per_worker)
+        if n_workers != 2:
+            return p
+        wb = p.worker_bounds.copy()
+        wb[1] = wb[2] - 1 if skew == "worker 0" else 1
+        return Partition._trusted(p.order, p.bounds, wb, p.part_costs, p.contiguous)
+
+    monkeypatch.setattr(spgemm_mod, "_cost_partition_trusted", skewed)
+    rng = np.random.default_rng(41)
+    a = rand_csr(rng, (600, 500), 0.03)  # rows of like cost: the idle worker's own part is short
+    b = rand_csr(rng, (500, 700), 0.03)
+    moved = 0
+    for _ in range(10):  # a thread that starts after the other has claimed everything steals nothing
+        c = spgemm(a, b, accumulator=accumulator, variant=variant, sort=sort, threads=2)
+        check_product(c, a, b, sort=sort)
+        moved += int(spgemm_mod.LAST_STOLEN.sum())
+        if moved:
+            break
+    assert moved > 0, spgemm_mod.LAST_TRACE[:, 3:6].tolist()  # (end or start, cycles at start, at end)

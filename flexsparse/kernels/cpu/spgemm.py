@@ -96,6 +96,7 @@ from flexsparse._limits import SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY as NARROW_MIN_F
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
+from flexsparse.kernels.cpu._spgemm_flops import count_flops
 from flexsparse.kernels.cpu._spgemm_output import (
     POPULATE_SLACK,
     SMALL_PAGES_MAX_BYTES,
@@ -114,6 +115,8 @@ from flexsparse.kernels.cpu._spgemm_rows import (
     rows_position,
     rows_value,
 )
+from flexsparse.kernels.cpu._spgemm_steal import no_stealing, steal_parts, stitch
+from flexsparse.kernels.cpu.atomic import exchange
 from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
 from flexsparse.kernels.cpu.simd import move
 
@@ -126,6 +129,7 @@ __all__ = [
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
+    "STEAL",
     "TRACE_FIELDS",
     "TWO_ENDED",
     "BACK_CHUNK",
@@ -135,6 +139,7 @@ __all__ = [
     "count_flops",
     "dense_workspaces",
     "get_accumulator",
+    "no_stealing",
     "spgemm",
     "spgemm_csr_csr_numeric",
     "spgemm_csr_csr_serial",
@@ -239,8 +244,6 @@ TWO_ENDED = True
 #: Multiply-adds per chunk of a worker that walks down (see :func:`_numeric_worker`): the
 #: chunk's rows, at most this many entries, are still in the L2 cache when they are moved up.
 BACK_CHUNK = 1 << 14
-#: Products whose A has at least this many entries count their flops on all threads.
-_PARALLEL_FLOPS_NNZ = 1 << 18
 #: Row stamps are ``i + 1`` in 32 bits.
 _MAX_ROWS = 2**32 - 1
 _ONE_DENSE_PART = np.ones(1, dtype=np.bool_)
@@ -251,6 +254,12 @@ TRACE_FIELDS = 6
 LAST_TRACE = np.empty((0, TRACE_FIELDS))
 #: Offset of the first entry of the last parallel product in its buffers (see :func:`_run`).
 LAST_START = 0
+#: Parts each worker of the last parallel product took from the other (see :func:`_run`).
+LAST_STOLEN = np.zeros(0, dtype=np.int64)
+#: Two workers of a two-ended product claim their parts and take the other's once done with
+#: theirs (:mod:`._spgemm_steal`), when the output buffers are kept ones (above
+#: ``SMALL_PAGES_MAX_BYTES``: a stolen entry written into a fresh 4 KiB page pays its fault).
+STEAL = True
 
 
 # ------------------------------------------------------------------ accumulator rules
@@ -292,32 +301,6 @@ def get_accumulator(name: str) -> Callable[[np.ndarray, np.ndarray, int], np.nda
 
 
 # --------------------------------------------------------------------------- helpers
-@njit(cache=True)
-def _row_flops(a_indptr, a_indices, b_indptr, out_flops, r0, r1):
-    """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i) for
-    rows ``r0:r1``; returns their sum. O(nnz(A[r0:r1])), memory-bound."""
-    total = 0
-    one = np.uint64(1)
-    for i in range(r0, r1):
-        s = 0
-        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
-            k = np.uint64(a_indices[p])
-            s += b_indptr[k + one] - b_indptr[k]
-        out_flops[i] = s
-        total += s
-    return total
-
-
-@njit(cache=True, parallel=True)
-def _row_flops_parallel(a_indptr, a_indices, b_indptr, out_flops, bounds):
-    """:func:`_row_flops` with thread ``w`` on rows ``bounds[w]:bounds[w+1]``; returns the sum."""
-    n = bounds.shape[0] - 1
-    totals = np.zeros(n, dtype=np.int64)
-    for w in prange(n):
-        totals[w] = _row_flops(a_indptr, a_indices, b_indptr, out_flops, bounds[w], bounds[w + 1])
-    return totals.sum()
-
-
 @njit(cache=True)
 def _worker_table(bounds, p0, p1, use_dense, row_flops):
     """Largest hash table among the hash rows of parts ``p0:p1`` (0: none)."""
@@ -368,7 +351,7 @@ def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_
 @njit(cache=True)
 def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
-                    marker, acc, trace):
+                    marker, acc, trace, claims, part_costs, reserve, stolen, n_stolen):
     """Compute the rows of the parts of worker ``w``, back to back from ``c_indptr[r_lo]``
     (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
     but the last; the end of its last row goes to ``trace[3]``. The buffers need the
@@ -392,6 +375,12 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     the last completed trial (``inf``: not timed),
     and the cycle counter when the worker started and when it finished (``trace[4:6]``: the
     late start, busy time and balance of the threads, for benchmarks).
+
+    With ``claims`` (``int64[n_parts]``, zeroed; empty: no stealing) two workers claim each
+    part before computing it and stop at the first the other took; then the worker takes
+    the other's parts from their far end into its reserve ``reserve[w] = (start, end)``
+    (:func:`~._spgemm_steal.steal_parts`, ``part_costs`` bounding each part's entries),
+    recording them in ``stolen[w]`` and their number in ``n_stolen[w]``.
     """
     t_start = cycles()
     p0 = worker_bounds[w]
@@ -430,6 +419,8 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     if back:
         for i in range(r_lo, r_hi):
             room_lo -= row_flops[i]
+    steal = claims.shape[0] > 0
+    owned = -1
     while (lo > r_lo) if back else (hi < r_hi):
         # the next stretch: whole parts, but stretches of ~ADAPT_CHUNK multiply-adds while the
         # dense variants are timed, and chunks of ~BACK_CHUNK when walking down
@@ -439,6 +430,10 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
         else:
             while bounds[part + 1] <= hi:
                 part += 1
+        if steal and part != owned:
+            if exchange(claims, part, 1) != 0:
+                break  # the other worker took this part and everything beyond it
+            owned = part
         if variant == 0 and part != timed_part and use_dense[part]:
             # the variants are timed on a worker's first dense part with enough work, and again
             # where the rows' weight changes by ADAPT_RETIME or after ADAPT_RETIME_SHARE of the
@@ -534,6 +529,12 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     trace[1] = best[1]
     trace[2] = best[2]
     trace[3] = pos
+    if steal:
+        other = 1 - w
+        n_stolen[w] = steal_parts(w, worker_bounds[other], worker_bounds[other + 1], a_end != 0, bounds, use_dense,
+                                  part_costs, claims, reserve[w, 0], reserve[w, 1], current, gen, b_sorted, sort,
+                                  a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, row_flops, c_indptr,
+                                  c_indices, c_data, tag, marker, acc, stolen[w])
     trace[4] = t_start
     trace[5] = cycles()
 
@@ -566,7 +567,8 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, 
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                            row_flops, bounds, worker_bounds, use_dense, variant, sort, back0, c_indptr,
-                           c_indices, c_data, tag, marker, acc, trace):
+                           c_indices, c_data, tag, marker, acc, trace, claims, part_costs, reserve, stolen,
+                           n_stolen):
     """Compute ``C = A @ B``, each worker's rows back to back from its first row's offset
     (``back0``: worker 0's rows down to the offset of worker 1's first row).
 
@@ -580,12 +582,14 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     per-worker dense workspaces ``tag: [n_workers, n_cols]`` of
     :func:`~._spgemm_rows.position_tag_dtype`, ``marker: uint32[n_workers, n_cols]`` and
     ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
-    ``variant=1``), and ``trace: float64[n_workers, 6]`` (see :func:`_numeric_worker`).
+    ``variant=1``), ``trace: float64[n_workers, 6]``, and the stealing state of two workers
+    (``claims`` empty: none; see :func:`_numeric_worker`).
     """
     for w in prange(worker_bounds.shape[0] - 1):
         _numeric_worker(w, back0 and w == 0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                         row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
-                        c_indices, c_data, tag[w], marker[w], acc[w], trace[w])
+                        c_indices, c_data, tag[w], marker[w], acc[w], trace[w], claims, part_costs, reserve,
+                        stolen, n_stolen)
 
 
 @njit(cache=True)
@@ -609,10 +613,12 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     c_indices = np.empty(total, dtype=index_like.dtype)
     c_data = np.empty(total, dtype=a_data.dtype)
     trace = np.empty(TRACE_FIELDS)
+    no_claims = np.zeros(0, dtype=np.int64)  # one worker: nothing to claim
     _numeric_worker(0, False, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
                     bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data,
                     np.zeros(nd, dtype=np.uint32), np.zeros(nv, dtype=np.uint32),
-                    np.zeros(nv, dtype=a_data.dtype), trace)
+                    np.zeros(nv, dtype=a_data.dtype), trace, no_claims, np.zeros(0, dtype=np.float64),
+                    np.zeros((1, 2), dtype=np.int64), np.zeros((1, 0, 3), dtype=np.int64), no_claims)
     nnz = np.int64(trace[3])
     c_indptr[n_rows] = nnz
     return c_indptr, c_indices[:nnz], c_data[:nnz]
@@ -687,21 +693,6 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
         raise ValueError(f"unknown variant {variant!r}; valid names: {', '.join(VARIANTS)}")
     check_threads(threads)
     return spgemm_trusted(a, b, rule, VARIANTS[variant], bool(sort), threads)
-
-
-def count_flops(a: CSR, b: CSR, threads: int | None = None) -> tuple[np.ndarray, int]:
-    """``(flops, total)``: the multiply-adds of every output row of ``a @ b``
-    (``int64[a.n_rows]``) and their sum; on all threads when ``a`` is large."""
-    n_rows = a.shape[0]
-    flops = np.empty(n_rows, dtype=np.int64)
-    a = a.compacted()  # half the index bytes to read, where an earlier product narrowed them
-    if a.indptr[-1] < _PARALLEL_FLOPS_NNZ:
-        return flops, int(_row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows))
-    n_threads = numba.get_num_threads() if threads is None else threads
-    with thread_scope(threads):  # equal shares of A's entries
-        bounds = np.searchsorted(a.indptr, np.linspace(0, a.indptr[-1], n_threads + 1)).astype(np.int64)
-        bounds[0], bounds[-1] = 0, n_rows
-        return flops, int(_row_flops_parallel(a.indptr, a.indices, b.indptr, flops, bounds))
 
 
 def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, sort: bool = False,
@@ -800,6 +791,19 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         np.cumsum(counted, out=counted)
         counted += c_indptr[lo]
     capacity = int(c_indptr[hi]) + (int(flops[hi:].sum()) if hi < n_rows else 0)
+    # two workers, two-ended, buffers kept between products: each claims its parts and takes
+    # the other's from their far end into a reserve past the room
+    steal = STEAL and back0 and n_threads == 2 and hi == lo and 2 * n_rows + 1 < _MAX_ROWS and \
+        capacity * entry_bytes > SMALL_PAGES_MAX_BYTES
+    reserve = np.zeros((n_threads, 2), dtype=np.int64)
+    if steal:  # room for half the other's flops, or its largest part (worker 0 takes from worker 1)
+        costs = part.part_costs
+        halves = [int(max(total_w // 2, costs[p_lo:p_hi].max(initial=0)))
+                  for total_w, p_lo, p_hi in ((int(flops[last:].sum()), worker_bounds[1], worker_bounds[2]),
+                                              (room0, worker_bounds[0], worker_bounds[1]))]
+        reserve[0] = capacity, capacity + halves[0]
+        reserve[1] = capacity + halves[0], capacity + halves[0] + halves[1]
+        capacity += halves[0] + halves[1]
     ranges = []
     if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: the expected writes
         per_flop = estimate_nnz(a, b) / max(total, 1) * POPULATE_SLACK
@@ -811,11 +815,19 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     code, tag, marker, acc = dense_workspaces(n_threads, n_cols if use_dense.any() else 0, total, code,
                                               work_dtype)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
+    n_parts = bounds.shape[0] - 1
+    claims = np.zeros(n_parts if steal else 0, dtype=np.int64)
+    stolen = np.empty((n_threads, n_parts if steal else 0, 3), dtype=np.int64)
+    n_stolen = np.zeros(n_threads, dtype=np.int64)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
                            flops, bounds, worker_bounds, use_dense, code, sort, back0, c_indptr, c_indices,
-                           c_data, tag, marker, acc, trace)
+                           c_data, tag, marker, acc, trace, claims, part.part_costs, reserve, stolen, n_stolen)
     end = int(trace[-1, 3])
     start = int(trace[0, 3]) if back0 else 0  # where worker 0's first row landed
+    if steal:
+        start, end = (int(x) for x in stitch(bounds, stolen, n_stolen, c_indptr, c_indices, c_data, start, end))
+    global LAST_STOLEN
+    LAST_STOLEN = n_stolen
     c_indptr[n_rows] = end
     if start:
         c_indptr -= start

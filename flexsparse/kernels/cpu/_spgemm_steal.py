@@ -1,0 +1,140 @@
+"""Work stealing between the two workers of a two-ended SpGEMM (:mod:`.spgemm`).
+
+Worker 0 walks its parts down from the middle of the output, worker 1 walks its parts up
+from the same offset, so the result needs no symbolic pass; but the two blocks were cut by
+flops, and rows of equal flops do not cost the same (worker 0 also copies each chunk it
+computes up against the one above: on 3-D Poisson it was busy 7.0 ms against worker 1's 5.8
+with equal flops and equal output). So each worker *claims* a part before it computes it
+(an atomic exchange on ``claims[part]``, :func:`~.atomic.exchange`), and a worker done with
+its own parts claims the other's from the far end (worker 1 from the lowest part up, worker
+0 from the highest down) until a claim fails (the owner got there first) or its reserve is
+full. Claimed parts are complementary intervals: the owner stops at its first failed claim.
+
+A stolen part's rows cannot go where they belong while the owner is still writing (their
+offset depends on how many entries the owner's remaining rows make), so the thief computes
+them forward into a *reserve* past the output's room, recording ``(part, start, end)``; after
+the workers join, :func:`stitch` moves each stolen block next to the owner's (below worker
+0's first row, above worker 1's last) and shifts its rows' offsets. The move costs the stolen
+entries only, and the reserve pages are those of a kept output buffer (no page faults after
+the first call).
+
+Row stamps of the value and hash accumulators must grow in the order a worker computes its
+rows: a stolen part's rows take stamps from ``n_rows + 1`` up (the caller checks that
+``2 * n_rows + 1`` fits the 32-bit stamps).
+
+Cost: one atomic exchange per part; the stolen entries written twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flexsparse.kernels.cpu._spgemm_rows import hash_table_size, rows_hash, rows_position, rows_value
+from flexsparse.kernels.cpu.atomic import exchange
+from flexsparse.kernels.cpu.simd import move
+
+__all__ = ["no_stealing", "steal_parts", "stitch"]
+
+
+@njit(cache=True)
+def steal_parts(w, q_lo, q_hi, prefetch, bounds, use_dense, part_flops, claims, reserve, reserve_end, current,
+                gen, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, row_flops, c_indptr,
+                c_indices, c_data, tag, marker, acc, stolen):
+    """Claim and compute the parts ``q_lo:q_hi`` of the other worker from its far end
+    (worker 1 ascending, worker 0 descending), each forward from ``reserve`` on while the
+    reserve (up to ``reserve_end``) has room for the part's flops; the accumulator of a dense
+    part is ``current`` (1 position map, 2 value accumulator), ``gen`` the position map's
+    generation. Records ``stolen[k] = (part, start, end)`` and returns the number ``k`` of
+    parts taken."""
+    n_rows = a_indptr.shape[0] - 1
+    stamp = n_rows + 1  # above every stamp of the worker's own rows
+    counts = np.empty(257, dtype=np.int64)
+    keys = np.zeros(0, dtype=np.uint64)
+    slots = np.empty(0, dtype=np.uint32)
+    scratch = np.empty(0, dtype=c_indices.dtype)
+    skeys = np.empty(0, dtype=c_indices.dtype)
+    svals = np.empty(0, dtype=c_data.dtype)
+    pos = reserve
+    k = 0
+    for j in range(q_hi - q_lo):
+        q = q_lo + j if w == 1 else q_hi - 1 - j
+        if pos + part_flops[q] > reserve_end or exchange(claims, q, 1) != 0:
+            break
+        lo = bounds[q]
+        hi = bounds[q + 1]
+        longest = 0
+        for i in range(lo, hi):
+            longest = max(longest, row_flops[i])
+        if sort and skeys.shape[0] < longest:
+            skeys = np.empty(longest, dtype=c_indices.dtype)
+            svals = np.empty(longest, dtype=c_data.dtype)
+        chunk_end = np.uint64(a_indptr[hi]) if prefetch else np.uint64(0)
+        off = stamp - lo
+        if not use_dense[q]:
+            tsize = hash_table_size(longest)[0] if longest > 0 else 0
+            if keys.shape[0] < tsize:
+                keys = np.zeros(tsize, dtype=np.uint64)
+                slots = np.empty(tsize, dtype=np.uint32)
+            end = rows_hash(lo, hi, hi, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+                            b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts)
+        elif current == 1:
+            end = rows_position(lo, hi, hi, pos, gen, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                                b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
+                                svals, counts)
+        else:
+            if scratch.shape[0] < longest + 1:
+                scratch = np.empty(longest + 1, dtype=c_indices.dtype)
+            end = rows_value(lo, hi, hi, pos, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
+                             b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc,
+                             scratch, skeys, svals, counts)
+        stamp += hi - lo
+        stolen[k, 0] = q
+        stolen[k, 1] = pos
+        stolen[k, 2] = end
+        k += 1
+        pos = end
+    return k
+
+
+@njit(cache=True)
+def _place(bounds, q, src, n, dst, c_indptr, c_indices, c_data):
+    """Move part ``q``'s ``n`` entries from ``src`` to ``dst`` and shift its rows' offsets."""
+    move(c_indices, dst, src, n)
+    move(c_data, dst, src, n)
+    d = dst - src
+    c_indptr[bounds[q]] = dst
+    for i in range(bounds[q] + 1, bounds[q + 1]):
+        c_indptr[i] += d
+
+
+@njit(cache=True)
+def stitch(bounds, stolen, n_stolen, c_indptr, c_indices, c_data, start, end):
+    """Put the parts the workers stole next to their owners' rows (see the module):
+    ``stolen[1, :n_stolen[1]]`` (worker 0's lowest parts, ascending, one block in worker 1's
+    reserve) right below ``start``, worker 0's first entry; ``stolen[0, :n_stolen[0]]``
+    (worker 1's highest parts, descending) in ascending order from ``end``, worker 1's end.
+    Returns the result's ``(start, end)``."""
+    n = n_stolen[1]
+    if n:
+        size = stolen[1, n - 1, 2] - stolen[1, 0, 1]
+        start -= size
+        for k in range(n):
+            q = stolen[1, k, 0]
+            if bounds[q + 1] > bounds[q]:
+                _place(bounds, q, stolen[1, k, 1], stolen[1, k, 2] - stolen[1, k, 1],
+                       start + stolen[1, k, 1] - stolen[1, 0, 1], c_indptr, c_indices, c_data)
+    for k in range(n_stolen[0] - 1, -1, -1):
+        q = stolen[0, k, 0]
+        size = stolen[0, k, 2] - stolen[0, k, 1]
+        if bounds[q + 1] > bounds[q]:
+            _place(bounds, q, stolen[0, k, 1], size, end, c_indptr, c_indices, c_data)
+        end += size
+    return start, end
+
+
+def no_stealing(n_threads: int) -> tuple[np.ndarray, ...]:
+    """The trailing stealing arguments of :func:`~.spgemm.spgemm_csr_csr_numeric` for a call whose
+    workers claim nothing (``claims`` empty)."""
+    return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros((n_threads, 2), dtype=np.int64),
+            np.zeros((n_threads, 0, 3), dtype=np.int64), np.zeros(n_threads, dtype=np.int64))
