@@ -52,7 +52,11 @@ The sort-merge of tiny rows that the accumulators could fall back to did not pay
 stamped dense workspace needs no reset, so a tiny row costs its flops and nothing more.
 
 Threads: a block's cost is at most ``total / threads + max(row cost)``; hub rows are not
-split (an R-MAT scale-18 hub row holds well under 1 % of the flops). Products below
+split (an R-MAT scale-18 hub row holds well under 1 % of the flops). Rows of equal flops do
+not cost the same (worker 0 also moves its chunks; the variants differ per worker), so on
+two threads each worker claims its parts as it reaches them and, once done, takes the
+other's parts from their far end (:mod:`._spgemm_steal`; 3-D Poisson: busy 7.0 / 5.9 ms ->
+6.1 / 6.5 ms). Products below
 :data:`~flexsparse._limits.SPGEMM_PARALLEL_MIN_FLOPS` multiply-adds run on one thread (a
 fixed rule of the product's size, measured; never of the machine's momentary load).
 
@@ -153,8 +157,12 @@ DENSE_MAX_COLS = 1 << 22
 #: Beyond that, ``"auto"`` uses the dense accumulator for parts with flops per row >=
 #: n_cols / DENSE_FILL_RATIO (the row touches a sizeable share of the workspace anyway).
 DENSE_FILL_RATIO = 256
-#: Parts per thread: the granularity at which the accumulator is chosen.
-PARTS_PER_WORKER = 8
+#: Parts per thread: the granularity at which the accumulator is chosen and at which two
+#: workers take work from each other (:mod:`._spgemm_steal`). 16 against 8, 2 threads, stealing,
+#: min of 5 interleaved einsum calls (2026-11-30, load ~1): R-MAT 18 ef 16 rows/64 56.5 against
+#: 60.9 ms, R-MAT 16 ef 8 rows/2 54.8 against 57.1, 3-D Poisson 9.28 against 9.58, Bunny 5.35
+#: against 5.41, R-MAT 18 ef 8 78.7 against 77.4 (24: within 2 % of 16).
+PARTS_PER_WORKER = 16
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
