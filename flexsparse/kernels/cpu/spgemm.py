@@ -806,12 +806,12 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     reserve = np.zeros((n_threads, 2), dtype=np.int64)
     if steal:  # room for half the other's flops, or its largest part (worker 0 takes from worker 1)
         costs = part.part_costs
-        halves = [int(max(total_w // 2, costs[p_lo:p_hi].max(initial=0)))
-                  for total_w, p_lo, p_hi in ((int(flops[last:].sum()), worker_bounds[1], worker_bounds[2]),
-                                              (room0, worker_bounds[0], worker_bounds[1]))]
-        reserve[0] = capacity, capacity + halves[0]
-        reserve[1] = capacity + halves[0], capacity + halves[0] + halves[1]
-        capacity += halves[0] + halves[1]
+        rooms = [int(max(total_w // 2, costs[p_lo:p_hi].max(initial=0)))
+                 for total_w, p_lo, p_hi in ((int(flops[last:].sum()), worker_bounds[1], worker_bounds[2]),
+                                             (room0, worker_bounds[0], worker_bounds[1]))]
+        reserve[0] = capacity, capacity + rooms[0]
+        reserve[1] = capacity + rooms[0], capacity + rooms[0] + rooms[1]
+        capacity += rooms[0] + rooms[1]
     ranges = []
     if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: the expected writes
         per_flop = estimate_nnz(a, b) / max(total, 1) * POPULATE_SLACK
