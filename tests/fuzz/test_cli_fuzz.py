@@ -25,9 +25,7 @@ OPTIONS = [["--threads", "0"], ["--threads", "-3"], ["--threads", "x"], ["--thre
            ["--limit", "lots"], ["--matrix", "missing.npz"], ["--bogus"], ["-o"], ["--help"]]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
+def _make_files(d):
     a = fs.random((6, 5), 0.4, seed=0)
     fs.save(d / "good.npz", a)
     fs.save(d / "good.tns", a, index_base=0, header=True)
@@ -43,11 +41,21 @@ def files(tmp_path_factory):
     return d, names
 
 
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Shared by the fuzz examples (a ``convert`` may overwrite any of them)."""
+    return _make_files(tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture
+def fresh_files(tmp_path):
+    """The same files, made for one test: the corrupt ones are still corrupt."""
+    return _make_files(tmp_path)
+
+
 @FUZZ
 @given(cmd=st.sampled_from(COMMANDS), spec=st.sampled_from(SPECS),
        paths=st.lists(st.integers(0, 10), max_size=3), opts=st.lists(st.sampled_from(OPTIONS), max_size=3),
-       # outputs never overwrite the corrupt inputs (empty, truncated, bad.*): the fixture is
-       # module-scoped and test_cli_errors_name_the_problem needs them still corrupt
        out=st.sampled_from([0, 1, 2, 7, 8, 9, 10]), data=st.data())
 def test_cli_misuse_is_one_line_and_status_2(files, capsys, cmd, spec, paths, opts, out, data):
     d, names = files
@@ -84,8 +92,8 @@ def test_cli_misuse_is_one_line_and_status_2(files, capsys, cmd, spec, paths, op
     (["einsum", "ij->ij", "{d}/good.npz", "-o", "{d}/o.xyz"], "unsupported file format '.xyz'"),
     (["bogus"], "No such command 'bogus'"),
 ])
-def test_cli_errors_name_the_problem(files, capsys, argv, message):
-    d, _ = files
+def test_cli_errors_name_the_problem(fresh_files, capsys, argv, message):
+    d, _ = fresh_files
     with pytest.raises(SystemExit) as exc:
         main([a.format(d=d) for a in argv])
     assert exc.value.code == 2
