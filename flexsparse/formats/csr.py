@@ -245,7 +245,7 @@ class CSR(SparseArray):
         if self.indices.dtype.itemsize <= narrow.itemsize:
             return self
         kept = self.__dict__.get("_compact")
-        if kept is None or kept.data is not self.data:
+        if kept is None:
             kept = CSR._trusted(self.indptr, self.indices.astype(narrow), self.data, self.shape, self.sorted_indices)
             object.__setattr__(self, "_compact", kept)
         return kept
@@ -256,8 +256,7 @@ class CSR(SparseArray):
 
     def compacted(self) -> CSR:
         """The narrow matrix :meth:`compact_indices` kept, else ``self`` (no copy made)."""
-        kept = self.__dict__.get("_compact")
-        return kept if kept is not None and kept.data is self.data else self
+        return self.__dict__.get("_compact", self)
 
     def to_scipy(self, format: str = "csr") -> Any:
         """A SciPy sparse array; ``"csr"`` (default) shares the buffers."""

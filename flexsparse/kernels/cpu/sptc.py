@@ -40,6 +40,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse.kernels.cpu._spgemm_flops import _row_flops
 from flexsparse.kernels.cpu.grouping import ctz
 
 __all__ = ["DENSE_FILL_RATIO", "DENSE_SMALL_COLS", "PARALLEL_MIN_FLOPS", "sptc_csr_csr", "sptc_csr_csr_numeric",
@@ -76,19 +77,6 @@ def _table_size(flops, n_cols):
     while size < need:
         size *= 2
     return size
-
-
-@njit(cache=True)
-def _row_flops(a_indptr, a_indices, b_indptr, out):
-    total = 0
-    for i in range(a_indptr.shape[0] - 1):
-        s = 0
-        for p in range(a_indptr[i], a_indptr[i + 1]):
-            k = a_indices[p]
-            s += b_indptr[k + 1] - b_indptr[k]
-        out[i] = s
-        total += s
-    return total
 
 
 # ------------------------------------------------------------------ symbolic
@@ -400,7 +388,7 @@ def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray
     n_rows = a_indptr.shape[0] - 1
     n_out = row_table.shape[0] + col_table.shape[0] - col_skip
     flops = np.empty(n_rows, dtype=np.int64)
-    total = _row_flops(a_indptr, a_indices, b_indptr, flops) if n_rows else 0
+    total = _row_flops(a_indptr, a_indices, b_indptr, flops, 0, n_rows) if n_rows else 0
     if total == 0:
         return np.empty((n_out, 0), dtype=index_dtype), np.empty(0, dtype=dtype)
     n_threads = numba.get_num_threads()
