@@ -36,8 +36,8 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   never reset; lazily zeroed (``np.zeros``), so only the pages a product touches cost
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
-  both on its first rows (alternating stretches of :data:`ADAPT_CHUNK` multiply-adds, with
-  the CPU cycle counter) and keeps the faster for its other rows -- the position map wins on
+  both on its first rows (pairs of stretches of :data:`ADAPT_CHUNK` multiply-adds, taking
+  turns, the second of each pair timed with the CPU cycle counter) and keeps the faster for its other rows -- the position map wins on
   meshes and stencils (predictable branches), the value accumulator on graphs (3-D
   Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread), but only while the value
   workspaces of all threads fit :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
@@ -168,11 +168,12 @@ PARTS_PER_WORKER = 16
 SMALL_FLOPS = 1 << 15
 #: Multiply-adds per timed stretch of ``variant="auto"``: from a worker's first dense part of
 #: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
-#: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches alternate between
-#: the two dense variants, each computing its own rows once; the first stretch of each warms
-#: up, and the variant whose median over its other ``_TRIAL_SAMPLES`` stretches took fewer
-#: cycles per unit of work (multiply-adds plus output entries) serves the worker's other rows
-#: (parts of another weight are timed again, :data:`ADAPT_RETIME`). The median, not the sum
+#: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches go to the two dense
+#: variants in pairs (position, position, value, value, ...), each computing its own rows
+#: once; the first stretch of a pair warms up, the second is timed, and the variant whose
+#: median over its ``_TRIAL_SAMPLES`` timed stretches took fewer cycles per unit of work
+#: (multiply-adds plus output entries) serves the worker's other rows (parts of another
+#: weight are timed again, :data:`ADAPT_RETIME`). The median, not the sum
 #: of two stretches: one stretch of ~0.15 ms slowed by an interrupt or another process (at a
 #: distributed block's start: 8.6-30.7 cycles a unit against 4.4-5.5) chose the position map
 #: in 8 of 60 blocks of R-MAT scale 15, which then took 94-97 ms against 56-64; nor the
@@ -191,10 +192,23 @@ SMALL_FLOPS = 1 << 15
 #:   map read 2.4 cycles a unit on worker 0 against 8.0 on worker 1's like rows; two threads
 #:   kept it on R-MAT 18 ef 8 (134 vs 111 ms) and R-MAT 18 ef 16 (100 vs 85 ms); the re-runs
 #:   also cost three extra stretches (arrow, one thread: 190 vs 130 ms, a hub row re-run);
-#: * alternating stretches (this): within 1-5 % of the faster variant on R-MAT 16/18/20,
-#:   uniform, arrow and 3-D Poisson, on one and two threads (R-MAT 18 ef 8 two threads
-#:   107.6 ms against 113.5 / 141.0 ms forced; 3-D Poisson 14.0 against 13.5 / 17.6 ms),
-#:   and no work is repeated.
+#: * alternating stretches, each variant's first one untimed: within 1-5 % of the faster
+#:   variant on R-MAT 16/18/20, uniform, arrow and 3-D Poisson on the day it was measured,
+#:   but every timed stretch followed one of the other variant, whose workspace had just
+#:   pushed its own out of the L2 cache; the value accumulator's is three times the position
+#:   map's, so which one paid more depended on the product: one thread, min of 4 (2026-11-30,
+#:   kernel alone, against the faster variant forced), R-MAT 18 ef 8 kept the position map
+#:   (177.8 ms against 117.9 with the value accumulator; 172-178 against 112 in the suite
+#:   the same day) and uniform 2^18 x 8 the value accumulator (92.3 against 77.9);
+#: * pairs of stretches, the second of each timed (this): one thread within 1-7 % of the
+#:   faster variant on Bunny, R-MAT 16 ef 8, R-MAT 18 ef 8 and 16, 3-D Poisson, uniform and
+#:   arrow (R-MAT 18 ef 8 111.7 against 110.4, uniform 102.4 against 98.6, 3-D Poisson
+#:   12.2 against 11.4: the trial's value stretches), in three runs; two threads as
+#:   variable as before (R-MAT 18 ef 16 1.15-1.22x the value accumulator forced with
+#:   either design: worker 0's stretches there hold 2-3 rows of ~10k multiply-adds, and
+#:   single stretches read 3-19 cycles a unit). Stretches of 2^16 and 2^17 multiply-adds
+#:   cost the meshes more (3-D Poisson one thread 1.09x / 1.20x the position map) and did
+#:   not steady two threads (R-MAT 18 ef 16 1.15x with both).
 ADAPT_CHUNK = 1 << 15
 #: A dense part whose multiply-adds per row differ by more than this factor from those of the
 #: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
@@ -220,7 +234,7 @@ PREFETCH_MIN_NNZ = 1 << 20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
 _TRIAL_SAMPLES = 3  # timed stretches per variant after its warm-up (the median is kept)
-_TRIALS = 2 + 2 * _TRIAL_SAMPLES
+_TRIALS = 4 * _TRIAL_SAMPLES
 _TIMED_PART_CHUNKS = 4
 _TIMED_WORKER_CHUNKS = 64
 _TRIAL_ROW_CHUNKS = 4
@@ -376,7 +390,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
     and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
     column scratch list are allocated here. ``variant``: 0 times both dense variants on
-    alternating stretches of :data:`ADAPT_CHUNK` multiply-adds and keeps the faster per
+    pairs of stretches of :data:`ADAPT_CHUNK` multiply-adds (see there) and keeps the faster per
     unit of work for the other rows, 1 the position map, 2 the value accumulator.
     ``trace: float64[6]`` also receives the variant used last and the median ticks per
     unit of work (multiply-add or output entry) of variants 1 and 2 over the stretches of
@@ -456,6 +470,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                     since >= worker_flops * ADAPT_RETIME_SHARE
                     or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
+                current = 1
                 timed_weight = weight
                 taken[:] = 0
                 since = 0
@@ -511,8 +526,8 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             end = rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
                               a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
                               marker, acc, scratch, skeys, svals, counts)
-        if timed:  # stretches alternate between the variants; the first of each warms up
-            if trial >= 2 and taken[current] < _TRIAL_SAMPLES:  # a unit: a multiply-add or an entry
+        if timed:  # stretches come in pairs of one variant; the second of a pair is timed
+            if trial % 2 == 1:  # a unit: a multiply-add or an entry
                 rates[current, taken[current]] = (cycles() - mark) / max(work + (end - start), 1)
                 taken[current] += 1
             trial += 1
@@ -521,7 +536,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                 best[2] = np.median(rates[2])
                 current = 1 if best[1] <= best[2] else 2
             else:
-                current = 3 - current
+                current = 1 if (trial // 2) % 2 == 0 else 2
         if back:  # move the chunk up against pos
             d = pos - end
             if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
