@@ -37,10 +37,11 @@ consecutive output rows, :data:`PARTS_PER_WORKER` per thread):
   anything. The numeric pass has two dense variants, a position map and a branch-free
   value accumulator (see :mod:`._spgemm_rows`): with ``variant="auto"`` each thread times
   both on its first rows (pairs of stretches of :data:`ADAPT_CHUNK` multiply-adds, taking
-  turns, the second of each pair timed with the CPU cycle counter) and keeps the faster for its other rows -- the position map wins on
-  meshes and stencils (predictable branches), the value accumulator on graphs (3-D
-  Poisson 23 vs 33 ms, R-MAT scale 14 81 vs 50 ms, one thread), but only while the value
-  workspaces of all threads fit :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
+  turns, the second of each pair timed with the CPU cycle counter) and keeps the faster
+  for its other rows -- the position map wins on meshes and stencils (predictable
+  branches), the value accumulator on graphs (3-D Poisson 23 vs 33 ms, R-MAT scale 14 81
+  vs 50 ms, one thread), but only while the value workspaces of all threads fit
+  :data:`~flexsparse._limits.SPGEMM_VALUE_MAX_BYTES`.
 * ``hash``: stamped linear-probing tables sized to each row's flops (load <= 1/2).
 
 Rule ``"auto"``: dense when ``n_cols <= DENSE_MAX_COLS`` (measured on this project's VM:
@@ -208,7 +209,20 @@ SMALL_FLOPS = 1 << 15
 #:   either design: worker 0's stretches there hold 2-3 rows of ~10k multiply-adds, and
 #:   single stretches read 3-19 cycles a unit). Stretches of 2^16 and 2^17 multiply-adds
 #:   cost the meshes more (3-D Poisson one thread 1.09x / 1.20x the position map) and did
-#:   not steady two threads (R-MAT 18 ef 16 1.15x with both).
+#:   not steady two threads (R-MAT 18 ef 16 1.15x with both);
+#: * two workers with their pairs out of step (this: worker 0 starts with the value
+#:   accumulator, worker 1 with the position map): in step, both workers' trials start
+#:   together, so each timed the value accumulator while the other ran it too, and worker 0
+#:   kept the position map on R-MAT 18 (rates 2-4 against 7-15 cycles a unit; whichever
+#:   variant a worker timed first won); out of step, with a row heavier than
+#:   ``_TRIAL_ROW_CHUNKS`` stretches met during a trial computed by the variant chosen last
+#:   (not the one on trial): median of 5 interleaved calls against the faster variant
+#:   forced, two threads, in step -> out of step: R-MAT 18 ef 16 1.16 -> 1.03, R-MAT 16 ef 8
+#:   1.05 -> 1.01, uniform 1.29 -> 1.15, 3-D Poisson 1.22 -> 1.18, Bunny, R-MAT 18 ef 8 and
+#:   arrow within 0.03 either way; with :data:`ADAPT_CLEAR` too (median of 8, another run):
+#:   two threads 0.95-1.05 on R-MAT 16/18, 3-D Poisson and uniform, one thread 0.97-1.05
+#:   (2026-11-30). Touching a variant's whole workspace before its first stretch of a trial
+#:   changed nothing beyond the noise.
 ADAPT_CHUNK = 1 << 15
 #: A dense part whose multiply-adds per row differ by more than this factor from those of the
 #: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
@@ -220,6 +234,12 @@ ADAPT_RETIME = 2.0
 #: thread: 7.7-7.9 cycles a unit against its usual 5.5-6.4; the call then ran 305-308 ms against
 #: 213-221 ms in 2 of 12 calls); a later trial bounds what such a choice costs.
 ADAPT_RETIME_SHARE = 1 / 3
+#: ... unless its last trial found one variant at least this factor faster: a trial costs the
+#: slower variant's time on half its stretches, and a clear winner does not change with the
+#: share (3-D Poisson, the value accumulator 1.5-2.7x slower, was timed three times per
+#: worker; median of 8 interleaved calls against the position map forced, two threads 1.03 ->
+#: 1.02, one thread 1.07 -> 1.05; uniform, two threads, 1.04 -> 0.95; 2026-11-30).
+ADAPT_CLEAR = 1.5
 #: Products of at least this many multiply-adds per workspace column and thread fault their
 #: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
 #: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
@@ -425,6 +445,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
     counts = np.empty(257, dtype=np.int64)
     current = 1 if variant != 2 else 2
+    chosen = current  # the variant of the last trial (heavy rows within a trial take it)
     trial = _TRIALS
     best = np.full(3, np.inf)
     rates = np.full((3, _TRIAL_SAMPLES), np.inf)  # cycles a unit of each variant's timed stretches
@@ -467,10 +488,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
             if part_flops >= _TIMED_PART_CHUNKS * ADAPT_CHUNK and \
                     worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and (
-                    since >= worker_flops * ADAPT_RETIME_SHARE
+                    since >= worker_flops * ADAPT_RETIME_SHARE and not (
+                        best[1] * ADAPT_CLEAR <= best[2] < np.inf or best[2] * ADAPT_CLEAR <= best[1] < np.inf)
                     or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
-                current = 1
+                current = 2 if w == 0 else 1  # the workers' pairs out of step (see ADAPT_CHUNK)
                 timed_weight = weight
                 taken[:] = 0
                 since = 0
@@ -518,7 +540,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             end = rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
                              b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
                              svals, counts)
-        elif current == 1:
+        elif (chosen if heavy else current) == 1:  # a heavy row takes the variant chosen last
             end = rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
                                  a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
                                  tag, skeys, svals, counts)
@@ -535,8 +557,9 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                 best[1] = np.median(rates[1])
                 best[2] = np.median(rates[2])
                 current = 1 if best[1] <= best[2] else 2
+                chosen = current
             else:
-                current = 1 if (trial // 2) % 2 == 0 else 2
+                current = 1 if ((trial // 2) + (w == 0)) % 2 == 0 else 2
         if back:  # move the chunk up against pos
             d = pos - end
             if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
@@ -555,7 +578,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
     if steal:
         other = 1 - w
         n_stolen[w] = steal_parts(w, worker_bounds[other], worker_bounds[other + 1], a_end != 0, bounds, use_dense,
-                                  part_costs, claims, reserve[w, 0], reserve[w, 1], current, gen, b_sorted, sort,
+                                  part_costs, claims, reserve[w, 0], reserve[w, 1], chosen, gen, b_sorted, sort,
                                   a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, row_flops, c_indptr,
                                   c_indices, c_data, tag, marker, acc, stolen[w])
     trace[4] = t_start
