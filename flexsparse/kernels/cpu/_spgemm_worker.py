@@ -1,0 +1,337 @@
+"""Per-worker bodies of the Gustavson SpGEMM (:mod:`flexsparse.kernels.cpu.spgemm`).
+
+Algorithm: a worker owns a contiguous block of output rows, split into *parts*; it computes
+them in stretches with the accumulator its part was given (:mod:`._spgemm_rows`), writing
+rows back to back from its first row's offset (or, walking down, in chunks moved up against
+the rows above), times the two dense variants on its first rows with ``variant="auto"``
+(pairs of stretches, see :data:`ADAPT_CHUNK`), and on two threads claims each part before
+computing it and then takes the other worker's (:mod:`._spgemm_steal`).
+:func:`_symbolic_worker` counts the distinct columns of its rows instead.
+
+Formats: raw CSR buffers (``int64`` row pointers, int32/int64 indices, values of the output
+dtype), per-worker dense workspaces, output buffers with room for the worker's flops.
+
+Cost: O(flops) per worker, plus the move of each chunk walking down (O(entries)), plus
+about ``_TRIALS`` stretches of the slower dense variant per trial.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from flexsparse.kernels.cpu._spgemm_rows import (
+    count_row_dense,
+    count_row_hash,
+    cycles,
+    hash_table_size,
+    rows_hash,
+    rows_position,
+    rows_value,
+)
+from flexsparse.kernels.cpu._spgemm_steal import steal_parts
+from flexsparse.kernels.cpu.atomic import exchange
+from flexsparse.kernels.cpu.simd import move
+
+__all__ = ["ADAPT_CHUNK", "ADAPT_CLEAR", "ADAPT_RETIME", "ADAPT_RETIME_SHARE", "BACK_CHUNK", "PREFETCH_MIN_NNZ",
+           "TRACE_FIELDS"]
+
+#: Multiply-adds per timed stretch of ``variant="auto"``: from a worker's first dense part of
+#: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
+#: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches go to the two dense
+#: variants in pairs (position, position, value, value, ...), each computing its own rows
+#: once; the first stretch of a pair warms up, the second is timed, and the variant whose
+#: median over its ``_TRIAL_SAMPLES`` timed stretches took fewer cycles per unit of work
+#: (multiply-adds plus output entries) serves the worker's other rows (parts of another
+#: weight are timed again, :data:`ADAPT_RETIME`). The median, not the sum
+#: of two stretches: one stretch of ~0.15 ms slowed by an interrupt or another process (at a
+#: distributed block's start: 8.6-30.7 cycles a unit against 4.4-5.5) chose the position map
+#: in 8 of 60 blocks of R-MAT scale 15, which then took 94-97 ms against 56-64; nor the
+#: minimum, which favours the position map, whose stretches vary more from row to row (its
+#: minimum 4.7-4.9 against a mean of 6.1-6.6, value accumulator 4.4-4.6 against 4.7: picked
+#: in 5 of 19 blocks). Rows heavier than ``_TRIAL_ROW_CHUNKS`` stretches are
+#: computed outside the trial (by the variant chosen last). Two workers take their pairs out of
+#: step (worker 0 starts with the value accumulator, worker 1 with the position map): in step,
+#: each timed the value accumulator while the other ran it too. The designs measured, each
+#: with its figures: BENCHMARKS.md, section 27.
+ADAPT_CHUNK = 1 << 15
+#: A dense part whose multiply-adds per row differ by more than this factor from those of the
+#: part a worker timed last is timed afresh (rows of another character: R-MAT's hub rows
+#: come first, and worker 0 walking down times its lightest part first).
+ADAPT_RETIME = 2.0
+#: ... and after this share of the worker's multiply-adds since the last trial began, whatever
+#: the weight: a trial is ~1 ms, and a burst of another guest's traffic in the shared cache
+#: over it can make the value accumulator read as slow as the position map (R-MAT 16 ef 8, one
+#: thread: 7.7-7.9 cycles a unit against its usual 5.5-6.4; the call then ran 305-308 ms against
+#: 213-221 ms in 2 of 12 calls); a later trial bounds what such a choice costs.
+ADAPT_RETIME_SHARE = 1 / 3
+#: ... unless its last trial found one variant at least this factor faster: a trial costs the
+#: slower variant's time on half its stretches, and a clear winner does not change with the
+#: share (3-D Poisson, the value accumulator 1.5-2.7x slower, was timed three times per
+#: worker; median of 8 interleaved calls against the position map forced, two threads 1.03 ->
+#: 1.02, one thread 1.07 -> 1.05; uniform, two threads, 1.04 -> 0.95; 2026-11-30).
+ADAPT_CLEAR = 1.5
+#: ``B`` rows are prefetched (see :mod:`._spgemm_rows`) only when ``B`` holds at least this many
+#: entries (12 MB at float64/int32): a cache-resident ``B`` gains nothing from it and each
+#: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: 89.7 ->
+#: 84.4 us without it).
+PREFETCH_MIN_NNZ = 1 << 20
+_TRIAL_SAMPLES = 3  # timed stretches per variant after its warm-up (the median is kept)
+_TRIALS = 4 * _TRIAL_SAMPLES
+_TIMED_PART_CHUNKS = 4
+_TIMED_WORKER_CHUNKS = 64
+_TRIAL_ROW_CHUNKS = 4
+#: Output slots between the writes that fault in a timed stretch's output pages before it is
+#: timed (4 KiB of float64 values). Without it a stretch that reached a fresh 2 MiB page paid
+#: its fault (~25-50 us, as long as the stretch itself): on two threads the 3-D Poisson
+#: product kept the value accumulator (trial 5.2 vs 3.4 and 9.3 vs 3.4 cycles a unit against
+#: the position map) and took 17.7-18.0 ms against 13.2-13.6 ms with the position map
+#: throughout (2026-11-30, quiet).
+_TOUCH_STRIDE = 512
+#: Multiply-adds per chunk of a worker that walks down (see :func:`_numeric_worker`): the
+#: chunk's rows, at most this many entries, are still in the L2 cache when they are moved up.
+BACK_CHUNK = 1 << 14
+#: Fields of a worker's trace row (see :func:`_numeric_worker`).
+TRACE_FIELDS = 6
+
+# --------------------------------------------------------------------------- helpers
+@njit(cache=True)
+def _worker_table(bounds, p0, p1, use_dense, row_flops):
+    """Largest hash table among the hash rows of parts ``p0:p1`` (0: none)."""
+    tsize = 0
+    for part in range(p0, p1):
+        if not use_dense[part]:
+            for i in range(bounds[part], bounds[part + 1]):
+                if row_flops[i] > 0:
+                    tsize = max(tsize, hash_table_size(row_flops[i])[0])
+    return tsize
+
+
+# ------------------------------------------------------------------ per-worker bodies
+@njit(cache=True)
+def _symbolic_worker(w, a_indptr, a_indices, b_indptr, b_indices, b_sorted, row_flops, bounds,
+                     worker_bounds, use_dense, marker, out_counts):
+    """Count the rows of the parts of worker ``w`` (``marker``: its ``uint32[n_cols]``
+    stamps, zero on the first call; its hash table is allocated here)."""
+    p0 = worker_bounds[w]
+    p1 = worker_bounds[w + 1]
+    a_end = np.uint64(a_indptr[bounds[p1]]) if b_indices.shape[0] >= PREFETCH_MIN_NNZ else np.uint64(0)
+    keys = np.zeros(_worker_table(bounds, p0, p1, use_dense, row_flops), dtype=np.uint64)
+    for part in range(p0, p1):
+        dense = use_dense[part]
+        for i in range(bounds[part], bounds[part + 1]):
+            a0 = a_indptr[i]
+            a1 = a_indptr[i + 1]
+            f = row_flops[i]
+            if f == 0:
+                out_counts[i] = 0
+            elif a1 - a0 == 1 and b_sorted:
+                out_counts[i] = f
+            elif dense:
+                out_counts[i] = count_row_dense(np.uint32(i + 1), a0, a1, a_end, a_indices, b_indptr,
+                                                b_indices, marker)
+            else:
+                out_counts[i] = count_row_hash(np.uint64(i + 1) << np.uint64(32), f, a0, a1, a_indices,
+                                               b_indptr, b_indices, keys)
+
+
+# Rows ``r0:r1`` back to back from ``pos``, setting ``c_indptr[i + 1]`` for ``i + 1 < r_end``;
+# each returns the new ``pos``. Row ``i`` is stamped ``i + off`` (stamps grow in the order a
+# worker computes its rows: the accumulators read a slot with an older stamp as empty). One
+# function per accumulator: with two accumulators inlined into one loop, LLVM compiled the
+# position-map loop ~1.8x slower (Minnesota), and so did an inlined helper for the
+# single-entry copy -- hence the repeated row skeleton, bookkeeping included (as an inlined
+# helper taking the arrays it cost ~60 % more on short rows: tridiagonal 4096, one thread).
+@njit(cache=True)
+def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted, row_flops,
+                    bounds, worker_bounds, use_dense, variant, sort, c_indptr, c_indices, c_data, tag,
+                    marker, acc, trace, claims, part_costs, reserve, stolen, n_stolen):
+    """Compute the rows of the parts of worker ``w``, back to back from ``c_indptr[r_lo]``
+    (its first row's offset, set by the caller), filling ``c_indptr[i + 1]`` for its rows
+    but the last; the end of its last row goes to ``trace[3]``. The buffers need the
+    worker's flops as capacity past that offset, but only its entries are touched.
+    ``back``: the worker's rows end at ``c_indptr[r_hi]`` instead, in room for its flops
+    below that offset (``c_indptr[i]`` is set for every row; ``trace[3]`` receives its
+    first row's offset): it takes its rows in *chunks* of about :data:`BACK_CHUNK`
+    multiply-adds, last chunk first, computes each chunk's rows forward (so the prefetch,
+    which looks ahead in ``A``'s entry order, stays useful) at the bottom of its room (the
+    same slots for every chunk, so they stay in cache; right below the chunk above once the
+    room left is under twice the chunk's flops), and copies the chunk up against the chunk
+    above.
+
+    ``tag``/``marker``/``acc`` are its dense workspaces (zero on the first call; ``marker``
+    and ``acc`` may be empty when ``variant`` is 1, the position map); hash tables and the
+    column scratch list are allocated here. ``variant``: 0 times both dense variants on
+    pairs of stretches of :data:`ADAPT_CHUNK` multiply-adds (see there) and keeps the faster per
+    unit of work for the other rows, 1 the position map, 2 the value accumulator.
+    ``trace: float64[6]`` also receives the variant used last and the median ticks per
+    unit of work (multiply-add or output entry) of variants 1 and 2 over the stretches of
+    the last completed trial (``inf``: not timed),
+    and the cycle counter when the worker started and when it finished (``trace[4:6]``: the
+    late start, busy time and balance of the threads, for benchmarks).
+
+    With ``claims`` (``int64[n_parts]``, zeroed; empty: no stealing) two workers claim each
+    part before computing it and stop at the first the other took; then the worker takes
+    the other's parts from their far end into its reserve ``reserve[w] = (start, end)``
+    (:func:`~._spgemm_steal.steal_parts`, ``part_costs`` bounding each part's entries),
+    recording them in ``stolen[w]`` and their number in ``n_stolen[w]``.
+    """
+    t_start = cycles()
+    p0 = worker_bounds[w]
+    p1 = worker_bounds[w + 1]
+    r_lo = bounds[p0]
+    r_hi = bounds[p1]
+    # B rows are prefetched only when B outgrows the caches (a_end = 0 turns it off)
+    a_end = np.uint64(a_indptr[r_hi]) if b_indices.shape[0] >= PREFETCH_MIN_NNZ else np.uint64(0)
+    tsize = _worker_table(bounds, p0, p1, use_dense, row_flops)
+    keys = np.zeros(tsize, dtype=np.uint64)
+    slots = np.empty(tsize, dtype=np.uint32)
+    longest = 0
+    worker_flops = 0
+    if variant != 1 or sort:
+        for i in range(r_lo, r_hi):  # rows are no longer than their flops
+            longest = max(longest, row_flops[i])
+            worker_flops += row_flops[i]
+    scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
+    skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
+    svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
+    counts = np.empty(257, dtype=np.int64)
+    current = 1 if variant != 2 else 2
+    chosen = current  # the variant of the last trial (heavy rows within a trial take it)
+    trial = _TRIALS
+    best = np.full(3, np.inf)
+    rates = np.full((3, _TRIAL_SAMPLES), np.inf)  # cycles a unit of each variant's timed stretches
+    taken = np.zeros(3, dtype=np.int64)
+    timed_part = -1
+    timed_weight = -1.0  # multiply-adds per row of the part timed last (none yet)
+    since = 0  # multiply-adds of the dense parts entered since the last trial began
+    gen = np.ones(1, dtype=np.uint64)  # the position map's next generation
+    part = p1 - 1 if back else p0
+    lo = r_hi if back else r_lo  # rows lo:hi are computed next
+    hi = r_hi if back else r_lo
+    pos = c_indptr[r_hi] if back else c_indptr[r_lo]  # back: the top of the room
+    room_lo = pos
+    if back:
+        for i in range(r_lo, r_hi):
+            room_lo -= row_flops[i]
+    steal = claims.shape[0] > 0
+    owned = -1
+    while (lo > r_lo) if back else (hi < r_hi):
+        # the next stretch: whole parts, but stretches of ~ADAPT_CHUNK multiply-adds while the
+        # dense variants are timed, and chunks of ~BACK_CHUNK when walking down
+        if back:
+            while bounds[part] >= lo:
+                part -= 1
+        else:
+            while bounds[part + 1] <= hi:
+                part += 1
+        if steal and part != owned:
+            if exchange(claims, part, 1) != 0:
+                break  # the other worker took this part and everything beyond it
+            owned = part
+        if variant == 0 and part != timed_part and use_dense[part]:
+            # the variants are timed on a worker's first dense part with enough work, and again
+            # where the rows' weight changes by ADAPT_RETIME or after ADAPT_RETIME_SHARE of the
+            # worker's multiply-adds (see ADAPT_CHUNK)
+            timed_part = part
+            part_flops = 0
+            for i in range(bounds[part], bounds[part + 1]):
+                part_flops += row_flops[i]
+            weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
+            if part_flops >= _TIMED_PART_CHUNKS * ADAPT_CHUNK and \
+                    worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and (
+                    since >= worker_flops * ADAPT_RETIME_SHARE and not (
+                        best[1] * ADAPT_CLEAR <= best[2] < np.inf or best[2] * ADAPT_CLEAR <= best[1] < np.inf)
+                    or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
+                trial = 0
+                current = 2 if w == 0 else 1  # the workers' pairs out of step (see ADAPT_CHUNK)
+                timed_weight = weight
+                taken[:] = 0
+                since = 0
+            since += part_flops
+        timed = trial < _TRIALS and use_dense[part]
+        work = 0
+        heavy = timed and row_flops[(lo - 1) if back else hi] > _TRIAL_ROW_CHUNKS * ADAPT_CHUNK
+        if heavy:  # a row far heavier than a stretch: computed outside the trial
+            timed = False
+        if back:
+            hi = lo
+            limit = ADAPT_CHUNK if timed else BACK_CHUNK
+            while lo > bounds[part] and (lo == hi or work + row_flops[lo - 1] <= limit):
+                lo -= 1
+                work += row_flops[lo]
+            # compute the chunk at the bottom of the room (the same slots every time, so they stay
+            # in cache) while that keeps it clear of its destination; else right below pos
+            start = room_lo if pos - room_lo >= 2 * work else pos - work
+            off = r_hi - hi - lo + 1  # stamps count the rows computed so far
+            r_end = hi  # c_indptr[hi] belongs to the chunk above
+            chunk_end = np.uint64(a_indptr[hi]) if a_end else a_end
+        else:
+            lo = hi
+            hi = lo + 1 if heavy else bounds[part + 1]
+            if timed:
+                hi = lo
+                while hi < bounds[part + 1] and work < ADAPT_CHUNK:
+                    work += row_flops[hi]
+                    hi += 1
+            start = pos
+            off = 1
+            r_end = r_hi
+            chunk_end = a_end
+        # a timed stretch is computed by both dense variants in turn (the second overwrites the
+        # first's identical rows), so they are compared on the same rows
+        if timed:  # fault in the output pages the stretch may write (see _TOUCH_STRIDE)
+            t_end = start + work
+            if not back:
+                t_end = min(t_end, c_indices.shape[0] if w == worker_bounds.shape[0] - 2 else c_indptr[r_hi])
+            for j in range(start, t_end, _TOUCH_STRIDE):
+                c_indices[j] = 0
+                c_data[j] = 0
+        mark = cycles()
+        if not use_dense[part]:
+            end = rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
+                             svals, counts)
+        elif (chosen if heavy else current) == 1:  # a heavy row takes the variant chosen last
+            end = rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                                 a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                                 tag, skeys, svals, counts)
+        else:
+            end = rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                              a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
+                              marker, acc, scratch, skeys, svals, counts)
+        if timed:  # stretches come in pairs of one variant; the second of a pair is timed
+            if trial % 2 == 1:  # a unit: a multiply-add or an entry
+                rates[current, taken[current]] = (cycles() - mark) / max(work + (end - start), 1)
+                taken[current] += 1
+            trial += 1
+            if trial >= _TRIALS:
+                best[1] = np.median(rates[1])
+                best[2] = np.median(rates[2])
+                current = 1 if best[1] <= best[2] else 2
+                chosen = current
+            else:
+                current = 1 if ((trial // 2) + (w == 0)) % 2 == 0 else 2
+        if back:  # move the chunk up against pos
+            d = pos - end
+            if d:  # memmove: 4-6x the speed of an element loop, and overlap is allowed
+                move(c_indices, start + d, start, end - start)
+                move(c_data, start + d, start, end - start)
+                for i in range(lo + 1, hi):
+                    c_indptr[i] += d
+            pos = start + d
+            c_indptr[lo] = pos
+        else:
+            pos = end
+    trace[0] = current
+    trace[1] = best[1]
+    trace[2] = best[2]
+    trace[3] = pos
+    if steal:
+        other = 1 - w
+        n_stolen[w] = steal_parts(w, worker_bounds[other], worker_bounds[other + 1], a_end != 0, bounds, use_dense,
+                                  part_costs, claims, reserve[w, 0], reserve[w, 1], chosen, gen, b_sorted, sort,
+                                  a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, row_flops, c_indptr,
+                                  c_indices, c_data, tag, marker, acc, stolen[w])
+    trace[4] = t_start
+    trace[5] = cycles()
