@@ -568,3 +568,24 @@ def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sor
         if moved:
             break
     assert moved > 0, spgemm_mod.LAST_TRACE[:, 3:6].tolist()  # (end or start, cycles at start, at end)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b_rows", [3000, 400_000])
+def test_count_flops_matches_scipy_row_counts(threads, b_rows):
+    """The flops of every output row against SciPy's pattern product, on the parallel path
+    that reads B's row lengths (A with 2^18+ entries, B with fewer rows than that) and on the
+    row-pointer path it falls back to when B has more rows than A has entries."""
+    from flexsparse.kernels.cpu._spgemm_flops import _PARALLEL_FLOPS_NNZ, count_flops
+
+    rng = np.random.default_rng(7)
+    m = 2000
+    per_row = _PARALLEL_FLOPS_NNZ // m + 2
+    a = sp.random_array((m, b_rows), density=per_row / b_rows, rng=rng, format="csr")
+    b = sp.random_array((b_rows, 50), density=0.1, rng=rng, format="csr")
+    assert a.nnz >= _PARALLEL_FLOPS_NNZ
+    flops, total = count_flops(CSR.from_scipy(a), CSR.from_scipy(b), threads)
+    a_pattern = (a != 0).astype(np.int64)
+    expected = a_pattern @ np.diff(b.indptr)
+    np.testing.assert_array_equal(flops, expected)
+    assert total == int(expected.sum())
