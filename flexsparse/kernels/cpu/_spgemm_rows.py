@@ -32,7 +32,8 @@ Accumulators (all O(flops) per row; a product is one multiply-add):
 The symbolic count (:func:`count_row_dense`) uses a ``uint32`` stamp per column:
 ``new = marker[c] != stamp`` is added, no branch.
 
-:func:`rows_position`, :func:`rows_value` and :func:`rows_hash` compute a stretch of
+:func:`rows_position`, :func:`rows_value` and :func:`rows_hash` (one of them by kind:
+:func:`rows_stretch`) compute a stretch of
 consecutive rows with one accumulator, back to back from an output offset, filling the row
 pointers (and sorting each row while it is in cache when asked): the units the workers of
 :mod:`~flexsparse.kernels.cpu.spgemm` time and schedule.
@@ -72,6 +73,7 @@ __all__ = [
     "prefetch",
     "rows_hash",
     "rows_position",
+    "rows_stretch",
     "rows_value",
 ]
 
@@ -405,3 +407,21 @@ def rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_da
         if i + 1 < r_end:
             c_indptr[i + 1] = pos
     return pos
+
+
+@njit(cache=True)
+def rows_stretch(kind, r0, r1, r_end, pos, off, gen, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                 b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, marker, acc, scratch, keys, slots,
+                 skeys, svals, counts):
+    """Rows ``r0:r1`` of one stretch with accumulator ``kind``: 0 hash (:func:`rows_hash`), 1 the
+    position map (:func:`rows_position`), 2 the value accumulator (:func:`rows_value`); the
+    workspaces the kind does not use may be empty. Returns the end of the last row."""
+    if kind == 0:
+        return rows_hash(r0, r1, r_end, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
+                         b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts)
+    if kind == 1:
+        return rows_position(r0, r1, r_end, pos, gen, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys, svals, counts)
+    return rows_value(r0, r1, r_end, pos, off, a_end, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
+                      b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc, scratch, skeys, svals,
+                      counts)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu._spgemm_rows import hash_table_size, rows_hash, rows_position, rows_value
+from flexsparse.kernels.cpu._spgemm_rows import hash_table_size, rows_stretch
 from flexsparse.kernels.cpu.atomic import exchange
 from flexsparse.kernels.cpu.simd import move
 
@@ -70,24 +70,17 @@ def steal_parts(w, q_lo, q_hi, prefetch, bounds, use_dense, part_flops, claims, 
             skeys = np.empty(longest, dtype=c_indices.dtype)
             svals = np.empty(longest, dtype=c_data.dtype)
         chunk_end = np.uint64(a_indptr[hi]) if prefetch else np.uint64(0)
-        off = stamp - lo
-        if not use_dense[q]:
+        kind = current if use_dense[q] else 0
+        if kind == 0:
             tsize = hash_table_size(longest)[0] if longest > 0 else 0
             if keys.shape[0] < tsize:
                 keys = np.zeros(tsize, dtype=np.uint64)
                 slots = np.empty(tsize, dtype=np.uint32)
-            end = rows_hash(lo, hi, hi, pos, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr, b_indices,
-                            b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys, svals, counts)
-        elif current == 1:
-            end = rows_position(lo, hi, hi, pos, gen, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                                b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, skeys,
-                                svals, counts)
-        else:
-            if scratch.shape[0] < longest + 1:
-                scratch = np.empty(longest + 1, dtype=c_indices.dtype)
-            end = rows_value(lo, hi, hi, pos, off, chunk_end, b_sorted, sort, a_indptr, a_indices, a_data,
-                             b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, marker, acc,
-                             scratch, skeys, svals, counts)
+        elif kind == 2 and scratch.shape[0] < longest + 1:
+            scratch = np.empty(longest + 1, dtype=c_indices.dtype)
+        end = rows_stretch(kind, lo, hi, hi, pos, stamp - lo, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                           a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, marker,
+                           acc, scratch, keys, slots, skeys, svals, counts)
         stamp += hi - lo
         stolen[k, 0] = q
         stolen[k, 1] = pos

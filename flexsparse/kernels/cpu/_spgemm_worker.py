@@ -20,15 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu._spgemm_rows import (
-    count_row_dense,
-    count_row_hash,
-    cycles,
-    hash_table_size,
-    rows_hash,
-    rows_position,
-    rows_value,
-)
+from flexsparse.kernels.cpu._spgemm_rows import count_row_dense, count_row_hash, cycles, hash_table_size, rows_stretch
 from flexsparse.kernels.cpu._spgemm_steal import steal_parts
 from flexsparse.kernels.cpu.atomic import exchange
 from flexsparse.kernels.cpu.simd import move
@@ -278,8 +270,6 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             off = 1
             r_end = r_hi
             chunk_end = a_end
-        # a timed stretch is computed by both dense variants in turn (the second overwrites the
-        # first's identical rows), so they are compared on the same rows
         if timed:  # fault in the output pages the stretch may write (see _TOUCH_STRIDE)
             t_end = start + work
             if not back:
@@ -288,18 +278,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                 c_indices[j] = 0
                 c_data[j] = 0
         mark = cycles()
-        if not use_dense[part]:
-            end = rows_hash(lo, hi, r_end, start, off, b_sorted, sort, a_indptr, a_indices, a_data, b_indptr,
-                             b_indices, b_data, row_flops, c_indptr, c_indices, c_data, keys, slots, skeys,
-                             svals, counts)
-        elif (chosen if heavy else current) == 1:  # a heavy row takes the variant chosen last
-            end = rows_position(lo, hi, r_end, start, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
-                                 a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
-                                 tag, skeys, svals, counts)
-        else:
-            end = rows_value(lo, hi, r_end, start, off, chunk_end, b_sorted, sort, a_indptr, a_indices,
-                              a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data,
-                              marker, acc, scratch, skeys, svals, counts)
+        # a heavy row takes the variant chosen last
+        kind = (chosen if heavy else current) if use_dense[part] else 0
+        end = rows_stretch(kind, lo, hi, r_end, start, off, gen, chunk_end, b_sorted, sort, a_indptr, a_indices,
+                           a_data, b_indptr, b_indices, b_data, row_flops, c_indptr, c_indices, c_data, tag, marker,
+                           acc, scratch, keys, slots, skeys, svals, counts)
         if timed:  # stretches come in pairs of one variant; the second of a pair is timed
             if trial % 2 == 1:  # a unit: a multiply-add or an entry
                 rates[current, taken[current]] = (cycles() - mark) / max(work + (end - start), 1)
