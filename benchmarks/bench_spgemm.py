@@ -525,7 +525,7 @@ def workers_report(args: argparse.Namespace) -> None:
         for _ in range(args.repeats):
             for th in (1, args.threads):
                 t0 = time.perf_counter()
-                k.spgemm_trusted(a, b, k._rule_auto, 0, False, th, flops)
+                k.spgemm_trusted(a, b, k._rule_auto, 0, False, th, (flops, total))
                 wall = (time.perf_counter() - t0) * 1e3
                 tr = k.LAST_TRACE
                 if wall < best.get(th, (np.inf,))[0]:

@@ -45,8 +45,12 @@ from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
 from flexsparse.formats.coo import COO
 
-__all__ = ["batched_gemm", "coo_pair_fast", "dense_enough", "dense_pair_fast", "dense_pair_layout",
+__all__ = ["NONFINITE", "batched_gemm", "coo_pair_fast", "dense_enough", "dense_pair_fast", "dense_pair_layout",
            "dense_result_nonfinite", "densify_checked", "has_nonfinite", "pair_dense", "split_pair"]
+
+#: What a product path that scanned the operands' values itself returns when one is inf or nan
+#: (einsum then takes its exact non-finite path).
+NONFINITE = object()
 
 
 def split_pair(ai: str, bi: str, out: str) -> tuple[str, str, str, str]:

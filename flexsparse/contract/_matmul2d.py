@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from flexsparse.contract._dense import NONFINITE
 from flexsparse.contract.execute import choose_format
 from flexsparse.contract.plan import DOT_FACTOR
 from flexsparse.formats.coo import COO
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import count_flops, spgemm_trusted
+from flexsparse.kernels.cpu.spgemm import count_flops, count_flops_checked, spgemm_trusted
 from flexsparse.kernels.cpu.spgemm_dense import estimate_nnz, spgemm_dense_trusted
 
 __all__ = ["matmul_2d", "product_plan"]
@@ -88,8 +89,8 @@ def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
     return csr.transpose() if transposed else csr
 
 
-def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None
-                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
+                   counted: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``(dense left @ right, row flops)`` when the result is dense (``fmt="dense"``, or
     ``"auto"`` and at least the dense-output density of cells nonzero), else
     ``(None, row flops or None)``.
@@ -100,12 +101,13 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     bytes (pyamg local_disc_galerkin, 12 % dense, passes the bound). If the result then holds
     fewer nonzero values than that, it is dropped and the sparse kernel decides on its stored
     entries (the ``"auto"`` rule counts entries, and entries that cancel are still entries).
+    ``counted``: the ``(flops, total)`` of every output row, when the caller counted them.
     """
     shape = (left.shape[0], right.shape[1])
     cells = shape[0] * shape[1]
     if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
         return None, None  # dense at no density (empty, or beyond the dense cap)
-    flops, total = count_flops(left, right, threads)
+    flops, total = counted if counted is not None else count_flops(left, right, threads)
     if fmt == "auto":
         # the total flops bound the bound: below the dense density, no need to clip every row
         if choose_format(total, shape, dtype.itemsize) != "dense":
@@ -122,7 +124,7 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
 
 
 def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
-              product: Any = None) -> Any:
+              product: Any = None, checked: bool = True) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
     spec is not a plain product of two 2-D sparse operands, or when its output has so few
     cells that the planner should weigh the dot-product and dense engines (the general
@@ -135,6 +137,10 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
 
     ``product``: ``(left CSR, right CSR, sort) -> CSR`` computing the SpGEMM elsewhere (the
     distributed runner's tiles); ``None`` runs :func:`spgemm_trusted` here.
+
+    ``checked=False``: einsum has not scanned the operands for inf and nan; the flops count
+    scans them in its own parallel pass (:func:`count_flops_checked`), and :data:`NONFINITE`
+    is returned when it finds one.
     """
     if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
         return None
@@ -150,15 +156,22 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
+    counted = None
+    if not checked:
+        flops, total, nonfinite = count_flops_checked(left, right, threads)
+        if nonfinite:
+            return NONFINITE
+        counted = flops, total
     if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
         c = product(left, right, fmt == "csf")
     else:
-        flops = None
         if fmt in ("auto", "dense"):
-            out, flops = _dense_product(left, right, fmt, dtype, work, threads)
+            out, flops = _dense_product(left, right, fmt, dtype, work, threads, counted)
             if out is not None:
                 return out
-        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, flops=flops)
+            if flops is not None and counted is None:
+                counted = flops, int(flops.sum())
+        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

@@ -53,6 +53,7 @@ from flexsparse._util import check_numeric_dtype, index_dtype_for, result_dtype
 from flexsparse.contract._bounded import PRODUCT_RUNNER, make_tiling_options, save_result
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._dense import (
+    NONFINITE,
     coo_pair_fast,
     dense_enough,
     dense_pair_fast,
@@ -575,16 +576,23 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         ops, nonfinite, unchecked = densify_checked(ops)
     else:
         distinct = {id(op): op for op in ops}.values()  # an operand passed twice is scanned once
-        nonfinite = spec.n_operands > 1 and any(has_nonfinite(op, threads) for op in distinct)
+        # a product of two sparse matrices in this process scans the values in its flops count
+        # (matmul_2d, checked=False: one parallel pass); the other paths scan them here
+        deferred = len(ops) == 2 and tiling_opts is None
+        nonfinite = not deferred and spec.n_operands > 1 and any(has_nonfinite(op, threads) for op in distinct)
         unchecked = []
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None
     plain = getattr(runner, "plain_product", None)
     if len(ops) == 2 and (tiling_opts is None or plain is not None) and not nonfinite and not dense_ops:
         res = hot().matmul_2d(spec, ops[0], ops[1], format, dtype, work, threads,
-                                  product=None if tiling_opts is None else plain)
-        if res is not None:
+                              product=None if tiling_opts is None else plain, checked=not deferred)
+        if res is NONFINITE:
+            nonfinite = True
+        elif res is not None:
             return (res, tiling_opts.reports if tiling_opts is not None else []) if return_report else res
+        elif deferred:
+            nonfinite = any(has_nonfinite(op, threads) for op in distinct)
     if not nonfinite:
         res, ri = _run_plan(spec, [_promote(op, work) for op in ops], work, optimize, threads, tiling_opts,
                             out is not None)

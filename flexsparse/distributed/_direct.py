@@ -235,7 +235,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     """
     from flexsparse.kernels.cpu import spgemm as sp
     from flexsparse.kernels.cpu._spgemm_output import POPULATE_SLACK, estimate_nnz, populate
-    from flexsparse.kernels.cpu.partition import _cost_partition_trusted, thread_scope
+    from flexsparse.kernels.cpu.partition import cost_split, thread_scope
 
     m, n_cols = a.shape[0], b.shape[1]
     if c_indptr.shape[0] != m + 1:
@@ -250,7 +250,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     flops, total = sp.count_flops(a, b, threads=1)
     if total > room:
         raise ValueError(f"the block has {total} multiply-adds, room for {room} entries")
-    part = _cost_partition_trusted(flops + 1, 1, sp.PARTS_PER_WORKER)
+    part = cost_split(flops + 1, 1, sp.PARTS_PER_WORKER)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     use_dense = sp._dense_flags(sp._rule_auto, bounds, part.part_costs - np.diff(bounds), n_cols)
     code, tag, marker, acc = sp.dense_workspaces(1, n_cols if use_dense.any() else 0, total, 0, work)

@@ -129,6 +129,36 @@ def test_dtypes_follow_numpy(dtypes):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("where", ["a", "b unreferenced"])
+def test_nonfinite_found_by_the_flops_count(monkeypatch, threads, where):
+    """A product large enough for the sparse kernel scans its values in the flops count: an
+    inf in A, or in a row of B that no entry of A reads, still gives NumPy's nan wherever it
+    meets an implicit zero."""
+    import flexsparse.contract._matmul2d as mm
+
+    found = []
+    real = mm.count_flops_checked
+    monkeypatch.setattr(mm, "count_flops_checked", lambda *args: found.append(real(*args)[2]) or real(*args))
+    rng = np.random.default_rng(5)
+    n = 400
+    a = _sparse(rng, (n, n), 0.01).tolil()
+    b = _sparse(rng, (n, n), 0.01).tolil()
+    a[:, 7] = 0  # no entry of A reads row 7 of B
+    if where == "a":
+        a[3, 5] = np.inf
+    else:
+        b[7, 2] = np.inf
+    a, b = a.tocsr(), b.tocsr()
+    with np.errstate(invalid="ignore"):
+        ref = np.einsum("ij,jk->ik", a.toarray(), b.toarray())
+        got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format="dense", threads=threads)
+    assert found == [True]  # the count's scan found it (the product itself was not run)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(ref).any()
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(ref))
+
+
 def test_nonfinite_and_explicit_zeros():
     a = COO(np.array([[0, 0, 1], [0, 1, 1]]), np.array([np.inf, 0.0, 1.0]), (2, 2))
     b = COO(np.array([[0, 1], [0, 0]]), np.array([0.0, np.nan]), (2, 2))

@@ -189,3 +189,33 @@ def test_take_job_late_worker_finds_its_range_taken():
         j = int(take_job(done, bounds, 0, j))
     assert seq == [0, 1, 2, 6, 5, 4, 3]
     assert take_job(done, bounds, 1, -1) == -1
+
+
+def test_cost_split_cuts_parts_at_the_given_shares():
+    """``cuts`` place each worker's part ends at those shares of its cost (rows of equal cost:
+    at those shares of its rows); no cuts: equal parts, as :func:`cost_partition`."""
+    from flexsparse.kernels.cpu.partition import cost_split
+
+    costs = np.ones(1000, dtype=np.int64)
+    cuts = np.array([[0.0, 0.1, 0.2, 0.6, 1.0], [0.0, 0.5, 0.7, 0.9, 1.0]])
+    split = cost_split(costs, 2, 4, cuts)
+    assert split.bounds.tolist() == [0, 50, 100, 300, 500, 750, 850, 950, 1000]
+    assert split.part_costs.tolist() == [50, 50, 200, 200, 250, 100, 100, 50]
+    equal = cost_split(costs, 2, 4)
+    assert equal.bounds.tolist() == cost_partition(costs, 2, 4).bounds.tolist()
+    assert cost_split(costs.astype(np.float64) / 3, 2, 4).bounds.tolist() == equal.bounds.tolist()
+
+
+def test_spgemm_tail_cuts_follow_the_shares(monkeypatch):
+    """Two stealing workers get :data:`~flexsparse.kernels.cpu.spgemm.TAIL_SHARES` in the order
+    each computes its parts (worker 0 walks down: its shares reversed in row order); a share
+    list of the wrong length is a ValueError."""
+    import flexsparse.kernels.cpu.spgemm as spk
+
+    cuts = spk._tail_cuts()
+    shares = np.asarray(spk.TAIL_SHARES) / sum(spk.TAIL_SHARES)
+    np.testing.assert_allclose(np.diff(cuts[1]), shares)
+    np.testing.assert_allclose(np.diff(cuts[0]), shares[::-1])
+    monkeypatch.setattr(spk, "TAIL_SHARES", spk.TAIL_SHARES[:-1])
+    with pytest.raises(ValueError, match="TAIL_SHARES needs"):
+        spk._tail_cuts()

@@ -541,22 +541,22 @@ def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sor
     """Two workers, all parts but one given to one of them: the other claims that one's
     parts from the far end once done with its own, and the stitched result is the product
     (rows in place, offsets shifted, column order as asked), and some part changes hands."""
-    from flexsparse.kernels.cpu.partition import Partition
+    from flexsparse.kernels.cpu.partition import Split
 
     monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
-    real = spgemm_mod._cost_partition_trusted
+    real = spgemm_mod.cost_split
 
-    def skewed(costs, n_workers, per_worker):
-        p = real(costs, n_workers, per_worker)
+    def skewed(costs, n_workers, per_worker, cuts=None):
+        p = real(costs, n_workers, per_worker, cuts)
         if n_workers != 2:
             return p
         wb = p.worker_bounds.copy()
         wb[1] = wb[2] - 1 if skew == "worker 0" else 1
-        return Partition._trusted(p.order, p.bounds, wb, p.part_costs, p.contiguous)
+        return Split(p.bounds, wb, p.part_costs)
 
-    monkeypatch.setattr(spgemm_mod, "_cost_partition_trusted", skewed)
+    monkeypatch.setattr(spgemm_mod, "cost_split", skewed)
     rng = np.random.default_rng(41)
     a = rand_csr(rng, (600, 500), 0.03)  # rows of like cost: the idle worker's own part is short
     b = rand_csr(rng, (500, 700), 0.03)
@@ -589,3 +589,41 @@ def test_count_flops_matches_scipy_row_counts(threads, b_rows):
     expected = a_pattern @ np.diff(b.indptr)
     np.testing.assert_array_equal(flops, expected)
     assert total == int(expected.sum())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b_rows", [3000, 400_000])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex64, np.int64])
+@pytest.mark.parametrize("where", ["none", "a", "b", "b unreferenced", "same operand"])
+def test_count_flops_checked_finds_inf_and_nan(threads, b_rows, dtype, where):
+    """The fused count finds an inf or nan wherever it is stored (an entry of A, of B, of a row
+    of B that no entry of A reads, of an operand given twice) on both of its paths, says
+    nothing for finite values, and counts the same flops as :func:`count_flops`."""
+    from flexsparse.kernels.cpu._spgemm_flops import _PARALLEL_FLOPS_NNZ, count_flops, count_flops_checked
+
+    rng = np.random.default_rng(11)
+    m = 2000
+    per_row = _PARALLEL_FLOPS_NNZ // m + 2
+    a = sp.random_array((m, b_rows), density=per_row / b_rows, rng=rng, format="csr").astype(dtype)
+    b = sp.random_array((b_rows, 50), density=0.1, rng=rng, format="csr").astype(dtype)
+    if where == "same operand":
+        a = b = sp.random_array((700, 700), density=0.6, rng=rng, format="csr").astype(dtype)
+    bad = np.nan if np.dtype(dtype).kind != "i" else 7
+    if where in ("a", "same operand"):
+        a.data[a.nnz // 3] = bad
+    elif where == "b":
+        b.data[b.nnz - 1] = bad
+    elif where == "b unreferenced":  # a row of B that A never reads
+        k = int(np.setdiff1d(np.arange(b_rows), a.indices)[0]) if b_rows > a.nnz else None
+        if k is None:
+            pytest.skip("every row of B is read")
+        b = b.tolil()
+        b[k, 3] = np.inf if np.dtype(dtype).kind != "i" else 7
+        b = b.tocsr()
+    fa = CSR.from_scipy(a)
+    fb = fa if b is a else CSR.from_scipy(b)
+    flops, total, found = count_flops_checked(fa, fb, threads)
+    expected_flops, expected_total = count_flops(fa, fb, threads)
+    np.testing.assert_array_equal(flops, expected_flops)
+    assert total == expected_total
+    assert found == (where != "none" and np.dtype(dtype).kind != "i")

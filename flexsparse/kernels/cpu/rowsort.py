@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
+from flexsparse.kernels.cpu.partition import check_threads, cost_split, thread_scope
 
 __all__ = ["SMALL_ROW", "bucket_rows_kernel", "insertion_sort", "sort_csr_rows", "sort_csr_rows_kernel",
            "sort_row_pairs"]
@@ -154,7 +154,7 @@ def sort_csr_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
         _sort_range(0, n_rows, indptr, indices, data)
         return
     with thread_scope(threads):
-        part = _cost_partition_trusted(np.diff(indptr) + 1, n_threads, 1)
+        part = cost_split(np.diff(indptr) + 1, n_threads, 1)
         sort_csr_rows_kernel(indptr, indices, data, part.bounds)
 
 

@@ -101,7 +101,7 @@ from flexsparse._limits import SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY as NARROW_MIN_F
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
 from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu._spgemm_flops import count_flops
+from flexsparse.kernels.cpu._spgemm_flops import count_flops, count_flops_checked
 from flexsparse.kernels.cpu._spgemm_output import (
     POPULATE_SLACK,
     SMALL_PAGES_MAX_BYTES,
@@ -120,7 +120,7 @@ from flexsparse.kernels.cpu._spgemm_worker import (
     _numeric_worker,
     _symbolic_worker,
 )
-from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
+from flexsparse.kernels.cpu.partition import check_threads, cost_split, thread_scope
 
 __all__ = [
     "ACCUMULATORS",
@@ -132,6 +132,7 @@ __all__ = [
     "PARTS_PER_WORKER",
     "SMALL_FLOPS",
     "STEAL",
+    "TAIL_SHARES",
     "TRACE_FIELDS",
     "TWO_ENDED",
     "BACK_CHUNK",
@@ -139,6 +140,7 @@ __all__ = [
     "ONE_PASS_MAX_BYTES",
     "check_operands",
     "count_flops",
+    "count_flops_checked",
     "dense_workspaces",
     "get_accumulator",
     "no_stealing",
@@ -161,6 +163,11 @@ DENSE_FILL_RATIO = 256
 #: 60.9 ms, R-MAT 16 ef 8 rows/2 54.8 against 57.1, 3-D Poisson 9.28 against 9.58, Bunny 5.35
 #: against 5.41, R-MAT 18 ef 8 78.7 against 77.4 (24: within 2 % of 16).
 PARTS_PER_WORKER = 16
+#: Shares of a worker's flops in its parts, in the order it computes them, on two workers that
+#: take each other's parts (:data:`STEAL`): the parts computed last, which the other worker takes
+#: from the far end, are smaller, so the two finish closer together (equal parts: one finished
+#: 0.2-0.3 ms early on 3-D Poisson, about half a part).
+TAIL_SHARES = (0.1,) * 8 + (0.025,) * 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
@@ -401,10 +408,11 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
 
 
 def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, sort: bool = False,
-                   threads: int | None = None, flops: np.ndarray | None = None) -> CSR:
+                   threads: int | None = None, counted: tuple[np.ndarray, int] | None = None) -> CSR:
     """:func:`spgemm` without the argument checks, for callers that established them (the
     einsum path): CSR operands of matching inner size, a rule, a variant code, valid
-    ``threads``, and optionally the flops of every output row already counted."""
+    ``threads``, and optionally ``counted``: the flops of every output row and their sum,
+    already counted (:func:`count_flops`)."""
     out_dtype = np.result_type(a.data.dtype, b.data.dtype)
     work_dtype = _INT64 if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.shape[0], b.shape[1]
@@ -414,10 +422,7 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
                             np.empty(0, dtype=out_dtype), (n_rows, n_cols), True)
     a_data = a.data.astype(work_dtype, copy=False)
     b_data = b.data.astype(work_dtype, copy=False)
-    if flops is None:
-        flops, total = count_flops(a, b, threads)
-    else:
-        total = int(flops.sum())
+    flops, total = count_flops(a, b, threads) if counted is None else counted
     if total >= NARROW_MIN_FLOPS_PER_ENTRY * (int(a.indptr[-1]) + int(b.indptr[-1])):
         # a row of b is read per entry of a: 4-byte indices halve its index bytes
         narrow = a.compact_indices()
@@ -428,7 +433,7 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
             use_dense = _ONE_DENSE_PART if rule is _rule_auto else \
                 _dense_flags(rule, bounds, np.array([float(total)]), n_cols)
         else:
-            part = _cost_partition_trusted(flops + 1, 1, PARTS_PER_WORKER)
+            part = cost_split(flops + 1, 1, PARTS_PER_WORKER)
             bounds = part.bounds
             use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
         # one compiled call; its small allocations stay in numba
@@ -444,6 +449,18 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         c_data = c_data.astype(out_dtype)
     # a product without entries is sorted whatever was asked (as the empty-operand return above)
     return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort or c_indices.shape[0] == 0)
+
+
+def _tail_cuts() -> np.ndarray:
+    """Part cuts of two workers from :data:`TAIL_SHARES` (worker 0 walks its rows down, so its
+    last parts are its first rows)."""
+    shares = np.asarray(TAIL_SHARES, dtype=np.float64)
+    if shares.shape != (PARTS_PER_WORKER,):
+        raise ValueError(f"TAIL_SHARES needs {PARTS_PER_WORKER} shares, got {shares.shape[0]}")
+    cuts = np.zeros((2, PARTS_PER_WORKER + 1))
+    cuts[0, 1:] = np.cumsum(shares[::-1])
+    cuts[1, 1:] = np.cumsum(shares)
+    return cuts / cuts[:, -1:]
 
 
 def _threads_for(total: int, n_threads: int) -> int:
@@ -474,7 +491,8 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     """
     n_rows, n_cols = a.n_rows, b.n_cols
     # +1 per row: the fixed per-row overhead, so flop-free rows are not free
-    part = _cost_partition_trusted(flops + 1, n_threads, PARTS_PER_WORKER)
+    part = cost_split(flops + 1, n_threads, PARTS_PER_WORKER,
+                      _tail_cuts() if STEAL and TWO_ENDED and n_threads == 2 and TAIL_SHARES else None)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
     entry_bytes = idx_dtype.itemsize + work_dtype.itemsize
@@ -487,7 +505,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
     c_indptr[lo] = room0 if back0 else 0
     if hi > lo:
-        cpart = _cost_partition_trusted(flops[lo:hi] + 1, n_threads, PARTS_PER_WORKER)
+        cpart = cost_split(flops[lo:hi] + 1, n_threads, PARTS_PER_WORKER)
         cdense = _dense_flags(rule, cpart.bounds, cpart.part_costs - np.diff(cpart.bounds), n_cols)
         marker = np.zeros((n_threads, n_cols if cdense.any() else 0), dtype=np.uint32)
         spgemm_csr_csr_symbolic(a.indptr, a.indices, b.indptr, b.indices, b.sorted_indices, flops,

@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_output import estimate_nnz
-from flexsparse.kernels.cpu.partition import _cost_partition_trusted, check_threads, thread_scope
+from flexsparse.kernels.cpu.partition import check_threads, cost_split, thread_scope
 from flexsparse.kernels.cpu.spgemm import check_operands, count_flops
 
 __all__ = ["estimate_nnz", "spgemm_csr_csr_dense", "spgemm_csr_csr_dense_rows", "spgemm_dense", "spgemm_dense_trusted"]
@@ -99,7 +99,7 @@ def spgemm_dense_trusted(a: CSR, b: CSR, flops: np.ndarray, work: np.dtype, thre
     if n_threads == 1:  # no parallel launch
         spgemm_csr_csr_dense_rows(0, a.n_rows, a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, out)
         return out
-    bounds = _cost_partition_trusted(flops + 1, n_threads, 1).bounds
+    bounds = cost_split(flops + 1, n_threads, 1).bounds
     with thread_scope(threads):
         spgemm_csr_csr_dense(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, bounds, out)
     return out

@@ -383,7 +383,7 @@ def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray
     ``B``'s rows must hold strictly increasing column ids; ``a_data``/``b_data`` are cast to
     ``dtype`` (the accumulation dtype). Runs on numba's current thread count.
     """
-    from flexsparse.kernels.cpu.partition import _cost_partition_trusted
+    from flexsparse.kernels.cpu.partition import cost_split
 
     n_rows = a_indptr.shape[0] - 1
     n_out = row_table.shape[0] + col_table.shape[0] - col_skip
@@ -393,7 +393,7 @@ def sptc_csr_csr(a_indptr: np.ndarray, a_indices: np.ndarray, a_data: np.ndarray
         return np.empty((n_out, 0), dtype=index_dtype), np.empty(0, dtype=dtype)
     n_threads = numba.get_num_threads()
     workers = max(1, min(n_threads, total // PARALLEL_MIN_FLOPS))
-    part = _cost_partition_trusted(flops + 1, workers, _PARTS_PER_WORKER)
+    part = cost_split(flops + 1, workers, _PARTS_PER_WORKER)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     part_rows = np.maximum(np.diff(bounds), 1)
     part_flops = part.part_costs - np.diff(bounds)
