@@ -37,20 +37,26 @@ _INT32_MAX = 2**31 - 1
 _NO_VALUES = np.zeros(0, dtype=np.float64)  # nothing to scan (one compiled specialisation)
 
 
+# Both counts keep one running sum over the entries and write its growth per row: against a
+# sum reset per row over ``range(indptr[i], indptr[i + 1])``, 3-D Poisson's 216K rows of 7
+# entries took 0.60-0.62 against 0.77-0.79 ms (one thread, in cache).
 @njit(cache=True)
 def _row_flops(a_indptr, a_indices, b_indptr, out_flops, r0, r1):
     """``out_flops[i] = sum_{k in A[i,:]} nnz(B[k,:])`` (multiply-adds of output row i) for
     rows ``r0:r1``; returns their sum. O(nnz(A[r0:r1])), memory-bound."""
-    total = 0
     one = np.uint64(1)
+    run = 0
+    prev = 0
+    p = np.uint64(a_indptr[r0])
     for i in range(r0, r1):
-        s = 0
-        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
+        end = np.uint64(a_indptr[i + 1])
+        while p < end:
             k = np.uint64(a_indices[p])
-            s += b_indptr[k + one] - b_indptr[k]
-        out_flops[i] = s
-        total += s
-    return total
+            run += b_indptr[k + one] - b_indptr[k]
+            p += one
+        out_flops[i] = run - prev
+        prev = run
+    return run
 
 
 @njit(cache=True)
@@ -64,14 +70,18 @@ def _row_lengths(indptr, out):
 def _row_flops_len(a_indptr, a_indices, b_len, out_flops, r0, r1):
     """:func:`_row_flops` from ``B``'s row lengths ``b_len`` (one gather per entry of ``A``
     instead of two row pointers, in half the bytes at ``int32``)."""
-    total = 0
+    one = np.uint64(1)
+    run = 0
+    prev = 0
+    p = np.uint64(a_indptr[r0])
     for i in range(r0, r1):
-        s = 0
-        for p in range(np.uint64(a_indptr[i]), np.uint64(a_indptr[i + 1])):
-            s += b_len[np.uint64(a_indices[p])]
-        out_flops[i] = s
-        total += s
-    return total
+        end = np.uint64(a_indptr[i + 1])
+        while p < end:
+            run += b_len[np.uint64(a_indices[p])]
+            p += one
+        out_flops[i] = run - prev
+        prev = run
+    return run
 
 
 @njit(cache=True)

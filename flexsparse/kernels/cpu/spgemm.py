@@ -494,14 +494,19 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     part = cost_split(flops + 1, n_threads, PARTS_PER_WORKER,
                       _tail_cuts() if STEAL and TWO_ENDED and n_threads == 2 and TAIL_SHARES else None)
     bounds, worker_bounds = part.bounds, part.worker_bounds
-    use_dense = _dense_flags(rule, bounds, part.part_costs - np.diff(bounds), n_cols)
+    part_flops = part.part_costs - np.diff(bounds)
+    use_dense = _dense_flags(rule, bounds, part_flops, n_cols)
+    # flops of the rows before each part (float64: exact below 2^53), instead of sums over rows
+    before = np.concatenate(([0.0], np.cumsum(part_flops)))
+    n_parts = bounds.shape[0] - 1
     entry_bytes = idx_dtype.itemsize + work_dtype.itemsize
     last = int(bounds[worker_bounds[-2]])  # first row of the last worker
+    last_flops = int(before[n_parts] - before[worker_bounds[-2]])
     first = int(bounds[worker_bounds[1]]) if n_threads > 1 else 0  # first row of worker 1
-    room0 = int(flops[:first].sum())
+    room0 = int(before[worker_bounds[1]]) if n_threads > 1 else 0
     back0 = TWO_ENDED and n_threads > 1 and room0 * entry_bytes <= ONE_PASS_MAX_BYTES
     lo = first if back0 else 0  # rows lo:hi are counted first
-    hi = last if int(flops[last:].sum()) * entry_bytes <= ONE_PASS_MAX_BYTES else n_rows
+    hi, hi_flops = (last, last_flops) if last_flops * entry_bytes <= ONE_PASS_MAX_BYTES else (n_rows, 0)
     c_indptr = np.empty(n_rows + 1, dtype=np.int64)
     c_indptr[lo] = room0 if back0 else 0
     if hi > lo:
@@ -513,7 +518,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         counted = c_indptr[lo + 1:hi + 1]
         np.cumsum(counted, out=counted)
         counted += c_indptr[lo]
-    capacity = int(c_indptr[hi]) + (int(flops[hi:].sum()) if hi < n_rows else 0)
+    capacity = int(c_indptr[hi]) + hi_flops
     # two workers, two-ended, buffers kept between products: each claims its parts and takes
     # the other's from their far end into a reserve past the room
     steal = STEAL and back0 and n_threads == 2 and hi == lo and 2 * n_rows + 1 < _MAX_ROWS and \
@@ -522,7 +527,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     if steal:  # room for half the other's flops, or its largest part (worker 0 takes from worker 1)
         costs = part.part_costs
         rooms = [int(max(total_w // 2, costs[p_lo:p_hi].max(initial=0)))
-                 for total_w, p_lo, p_hi in ((int(flops[last:].sum()), worker_bounds[1], worker_bounds[2]),
+                 for total_w, p_lo, p_hi in ((last_flops, worker_bounds[1], worker_bounds[2]),
                                              (room0, worker_bounds[0], worker_bounds[1]))]
         reserve[0] = capacity, capacity + rooms[0]
         reserve[1] = capacity + rooms[0], capacity + rooms[0] + rooms[1]
@@ -533,12 +538,11 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         if back0:
             ranges.append((room0 - per_flop * room0, room0))
         ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
-        ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * int(flops[hi:].sum())))
+        ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * hi_flops))
     c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
     code, tag, marker, acc = dense_workspaces(n_threads, n_cols if use_dense.any() else 0, total, code,
                                               work_dtype)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
-    n_parts = bounds.shape[0] - 1
     claims = np.zeros(n_parts if steal else 0, dtype=np.int64)
     stolen = np.empty((n_threads, n_parts if steal else 0, 3), dtype=np.int64)
     n_stolen = np.zeros(n_threads, dtype=np.int64)
