@@ -253,7 +253,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
     part = cost_split(flops + 1, 1, sp.PARTS_PER_WORKER)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     use_dense = sp._dense_flags(sp._rule_auto, bounds, part.part_costs - np.diff(bounds), n_cols)
-    code, tag, marker, acc = sp.dense_workspaces(1, n_cols if use_dense.any() else 0, total, 0, work)
+    code, tag, marker, acc, zero = sp.dense_workspaces(1, n_cols if use_dense.any() else 0, total, 0, work)
     trace = np.full((1, sp.TRACE_FIELDS), np.nan)
     c_indptr[m if back else 0] = offset
     # fault in the expected range in one call (a fault taken in the kernel costs ~1.4 us a
@@ -269,7 +269,7 @@ def spgemm_into(a: Any, b: Any, c_indptr: np.ndarray, c_indices: np.ndarray, c_d
         sp.spgemm_csr_csr_numeric(a.indptr, a.indices, a.data.astype(work, copy=False), b.indptr, b.indices,
                                   b.data.astype(work, copy=False), b.sorted_indices, flops, bounds, worker_bounds,
                                   use_dense, code, bool(sort), bool(back), c_indptr, c_indices, c_data, tag, marker,
-                                  acc, trace, *sp.no_stealing(1))
+                                  acc, zero, trace, *sp.no_stealing(1))
     pos = int(trace[0, 3])
     if back:
         return pos, offset

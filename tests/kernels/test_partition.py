@@ -206,16 +206,15 @@ def test_cost_split_cuts_parts_at_the_given_shares():
     assert cost_split(costs.astype(np.float64) / 3, 2, 4).bounds.tolist() == equal.bounds.tolist()
 
 
-def test_spgemm_tail_cuts_follow_the_shares(monkeypatch):
+def test_spgemm_tail_cuts_follow_the_shares():
     """Two stealing workers get :data:`~flexsparse.kernels.cpu.spgemm.TAIL_SHARES` in the order
     each computes its parts (worker 0 walks down: its shares reversed in row order); a share
     list of the wrong length is a ValueError."""
     import flexsparse.kernels.cpu.spgemm as spk
 
-    cuts = spk._tail_cuts()
+    cuts = spk._tail_cuts(spk.TAIL_SHARES)
     shares = np.asarray(spk.TAIL_SHARES) / sum(spk.TAIL_SHARES)
     np.testing.assert_allclose(np.diff(cuts[1]), shares)
     np.testing.assert_allclose(np.diff(cuts[0]), shares[::-1])
-    monkeypatch.setattr(spk, "TAIL_SHARES", spk.TAIL_SHARES[:-1])
     with pytest.raises(ValueError, match="TAIL_SHARES needs"):
-        spk._tail_cuts()
+        spk._tail_cuts(spk.TAIL_SHARES[:-1])

@@ -627,3 +627,29 @@ def test_count_flops_checked_finds_inf_and_nan(threads, b_rows, dtype, where):
     np.testing.assert_array_equal(flops, expected_flops)
     assert total == expected_total
     assert found == (where != "none" and np.dtype(dtype).kind != "i")
+
+
+@pytest.mark.parametrize("variant", ["auto", "position", "value"])
+def test_spgemm_workers_zero_their_workspaces(monkeypatch, variant):
+    """Workspaces the workers are to clear themselves (``zero``) may hold anything on entry:
+    filled with garbage before the kernel, the two-thread product is still exact."""
+    monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    real = spgemm_mod.dense_workspaces
+    cleared = []
+
+    def dirty(*args):
+        code, tag, marker, acc, zero = real(*args)
+        if zero:
+            for ws in (tag, marker, acc):
+                ws.view(np.uint8)[...] = 0xA5
+        cleared.append(zero)
+        return code, tag, marker, acc, zero
+
+    monkeypatch.setattr(spgemm_mod, "dense_workspaces", dirty)
+    rng = np.random.default_rng(43)
+    a = rand_csr(rng, (300, 200), 0.05)
+    b = rand_csr(rng, (200, 4000), 0.005)  # wide: under 32 multiply-adds a column, not populated
+    for _ in range(2):
+        check_product(spgemm(a, b, variant=variant, threads=2), a, b, sort=True)
+    assert cleared and all(cleared)

@@ -255,6 +255,7 @@ def cost_partition(costs: np.ndarray, n_workers: int, parts_per_worker: int = 1)
 
 
 _EQUAL_PARTS = np.zeros((0, 0))
+_EQUAL_PARTS.flags.writeable = False  # as the kept cuts callers pass: one compiled signature
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -91,6 +91,7 @@ ValueError: spgemm: inner dimensions differ: a has 20 columns (shape (30, 20)) b
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numba
@@ -138,6 +139,7 @@ __all__ = [
     "BACK_CHUNK",
     "VARIANTS",
     "ONE_PASS_MAX_BYTES",
+    "WORKER_ZEROED_MAX_BYTES",
     "check_operands",
     "count_flops",
     "count_flops_checked",
@@ -177,6 +179,11 @@ SMALL_FLOPS = 1 << 15
 #: and the timed stretches of ``variant="auto"`` then carry no first-touch faults (the value
 #: accumulator's 12 bytes a column span 3x the pages of the position map's 4).
 POPULATE_FLOPS_PER_COLUMN = 32
+#: Dense workspaces of at most this many bytes a thread are zeroed by their workers, in
+#: parallel, rather than by ``np.zeros``: blocks that size come from the heap once larger
+#: ones were freed, and ``calloc`` then clears them on one thread (3-D Poisson, two threads:
+#: 7 MB in 0.25-0.28 ms). Larger ones are fresh mappings whose untouched pages cost nothing.
+WORKER_ZEROED_MAX_BYTES = 16 * 2**20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
 #: One-thread products write their rows back to back into buffers of flops capacity (no
@@ -279,7 +286,7 @@ def spgemm_csr_csr_symbolic(a_indptr, a_indices, b_indptr, b_indices, b_sorted, 
 @njit(cache=True, parallel=True)
 def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                            row_flops, bounds, worker_bounds, use_dense, variant, sort, back0, c_indptr,
-                           c_indices, c_data, tag, marker, acc, trace, claims, part_costs, reserve, stolen,
+                           c_indices, c_data, tag, marker, acc, zero, trace, claims, part_costs, reserve, stolen,
                            n_stolen):
     """Compute ``C = A @ B``, each worker's rows back to back from its first row's offset
     (``back0``: worker 0's rows down to the offset of worker 1's first row).
@@ -290,14 +297,19 @@ def spgemm_csr_csr_numeric(a_indptr, a_indices, a_data, b_indptr, b_indices, b_d
     the offset of every worker's first row (of worker 1's with ``back0``; the rest is filled
     here, but ``c_indptr[-1]``: the end of the last worker, ``trace[-1, 3]``; with ``back0``
     the start of worker 0's rows is ``trace[0, 3]``), ``c_indices``/``c_data`` with room
-    for every worker's flops past its offset (below it for worker 0 with ``back0``), zeroed
+    for every worker's flops past its offset (below it for worker 0 with ``back0``),
     per-worker dense workspaces ``tag: [n_workers, n_cols]`` of
     :func:`~._spgemm_rows.position_tag_dtype`, ``marker: uint32[n_workers, n_cols]`` and
     ``acc: [n_workers, n_cols]`` of the output dtype (``marker``/``acc`` with 0 columns for
-    ``variant=1``), ``trace: float64[n_workers, 6]``, and the stealing state of two workers
+    ``variant=1``), zeroed, or cleared here by their workers with ``zero``
+    (:func:`dense_workspaces`), ``trace: float64[n_workers, 6]``, and the stealing state of two workers
     (``claims`` empty: none; see :func:`~._spgemm_worker._numeric_worker`).
     """
     for w in prange(worker_bounds.shape[0] - 1):
+        if zero:  # each worker clears its own workspaces (see WORKER_ZEROED_MAX_BYTES)
+            tag[w][:] = 0
+            marker[w][:] = 0
+            acc[w][:] = 0
         _numeric_worker(w, back0 and w == 0, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, b_sorted,
                         row_flops, bounds, worker_bounds, use_dense, variant, sort, c_indptr,
                         c_indices, c_data, tag[w], marker[w], acc[w], trace[w], claims, part_costs, reserve,
@@ -354,23 +366,29 @@ def _dense_flags(rule: Callable, bounds: np.ndarray, part_costs: np.ndarray, n_c
 
 
 def dense_workspaces(n_threads: int, n_cols: int, total: int, code: int, work_dtype: np.dtype
-                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """``(code, tag, marker, acc)`` for :func:`spgemm_csr_csr_numeric`: the variant code to
-    run (``"auto"`` becomes the position map alone when the value accumulator's workspaces
-    of all threads would outgrow ``SPGEMM_VALUE_MAX_BYTES``) and zeroed per-thread dense
-    workspaces of ``n_cols`` columns (0 when no part is dense) for a product of ``total``
-    multiply-adds, faulted in at once when it will touch most of their pages
-    (:data:`POPULATE_FLOPS_PER_COLUMN`)."""
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``(code, tag, marker, acc, zero)`` for :func:`spgemm_csr_csr_numeric`: the variant code
+    to run (``"auto"`` becomes the position map alone when the value accumulator's workspaces
+    of all threads would outgrow ``SPGEMM_VALUE_MAX_BYTES``) and per-thread dense workspaces
+    of ``n_cols`` columns (0 when no part is dense) for a product of ``total`` multiply-adds:
+    zeroed, and faulted in at once when it will touch most of their pages
+    (:data:`POPULATE_FLOPS_PER_COLUMN`); or, on several threads with at most
+    :data:`WORKER_ZEROED_MAX_BYTES` a thread, left for each worker to zero (``zero``)."""
     if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
         code = 1  # the value accumulator's workspaces would outgrow the shared cache
     nv = n_cols if code != 1 else 0
-    tag = np.zeros((n_threads, n_cols), dtype=position_tag_dtype(total))
-    marker = np.zeros((n_threads, nv), dtype=np.uint32)
-    acc = np.zeros((n_threads, nv), dtype=work_dtype)
-    if n_cols and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * n_cols:
+    tag_dtype = position_tag_dtype(total)
+    populate_all = n_cols and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * n_cols
+    zero = n_threads > 1 and not populate_all and \
+        n_cols * tag_dtype.itemsize + nv * (4 + work_dtype.itemsize) <= WORKER_ZEROED_MAX_BYTES
+    alloc = np.empty if zero else np.zeros
+    tag = alloc((n_threads, n_cols), dtype=tag_dtype)
+    marker = alloc((n_threads, nv), dtype=np.uint32)
+    acc = alloc((n_threads, nv), dtype=work_dtype)
+    if populate_all:
         for ws in (tag, marker, acc):  # every page will be touched: fault them in at once
             populate(ws, 0, ws.size)
-    return code, tag, marker, acc
+    return code, tag, marker, acc, zero
 
 
 def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, variant: str = "auto",
@@ -451,16 +469,19 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
     return CSR._trusted(c_indptr, c_indices, c_data, (n_rows, n_cols), sort or c_indices.shape[0] == 0)
 
 
-def _tail_cuts() -> np.ndarray:
-    """Part cuts of two workers from :data:`TAIL_SHARES` (worker 0 walks its rows down, so its
-    last parts are its first rows)."""
-    shares = np.asarray(TAIL_SHARES, dtype=np.float64)
+@functools.lru_cache(maxsize=4)
+def _tail_cuts(tail_shares: tuple[float, ...]) -> np.ndarray:
+    """Part cuts of two workers from ``tail_shares`` (:data:`TAIL_SHARES`; worker 0 walks its
+    rows down, so its last parts are its first rows); read-only, kept."""
+    shares = np.asarray(tail_shares, dtype=np.float64)
     if shares.shape != (PARTS_PER_WORKER,):
         raise ValueError(f"TAIL_SHARES needs {PARTS_PER_WORKER} shares, got {shares.shape[0]}")
     cuts = np.zeros((2, PARTS_PER_WORKER + 1))
     cuts[0, 1:] = np.cumsum(shares[::-1])
     cuts[1, 1:] = np.cumsum(shares)
-    return cuts / cuts[:, -1:]
+    cuts /= cuts[:, -1:]
+    cuts.flags.writeable = False
+    return cuts
 
 
 def _threads_for(total: int, n_threads: int) -> int:
@@ -492,7 +513,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     n_rows, n_cols = a.n_rows, b.n_cols
     # +1 per row: the fixed per-row overhead, so flop-free rows are not free
     part = cost_split(flops + 1, n_threads, PARTS_PER_WORKER,
-                      _tail_cuts() if STEAL and TWO_ENDED and n_threads == 2 and TAIL_SHARES else None)
+                      _tail_cuts(TAIL_SHARES) if STEAL and TWO_ENDED and n_threads == 2 and TAIL_SHARES else None)
     bounds, worker_bounds = part.bounds, part.worker_bounds
     part_flops = part.part_costs - np.diff(bounds)
     use_dense = _dense_flags(rule, bounds, part_flops, n_cols)
@@ -540,15 +561,16 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
         ranges.append((c_indptr[hi], c_indptr[hi] + per_flop * hi_flops))
     c_indices, c_data = output_buffers(capacity, idx_dtype, work_dtype, ranges)
-    code, tag, marker, acc = dense_workspaces(n_threads, n_cols if use_dense.any() else 0, total, code,
-                                              work_dtype)
+    code, tag, marker, acc, zero = dense_workspaces(n_threads, n_cols if use_dense.any() else 0, total, code,
+                                                    work_dtype)
     trace = np.full((n_threads, TRACE_FIELDS), np.nan)
     claims = np.zeros(n_parts if steal else 0, dtype=np.int64)
     stolen = np.empty((n_threads, n_parts if steal else 0, 3), dtype=np.int64)
     n_stolen = np.zeros(n_threads, dtype=np.int64)
     spgemm_csr_csr_numeric(a.indptr, a.indices, a_data, b.indptr, b.indices, b_data, b.sorted_indices,
                            flops, bounds, worker_bounds, use_dense, code, sort, back0, c_indptr, c_indices,
-                           c_data, tag, marker, acc, trace, claims, part.part_costs, reserve, stolen, n_stolen)
+                           c_data, tag, marker, acc, zero, trace, claims, part.part_costs, reserve, stolen,
+                           n_stolen)
     end = int(trace[-1, 3])
     start = int(trace[0, 3]) if back0 else 0  # where worker 0's first row landed
     if steal:
