@@ -79,6 +79,7 @@ __all__ = [
     "SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY",
     "SPGEMM_PARALLEL_MIN_FLOPS",
     "SPGEMM_KEPT_BUFFER_BYTES",
+    "SPGEMM_STEAL_MIN_BYTES",
     "SPGEMM_VALUE_MAX_BYTES",
     "SMALL_BYTES",
     "TILING_UNTRACKED_SHARE",
@@ -374,6 +375,15 @@ SPGEMM_VALUE_MAX_BYTES = 8 * 2**20
 #: multiply-adds an entry) int64 205.0 / 116.5 ms on one / two threads, int32 159.3 / 86.0
 #: ms; R-MAT and the arrow matrix (hub rows of B in cache) within noise either way.
 SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY = 2
+
+#: Two SpGEMM workers take each other's parts (:mod:`flexsparse.kernels.cpu._spgemm_steal`) only
+#: for products whose operands and expected result (sampled rows) take at least this many
+#: bytes: a stolen part is computed into a reserve past the output's room, whose 2 MiB pages
+#: are resident whole once written (up to 4 of them, two arrays a thief). Measured 2026-11-30
+#: (``benchmarks/bench_spgemm.py --rss``, fresh processes): pygsp Bunny, 3.8 MB in and 6.6 MB
+#: out, grew 17.4-17.6 MB (1.68-1.70x) in the calls that stole a part and 12.9-13.3 MB
+#: (1.25-1.28x) in those that did not.
+SPGEMM_STEAL_MIN_BYTES = 40 * 2**20
 
 #: Resident bytes of freed SpGEMM output buffers kept for the next product
 #: (:mod:`flexsparse.kernels.cpu._pool`; ``flexsparse.free_buffers()`` unmaps them, 0 keeps

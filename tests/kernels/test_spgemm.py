@@ -546,6 +546,7 @@ def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sor
     monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
+    monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
     real = spgemm_mod.cost_split
 
     def skewed(costs, n_workers, per_worker, cuts=None):
@@ -653,3 +654,32 @@ def test_spgemm_workers_zero_their_workspaces(monkeypatch, variant):
     for _ in range(2):
         check_product(spgemm(a, b, variant=variant, threads=2), a, b, sort=True)
     assert cleared and all(cleared)
+
+
+def test_spgemm_small_products_do_not_steal(monkeypatch):
+    """Below ``SPGEMM_STEAL_MIN_BYTES`` of operands and expected result the two workers keep
+    to their own parts (a stolen part's reserve pages would be a large share of the product's
+    memory), however uneven the split; the product is exact either way."""
+    from flexsparse.kernels.cpu.partition import Split
+
+    monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
+    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
+    real = spgemm_mod.cost_split
+
+    def skewed(costs, n_workers, per_worker, cuts=None):
+        p = real(costs, n_workers, per_worker, cuts)
+        wb = p.worker_bounds.copy()
+        wb[1] = 1  # worker 0 gets one part, worker 1 all the others
+        return Split(p.bounds, wb, p.part_costs) if n_workers == 2 else p
+
+    monkeypatch.setattr(spgemm_mod, "cost_split", skewed)
+    rng = np.random.default_rng(47)
+    a = rand_csr(rng, (600, 500), 0.03)
+    b = rand_csr(rng, (500, 700), 0.03)
+    assert not spgemm_mod._large_enough_to_steal(a, b, 12)
+    for _ in range(5):
+        check_product(spgemm(a, b, threads=2), a, b, sort=True)
+        assert int(spgemm_mod.LAST_STOLEN.sum()) == 0
+    monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
+    assert spgemm_mod._large_enough_to_steal(a, b, 12)

@@ -100,6 +100,7 @@ from numba import njit, prange
 
 from flexsparse._limits import SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY as NARROW_MIN_FLOPS_PER_ENTRY
 from flexsparse._limits import SPGEMM_PARALLEL_MIN_FLOPS as PARALLEL_MIN_FLOPS
+from flexsparse._limits import SPGEMM_STEAL_MIN_BYTES as STEAL_MIN_BYTES
 from flexsparse._limits import SPGEMM_VALUE_MAX_BYTES as VALUE_MAX_BYTES
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_flops import count_flops, count_flops_checked
@@ -216,7 +217,8 @@ LAST_START = 0
 LAST_STOLEN = np.zeros(0, dtype=np.int64)
 #: Two workers of a two-ended product claim their parts and take the other's once done with
 #: theirs (:mod:`._spgemm_steal`), when the output buffers are kept ones (above
-#: ``SMALL_PAGES_MAX_BYTES``: a stolen entry written into a fresh 4 KiB page pays its fault).
+#: ``SMALL_PAGES_MAX_BYTES``: a stolen entry written into a fresh 4 KiB page pays its fault)
+#: and the product's bytes reach ``SPGEMM_STEAL_MIN_BYTES``.
 STEAL = True
 
 
@@ -484,6 +486,14 @@ def _tail_cuts(tail_shares: tuple[float, ...]) -> np.ndarray:
     return cuts
 
 
+def _large_enough_to_steal(a: CSR, b: CSR, entry_bytes: int) -> bool:
+    """Whether the operands and the expected result (16 sampled rows) take at least
+    ``SPGEMM_STEAL_MIN_BYTES``: a stolen part's reserve pages then stay a small share of the
+    product's memory."""
+    inputs = sum(x.indptr.nbytes + x.indices.nbytes + x.data.nbytes for x in ({id(a): a, id(b): b}.values()))
+    return inputs >= STEAL_MIN_BYTES or inputs + estimate_nnz(a, b, 16) * entry_bytes >= STEAL_MIN_BYTES
+
+
 def _threads_for(total: int, n_threads: int) -> int:
     """Threads for a product of ``total`` multiply-adds (see
     :data:`~flexsparse._limits.SPGEMM_PARALLEL_MIN_FLOPS`)."""
@@ -543,7 +553,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     # two workers, two-ended, buffers kept between products: each claims its parts and takes
     # the other's from their far end into a reserve past the room
     steal = STEAL and back0 and n_threads == 2 and hi == lo and 2 * n_rows + 1 < _MAX_ROWS and \
-        capacity * entry_bytes > SMALL_PAGES_MAX_BYTES
+        capacity * entry_bytes > SMALL_PAGES_MAX_BYTES and _large_enough_to_steal(a, b, entry_bytes)
     reserve = np.zeros((n_threads, 2), dtype=np.int64)
     if steal:  # room for half the other's flops, or its largest part (worker 0 takes from worker 1)
         costs = part.part_costs
