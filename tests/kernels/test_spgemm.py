@@ -533,20 +533,14 @@ def test_spgemm_value_accumulator_only_while_its_workspaces_fit(monkeypatch):
 
 
 @pytest.mark.skipif(THREADS < 2, reason="stealing needs two workers")
-@pytest.mark.parametrize("skew", ["worker 0", "worker 1"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("accumulator", ["dense", "hash"])
-@pytest.mark.parametrize("sort", [True, False])
-def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sort):
-    """Two workers, all parts but one given to one of them: the other claims that one's
-    parts from the far end once done with its own, and the stitched result is the product
-    (rows in place, offsets shifted, column order as asked), and some part changes hands."""
+def _skewed_two_workers(monkeypatch, skew: str) -> None:
+    """Products of any size on two threads in kept buffers, all parts but one given to the
+    ``skew`` worker."""
     from flexsparse.kernels.cpu.partition import Split
 
     monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
     monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
-    monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
     real = spgemm_mod.cost_split
 
     def skewed(costs, n_workers, per_worker, cuts=None):
@@ -558,6 +552,18 @@ def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sor
         return Split(p.bounds, wb, p.part_costs)
 
     monkeypatch.setattr(spgemm_mod, "cost_split", skewed)
+
+
+@pytest.mark.parametrize("skew", ["worker 0", "worker 1"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("accumulator", ["dense", "hash"])
+@pytest.mark.parametrize("sort", [True, False])
+def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sort):
+    """Two workers, all parts but one given to one of them: the other claims that one's
+    parts from the far end once done with its own, and the stitched result is the product
+    (rows in place, offsets shifted, column order as asked), and some part changes hands."""
+    _skewed_two_workers(monkeypatch, skew)
+    monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
     rng = np.random.default_rng(41)
     a = rand_csr(rng, (600, 500), 0.03)  # rows of like cost: the idle worker's own part is short
     b = rand_csr(rng, (500, 700), 0.03)
@@ -660,20 +666,7 @@ def test_spgemm_small_products_do_not_steal(monkeypatch):
     """Below ``SPGEMM_STEAL_MIN_BYTES`` of operands and expected result the two workers keep
     to their own parts (a stolen part's reserve pages would be a large share of the product's
     memory), however uneven the split; the product is exact either way."""
-    from flexsparse.kernels.cpu.partition import Split
-
-    monkeypatch.setattr(spgemm_mod, "SMALL_FLOPS", 0)
-    monkeypatch.setattr(spgemm_mod, "PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(spgemm_mod, "SMALL_PAGES_MAX_BYTES", 0)
-    real = spgemm_mod.cost_split
-
-    def skewed(costs, n_workers, per_worker, cuts=None):
-        p = real(costs, n_workers, per_worker, cuts)
-        wb = p.worker_bounds.copy()
-        wb[1] = 1  # worker 0 gets one part, worker 1 all the others
-        return Split(p.bounds, wb, p.part_costs) if n_workers == 2 else p
-
-    monkeypatch.setattr(spgemm_mod, "cost_split", skewed)
+    _skewed_two_workers(monkeypatch, "worker 1")
     rng = np.random.default_rng(47)
     a = rand_csr(rng, (600, 500), 0.03)
     b = rand_csr(rng, (500, 700), 0.03)
