@@ -20,6 +20,7 @@ __all__ = [
     "check_numeric_dtype",
     "compute_dtype",
     "index_dtype_for",
+    "nonfinite_by_sum",
     "parse_bytes",
     "result_dtype",
 ]
@@ -80,6 +81,15 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     if dtype == np.bool_:
         return np.dtype(np.int64)
     return dtype
+
+
+def nonfinite_by_sum(values: np.ndarray) -> bool:
+    """Whether float/complex ``values`` of a dtype no compiled scan takes hold an inf or nan:
+    summed in float64/complex128, any inf or nan makes the sum non-finite (a finite sum that
+    overflows reads as non-finite too, which only sends einsum to its exact non-finite path)."""
+    wide = np.complex128 if values.dtype.kind == "c" else np.float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not bool(np.isfinite(values.sum(dtype=wide)))
 
 
 def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import result_dtype
+from flexsparse._util import nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
@@ -233,9 +233,7 @@ def has_nonfinite(op: COO | np.ndarray, threads: int | None = 1) -> bool:
     kernels = hot()  # numba: on first use
     if vals.flags.c_contiguous and vals.dtype in kernels.compiled_dtypes:
         return kernels.has_nonfinite_values(vals.reshape(-1), threads)  # 18 us against 35 us for the sum below (165K)
-    wide = np.complex128 if vals.dtype.kind == "c" else np.float64
-    with np.errstate(over="ignore", invalid="ignore"):
-        return not bool(np.isfinite(vals.sum(dtype=wide)))
+    return nonfinite_by_sum(vals)
 
 
 def densify_checked(ops: list) -> tuple[list, bool, list]:

@@ -90,10 +90,11 @@ def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
 
 
 def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
-                   counted: tuple[np.ndarray, int] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(dense left @ right, row flops)`` when the result is dense (``fmt="dense"``, or
-    ``"auto"`` and at least the dense-output density of cells nonzero), else
-    ``(None, row flops or None)``.
+                   counted: tuple[np.ndarray, int] | None = None
+                   ) -> tuple[np.ndarray | None, tuple[np.ndarray, int] | None]:
+    """``(dense left @ right, (row flops, total))`` when the result is dense (``fmt="dense"``,
+    or ``"auto"`` and at least the dense-output density of cells nonzero), else
+    ``(None, (row flops, total) or None)``.
 
     Under ``"auto"`` the dense kernel runs only when ``sum_i min(flops_i, n_cols)``, an upper
     bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 64
@@ -107,20 +108,21 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     cells = shape[0] * shape[1]
     if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
         return None, None  # dense at no density (empty, or beyond the dense cap)
-    flops, total = counted if counted is not None else count_flops(left, right, threads)
+    counted = counted if counted is not None else count_flops(left, right, threads)
+    flops, total = counted
     if fmt == "auto":
         # the total flops bound the bound: below the dense density, no need to clip every row
         if choose_format(total, shape, dtype.itemsize) != "dense":
-            return None, flops
+            return None, counted
         bound = int(np.minimum(flops, shape[1]).sum())
         if choose_format(bound, shape, dtype.itemsize) != "dense" or (
                 cells * dtype.itemsize > _SMALL_DENSE_BYTES
                 and choose_format(int(estimate_nnz(left, right)), shape, dtype.itemsize) != "dense"):
-            return None, flops
+            return None, counted
     out = spgemm_dense_trusted(left, right, flops, work, threads)
     if fmt == "auto" and choose_format(int(np.count_nonzero(out)), shape, dtype.itemsize) != "dense":
-        return None, flops
-    return (out if out.dtype == dtype else out.astype(dtype)), flops
+        return None, counted
+    return (out if out.dtype == dtype else out.astype(dtype)), counted
 
 
 def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
@@ -166,11 +168,9 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         c = product(left, right, fmt == "csf")
     else:
         if fmt in ("auto", "dense"):
-            out, flops = _dense_product(left, right, fmt, dtype, work, threads, counted)
+            out, counted = _dense_product(left, right, fmt, dtype, work, threads, counted)
             if out is not None:
                 return out
-            if flops is not None and counted is None:
-                counted = flops, int(flops.sum())
         c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from flexsparse._util import nonfinite_by_sum
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu.partition import thread_scope
 from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
@@ -136,9 +137,7 @@ def _scan_data(x: CSR) -> tuple[np.ndarray, bool]:
         return _NO_VALUES, False
     if data.dtype in COMPILED_DTYPES:
         return data, False
-    wide = np.complex128 if data.dtype.kind == "c" else np.float64
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _NO_VALUES, not bool(np.isfinite(data.sum(dtype=wide)))
+    return _NO_VALUES, nonfinite_by_sum(data)
 
 
 def _count(a: CSR, b: CSR, threads: int | None, check: bool) -> tuple[np.ndarray, int, bool]:
