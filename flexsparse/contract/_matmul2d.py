@@ -107,7 +107,7 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     shape = (left.shape[0], right.shape[1])
     cells = shape[0] * shape[1]
     if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
-        return None, None  # dense at no density (empty, or beyond the dense cap)
+        return None, counted  # dense at no density (empty, or beyond the dense cap)
     counted = counted if counted is not None else count_flops(left, right, threads)
     flops, total = counted
     if fmt == "auto":

@@ -229,3 +229,31 @@ def test_auto_result_that_only_looks_dense_stays_sparse(monkeypatch):
     ref = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format="coo")
     assert isinstance(got, np.ndarray) == (ref.nnz > 0.25 * ref.size)
     np.testing.assert_array_equal(np.asarray(got if isinstance(got, np.ndarray) else got.todense()), 0)
+
+
+@pytest.mark.parametrize("n, fmt", [(400, "auto"), (400, "dense"), (400, "coo"), (30000, "auto"), (30000, "csr")])
+def test_flops_counted_once_per_product(monkeypatch, n, fmt):
+    """einsum counts the rows' flops once per sparse product and hands them on: to the
+    dense-result check and to the sparse kernel (a result beyond the dense cap, n = 30000,
+    once made the kernel count them again)."""
+    import flexsparse.contract._matmul2d as mm
+    import flexsparse.kernels.cpu.spgemm as spk
+
+    calls = []
+    for mod in (mm, spk):
+        for name in ("count_flops", "count_flops_checked"):
+            if hasattr(mod, name):
+                real = getattr(mod, name)
+                monkeypatch.setattr(mod, name, lambda *args, _f=real, _n=name: calls.append(_n) or _f(*args))
+    rng = np.random.default_rng(6)
+    a = sp.random_array((n, n), density=min(0.02, 2000 / n**2 * 20), rng=rng, format="csr")
+    got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(a), format=fmt)
+    assert len(calls) == 1, calls
+    ref = (a @ a).toarray() if n <= 400 else None
+    if ref is not None:
+        dense = got if isinstance(got, np.ndarray) else got.todense()
+        np.testing.assert_allclose(dense, ref, rtol=1e-12, atol=1e-12)
+    else:
+        c = (a @ a).tocsr()
+        got_csr = fs.to_scipy(got).tocsr()
+        assert abs(got_csr - c).max() <= 1e-12 * max(abs(c).max(), 1)
