@@ -577,6 +577,33 @@ def test_spgemm_workers_steal_parts(monkeypatch, skew, variant, accumulator, sor
     assert moved > 0, spgemm_mod.LAST_TRACE[:, 3:6].tolist()  # (end or start, cycles at start, at end)
 
 
+@settings(max_examples=40, deadline=None)
+# rows around one block (_COUNT_BLOCK = 2048 entries) and across several
+@given(lengths=st.lists(st.sampled_from([0, 0, 1, 2, 7, 2047, 2048, 2049, 5000]), min_size=1, max_size=12),
+       cut=st.tuples(st.integers(0, 12), st.integers(0, 12)), seed=st.integers(0, 2**16))
+def test_row_flops_blocks(lengths, cut, seed):
+    """The blocked flops count (:func:`_row_flops_blocked`, running sums per block of
+    ``_COUNT_BLOCK`` entries) on rows shorter than, as long as and longer than a block, empty
+    rows anywhere, and any row range: equal to the row sums of B's row lengths, from B's
+    lengths and from its row pointers."""
+    from flexsparse.kernels.cpu._spgemm_flops import _row_flops_blocked
+
+    rng = np.random.default_rng(seed)
+    n_b = 300
+    indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    indices = rng.integers(0, n_b, indptr[-1]).astype(np.int32)
+    b_indptr = np.concatenate(([0], np.cumsum(rng.integers(0, 6, n_b)))).astype(np.int64)
+    b_len = np.diff(b_indptr)
+    r0, r1 = sorted(min(c, len(lengths)) for c in cut)
+    expected = np.array([b_len[indices[indptr[i]:indptr[i + 1]]].sum() for i in range(r0, r1)], dtype=np.int64)
+    for b, by_len in ((b_len.astype(np.int32), True), (b_indptr, False)):
+        out = np.full(len(lengths), -1, dtype=np.int64)
+        total = _row_flops_blocked(indptr, indices, b, by_len, out, r0, r1)
+        np.testing.assert_array_equal(out[r0:r1], expected)
+        assert (out[:r0] == -1).all() and (out[r1:] == -1).all()  # nothing outside the range
+        assert total == expected.sum()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("b_rows", [3000, 400_000])
 def test_count_flops_matches_scipy_row_counts(threads, b_rows):
