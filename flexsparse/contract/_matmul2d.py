@@ -91,10 +91,10 @@ def _csr_of(t: COO, transposed: bool, work: np.dtype) -> CSR:
 
 def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
                    counted: tuple[np.ndarray, int] | None = None
-                   ) -> tuple[np.ndarray | None, tuple[np.ndarray, int] | None]:
-    """``(dense left @ right, (row flops, total))`` when the result is dense (``fmt="dense"``,
-    or ``"auto"`` and at least the dense-output density of cells nonzero), else
-    ``(None, (row flops, total) or None)``.
+                   ) -> tuple[np.ndarray | None, tuple[np.ndarray, int] | None, float | None]:
+    """``(dense left @ right, (row flops, total), None)`` when the result is dense
+    (``fmt="dense"``, or ``"auto"`` and at least the dense-output density of cells nonzero),
+    else ``(None, (row flops, total) or None, the sampled nnz estimate or None)``.
 
     Under ``"auto"`` the dense kernel runs only when ``sum_i min(flops_i, n_cols)``, an upper
     bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 64
@@ -107,22 +107,24 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     shape = (left.shape[0], right.shape[1])
     cells = shape[0] * shape[1]
     if fmt == "auto" and choose_format(cells, shape, dtype.itemsize) != "dense":
-        return None, counted  # dense at no density (empty, or beyond the dense cap)
+        return None, counted, None  # dense at no density (empty, or beyond the dense cap)
     counted = counted if counted is not None else count_flops(left, right, threads)
     flops, total = counted
     if fmt == "auto":
         # the total flops bound the bound: below the dense density, no need to clip every row
         if choose_format(total, shape, dtype.itemsize) != "dense":
-            return None, counted
+            return None, counted, None
         bound = int(np.minimum(flops, shape[1]).sum())
-        if choose_format(bound, shape, dtype.itemsize) != "dense" or (
-                cells * dtype.itemsize > _SMALL_DENSE_BYTES
-                and choose_format(int(estimate_nnz(left, right)), shape, dtype.itemsize) != "dense"):
-            return None, counted
+        if choose_format(bound, shape, dtype.itemsize) != "dense":
+            return None, counted, None
+        if cells * dtype.itemsize > _SMALL_DENSE_BYTES:
+            estimate = estimate_nnz(left, right)
+            if choose_format(int(estimate), shape, dtype.itemsize) != "dense":
+                return None, counted, estimate  # the sparse kernel sizes its output pages by it
     out = spgemm_dense_trusted(left, right, flops, work, threads)
     if fmt == "auto" and choose_format(int(np.count_nonzero(out)), shape, dtype.itemsize) != "dense":
-        return None, counted
-    return (out if out.dtype == dtype else out.astype(dtype)), counted
+        return None, counted, None
+    return (out if out.dtype == dtype else out.astype(dtype)), counted, None
 
 
 def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
@@ -167,11 +169,12 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
     if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
         c = product(left, right, fmt == "csf")
     else:
+        estimate = None
         if fmt in ("auto", "dense"):
-            out, counted = _dense_product(left, right, fmt, dtype, work, threads, counted)
+            out, counted, estimate = _dense_product(left, right, fmt, dtype, work, threads, counted)
             if out is not None:
                 return out
-        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted)
+        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted, nnz_hint=estimate)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

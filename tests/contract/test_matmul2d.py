@@ -231,29 +231,38 @@ def test_auto_result_that_only_looks_dense_stays_sparse(monkeypatch):
     np.testing.assert_array_equal(np.asarray(got if isinstance(got, np.ndarray) else got.todense()), 0)
 
 
-@pytest.mark.parametrize("n, fmt", [(400, "auto"), (400, "dense"), (400, "coo"), (30000, "auto"), (30000, "csr")])
+@pytest.mark.parametrize("n, fmt", [(400, "auto"), (400, "dense"), (400, "coo"), (30000, "auto"), (30000, "csr"),
+                                    (-400, "auto")])
 def test_flops_counted_once_per_product(monkeypatch, n, fmt):
     """einsum counts the rows' flops once per sparse product and hands them on: to the
     dense-result check and to the sparse kernel (a result beyond the dense cap, n = 30000,
-    once made the kernel count them again)."""
+    once made the kernel count them again); so is the sampled nnz estimate."""
     import flexsparse.contract._matmul2d as mm
     import flexsparse.kernels.cpu.spgemm as spk
 
     calls = []
     for mod in (mm, spk):
-        for name in ("count_flops", "count_flops_checked"):
+        for name in ("count_flops", "count_flops_checked", "estimate_nnz"):
             if hasattr(mod, name):
                 real = getattr(mod, name)
                 monkeypatch.setattr(mod, name, lambda *args, _f=real, _n=name: calls.append(_n) or _f(*args))
+    monkeypatch.setattr(spk, "PARALLEL_MIN_FLOPS", 0)  # the parallel path, which samples nnz for its pages
     rng = np.random.default_rng(6)
-    a = sp.random_array((n, n), density=min(0.02, 2000 / n**2 * 20), rng=rng, format="csr")
-    got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(a), format=fmt)
-    assert len(calls) == 1, calls
-    ref = (a @ a).toarray() if n <= 400 else None
+    if n < 0:  # rows whose flops pass the dense bound, over few columns: sampled, then sparse
+        n = -n
+        a = sp.random_array((n, n), density=0.05, rng=rng, format="csr")
+        b = sp.csr_array((rng.random(8 * n), rng.integers(0, 60, 8 * n), np.arange(0, 8 * n + 1, 8)), shape=(n, n))
+        b.sum_duplicates()
+    else:
+        a = b = sp.random_array((n, n), density=min(0.02, 2000 / n**2 * 20), rng=rng, format="csr")
+    got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format=fmt, threads=2)
+    assert len([c for c in calls if c.startswith("count")]) == 1, calls
+    assert calls.count("estimate_nnz") <= 1, calls  # the dense check's estimate serves the kernel
+    ref = (a @ b).toarray() if n <= 400 else None
     if ref is not None:
         dense = got if isinstance(got, np.ndarray) else got.todense()
         np.testing.assert_allclose(dense, ref, rtol=1e-12, atol=1e-12)
     else:
-        c = (a @ a).tocsr()
+        c = (a @ b).tocsr()
         got_csr = fs.to_scipy(got).tocsr()
         assert abs(got_csr - c).max() <= 1e-12 * max(abs(c).max(), 1)

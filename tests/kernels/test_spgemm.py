@@ -701,5 +701,7 @@ def test_spgemm_small_products_do_not_steal(monkeypatch):
     for _ in range(5):
         check_product(spgemm(a, b, threads=2), a, b, sort=True)
         assert int(spgemm_mod.LAST_STOLEN.sum()) == 0
+    # einsum hands its sampled estimate on: a result expected to be large steals
+    assert spgemm_mod._large_enough_to_steal(a, b, 12, nnz_hint=spgemm_mod.STEAL_MIN_BYTES / 12)
     monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
     assert spgemm_mod._large_enough_to_steal(a, b, 12)

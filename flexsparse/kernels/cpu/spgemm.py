@@ -428,11 +428,13 @@ def spgemm(a: CSR, b: CSR, *, accumulator: str = "auto", sort: bool = True, vari
 
 
 def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, sort: bool = False,
-                   threads: int | None = None, counted: tuple[np.ndarray, int] | None = None) -> CSR:
+                   threads: int | None = None, counted: tuple[np.ndarray, int] | None = None,
+                   nnz_hint: float | None = None) -> CSR:
     """:func:`spgemm` without the argument checks, for callers that established them (the
     einsum path): CSR operands of matching inner size, a rule, a variant code, valid
     ``threads``, and optionally ``counted``: the flops of every output row and their sum,
-    already counted (:func:`count_flops`)."""
+    already counted (:func:`count_flops`), and ``nnz_hint``: the product's nnz as
+    :func:`~._spgemm_output.estimate_nnz` estimated it (sampled again here when needed)."""
     out_dtype = np.result_type(a.data.dtype, b.data.dtype)
     work_dtype = _INT64 if out_dtype == np.bool_ else out_dtype
     n_rows, n_cols = a.shape[0], b.shape[1]
@@ -464,7 +466,7 @@ def spgemm_trusted(a: CSR, b: CSR, rule: Callable = _rule_auto, code: int = 0, s
         n_threads = _threads_for(int(total), numba.get_num_threads() if threads is None else threads)
         with thread_scope(n_threads if n_threads == 1 else threads):
             c_indptr, c_indices, c_data = _run(a, b, a_data, b_data, flops, int(total), rule, code, sort,
-                                               n_threads, idx_dtype, work_dtype)
+                                               n_threads, idx_dtype, work_dtype, nnz_hint)
     if work_dtype != out_dtype:
         c_data = c_data.astype(out_dtype)
     # a product without entries is sorted whatever was asked (as the empty-operand return above)
@@ -486,12 +488,14 @@ def _tail_cuts(tail_shares: tuple[float, ...]) -> np.ndarray:
     return cuts
 
 
-def _large_enough_to_steal(a: CSR, b: CSR, entry_bytes: int) -> bool:
-    """Whether the operands and the expected result (16 sampled rows) take at least
-    ``SPGEMM_STEAL_MIN_BYTES``: a stolen part's reserve pages then stay a small share of the
-    product's memory."""
+def _large_enough_to_steal(a: CSR, b: CSR, entry_bytes: int, nnz_hint: float | None = None) -> bool:
+    """Whether the operands and the expected result (``nnz_hint``, or 16 sampled rows) take at
+    least ``SPGEMM_STEAL_MIN_BYTES``: a stolen part's reserve pages then stay a small share of
+    the product's memory."""
     inputs = sum(x.indptr.nbytes + x.indices.nbytes + x.data.nbytes for x in ({id(a): a, id(b): b}.values()))
-    return inputs >= STEAL_MIN_BYTES or inputs + estimate_nnz(a, b, 16) * entry_bytes >= STEAL_MIN_BYTES
+    if inputs >= STEAL_MIN_BYTES:
+        return True
+    return inputs + (estimate_nnz(a, b, 16) if nnz_hint is None else nnz_hint) * entry_bytes >= STEAL_MIN_BYTES
 
 
 def _threads_for(total: int, n_threads: int) -> int:
@@ -501,9 +505,10 @@ def _threads_for(total: int, n_threads: int) -> int:
 
 
 def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarray, total: int, rule: Callable,
-         code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Products of at least ``SMALL_FLOPS`` multiply-adds on ``n_threads`` threads.
+         code: int, sort: bool, n_threads: int, idx_dtype: np.dtype, work_dtype: np.dtype,
+         nnz_hint: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Products of at least ``SMALL_FLOPS`` multiply-adds on ``n_threads`` threads
+    (``nnz_hint``: see :func:`spgemm_trusted`).
 
     Every worker writes its contiguous block of rows back to back from the block's output
     offset, the last worker into room for its flops, so only the rows before the last
@@ -553,7 +558,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
     # two workers, two-ended, buffers kept between products: each claims its parts and takes
     # the other's from their far end into a reserve past the room
     steal = STEAL and back0 and n_threads == 2 and hi == lo and 2 * n_rows + 1 < _MAX_ROWS and \
-        capacity * entry_bytes > SMALL_PAGES_MAX_BYTES and _large_enough_to_steal(a, b, entry_bytes)
+        capacity * entry_bytes > SMALL_PAGES_MAX_BYTES and _large_enough_to_steal(a, b, entry_bytes, nnz_hint)
     reserve = np.zeros((n_threads, 2), dtype=np.int64)
     if steal:  # room for half the other's flops, or its largest part (worker 0 takes from worker 1)
         costs = part.part_costs
@@ -565,7 +570,7 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
         capacity += rooms[0] + rooms[1]
     ranges = []
     if capacity * entry_bytes <= SMALL_PAGES_MAX_BYTES:  # 4 KiB pages: the expected writes
-        per_flop = estimate_nnz(a, b) / max(total, 1) * POPULATE_SLACK
+        per_flop = (estimate_nnz(a, b) if nnz_hint is None else nnz_hint) / max(total, 1) * POPULATE_SLACK
         if back0:
             ranges.append((room0 - per_flop * room0, room0))
         ranges.append((c_indptr[lo], c_indptr[hi]))  # counted rows: exact
