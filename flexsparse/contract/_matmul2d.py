@@ -105,9 +105,9 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
     bound of nnz, and (above ``_SMALL_DENSE_BYTES``) an estimate from the exact counts of 64
     evenly spaced rows reach the dense density (16 rows first: under half of it is sparse): a
     dense attempt that fails costs the dense bytes (pyamg local_disc_galerkin, 12 % dense,
-    passes the bound). If the result then holds
-    fewer nonzero values than that, it is dropped and the sparse kernel decides on its stored
-    entries (the ``"auto"`` rule counts entries, and entries that cancel are still entries).
+    passes the bound). If the result then holds fewer nonzero values than that, it is dropped
+    and the sparse kernel decides on its stored entries (the ``"auto"`` rule counts entries,
+    and entries that cancel are still entries).
     ``counted``: the ``(flops, total)`` of every output row, when the caller counted them.
     """
     shape = (left.shape[0], right.shape[1])
