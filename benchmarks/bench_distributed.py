@@ -505,7 +505,8 @@ def run_processes(args):
     n = a.shape[0]
     mid = int(np.searchsorted(csum, total / 2))
     cut, flops = [(0, mid), (mid, n)], [int(csum[mid]), int(total - csum[mid])]
-    ws = sum(w.nbytes for w in dense_workspaces(1, n, flops[0], 0, np.dtype(np.float64))[1:4])
+    _, tag, marker, acc, _ = dense_workspaces(1, n, flops[0], 0, np.dtype(np.float64))
+    ws = tag.nbytes + marker.nbytes + acc.nbytes
     print(f"R-MAT scale {args.scale}: A @ A {total:,} multiply-adds, halves {flops}; B {a.nbytes / 2**20:.1f} MiB "
           f"(a self-product: A's rows are B's); one thread's dense workspaces {ws / 2**10:.0f} KiB")
     folder = tempfile.mkdtemp(prefix="fs-processes-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)

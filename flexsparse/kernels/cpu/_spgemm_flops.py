@@ -75,21 +75,13 @@ def _row_flops_blocked(a_indptr, a_indices, b, by_len, out_flops, r0, r1):
         p1 = min(p0 + np.uint64(_COUNT_BLOCK), p_end)
         buf[0] = run
         j = one
-        if by_len:
-            for p in range(p0, p1):
-                if (p & line) == 0 and p + ahead < n_entries:
-                    _pf(a_indices, p + ahead)
-                run += b[np.uint64(a_indices[p])]
-                buf[j] = run
-                j += one
-        else:
-            for p in range(p0, p1):
-                if (p & line) == 0 and p + ahead < n_entries:
-                    _pf(a_indices, p + ahead)
-                k = np.uint64(a_indices[p])
-                run += b[k + one] - b[k]
-                buf[j] = run
-                j += one
+        for p in range(p0, p1):
+            if (p & line) == 0 and p + ahead < n_entries:
+                _pf(a_indices, p + ahead)
+            k = np.uint64(a_indices[p])
+            run += b[k] if by_len else b[k + one] - b[k]  # the loop-invariant test is hoisted
+            buf[j] = run
+            j += one
         while i < r1 and np.uint64(a_indptr[i + 1]) <= p1:
             if (i & 7) == 0 and i + _COUNT_PREFETCH_ROWS <= r1:
                 _pf(a_indptr, np.uint64(i + _COUNT_PREFETCH_ROWS))
@@ -119,13 +111,6 @@ def _row_lengths(indptr, out):
 
 
 @njit(cache=True)
-def _row_flops_len(a_indptr, a_indices, b_len, out_flops, r0, r1):
-    """:func:`_row_flops` from ``B``'s row lengths ``b_len`` (one gather per entry of ``A``
-    instead of two row pointers, in half the bytes at ``int32``)."""
-    return _row_flops_blocked(a_indptr, a_indices, b_len, True, out_flops, r0, r1)
-
-
-@njit(cache=True)
 def _nonfinite_range(data, p0, p1):
     """Whether ``data[p0:p1]`` holds an inf or nan (``v - v`` is non-zero only for those; no
     early exit, so the loop vectorises)."""
@@ -138,15 +123,17 @@ def _nonfinite_range(data, p0, p1):
 
 @njit(cache=True, parallel=True)
 def _row_flops_parallel(a_indptr, a_indices, b_len, out_flops, bounds, a_data, b_data):
-    """:func:`_row_flops_len` with thread ``w`` on rows ``bounds[w]:bounds[w+1]``; returns the
-    sum and whether a value is inf or nan: of ``a_data`` (when it is not empty) over the
-    thread's entries of ``A``, and of an equal share of ``b_data`` (may be empty)."""
+    """:func:`_row_flops_blocked` from ``B``'s row lengths ``b_len`` (one gather per entry of
+    ``A`` instead of two row pointers, in half the bytes at ``int32``), thread ``w`` on rows
+    ``bounds[w]:bounds[w+1]``; returns the sum and whether a value is inf or nan: of
+    ``a_data`` (when it is not empty) over the thread's entries of ``A``, and of an equal share
+    of ``b_data`` (may be empty)."""
     n = bounds.shape[0] - 1
     totals = np.zeros(n, dtype=np.int64)
     bad = np.zeros(n, dtype=np.bool_)
     b_share = -(-b_data.shape[0] // n)
     for w in prange(n):
-        totals[w] = _row_flops_len(a_indptr, a_indices, b_len, out_flops, bounds[w], bounds[w + 1])
+        totals[w] = _row_flops_blocked(a_indptr, a_indices, b_len, True, out_flops, bounds[w], bounds[w + 1])
         if a_data.shape[0]:  # after the count, whose entries are then in cache
             bad[w] = _nonfinite_range(a_data, a_indptr[bounds[w]], a_indptr[bounds[w + 1]])
         bad[w] |= _nonfinite_range(b_data, min(w * b_share, b_data.shape[0]),
