@@ -169,13 +169,15 @@ DOT_DENSE_MAX_CELLS = 2**26
 #: lies near 16 MB for one thread, so 8 MiB holds two threads' results with margin.
 OUTER_MAX_BYTES = 8 * _MiB
 
-#: Values scanned for inf/nan (einsum's check of sparse operands before a product) on all of
-#: the call's threads from this many on (``kernels.cpu.scatter.has_nonfinite_values``). The
-#: scan is bound by memory traffic and a parallel loop first wakes numba's sleeping threads
-#: (~60 us): float64, min of repeated calls, 2 threads against 1, 2026-11-30 (``/tmp`` harness):
-#: 1M values 121 against 84 us, 1.5M 132 against 124, 8M 1.19 against 1.83 ms, 16M 2.75
-#: against 3.78 ms.
-NONFINITE_PARALLEL_MIN_VALUES = 1 << 22
+#: Values scanned for inf/nan (einsum's check of sparse operands before a product, the flops
+#: count's check of small products) on all of the call's threads from this many on
+#: (``kernels.cpu.scatter.has_nonfinite_values``). The scan is bound by memory traffic and a
+#: parallel loop first wakes numba's sleeping threads: float64, min of 25 calls, 2 threads
+#: against 1, one parallel region per call, 2026-12-01: read from memory 512K values 95 against
+#: 100 us, 1M 156 against 240, 2M 311 against 483; in cache 1M 120 against 84 us, 2M 128
+#: against 218. (Set at 4M while the scan paid two more parallel regions, ``np.zeros`` and
+#: ``any``: 1M values 121 against 84 us.)
+NONFINITE_PARALLEL_MIN_VALUES = 1 << 20
 
 # ---------------------------------------------------------------------- densify (COO -> dense)
 #: A canonical COO is densified run by run (``kernels.cpu.densify.sorted_coo_to_dense``: one

@@ -30,7 +30,7 @@ from flexsparse._util import nonfinite_by_sum
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_rows import _pf
 from flexsparse.kernels.cpu.partition import thread_scope
-from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, nonfinite_kernel
+from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, has_nonfinite_values
 
 __all__ = ["count_flops", "count_flops_checked"]
 
@@ -129,16 +129,24 @@ def _row_flops_parallel(a_indptr, a_indices, b_len, out_flops, bounds, a_data, b
     ``a_data`` (when it is not empty) over the thread's entries of ``A``, and of an equal share
     of ``b_data`` (may be empty)."""
     n = bounds.shape[0] - 1
-    totals = np.zeros(n, dtype=np.int64)
-    bad = np.zeros(n, dtype=np.bool_)
+    # np.empty and plain loops around the prange: np.zeros, .sum() and .any() in a parallel
+    # function are parallel regions of their own, each waking the threads (see the package)
+    totals = np.empty(n, dtype=np.int64)
+    bad = np.empty(n, dtype=np.bool_)
     b_share = -(-b_data.shape[0] // n)
     for w in prange(n):
         totals[w] = _row_flops_blocked(a_indptr, a_indices, b_len, True, out_flops, bounds[w], bounds[w + 1])
+        found = False
         if a_data.shape[0]:  # after the count, whose entries are then in cache
-            bad[w] = _nonfinite_range(a_data, a_indptr[bounds[w]], a_indptr[bounds[w + 1]])
-        bad[w] |= _nonfinite_range(b_data, min(w * b_share, b_data.shape[0]),
-                                   min((w + 1) * b_share, b_data.shape[0]))
-    return totals.sum(), bad.any()
+            found = _nonfinite_range(a_data, a_indptr[bounds[w]], a_indptr[bounds[w + 1]])
+        bad[w] = found | _nonfinite_range(b_data, min(w * b_share, b_data.shape[0]),
+                                          min((w + 1) * b_share, b_data.shape[0]))
+    total = 0
+    any_bad = False
+    for w in range(n):
+        total += totals[w]
+        any_bad |= bad[w]
+    return total, any_bad
 
 
 def count_flops(a: CSR, b: CSR, threads: int | None = None) -> tuple[np.ndarray, int]:
@@ -180,10 +188,9 @@ def _count(a: CSR, b: CSR, threads: int | None, check: bool) -> tuple[np.ndarray
     a = a.compacted()  # half the index bytes to read, where an earlier product narrowed them
     if a.indptr[-1] < max(_PARALLEL_FLOPS_NNZ, b.shape[0]):
         total = int(_row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows))
-        if a_data.shape[0]:
-            bad |= bool(nonfinite_kernel(a_data))
-        if b_data.shape[0]:
-            bad |= bool(nonfinite_kernel(b_data))
+        for data in (a_data, b_data):  # a large B on all threads (R-MAT 18's 2M values)
+            if data.shape[0] and not bad:
+                bad = has_nonfinite_values(data, threads)
         return flops, total, bad
     # B's row lengths first, in 4 bytes where they fit: one gather per entry of A instead of
     # two row pointers (one thread, A's 2.1M entries on uniform rows: 2.33 -> 1.62 ms; arrow,

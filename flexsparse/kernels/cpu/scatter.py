@@ -124,10 +124,13 @@ def nonfinite_kernel(data):
 def nonfinite_parallel(data, n_blocks):
     """:func:`nonfinite_kernel` over ``n_blocks`` equal blocks of ``data``, one per thread."""
     size = -(-data.shape[0] // n_blocks)
-    flags = np.zeros(n_blocks, dtype=np.bool_)
+    flags = np.empty(n_blocks, dtype=np.bool_)  # np.zeros: a parallel region of its own (see the package)
     for b in prange(n_blocks):
         flags[b] = nonfinite_kernel(data[b * size:min((b + 1) * size, data.shape[0])])
-    return flags.any()
+    found = False
+    for b in range(n_blocks):
+        found |= flags[b]
+    return found
 
 
 def has_nonfinite_values(data: np.ndarray, threads: int | None) -> bool:
