@@ -14,21 +14,22 @@ A stolen part's rows cannot go where they belong while the owner is still writin
 offset depends on how many entries the owner's remaining rows make), so the thief computes
 them forward into a *reserve* past the output's room, recording ``(part, start, end)``; after
 the workers join, :func:`stitch` moves each stolen block next to the owner's (below worker
-0's first row, above worker 1's last) and shifts its rows' offsets. The move costs the stolen
-entries only, and the reserve pages are those of a kept output buffer (no page faults after
-the first call).
+0's first row, above worker 1's last) and shifts its rows' offsets, on two threads. The move
+costs the stolen entries only, and the reserve pages are those of a kept output buffer (no
+page faults after the first call).
 
 Row stamps of the value and hash accumulators must grow in the order a worker computes its
 rows: a stolen part's rows take stamps from ``n_rows + 1`` up (the caller checks that
 ``2 * n_rows + 1`` fits the 32-bit stamps).
 
-Cost: one atomic exchange per part; the stolen entries written twice.
+Cost: one atomic exchange per part; the stolen entries written twice; one pass over the row
+offsets.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from flexsparse.kernels.cpu._spgemm_rows import hash_table_size, rows_stretch
 from flexsparse.kernels.cpu.atomic import exchange
@@ -90,39 +91,63 @@ def steal_parts(w, q_lo, q_hi, prefetch, bounds, use_dense, part_flops, claims, 
     return k
 
 
-@njit(cache=True)
-def _place(bounds, q, src, n, dst, c_indptr, c_indices, c_data):
-    """Move part ``q``'s ``n`` entries from ``src`` to ``dst`` and shift its rows' offsets."""
-    move(c_indices, dst, src, n)
-    move(c_data, dst, src, n)
-    d = dst - src
-    c_indptr[bounds[q]] = dst
-    for i in range(bounds[q] + 1, bounds[q + 1]):
-        c_indptr[i] += d
-
-
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def stitch(bounds, stolen, n_stolen, c_indptr, c_indices, c_data, start, end):
-    """Put the parts the workers stole next to their owners' rows (see the module):
-    ``stolen[1, :n_stolen[1]]`` (worker 0's lowest parts, ascending, one block in worker 1's
-    reserve) right below ``start``, worker 0's first entry; ``stolen[0, :n_stolen[0]]``
-    (worker 1's highest parts, descending) in ascending order from ``end``, worker 1's end.
-    Returns the result's ``(start, end)``."""
-    n = n_stolen[1]
-    if n:
-        size = stolen[1, n - 1, 2] - stolen[1, 0, 1]
-        start -= size
-        for k in range(n):
-            q = stolen[1, k, 0]
-            if bounds[q + 1] > bounds[q]:
-                _place(bounds, q, stolen[1, k, 1], stolen[1, k, 2] - stolen[1, k, 1],
-                       start + stolen[1, k, 1] - stolen[1, 0, 1], c_indptr, c_indices, c_data)
-    for k in range(n_stolen[0] - 1, -1, -1):
-        q = stolen[0, k, 0]
-        size = stolen[0, k, 2] - stolen[0, k, 1]
-        if bounds[q + 1] > bounds[q]:
-            _place(bounds, q, stolen[0, k, 1], size, end, c_indptr, c_indices, c_data)
-        end += size
+    """Put the parts the workers stole next to their owners' rows (see the module) and make
+    the row offsets start at 0: ``stolen[1, :n_stolen[1]]`` (worker 0's lowest parts,
+    ascending, one block in worker 1's reserve) right below ``start``, worker 0's first entry;
+    ``stolen[0, :n_stolen[0]]`` (worker 1's highest parts, descending) in ascending order from
+    ``end``, worker 1's end. Sets ``c_indptr[-1]`` and shifts every offset down by the result's
+    start; returns the result's ``(start, end)`` in the buffers.
+
+    Every move goes from a reserve past the room into the room, so no source overlaps a
+    destination, and each part's entries are split between two threads, as are the row
+    offsets. The moves are bound by memory traffic (~45 GB/s read and written): against one
+    thread, min of 10 from memory, R-MAT 18 ef 8 rows/16 (4 parts, 1.44M entries) 0.85 against
+    0.91 ms, 3-D Poisson (7 parts, 458K entries, the offsets shifted too) 0.28 against 0.35 ms.
+    """
+    n_rows = c_indptr.shape[0] - 1
+    n_jobs = n_stolen[0] + n_stolen[1]
+    jobs = np.empty((n_jobs, 4), dtype=np.int64)  # (part, source, destination, entries)
+    n1 = n_stolen[1]
+    if n1:
+        start -= stolen[1, n1 - 1, 2] - stolen[1, 0, 1]
+    for k in range(n1):
+        jobs[k, 0] = stolen[1, k, 0]
+        jobs[k, 1] = stolen[1, k, 1]
+        jobs[k, 2] = start + stolen[1, k, 1] - stolen[1, 0, 1]
+        jobs[k, 3] = stolen[1, k, 2] - stolen[1, k, 1]
+    k = n1
+    for j in range(n_stolen[0] - 1, -1, -1):
+        jobs[k, 0] = stolen[0, j, 0]
+        jobs[k, 1] = stolen[0, j, 1]
+        jobs[k, 2] = end
+        jobs[k, 3] = stolen[0, j, 2] - stolen[0, j, 1]
+        end += jobs[k, 3]
+        k += 1
+    c_indptr[n_rows] = end
+    mid = n_rows // 2
+    for t in prange(2):
+        for k in range(n_jobs):
+            src = jobs[k, 1]
+            dst = jobs[k, 2]
+            half = jobs[k, 3] // 2
+            lo = 0 if t == 0 else half
+            hi = half if t == 0 else jobs[k, 3]
+            move(c_indices, dst + lo, src + lo, hi - lo)
+            move(c_data, dst + lo, src + lo, hi - lo)
+        r0 = 0 if t == 0 else mid
+        r1 = mid if t == 0 else n_rows + 1
+        for k in range(n_jobs):  # a stolen part's rows move with its entries
+            q = jobs[k, 0]
+            d = jobs[k, 2] - jobs[k, 1]
+            for i in range(max(bounds[q], r0), min(bounds[q + 1], r1)):
+                if i == bounds[q]:
+                    c_indptr[i] = jobs[k, 2]
+                else:
+                    c_indptr[i] += d
+        for i in range(r0, r1):
+            c_indptr[i] -= start
     return start, end
 
 

@@ -184,6 +184,9 @@ POPULATE_FLOPS_PER_COLUMN = 32
 #: parallel, rather than by ``np.zeros``: blocks that size come from the heap once larger
 #: ones were freed, and ``calloc`` then clears them on one thread (3-D Poisson, two threads:
 #: 7 MB in 0.25-0.28 ms). Larger ones are fresh mappings whose untouched pages cost nothing.
+#: Zeroing also faults every page in before any timed stretch, so it replaces the one-thread
+#: populate of :data:`POPULATE_FLOPS_PER_COLUMN` on several threads (R-MAT 18 ef 16 rows/64,
+#: two threads: 0.45 ms of populate before the kernel against workers starting 0.05 ms later).
 WORKER_ZEROED_MAX_BYTES = 16 * 2**20
 #: Numeric dense variants by name (the code the workers take).
 VARIANTS = {"auto": 0, "position": 1, "value": 2}
@@ -373,21 +376,21 @@ def dense_workspaces(n_threads: int, n_cols: int, total: int, code: int, work_dt
     to run (``"auto"`` becomes the position map alone when the value accumulator's workspaces
     of all threads would outgrow ``SPGEMM_VALUE_MAX_BYTES``) and per-thread dense workspaces
     of ``n_cols`` columns (0 when no part is dense) for a product of ``total`` multiply-adds:
-    zeroed, and faulted in at once when it will touch most of their pages
-    (:data:`POPULATE_FLOPS_PER_COLUMN`); or, on several threads with at most
-    :data:`WORKER_ZEROED_MAX_BYTES` a thread, left for each worker to zero (``zero``)."""
+    on several threads with at most :data:`WORKER_ZEROED_MAX_BYTES` a thread, left for each
+    worker to zero (``zero``); else zeroed, and faulted in at once when the product will touch
+    most of their pages (:data:`POPULATE_FLOPS_PER_COLUMN`)."""
     if code == 0 and n_threads * min(n_cols, total) * (work_dtype.itemsize + 4) > VALUE_MAX_BYTES:
         code = 1  # the value accumulator's workspaces would outgrow the shared cache
     nv = n_cols if code != 1 else 0
     tag_dtype = position_tag_dtype(total)
     populate_all = n_cols and total >= POPULATE_FLOPS_PER_COLUMN * n_threads * n_cols
-    zero = n_threads > 1 and not populate_all and \
+    zero = n_threads > 1 and \
         n_cols * tag_dtype.itemsize + nv * (4 + work_dtype.itemsize) <= WORKER_ZEROED_MAX_BYTES
     alloc = np.empty if zero else np.zeros
     tag = alloc((n_threads, n_cols), dtype=tag_dtype)
     marker = alloc((n_threads, nv), dtype=np.uint32)
     acc = alloc((n_threads, nv), dtype=work_dtype)
-    if populate_all:
+    if populate_all and not zero:
         for ws in (tag, marker, acc):  # every page will be touched: fault them in at once
             populate(ws, 0, ws.size)
     return code, tag, marker, acc, zero
@@ -588,13 +591,14 @@ def _run(a: CSR, b: CSR, a_data: np.ndarray, b_data: np.ndarray, flops: np.ndarr
                            n_stolen)
     end = int(trace[-1, 3])
     start = int(trace[0, 3]) if back0 else 0  # where worker 0's first row landed
-    if steal:
+    if steal:  # also sets c_indptr[-1] and shifts the offsets by the result's start
         start, end = (int(x) for x in stitch(bounds, stolen, n_stolen, c_indptr, c_indices, c_data, start, end))
+    else:
+        c_indptr[n_rows] = end
+        if start:
+            c_indptr -= start
     global LAST_STOLEN
     LAST_STOLEN = n_stolen
-    c_indptr[n_rows] = end
-    if start:
-        c_indptr -= start
     global LAST_TRACE, LAST_START
     LAST_TRACE, LAST_START = trace, start
     return c_indptr, trim(c_indices, end)[start:], trim(c_data, end)[start:]
