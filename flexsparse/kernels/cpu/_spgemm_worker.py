@@ -68,7 +68,13 @@ ADAPT_CLEAR = 1.5
 #: prefetch costs two loads per entry of ``A`` (pygsp Minnesota, 18k multiply-adds: 89.7 ->
 #: 84.4 us without it).
 PREFETCH_MIN_NNZ = 1 << 20
-_TRIAL_SAMPLES = 3  # timed stretches per variant after its warm-up (the median is kept)
+#: Timed stretches per variant after its warm-up (the median is kept). The first stretches of a
+#: worker run on cold caches and count against the variant it starts with: with 3, worker 0
+#: (starting with the value accumulator) often kept the position map on R-MAT 18 ef 8 rows/16
+#: (value 6.5-9.7 cycles a unit in its trial against 3.3 when it wins), and two threads took
+#: 71-91 ms against 56-61 ms with 5 (flops counted with the inf/nan check, as einsum does;
+#: median of 6 calls in each of 3 alternating runs, 2026-12-01; value forced: 56-58 ms).
+_TRIAL_SAMPLES = 5
 _TRIALS = 4 * _TRIAL_SAMPLES
 _TIMED_PART_CHUNKS = 4
 _TIMED_WORKER_CHUNKS = 64
