@@ -30,7 +30,7 @@ from flexsparse._util import nonfinite_by_sum
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_rows import _pf
 from flexsparse.kernels.cpu.partition import thread_scope
-from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, has_nonfinite_values
+from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, has_nonfinite_values, nonfinite_kernel
 
 __all__ = ["count_flops", "count_flops_checked"]
 
@@ -110,17 +110,6 @@ def _row_lengths(indptr, out):
         out[k] = indptr[k + 1] - indptr[k]
 
 
-@njit(cache=True)
-def _nonfinite_range(data, p0, p1):
-    """Whether ``data[p0:p1]`` holds an inf or nan (``v - v`` is non-zero only for those; no
-    early exit, so the loop vectorises)."""
-    bad = False
-    for p in range(np.uint64(p0), np.uint64(p1)):
-        v = data[p]
-        bad |= (v - v) != 0
-    return bad
-
-
 @njit(cache=True, parallel=True)
 def _row_flops_parallel(a_indptr, a_indices, b_len, out_flops, bounds, a_data, b_data):
     """:func:`_row_flops_blocked` from ``B``'s row lengths ``b_len`` (one gather per entry of
@@ -138,9 +127,9 @@ def _row_flops_parallel(a_indptr, a_indices, b_len, out_flops, bounds, a_data, b
         totals[w] = _row_flops_blocked(a_indptr, a_indices, b_len, True, out_flops, bounds[w], bounds[w + 1])
         found = False
         if a_data.shape[0]:  # after the count, whose entries are then in cache
-            found = _nonfinite_range(a_data, a_indptr[bounds[w]], a_indptr[bounds[w + 1]])
-        bad[w] = found | _nonfinite_range(b_data, min(w * b_share, b_data.shape[0]),
-                                          min((w + 1) * b_share, b_data.shape[0]))
+            found = nonfinite_kernel(a_data[a_indptr[bounds[w]]:a_indptr[bounds[w + 1]]])
+        bad[w] = found | nonfinite_kernel(b_data[min(w * b_share, b_data.shape[0]):
+                                                 min((w + 1) * b_share, b_data.shape[0])])
     total = 0
     any_bad = False
     for w in range(n):
