@@ -13,6 +13,7 @@ import flexsparse.kernels.cpu._spgemm_worker as spgemm_worker
 import flexsparse.kernels.cpu.spgemm as spgemm_mod
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_flops import _row_flops
+from flexsparse.kernels.cpu._spgemm_rows import warm
 from flexsparse.kernels.cpu.spgemm import (
     ACCUMULATORS,
     ADAPT_CHUNK,
@@ -315,6 +316,22 @@ def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path, 
         assert np.isfinite(trace[:, 1:3]).all()  # both variants were timed on every thread
         assert trace[-1, 3] - spgemm_mod.LAST_START == c.nnz
         assert (trace[:, 5] > trace[:, 4]).all() and (trace[:, 4] > 0).all()  # cycle stamps
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.bool_, np.int64, np.float32, np.float64, np.complex128])
+def test_warm_loads_every_workspace_dtype_and_writes_nothing(dtype):
+    """The loads before a variant trial (:func:`warm`) compile for every workspace dtype, write
+    nothing, and keep their loads: an empty ``asm`` statement reads what they loaded."""
+    arr = (np.arange(1000) % 3).astype(dtype)
+    before = arr.copy()
+    warm(arr)
+    warm(arr[:0])
+    warm(arr[:5])
+    np.testing.assert_array_equal(arr, before)
+    if not numba.config.DISABLE_JIT:  # compiled afresh: a function loaded from the cache has no IR
+        fresh = numba.njit(warm.py_func)
+        fresh(arr)
+        assert "asm sideeffect" in fresh.inspect_llvm(fresh.signatures[0])
 
 
 @pytest.mark.parametrize("path", ["small", "one-pass", "parallel", "counted"])

@@ -69,12 +69,14 @@ __all__ = [
     "fill_row_hash",
     "fill_row_tag",
     "hash_table_size",
+    "keep",
     "position_tag_dtype",
     "prefetch",
     "rows_hash",
     "rows_position",
     "rows_stretch",
     "rows_value",
+    "warm",
 ]
 
 #: Entries of ``A`` between the prefetch of a ``B`` row and its use.
@@ -114,6 +116,38 @@ def _prefetch_intrinsic(typingctx, arr, i):
 #: 7-12x the whole loop body on cache-resident rows: tridiagonal 32768 x 32768, one
 #: thread, 0.53 ms inline vs 3.4-5.8 ms through a call), the no-op without it.
 _pf = prefetch if numba.config.DISABLE_JIT else _prefetch_intrinsic
+
+
+def keep(x):
+    """Make the compiler compute the integer ``x`` though nothing uses it (an empty ``asm``
+    statement reads it): the loads of :func:`warm` stay; no effect without the JIT."""
+
+
+@intrinsic
+def _keep_intrinsic(typingctx, x):
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        builder.asm(ir.FunctionType(ir.VoidType(), [ir.IntType(64)]), "", "r", [v], side_effect=True)
+        return context.get_dummy_value()
+
+    return types.void(x), codegen
+
+
+_keep = keep if numba.config.DISABLE_JIT else _keep_intrinsic
+
+
+@njit(cache=True)
+def warm(arr):
+    """Load one element of every 64-byte line of the 1-D ``arr`` into the caches (loads: a
+    prefetch may be dropped when the misses outrun the fill buffers)."""
+    step = max(64 // arr.itemsize, 1)
+    n = 0
+    for i in range(0, arr.shape[0], step):
+        n += np.int64(arr[i] != 0)
+    _keep(n)
 
 
 def cycles():

@@ -12,7 +12,8 @@ Formats: raw CSR buffers (``int64`` row pointers, int32/int64 indices, values of
 dtype), per-worker dense workspaces, output buffers with room for the worker's flops.
 
 Cost: O(flops) per worker, plus the move of each chunk walking down (O(entries)), plus
-about ``_TRIALS`` stretches of the slower dense variant per trial.
+about ``_TRIALS`` stretches of the slower dense variant per trial and one read of the value
+accumulator's workspaces (O(columns)) before the first.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu._spgemm_rows import count_row_dense, count_row_hash, cycles, hash_table_size, rows_stretch
+from flexsparse.kernels.cpu._spgemm_rows import (
+    count_row_dense,
+    count_row_hash,
+    cycles,
+    hash_table_size,
+    rows_stretch,
+    warm,
+)
 from flexsparse.kernels.cpu._spgemm_steal import steal_parts
 from flexsparse.kernels.cpu.atomic import exchange
 from flexsparse.kernels.cpu.simd import move
 
-__all__ = ["ADAPT_CHUNK", "ADAPT_CLEAR", "ADAPT_RETIME", "ADAPT_RETIME_SHARE", "BACK_CHUNK", "PREFETCH_MIN_NNZ",
-           "TRACE_FIELDS"]
+__all__ = ["ADAPT_CHUNK", "ADAPT_CLEAR", "ADAPT_RETIME", "ADAPT_RETIME_SHARE", "BACK_CHUNK",
+           "POPULATE_FLOPS_PER_COLUMN", "PREFETCH_MIN_NNZ", "TRACE_FIELDS"]
 
 #: Multiply-adds per timed stretch of ``variant="auto"``: from a worker's first dense part of
 #: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
@@ -79,6 +87,29 @@ _TRIALS = 4 * _TRIAL_SAMPLES
 _TIMED_PART_CHUNKS = 4
 _TIMED_WORKER_CHUNKS = 64
 _TRIAL_ROW_CHUNKS = 4
+#: Products of at least this many multiply-adds per workspace column and thread fault their
+#: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
+#: against ~1.4 us for a fault taken in the kernel;
+#: :func:`~.spgemm.dense_workspaces`): they touch most of their pages anyway,
+#: and the timed stretches of ``variant="auto"`` then carry no first-touch faults (the value
+#: accumulator's 12 bytes a column span 3x the pages of the position map's 4).
+POPULATE_FLOPS_PER_COLUMN = 32
+#: Before its first trial (:data:`ADAPT_CHUNK`) a worker loads the value accumulator's
+#: workspaces line by line (:func:`~._spgemm_rows.warm`). The rows before and within a trial that
+#: it computes untimed (heavy rows, see ``_TRIAL_ROW_CHUNKS``) run the position map and keep its
+#: workspace in the caches, while a warm-up stretch brings in only the columns its own rows
+#: touch; R-MAT's columns spread over the whole workspace. So the first trial read the value
+#: accumulator as slow as the position map (R-MAT 18 ef 8 rows/16, one thread: 4.5-5.7 against
+#: 4.5-5.1 cycles a unit), kept the position map, and every later trial then favoured it in turn
+#: (the value accumulator 5.0-5.9 after the position map ran, 3.3-3.5 after itself): through
+#: einsum, one and two threads alternating, 8 calls in each of two runs, one thread kept the
+#: position map in 11 of 16 calls, median 170.5 / 171.3 ms, against 0 of 16 and 110.9 / 118.0 ms
+#: with the loads (two threads 86.5 / 82.3 -> 66.3 / 67.1 ms; 2026-12-01). Before later trials
+#: the loads did not pay: they read the cold workspace from memory on every trial (3-D Poisson,
+#: two threads, +0.3-0.7 ms) and changed no verdict there. Only a worker with
+#: :data:`POPULATE_FLOPS_PER_COLUMN` multiply-adds a column loads them: the workspaces of a smaller
+#: product may not be resident yet, and a load of an untouched page is a page fault.
+_WARM_TRIAL = True
 #: Output slots between the writes that fault in a timed stretch's output pages before it is
 #: timed (4 KiB of float64 values). Without it a stretch that reached a fresh 2 MiB page paid
 #: its fault (~25-50 us, as long as the stretch itself): on two threads the 3-D Poisson
@@ -243,6 +274,12 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
                     or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
                 trial = 0
                 current = 2 if w == 0 else 1  # the workers' pairs out of step (see ADAPT_CHUNK)
+                # the first trial: the value accumulator's workspaces into the caches, as the
+                # position map's are (see _WARM_TRIAL)
+                if _WARM_TRIAL and timed_weight < 0 and \
+                        worker_flops >= POPULATE_FLOPS_PER_COLUMN * acc.shape[0]:
+                    warm(marker)
+                    warm(acc)
                 timed_weight = weight
                 taken[:] = 0
                 since = 0

@@ -118,6 +118,7 @@ from flexsparse.kernels.cpu._spgemm_worker import (
     ADAPT_CHUNK,
     ADAPT_RETIME,
     BACK_CHUNK,
+    POPULATE_FLOPS_PER_COLUMN,
     TRACE_FIELDS,
     _numeric_worker,
     _symbolic_worker,
@@ -132,6 +133,7 @@ __all__ = [
     "DENSE_MAX_COLS",
     "PARALLEL_MIN_FLOPS",
     "PARTS_PER_WORKER",
+    "POPULATE_FLOPS_PER_COLUMN",
     "SMALL_FLOPS",
     "STEAL",
     "TAIL_SHARES",
@@ -174,12 +176,6 @@ TAIL_SHARES = (0.1,) * 8 + (0.025,) * 8
 #: Products with fewer multiply-adds than this run as one compiled call
 #: (:func:`spgemm_csr_csr_serial`: numba allocates its small buffers, no Python glue).
 SMALL_FLOPS = 1 << 15
-#: Products of at least this many multiply-adds per workspace column and thread fault their
-#: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
-#: against ~1.4 us for a fault taken in the kernel): they touch most of their pages anyway,
-#: and the timed stretches of ``variant="auto"`` then carry no first-touch faults (the value
-#: accumulator's 12 bytes a column span 3x the pages of the position map's 4).
-POPULATE_FLOPS_PER_COLUMN = 32
 #: Dense workspaces of at most this many bytes a thread are zeroed by their workers, in
 #: parallel, rather than by ``np.zeros``: blocks that size come from the heap once larger
 #: ones were freed, and ``calloc`` then clears them on one thread (3-D Poisson, two threads:
