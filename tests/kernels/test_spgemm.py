@@ -318,6 +318,23 @@ def test_spgemm_adaptive_variant_choice_is_timed_and_correct(monkeypatch, path, 
         assert (trace[:, 5] > trace[:, 4]).all() and (trace[:, 4] > 0).all()  # cycle stamps
 
 
+@pytest.mark.parametrize("n, timed", [(600, True), (120, False)])
+def test_small_workers_time_the_variants_on_a_share_of_their_flops(monkeypatch, n, timed):
+    """A worker with fewer multiply-adds than ``_TIMED_WORKER_CHUNKS`` full stretches still
+    times both variants (once, on stretches of a share of its flops), and one below
+    ``MIN_TIMED_FLOPS`` takes the position map untimed; the product is right either way."""
+    _paths(monkeypatch, "parallel")
+    a = CSR.from_scipy(sp.random_array((n, n), density=0.05, rng=np.random.default_rng(23), format="csr"))
+    flops = int((pattern(a) @ pattern(a)).sum())
+    assert flops < spgemm_worker._TIMED_WORKER_CHUNKS * ADAPT_CHUNK
+    assert (flops >= 2.5 * spgemm_worker.MIN_TIMED_FLOPS) if timed else (flops < spgemm_worker.MIN_TIMED_FLOPS)
+    c = spgemm(a, a, sort=False, threads=2)
+    check_product(c, a, a, sort=False)
+    trace = spgemm_mod.LAST_TRACE
+    assert np.isfinite(trace[:, 1:3]).all() == timed
+    if not timed:
+        assert (trace[:, 0] == 1.0).all()
+
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.bool_, np.int64, np.float32, np.float64, np.complex128])
 def test_warm_loads_every_workspace_dtype_and_writes_nothing(dtype):
     """The loads before a variant trial (:func:`warm`) compile for every workspace dtype, write

@@ -34,11 +34,12 @@ from flexsparse.kernels.cpu.atomic import exchange
 from flexsparse.kernels.cpu.simd import move
 
 __all__ = ["ADAPT_CHUNK", "ADAPT_CLEAR", "ADAPT_RETIME", "ADAPT_RETIME_SHARE", "BACK_CHUNK",
-           "POPULATE_FLOPS_PER_COLUMN", "PREFETCH_MIN_NNZ", "TRACE_FIELDS"]
+           "MIN_TIMED_FLOPS", "POPULATE_FLOPS_PER_COLUMN", "PREFETCH_MIN_NNZ", "TRACE_FIELDS"]
 
 #: Multiply-adds per timed stretch of ``variant="auto"``: from a worker's first dense part of
 #: at least ``_TIMED_PART_CHUNKS`` stretches (and only when the worker has at least
-#: ``_TIMED_WORKER_CHUNKS`` of them), ``_TRIALS`` consecutive stretches go to the two dense
+#: ``_TIMED_WORKER_CHUNKS`` of them; a smaller worker times once on shorter stretches, see
+#: ``_MIN_ADAPT_CHUNK``), ``_TRIALS`` consecutive stretches go to the two dense
 #: variants in pairs (position, position, value, value, ...), each computing its own rows
 #: once; the first stretch of a pair warms up, the second is timed, and the variant whose
 #: median over its ``_TRIAL_SAMPLES`` timed stretches took fewer cycles per unit of work
@@ -86,6 +87,22 @@ _TRIAL_SAMPLES = 5
 _TRIALS = 4 * _TRIAL_SAMPLES
 _TIMED_PART_CHUNKS = 4
 _TIMED_WORKER_CHUNKS = 64
+#: A worker of fewer than ``_TIMED_WORKER_CHUNKS`` stretches of :data:`ADAPT_CHUNK` times the
+#: variants once, on stretches of ``1 / _SMALL_WORKER_CHUNKS`` of its multiply-adds (at least
+#: ``_MIN_ADAPT_CHUNK``; smaller workers take the position map untimed, and the one-thread
+#: small kernel then allocates no value workspaces). Which variant wins on small products
+#: depends on the machine as much as on the rows: on an AMD EPYC VM of family 25 (Zen 3,
+#: 2.45 GHz, 2026-12-01; one thread, min of 300 calls) the value accumulator took 0.61-0.91x
+#: the position map's time on 14 of the 16 small matrices of ``benchmarks/bench_spgemm.py``
+#: (pyamg local_disc_galerkin 3.69 -> 2.27 ms, DavidSensorNet500 383 -> 329 us, TwoMoons 711 ->
+#: 519 us) and 1.02-1.19x on pyamg helmholtz_2D and pygsp Minnesota, where the position map had
+#: served every one of them untimed (the earlier rounds' Zen 5 VM). One-thread ``einsum``
+#: against SciPy over those 16, alternating processes: geomean 0.841 -> 0.753, worst 1.31 ->
+#: 1.12 (DavidSensorNet500, whose ~50 us of einsum layers is a seventh of its time).
+_MIN_ADAPT_CHUNK = 1 << 8
+_SMALL_WORKER_CHUNKS = 128
+#: Workers of fewer multiply-adds never time the variants (the position map serves them).
+MIN_TIMED_FLOPS = _SMALL_WORKER_CHUNKS * _MIN_ADAPT_CHUNK
 _TRIAL_ROW_CHUNKS = 4
 #: Products of at least this many multiply-adds per workspace column and thread fault their
 #: dense workspaces in before the kernel (``madvise(MADV_POPULATE_WRITE)``, 0.15 us a page
@@ -221,6 +238,11 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
         for i in range(r_lo, r_hi):  # rows are no longer than their flops
             longest = max(longest, row_flops[i])
             worker_flops += row_flops[i]
+    # stretch size of the variant trials: ADAPT_CHUNK, or a share of a small worker's flops
+    # (one trial then, see _MIN_ADAPT_CHUNK)
+    chunk = ADAPT_CHUNK
+    if worker_flops < _TIMED_WORKER_CHUNKS * ADAPT_CHUNK:
+        chunk = max(worker_flops // _SMALL_WORKER_CHUNKS, _MIN_ADAPT_CHUNK)
     scratch = np.empty(longest + 1 if variant != 1 else 0, dtype=c_indices.dtype)
     skeys = np.empty(longest if sort else 0, dtype=c_indices.dtype)
     svals = np.empty(longest if sort else 0, dtype=c_data.dtype)
@@ -267,8 +289,8 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             for i in range(bounds[part], bounds[part + 1]):
                 part_flops += row_flops[i]
             weight = part_flops / max(bounds[part + 1] - bounds[part], 1)
-            if part_flops >= _TIMED_PART_CHUNKS * ADAPT_CHUNK and \
-                    worker_flops >= _TIMED_WORKER_CHUNKS * ADAPT_CHUNK and (
+            if part_flops >= _TIMED_PART_CHUNKS * chunk and \
+                    worker_flops >= MIN_TIMED_FLOPS and (timed_weight < 0 or chunk == ADAPT_CHUNK) and (
                     since >= worker_flops * ADAPT_RETIME_SHARE and not (
                         best[1] * ADAPT_CLEAR <= best[2] < np.inf or best[2] * ADAPT_CLEAR <= best[1] < np.inf)
                     or not timed_weight / ADAPT_RETIME <= weight <= timed_weight * ADAPT_RETIME):
@@ -286,12 +308,12 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             since += part_flops
         timed = trial < _TRIALS and use_dense[part]
         work = 0
-        heavy = timed and row_flops[(lo - 1) if back else hi] > _TRIAL_ROW_CHUNKS * ADAPT_CHUNK
+        heavy = timed and row_flops[(lo - 1) if back else hi] > _TRIAL_ROW_CHUNKS * chunk
         if heavy:  # a row far heavier than a stretch: computed outside the trial
             timed = False
         if back:
             hi = lo
-            limit = ADAPT_CHUNK if timed else BACK_CHUNK
+            limit = chunk if timed else BACK_CHUNK
             while lo > bounds[part] and (lo == hi or work + row_flops[lo - 1] <= limit):
                 lo -= 1
                 work += row_flops[lo]
@@ -306,7 +328,7 @@ def _numeric_worker(w, back, a_indptr, a_indices, a_data, b_indptr, b_indices, b
             hi = lo + 1 if heavy else bounds[part + 1]
             if timed:
                 hi = lo
-                while hi < bounds[part + 1] and work < ADAPT_CHUNK:
+                while hi < bounds[part + 1] and work < chunk:
                     work += row_flops[hi]
                     hi += 1
             start = pos

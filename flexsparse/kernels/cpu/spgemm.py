@@ -118,6 +118,7 @@ from flexsparse.kernels.cpu._spgemm_worker import (
     ADAPT_CHUNK,
     ADAPT_RETIME,
     BACK_CHUNK,
+    MIN_TIMED_FLOPS,
     POPULATE_FLOPS_PER_COLUMN,
     TRACE_FIELDS,
     _numeric_worker,
@@ -328,6 +329,8 @@ def spgemm_csr_csr_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_da
     for part in range(bounds.shape[0] - 1):
         dense |= use_dense[part]
     nd = n_cols if dense else 0
+    if variant == 0 and total < MIN_TIMED_FLOPS:
+        variant = 1  # too small to time the variants: the position map alone
     nv = nd if variant != 1 else 0
     worker_bounds = np.empty(2, dtype=np.int64)
     worker_bounds[0] = 0
