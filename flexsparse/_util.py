@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _NUMERIC_KINDS = "biufc"
+_INT32, _INT64 = np.dtype(np.int32), np.dtype(np.int64)
+_INT32_MAX = int(np.iinfo(np.int32).max)  # module constants: np.iinfo costs ~1 us a call
 
 
 def check_numeric_dtype(dtype: np.dtype | type, what: str = "array") -> np.dtype:
@@ -105,7 +107,7 @@ def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:
     """
     extents = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     largest = max((int(s) for s in extents), default=0)
-    return np.dtype(np.int32) if largest <= np.iinfo(np.int32).max else np.dtype(np.int64)
+    return _INT32 if largest <= _INT32_MAX else _INT64
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)

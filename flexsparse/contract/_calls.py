@@ -46,7 +46,7 @@ class HotImports:
     function-level ``from ... import`` costs ~1 us per call even when the module is loaded."""
 
     def __init__(self) -> None:
-        from flexsparse.contract._matmul2d import matmul_2d
+        from flexsparse.contract._matmul2d import matmul_2d, product_plan
         from flexsparse.kernels.cpu.nonzero import count_nonzero_upto
         from flexsparse.kernels.cpu.partition import check_threads
         from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES, has_nonfinite_values, nonfinite_kernel
@@ -54,6 +54,7 @@ class HotImports:
         self.check_threads = check_threads
         self.count_nonzero_upto = count_nonzero_upto
         self.matmul_2d = matmul_2d
+        self.product_plan = product_plan
         self.compiled_dtypes = COMPILED_DTYPES
         self.nonfinite_kernel = nonfinite_kernel
         self.has_nonfinite_values = has_nonfinite_values

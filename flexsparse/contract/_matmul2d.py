@@ -35,7 +35,7 @@ from flexsparse.contract.execute import choose_format
 from flexsparse.contract.plan import DOT_FACTOR
 from flexsparse.formats.coo import COO
 from flexsparse.formats.csr import CSR
-from flexsparse.kernels.cpu.spgemm import count_flops, count_flops_checked, spgemm_trusted
+from flexsparse.kernels.cpu.spgemm import count_flops, count_flops_checked, spgemm_small, spgemm_trusted
 from flexsparse.kernels.cpu.spgemm_dense import estimate_nnz, spgemm_dense_trusted
 
 __all__ = ["matmul_2d", "product_plan"]
@@ -136,7 +136,7 @@ def _dense_product(left: CSR, right: CSR, fmt: str, dtype: np.dtype, work: np.dt
 
 
 def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dtype, threads: int | None,
-              product: Any = None, checked: bool = True) -> Any:
+              product: Any = None, checked: bool = True, plan: tuple[bool, bool, bool] | None = None) -> Any:
     """The product for :func:`~flexsparse.contract.execute.einsum`, or ``None`` when the
     spec is not a plain product of two 2-D sparse operands, or when its output has so few
     cells that the planner should weigh the dot-product and dense engines (the general
@@ -153,10 +153,12 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
     ``checked=False``: einsum has not scanned the operands for inf and nan; the flops count
     scans them in its own parallel pass (:func:`count_flops_checked`), and :data:`NONFINITE`
     is returned when it finds one.
+
+    ``plan``: :func:`product_plan` of ``spec``, when the caller has it.
     """
-    if not (isinstance(a, COO) and isinstance(b, COO) and a.ndim == 2 and b.ndim == 2):
+    if not (isinstance(a, COO) and isinstance(b, COO) and len(a.shape) == 2 and len(b.shape) == 2):
         return None
-    plan = product_plan(spec)
+    plan = product_plan(spec) if plan is None else plan
     if plan is None:
         return None
     swap, a_t, b_t = plan
@@ -168,21 +170,29 @@ def matmul_2d(spec: Any, a: COO, b: COO, fmt: str, dtype: np.dtype, work: np.dty
         left, right = _csr_of(b, not b_t, work), _csr_of(a, not a_t, work)
     else:  # A as [free_a, c] times B as [c, free_b]
         left, right = _csr_of(a, a_t, work), _csr_of(b, b_t, work)
-    counted = None
-    if not checked:
-        flops, total, nonfinite = count_flops_checked(left, right, threads)
+    c = counted = None
+    if product is None:
+        # a small product in one compiled call; the result's format is then decided on its
+        # entries, as after a dense attempt that falls short (see _dense_product), and one
+        # that succeeds has at least as many entries: the same result either way
+        c, counted, nonfinite = spgemm_small(left, right, fmt == "csf", not checked)
         if nonfinite:
             return NONFINITE
-        counted = flops, total
-    if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
-        c = product(left, right, fmt == "csf")
-    else:
-        estimate = None
-        if fmt in ("auto", "dense"):
-            out, counted, estimate = _dense_product(left, right, fmt, dtype, work, threads, counted)
-            if out is not None:
-                return out
-        c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted, nnz_hint=estimate)
+    if c is None:
+        if not checked and counted is None:
+            flops, total, nonfinite = count_flops_checked(left, right, threads)
+            if nonfinite:
+                return NONFINITE
+            counted = flops, total
+        if product is not None:   # computed elsewhere (the distributed runner): no in-process dense kernel
+            c = product(left, right, fmt == "csf")
+        else:
+            estimate = None
+            if fmt in ("auto", "dense"):
+                out, counted, estimate = _dense_product(left, right, fmt, dtype, work, threads, counted)
+                if out is not None:
+                    return out
+            c = spgemm_trusted(left, right, sort=fmt == "csf", threads=threads, counted=counted, nnz_hint=estimate)
     if c.data.dtype != dtype:
         c = CSR._trusted(c.indptr, c.indices, c.data.astype(dtype), c.shape, c.sorted_indices)
     if fmt == "auto":

@@ -42,6 +42,7 @@ array([[5., 0.],
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -534,15 +535,22 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         raise ValueError(f"unknown format {format!r}; valid formats: {', '.join(_FORMATS)}")
     if threads is not None:  # None is valid; the check's module loads numba
         hot().check_threads(threads)
+    known_nonfinite = False  # found by the sparse pair fast path's flops count
     if len(operands) == 2 and memory_limit is None and out is None and not return_report and \
             type(subscripts) is str and type(optimize) is str:
         if format in ("auto", "dense"):
             res = dense_pair_fast(subscripts, operands[0], operands[1], optimize)
             if res is not None:
                 return res
-        res = coo_pair_fast(subscripts, operands[0], operands[1], optimize)
-        if res is not None:
-            return _finish(res, format, res.dtype)
+        res = _sparse_pair_fast(subscripts, operands[0], operands[1], format, optimize, threads)
+        if res is NONFINITE:
+            known_nonfinite = True
+        elif res is not None:
+            return res
+        else:
+            res = coo_pair_fast(subscripts, operands[0], operands[1], optimize)
+            if res is not None:
+                return _finish(res, format, res.dtype)
     if not isinstance(subscripts, str):
         subscripts, operands = parse_interleaved((subscripts,) + tuple(operands))
     if out is not None and memory_limit is None:
@@ -579,7 +587,8 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         # a product of two sparse matrices in this process scans the values in its flops count
         # (matmul_2d, checked=False: one parallel pass); the other paths scan them here
         deferred = len(ops) == 2 and tiling_opts is None
-        nonfinite = not deferred and spec.n_operands > 1 and any(has_nonfinite(op, threads) for op in distinct)
+        nonfinite = known_nonfinite or (not deferred and spec.n_operands > 1 and
+                                        any(has_nonfinite(op, threads) for op in distinct))
         unchecked = []
     # a product runner that takes plain products (the distributed one) computes this SpGEMM
     runner = PRODUCT_RUNNER.get() if out is None else None
@@ -611,6 +620,41 @@ def einsum(subscripts: Any, *operands: Any, format: str = "auto", optimize: Any 
         if out is not None:
             res = save_result(res, tiling_opts.out)
     return (res, reports) if return_report else res
+
+
+def _sparse_pair_fast(subscripts: str, x: Any, y: Any, fmt: str, optimize: str, threads: int | None) -> Any:
+    """Two 2-D COO operands, not both dense enough for BLAS, in a plain matrix product: the
+    product of :func:`~flexsparse.contract._matmul2d.matmul_2d` straight away, with the
+    operand conversion, the tiling and device checks and the operand bookkeeping of the full
+    path skipped (none applies to two COO matrices in this process). Returns the result,
+    :data:`NONFINITE` when the flops count found an inf or nan, or ``None`` for the full path.
+
+    Measured on pyamg airfoil (260 rows, 11,300 multiply-adds; ``overhead_report`` of
+    ``benchmarks/bench_spgemm.py``), einsum above its kernel: 97 us through the full path,
+    56 us through this one, 35 us with the product's count, scan and kernel in one compiled
+    call (:func:`~flexsparse.kernels.cpu.spgemm.spgemm_small`), on a 2-core Zen VM.
+    """
+    if type(x) is not COO or type(y) is not COO or len(x.shape) != 2 or len(y.shape) != 2 or \
+            (dense_enough(x) and dense_enough(y)):
+        return None
+    spec, dtype, work, plan = _pair_setup(subscripts, x.shape, y.shape, x.dtype, y.dtype, optimize)
+    if plan is None:
+        return None
+    return hot().matmul_2d(spec, x, y, fmt, dtype, work, threads, checked=False, plan=plan)
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_setup(subscripts: str, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: np.dtype,
+                y_dtype: np.dtype, optimize: str) -> tuple[Any, np.dtype, np.dtype, Any]:
+    """``(spec, result dtype, compute dtype, product plan)`` of a call on two operands
+    (:func:`parsed_spec`, :func:`~flexsparse.contract.plan.check_optimize`,
+    :func:`call_dtypes`, :func:`~flexsparse.contract._matmul2d.product_plan`), remembered: one
+    lookup instead of four (~2 us a call on the 2-core Zen VM). An invalid call raises on
+    every call: exceptions are not remembered."""
+    spec = parsed_spec(subscripts, (x_shape, y_shape))
+    check_optimize(optimize, spec.n_operands)
+    dtype, work = call_dtypes((x_dtype, y_dtype))
+    return spec, dtype, work, hot().product_plan(spec)
 
 
 def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int | None, tiling_opts: Any,

@@ -131,19 +131,34 @@ def test_dtypes_follow_numpy(dtypes):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("where", ["a", "b unreferenced"])
-def test_nonfinite_found_by_the_flops_count(monkeypatch, threads, where):
-    """A product large enough for the sparse kernel scans its values in the flops count: an
-    inf in A, or in a row of B that no entry of A reads, still gives NumPy's nan wherever it
-    meets an implicit zero."""
+@pytest.mark.parametrize("n", [400, 1200])  # the small product's fused call; the separate count
+def test_nonfinite_found_by_the_flops_count(monkeypatch, threads, where, n):
+    """A product large enough for the sparse kernel scans its values in the flops count (the
+    small product's fused call, or the separate count of larger ones): an inf in A, or in a
+    row of B that no entry of A reads, still gives NumPy's nan wherever it meets an implicit
+    zero."""
     import flexsparse.contract._matmul2d as mm
 
     found = []
-    real = mm.count_flops_checked
-    monkeypatch.setattr(mm, "count_flops_checked", lambda *args: found.append(real(*args)[2]) or real(*args))
+    real_count, real_small = mm.count_flops_checked, mm.spgemm_small
+
+    def count(*args):
+        res = real_count(*args)
+        found.append(("count", res[2]))
+        return res
+
+    def small(*args):
+        res = real_small(*args)
+        if res[1] is not None:  # it counted
+            found.append(("small", res[2]))
+        return res
+
+    monkeypatch.setattr(mm, "count_flops_checked", count)
+    monkeypatch.setattr(mm, "spgemm_small", small)
     rng = np.random.default_rng(5)
-    n = 400
-    a = _sparse(rng, (n, n), 0.01).tolil()
-    b = _sparse(rng, (n, n), 0.01).tolil()
+    density = 0.01 if n == 400 else 0.012  # 1200: 34K entries, beyond the small product
+    a = _sparse(rng, (n, n), density).tolil()
+    b = _sparse(rng, (n, n), density).tolil()
     a[:, 7] = 0  # no entry of A reads row 7 of B
     if where == "a":
         a[3, 5] = np.inf
@@ -151,9 +166,10 @@ def test_nonfinite_found_by_the_flops_count(monkeypatch, threads, where):
         b[7, 2] = np.inf
     a, b = a.tocsr(), b.tocsr()
     with np.errstate(invalid="ignore"):
-        ref = np.einsum("ij,jk->ik", a.toarray(), b.toarray())
+        ref = a.toarray() @ b.toarray()
         got = fs.einsum("ij,jk->ik", fs.as_coo(a), fs.as_coo(b), format="dense", threads=threads)
-    assert found == [True]  # the count's scan found it (the product itself was not run)
+    # one scan found it, in the path the size selects (the product itself was not run)
+    assert found == [("small" if n == 400 else "count", True)]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     assert np.isnan(ref).any()
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(ref))
@@ -235,7 +251,8 @@ def test_auto_result_that_only_looks_dense_stays_sparse(monkeypatch):
                                     (-400, "auto")])
 def test_flops_counted_once_per_product(monkeypatch, n, fmt):
     """einsum counts the rows' flops once per sparse product and hands them on: to the
-    dense-result check and to the sparse kernel (a result beyond the dense cap, n = 30000,
+    dense-result check and to the sparse kernel (or counts them in the small product's fused
+    call, which hands them on when the product turns out not small) (a result beyond the dense cap, n = 30000,
     once made the kernel count them again); so is the sampled nnz estimate."""
     import flexsparse.contract._matmul2d as mm
     import flexsparse.kernels.cpu.spgemm as spk
@@ -247,6 +264,15 @@ def test_flops_counted_once_per_product(monkeypatch, n, fmt):
                 real = getattr(mod, name)
                 label = f"{where} {name}"
                 monkeypatch.setattr(mod, name, lambda *args, _f=real, _n=label: calls.append(_n) or _f(*args))
+    real_small = mm.spgemm_small
+
+    def small(*args):  # the small product's fused call counts unless it declines at once
+        res = real_small(*args)
+        if res[1] is not None:
+            calls.append("einsum spgemm_small count")
+        return res
+
+    monkeypatch.setattr(mm, "spgemm_small", small)
     monkeypatch.setattr(spk, "PARALLEL_MIN_FLOPS", 0)  # the parallel path, which samples nnz for its pages
     rng = np.random.default_rng(6)
     if n < 0:  # rows whose flops pass the dense bound, over few columns: sampled, then sparse
