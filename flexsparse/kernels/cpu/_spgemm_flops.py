@@ -108,7 +108,7 @@ def _row_flops(a_indptr, a_indices, b_indptr, out_flops, r0, r1):
 def _row_flops_checked(a_indptr, a_indices, b_indptr, out_flops, a_data, b_data):
     """:func:`_row_flops` over all rows, then whether ``a_data`` or ``b_data`` holds an inf or
     nan, in one compiled call: a small product's count and scan without a second dispatch
-    (pygsp Airfoil, 11,300 multiply-adds: ~3 us of the ~10 us the two calls took)."""
+    (pyamg airfoil, 11,300 multiply-adds: ~3 us of the ~10 us the two calls took)."""
     total = _row_flops_blocked(a_indptr, a_indices, b_indptr, False, out_flops, 0, out_flops.shape[0])
     return total, nonfinite_kernel(a_data) or nonfinite_kernel(b_data)
 
