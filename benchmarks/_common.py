@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 import shlex
 import statistics
 import sys
@@ -89,12 +90,18 @@ def best_pair(fn: Callable[[], Any], other: Callable[[], Any], repeat: int) -> t
 def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int,
                     clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Minimum time on ``clock`` of each function over ``repeat`` rounds; every round runs
-    each function once, so slow phases of a shared machine hit all of them alike, and the
-    order rotates from round to round, so no function always runs right after the same one."""
+    each function once, so slow phases of a shared machine hit all of them alike, in an order
+    drawn afresh each round (seeded), so no function always runs right after the same one. A
+    call right after another library's pays for what that one leaves behind (caches, its
+    threads): pygsp DavidSensorNet500, flexsparse einsum min of 60 back to back 0.578 ms,
+    right after SciPy 0.632, after GraphBLAS or MKL 0.711 ms (2026-12-02); a rotation keeps
+    the same neighbours and put einsum after MKL in every round."""
     best = dict.fromkeys(fns, math.inf)
-    names = list(fns)
-    for r in range(max(1, int(repeat))):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    order = list(fns)
+    rng = random.Random(0)
+    for _ in range(max(1, int(repeat))):
+        rng.shuffle(order)
+        for name in order:
             best[name] = min(best[name], min_time(fns[name], 1, clock))
     return best
 
