@@ -26,7 +26,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from flexsparse import _limits
 from flexsparse._util import nonfinite_by_sum
 from flexsparse.formats.csr import CSR
 from flexsparse.kernels.cpu._spgemm_rows import _pf
@@ -107,8 +106,8 @@ def _row_flops(a_indptr, a_indices, b_indptr, out_flops, r0, r1):
 @njit(cache=True)
 def _row_flops_checked(a_indptr, a_indices, b_indptr, out_flops, a_data, b_data):
     """:func:`_row_flops` over all rows, then whether ``a_data`` or ``b_data`` holds an inf or
-    nan, in one compiled call: a small product's count and scan without a second dispatch
-    (pyamg airfoil, 11,300 multiply-adds: ~3 us of the ~10 us the two calls took)."""
+    nan, in one compiled call (the small product of
+    :func:`~flexsparse.kernels.cpu.spgemm.spgemm_csr_csr_counted`)."""
     total = _row_flops_blocked(a_indptr, a_indices, b_indptr, False, out_flops, 0, out_flops.shape[0])
     return total, nonfinite_kernel(a_data) or nonfinite_kernel(b_data)
 
@@ -186,14 +185,6 @@ def _count(a: CSR, b: CSR, threads: int | None, check: bool) -> tuple[np.ndarray
         a_data = b_data = _NO_VALUES
     a = a.compacted()  # half the index bytes to read, where an earlier product narrowed them
     if a.indptr[-1] < max(_PARALLEL_FLOPS_NNZ, b.shape[0]):
-        if not bad and max(a_data.shape[0], b_data.shape[0]) < _limits.NONFINITE_PARALLEL_MIN_VALUES:
-            # nothing to scan on one side (A @ A, an integer operand) is an empty slice of the
-            # other's dtype: one compiled specialisation per value dtype
-            a_scan = a_data if a_data.shape[0] else b_data[:0]
-            b_scan = b_data if b_data.shape[0] else a_scan[:0]
-            if a_scan.dtype == b_scan.dtype:
-                total, bad = _row_flops_checked(a.indptr, a.indices, b.indptr, flops, a_scan, b_scan)
-                return flops, int(total), bool(bad)
         total = int(_row_flops(a.indptr, a.indices, b.indptr, flops, 0, n_rows))
         for data in (a_data, b_data):  # a large B on all threads (R-MAT 18's 2M values)
             if data.shape[0] and not bad:
