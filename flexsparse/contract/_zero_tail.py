@@ -218,7 +218,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
             dense.append(d)
             if same:
                 break
-        return np.matmul(dense[0], dense[0].T if same else dense[1].T)
+        return _gemm_nt(dense[0], dense[0] if same else dense[1])
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 
@@ -240,15 +240,27 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
         ym, yt, bad = split(y, ay, pos_y, rows_y, n_cols)
         if bad:
             return None
-    out = np.matmul(xm, ym.T)
+    out = _gemm_nt(xm, ym)
+    # the steps add into the output in its memory order: out, or out.T with the sides swapped
+    flip = not out.flags.c_contiguous
     for s in range(cuts.shape[0] - 1):
         a, b = int(cuts[s]) - c, int(cuts[s + 1]) - c
         mx, my = int(nx[s]), int(ny[s])
         if mx == 0 or my == 0:
             continue
-        if my < mx:  # narrow products run faster with the narrow side first (measured)
-            blk = np.matmul(yt[:my, a:b], xt[:mx, a:b].T).T
+        blk = _gemm_nt(xt[:mx, a:b], yt[:my, a:b])
+        if flip:
+            dens.scatter_add_block(out.T, rows_y[:my], rows_x[:mx], blk.T)
         else:
-            blk = np.matmul(xt[:mx, a:b], yt[:my, a:b].T)
-        dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
+            dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
     return out
+
+
+def _gemm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` with the narrower side as the GEMM's rows (a transposed view when ``b`` has
+    fewer rows than ``a``; see ``contract._dense.batched_gemm`` for the measurements). An
+    operand times itself stays ``a @ a.T``, which BLAS runs as a SYRK."""
+    if b is not a and b.shape[0] < a.shape[0]:
+        return np.matmul(b, a.T).T
+    return np.matmul(a, b.T)
+

@@ -75,15 +75,20 @@ def _check(spec, x, xd, y, yd, dtype):
 @pytest.mark.parametrize("order", ["sorted", "shuffled", "split"])
 @pytest.mark.parametrize("fill", [1.0, 0.8])
 @pytest.mark.parametrize("plan", ["grouped", "plain"])
-def test_grouped_product_matches_numpy(dtype, order, fill, plan, monkeypatch):
+@pytest.mark.parametrize("wide", [False, True])
+def test_grouped_product_matches_numpy(dtype, order, fill, plan, wide, monkeypatch):
     """Three levels, gaps inside rows (fill < 1), runs that cross rows (full-length
-    neighbours), explicit zeros; the model's fixed cost set to force each plan."""
+    neighbours), explicit zeros; the model's fixed cost set to force each plan. ``wide``:
+    the output has more columns than rows (the GEMMs then keep the operands' order; else
+    the narrow side goes first and the steps add into the transposed output)."""
     monkeypatch.setattr(_limits, "ZERO_TAIL_FIXED_SECONDS", 0.0 if plan == "grouped" else 1.0)
     monkeypatch.setattr(_limits, "ZERO_TAIL_GEMM_CALL_SECONDS", 0.0)
     mx, xd = _tailed((12, 10, 120), 1, [0.5, 0.75, 1.0], dtype, 1, fill=fill, holes=0.1)
     my, yd = _tailed((4, 15, 120), 1, [0.0, 0.5, 0.75, 1.0], dtype, 2, fill=fill)
     x, y = _coo(mx, xd, order, 3), _coo(my, yd, order, 4)
     spec = "abQ,icQ->abic"
+    if wide:
+        _check("icQ,abQ->icab", y, yd, x, xd, dtype)
     layout = _check(spec, x, xd, y, yd, dtype)
     sup_x = densify.support_entries(*_zero_tail._entry_rows(x, layout[3][0], 2, 120), x.data,
                                     np.zeros((120, 120), dtype=dtype))[0]
