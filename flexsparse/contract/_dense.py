@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import nonfinite_by_sum, result_dtype
+from flexsparse._util import matmul_narrow_first, nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
@@ -118,24 +118,13 @@ def pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: 
 
 def batched_gemm(x: np.ndarray, lx: tuple, y: np.ndarray, ly: tuple, dtype: np.dtype) -> np.ndarray:
     """``[B, R, K] @ [B, K, C]`` of ``x`` and ``y`` in the layouts of :func:`dense_pair_layout`
-    (one 2-D GEMM when ``B == 1``).
-
-    The GEMM runs with the narrower side first: for ``R > C`` it computes ``(y^T @ x^T)^T``
-    and returns that transposed view (NumPy's own ``einsum`` returns such views too).
-    OpenBLAS is 12-20% faster with the smaller output dimension as its rows, in all four
-    transpose forms (float64, 2 threads, min of ~400 interleaved calls on the 2-vCPU Xeon of
-    2026-12-02: 576x96x375 327 against 282 us, 2000x100x300 1008 against 801 us, and the
-    mirror 96x576x375 282 against 350 us the other way round; one thread 573 against 504 us).
-    """
+    (one 2-D GEMM when ``B == 1``), the narrower side first
+    (:func:`~flexsparse._util.matmul_narrow_first`: a transposed view when ``R > C``)."""
     xm = _as_batched(x, lx, dtype)
     ym = _as_batched(y, ly, dtype)
     if dtype.kind not in "fc":  # integer/bool GEMM has no BLAS; numpy.einsum's loops beat matmul's
         return np.einsum("bik,bkj->bij", xm, ym)
-    if xm.shape[1] > ym.shape[2]:
-        if xm.shape[0] == 1:
-            return np.matmul(ym[0].T, xm[0].T).T
-        return np.matmul(ym.swapaxes(1, 2), xm.swapaxes(1, 2)).swapaxes(1, 2)
-    return np.matmul(xm[0], ym[0]) if xm.shape[0] == 1 else np.matmul(xm, ym)
+    return matmul_narrow_first(xm[0], ym[0]) if xm.shape[0] == 1 else matmul_narrow_first(xm, ym)
 
 
 @functools.lru_cache(maxsize=256)

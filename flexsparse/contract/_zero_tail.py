@@ -48,6 +48,7 @@ import math
 import numpy as np
 
 from flexsparse import _limits
+from flexsparse._util import matmul_narrow_first
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
@@ -218,7 +219,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
             dense.append(d)
             if same:
                 break
-        return _gemm_nt(dense[0], dense[0] if same else dense[1])
+        return matmul_narrow_first(dense[0], dense[0].T if same else dense[1].T)
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 
@@ -240,7 +241,7 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
         ym, yt, bad = split(y, ay, pos_y, rows_y, n_cols)
         if bad:
             return None
-    out = _gemm_nt(xm, ym)
+    out = matmul_narrow_first(xm, ym.T)
     # the steps add into the output in its memory order: out, or out.T with the sides swapped
     flip = not out.flags.c_contiguous
     for s in range(cuts.shape[0] - 1):
@@ -248,19 +249,10 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
         mx, my = int(nx[s]), int(ny[s])
         if mx == 0 or my == 0:
             continue
-        blk = _gemm_nt(xt[:mx, a:b], yt[:my, a:b])
+        blk = matmul_narrow_first(xt[:mx, a:b], yt[:my, a:b].T)
         if flip:
             dens.scatter_add_block(out.T, rows_y[:my], rows_x[:mx], blk.T)
         else:
             dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
     return out
-
-
-def _gemm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` with the narrower side as the GEMM's rows (a transposed view when ``b`` has
-    fewer rows than ``a``; see ``contract._dense.batched_gemm`` for the measurements). An
-    operand times itself stays ``a @ a.T``, which BLAS runs as a SYRK."""
-    if b is not a and b.shape[0] < a.shape[0]:
-        return np.matmul(b, a.T).T
-    return np.matmul(a, b.T)
 
