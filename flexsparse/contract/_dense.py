@@ -164,7 +164,7 @@ def dense_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarra
         return None
     lx, ly, shape, perm, dtype = plan
     res = batched_gemm(x, lx, y, ly, dtype).reshape(shape)
-    if hot().nonfinite_kernel(res.ravel(order="K")):  # a view: the GEMM's output in memory order
+    if hot().nonfinite_kernel(memory_order(res).reshape(-1)):  # a view of the GEMM's output
         return None
     return res if perm is None else res.transpose(perm)
 

@@ -255,4 +255,3 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
         else:
             dens.scatter_add_block(out, rows_x[:mx], rows_y[:my], blk)
     return out
-
