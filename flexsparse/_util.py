@@ -96,6 +96,11 @@ def nonfinite_by_sum(values: np.ndarray) -> bool:
         return not bool(np.isfinite(values.sum(dtype=wide)))
 
 
+#: Fewest output columns for which :func:`matmul_narrow_first` swaps the GEMM's sides (measured
+#: crossover 20-24 columns; see there).
+NARROW_FIRST_MIN_COLS = 24
+
+
 def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` (2-D or stacked) with the narrower output side as BLAS's rows: for more rows
     than columns it computes ``(b^T @ a^T)^T`` and returns that transposed view, as NumPy's
@@ -104,8 +109,14 @@ def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     2026-12-02: 576x96x375 327 against 282 us, 2000x100x300 1008 against 801 us, and the
     mirror 96x576x375 282 against 350 us the other way round; one thread 573 against 504 us).
     A square product such as ``a @ a.T`` keeps its order, which BLAS runs as a SYRK.
+
+    Below :data:`NARROW_FIRST_MIN_COLS` output columns the order is kept: a very narrow side
+    as BLAS's rows runs slower (``x @ y.T`` of C-contiguous ``[576, K]`` and ``[n, K]``, 2
+    threads, min of 300 interleaved calls, 2-vCPU AMD EPYC Zen 4 guest, 2026-12-02 09:35 UTC,
+    narrow first over kept order: n = 16 1.10-1.11x (K = 375, 193), n = 20 1.03x, n = 24
+    0.96-0.98x, n = 28 0.90x, n = 32 0.93-0.94x; 2000x24x300 0.91x; 1000x16x1000 0.99x).
     """
-    if a.shape[-2] > b.shape[-1]:
+    if a.shape[-2] > b.shape[-1] >= NARROW_FIRST_MIN_COLS:
         return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
     return np.matmul(a, b)
 
