@@ -96,9 +96,12 @@ def nonfinite_by_sum(values: np.ndarray) -> bool:
         return not bool(np.isfinite(values.sum(dtype=wide)))
 
 
-#: Fewest output columns for which :func:`matmul_narrow_first` swaps the GEMM's sides (measured
-#: crossover 20-24 columns; see there).
-NARROW_FIRST_MIN_COLS = 24
+#: :func:`matmul_narrow_first` keeps the order of a product with fewer output columns than
+#: this, at least :data:`KEEP_ORDER_MIN_K` contracted and at most :data:`KEEP_ORDER_MAX_ROWS`
+#: rows (measured; see there).
+KEEP_ORDER_MAX_COLS = 24
+KEEP_ORDER_MIN_K = 128
+KEEP_ORDER_MAX_ROWS = 1024
 
 
 def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,13 +113,16 @@ def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     mirror 96x576x375 282 against 350 us the other way round; one thread 573 against 504 us).
     A square product such as ``a @ a.T`` keeps its order, which BLAS runs as a SYRK.
 
-    Below :data:`NARROW_FIRST_MIN_COLS` output columns the order is kept: a very narrow side
-    as BLAS's rows runs slower (``x @ y.T`` of C-contiguous ``[576, K]`` and ``[n, K]``, 2
-    threads, min of 300 interleaved calls, 2-vCPU AMD EPYC Zen 4 guest, 2026-12-02 09:35 UTC,
-    narrow first over kept order: n = 16 1.10-1.11x (K = 375, 193), n = 20 1.03x, n = 24
-    0.96-0.98x, n = 28 0.90x, n = 32 0.93-0.94x; 2000x24x300 0.91x; 1000x16x1000 0.99x).
+    A very narrow output (under :data:`KEEP_ORDER_MAX_COLS` columns) over a long contracted
+    side and a few hundred rows keeps its order: there the narrow side as BLAS's rows ran
+    slower (``x @ y.T``, 2 threads, min of up to 600 interleaved calls, 2-vCPU AMD EPYC Zen 4
+    guest, 2026-12-02; narrow first over kept order): rows 360 and 576, 8 or 16 columns,
+    K 128-1000: 1.03-1.39x (576x16x375: 1.10x); but K 64-91: 0.78-1.04x, 2000 rows:
+    0.64-1.02x, 24-32 columns: 0.90-0.96x, so those swap as before.
     """
-    if a.shape[-2] > b.shape[-1] >= NARROW_FIRST_MIN_COLS:
+    rows, cols = a.shape[-2], b.shape[-1]
+    if rows > cols and not (cols < KEEP_ORDER_MAX_COLS and a.shape[-1] >= KEEP_ORDER_MIN_K
+                            and rows <= KEEP_ORDER_MAX_ROWS):
         return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
     return np.matmul(a, b)
 
