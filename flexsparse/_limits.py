@@ -24,6 +24,11 @@ __all__ = [
     "BLOCK_DENSE_CROSSOVER",
     "BLOCK_LINEAR_DIRECT_BYTES",
     "BLOCK_LINEAR_DIRECT_MAX_ROWS",
+    "CLASS_FIXED_SECONDS",
+    "CLASS_GATHER_CELL_SECONDS",
+    "CLASS_MAX_CLASSES",
+    "CLASS_MIN_PLAIN_SECONDS",
+    "CLASS_STEP_SECONDS",
     "CONSERVATIVE_MAX_SLOWDOWN",
     "DEMO_DENSE_PEER_MAX_BYTES",
     "DEMO_RMAT_MAX_FLOPS",
@@ -555,6 +560,29 @@ GATHER_POOL_BYTES = 1 * _GiB
 #: Key-space tables up to this size travel inline with every placing task; larger ones are
 #: scattered once to every worker.
 GATHER_INLINE_KEY_BYTES = 256 * 1024
+
+# ---------------------------------------------------------------------- class product
+#: ``contract._classes``: contracted columns grouped by the rows holding their nonzeros. More
+#: classes than this and the operands are not block-structured: the product goes on as
+#: before. The plan is O(n^2) in the classes (chemistry vv: 14 classes merged into 4-6 in
+#: 0.6-2 ms, remembered per key set); an operand with scattered zeros has about one class per
+#: column and stops at the sort.
+CLASS_MAX_CLASSES = 64
+#: Gathering a class's rows and columns into a GEMM operand, per cell: 0.49-0.55 ns (chemistry
+#: vv classes 258x56 in 7.1 us, 352x116 in 22.6 us, one thread, 2-vCPU AMD EPYC Zen 4 guest,
+#: 2026-12-02 09:00 UTC).
+CLASS_GATHER_CELL_SECONDS = 0.5e-9
+#: The Python around one class (a gather, a GEMM and a scatter-add call): 6-9 us a class on
+#: the same guest (its 5M-iteration loop takes 0.43 s).
+CLASS_STEP_SECONDS = 8e-6
+#: The classes are taken only when modelled faster than the plain GEMM by this (the plan
+#: lookup: its key is the column keys' bytes, 5-8 us).
+CLASS_FIXED_SECONDS = 20e-6
+#: Self-products whose plain SYRK is modelled below this keep the zero-tail path: the densify
+#: and the key pass cost more than the classes save there (chemistry ``iaQ,jbQ->iajb``, a
+#: ~110 us SYRK of 96x375: 137-140 us by the classes against 113 us, min of 600 interleaved
+#: calls; ``abQ,cdQ->abcd``, ~1.7 ms: 1406-1790 against 1757-2256 us, NumPy 1655-2148 us).
+CLASS_MIN_PLAIN_SECONDS = 400e-6
 
 # ---------------------------------------------------------------------- zero-tail GEMM
 #: ``contract._zero_tail``: the time model that decides whether rows with zero tails along

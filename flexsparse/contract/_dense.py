@@ -39,6 +39,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import matmul_narrow_first, nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
+from flexsparse.contract._classes import class_product, large_enough
 from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
 from flexsparse.formats.base import SparseArray
@@ -189,7 +190,9 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
         return None
     layout = zero_tail_layout(subscripts, x.shape, y.shape)
     if layout is not None:
-        res = zero_tail_pair(x, y, layout)
+        res = _class_square(x, layout) if y is x else NOT_TAKEN
+        if res is NOT_TAKEN:
+            res = zero_tail_pair(x, y, layout)
         if res is None:
             return None
         if res is not NOT_TAKEN:
@@ -204,6 +207,22 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
     if dense_result_nonfinite(res, unchecked):
         return None
     return res if perm is None else res.transpose(perm)
+
+
+def _class_square(x: COO, layout: tuple) -> np.ndarray | object | None:
+    """``x[R, K] @ x[R, K]^T`` of a COO in the zero-tail layout by the class product
+    (:mod:`._classes`) on its dense form, or by one SYRK on that dense form when its zeros do
+    not fall in blocks that pay; ``None`` for an inf or nan (the full path), ``NOT_TAKEN``
+    for a dtype without compiled kernels."""
+    n_rows, _, k = layout[:3]
+    if x.dtype.kind not in "fc" or not large_enough(n_rows, n_rows, k, True):
+        return NOT_TAKEN
+    (xd,), nonfinite, _ = densify_checked([x])
+    if nonfinite:
+        return None
+    d = xd.reshape(n_rows, k)
+    res = class_product(d, d, True)
+    return matmul_narrow_first(d, d.T) if res is NOT_TAKEN else res
 
 
 def dense_enough(op: COO | np.ndarray) -> bool:
