@@ -213,9 +213,12 @@ def _class_square(x: COO, layout: tuple) -> np.ndarray | object | None:
     """``x[R, K] @ x[R, K]^T`` of a COO in the zero-tail layout by the class product
     (:mod:`._classes`) on its dense form, or by one SYRK on that dense form when its zeros do
     not fall in blocks that pay; ``None`` for an inf or nan (the full path), ``NOT_TAKEN``
-    for a dtype without compiled kernels."""
+    for a product too small to pay for the key pass (``_classes.large_enough``) or a dtype
+    without compiled kernels (those keep the zero-tail path)."""
+    from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
+
     n_rows, _, k = layout[:3]
-    if x.dtype.kind not in "fc" or not large_enough(n_rows, n_rows, k, True):
+    if x.dtype not in COMPILED_DTYPES or x.dtype.kind not in "fc" or not large_enough(n_rows, n_rows, k, True):
         return NOT_TAKEN
     (xd,), nonfinite, _ = densify_checked([x])
     if nonfinite:

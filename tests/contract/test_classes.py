@@ -156,3 +156,14 @@ def test_einsum_self_product_with_inf_matches_numpy():
         got = np.asarray(fs.einsum("abQ,cdQ->abcd", op, op))
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(ref), rtol=1e-10, atol=1e-10)
+
+
+def test_einsum_self_product_of_uncompiled_dtype_keeps_its_path(monkeypatch):
+    """A dtype the kernels are not compiled for (long double) never reaches the key pass."""
+    x = _blocked(24 * 24, 375, 2, np.float64, 10).reshape(24, 24, 375).astype(np.longdouble)
+    op = _coo_with_stored_zeros(x, 0)
+    monkeypatch.setattr(_dense, "class_product", lambda *a: pytest.fail("no compiled kernel for long double"))
+    got = np.asarray(fs.einsum("abQ,cdQ->abcd", op, op))
+    assert got.dtype == np.longdouble
+    np.testing.assert_allclose(got.astype(np.float64), np.einsum("abQ,cdQ->abcd", x, x).astype(np.float64),
+                               rtol=1e-10, atol=1e-10)
