@@ -45,7 +45,7 @@ import numpy as np
 
 from flexsparse import _limits
 from flexsparse._util import matmul_narrow_first
-from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, plan_model
+from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, plan_model, remember
 
 __all__ = ["class_product", "large_enough"]
 
@@ -76,6 +76,7 @@ def _plan(dx, dy, same, kx, ky, cols):
     """``(groups, rows_x, rows_y)`` of the merged classes (columns, then row indices per
     operand), or ``None`` when the classes do not pay; see the module."""
     from flexsparse.kernels.cpu import colclass
+    from flexsparse.kernels.cpu.densify import _gemm_seconds
 
     model = plan_model(blas_threads())
     key = (kx.tobytes(), ky.tobytes(), cols.tobytes(), dx.shape, dy.shape, same, model.tobytes())
@@ -94,7 +95,7 @@ def _plan(dx, dy, same, kx, ky, cols):
         costs = np.array((_limits.CLASS_GATHER_CELL_SECONDS, _limits.ZERO_TAIL_SCATTER_CELL_SECONDS,
                           _limits.CLASS_STEP_SECONDS))
         group, seconds = colclass.merge_classes(bits_x, bits_y, sizes, model, same, costs)
-        plain = colclass._gemm_seconds(dx.shape[0], dy.shape[0], dx.shape[1], same, model)
+        plain = _gemm_seconds(dx.shape[0], dy.shape[0], dx.shape[1], same, model)
         if seconds + _limits.CLASS_FIXED_SECONDS < plain:
             cls = np.repeat(group, sizes)  # merged group of every sorted column
             plan = []
@@ -106,9 +107,7 @@ def _plan(dx, dy, same, kx, ky, cols):
                 ry = rx if same else np.flatnonzero(np.bitwise_or.reduce(
                     np.unpackbits(bits_y[members].view(np.uint8), axis=1, bitorder="little"), axis=0)[:dy.shape[0]])
                 plan.append((gcols, rx.astype(np.int64), ry.astype(np.int64)))
-    while len(_PLANS) >= _limits.ZERO_TAIL_PLAN_CACHE_ENTRIES:
-        _PLANS.pop(next(iter(_PLANS)))
-    _PLANS[key] = plan
+    remember(_PLANS, key, plan)
     return plan
 
 

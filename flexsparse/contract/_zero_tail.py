@@ -52,7 +52,7 @@ from flexsparse._util import matmul_narrow_first
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
-__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "zero_tail_layout", "zero_tail_pair"]
+__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "remember", "zero_tail_layout", "zero_tail_pair"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -175,6 +175,14 @@ def plan_model(threads: int) -> np.ndarray:
 _PLANS: dict = {}
 
 
+def remember(plans: dict, key, plan) -> None:
+    """Store ``plan`` under ``key`` in a plan cache of at most
+    ``_limits.ZERO_TAIL_PLAN_CACHE_ENTRIES`` entries, the oldest dropped first."""
+    while len(plans) >= _limits.ZERO_TAIL_PLAN_CACHE_ENTRIES:
+        plans.pop(next(iter(plans)))
+    plans[key] = plan
+
+
 def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -> tuple:
     """``dens.zero_tail_plan`` with the time model on the BLAS threads in effect; ``same``: the
     product of an operand with itself (SYRK steps). Remembered per exact support lengths (the
@@ -185,9 +193,7 @@ def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -
     plan = _PLANS.get(key)
     if plan is None:
         plan = dens.zero_tail_plan(sup_x, sup_y, k, _limits.ZERO_TAIL_LEVEL_MERGE, model, same)
-        while len(_PLANS) >= _limits.ZERO_TAIL_PLAN_CACHE_ENTRIES:
-            _PLANS.pop(next(iter(_PLANS)))
-        _PLANS[key] = plan
+        remember(_PLANS, key, plan)
     return plan
 
 
