@@ -572,16 +572,22 @@ CLASS_MAX_CLASSES = 64
 #: vv classes 258x56 in 7.1 us, 352x116 in 22.6 us, one thread, 2-vCPU AMD EPYC Zen 4 guest,
 #: 2026-12-02 09:00 UTC).
 CLASS_GATHER_CELL_SECONDS = 0.5e-9
-#: The Python around one class (a gather, a GEMM and a scatter-add call): 6-9 us a class on
-#: the same guest (its 5M-iteration loop takes 0.43 s).
-CLASS_STEP_SECONDS = 8e-6
+#: The Python around one class: its GEMM call on views of the gathered buffers, 2.6 us (the
+#: gathers and scatter-adds of all classes are one compiled call each; 2-vCPU AMD EPYC Zen 5
+#: guest, 2026-12-02). The chemistry plans are the same for 3 and 8 us (8 us: the per-class
+#: calls of round 21, 6-9 us a class on a Zen 4 guest).
+CLASS_STEP_SECONDS = 3e-6
 #: The classes are taken only when modelled faster than the plain GEMM by this (the plan
-#: lookup: its key is the column keys' bytes, 5-8 us).
+#: lookup: its key is the column keys' bytes, 4 us on the Zen 5 guest, 5-8 us on the Zen 4).
 CLASS_FIXED_SECONDS = 20e-6
-#: Self-products whose plain SYRK is modelled below this keep the zero-tail path: the densify
-#: and the key pass cost more than the classes save there (chemistry ``iaQ,jbQ->iajb``, a
-#: ~110 us SYRK of 96x375: 137-140 us by the classes against 113 us, min of 600 interleaved
-#: calls; ``abQ,cdQ->abcd``, ~1.7 ms: 1406-1790 against 1757-2256 us, NumPy 1655-2148 us).
+#: Products whose plain GEMM (SYRK for a self-product) is modelled below this keep the
+#: zero-tail path: the densify and the key pass cost more than the classes save there
+#: (chemistry ``iaQ,jbQ->iajb``, a ~80-110 us SYRK of 96x375: 137-140 us by the classes
+#: against 113 us on the Zen 4 guest; 96 against 87 us by the zero-tail path, NumPy 81 us, on
+#: the Zen 5 guest with the fused key pass, min of 400 interleaved calls). Above it:
+#: ``abQ,cdQ->abcd`` (~1.7 ms: 1406-1790 against 1757-2256 us, NumPy 1655-2148 us, Zen 4) and
+#: ``abQ,icQ->abic`` (plain GEMM modelled at 469 us: 344 us by the classes against 377 us by
+#: the zero-tail path, NumPy 397 us, Zen 5).
 CLASS_MIN_PLAIN_SECONDS = 400e-6
 
 # ---------------------------------------------------------------------- zero-tail GEMM

@@ -1,5 +1,5 @@
 """Small shared helpers: dtype checks, index dtypes, byte-size parsing, atomic writes, the
-GEMM orientation rule.
+GEMM orientation rule, the CPU's vendor and family, and the look-up of NumPy's bundled OpenBLAS.
 
 Every module that validates input or writes files goes through these, so errors read
 the same everywhere and no file is ever half written under its final name.
@@ -8,6 +8,7 @@ the same everywhere and no file is ever half written under its final name.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import tempfile
@@ -22,6 +23,9 @@ __all__ = [
     "compute_dtype",
     "index_dtype_for",
     "matmul_narrow_first",
+    "narrow_first",
+    "cpu_model",
+    "openblas_function",
     "nonfinite_by_sum",
     "parse_bytes",
     "result_dtype",
@@ -102,6 +106,15 @@ def nonfinite_by_sum(values: np.ndarray) -> bool:
 KEEP_ORDER_MAX_COLS = 24
 KEEP_ORDER_MIN_K = 128
 KEEP_ORDER_MAX_ROWS = 1024
+#: CPUs (vendor, family) on which every product keeps its order: on a Zen 5 EPYC (AMD family
+#: 26; NumPy's OpenBLAS 0.3.31 runs its "Haswell" kernels there) the narrow side as BLAS's
+#: rows ran slower (``x @ y.T`` against ``(y @ x.T).T``, float64, 2 threads, min of 200 calls,
+#: 2-vCPU AMD EPYC Zen 5 guest, 2026-12-02): 576x16x375 101 against 140 us, 330x68x108 55
+#: against 72, 352x71x116 67 against 78, 2000x100x300 1194 against 1476, 576x96x375 563
+#: against 581; 186x16x77 and 360x91x15 within 3%. The same kernels on round 21's Zen 4 (family
+#: 25) ran most of these faster swapped (see :func:`matmul_narrow_first`): the CPU decides,
+#: not the kernels.
+KEEP_ORDER_CPUS = frozenset({("AuthenticAMD", 26)})
 
 
 def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,13 +131,63 @@ def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     slower (``x @ y.T``, 2 threads, min of up to 600 interleaved calls, 2-vCPU AMD EPYC Zen 4
     guest, 2026-12-02; narrow first over kept order): rows 360 and 576, 8 or 16 columns,
     K 128-1000: 1.03-1.39x (576x16x375: 1.10x); but K 64-91: 0.78-1.04x, 2000 rows:
-    0.64-1.02x, 24-32 columns: 0.90-0.96x, so those swap as before.
+    0.64-1.02x, 24-32 columns: 0.90-0.96x, so those swap as before. On the CPUs of
+    :data:`KEEP_ORDER_CPUS` every product keeps its order (measured there).
     """
-    rows, cols = a.shape[-2], b.shape[-1]
-    if rows > cols and not (cols < KEEP_ORDER_MAX_COLS and a.shape[-1] >= KEEP_ORDER_MIN_K
-                            and rows <= KEEP_ORDER_MAX_ROWS):
+    if narrow_first(a.shape[-2], b.shape[-1], a.shape[-1]):
         return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
     return np.matmul(a, b)
+
+
+def narrow_first(rows: int, cols: int, k: int) -> bool:
+    """Whether :func:`matmul_narrow_first` runs a ``[rows, k] @ [k, cols]`` product with the
+    sides swapped: never on the CPUs of :data:`KEEP_ORDER_CPUS`."""
+    if cpu_model() in KEEP_ORDER_CPUS:
+        return False
+    return rows > cols and not (cols < KEEP_ORDER_MAX_COLS and k >= KEEP_ORDER_MIN_K and rows <= KEEP_ORDER_MAX_ROWS)
+
+
+_MACHINE: dict = {}
+
+
+def openblas_function(names: tuple[str, ...], restype) -> object | None:
+    """The first of ``names`` that NumPy's bundled OpenBLAS (in ``numpy.libs``) exports, as a
+    ctypes function of no arguments returning ``restype``; ``None`` where there is none."""
+    try:
+        import glob
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+        for path in sorted(glob.glob(os.path.join(libs, "*openblas*.so*"))):
+            lib = ctypes.CDLL(path)
+            for name in names:
+                fn = getattr(lib, name, None)
+                if fn is not None:
+                    fn.restype = restype
+                    fn.argtypes = []
+                    return fn
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> tuple[str, int]:
+    """``(vendor, family)`` of this CPU from ``/proc/cpuinfo`` (``("", -1)`` where it cannot
+    be read); looked up once."""
+    if "cpu" not in _MACHINE:
+        vendor, family = "", -1
+        with contextlib.suppress(OSError, ValueError):
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    key, _, value = line.partition(":")
+                    key = key.strip()
+                    if key == "vendor_id" and not vendor:
+                        vendor = value.strip()
+                    elif key == "cpu family" and family < 0:
+                        family = int(value.strip())
+                    if vendor and family >= 0:
+                        break
+        _MACHINE["cpu"] = (vendor, family)
+    return _MACHINE["cpu"]
 
 
 def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:

@@ -10,27 +10,31 @@ values, and the three products ``abQ,icQ->abic``, ``iaQ,jbQ->iajb``, ``abQ,cdQ->
 Algorithm (:func:`class_product`, on operands already densified and reshaped to
 ``[R, K]`` and ``[C, K]``):
 
-1. Keys (``kernels.cpu.colclass.column_keys``): per contracted column, a salted sum of the
-   rows holding a nonzero, in ``x`` and in ``y``, and their counts; one pass over each
-   operand that also finds any inf or nan (those take the full path: skipped zeros would
-   hide ``0 * inf``). Columns with no nonzero in either operand drop out.
+1. Keys (``kernels.cpu.colclass``): per contracted column, a salted sum of the rows holding
+   a nonzero, in ``x`` and in ``y``, and their counts, with a flag for any inf or nan (those
+   take the full path: skipped zeros would hide ``0 * inf``). :func:`dense_keys` takes them
+   inside the densify of a sorted COO (``densify.sorted_coo_to_dense`` with keys: no second
+   read of the dense form), else by ``column_keys`` after it. Columns with no nonzero in either operand drop out.
 2. Classes: the columns of equal key pairs (one sort). More than
    ``_limits.CLASS_MAX_CLASSES`` classes: not block-structured, ``NOT_TAKEN`` (the zero-tail module's).
-3. Plan (``colclass.merge_classes``, remembered per key set): each class's row sets as
-   bitsets, merged greedily while the modelled time falls; taken when the merged classes
-   are modelled faster than the plain GEMM by ``_limits.CLASS_FIXED_SECONDS``.
-4. Execute: per merged class, gather its rows and columns of each operand
-   (``colclass.gather_block``, which also counts the nonzeros gathered: a shortfall against
-   the columns' counts means two row sets shared a key, and the plain product is taken),
-   one GEMM (a SYRK for a self-product, as NumPy's ``a @ a.T``), and a scatter-add into the
-   zeroed output (``densify.scatter_add_block``).
+3. Plan (``colclass.merge_classes``, remembered per key set and BLAS threads): each class's
+   row sets as bitsets, merged greedily while the modelled time falls; taken when the merged
+   classes are modelled faster than the plain GEMM by ``_limits.CLASS_FIXED_SECONDS``. Its
+   index arrays are flat with per-class pointers (:func:`_flat`).
+4. Execute: one compiled gather of every class's rows and columns of each operand into one
+   buffer (``colclass.gather_classes``, which also counts the nonzeros gathered: a shortfall
+   against the columns' counts means two row sets shared a key, and the plain product is
+   taken), one GEMM per class on views of it (a SYRK for a self-product, as NumPy's
+   ``a @ a.T``; the sides swapped where ``_util.narrow_first`` says), and one compiled
+   scatter-add of all blocks into the zeroed output (``colclass.scatter_classes``).
 
-Where it runs: ``contract._dense`` takes it for a dense-enough COO times itself in the
-zero-tail layout (``abQ,cdQ->abcd``) whose plain SYRK is modelled at
-``_limits.CLASS_MIN_PLAIN_SECONDS`` or more; when the classes do not pay, that SYRK runs on
-the dense form already made. Products of two operands keep the zero-tail path: there the
-classes' GEMMs are narrow (14-71 columns for ``abQ,icQ->abic``) and ran no faster than the one
-dense GEMM (2-vCPU Zen 4 guest: 359-565 us against 473-505 us, before the densify).
+Where it runs: ``contract._dense`` takes it for two dense-enough COO operands in the
+zero-tail layout (``abQ,icQ->abic``, ``abQ,cdQ->abcd``) whose plain GEMM or SYRK is modelled
+at ``_limits.CLASS_MIN_PLAIN_SECONDS`` or more; when the classes do not pay, the plain
+product runs on the dense forms already made. ``abQ,icQ->abic`` from COO on a 2-vCPU Zen 5
+guest: 344 us against 377 us by the zero-tail path (NumPy 397 us); the classes' GEMMs there
+are narrow (14-71 columns), and before the fused key pass and the one-call gathers (round 21,
+Zen 4) they lost to the zero-tail path (1.174x NumPy).
 
 Formats: C-contiguous float or complex ``ndarray`` operands of one dtype; the result a
 C-contiguous ``ndarray [R, C]``. Cost: O((R + C) K) for the keys, O(n^2) for the plan (n
@@ -44,13 +48,14 @@ from __future__ import annotations
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import matmul_narrow_first
-from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, plan_model, remember
+from flexsparse._util import narrow_first
+from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, plan_model, remember, scatter_rows
+from flexsparse.formats.coo import COO
 
-__all__ = ["class_product", "large_enough"]
+__all__ = ["class_product", "dense_keys", "large_enough"]
 
 _SALT: list = []
-#: Plans by (keys, counts, shapes, model): the same operands' structure plans once. Read only.
+#: Plans by (keys, columns, shapes, BLAS threads): the same operands' structure plans once. Read only.
 _PLANS: dict = {}
 
 
@@ -73,15 +78,16 @@ def _bitsets(dense: np.ndarray, reps: np.ndarray) -> np.ndarray:
 
 
 def _plan(dx, dy, same, kx, ky, cols):
-    """``(groups, rows_x, rows_y)`` of the merged classes (columns, then row indices per
-    operand), or ``None`` when the classes do not pay; see the module."""
+    """The merged classes as flat arrays (see :func:`_flat`), or ``None`` when the classes
+    do not pay; see the module."""
     from flexsparse.kernels.cpu import colclass
     from flexsparse.kernels.cpu.densify import _gemm_seconds
 
-    model = plan_model(blas_threads())
-    key = (kx.tobytes(), ky.tobytes(), cols.tobytes(), dx.shape, dy.shape, same, model.tobytes())
+    threads = blas_threads()
+    key = (kx.tobytes(), ky.tobytes(), cols.tobytes(), dx.shape, dy.shape, same, threads)
     if key in _PLANS:
         return _PLANS[key]
+    model = plan_model(threads)
     order = np.lexsort((ky[cols], kx[cols]))
     sc = cols[order]
     brk = np.flatnonzero((np.diff(kx[sc]) != 0) | (np.diff(ky[sc]) != 0)) + 1
@@ -98,17 +104,41 @@ def _plan(dx, dy, same, kx, ky, cols):
         plain = _gemm_seconds(dx.shape[0], dy.shape[0], dx.shape[1], same, model)
         if seconds + _limits.CLASS_FIXED_SECONDS < plain:
             cls = np.repeat(group, sizes)  # merged group of every sorted column
-            plan = []
+            groups = []
             for g in np.unique(group):
                 members = np.flatnonzero(group == g)
-                gcols = np.sort(sc[cls == g])
                 rx = np.flatnonzero(np.bitwise_or.reduce(
                     np.unpackbits(bits_x[members].view(np.uint8), axis=1, bitorder="little"), axis=0)[:dx.shape[0]])
                 ry = rx if same else np.flatnonzero(np.bitwise_or.reduce(
                     np.unpackbits(bits_y[members].view(np.uint8), axis=1, bitorder="little"), axis=0)[:dy.shape[0]])
-                plan.append((gcols, rx.astype(np.int64), ry.astype(np.int64)))
+                groups.append((np.sort(sc[cls == g]), rx, ry))
+            plan = _flat(groups, same)
     remember(_PLANS, key, plan)
     return plan
+
+
+def _flat(groups: list, same: bool) -> tuple:
+    """``(cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, steps)`` of the merged classes
+    ``groups`` (``(columns, rows of x, rows of y)`` each): the index arrays concatenated with
+    CSR-like pointers, ``flip[g]`` when class ``g``'s GEMM runs with the sides swapped
+    (``_util.narrow_first``), and ``steps`` its ``(x offset, rows x, y offset, rows y,
+    columns, block offset)`` in the gathered and product buffers."""
+    def cat(parts):
+        ptr = np.zeros(len(parts) + 1, dtype=np.int64)
+        ptr[1:] = np.cumsum([p.shape[0] for p in parts])
+        return np.concatenate(parts).astype(np.int64), ptr
+
+    cols, col_ptr = cat([g[0] for g in groups])
+    rows_x, x_ptr = cat([g[1] for g in groups])
+    rows_y, y_ptr = cat([g[2] for g in groups])
+    steps, flip = [], np.zeros(len(groups), dtype=np.bool_)
+    xo = yo = bo = 0
+    for i, (gc, rx, ry) in enumerate(groups):
+        kg, mx, my = gc.shape[0], rx.shape[0], ry.shape[0]
+        flip[i] = not same and narrow_first(mx, my, kg)
+        steps.append((xo, mx, yo, my, kg, bo))
+        xo, yo, bo = xo + mx * kg, yo + my * kg, bo + mx * my
+    return cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, tuple(steps)
 
 
 def large_enough(n_rows: int, n_cols: int, k: int, same: bool) -> bool:
@@ -121,39 +151,71 @@ def large_enough(n_rows: int, n_cols: int, k: int, same: bool) -> bool:
     return _gemm_seconds(n_rows, n_cols, k, same, model) >= _limits.CLASS_MIN_PLAIN_SECONDS
 
 
-def class_product(dx: np.ndarray, dy: np.ndarray, same: bool) -> np.ndarray | object | None:
+def dense_keys(op: COO, n: int, k: int, full: np.ndarray, nf: int) -> tuple:
+    """``(dense [n, k], keys, counts, whether a value is inf or nan)`` of a COO whose trailing
+    modes span ``k`` cells (``colclass.column_keys`` of its dense form; ``full``: its
+    row-major strides, ``nf``: its free modes): a sorted COO in long runs is densified and
+    keyed in one pass (``densify.sorted_coo_to_dense`` with the keys), any other is added into a zeroed
+    array (``_zero_tail.scatter_rows``: run by run where it can) and keyed after."""
+    from flexsparse.kernels.cpu import colclass
+    from flexsparse.kernels.cpu.densify import long_runs, sorted_coo_to_dense
+
+    if op.canonical and op.nnz and long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES,
+                                             _limits.DENSIFY_MIN_MEAN_RUN):
+        flat = np.empty(n * k, dtype=op.dtype)
+        keys, counts = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64)
+        bad = sorted_coo_to_dense(op.coords, op.data, full, flat, True, _salt(n), keys, counts)
+        return flat.reshape(n, k), keys, counts, bool(bad)
+    _, dense, flag = scatter_rows(op, full, nf, k, n)
+    keys, counts, bad = colclass.column_keys(dense, _salt(n))
+    return dense, keys, counts, bool(bad) or flag
+
+
+def class_product(dx: np.ndarray, dy: np.ndarray, same: bool, keys_x: tuple | None = None,
+                  keys_y: tuple | None = None) -> np.ndarray | object | None:
     """``dx[R, K] @ dy[C, K]^T`` by the class GEMMs (see the module); ``NOT_TAKEN`` when
     the operands are not block-structured enough to pay; ``None`` when a value is inf or nan.
-    ``same``: ``dy`` is ``dx`` (SYRK classes)."""
+    ``same``: ``dy`` is ``dx`` (SYRK classes). ``keys_x``/``keys_y``: the operands'
+    ``(keys, counts)`` when a fused densify took them (their values then checked already)."""
     from flexsparse.kernels.cpu import colclass
-    from flexsparse.kernels.cpu.densify import scatter_add_block
 
-    kx, cx, bad = colclass.column_keys(dx, _salt(dx.shape[0]))
-    if bad:
+    def keyed(d, given):
+        if given is not None:
+            return given
+        keys, counts, bad = colclass.column_keys(d, _salt(d.shape[0]))
+        return None if bad else (keys, counts)
+
+    kxc = keyed(dx, keys_x)
+    kyc = kxc if same else keyed(dy, keys_y)
+    if kxc is None or kyc is None:
         return None
-    if same:
-        ky, cy = kx, cx
-    else:
-        ky, cy, bad = colclass.column_keys(dy, _salt(dy.shape[0]))
-        if bad:
-            return None
+    (kx, cx), (ky, cy) = kxc, kyc
     cols = np.flatnonzero((cx > 0) & (cy > 0))
-    out = np.zeros((dx.shape[0], dy.shape[0]), dtype=np.result_type(dx.dtype, dy.dtype))
+    dtype = np.result_type(dx.dtype, dy.dtype)
+    out = np.zeros((dx.shape[0], dy.shape[0]), dtype=dtype)
     if cols.shape[0] == 0:
         return out
     plan = _plan(dx, dy, same, kx, ky, cols)
     if plan is None:
         return NOT_TAKEN
-    for gcols, rx, ry in plan:
-        xs = np.empty((rx.shape[0], gcols.shape[0]), dtype=dx.dtype)
-        if colclass.gather_block(dx, rx, gcols, xs) != cx[gcols].sum():
-            return NOT_TAKEN  # two row sets shared a key: the classes are not exact
-        if same:
-            blk = xs @ xs.T
+    pcols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, steps = plan
+    last = steps[-1]
+    xbuf = np.empty(last[0] + last[1] * last[4], dtype=dx.dtype)
+    # a shortfall of the nonzeros gathered means two row sets shared a key: not exact
+    if colclass.gather_classes(dx, rows_x, x_ptr, pcols, col_ptr, xbuf) != cx[pcols].sum():
+        return NOT_TAKEN
+    ybuf = xbuf
+    if not same:
+        ybuf = np.empty(last[2] + last[3] * last[4], dtype=dy.dtype)
+        if colclass.gather_classes(dy, rows_y, y_ptr, pcols, col_ptr, ybuf) != cy[pcols].sum():
+            return NOT_TAKEN
+    blocks = np.empty(last[5] + last[1] * last[3], dtype=dtype)
+    for g, (xo, mx, yo, my, kg, bo) in enumerate(steps):
+        xs = xbuf[xo:xo + mx * kg].reshape(mx, kg)
+        ys = ybuf[yo:yo + my * kg].reshape(my, kg)
+        if flip[g]:
+            np.matmul(ys, xs.T, out=blocks[bo:bo + mx * my].reshape(my, mx))
         else:
-            ys = np.empty((ry.shape[0], gcols.shape[0]), dtype=dy.dtype)
-            if colclass.gather_block(dy, ry, gcols, ys) != cy[gcols].sum():
-                return NOT_TAKEN
-            blk = matmul_narrow_first(xs, ys.T)
-        scatter_add_block(out, rx, ry, blk)
+            np.matmul(xs, ys.T, out=blocks[bo:bo + mx * my].reshape(mx, my))
+    colclass.scatter_classes(out, rows_x, x_ptr, rows_y, y_ptr, blocks, flip)
     return out

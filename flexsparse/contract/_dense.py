@@ -39,7 +39,7 @@ import numpy as np
 from flexsparse import _limits
 from flexsparse._util import matmul_narrow_first, nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
-from flexsparse.contract._classes import class_product, large_enough
+from flexsparse.contract._classes import class_product, dense_keys, large_enough
 from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
 from flexsparse.formats.base import SparseArray
@@ -190,7 +190,7 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
         return None
     layout = zero_tail_layout(subscripts, x.shape, y.shape)
     if layout is not None:
-        res = _class_square(x, layout) if y is x else NOT_TAKEN
+        res = _class_pair(x, y, layout)
         if res is NOT_TAKEN:
             res = zero_tail_pair(x, y, layout)
         if res is None:
@@ -209,23 +209,30 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
     return res if perm is None else res.transpose(perm)
 
 
-def _class_square(x: COO, layout: tuple) -> np.ndarray | object | None:
-    """``x[R, K] @ x[R, K]^T`` of a COO in the zero-tail layout by the class product
-    (:mod:`._classes`) on its dense form, or by one SYRK on that dense form when its zeros do
-    not fall in blocks that pay; ``None`` for an inf or nan (the full path), ``NOT_TAKEN``
-    for a product too small to pay for the key pass (``_classes.large_enough``) or a dtype
-    without compiled kernels (those keep the zero-tail path)."""
+def _class_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
+    """``x[R, K] @ y[C, K]^T`` of COO operands in the zero-tail layout by the class product
+    (:mod:`._classes`) on their dense forms (densified and keyed in one pass), or by one
+    plain GEMM (a SYRK for ``y is x``) on those dense forms when their zeros do not fall in
+    blocks that pay; ``None`` for an inf or nan (the full path), ``NOT_TAKEN`` for a product
+    too small to pay for the key pass (``_classes.large_enough``) or a dtype without compiled
+    kernels (those keep the zero-tail path)."""
     from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
 
-    n_rows, _, k = layout[:3]
-    if x.dtype not in COMPILED_DTYPES or x.dtype.kind not in "fc" or not large_enough(n_rows, n_rows, k, True):
+    n_rows, n_cols, k, (fx, nfx), (fy, nfy) = layout
+    same = y is x
+    if x.dtype not in COMPILED_DTYPES or x.dtype.kind not in "fc" or x.dtype != y.dtype or \
+            not large_enough(n_rows, n_cols, k, same):
         return NOT_TAKEN
-    (xd,), nonfinite, _ = densify_checked([x])
-    if nonfinite:
+    dx, kx, cx, bad = dense_keys(x, n_rows, k, fx, nfx)
+    if bad:
         return None
-    d = xd.reshape(n_rows, k)
-    res = class_product(d, d, True)
-    return matmul_narrow_first(d, d.T) if res is NOT_TAKEN else res
+    dy, ky, cy = dx, kx, cx
+    if not same:
+        dy, ky, cy, bad = dense_keys(y, n_cols, k, fy, nfy)
+        if bad:
+            return None
+    res = class_product(dx, dy, same, (kx, cx), (ky, cy))
+    return matmul_narrow_first(dx, dy.T) if res is NOT_TAKEN else res
 
 
 def dense_enough(op: COO | np.ndarray) -> bool:

@@ -42,17 +42,19 @@ full path reproduces NumPy's non-finite semantics, which skipped multiply-adds w
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import matmul_narrow_first
+from flexsparse._util import matmul_narrow_first, openblas_function
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
-__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "remember", "zero_tail_layout", "zero_tail_pair"]
+__all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "remember", "scatter_rows", "zero_tail_layout",
+           "zero_tail_pair"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -73,30 +75,11 @@ _BLAS_THREADS: list = []
 
 
 def blas_threads() -> int:
-    """Threads NumPy's bundled OpenBLAS runs a GEMM on now (its ``get_num_threads``, found once
-    in ``numpy.libs``; ~1 us a call), or numba's thread count where that library is absent."""
+    """Threads NumPy's bundled OpenBLAS runs a GEMM on now (its ``get_num_threads``; ~1 us a
+    call), or numba's thread count where that library is absent."""
     if not _BLAS_THREADS:
-        fn = None
-        try:
-            import ctypes
-            import glob
-            import os
-
-            libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-            for path in sorted(glob.glob(os.path.join(libs, "*openblas*.so*"))):
-                lib = ctypes.CDLL(path)
-                for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                             "openblas_get_num_threads"):
-                    fn = getattr(lib, name, None)
-                    if fn is not None:
-                        fn.restype = ctypes.c_int
-                        fn.argtypes = []
-                        break
-                if fn is not None:
-                    break
-        except OSError:
-            fn = None
-        _BLAS_THREADS.append(fn)
+        _BLAS_THREADS.append(openblas_function(("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                                                "openblas_get_num_threads"), ctypes.c_int))
     fn = _BLAS_THREADS[0]
     if fn is None:
         import numba
@@ -153,10 +136,20 @@ def _analyse(op: COO, full: np.ndarray, nf: int, k: int, n: int, dens) -> tuple:
         sup, runs = dens.support_sorted(op.coords, full, k, n, op.nnz // _limits.DENSIFY_MIN_MEAN_RUN)
         if runs.shape[0]:
             return sup, runs, None, False
+    sup, dense, bad = scatter_rows(op, full, nf, k, n)
+    return sup, None, dense, bad
+
+
+def scatter_rows(op: COO, full: np.ndarray, nf: int, k: int, n: int) -> tuple:
+    """``(support lengths, dense [n, k], inf/nan flag)`` of a COO in any order, added into a
+    zeroed ``[n, k]`` by ``densify.support_entries`` (run by run where its entries come in
+    long runs of consecutive cells, as a file stored in sorted pieces does, else entry by
+    entry); ``full`` its row-major strides, ``nf`` its number of free modes."""
+    dens = _kernels()[0]
     dense = np.zeros((n, k), dtype=op.dtype)
     sup, bad = dens.support_entries(*_entry_rows(op, full, nf, k), op.data, dense,
                                     op.nnz // _limits.DENSIFY_MIN_MEAN_RUN)
-    return sup, None, dense, bool(bad)
+    return sup, dense, bool(bad)
 
 
 def plan_model(threads: int) -> np.ndarray:

@@ -4,6 +4,8 @@ dtypes, key collisions, inf/nan, unstructured operands, and the einsum path that
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,7 +15,7 @@ import flexsparse as fs
 from flexsparse.contract import _classes, _dense
 from flexsparse.contract._zero_tail import NOT_TAKEN
 from flexsparse.formats.coo import COO
-from flexsparse.kernels.cpu import colclass
+from flexsparse.kernels.cpu import colclass, densify
 
 
 def _blocked(n_rows, k, n_irreps, dtype, seed, extra_zero=0.0):
@@ -128,8 +130,8 @@ def test_einsum_self_product_takes_classes(stored_zeros, monkeypatch):
     calls = []
     real = _classes.class_product
 
-    def spy(dx, dy, same):
-        res = real(dx, dy, same)
+    def spy(dx, dy, same, *keys):
+        res = real(dx, dy, same, *keys)
         calls.append(res is not NOT_TAKEN)
         return res
 
@@ -167,3 +169,99 @@ def test_einsum_self_product_of_uncompiled_dtype_keeps_its_path(monkeypatch):
     assert got.dtype == np.longdouble
     np.testing.assert_allclose(got.astype(np.float64), np.einsum("abQ,cdQ->abcd", x, x).astype(np.float64),
                                rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 40), k=st.integers(1, 60), irreps=st.integers(1, 4), seed=st.integers(0, 2**16),
+       extra=st.sampled_from([0.0, 0.5, 1.0]), dtype=st.sampled_from([np.float64, np.float32, np.complex128]))
+def test_fused_densify_keys_match_the_separate_passes(rows, k, irreps, seed, extra, dtype):
+    """The densify that keys in the same pass writes the dense array and the keys, counts and
+    inf/nan flag of ``column_keys`` on it, for any pattern (runs cut at row ends, gaps, zeros
+    stored or not)."""
+    vals = _blocked(rows, k, irreps, dtype, seed, extra)
+    store = np.random.default_rng(seed).random(vals.shape) < 0.8  # some cells stored as zeros
+    op = COO(np.array(np.nonzero(store | (vals != 0)), dtype=np.int64), vals[store | (vals != 0)], vals.shape,
+             canonical=True)
+    salt = _classes._salt(rows)
+    flat = np.full(rows * k, np.nan, dtype=dtype)  # every cell must be written
+    keys, counts = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64)
+    bad = densify.sorted_coo_to_dense(op.coords, op.data, np.array([k, 1]), flat, True, salt, keys, counts)
+    ref = colclass.column_keys(vals, salt)
+    np.testing.assert_array_equal(flat.reshape(rows, k), vals)
+    assert keys.tolist() == ref[0].tolist() and counts.tolist() == ref[1].tolist() and not bad
+
+
+def test_fused_densify_keys_flag_inf():
+    vals = np.ones((3, 4))
+    vals[1, 2] = np.inf
+    op = COO.from_numpy(vals)
+    keys, counts = np.zeros(4, dtype=np.uint64), np.zeros(4, dtype=np.int64)
+    assert densify.sorted_coo_to_dense(op.coords, op.data, np.array([4, 1]), np.empty(12), True, _classes._salt(3),
+                                       keys, counts)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_scatter_classes_adds_each_block(flip):
+    rng = np.random.default_rng(3)
+    out = rng.random((6, 7))
+    ref = out.copy()
+    rows_x, x_ptr = np.array([0, 2, 5, 1, 2]), np.array([0, 3, 5])
+    rows_y, y_ptr = np.array([1, 2, 3, 6, 0, 4]), np.array([0, 4, 6])  # runs 1-3 and 6; 0; 4
+    blocks = []
+    for g in range(2):
+        rx, ry = rows_x[x_ptr[g]:x_ptr[g + 1]], rows_y[y_ptr[g]:y_ptr[g + 1]]
+        b = rng.random((rx.shape[0], ry.shape[0]))
+        ref[np.ix_(rx, ry)] += b
+        blocks.append((b.T if flip else b).ravel())
+    colclass.scatter_classes(out, rows_x, x_ptr, rows_y, y_ptr, np.concatenate(blocks), np.array([flip, flip]))
+    np.testing.assert_allclose(out, ref, rtol=1e-14)
+
+
+@pytest.mark.parametrize("stored_zeros", [True, False])
+def test_einsum_cross_product_takes_classes(stored_zeros, monkeypatch):
+    """``abQ,icQ->abic`` of two blocked COO operands (the vv x ov integrals' shape) runs the
+    class product, with both operands keyed by their densify, and matches NumPy."""
+    irreps = 4 if stored_zeros else 2
+    x = _blocked(24 * 24, 375, irreps, np.float64, 11).reshape(24, 24, 375)
+    y = _blocked(4 * 24, 375, irreps, np.float64, 12).reshape(4, 24, 375)
+    ops = [_coo_with_stored_zeros(a, 0) if stored_zeros else fs.COO.from_numpy(a) for a in (x, y)]
+    calls = []
+    real = _classes.class_product
+
+    def spy(dx, dy, same, *keys):
+        res = real(dx, dy, same, *keys)
+        calls.append((same, len(keys), res is not NOT_TAKEN))
+        return res
+
+    monkeypatch.setattr(_dense, "class_product", spy)
+    monkeypatch.setattr(_classes._limits, "CLASS_MIN_PLAIN_SECONDS", 0.0)  # any size
+    got = fs.einsum("abQ,icQ->abic", *ops)
+    np.testing.assert_allclose(np.asarray(got), np.einsum("abQ,icQ->abic", x, y), rtol=1e-10, atol=1e-10)
+    assert calls == [(False, 2, True)]
+
+
+def test_einsum_cross_product_of_unsorted_coo_matches_numpy(monkeypatch):
+    """An operand stored in unsorted pieces is densified by the scatter and keyed after."""
+    x = _blocked(12 * 12, 90, 3, np.float64, 13).reshape(12, 12, 90)
+    y = _blocked(3 * 12, 90, 3, np.float64, 14).reshape(3, 12, 90)
+    cy = fs.COO.from_numpy(y)
+    perm = np.random.default_rng(0).permutation(cy.nnz)
+    shuffled = COO(cy.coords[:, perm], cy.data[perm], cy.shape)
+    monkeypatch.setattr(_classes._limits, "CLASS_MIN_PLAIN_SECONDS", 0.0)
+    got = fs.einsum("abQ,icQ->abic", fs.COO.from_numpy(x), shuffled)
+    np.testing.assert_allclose(np.asarray(got), np.einsum("abQ,icQ->abic", x, y), rtol=1e-10, atol=1e-10)
+
+
+def test_narrow_first_keeps_order_on_listed_cpus(monkeypatch):
+    from flexsparse import _util
+
+    monkeypatch.setitem(_util._MACHINE, "cpu", ("AuthenticAMD", 26))
+    assert not _util.narrow_first(576, 96, 375)
+    monkeypatch.setitem(_util._MACHINE, "cpu", ("GenuineIntel", 6))
+    assert _util.narrow_first(576, 96, 375) and not _util.narrow_first(96, 576, 375)
+    a, b = np.arange(12.0).reshape(4, 3), np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(_util.matmul_narrow_first(a, b), a @ b)
+    monkeypatch.delitem(_util._MACHINE, "cpu")
+    vendor, family = _util.cpu_model()  # read again from /proc/cpuinfo
+    assert isinstance(vendor, str) and isinstance(family, int)
+    assert family >= 0 or not os.path.exists("/proc/cpuinfo")

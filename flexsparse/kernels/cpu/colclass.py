@@ -12,11 +12,14 @@ Algorithms:
 * :func:`column_keys`: one pass over ``dense[n, k]`` row by row; column ``q``'s key is the sum
   (mod 2^64) of a random 64-bit salt of every row holding a nonzero in it, and its count the
   number of such rows. Equal row sets give equal keys; unequal sets collide with probability
-  ~2^-64, and a collision is caught later by the counts (see :func:`gather_block`). The pass
+  ~2^-64, and a collision is caught later by the counts (see :func:`gather_classes`). The pass
   also flags an inf or nan (``v - v != 0``), since skipped zeros would hide ``0 * inf``.
-* :func:`gather_block`: ``out[i, j] = src[rows[i], cols[j]]`` and the number of nonzeros
-  gathered; when a class's rows miss a row with a nonzero in its columns, that count falls
-  short of the columns' counts, and the caller takes the plain product.
+  ``densify.sorted_coo_to_dense`` can take the same keys inside the densify of a sorted COO
+  (no second read).
+* :func:`gather_classes`: every class's block ``src[rows, cols]`` into one buffer, one call for
+  all classes, and the number of nonzeros gathered; when a class's rows miss a row with a
+  nonzero in its columns, that count falls short of the columns' counts, and the caller takes
+  the plain product. :func:`scatter_classes` adds every class's GEMM result into the output.
 * :func:`merge_classes` (the plan: row sets as bitsets, no values): greedy agglomeration.
   Each class costs a modelled GEMM (``densify._gemm_seconds``, SYRK for a self-product) plus a
   gather per operand cell and a scatter-add per output cell; the pair whose union (rows
@@ -25,17 +28,19 @@ Algorithms:
   two share. O(n^2 w) for the first pair costs and O(n w) per merge (n classes, w words).
 
 Formats: C-contiguous ``dense[n, k]`` of a float or complex dtype, ``salt`` uint64 ``[n]``,
-int64 ``rows`` and ``cols``. Cost: O(n k) for the keys (vectorised compare and add along a
-row), O(len(rows) len(cols)) for a gather, O(n^2 w) for the merge.
+int64 ``rows`` and ``cols`` with CSR-like pointers per class, flat block buffers. Cost: O(n k)
+for the keys (vectorised compare and add along a row), O(rows x cols) per class for the
+gather and the scatter, O(n^2 w) for the merge.
 
 >>> import numpy as np
 >>> d = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
 >>> keys, counts, bad = column_keys(d, np.array([5, 7], dtype=np.uint64))
 >>> keys.tolist(), counts.tolist(), bool(bad)
 ([5, 0, 12], [1, 0, 2], False)
->>> out = np.empty((2, 1))
->>> int(gather_block(d, np.array([0, 1]), np.array([2]), out)), out.ravel().tolist()
-(2, [2.0, 3.0])
+>>> buf = np.empty(3)  # class 0: rows 0-1 of column 2; class 1: row 0 of column 0
+>>> p = np.array([0, 2, 3])
+>>> int(gather_classes(d, np.array([0, 1, 0]), p, np.array([2, 0]), np.array([0, 1, 2]), buf)), buf.tolist()
+(3, [2.0, 3.0, 1.0])
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from numba import njit
 
 from flexsparse.kernels.cpu.densify import _gemm_seconds
 
-__all__ = ["column_keys", "gather_block", "merge_classes"]
+__all__ = ["column_keys", "gather_classes", "merge_classes", "scatter_classes"]
 
 
 @njit(cache=True)
@@ -71,18 +76,59 @@ def column_keys(dense, salt):
 
 
 @njit(cache=True)
-def gather_block(src, rows, cols, out):
-    """``out[i, j] = src[rows[i], cols[j]]``; returns the number of nonzeros gathered."""
+def gather_classes(src, rows, row_ptr, cols, col_ptr, buf):
+    """Every class's block, one after another in ``buf``: class ``g`` is the C-order
+    ``[row_ptr[g+1] - row_ptr[g], col_ptr[g+1] - col_ptr[g]]`` block
+    ``src[rows[row_ptr[g]:...], cols[col_ptr[g]:...]]``. Returns the nonzeros gathered (see
+    the module: a shortfall against the columns' counts means a key collision)."""
     nnz = 0
-    nc = cols.shape[0]
-    for i in range(rows.shape[0]):
-        s = src[rows[i]]
-        d = out[i]
-        for j in range(nc):
-            v = s[cols[j]]
-            d[j] = v
-            nnz += np.int64(v != 0)
+    o = 0
+    for g in range(row_ptr.shape[0] - 1):
+        nc = col_ptr[g + 1] - col_ptr[g]
+        cg = cols[col_ptr[g]:col_ptr[g + 1]]
+        for i in range(row_ptr[g], row_ptr[g + 1]):
+            s = src[rows[i]]
+            d = buf[o:o + nc]  # slices: the inner loop indexes from 0 (no wraparound checks)
+            for j in range(nc):
+                v = s[cg[j]]
+                d[j] = v
+                nnz += np.int64(v != 0)
+            o += nc
     return nnz
+
+
+@njit(cache=True)
+def scatter_classes(out, rows_x, x_ptr, rows_y, y_ptr, blocks, flip):
+    """``out[rows_x[i], rows_y[j]] += block_g[i, j]`` for every class ``g``; the blocks lie one
+    after another in ``blocks``, class ``g``'s as ``[mx, my]``, or ``[my, mx]`` where
+    ``flip[g]`` (the GEMM ran with the sides swapped). The output columns of a class are cut
+    into runs of consecutive columns; a run is a contiguous add."""
+    o = 0
+    starts = np.empty(rows_y.shape[0] + 1, dtype=np.int64)
+    for g in range(x_ptr.shape[0] - 1):
+        x0 = x_ptr[g]
+        mx = x_ptr[g + 1] - x0
+        y0 = y_ptr[g]
+        my = y_ptr[g + 1] - y0
+        nr = 0
+        for j in range(my):
+            if j == 0 or rows_y[y0 + j] != rows_y[y0 + j - 1] + 1:
+                starts[nr] = j
+                nr += 1
+        starts[nr] = my
+        for i in range(mx):
+            orow = out[rows_x[x0 + i]]
+            for r in range(nr):  # unsigned offsets: no negative-index wraparound check per cell
+                j0 = np.uint64(starts[r])
+                c0 = np.uint64(rows_y[y0 + j0])
+                if flip[g]:
+                    for j in range(np.uint64(starts[r + 1]) - j0):
+                        orow[c0 + j] += blocks[o + (j0 + j) * mx + i]
+                else:
+                    b0 = np.uint64(o + i * my) + j0
+                    for j in range(np.uint64(starts[r + 1]) - j0):
+                        orow[c0 + j] += blocks[b0 + j]
+        o += mx * my
 
 
 @njit(cache=True, inline="always")

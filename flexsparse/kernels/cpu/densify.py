@@ -139,10 +139,18 @@ def long_runs(coords, strides, probes, min_run):
 
 
 @njit(cache=True)
-def sorted_coo_to_dense(coords, data, strides, out, fill):
+def sorted_coo_to_dense(coords, data, strides, out, fill, salt=None, keys=None, counts=None):
     """Copy the runs of a row-major sorted, duplicate-free COO into the flat ``out``; zero
     the gaps when ``fill`` (``out`` may then be uninitialised), else ``out`` must be zeroed.
-    Returns whether a stored value is inf or nan."""
+    Returns whether a stored value is inf or nan.
+
+    With ``salt`` (uint64 ``[n]``), ``keys`` (uint64 ``[k]``, zeroed) and ``counts`` (int64
+    ``[k]``, zeroed), it also takes ``colclass.column_keys`` of the ``[n, k]`` view in the
+    same pass: each run is cut at row ends, and each piece adds its row's salt to its
+    columns' keys while the values are in registers (the separate key pass re-reads the dense
+    array: chemistry vv, 24x24x375, densify 39 us plus keys 33 us against 48 us fused, one
+    thread, 2-vCPU AMD EPYC Zen 5 guest, 2026-12-02). Without them (``None``: compiled out)
+    each run is one copy."""
     n = np.uint64(data.shape[0])
     size = np.uint64(out.shape[0])
     zero = np.zeros(1, dtype=out.dtype)[0]
@@ -156,18 +164,47 @@ def sorted_coo_to_dense(coords, data, strides, out, fill):
             for c in range(pos, l0):
                 out[c] = zero
         e, nxt = _run_end(coords, strides, t, l0, n, guess)
-        guess = e - t
-        for i in range(e - t):
-            v = data[t + i]
-            out[l0 + i] = v
-            bad |= (v - v) != 0
-        pos = l0 + (e - t)
+        length = e - t
+        guess = length
+        if keys is None:
+            for i in range(length):
+                v = data[t + i]
+                out[l0 + i] = v
+                bad |= (v - v) != 0
+        else:
+            bad |= _copy_keyed(data, t, out, l0, length, salt, keys, counts)
+        pos = l0 + length
         t = e
         l0 = nxt
     if fill:
         for c in range(pos, size):
             out[c] = zero
     return bad
+
+
+@njit(cache=True, inline="always")
+def _copy_keyed(data, t, out, l0, length, salt, keys, counts):
+    """One run of :func:`sorted_coo_to_dense` with the column keys: piece by piece, one row
+    of ``keys.shape[0]`` cells each. Returns whether a value is inf or nan."""
+    kk = np.uint64(keys.shape[0])
+    z64 = np.uint64(0)
+    flag = 0
+    a = np.uint64(0)
+    while a < length:
+        cell = l0 + a
+        r = cell // kk
+        q0 = cell - r * kk
+        m = min(length - a, kk - q0)
+        s = salt[r]
+        for i in range(m):
+            v = data[t + a + i]
+            out[cell + i] = v
+            nz = np.uint64(v != 0)
+            keys[q0 + i] += s & (z64 - nz)  # a mask, not a multiply: the loop vectorises
+            counts[q0 + i] += np.int64(nz)
+            flag |= np.int64((v - v) != 0)
+        a += m
+    return flag != 0
 
 
 # ---------------------------------------------------------------------- zero-tail split densify
