@@ -152,10 +152,11 @@ def large_enough(n_rows: int, n_cols: int, k: int, same: bool) -> bool:
 
 
 def dense_keys(op: COO, n: int, k: int, full: np.ndarray, nf: int) -> tuple:
-    """``(dense [n, k], keys, counts, whether a value is inf or nan)`` of a COO whose trailing
-    modes span ``k`` cells (``colclass.column_keys`` of its dense form; ``full``: its
-    row-major strides, ``nf``: its free modes): a sorted COO in long runs is densified and
-    keyed in one pass (``densify.sorted_coo_to_dense`` with the keys), any other is added into a zeroed
+    """``(dense [n, k], keys, counts, support lengths, whether a value is inf or nan)`` of a
+    COO whose trailing modes span ``k`` cells (``colclass.column_keys`` of its dense form, and
+    each row's last stored cell + 1 as the zero-tail path counts it; ``full``: its row-major
+    strides, ``nf``: its free modes): a sorted COO in long runs is densified and keyed in one
+    pass (``densify.sorted_coo_to_dense`` with the keys), any other is added into a zeroed
     array (``_zero_tail.scatter_rows``: run by run where it can) and keyed after."""
     from flexsparse.kernels.cpu import colclass
     from flexsparse.kernels.cpu.densify import long_runs, sorted_coo_to_dense
@@ -163,12 +164,12 @@ def dense_keys(op: COO, n: int, k: int, full: np.ndarray, nf: int) -> tuple:
     if op.canonical and op.nnz and long_runs(op.coords, full, _limits.DENSIFY_RUN_PROBES,
                                              _limits.DENSIFY_MIN_MEAN_RUN):
         flat = np.empty(n * k, dtype=op.dtype)
-        keys, counts = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64)
-        bad = sorted_coo_to_dense(op.coords, op.data, full, flat, True, _salt(n), keys, counts)
-        return flat.reshape(n, k), keys, counts, bool(bad)
-    _, dense, flag = scatter_rows(op, full, nf, k, n)
+        keys, counts, sup = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        bad = sorted_coo_to_dense(op.coords, op.data, full, flat, True, _salt(n), keys, counts, sup)
+        return flat.reshape(n, k), keys, counts, sup, bool(bad)
+    sup, dense, flag = scatter_rows(op, full, nf, k, n)
     keys, counts, bad = colclass.column_keys(dense, _salt(n))
-    return dense, keys, counts, bool(bad) or flag
+    return dense, keys, counts, sup, bool(bad) or flag
 
 
 def class_product(dx: np.ndarray, dy: np.ndarray, same: bool, keys_x: tuple | None = None,

@@ -40,7 +40,7 @@ from flexsparse import _limits
 from flexsparse._util import matmul_narrow_first, nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._classes import class_product, dense_keys, large_enough
-from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair
+from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair, zero_tail_steps
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
@@ -211,11 +211,12 @@ def coo_pair_fast(subscripts: str, x: Any, y: Any, optimize: str) -> np.ndarray 
 
 def _class_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     """``x[R, K] @ y[C, K]^T`` of COO operands in the zero-tail layout by the class product
-    (:mod:`._classes`) on their dense forms (densified and keyed in one pass), or by one
-    plain GEMM (a SYRK for ``y is x``) on those dense forms when their zeros do not fall in
-    blocks that pay; ``None`` for an inf or nan (the full path), ``NOT_TAKEN`` for a product
-    too small to pay for the key pass (``_classes.large_enough``) or a dtype without compiled
-    kernels (those keep the zero-tail path)."""
+    (:mod:`._classes`) on their dense forms (densified and keyed in one pass), or, when their
+    zeros do not fall in blocks that pay, by the zero-tail steps on those dense forms (one
+    plain GEMM, a SYRK for ``y is x``, where the tails do not pay either); ``None`` for an inf
+    or nan (the full path), ``NOT_TAKEN`` for a product too small to pay for the key pass
+    (``_classes.large_enough``) or a dtype without compiled kernels (those keep the zero-tail
+    path from the COO operands)."""
     from flexsparse.kernels.cpu.scatter import COMPILED_DTYPES
 
     n_rows, n_cols, k, (fx, nfx), (fy, nfy) = layout
@@ -223,16 +224,19 @@ def _class_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     if x.dtype not in COMPILED_DTYPES or x.dtype.kind not in "fc" or x.dtype != y.dtype or \
             not large_enough(n_rows, n_cols, k, same):
         return NOT_TAKEN
-    dx, kx, cx, bad = dense_keys(x, n_rows, k, fx, nfx)
+    dx, kx, cx, sx, bad = dense_keys(x, n_rows, k, fx, nfx)
     if bad:
         return None
-    dy, ky, cy = dx, kx, cx
+    dy, ky, cy, sy = dx, kx, cx, sx
     if not same:
-        dy, ky, cy, bad = dense_keys(y, n_cols, k, fy, nfy)
+        dy, ky, cy, sy, bad = dense_keys(y, n_cols, k, fy, nfy)
         if bad:
             return None
     res = class_product(dx, dy, same, (kx, cx), (ky, cy))
-    return matmul_narrow_first(dx, dy.T) if res is NOT_TAKEN else res
+    if res is NOT_TAKEN:
+        ax = (sx, None, dx, False)
+        return zero_tail_steps(None, None, ax, ax if same else (sy, None, dy, False), k, same)
+    return res
 
 
 def dense_enough(op: COO | np.ndarray) -> bool:

@@ -54,7 +54,7 @@ from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
 __all__ = ["NOT_TAKEN", "blas_threads", "plan_model", "plan_steps", "remember", "scatter_rows", "zero_tail_layout",
-           "zero_tail_pair"]
+           "zero_tail_pair", "zero_tail_steps"]
 
 #: Returned when the layout or the plan says the plain product is the better (or only) route.
 NOT_TAKEN = object()
@@ -204,16 +204,28 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     ay = ax if same else _analyse(y, fy, nfy, k, n_cols, dens)
     if ax[3] or ay[3]:
         return None
+    return zero_tail_steps(x.data, y.data, ax, ay, k, same)
+
+
+def zero_tail_steps(x_data: np.ndarray | None, y_data: np.ndarray | None, ax: tuple, ay: tuple, k: int,
+                    same: bool) -> np.ndarray | None:
+    """Steps 2-4 of :func:`zero_tail_pair` on analysed operands ``ax``/``ay`` (``(support
+    lengths, runs or None, dense [n, k] or None, flag)``; ``x_data``/``y_data`` the stored
+    values the runs index, ``None`` for a dense analysis); ``None`` when a copied value is
+    inf or nan."""
+    dens = _kernels()[0]
+    n_rows, n_cols = ax[0].shape[0], ay[0].shape[0]
+    dtype = (ax[2] if ax[1] is None else x_data).dtype
     cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plan_steps(dens, ax[0], ay[0], k, same)
     if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
         dense = []
-        for op, an, n in ((x, ax, n_rows), (y, ay, n_cols)):
+        for data, an, n in ((x_data, ax, n_rows), (y_data, ay, n_cols)):
             if an[1] is None:
                 dense.append(an[2])
                 continue
-            d = np.empty((n, k), dtype=op.dtype)  # the recorded runs, copied without probing again
+            d = np.empty((n, k), dtype=dtype)  # the recorded runs, copied without probing again
             no_tail = np.full(n, -1, dtype=np.int64)
-            if dens.split_sorted(an[1], op.data, k, no_tail, d, np.empty((0, 0), dtype=op.dtype)):
+            if dens.split_sorted(an[1], data, k, no_tail, d, np.empty((0, 0), dtype=dtype)):
                 return None
             dense.append(d)
             if same:
@@ -222,22 +234,22 @@ def zero_tail_pair(x: COO, y: COO, layout: tuple) -> np.ndarray | object | None:
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 
-    def split(op, an, pos, rows, n):
-        tail = np.empty((rows.shape[0], kt), dtype=op.dtype)
+    def split(data, an, pos, rows, n):
+        tail = np.empty((rows.shape[0], kt), dtype=dtype)
         if an[1] is not None:
-            main = np.empty((n, c), dtype=op.dtype)
-            bad = dens.split_sorted(an[1], op.data, k, pos, main, tail)
+            main = np.empty((n, c), dtype=dtype)
+            bad = dens.split_sorted(an[1], data, k, pos, main, tail)
             return main, tail, bad
         dens.gather_tail(an[2], rows, c, tail)
         return an[2][:, :c], tail, False
 
-    xm, xt, bad = split(x, ax, pos_x, rows_x, n_rows)
+    xm, xt, bad = split(x_data, ax, pos_x, rows_x, n_rows)
     if bad:
         return None
     if same:
         ym, yt = xm, xt
     else:
-        ym, yt, bad = split(y, ay, pos_y, rows_y, n_cols)
+        ym, yt, bad = split(y_data, ay, pos_y, rows_y, n_cols)
         if bad:
             return None
     out = matmul_narrow_first(xm, ym.T)

@@ -175,29 +175,33 @@ def test_einsum_self_product_of_uncompiled_dtype_keeps_its_path(monkeypatch):
 @given(rows=st.integers(1, 40), k=st.integers(1, 60), irreps=st.integers(1, 4), seed=st.integers(0, 2**16),
        extra=st.sampled_from([0.0, 0.5, 1.0]), dtype=st.sampled_from([np.float64, np.float32, np.complex128]))
 def test_fused_densify_keys_match_the_separate_passes(rows, k, irreps, seed, extra, dtype):
-    """The densify that keys in the same pass writes the dense array and the keys, counts and
-    inf/nan flag of ``column_keys`` on it, for any pattern (runs cut at row ends, gaps, zeros
-    stored or not)."""
+    """The densify that keys in the same pass writes the dense array, the keys, counts and
+    inf/nan flag of ``column_keys`` on it and each row's support, for any pattern (runs cut at
+    row ends, gaps, zeros stored or not)."""
     vals = _blocked(rows, k, irreps, dtype, seed, extra)
     store = np.random.default_rng(seed).random(vals.shape) < 0.8  # some cells stored as zeros
     op = COO(np.array(np.nonzero(store | (vals != 0)), dtype=np.int64), vals[store | (vals != 0)], vals.shape,
              canonical=True)
     salt = _classes._salt(rows)
     flat = np.full(rows * k, np.nan, dtype=dtype)  # every cell must be written
-    keys, counts = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64)
-    bad = densify.sorted_coo_to_dense(op.coords, op.data, np.array([k, 1]), flat, True, salt, keys, counts)
+    keys, counts, sup = np.zeros(k, dtype=np.uint64), np.zeros(k, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+    bad = densify.sorted_coo_to_dense(op.coords, op.data, np.array([k, 1]), flat, True, salt, keys, counts, sup)
     ref = colclass.column_keys(vals, salt)
     np.testing.assert_array_equal(flat.reshape(rows, k), vals)
     assert keys.tolist() == ref[0].tolist() and counts.tolist() == ref[1].tolist() and not bad
+    stored = np.zeros(vals.shape, dtype=bool)
+    stored[tuple(op.coords)] = True  # support: last stored cell + 1, as the zero-tail walk counts it
+    ref_sup = np.where(stored.any(axis=1), k - np.argmax(stored[:, ::-1], axis=1), 0)
+    assert sup.tolist() == ref_sup.tolist()
 
 
 def test_fused_densify_keys_flag_inf():
     vals = np.ones((3, 4))
     vals[1, 2] = np.inf
     op = COO.from_numpy(vals)
-    keys, counts = np.zeros(4, dtype=np.uint64), np.zeros(4, dtype=np.int64)
+    keys, counts, sup = np.zeros(4, dtype=np.uint64), np.zeros(4, dtype=np.int64), np.zeros(3, dtype=np.int64)
     assert densify.sorted_coo_to_dense(op.coords, op.data, np.array([4, 1]), np.empty(12), True, _classes._salt(3),
-                                       keys, counts)
+                                       keys, counts, sup)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -265,3 +269,27 @@ def test_narrow_first_keeps_order_on_listed_cpus(monkeypatch):
     vendor, family = _util.cpu_model()  # read again from /proc/cpuinfo
     assert isinstance(vendor, str) and isinstance(family, int)
     assert family >= 0 or not os.path.exists("/proc/cpuinfo")
+
+
+def test_unblocked_cross_product_with_zero_tails_takes_the_tail_steps(monkeypatch):
+    """Operands whose zeros are scattered (no classes) but whose rows store only prefixes of
+    the contracted index go on to the zero-tail steps on the dense forms already made."""
+    rng = np.random.default_rng(15)
+    def tailed(n):
+        vals = rng.standard_normal((n, 300)) * (rng.random((n, 300)) < 0.9)  # scattered zeros
+        sup = rng.choice([100, 200, 300], n)
+        vals[np.arange(300)[None, :] >= sup[:, None]] = 0.0
+        return vals
+    x, y = tailed(24 * 24).reshape(24, 24, 300), tailed(4 * 24).reshape(4, 24, 300)
+    calls = []
+    real = _dense.zero_tail_steps
+
+    def spy(*args):
+        calls.append(args[0] is None)
+        return real(*args)
+
+    monkeypatch.setattr(_dense, "zero_tail_steps", spy)
+    monkeypatch.setattr(_classes._limits, "CLASS_MIN_PLAIN_SECONDS", 0.0)
+    got = fs.einsum("abQ,icQ->abic", fs.COO.from_numpy(x), fs.COO.from_numpy(y))
+    np.testing.assert_allclose(np.asarray(got), np.einsum("abQ,icQ->abic", x, y), rtol=1e-10, atol=1e-10)
+    assert calls == [True]
