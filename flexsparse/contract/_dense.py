@@ -18,7 +18,11 @@ Algorithm:
 4. :func:`dense_pair_fast` is the entry point for two float ndarrays of one dtype whose
    subscripts need no unary step: the whole plan is remembered per (subscripts, shapes,
    dtypes) and the call is the GEMM plus a finiteness check of the result;
-   :func:`coo_pair_fast` is the same for two dense-enough COO operands (densify, GEMM).
+   :func:`coo_pair_fast` is the same for two dense-enough COO operands (densify, GEMM); in
+   the zero-tail layout (contracted modes trailing both) it takes the class product of
+   :mod:`._classes` above its size gate (densify and column keys in one pass, per class a
+   GEMM; operands without paying classes go on to the zero-tail steps on the dense forms),
+   else the zero-tail product of :mod:`._zero_tail` straight from the COO operands.
 
 Formats: dense ``numpy.ndarray`` of any numeric dtype (integer and bool products run
 ``numpy.einsum``'s loops: BLAS has no integer GEMM), COO inputs to the densify step.
