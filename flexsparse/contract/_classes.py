@@ -14,7 +14,8 @@ Algorithm (:func:`class_product`, on operands already densified and reshaped to
    a nonzero, in ``x`` and in ``y``, and their counts, with a flag for any inf or nan (those
    take the full path: skipped zeros would hide ``0 * inf``). :func:`dense_keys` takes them
    inside the densify of a sorted COO (``densify.sorted_coo_to_dense`` with keys: no second
-   read of the dense form), else by ``column_keys`` after it. Columns with no nonzero in either operand drop out.
+   read of the dense form), else by ``column_keys`` after it. Columns with no nonzero in
+   either operand drop out.
 2. Classes: the columns of equal key pairs (one sort). More than
    ``_limits.CLASS_MAX_CLASSES`` classes: not block-structured, ``NOT_TAKEN`` (the zero-tail module's).
 3. Plan (``colclass.merge_classes``, remembered per key set and BLAS threads): each class's
@@ -30,8 +31,8 @@ Algorithm (:func:`class_product`, on operands already densified and reshaped to
 
 Where it runs: ``contract._dense`` takes it for two dense-enough COO operands in the
 zero-tail layout (``abQ,icQ->abic``, ``abQ,cdQ->abcd``) whose plain GEMM or SYRK is modelled
-at ``_limits.CLASS_MIN_PLAIN_SECONDS`` or more; when the classes do not pay, the plain
-product runs on the dense forms already made. ``abQ,icQ->abic`` from COO on a 2-vCPU Zen 5
+at ``_limits.CLASS_MIN_PLAIN_SECONDS`` or more; when the classes do not pay, the zero-tail
+steps run on the dense forms already made (one plain GEMM where the tails do not pay either). ``abQ,icQ->abic`` from COO on a 2-vCPU Zen 5
 guest: 344 us against 377 us by the zero-tail path (NumPy 397 us); the classes' GEMMs there
 are narrow (14-71 columns), and before the fused key pass and the one-call gathers (round 21,
 Zen 4) they lost to the zero-tail path (1.174x NumPy).
