@@ -32,10 +32,11 @@ Algorithm (:func:`class_product`, on operands already densified and reshaped to
 Where it runs: ``contract._dense`` takes it for two dense-enough COO operands in the
 zero-tail layout (``abQ,icQ->abic``, ``abQ,cdQ->abcd``) whose plain GEMM or SYRK is modelled
 at ``_limits.CLASS_MIN_PLAIN_SECONDS`` or more; when the classes do not pay, the zero-tail
-steps run on the dense forms already made (one plain GEMM where the tails do not pay either). ``abQ,icQ->abic`` from COO on a 2-vCPU Zen 5
-guest: 344 us against 377 us by the zero-tail path (NumPy 397 us); the classes' GEMMs there
-are narrow (14-71 columns), and before the fused key pass and the one-call gathers (round 21,
-Zen 4) they lost to the zero-tail path (1.174x NumPy).
+steps run on the dense forms already made (one plain GEMM where the tails do not pay
+either). ``abQ,icQ->abic`` from COO on a 2-vCPU Zen 5 guest: 344 us against 377 us by the
+zero-tail path (NumPy 397 us); the classes' GEMMs there are narrow (14-71 columns), and
+before the fused key pass and the one-call gathers (round 21, Zen 4) they lost to the
+zero-tail path (1.174x NumPy).
 
 Formats: C-contiguous float or complex ``ndarray`` operands of one dtype; the result a
 C-contiguous ``ndarray [R, C]``. Cost: O((R + C) K) for the keys, O(n^2) for the plan (n
