@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu.densify import _gemm_seconds
+from flexsparse.kernels.cpu.densify import _gemm_seconds, scatter_add_block
 
 __all__ = ["column_keys", "gather_classes", "merge_classes", "scatter_classes"]
 
@@ -101,33 +101,17 @@ def gather_classes(src, rows, row_ptr, cols, col_ptr, buf):
 def scatter_classes(out, rows_x, x_ptr, rows_y, y_ptr, blocks, flip):
     """``out[rows_x[i], rows_y[j]] += block_g[i, j]`` for every class ``g``; the blocks lie one
     after another in ``blocks``, class ``g``'s as ``[mx, my]``, or ``[my, mx]`` where
-    ``flip[g]`` (the GEMM ran with the sides swapped). The output columns of a class are cut
-    into runs of consecutive columns; a run is a contiguous add."""
+    ``flip[g]`` (the GEMM ran with the sides swapped). Each block is added by
+    ``densify.scatter_add_block`` (a contiguous add per run of consecutive output columns)."""
     o = 0
-    starts = np.empty(rows_y.shape[0] + 1, dtype=np.int64)
     for g in range(x_ptr.shape[0] - 1):
-        x0 = x_ptr[g]
-        mx = x_ptr[g + 1] - x0
-        y0 = y_ptr[g]
-        my = y_ptr[g + 1] - y0
-        nr = 0
-        for j in range(my):
-            if j == 0 or rows_y[y0 + j] != rows_y[y0 + j - 1] + 1:
-                starts[nr] = j
-                nr += 1
-        starts[nr] = my
-        for i in range(mx):
-            orow = out[rows_x[x0 + i]]
-            for r in range(nr):  # unsigned offsets: no negative-index wraparound check per cell
-                j0 = np.uint64(starts[r])
-                c0 = np.uint64(rows_y[y0 + j0])
-                if flip[g]:
-                    for j in range(np.uint64(starts[r + 1]) - j0):
-                        orow[c0 + j] += blocks[o + (j0 + j) * mx + i]
-                else:
-                    b0 = np.uint64(o + i * my) + j0
-                    for j in range(np.uint64(starts[r + 1]) - j0):
-                        orow[c0 + j] += blocks[b0 + j]
+        rx = rows_x[x_ptr[g]:x_ptr[g + 1]]
+        ry = rows_y[y_ptr[g]:y_ptr[g + 1]]
+        mx, my = rx.shape[0], ry.shape[0]
+        if flip[g]:
+            scatter_add_block(out, rx, ry, blocks[o:o + mx * my].reshape(my, mx).T)
+        else:
+            scatter_add_block(out, rx, ry, blocks[o:o + mx * my].reshape(mx, my))
         o += mx * my
 
 
