@@ -79,6 +79,9 @@ __all__ = [
     "NONFINITE_DENSE_LOOPS",
     "NONFINITE_DENSE_MAX_BYTES",
     "NONFINITE_PARALLEL_MIN_VALUES",
+    "ORIENT_CACHE_ENTRIES",
+    "ORIENT_MIN_MACS",
+    "ORIENT_TRIAL_CALLS",
     "OUTER_MAX_BYTES",
     "PARALLEL_MIN_MACS",
     "SPGEMM_NARROW_MIN_FLOPS_PER_ENTRY",
@@ -589,6 +592,19 @@ CLASS_FIXED_SECONDS = 20e-6
 #: ``abQ,icQ->abic`` (plain GEMM modelled at 469 us: 344 us by the classes against 377 us by
 #: the zero-tail path, NumPy 397 us, Zen 5).
 CLASS_MIN_PLAIN_SECONDS = 400e-6
+
+# ---------------------------------------------------------------------- GEMM orientation
+#: ``_orient``: calls of each orientation a GEMM shape is timed over before the one with the
+#: lower minimum is kept. Four each: the chemistry class GEMMs (14-96 output columns, 15-600 us)
+#: differ by 3-38% between the orientations on the four CPUs measured, and their min of four
+#: interleaved calls picked the side a min of 200 picks (2-vCPU AMD EPYC Zen 3 guest, 2026-12-02).
+ORIENT_TRIAL_CALLS = 4
+#: Products below this many multiply-adds are not timed (the rule of ``_orient`` decides):
+#: under ~5 us a call, where the timer and the look-up are a visible share and the two
+#: orientations were within 3-7% (186x16x77, 258x14x56 on the Zen 5 guest).
+ORIENT_MIN_MACS = 100_000
+#: Shape keys whose orientation ``_orient`` remembers (oldest dropped first).
+ORIENT_CACHE_ENTRIES = 256
 
 # ---------------------------------------------------------------------- zero-tail GEMM
 #: ``contract._zero_tail``: the time model that decides whether rows with zero tails along

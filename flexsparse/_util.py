@@ -1,5 +1,5 @@
-"""Small shared helpers: dtype checks, index dtypes, byte-size parsing, atomic writes, the
-GEMM orientation rule, the CPU's vendor and family, and the look-up of NumPy's bundled OpenBLAS.
+"""Small shared helpers: dtype checks, index dtypes, byte-size parsing, atomic writes and the
+look-up of NumPy's bundled OpenBLAS.
 
 Every module that validates input or writes files goes through these, so errors read
 the same everywhere and no file is ever half written under its final name.
@@ -21,10 +21,7 @@ __all__ = [
     "atomic_write",
     "check_numeric_dtype",
     "compute_dtype",
-    "cpu_model",
     "index_dtype_for",
-    "matmul_narrow_first",
-    "narrow_first",
     "nonfinite_by_sum",
     "openblas_function",
     "parse_bytes",
@@ -100,56 +97,6 @@ def nonfinite_by_sum(values: np.ndarray) -> bool:
         return not bool(np.isfinite(values.sum(dtype=wide)))
 
 
-#: :func:`matmul_narrow_first` keeps the order of a product with fewer output columns than
-#: this, at least :data:`KEEP_ORDER_MIN_K` contracted and at most :data:`KEEP_ORDER_MAX_ROWS`
-#: rows (measured; see there).
-KEEP_ORDER_MAX_COLS = 24
-KEEP_ORDER_MIN_K = 128
-KEEP_ORDER_MAX_ROWS = 1024
-#: CPUs (vendor, family) on which every product keeps its order: on a Zen 5 EPYC (AMD family
-#: 26; NumPy's OpenBLAS 0.3.31 runs its "Haswell" kernels there) the narrow side as BLAS's
-#: rows ran slower (``x @ y.T`` against ``(y @ x.T).T``, float64, 2 threads, min of 200 calls,
-#: 2-vCPU AMD EPYC Zen 5 guest, 2026-12-02): 576x16x375 101 against 140 us, 330x68x108 55
-#: against 72, 352x71x116 67 against 78, 2000x100x300 1194 against 1476, 576x96x375 563
-#: against 581; 186x16x77 and 360x91x15 within 3%. The same kernels on round 21's Zen 4 (family
-#: 25) ran most of these faster swapped (see :func:`matmul_narrow_first`): the CPU decides,
-#: not the kernels.
-KEEP_ORDER_CPUS = frozenset({("AuthenticAMD", 26)})
-
-
-def matmul_narrow_first(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` (2-D or stacked) with the narrower output side as BLAS's rows: for more rows
-    than columns it computes ``(b^T @ a^T)^T`` and returns that transposed view, as NumPy's
-    own ``einsum`` returns such views. OpenBLAS is 12-20% faster that way in all four
-    transpose forms (float64, 2 threads, min of ~400 interleaved calls on the 2-vCPU Xeon of
-    2026-12-02: 576x96x375 327 against 282 us, 2000x100x300 1008 against 801 us, and the
-    mirror 96x576x375 282 against 350 us the other way round; one thread 573 against 504 us).
-    A square product such as ``a @ a.T`` keeps its order, which BLAS runs as a SYRK.
-
-    A very narrow output (under :data:`KEEP_ORDER_MAX_COLS` columns) over a long contracted
-    side and a few hundred rows keeps its order: there the narrow side as BLAS's rows ran
-    slower (``x @ y.T``, 2 threads, min of up to 600 interleaved calls, 2-vCPU AMD EPYC Zen 4
-    guest, 2026-12-02; narrow first over kept order): rows 360 and 576, 8 or 16 columns,
-    K 128-1000: 1.03-1.39x (576x16x375: 1.10x); but K 64-91: 0.78-1.04x, 2000 rows:
-    0.64-1.02x, 24-32 columns: 0.90-0.96x, so those swap as before. On the CPUs of
-    :data:`KEEP_ORDER_CPUS` every product keeps its order (measured there).
-    """
-    if narrow_first(a.shape[-2], b.shape[-1], a.shape[-1]):
-        return np.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)).swapaxes(-1, -2)
-    return np.matmul(a, b)
-
-
-def narrow_first(rows: int, cols: int, k: int) -> bool:
-    """Whether :func:`matmul_narrow_first` runs a ``[rows, k] @ [k, cols]`` product with the
-    sides swapped: never on the CPUs of :data:`KEEP_ORDER_CPUS`."""
-    if cpu_model() in KEEP_ORDER_CPUS:
-        return False
-    return rows > cols and not (cols < KEEP_ORDER_MAX_COLS and k >= KEEP_ORDER_MIN_K and rows <= KEEP_ORDER_MAX_ROWS)
-
-
-_MACHINE: dict = {}
-
-
 def openblas_function(names: tuple[str, ...], restype) -> object | None:
     """The first of ``names`` that NumPy's bundled OpenBLAS (in ``numpy.libs``) exports, as a
     ctypes function of no arguments returning ``restype``; ``None`` where there is none."""
@@ -168,26 +115,6 @@ def openblas_function(names: tuple[str, ...], restype) -> object | None:
     except OSError:
         pass
     return None
-
-
-def cpu_model() -> tuple[str, int]:
-    """``(vendor, family)`` of this CPU from ``/proc/cpuinfo`` (``("", -1)`` where it cannot
-    be read); looked up once."""
-    if "cpu" not in _MACHINE:
-        vendor, family = "", -1
-        with contextlib.suppress(OSError, ValueError):
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    if key == "vendor_id" and not vendor:
-                        vendor = value.strip()
-                    elif key == "cpu family" and family < 0:
-                        family = int(value.strip())
-                    if vendor and family >= 0:
-                        break
-        _MACHINE["cpu"] = (vendor, family)
-    return _MACHINE["cpu"]
 
 
 def index_dtype_for(shape: tuple[int, ...] | int) -> np.dtype:

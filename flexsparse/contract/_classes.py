@@ -26,7 +26,7 @@ Algorithm (:func:`class_product`, on operands already densified and reshaped to
    buffer (``colclass.gather_classes``, which also counts the nonzeros gathered: a shortfall
    against the columns' counts means two row sets shared a key, and the plain product is
    taken), one GEMM per class on views of it (a SYRK for a self-product, as NumPy's
-   ``a @ a.T``; the sides swapped where ``_util.narrow_first`` says), and one compiled
+   ``a @ a.T``; each cross-product GEMM the way round ``_orient`` measured faster), and one compiled
    scatter-add of all blocks into the zeroed output (``colclass.scatter_classes``).
 
 Where it runs: ``contract._dense`` takes it for two dense-enough COO operands in the
@@ -50,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import narrow_first
+from flexsparse._orient import matmul_oriented
 from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, plan_model, remember, scatter_rows
 from flexsparse.formats.coo import COO
 
@@ -79,13 +79,12 @@ def _bitsets(dense: np.ndarray, reps: np.ndarray) -> np.ndarray:
     return np.packbits(mask, axis=1, bitorder="little").view(np.uint64)
 
 
-def _plan(dx, dy, same, kx, ky, cols):
+def _plan(dx, dy, same, kx, ky, cols, threads):
     """The merged classes as flat arrays (see :func:`_flat`), or ``None`` when the classes
-    do not pay; see the module."""
+    do not pay; see the module. ``threads``: the BLAS threads in effect."""
     from flexsparse.kernels.cpu import colclass
     from flexsparse.kernels.cpu.densify import _gemm_seconds
 
-    threads = blas_threads()
     key = (kx.tobytes(), ky.tobytes(), cols.tobytes(), dx.shape, dy.shape, same, threads)
     if key in _PLANS:
         return _PLANS[key]
@@ -114,16 +113,15 @@ def _plan(dx, dy, same, kx, ky, cols):
                 ry = rx if same else np.flatnonzero(np.bitwise_or.reduce(
                     np.unpackbits(bits_y[members].view(np.uint8), axis=1, bitorder="little"), axis=0)[:dy.shape[0]])
                 groups.append((np.sort(sc[cls == g]), rx, ry))
-            plan = _flat(groups, same)
+            plan = _flat(groups)
     remember(_PLANS, key, plan)
     return plan
 
 
-def _flat(groups: list, same: bool) -> tuple:
-    """``(cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, steps)`` of the merged classes
+def _flat(groups: list) -> tuple:
+    """``(cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, steps)`` of the merged classes
     ``groups`` (``(columns, rows of x, rows of y)`` each): the index arrays concatenated with
-    CSR-like pointers, ``flip[g]`` when class ``g``'s GEMM runs with the sides swapped
-    (``_util.narrow_first``), and ``steps`` its ``(x offset, rows x, y offset, rows y,
+    CSR-like pointers, and ``steps`` each class's ``(x offset, rows x, y offset, rows y,
     columns, block offset)`` in the gathered and product buffers."""
     def cat(parts):
         ptr = np.zeros(len(parts) + 1, dtype=np.int64)
@@ -133,14 +131,13 @@ def _flat(groups: list, same: bool) -> tuple:
     cols, col_ptr = cat([g[0] for g in groups])
     rows_x, x_ptr = cat([g[1] for g in groups])
     rows_y, y_ptr = cat([g[2] for g in groups])
-    steps, flip = [], np.zeros(len(groups), dtype=np.bool_)
+    steps = []
     xo = yo = bo = 0
-    for i, (gc, rx, ry) in enumerate(groups):
+    for gc, rx, ry in groups:
         kg, mx, my = gc.shape[0], rx.shape[0], ry.shape[0]
-        flip[i] = not same and narrow_first(mx, my, kg)
         steps.append((xo, mx, yo, my, kg, bo))
         xo, yo, bo = xo + mx * kg, yo + my * kg, bo + mx * my
-    return cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, tuple(steps)
+    return cols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, tuple(steps)
 
 
 def large_enough(n_rows: int, n_cols: int, k: int, same: bool) -> bool:
@@ -198,10 +195,11 @@ def class_product(dx: np.ndarray, dy: np.ndarray, same: bool, keys_x: tuple | No
     out = np.zeros((dx.shape[0], dy.shape[0]), dtype=dtype)
     if cols.shape[0] == 0:
         return out
-    plan = _plan(dx, dy, same, kx, ky, cols)
+    threads = blas_threads()
+    plan = _plan(dx, dy, same, kx, ky, cols, threads)
     if plan is None:
         return NOT_TAKEN
-    pcols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, flip, steps = plan
+    pcols, col_ptr, rows_x, x_ptr, rows_y, y_ptr, steps = plan
     last = steps[-1]
     xbuf = np.empty(last[0] + last[1] * last[4], dtype=dx.dtype)
     # a shortfall of the nonzeros gathered means two row sets shared a key: not exact
@@ -213,12 +211,14 @@ def class_product(dx: np.ndarray, dy: np.ndarray, same: bool, keys_x: tuple | No
         if colclass.gather_classes(dy, rows_y, y_ptr, pcols, col_ptr, ybuf) != cy[pcols].sum():
             return NOT_TAKEN
     blocks = np.empty(last[5] + last[1] * last[3], dtype=dtype)
+    flip = np.zeros(len(steps), dtype=np.bool_)  # class g's block holds its product transposed
     for g, (xo, mx, yo, my, kg, bo) in enumerate(steps):
         xs = xbuf[xo:xo + mx * kg].reshape(mx, kg)
         ys = ybuf[yo:yo + my * kg].reshape(my, kg)
-        if flip[g]:
-            np.matmul(ys, xs.T, out=blocks[bo:bo + mx * my].reshape(my, mx))
+        block = blocks[bo:bo + mx * my]
+        if same:  # a SYRK either way round
+            np.matmul(xs, ys.T, out=block.reshape(mx, my))
         else:
-            np.matmul(xs, ys.T, out=blocks[bo:bo + mx * my].reshape(mx, my))
+            flip[g] = matmul_oriented(xs, ys.T, out=block, threads=threads)[1]
     colclass.scatter_classes(out, rows_x, x_ptr, rows_y, y_ptr, blocks, flip)
     return out

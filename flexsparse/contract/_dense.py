@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import matmul_narrow_first, nonfinite_by_sum, result_dtype
+from flexsparse._orient import matmul_oriented
+from flexsparse._util import nonfinite_by_sum, result_dtype
 from flexsparse.contract._calls import call_dtypes, hot, parsed_spec, reductions
 from flexsparse.contract._classes import class_product, dense_keys, large_enough
-from flexsparse.contract._zero_tail import NOT_TAKEN, zero_tail_layout, zero_tail_pair, zero_tail_steps
+from flexsparse.contract._zero_tail import NOT_TAKEN, blas_threads, zero_tail_layout, zero_tail_pair, zero_tail_steps
 from flexsparse.contract.plan import DENSE_THRESHOLD, check_optimize
 from flexsparse.formats.base import SparseArray
 from flexsparse.formats.block import StructuredMatrix
@@ -123,13 +124,15 @@ def pair_dense(x: np.ndarray, xi: str, y: np.ndarray, yi: str, out: str, sizes: 
 
 def batched_gemm(x: np.ndarray, lx: tuple, y: np.ndarray, ly: tuple, dtype: np.dtype) -> np.ndarray:
     """``[B, R, K] @ [B, K, C]`` of ``x`` and ``y`` in the layouts of :func:`dense_pair_layout`
-    (one 2-D GEMM when ``B == 1``), the narrower side first
-    (:func:`~flexsparse._util.matmul_narrow_first`: a transposed view when ``R > C``)."""
+    (one 2-D GEMM when ``B == 1``), the way round this machine runs faster
+    (:func:`~flexsparse._orient.matmul_oriented`: a transposed view when swapped)."""
     xm = _as_batched(x, lx, dtype)
     ym = _as_batched(y, ly, dtype)
     if dtype.kind not in "fc":  # integer/bool GEMM has no BLAS; numpy.einsum's loops beat matmul's
         return np.einsum("bik,bkj->bij", xm, ym)
-    return matmul_narrow_first(xm[0], ym[0]) if xm.shape[0] == 1 else matmul_narrow_first(xm, ym)
+    threads = blas_threads()
+    return matmul_oriented(xm[0], ym[0], threads=threads)[0] if xm.shape[0] == 1 else \
+        matmul_oriented(xm, ym, threads=threads)[0]
 
 
 @functools.lru_cache(maxsize=256)

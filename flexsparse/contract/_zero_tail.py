@@ -49,7 +49,8 @@ import math
 import numpy as np
 
 from flexsparse import _limits
-from flexsparse._util import matmul_narrow_first, openblas_function
+from flexsparse._orient import matmul_oriented
+from flexsparse._util import openblas_function
 from flexsparse.contract._calls import parsed_spec
 from flexsparse.formats.coo import COO, _row_major_strides
 
@@ -176,12 +177,13 @@ def remember(plans: dict, key, plan) -> None:
     plans[key] = plan
 
 
-def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool) -> tuple:
-    """``dens.zero_tail_plan`` with the time model on the BLAS threads in effect; ``same``: the
-    product of an operand with itself (SYRK steps). Remembered per exact support lengths (the
+def plan_steps(dens, sup_x: np.ndarray, sup_y: np.ndarray, k: int, same: bool, threads: int | None = None
+               ) -> tuple:
+    """``dens.zero_tail_plan`` with the time model on ``threads`` BLAS threads (``None``: those
+    in effect); ``same``: the product of an operand with itself (SYRK steps). Remembered per exact support lengths (the
     key is their bytes: ~1 us against the compiled plan's 4-6 us warm, 8-17 us right after a
     NumPy call), at most ``_limits.ZERO_TAIL_PLAN_CACHE_ENTRIES`` plans, oldest dropped first."""
-    model = plan_model(blas_threads())
+    model = plan_model(blas_threads() if threads is None else threads)
     key = (sup_x.tobytes(), b"" if same else sup_y.tobytes(), k, same, model.tobytes())
     plan = _PLANS.get(key)
     if plan is None:
@@ -216,7 +218,8 @@ def zero_tail_steps(x_data: np.ndarray | None, y_data: np.ndarray | None, ax: tu
     dens = _kernels()[0]
     n_rows, n_cols = ax[0].shape[0], ay[0].shape[0]
     dtype = (ax[2] if ax[1] is None else x_data).dtype
-    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plan_steps(dens, ax[0], ay[0], k, same)
+    threads = blas_threads()
+    cuts, nx, ny, pos_x, rows_x, pos_y, rows_y = plan_steps(dens, ax[0], ay[0], k, same, threads)
     if cuts.shape[0] == 0:  # the plain GEMM on the analysed operands (every value checked)
         dense = []
         for data, an, n in ((x_data, ax, n_rows), (y_data, ay, n_cols)):
@@ -230,7 +233,7 @@ def zero_tail_steps(x_data: np.ndarray | None, y_data: np.ndarray | None, ax: tu
             dense.append(d)
             if same:
                 break
-        return matmul_narrow_first(dense[0], dense[0].T if same else dense[1].T)
+        return matmul_oriented(dense[0], dense[0].T if same else dense[1].T, threads=threads)[0]
     c = int(cuts[0])
     kt = int(cuts[-1]) - c
 
@@ -252,15 +255,14 @@ def zero_tail_steps(x_data: np.ndarray | None, y_data: np.ndarray | None, ax: tu
         ym, yt, bad = split(y_data, ay, pos_y, rows_y, n_cols)
         if bad:
             return None
-    out = matmul_narrow_first(xm, ym.T)
     # the steps add into the output in its memory order: out, or out.T with the sides swapped
-    flip = not out.flags.c_contiguous
+    out, flip = matmul_oriented(xm, ym.T, threads=threads)
     for s in range(cuts.shape[0] - 1):
         a, b = int(cuts[s]) - c, int(cuts[s + 1]) - c
         mx, my = int(nx[s]), int(ny[s])
         if mx == 0 or my == 0:
             continue
-        blk = matmul_narrow_first(xt[:mx, a:b], yt[:my, a:b].T)
+        blk = matmul_oriented(xt[:mx, a:b], yt[:my, a:b].T, threads=threads)[0]
         if flip:
             dens.scatter_add_block(out.T, rows_y[:my], rows_x[:mx], blk.T)
         else:

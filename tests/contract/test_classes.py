@@ -4,8 +4,6 @@ dtypes, key collisions, inf/nan, unstructured operands, and the einsum path that
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -254,21 +252,6 @@ def test_einsum_cross_product_of_unsorted_coo_matches_numpy(monkeypatch):
     monkeypatch.setattr(_classes._limits, "CLASS_MIN_PLAIN_SECONDS", 0.0)
     got = fs.einsum("abQ,icQ->abic", fs.COO.from_numpy(x), shuffled)
     np.testing.assert_allclose(np.asarray(got), np.einsum("abQ,icQ->abic", x, y), rtol=1e-10, atol=1e-10)
-
-
-def test_narrow_first_keeps_order_on_listed_cpus(monkeypatch):
-    from flexsparse import _util
-
-    monkeypatch.setitem(_util._MACHINE, "cpu", ("AuthenticAMD", 26))
-    assert not _util.narrow_first(576, 96, 375)
-    monkeypatch.setitem(_util._MACHINE, "cpu", ("GenuineIntel", 6))
-    assert _util.narrow_first(576, 96, 375) and not _util.narrow_first(96, 576, 375)
-    a, b = np.arange(12.0).reshape(4, 3), np.arange(6.0).reshape(3, 2)
-    np.testing.assert_array_equal(_util.matmul_narrow_first(a, b), a @ b)
-    monkeypatch.delitem(_util._MACHINE, "cpu")
-    vendor, family = _util.cpu_model()  # read again from /proc/cpuinfo
-    assert isinstance(vendor, str) and isinstance(family, int)
-    assert family >= 0 or not os.path.exists("/proc/cpuinfo")
 
 
 def test_unblocked_cross_product_with_zero_tails_takes_the_tail_steps(monkeypatch):
