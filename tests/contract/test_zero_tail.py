@@ -288,13 +288,19 @@ def test_plan_self_product(cell):
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 12), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans())
 def test_scatter_add_block(n_rows, n_cols, seed, fortran):
-    """Runs of consecutive output columns and scattered ones, C and Fortran blocks."""
+    """Runs of consecutive output columns and scattered ones, C and Fortran blocks: blocks
+    in long runs are added run by run, the others cell by cell (``_limits.SCATTER_MIN_MEAN_RUN``)."""
     rng = np.random.default_rng(seed)
     out = rng.standard_normal((n_rows + 5, n_cols + 7))
     rows = np.sort(rng.choice(n_rows + 5, size=n_rows, replace=False))
     cols = rng.choice(n_cols + 7, size=n_cols, replace=False)
-    if rng.random() < 0.5:  # runs: a sorted stretch of the columns
+    kind = rng.integers(3)
+    if kind == 1:  # runs: a sorted stretch of the columns
         cols[: n_cols // 2] = np.sort(cols[: n_cols // 2])
+    elif kind == 2:  # one run, or two: long runs
+        start = int(rng.integers(0, 8))
+        cols = np.arange(start, start + n_cols)
+        cols[n_cols // 2:] += 1 if start + n_cols < n_cols + 7 else 0
     block = rng.standard_normal((n_rows, n_cols))
     if fortran:
         block = np.asfortranarray(block)
