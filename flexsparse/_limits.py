@@ -603,9 +603,11 @@ CLASS_MIN_PLAIN_SECONDS = 400e-6
 
 # ---------------------------------------------------------------------- GEMM orientation
 #: ``_orient``: calls of each orientation a GEMM shape is timed over before the one with the
-#: lower minimum is kept. Four each: the chemistry class GEMMs (14-96 output columns, 15-600 us)
-#: differ by 3-38% between the orientations on the four CPUs measured, and their min of four
-#: interleaved calls picked the side a min of 200 picks (2-vCPU AMD EPYC Zen 3 guest, 2026-12-02).
+#: lower minimum is kept. Four each, so a trial spends at most four calls on the slower side:
+#: where the sides differ by 10-38% (the chemistry class GEMMs on the Xeon, Zen 4 and Zen 5
+#: guests) that is well above the spread of a minimum of four calls; on the 2-vCPU AMD EPYC Zen 3
+#: guest (2026-12-02) the sides differ by 3-10% and two runs chose differently for the near ties,
+#: which then cost at most that difference.
 ORIENT_TRIAL_CALLS = 4
 #: Products below this many multiply-adds are not timed (the rule of ``_orient`` decides):
 #: under ~5 us a call, where the timer and the look-up are a visible share and the two

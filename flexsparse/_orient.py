@@ -12,8 +12,9 @@ on the BLAS kernels alone. Measured with NumPy's bundled OpenBLAS 0.3.31 (float6
   over a long contracted side (576x16x375: 1.10x kept);
 * a Zen 5 EPYC guest, the same "Haswell" kernels: kept faster for nearly all (576x16x375 101
   against 140 us, 2000x100x300 1194 against 1476);
-* a Zen 3 EPYC guest: the chemistry ``abQ,icQ->abic`` class GEMMs 786 us in all kept,
-  900 us swapped (NumPy 876 us).
+* a Zen 3 EPYC guest, by shape (into preallocated buffers, min of 200, three rounds):
+  352x71x116 kept faster (swapped 1.03-1.08x), 186x16x77 swapped faster (0.89-0.90x),
+  576x96x375 swapped (0.96-1.00x), 258x14x56 a tie (0.93-1.04x).
 
 So each shape is *timed*: the first :data:`~flexsparse._limits.ORIENT_TRIAL_CALLS` calls of
 each orientation alternate (the rule below first), each call's wall time is kept, and from
@@ -46,7 +47,8 @@ KEEP_ORDER_MIN_K = 128
 KEEP_ORDER_MAX_ROWS = 1024
 
 #: Per shape key: ``[decided (-1 while timing, 0 kept, 1 swapped), best kept s, best swapped s,
-#: calls]``. Mutated in place; a lost update under threads only costs a sample.
+#: calls timed, the rule's side]``. Mutated in place; a lost update under threads only costs a
+#: sample.
 _CHOICES: dict = {}
 #: The clock of the trial (a test replaces it).
 _clock = time.perf_counter
