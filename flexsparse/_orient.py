@@ -65,15 +65,14 @@ _DECIDED = ((0,), (1,))
 
 def _entry(a: np.ndarray, b: np.ndarray, threads: int) -> list | tuple:
     rows, k, cols = a.shape[-2], a.shape[-1], b.shape[-1]
-    prior = rule_swaps(rows, cols, k)
     if rows == cols or a.size * cols < _limits.ORIENT_MIN_MACS:  # a.size * cols: the multiply-adds
-        return _DECIDED[prior]
+        return _DECIDED[rule_swaps(rows, cols, k)]
     key = (a.shape, b.shape, a.strides, b.strides, a.dtype.char, b.dtype.char, threads)
     entry = _CHOICES.get(key)
-    if entry is None:
+    if entry is None:  # the rule is consulted once per shape, not on every decided call
         while len(_CHOICES) >= _limits.ORIENT_CACHE_ENTRIES:
             _CHOICES.pop(next(iter(_CHOICES)))
-        entry = _CHOICES[key] = [-1, np.inf, np.inf, 0, prior]
+        entry = _CHOICES[key] = [-1, np.inf, np.inf, 0, rule_swaps(rows, cols, k)]
     return entry
 
 
