@@ -69,6 +69,7 @@ from flexsparse.contract._keys import KeySpace, group_modes, split_modes
 from flexsparse.contract._structured import einsum_on_device, pair_structured, structured_backend
 from flexsparse.contract.parser import TermReduction, parse_einsum, parse_interleaved
 from flexsparse.contract.plan import (
+    DENSE_THRESHOLD,
     DOT_FACTOR,
     OUTPUT_DENSE_THRESHOLD,
     check_optimize,
@@ -368,8 +369,10 @@ def _sptc(A: Any, B: Any, row_ks: KeySpace, col_ks: KeySpace, n_batch: int, shap
 
 
 def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes: dict[str, int],
-                       threads: int | None, dense_out: bool) -> tuple[COO | np.ndarray, str]:
-    """Sparse x dense: A's (batch, contracted) keys index rows of the reshaped dense operand."""
+                       threads: int | None, dense_out: bool | None) -> tuple[COO | np.ndarray, str]:
+    """Sparse x dense: A's (batch, contracted) keys index rows of the reshaped dense operand.
+    ``dense_out=None``: the ``format="auto"`` rule on the exact share of output rows that
+    some stored value reaches (each such row is computed whole)."""
     from flexsparse.kernels.cpu import spmm as spk
     from flexsparse.kernels.cpu.grouping import linear_key
 
@@ -388,6 +391,9 @@ def _pair_sparse_dense(a: COO, ai: str, d: np.ndarray, di: str, out: str, sizes:
     res_idx = batch + free_a + free_d
     res_shape = sz(res_idx)
     present = np.flatnonzero(np.diff(A.indptr))  # rows holding any entry
+    if dense_out is None:
+        cells = math.prod(res_shape)
+        dense_out = cells > 0 and choose_output_format(present.size * f / cells, cells * C.itemsize) == "dense"
     if dense_out:
         full = np.zeros(res_shape, dtype=dtype)
         if present.size == 0:  # no stored entry: the result is all zeros
@@ -691,6 +697,13 @@ def _run_plan(spec: Any, ops: list, dtype: np.dtype, optimize: Any, threads: int
                 # structured x dense: the structured product, no statistics needed (they would
                 # cost a COO copy of W on every call)
                 return _pair(x, xi, y, yi, spec.output, sizes, w.format, threads, True, tiling_opts,
+                             spec.output if stream_final else None)
+        for w, d in ((x, y), (y, x)):
+            if type(w) is COO and type(d) is np.ndarray and w.nnz <= DENSE_THRESHOLD * math.prod(w.shape):
+                # sparse x dense below the dense method's density: the product that
+                # choose_method picks, its output format from the rows it reaches (exact, and
+                # no statistics of the operands: 0.35-0.5 ms of the demo's FLAASH layer)
+                return _pair(x, xi, y, yi, spec.output, sizes, "spmm", threads, None, tiling_opts,
                              spec.output if stream_final else None)
         cells = math.prod(sizes[c] for c in spec.output)
         batch, contr, free_x, free_y = split_pair(xi, yi, spec.output)

@@ -309,3 +309,42 @@ def test_dense_enough_coo_nonfinite_like_numpy(dtype, where):
             got = _dense(fs.einsum("abQ,icQ->abic", ca, cb, format=fmt))
             np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
             np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec,sa,sb", [("bxc,xco->bo", (6, 4, 16), (4, 16, 5)), ("ck,bk->bc", (5, 40), (3, 40)),
+                                        ("bxc,cxo->ob", (6, 4, 16), (16, 4, 5))])
+@pytest.mark.parametrize("rows", ["few", "most"])
+def test_sparse_times_dense_needs_no_statistics(monkeypatch, spec, sa, sb, rows):
+    """A COO below the dense method's density times a dense array runs the SpMM without the
+    planner's statistics, and picks its output layout from the output rows its stored values
+    reach: few reached rows give a sparse intermediate, most a dense one; both equal NumPy."""
+    import flexsparse.contract.stats as stats
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("operand statistics computed")
+
+    monkeypatch.setattr(stats, "operand_stats", refuse)
+    import flexsparse.contract.execute as ex
+
+    layouts = []
+    real = ex._pair_sparse_dense
+
+    def spy(*args):
+        res = real(*args)
+        layouts.append(type(res[0]))
+        return res
+
+    monkeypatch.setattr(ex, "_pair_sparse_dense", spy)
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(sa)
+    if rows == "few":  # one output row reached
+        a[1:] = 0
+        a[0, rng.random(sa[1:]) < 0.7] = 0
+    else:
+        a[rng.random(sa) < 0.8] = 0
+    b = rng.standard_normal(sb)
+    for fmt in ("auto", "coo", "dense"):
+        got = fs.einsum(spec, fs.as_coo(a), b, format=fmt)
+        dense = got.todense() if hasattr(got, "todense") else got
+        np.testing.assert_allclose(dense, np.einsum(spec, a, b), rtol=1e-12, atol=1e-12)
+    assert set(layouts) == {COO if rows == "few" else np.ndarray}
