@@ -318,14 +318,13 @@ def test_sparse_times_dense_needs_no_statistics(monkeypatch, spec, sa, sb, rows)
     """A COO below the dense method's density times a dense array runs the SpMM without the
     planner's statistics, and picks its output layout from the output rows its stored values
     reach: few reached rows give a sparse intermediate, most a dense one; both equal NumPy."""
+    import flexsparse.contract.execute as ex
     import flexsparse.contract.stats as stats
 
     def refuse(*args, **kwargs):
         raise AssertionError("operand statistics computed")
 
     monkeypatch.setattr(stats, "operand_stats", refuse)
-    import flexsparse.contract.execute as ex
-
     layouts = []
     real = ex._pair_sparse_dense
 
