@@ -78,8 +78,8 @@ def _workers(ap, ai, ax, bp, bi, bx, bounds, off, n_panels, n_cols, block, tags,
               oi, ox)
 
 
-def probe(case, panels: list[int], block: int, repeats: int) -> dict:
-    """``{(threads, P): seconds}`` of the prototype on ``case`` (min of ``repeats``)."""
+def probe(case, panels: list[int], block: int, repeats: int) -> tuple[dict, int]:
+    """``({(threads, P): seconds}, multiply-adds)`` of the prototype on ``case`` (min of ``repeats``)."""
     a, b = case.a, case.b
     n_cols = b.shape[1]
     if n_cols >= 2**32 - 1:
@@ -107,7 +107,7 @@ def probe(case, panels: list[int], block: int, repeats: int) -> dict:
                 _workers(ap, ai, a.data, bp, bi, b.data, bounds, off, p, n_cols, block, tags, curs, oi, ox)
                 best = min(best, time.perf_counter() - t0)
             out[(n_threads, p)] = best
-    return out
+    return out, total
 
 
 def main() -> None:
@@ -133,8 +133,7 @@ def main() -> None:
         case = make()
         if only and not any(case.name.startswith(o) for o in only):
             continue
-        t = probe(case, panels, args.block, args.repeats)
-        flops = int(np.diff(case.b.indptr)[case.a.indices].sum())
+        t, flops = probe(case, panels, args.block, args.repeats)
         cells = " | ".join(f"{t[(1, p)] * 1e3:.0f} / {t[(2, p)] * 1e3:.0f} ({t[(1, p)] / t[(2, p)]:.2f}x)"
                            for p in panels)
         print(f"| {case.name} | {flops / 1e6:.1f}M | 2^{case.b.shape[1].bit_length() - 1} | {cells} |", flush=True)
