@@ -15,7 +15,9 @@ position map (not the production kernel: no prefetch, no variants, no trials) in
 Both write each row at its flops offset (an upper bound; no compaction timed), on one thread
 and on two (rows split at half the flops), min of ``--repeats``. The question it answers is
 the ratio between the ``P`` columns of one product on one machine, not how fast the production
-kernel is. Cost: O(flops x len(P) x repeats x 2). Usage::
+kernel is. Built into the production kernel (with its prefetch), panels lost on one and on two
+threads (BENCHMARKS.md, section 38): the prototype's gain came from a baseline without the
+prefetch. Cost: O(flops x len(P) x repeats x 2). Usage::
 
     python benchmarks/bench_panels.py
     python benchmarks/bench_panels.py --panels 1,4 --only rmat20
