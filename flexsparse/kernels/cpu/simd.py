@@ -19,7 +19,12 @@ explicit vector values, so a register tile is plain local variables:
 * ``move(a, dst, src, count)`` -- ``a.flat[dst : dst + count] = a.flat[src : src + count]``
   with overlap allowed (``llvm.memmove``: the C library's copy, 0.21-0.28 ns per entry of an
   in-cache 8K-entry block, against 1.1-1.7 ns for the element loop numba compiles, which
-  it does not vectorise because source and destination alias).
+  it does not vectorise because source and destination alias);
+* ``stream(a, dst, src, count)`` -- the same copy for ranges that do not overlap, its 64-byte
+  lines stored past the caches (non-temporal stores, then a store fence): a block computed
+  in cache and copied out to memory costs the line's write alone, not a read for ownership
+  first, and does not evict the caller's working set (the SpGEMM worker walking down, 3-D
+  Poisson on one thread: the copies 13.4M -> 6.0M cycles for 5.2M entries).
 
 ``a`` is a C-contiguous array addressed by a flat element offset (no bounds checks, like
 numba's own indexing). Each function is also an ordinary Python function on NumPy arrays
@@ -38,7 +43,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-__all__ = ["Vec", "has_avx512", "move", "vadd", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
+__all__ = ["Vec", "has_avx512", "move", "stream", "vadd", "vfma", "vload", "vload_n", "vperm", "vsplat", "vstore",
            "vstore_n", "vsum", "vzeros"]
 
 
@@ -102,6 +107,12 @@ def vperm(x, idx):
 
 
 def move(a, dst, src, count):
+    f = _flat(a)
+    if count > 0:
+        f[dst:dst + count] = f[src:src + count].copy()
+
+
+def stream(a, dst, src, count):
     f = _flat(a)
     if count > 0:
         f[dst:dst + count] = f[src:src + count].copy()
@@ -388,3 +399,57 @@ def _move(typingctx, a, dst, src, count):
 def _ov_move(a, dst, src, count):
     if isinstance(a, types.Array) and a.layout == "C":
         return lambda a, dst, src, count: _move(a, dst, src, count)
+
+
+@functools.lru_cache(maxsize=1)
+def _x86() -> bool:
+    """Whether numba compiles for x86 (``sfence`` orders its non-temporal stores)."""
+    from llvmlite import binding
+
+    return binding.get_default_triple().split("-")[0] in ("x86_64", "i386", "i686")
+
+
+@intrinsic
+def _stream(typingctx, a, dst, src, count):
+    """Bytes up to the destination's first 64-byte boundary and after its last one by
+    ``memcpy``, the lines between as unaligned 64-byte loads and aligned non-temporal stores,
+    then a store fence (the stores are weakly ordered: later readers on other threads must
+    see them)."""
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        item = context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype))
+        i64 = ir.IntType(64)
+        i8p = ir.IntType(8).as_pointer()
+        line = ir.Constant(i64, 64)
+        dst_v, src_v, n = (context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:]))
+        with builder.if_then(builder.icmp_signed(">", n, ir.Constant(i64, 0))):
+            d = builder.bitcast(builder.gep(arr.data, [dst_v]), i8p)
+            s = builder.bitcast(builder.gep(arr.data, [src_v]), i8p)
+            nbytes = builder.mul(n, ir.Constant(i64, item))
+            head = builder.and_(builder.sub(ir.Constant(i64, 0), builder.ptrtoint(d, i64)), ir.Constant(i64, 63))
+            head = builder.select(builder.icmp_unsigned("<", nbytes, head), nbytes, head)
+            cgutils.raw_memcpy(builder, d, s, head, 1)
+            lines = builder.udiv(builder.sub(nbytes, head), line)
+            vt = ir.VectorType(i64, 8)
+            nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+            with cgutils.for_range(builder, lines) as loop:
+                off = builder.add(head, builder.mul(loop.index, line))
+                v = builder.load(builder.bitcast(builder.gep(s, [off]), vt.as_pointer()), align=1)
+                store = builder.store(v, builder.bitcast(builder.gep(d, [off]), vt.as_pointer()), align=64)
+                store.set_metadata("nontemporal", nontemporal)
+            done = builder.add(head, builder.mul(lines, line))
+            cgutils.raw_memcpy(builder, builder.gep(d, [done]), builder.gep(s, [done]), builder.sub(nbytes, done), 1)
+            if _x86():
+                fence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                       "llvm.x86.sse.sfence")
+                builder.call(fence, [])
+            else:
+                builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.none(a, dst, src, count), codegen
+
+
+@overload(stream)
+def _ov_stream(a, dst, src, count):
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a, dst, src, count: _stream(a, dst, src, count)
