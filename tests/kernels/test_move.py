@@ -24,6 +24,15 @@ def _expected(a, dst, src, count):
     return out
 
 
+def _assert_copies(compiled, python, a, dst, src, count):
+    """The compiled copy and its Python form (NUMBA_DISABLE_JIT runs) both match slice assignment."""
+    want = _expected(a, dst, src, count)
+    for fn in (compiled, python):
+        got = a.copy()
+        fn(got, dst, src, count)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32, np.float64, np.complex128, np.bool_])
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
@@ -32,14 +41,7 @@ def test_move_matches_slice_assignment(dtype, data):
     count = data.draw(st.integers(0, n))
     src = data.draw(st.integers(0, n - count))
     dst = data.draw(st.integers(0, n - count))
-    a = (np.arange(n) * 7 % 11).astype(dtype)
-    want = _expected(a, dst, src, count)
-    got = a.copy()
-    _move_compiled(got, dst, src, count)
-    np.testing.assert_array_equal(got, want)
-    py = a.copy()
-    move(py, dst, src, count)  # the Python form (NUMBA_DISABLE_JIT runs)
-    np.testing.assert_array_equal(py, want)
+    _assert_copies(_move_compiled, move, (np.arange(n) * 7 % 11).astype(dtype), dst, src, count)
 
 
 def test_move_overlapping_both_ways():
@@ -71,14 +73,7 @@ def test_stream_matches_slice_assignment(dtype, data):
     dst = data.draw(st.sampled_from(free)) if free else src
     if dst == src and count:
         count = 0
-    a = (np.arange(n) * 7 % 11).astype(dtype)
-    want = _expected(a, dst, src, count)
-    got = a.copy()
-    _stream_compiled(got, dst, src, count)
-    np.testing.assert_array_equal(got, want)
-    py = a.copy()
-    stream(py, dst, src, count)
-    np.testing.assert_array_equal(py, want)
+    _assert_copies(_stream_compiled, stream, (np.arange(n) * 7 % 11).astype(dtype), dst, src, count)
 
 
 def test_stream_long_block_misaligned():
