@@ -122,3 +122,39 @@ def test_nothing_is_kept_from_a_block_that_keeps_none():
     del b
     gc.collect()
     assert pool.kept_bytes() >= 2**20 * 8
+
+
+def test_small_page_mappings_serve_only_their_kind_and_size():
+    a = pool.take(2**17, np.float64, huge=False)    # 1 MiB of 4 KiB pages
+    a[:] = 1.0
+    first = _address(a)
+    del a
+    gc.collect()
+    assert pool.kept_bytes() >= 2**20
+    big = pool.take(2**17, np.float64)              # a huge-page request makes its own mapping
+    tiny, kept = pool.take_kept(2**15, np.float64, huge=False)   # a quarter: too small to hold it
+    assert _address(big) != first and _address(tiny) != first and not kept
+    half, kept = pool.take_kept(2**16, np.float64, huge=False)   # half its length: served
+    assert _address(half) == first and kept
+
+
+def test_a_mid_sized_product_reuses_its_freed_output_without_faults():
+    """Outputs between ``KEPT_SMALL_MIN_BYTES`` and ``SMALL_PAGES_MAX_BYTES`` lie on kept
+    4 KiB-page mappings: the next product of the same size writes into pages already mapped."""
+    m = sp.random_array((3000, 3000), density=0.004, rng=np.random.default_rng(5), format="csr")
+    a = CSR.from_scipy(m)
+    flops = int(np.diff(m.indptr)[m.indices].sum())
+    assert out.KEPT_SMALL_MIN_BYTES <= flops * 12 <= out.SMALL_PAGES_MAX_BYTES
+    c = spgemm(a, a, sort=True, threads=1)
+    first = _address(c.data)
+    del c
+    gc.collect()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    c = spgemm(a, a, sort=True, threads=1)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    assert _address(c.data) == first and faults < 32, faults   # the kept mapping, its pages mapped
+    np.testing.assert_allclose(c.toarray(), (m @ m).toarray(), rtol=1e-12, atol=1e-12)
+    with pool.keeping(False):                       # a block that keeps none: malloc's buffers
+        d = spgemm(a, a, sort=True, threads=1)
+    assert pool.kept_bytes() == 0 and _address(d.data) != first
+    np.testing.assert_array_equal(d.toarray(), c.toarray())

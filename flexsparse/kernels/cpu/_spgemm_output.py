@@ -9,7 +9,8 @@ What those touched slots cost depends on the pages behind them:
   were ~4x cheaper than of 4 KiB pages, 5.2M entries: 22 ms -> 6 ms, and the rounding of
   the last partial huge page of each written range is small next to the result), kept for
   the next product when the result is freed (:mod:`._pool`: its writes then take no fault);
-* smaller buffers: 4 KiB pages (numba's allocator, glibc ``malloc``), since a partial huge
+* smaller buffers: 4 KiB pages (from :data:`KEPT_SMALL_MIN_BYTES` up kept mappings of
+  :mod:`._pool` as well, below it numba's allocator, glibc ``malloc``), since a partial huge
   page is resident as a whole: with huge pages the peak RSS growth of mid-sized products was
   3.0x (pyamg local_disc_galerkin, 1.4 MB result) and 3.1x (ca-HepTh, 5 MB) their inputs and
   output, against 0.63x and 1.27x with 4 KiB pages. A freed NumPy array leaves its part of
@@ -18,7 +19,7 @@ What those touched slots cost depends on the pages behind them:
   (ca-GrQc's 3.9 MB value buffer held 1.96 MB the moment it was allocated; peak RSS growth
   1.36-1.66x in most fresh processes). So the heap's advice is cleared first
   (:func:`_heap_small_pages`, one ``madvise``): ca-GrQc 0.83-0.88x, pyamg bar 1.35x -> 0.84x.
-  The range each thread is expected to write
+  The range each thread is expected to write on fresh pages
   (its flops times the output entries per multiply-add of :data:`ESTIMATE_ROWS` sampled rows,
   plus :data:`POPULATE_SLACK`) is faulted in one call (``madvise(MADV_POPULATE_WRITE)``,
   Linux >= 5.14; elsewhere pages fault on first write as usual): 0.15 us a page instead of
@@ -36,14 +37,23 @@ import functools
 import numpy as np
 from numba import njit
 
-from flexsparse.kernels.cpu._pool import anonymous, libc_function, take
+from flexsparse.kernels.cpu._pool import anonymous, keeps, libc_function, take, take_kept
 from flexsparse.kernels.cpu._spgemm_rows import count_row_dense
 
-__all__ = ["ESTIMATE_ROWS", "POPULATE_SLACK", "SMALL_PAGES_MAX_BYTES", "estimate_nnz", "output_buffers",
-           "populate", "sampled_row_nnz", "small_pages_empty", "trim"]
+__all__ = ["ESTIMATE_ROWS", "KEPT_SMALL_MIN_BYTES", "POPULATE_SLACK", "SMALL_PAGES_MAX_BYTES", "estimate_nnz",
+           "output_buffers", "populate", "sampled_row_nnz", "small_pages_empty", "trim"]
 
 #: Buffers of at most this many bytes of capacity get 4 KiB pages (see the module docstring).
 SMALL_PAGES_MAX_BYTES = 64 * 2**20
+#: Buffers of 4 KiB pages of at least this many bytes of capacity are kept mappings too
+#: (:func:`~._pool.take_kept` with ``huge=False``), smaller ones come from ``malloc``. Each kept
+#: buffer is a mapping of its own (the kernel bounds them: ``vm.max_map_count``, ~65K), so only
+#: buffers whose advice costs more than a mapping: the two buffers with half their room
+#: written, min of 300 (2026-12-03, Zen 4 guest), malloc's path against kept mappings: 96 KiB
+#: 23.4 / 9.7 us, 384 KiB 30.6 / 12.7 us, 1.5 MiB 61.8 / 24.3 us; einsum, alternating
+#: processes, three each: ca-HepTh 1.66 -> 1.46 ms, pyamg helmholtz_2D 1.15 -> 0.99 ms,
+#: pygsp Airfoil 0.44 -> 0.40 ms (minima).
+KEPT_SMALL_MIN_BYTES = 256 * 2**10
 #: Rows sampled by :func:`estimate_nnz` for the populated range.
 ESTIMATE_ROWS = 64
 #: The populated range is the estimate times this (an underestimate only costs lazy faults).
@@ -155,14 +165,21 @@ def small_pages_empty(n: int, dtype) -> np.ndarray:
 def output_buffers(capacity: int, idx_dtype: np.dtype, work_dtype: np.dtype,
                    ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """``(indices, data)`` buffers of ``capacity`` slots; with 4 KiB pages, the slot ``ranges``
-    expected to be written are faulted in first (see the module docstring)."""
-    if capacity * (idx_dtype.itemsize + work_dtype.itemsize) > SMALL_PAGES_MAX_BYTES:
+    expected to be written are faulted in first, unless both buffers lie on kept mappings (see
+    the module docstring)."""
+    nbytes = capacity * (idx_dtype.itemsize + work_dtype.itemsize)
+    if nbytes > SMALL_PAGES_MAX_BYTES:
         return take(capacity, idx_dtype), take(capacity, work_dtype)  # kept from freed results
-    _heap_small_pages()
-    indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
-    data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
-    for buf in (indices, data):  # malloc may have mapped them apart from the heap (THP "always")
-        _advise(buf, 0, capacity, _MADV_NOHUGEPAGE)
+    if nbytes >= KEPT_SMALL_MIN_BYTES and keeps():
+        (indices, kept_i), (data, kept_d) = (take_kept(capacity, dt, False) for dt in (idx_dtype, work_dtype))
+        if kept_i and kept_d:  # the pages the result before wrote are resident
+            return indices, data
+    else:
+        _heap_small_pages()
+        indices = _empty_like(capacity, np.empty(0, dtype=idx_dtype))
+        data = _empty_like(capacity, np.empty(0, dtype=work_dtype))
+        for buf in (indices, data):  # malloc may have mapped them apart from the heap (THP "always")
+            _advise(buf, 0, capacity, _MADV_NOHUGEPAGE)
     for lo, hi in ranges:
         lo, hi = max(0, int(lo)), min(capacity, int(hi))
         populate(indices, lo, hi)
