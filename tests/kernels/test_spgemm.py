@@ -739,3 +739,17 @@ def test_spgemm_small_products_do_not_steal(monkeypatch):
     assert spgemm_mod._large_enough_to_steal(a, b, 12, nnz_hint=spgemm_mod.STEAL_MIN_BYTES / 12)
     monkeypatch.setattr(spgemm_mod, "STEAL_MIN_BYTES", 0)
     assert spgemm_mod._large_enough_to_steal(a, b, 12)
+
+
+def test_only_workspaces_past_the_heap_are_faulted_in_first(monkeypatch):
+    """One-thread dense workspaces of a product with many multiply-adds a column are faulted
+    in before the kernel only from ``WORKSPACE_POPULATE_MIN_BYTES`` up; all come zeroed."""
+    seen = []
+    monkeypatch.setattr(spgemm_mod, "populate", lambda ws, lo, hi: seen.append(ws.nbytes) or True)
+    for n_cols in (4000, 100_000):
+        seen.clear()
+        code, tag, marker, acc, zero = spgemm_mod.dense_workspaces(1, n_cols, 64 * n_cols, 0, np.dtype(np.float64))
+        assert not zero and not tag.any() and not marker.any() and not acc.any()
+        big = [ws.nbytes for ws in (tag, marker, acc) if ws.nbytes >= spgemm_mod.WORKSPACE_POPULATE_MIN_BYTES]
+        assert sorted(seen) == sorted(big)
+        assert (n_cols > 10_000) == bool(seen)
