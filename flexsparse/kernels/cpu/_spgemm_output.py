@@ -52,7 +52,9 @@ SMALL_PAGES_MAX_BYTES = 64 * 2**20
 #: written, min of 300 (2026-12-03, Zen 4 guest), malloc's path against kept mappings: 96 KiB
 #: 23.4 / 9.7 us, 384 KiB 30.6 / 12.7 us, 1.5 MiB 61.8 / 24.3 us; einsum, alternating
 #: processes, three each: ca-HepTh 1.66 -> 1.46 ms, pyamg helmholtz_2D 1.15 -> 0.99 ms,
-#: pygsp Airfoil 0.44 -> 0.40 ms (minima).
+#: pygsp Airfoil 0.44 -> 0.40 ms (minima). Kept mappings are not populated: the pages the
+#: result before wrote are resident, and ``MADV_POPULATE_WRITE`` on resident pages costs about
+#: what faulting them in did (1.2 MB: 40 us, 585 KB: 22 us; min of 300).
 KEPT_SMALL_MIN_BYTES = 256 * 2**10
 #: Rows sampled by :func:`estimate_nnz` for the populated range.
 ESTIMATE_ROWS = 64
