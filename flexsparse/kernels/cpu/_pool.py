@@ -17,7 +17,7 @@ What is kept is memory the freed results held; :func:`free_buffers` unmaps it (a
 ``mkl_free_buffers`` does for MKL's pool), and a limit of 0 keeps nothing.
 
 Mid-sized buffers (from :data:`~._spgemm_output.KEPT_SMALL_MIN_BYTES` up) are kept mappings
-too, of 4 KiB pages (``take(..., huge=False)``): from ``malloc`` their pages were fresh in
+too, of 4 KiB pages (:func:`take_kept` with ``huge=False``): from ``malloc`` their pages were fresh in
 most calls, and the advice and population around them (``madvise``: the heap's, each
 buffer's, each expected range's) took 50-60 us of a 0.4-0.5 ms product (pygsp Airfoil,
 144K multiply-adds), against 13-15 us for two kept mappings whose pages the result before
@@ -162,7 +162,7 @@ def take_kept(n: int, dtype, huge: bool = True) -> tuple[np.ndarray, bool]:
     nbytes = max(1, int(n) * dtype.itemsize)
     mm = None
     with _lock:
-        fits = [k for k in _kept if k[2] == huge and nbytes <= len(k[0]) <= (len(k[0]) if huge else 2 * nbytes)]
+        fits = [k for k in _kept if k[2] == huge and len(k[0]) >= nbytes and (huge or len(k[0]) <= 2 * nbytes)]
         if fits:
             best = min(fits, key=lambda k: len(k[0]))
             _kept.remove(best)
