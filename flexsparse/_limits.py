@@ -602,13 +602,21 @@ CLASS_FIXED_SECONDS = 20e-6
 CLASS_MIN_PLAIN_SECONDS = 400e-6
 
 # ---------------------------------------------------------------------- GEMM orientation
-#: ``_orient``: calls of each orientation a GEMM shape is timed over before the one with the
-#: lower minimum is kept. Four each, so a trial spends at most four calls on the slower side:
-#: where the sides differ by 10-38% (the chemistry class GEMMs on the Xeon, Zen 4 and Zen 5
-#: guests) that is well above the spread of a minimum of four calls; on the 2-vCPU AMD EPYC Zen 3
-#: guest (2026-12-02) the sides differ by 3-10% and two runs chose differently for the near ties,
+#: ``_orient``: the length of each run of a trial: calls of one orientation, then as many of
+#: the other, before the one with the lower minimum is kept. Four, so a trial spends at most
+#: four calls on the slower side: where the sides differ by 10-38% (the chemistry class GEMMs
+#: on the Xeon, Zen 4 and Zen 5 guests) that is well above the spread of a minimum of four
+#: calls, whose first call pays the switch of orientation (Zen 4, 576x16x375 kept after swapped
+#: calls: 213, 145, 132, 121 us against 118 warm); on the 2-vCPU AMD EPYC Zen 3 guest
+#: (2026-12-02) the sides differ by 3-10% and two runs chose differently for the near ties,
 #: which then cost at most that difference.
 ORIENT_TRIAL_CALLS = 4
+#: ``_orient``: the call count of a shape at which its trial is first repeated (then at each
+#: doubling). On the Zen 4 guest (2026-12-03) the first trial in a process chose the swapped
+#: side for the chemistry GEMM 576x16x375 (minimum 153 against 157 us, both cold, alternating
+#: calls), whose warm times are 100-118 kept against 121-135 us swapped; a repeated trial
+#: corrects that, at one run of the slower side per doubling.
+ORIENT_RECHECK_FIRST = 16
 #: Products below this many multiply-adds are not timed (the rule of ``_orient`` decides):
 #: under ~5 us a call, where the timer and the look-up are a visible share and the two
 #: orientations were within 3-7% (186x16x77, 258x14x56 on the Zen 5 guest).

@@ -16,10 +16,18 @@ on the BLAS kernels alone. Measured with NumPy's bundled OpenBLAS 0.3.31 (float6
   352x71x116 kept faster (swapped 1.03-1.08x), 186x16x77 swapped faster (0.89-0.90x),
   576x96x375 swapped (0.96-1.00x), 258x14x56 a tie (0.93-1.04x).
 
-So each shape is *timed*: the first :data:`~flexsparse._limits.ORIENT_TRIAL_CALLS` calls of
-each orientation alternate (the rule below first), each call's wall time is kept, and from
-then on the orientation with the lower minimum runs. Every trial call is a real product, so
-the trial costs only the slower orientation's extra time on those calls. Shapes below
+So each shape is *timed*, in runs of consecutive calls: the first
+:data:`~flexsparse._limits.ORIENT_TRIAL_CALLS` calls run the rule's side below, the next as
+many the other side, each call's wall time is kept, and from then on the side with the lower
+minimum runs. Runs, not alternation, because a side is slow for its first calls after the
+other side ran (Zen 4, 576x16x375 kept after swapped calls: 213-596 us, then 145, 132, 121
+against 118 warm), so alternating calls measure the switch. The trial is repeated at the
+:data:`~flexsparse._limits.ORIENT_RECHECK_FIRST`-th call of a shape and at each doubling of
+its call count: a run of the chosen side, then a run of the other, and the lower minimum
+decides again. A trial in a disturbed moment (the first calls of a process run cold, and on
+a noisy guest a run can land in a slow stretch) is thus corrected, at a cost of one run of
+the slower side per doubling. Every trial call is a real product, so the trial costs only the
+slower side's extra time on those calls. Shapes below
 :data:`~flexsparse._limits.ORIENT_MIN_MACS` multiply-adds (timer noise and the look-up would
 outweigh the difference) and square outputs (``a @ a.T`` is a SYRK either way) use the rule
 alone: swap when the output has more rows than columns, except a very narrow output
@@ -46,9 +54,9 @@ KEEP_ORDER_MAX_COLS = 24
 KEEP_ORDER_MIN_K = 128
 KEEP_ORDER_MAX_ROWS = 1024
 
-#: Per shape key: ``[decided (-1 while timing, 0 kept, 1 swapped), best kept s, best swapped s,
-#: calls timed, the rule's side]``. Mutated in place; a lost update under threads only costs a
-#: sample.
+#: Per shape key: ``[the side that runs (0 kept, 1 swapped; the rule's until the first
+#: trial ends), best kept s, best swapped s, calls, call count of the next trial]``. Mutated in
+#: place; a lost update under threads only costs a sample.
 _CHOICES: dict = {}
 #: The clock of the trial (a test replaces it).
 _clock = time.perf_counter
@@ -72,7 +80,7 @@ def _entry(a: np.ndarray, b: np.ndarray, threads: int) -> list | tuple:
     if entry is None:  # the rule is consulted once per shape, not on every decided call
         while len(_CHOICES) >= _limits.ORIENT_CACHE_ENTRIES:
             _CHOICES.pop(next(iter(_CHOICES)))
-        entry = _CHOICES[key] = [-1, np.inf, np.inf, 0, rule_swaps(rows, cols, k)]
+        entry = _CHOICES[key] = [int(rule_swaps(rows, cols, k)), np.inf, np.inf, 0, 0]
     return entry
 
 
@@ -84,22 +92,30 @@ def matmul_oriented(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
     buffer of exactly the result's size to write into (as ``[.., n, m]`` when swapped).
     ``threads``: the BLAS thread count in effect (part of the key; the caller knows it)."""
     entry = _entry(a, b, threads)
-    state = entry[0]
-    swap = bool(state) if state >= 0 else bool(entry[4]) ^ bool(entry[3] & 1)
-    if state < 0:
-        t0 = _clock()
+    swap = bool(entry[0])
+    if len(entry) == 1:  # the rule alone
+        timed = False
+    else:
+        calls = entry[3]
+        entry[3] = calls + 1
+        run = _limits.ORIENT_TRIAL_CALLS
+        step = calls - entry[4]  # within a trial: a run of the side that runs, then one of the other
+        timed = 0 <= step < 2 * run
+        if timed:
+            swap ^= step >= run
+            t0 = _clock()
     if swap:
         at, bt = b.swapaxes(-1, -2), a.swapaxes(-1, -2)
         res = np.matmul(at, bt, out=None if out is None else out.reshape(at.shape[:-1] + bt.shape[-1:]))
         res = res.swapaxes(-1, -2)
     else:
         res = np.matmul(a, b, out=None if out is None else out.reshape(a.shape[:-1] + b.shape[-1:]))
-    if state < 0:
+    if timed:
         seconds = _clock() - t0
         slot = 2 if swap else 1
         if seconds < entry[slot]:
             entry[slot] = seconds
-        entry[3] += 1
-        if entry[3] >= 2 * _limits.ORIENT_TRIAL_CALLS:
+        if step == 2 * run - 1:  # the trial's last call: decide, and set the next trial
             entry[0] = int(entry[2] < entry[1])
+            entry[4] = max(_limits.ORIENT_RECHECK_FIRST, 2 * entry[4])
     return res, swap

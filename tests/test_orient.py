@@ -1,10 +1,9 @@
 """GEMM orientation by trial (flexsparse._orient): results equal ``a @ b`` either way round,
-the trial alternates and keeps the side with the lower minimum, small and square products
-follow the rule untimed, and the cache stays bounded."""
+the trial alternates and keeps the side with the lower minimum, rechecks at doubling call
+counts correct a disturbed trial, small and square products follow the rule untimed, and
+the cache stays bounded."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
@@ -71,31 +70,53 @@ def test_trial_keeps_the_faster_side(monkeypatch, kept_s, swapped_s, expect):
     seen: list = []
     _fake_clock(monkeypatch, kept_s, swapped_s, seen)
     a, b = np.ones((400, 300)), np.ones((300, 50))
-    trial = 2 * _limits.ORIENT_TRIAL_CALLS
-    got = [_orient.matmul_oriented(a, b)[1] for _ in range(trial + 5)]
-    assert got[:trial].count(True) == got[:trial].count(False) == _limits.ORIENT_TRIAL_CALLS
-    assert got[0] == _orient.rule_swaps(400, 50, 300)  # the rule's side first
-    assert got[trial:] == [expect] * 5
+    run = _limits.ORIENT_TRIAL_CALLS
+    got = [_orient.matmul_oriented(a, b)[1] for _ in range(2 * run + 5)]
+    rule = _orient.rule_swaps(400, 50, 300)
+    assert got[:2 * run] == [rule] * run + [not rule] * run  # a run of the rule's side, then the other
+    assert got[2 * run:] == [expect] * 5
     assert seen == got  # the side reported is the side BLAS ran
+
+
+def _scripted_clock(monkeypatch, seconds):
+    """A clock under which the n-th BLAS call takes ``seconds(n, swapped)``; returns the sides run."""
+    now = [0.0]
+    real = np.matmul
+    seen: list = []
+
+    def matmul(x, y, out=None):
+        seen.append(x.flags.f_contiguous and not x.flags.c_contiguous)
+        now[0] += seconds(len(seen) - 1, seen[-1])
+        return real(x, y, out=out)
+
+    monkeypatch.setattr(_orient.np, "matmul", matmul)
+    monkeypatch.setattr(_orient, "_clock", lambda: now[0])
+    return seen
 
 
 def test_a_disturbed_call_does_not_decide(monkeypatch):
     """The minimum of each side decides: one slow swapped call among fast ones does not
     make the kept side win."""
-    now = [0.0]
-    times = itertools.chain([1.0, 5.0] + [1.0, 0.5] * (_limits.ORIENT_TRIAL_CALLS - 1), itertools.repeat(1.0))
-    real = np.matmul
-
-    def matmul(x, y, out=None):
-        now[0] += next(times)
-        return real(x, y, out=out)
-
-    monkeypatch.setattr(_orient.np, "matmul", matmul)
-    monkeypatch.setattr(_orient, "_clock", lambda: now[0])
+    run = _limits.ORIENT_TRIAL_CALLS
+    _scripted_clock(monkeypatch, lambda n, swapped: (5.0 if n == run else 0.5) if swapped else 1.0)
     a, b = np.ones((40, 300)), np.ones((300, 400))  # fewer rows: the rule keeps the order first
-    for _ in range(2 * _limits.ORIENT_TRIAL_CALLS):
+    for _ in range(2 * run):
         _orient.matmul_oriented(a, b)
     assert _orient.matmul_oriented(a, b)[1]
+
+
+def test_repeated_trials_correct_a_disturbed_one(monkeypatch):
+    """The kept calls of the first trial run slow (a cold start), the kept side is faster
+    later: the repeated trial at ORIENT_RECHECK_FIRST calls switches to it, and each later
+    trial (at each doubling) runs the swapped side for one run only."""
+    run, first = _limits.ORIENT_TRIAL_CALLS, _limits.ORIENT_RECHECK_FIRST
+    seen = _scripted_clock(monkeypatch, lambda n, swapped: 1.2 if swapped else (3.0 if n < 2 * run else 1.0))
+    a, b = np.ones((400, 300)), np.ones((300, 50))  # the rule swaps first
+    got = [_orient.matmul_oriented(a, b)[1] for _ in range(8 * first)]
+    assert got[:first + 2 * run] == [True] * run + [False] * run + [True] * (first - run) + [False] * run
+    swapped_later = [i for i, s in enumerate(got) if s and i >= first + 2 * run]
+    assert swapped_later == [t + run + j for t in (2 * first, 4 * first) for j in range(run)]
+    assert seen == got
 
 
 def test_small_and_square_products_are_not_timed(monkeypatch):
