@@ -99,7 +99,8 @@ def _as_batched(op: np.ndarray, layout: tuple, dtype: np.dtype) -> np.ndarray:
     BLAS-ready view when it matches the stored layout.
     """
     perm, shape, perm_swapped, shape_swapped = layout
-    op = op.astype(dtype, copy=False)
+    if op.dtype != dtype:
+        op = op.astype(dtype)
     direct = op if perm is None else op.transpose(perm)
     if direct.flags.c_contiguous:
         return direct.reshape(shape)
