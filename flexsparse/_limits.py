@@ -614,7 +614,7 @@ ORIENT_TRIAL_CALLS = 4
 #: ``_orient``: the call count of a shape at which its trial is first repeated (then at each
 #: doubling). On the Zen 4 guest (2026-12-03) the first trial in a process chose the swapped
 #: side for the chemistry GEMM 576x16x375 (minimum 153 against 157 us, both cold, alternating
-#: calls), whose warm times are 100-118 kept against 121-135 us swapped; a repeated trial
+#: calls), whose warm times are 99-122 kept against 119-135 us swapped; a repeated trial
 #: corrects that, at one run of the slower side per doubling.
 ORIENT_RECHECK_FIRST = 16
 #: Products below this many multiply-adds are not timed (the rule of ``_orient`` decides):
