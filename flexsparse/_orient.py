@@ -37,7 +37,7 @@ alone: swap when the output has more rows than columns, except a very narrow out
 
 Choices are remembered per (shapes, strides, dtype, BLAS threads), at most
 :data:`~flexsparse._limits.ORIENT_CACHE_ENTRIES`, oldest dropped first. Cost: one dict look-up
-per product once decided; two ``perf_counter`` reads per trial call.
+and a call count per product once decided; two ``perf_counter`` reads per trial call.
 """
 
 from __future__ import annotations
