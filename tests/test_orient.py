@@ -1,7 +1,7 @@
 """GEMM orientation by trial (flexsparse._orient): results equal ``a @ b`` either way round,
-the trial alternates and keeps the side with the lower minimum, rechecks at doubling call
-counts correct a disturbed trial, small and square products follow the rule untimed, and
-the cache stays bounded."""
+the trial runs each side in turn and keeps the one with the lower minimum, trials repeated
+at doubling call counts correct a disturbed one, small and square products follow the rule
+untimed, and the cache stays bounded."""
 
 from __future__ import annotations
 
@@ -16,18 +16,20 @@ def _fresh(monkeypatch):
     monkeypatch.setattr(_orient, "_CHOICES", {})
 
 
-def _fake_clock(monkeypatch, kept_s, swapped_s, seen):
-    """A clock under which a kept call takes ``kept_s`` and a swapped one ``swapped_s``."""
+def _scripted_clock(monkeypatch, seconds):
+    """A clock under which the n-th BLAS call takes ``seconds(n, swapped)``; returns the sides run."""
     now = [0.0]
     real = np.matmul
+    seen: list = []
 
     def matmul(x, y, out=None):
         seen.append(x.flags.f_contiguous and not x.flags.c_contiguous)  # a swapped call reads b^T first
-        now[0] += swapped_s if seen[-1] else kept_s
+        now[0] += seconds(len(seen) - 1, seen[-1])
         return real(x, y, out=out)
 
     monkeypatch.setattr(_orient.np, "matmul", matmul)
     monkeypatch.setattr(_orient, "_clock", lambda: now[0])
+    return seen
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
@@ -67,8 +69,7 @@ def test_stacked_products_are_oriented_too():
 
 @pytest.mark.parametrize("kept_s, swapped_s, expect", [(1.0, 2.0, False), (2.0, 1.0, True)])
 def test_trial_keeps_the_faster_side(monkeypatch, kept_s, swapped_s, expect):
-    seen: list = []
-    _fake_clock(monkeypatch, kept_s, swapped_s, seen)
+    seen = _scripted_clock(monkeypatch, lambda n, swapped: swapped_s if swapped else kept_s)
     a, b = np.ones((400, 300)), np.ones((300, 50))
     run = _limits.ORIENT_TRIAL_CALLS
     got = [_orient.matmul_oriented(a, b)[1] for _ in range(2 * run + 5)]
@@ -76,22 +77,6 @@ def test_trial_keeps_the_faster_side(monkeypatch, kept_s, swapped_s, expect):
     assert got[:2 * run] == [rule] * run + [not rule] * run  # a run of the rule's side, then the other
     assert got[2 * run:] == [expect] * 5
     assert seen == got  # the side reported is the side BLAS ran
-
-
-def _scripted_clock(monkeypatch, seconds):
-    """A clock under which the n-th BLAS call takes ``seconds(n, swapped)``; returns the sides run."""
-    now = [0.0]
-    real = np.matmul
-    seen: list = []
-
-    def matmul(x, y, out=None):
-        seen.append(x.flags.f_contiguous and not x.flags.c_contiguous)
-        now[0] += seconds(len(seen) - 1, seen[-1])
-        return real(x, y, out=out)
-
-    monkeypatch.setattr(_orient.np, "matmul", matmul)
-    monkeypatch.setattr(_orient, "_clock", lambda: now[0])
-    return seen
 
 
 def test_a_disturbed_call_does_not_decide(monkeypatch):
