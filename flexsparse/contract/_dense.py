@@ -92,7 +92,8 @@ def dense_pair_layout(xi: str, yi: str, out: str, extents: tuple[int, ...]) -> t
 
 
 def _as_batched(op: np.ndarray, layout: tuple, dtype: np.dtype) -> np.ndarray:
-    """``op`` as a ``[B, R, C]`` array, a view wherever its memory allows (else one copy).
+    """``op`` as a ``[B, R, C]`` array (``[R, C]`` when ``B`` is 1), a view wherever its memory
+    allows (else one copy).
 
     Tries the (batch, rows, cols) axis order and the (batch, cols, rows) order followed by a
     swap of the last two axes (``layout`` from :func:`dense_pair_layout`): either is a
@@ -101,12 +102,14 @@ def _as_batched(op: np.ndarray, layout: tuple, dtype: np.dtype) -> np.ndarray:
     perm, shape, perm_swapped, shape_swapped = layout
     if op.dtype != dtype:
         op = op.astype(dtype)
+    if shape[0] == 1:  # one GEMM: the 2-D operand (a view less to make, and to index)
+        shape, shape_swapped = shape[1:], shape_swapped[1:]
     direct = op if perm is None else op.transpose(perm)
     if direct.flags.c_contiguous:
         return direct.reshape(shape)
     swapped = op if perm_swapped is None else op.transpose(perm_swapped)
     if swapped.flags.c_contiguous:
-        return swapped.reshape(shape_swapped).swapaxes(1, 2)
+        return swapped.reshape(shape_swapped).swapaxes(-1, -2)
     return np.ascontiguousarray(direct).reshape(shape)
 
 
@@ -130,10 +133,8 @@ def batched_gemm(x: np.ndarray, lx: tuple, y: np.ndarray, ly: tuple, dtype: np.d
     xm = _as_batched(x, lx, dtype)
     ym = _as_batched(y, ly, dtype)
     if dtype.kind not in "fc":  # integer/bool GEMM has no BLAS; numpy.einsum's loops beat matmul's
-        return np.einsum("bik,bkj->bij", xm, ym)
-    threads = blas_threads()
-    return matmul_oriented(xm[0], ym[0], threads=threads)[0] if xm.shape[0] == 1 else \
-        matmul_oriented(xm, ym, threads=threads)[0]
+        return np.einsum("...ik,...kj->...ij", xm, ym)
+    return matmul_oriented(xm, ym, threads=blas_threads())[0]
 
 
 @functools.lru_cache(maxsize=256)
